@@ -1,0 +1,152 @@
+//! The composition root: turns a validated Config into bound listeners, pools and users.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::auth::users::{Users, UsersError};
+use crate::config::{Config, ConnectionPool, Engine};
+use crate::listener;
+use crate::pool::{Instance, Limit, PoolSettings};
+use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::client::PgEndpoint;
+use crate::postgres::pools::PgPools;
+use crate::routing;
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error("endpoint {endpoint}: cannot listen on {addr}: {source}")]
+    Bind {
+        endpoint: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("endpoint {endpoint}: {reason}")]
+    Unsupported { endpoint: String, reason: String },
+}
+
+/// Everything sluice runs, bound and ready.
+#[derive(Debug)]
+pub struct App {
+    tasks: JoinSet<()>,
+    addrs: Vec<(String, SocketAddr)>,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> Result<Self, AppError> {
+        let users = Arc::new(Users::load(config)?);
+        let cancel = Arc::new(CancelRegistry::default());
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        // One set of pools per (target group, instance), shared by the endpoints using it.
+        let mut pools: HashMap<(String, String), Arc<PgPools>> = HashMap::new();
+        for ep in &config.endpoints {
+            let unsupported = |reason: &str| AppError::Unsupported {
+                endpoint: ep.name.clone(),
+                reason: reason.to_owned(),
+            };
+            let group = &config.target_groups[&ep.target_group];
+            if group.engine != Engine::Postgres {
+                return Err(unsupported(
+                    "only the postgres engine is supported by this build",
+                ));
+            }
+            let addr = routing::instance_for(group, ep.role).ok_or_else(|| {
+                unsupported("read_only endpoints need health probes, not in this build yet")
+            })?;
+            let key = (ep.target_group.clone(), addr.to_owned());
+            let pg = pools
+                .entry(key)
+                .or_insert_with(|| {
+                    let p = Arc::new(instance_pools(addr, &group.connection_pool));
+                    tasks.spawn(trim_loop(p.clone()));
+                    p
+                })
+                .clone();
+            let listener = TcpListener::bind(ep.listen)
+                .await
+                .map_err(|source| AppError::Bind {
+                    endpoint: ep.name.clone(),
+                    addr: ep.listen,
+                    source,
+                })?;
+            let local = listener.local_addr().unwrap_or(ep.listen);
+            addrs.push((ep.name.clone(), local));
+            let endpoint = Arc::new(PgEndpoint {
+                name: ep.name.clone(),
+                pools: pg,
+                users: users.clone(),
+                cancel: cancel.clone(),
+                idle_client_timeout: config.idle_client_timeout.as_std(),
+                session_ids: AtomicU64::new(0),
+            });
+            tracing::info!(endpoint = %ep.name, listen = %local, instance = addr, "endpoint ready");
+            tasks.spawn(listener::accept_loop(
+                listener,
+                ep.allowed_cidrs.clone(),
+                endpoint,
+            ));
+        }
+        Ok(Self { tasks, addrs })
+    }
+
+    /// The bound address of each endpoint (useful when configured with port 0).
+    pub fn addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        tracing::info!("shutting down");
+        self.tasks.shutdown().await;
+    }
+}
+
+fn instance_pools(addr: &str, cp: &ConnectionPool) -> PgPools {
+    let limit = match (cp.max_connections, cp.max_connections_percent) {
+        (Some(n), _) => Limit::Absolute(n as usize),
+        (None, Some(p)) => Limit::Percent(p),
+        (None, None) => Limit::Percent(100),
+    };
+    let instance = Arc::new(Instance::new(
+        addr.to_owned(),
+        limit,
+        cp.max_idle_connections_percent,
+    ));
+    let settings = PoolSettings {
+        borrow_timeout: cp.connection_borrow_timeout.as_std(),
+        connect_timeout: cp.connect_timeout.as_std(),
+        max_lifetime: cp.max_connection_lifetime.as_std(),
+        idle_timeout: cp.idle_timeout.as_std(),
+    };
+    PgPools::new(instance, settings, cp.init_query.clone())
+}
+
+/// Closes idle connections past their idle timeout, lifetime or the idle cap.
+async fn trim_loop(pools: Arc<PgPools>) {
+    let s = *pools.settings();
+    let period = (s.idle_timeout / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let closed = pools.instance.trim(s.idle_timeout, s.max_lifetime);
+        if closed > 0 {
+            tracing::debug!(
+                instance = pools.instance.addr(),
+                closed,
+                "idle connections trimmed"
+            );
+        }
+    }
+}

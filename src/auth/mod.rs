@@ -1,0 +1,6 @@
+//! Client authentication and the credentials sluice logs in to databases with.
+
+pub mod md5;
+pub mod scram;
+pub mod secret;
+pub mod users;

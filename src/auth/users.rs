@@ -1,0 +1,94 @@
+//! Who may log in: each `auth:` entry with its secret and the password material derived from it
+//! once at load, so a client login costs HMACs, not key derivation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::md5;
+use super::scram::ScramKeys;
+use super::secret::{self, Secret};
+use crate::config::{Config, PasswordAuthType, SecretRef};
+
+/// One user as sluice authenticates it and logs in for it.
+#[derive(Debug)]
+pub struct User {
+    pub name: String,
+    pub method: PasswordAuthType,
+    /// The credentials sluice logs in to the database with.
+    pub secret: Secret,
+    pub scram: ScramKeys,
+    /// `md5(password + username)`, what PostgreSQL itself stores for MD5 logins.
+    pub md5: String,
+}
+
+#[derive(Debug, Error)]
+pub enum UsersError {
+    #[error("auth entry {user}: {reason}")]
+    Secret { user: String, reason: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Users {
+    by_name: HashMap<String, Arc<User>>,
+    /// Answers logins of unknown users like real ones, so names cannot be probed.
+    decoy: Option<Arc<User>>,
+}
+
+impl Users {
+    pub fn load(config: &Config) -> Result<Self, UsersError> {
+        let mut by_name = HashMap::new();
+        for entry in &config.auth {
+            let fail = |reason: String| UsersError::Secret {
+                user: entry.username.clone(),
+                reason,
+            };
+            let secret = match &entry.secret {
+                SecretRef::File { path, key } => {
+                    secret::read_file(path, key).map_err(|e| fail(e.to_string()))?
+                }
+                SecretRef::AwsSecretsManager(_) => {
+                    return Err(fail(
+                        "aws-secretsmanager secrets are not supported by this build yet".into(),
+                    ));
+                }
+            };
+            let user = User {
+                name: entry.username.clone(),
+                method: entry.client_password_auth_type,
+                scram: ScramKeys::derive(&secret.password),
+                md5: md5::stored_hash(&entry.username, &secret.password),
+                secret,
+            };
+            by_name.insert(entry.username.clone(), Arc::new(user));
+        }
+        let decoy_password: [u8; 16] = rand::random();
+        let decoy = Arc::new(User {
+            name: String::new(),
+            method: PasswordAuthType::PostgresScramSha256,
+            scram: ScramKeys::derive(&format!("{decoy_password:?}")),
+            md5: String::new(),
+            secret: Secret {
+                username: String::new(),
+                password: String::new(),
+                engine: None,
+                host: None,
+                port: None,
+            },
+        });
+        Ok(Self {
+            by_name,
+            decoy: Some(decoy),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<User>> {
+        self.by_name.get(name)
+    }
+
+    /// A user no password matches, for running the exchange with an unknown name.
+    pub fn decoy(&self) -> Option<&Arc<User>> {
+        self.decoy.as_ref()
+    }
+}

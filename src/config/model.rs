@@ -1,0 +1,242 @@
+//! The YAML configuration model: the user-facing contract of DESIGN.md, field for field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::cidr::Cidr;
+use super::duration::Duration;
+use super::secret_ref::SecretRef;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening addresses, each serving one target group in one role.
+    pub endpoints: Vec<Endpoint>,
+    /// The database clusters behind the endpoints, by name.
+    pub target_groups: BTreeMap<String, TargetGroup>,
+    /// Who may log in, and the secret sluice uses to log in to the database for them.
+    pub auth: Vec<AuthEntry>,
+    /// The admin HTTP listener (metrics, health, read-only API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+    /// A client session idle (between transactions) for this long is closed.
+    #[serde(default = "defaults::idle_client_timeout")]
+    pub idle_client_timeout: Duration,
+}
+
+/// One listening address with a role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Unique; used in logs and metric labels.
+    pub name: String,
+    /// `IP:PORT` to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// A key of `target_groups`.
+    pub target_group: String,
+    #[serde(default)]
+    pub role: Role,
+    /// Refuse clients that do not use TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// CIDR blocks allowed to connect (IPv4 or IPv6); empty means everyone.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Follows the writer.
+    #[default]
+    ReadWrite,
+    /// Spreads transactions over readers.
+    ReadOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroup {
+    /// The database engine of every instance.
+    pub engine: Engine,
+    /// `host:port` of each instance; roles are found by probing.
+    pub instances: Vec<String>,
+    /// Username (of an auth entry) whose secret the probes log in with; else the first
+    /// auth entry's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_user: Option<String>,
+    #[serde(default)]
+    pub connection_pool: ConnectionPool,
+    #[serde(default)]
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    Postgres,
+    Mysql,
+}
+
+/// Pool limits, per instance. Exactly one of `max_connections` and
+/// `max_connections_percent` may be set; with neither, 100 percent applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPool {
+    /// Pool size as a percentage (1-100) of the instance's own `max_connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_percent: Option<u32>,
+    /// Absolute pool size per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Share (0-100) of the pool that may stay idle; idle connections beyond it are closed.
+    #[serde(default = "defaults::max_idle_connections_percent")]
+    pub max_idle_connections_percent: u32,
+    /// How long a transaction waits for a server connection before failing.
+    #[serde(default = "defaults::connection_borrow_timeout")]
+    pub connection_borrow_timeout: Duration,
+    /// How long an idle server connection may stay in the pool (idle trim).
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Server connections are replaced after this long.
+    #[serde(default = "defaults::max_connection_lifetime")]
+    pub max_connection_lifetime: Duration,
+    /// Bound on connecting and logging in to an instance.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// SQL run once on each new server connection.
+    #[serde(default)]
+    pub init_query: String,
+}
+
+impl Default for ConnectionPool {
+    fn default() -> Self {
+        Self {
+            max_connections_percent: None,
+            max_connections: None,
+            max_idle_connections_percent: defaults::max_idle_connections_percent(),
+            connection_borrow_timeout: defaults::connection_borrow_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_connection_lifetime: defaults::max_connection_lifetime(),
+            connect_timeout: defaults::connect_timeout(),
+            init_query: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Time between probes of one instance.
+    #[serde(default = "defaults::health_interval")]
+    pub interval: Duration,
+    /// A probe slower than this fails.
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: Duration,
+    /// Failed probes in a row before an instance counts as down.
+    #[serde(default = "defaults::unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Good probes in a row before a down instance counts as up again.
+    #[serde(default = "defaults::healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Readers lagging more than this are skipped by `read_only` endpoints.
+    #[serde(default = "defaults::max_replica_lag")]
+    pub max_replica_lag: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            interval: defaults::health_interval(),
+            timeout: defaults::health_timeout(),
+            unhealthy_threshold: defaults::unhealthy_threshold(),
+            healthy_threshold: defaults::healthy_threshold(),
+            max_replica_lag: defaults::max_replica_lag(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthEntry {
+    /// Unique; the name clients log in with.
+    pub username: String,
+    /// How clients prove who they are.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The password exchange with clients when `client_auth` is `password`.
+    #[serde(default)]
+    pub client_password_auth_type: PasswordAuthType,
+    /// `file:PATH#KEY` (PATH relative to the config file) or `aws-secretsmanager:<arn-or-name>`.
+    // Once loaded, a relative file path is already resolved against the config file's directory.
+    pub secret: SecretRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Password,
+    Iam,
+    Jwt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordAuthType {
+    #[default]
+    #[serde(rename = "postgres_scram_sha_256")]
+    PostgresScramSha256,
+    PostgresMd5,
+    MysqlNativePassword,
+    MysqlCachingSha2Password,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `IP:PORT` serving /metrics, /healthz, /readyz and /v1/.
+    pub listen: SocketAddr,
+}
+
+mod defaults {
+    use super::Duration;
+
+    pub fn idle_client_timeout() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+    pub fn max_idle_connections_percent() -> u32 {
+        50
+    }
+    pub fn connection_borrow_timeout() -> Duration {
+        Duration::from_secs(120)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+    pub fn max_connection_lifetime() -> Duration {
+        Duration::from_secs(60 * 60)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn unhealthy_threshold() -> u32 {
+        3
+    }
+    pub fn healthy_threshold() -> u32 {
+        2
+    }
+    pub fn max_replica_lag() -> Duration {
+        Duration::from_secs(30)
+    }
+}

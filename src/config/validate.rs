@@ -1,0 +1,286 @@
+//! Semantic checks across the deserialized config: references, limits, and what this
+//! build does not support yet. Runs on whatever deserialized, so problems add up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::model::{
+    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Engine, Health, PasswordAuthType, TargetGroup,
+};
+use super::parse::Parts;
+use super::{Duration, Problem, SecretRef, Seg};
+use crate::auth::secret;
+
+const NOT_YET: &str = "is not supported by this build yet";
+
+pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
+    let mut v = Validator { problems };
+    let group_names: Option<BTreeSet<&str>> = parts
+        .target_groups
+        .as_ref()
+        .map(|groups| groups.keys().map(String::as_str).collect());
+    let admin_listen = parts
+        .rest
+        .as_ref()
+        .and_then(|c| c.admin.as_ref())
+        .map(|a| a.listen);
+    if let Some(endpoints) = &parts.endpoints {
+        v.endpoints(endpoints, group_names.as_ref(), admin_listen);
+    }
+    if let Some(groups) = &parts.target_groups {
+        if groups.is_empty() {
+            v.report(
+                &[Seg::key("target_groups")],
+                "at least one target group is required",
+            );
+        }
+        for (name, group) in groups {
+            if let Some(group) = group {
+                let path = [Seg::key("target_groups"), Seg::key(name)];
+                v.target_group(&path, group, &parts.auth_usernames);
+            }
+        }
+    }
+    if let Some(auth) = &parts.auth {
+        v.auth(auth);
+    }
+    if let Some(rest) = &parts.rest {
+        v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
+    }
+}
+
+struct Validator<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+fn at(base: &[Seg], key: &str) -> Vec<Seg> {
+    let mut path = base.to_vec();
+    path.push(Seg::key(key));
+    path
+}
+
+impl Validator<'_> {
+    fn report(&mut self, path: &[Seg], message: &str) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn positive(&mut self, path: &[Seg], d: Duration) {
+        if d.is_zero() {
+            self.report(path, "must be greater than 0");
+        }
+    }
+
+    fn endpoints(
+        &mut self,
+        endpoints: &[Option<Endpoint>],
+        groups: Option<&BTreeSet<&str>>,
+        admin_listen: Option<SocketAddr>,
+    ) {
+        if endpoints.is_empty() {
+            self.report(
+                &[Seg::key("endpoints")],
+                "at least one endpoint is required",
+            );
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut listens: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        for (i, e) in endpoints.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let path = [Seg::key("endpoints"), Seg::Index(i)];
+            if e.name.is_empty() {
+                self.report(&at(&path, "name"), "must not be empty");
+            } else if let Some(first) = names.insert(&e.name, i) {
+                names.insert(&e.name, first);
+                let msg = format!(
+                    "duplicate endpoint name `{}` (also endpoints[{first}])",
+                    e.name
+                );
+                self.report(&at(&path, "name"), &msg);
+            }
+            // Port 0 asks the OS for a free port, so several such endpoints never clash.
+            if e.listen.port() != 0
+                && let Some(first) = listens.insert(e.listen, i)
+            {
+                listens.insert(e.listen, first);
+                let msg = format!(
+                    "listen address {} is already used by endpoints[{first}]",
+                    e.listen
+                );
+                self.report(&at(&path, "listen"), &msg);
+            }
+            if let Some(groups) = groups
+                && !groups.contains(e.target_group.as_str())
+            {
+                let defined: Vec<&str> = groups.iter().copied().collect();
+                let msg = format!(
+                    "unknown target group `{}` (defined: {})",
+                    e.target_group,
+                    if defined.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        defined.join(", ")
+                    }
+                );
+                self.report(&at(&path, "target_group"), &msg);
+            }
+            if e.require_tls {
+                self.report(&at(&path, "require_tls"), &format!("TLS {NOT_YET}"));
+            }
+        }
+        if let Some(listen) = admin_listen.filter(|l| l.port() != 0)
+            && let Some(first) = listens.get(&listen)
+        {
+            let msg = format!("listen address {listen} is already used by endpoints[{first}]");
+            self.report(&[Seg::key("admin"), Seg::key("listen")], &msg);
+        }
+    }
+
+    fn target_group(&mut self, path: &[Seg], group: &TargetGroup, auth_usernames: &[String]) {
+        if group.engine == Engine::Mysql {
+            self.report(&at(path, "engine"), &format!("engine mysql {NOT_YET}"));
+        }
+        if group.instances.is_empty() {
+            self.report(&at(path, "instances"), "at least one instance is required");
+        }
+        let mut seen = BTreeSet::new();
+        for (k, instance) in group.instances.iter().enumerate() {
+            let mut ipath = at(path, "instances");
+            ipath.push(Seg::Index(k));
+            if let Err(why) = check_instance(instance) {
+                self.report(&ipath, &format!("invalid instance `{instance}`: {why}"));
+            } else if !seen.insert(instance.as_str()) {
+                self.report(&ipath, &format!("duplicate instance `{instance}`"));
+            }
+        }
+        if let Some(user) = &group.monitor_user
+            && !auth_usernames.contains(user)
+        {
+            let msg = format!("monitor_user `{user}` is not the username of any auth entry");
+            self.report(&at(path, "monitor_user"), &msg);
+        }
+        self.pool(&at(path, "connection_pool"), &group.connection_pool);
+        self.health(&at(path, "health"), &group.health);
+    }
+
+    fn pool(&mut self, path: &[Seg], pool: &ConnectionPool) {
+        if pool.max_connections.is_some() && pool.max_connections_percent.is_some() {
+            self.report(
+                path,
+                "max_connections and max_connections_percent are mutually exclusive; set one",
+            );
+        }
+        if pool
+            .max_connections_percent
+            .is_some_and(|p| !(1..=100).contains(&p))
+        {
+            self.report(
+                &at(path, "max_connections_percent"),
+                "must be between 1 and 100",
+            );
+        }
+        if pool.max_connections == Some(0) {
+            self.report(&at(path, "max_connections"), "must be at least 1");
+        }
+        if pool.max_idle_connections_percent > 100 {
+            self.report(
+                &at(path, "max_idle_connections_percent"),
+                "must be between 0 and 100",
+            );
+        }
+        self.positive(
+            &at(path, "connection_borrow_timeout"),
+            pool.connection_borrow_timeout,
+        );
+        self.positive(&at(path, "idle_timeout"), pool.idle_timeout);
+        self.positive(
+            &at(path, "max_connection_lifetime"),
+            pool.max_connection_lifetime,
+        );
+        self.positive(&at(path, "connect_timeout"), pool.connect_timeout);
+    }
+
+    fn health(&mut self, path: &[Seg], health: &Health) {
+        self.positive(&at(path, "interval"), health.interval);
+        self.positive(&at(path, "timeout"), health.timeout);
+        self.positive(&at(path, "max_replica_lag"), health.max_replica_lag);
+        if health.unhealthy_threshold == 0 {
+            self.report(&at(path, "unhealthy_threshold"), "must be at least 1");
+        }
+        if health.healthy_threshold == 0 {
+            self.report(&at(path, "healthy_threshold"), "must be at least 1");
+        }
+    }
+
+    fn auth(&mut self, entries: &[Option<AuthEntry>]) {
+        if entries.is_empty() {
+            self.report(&[Seg::key("auth")], "at least one auth entry is required");
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            let path = [Seg::key("auth"), Seg::Index(i)];
+            if entry.username.is_empty() {
+                self.report(&at(&path, "username"), "must not be empty");
+            } else if let Some(first) = names.insert(&entry.username, i) {
+                names.insert(&entry.username, first);
+                let msg = format!(
+                    "duplicate username `{}` (also auth[{first}])",
+                    entry.username
+                );
+                self.report(&at(&path, "username"), &msg);
+            }
+            match entry.client_auth {
+                ClientAuth::Password => {}
+                ClientAuth::Iam => self.report(
+                    &at(&path, "client_auth"),
+                    &format!("client_auth iam {NOT_YET}"),
+                ),
+                ClientAuth::Jwt => self.report(
+                    &at(&path, "client_auth"),
+                    &format!("client_auth jwt {NOT_YET}"),
+                ),
+            }
+            let mysql_type = match entry.client_password_auth_type {
+                PasswordAuthType::PostgresScramSha256 | PasswordAuthType::PostgresMd5 => None,
+                PasswordAuthType::MysqlNativePassword => Some("mysql_native_password"),
+                PasswordAuthType::MysqlCachingSha2Password => Some("mysql_caching_sha2_password"),
+            };
+            if let Some(name) = mysql_type {
+                let msg = format!("{name} needs engine mysql, which {NOT_YET}");
+                self.report(&at(&path, "client_password_auth_type"), &msg);
+            }
+            match &entry.secret {
+                SecretRef::File { path: file, key } => {
+                    if let Err(e) = secret::read_file(file, key) {
+                        self.report(&at(&path, "secret"), &e.to_string());
+                    }
+                }
+                SecretRef::AwsSecretsManager(_) => {
+                    let msg = "aws-secretsmanager secrets are not supported by this build yet";
+                    self.report(&at(&path, "secret"), msg);
+                }
+            }
+        }
+    }
+}
+
+/// `host:port` or `[v6]:port`, port 1-65535; the host is resolved at connect time.
+fn check_instance(instance: &str) -> Result<(), &'static str> {
+    let (host, port) = instance
+        .rsplit_once(':')
+        .ok_or("expected host:port, e.g. 127.0.0.1:5432 or db.internal:5432")?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .ok_or("unbalanced `[` around an IPv6 address")?,
+        None if host.contains(':') => return Err("write IPv6 addresses as [addr]:port"),
+        None => host,
+    };
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err("the host is empty or contains spaces");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err("the port must be a number in 1-65535"),
+    }
+}

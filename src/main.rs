@@ -1,0 +1,105 @@
+//! The `sluice` command: run the proxy, check a config, print the config schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Connection-pooling proxy for PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the endpoints of a config file.
+    Run {
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every problem with its YAML path.
+    CheckConfig { file: PathBuf },
+    /// Print the JSON schema of the config file.
+    PrintSchema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match sluice::config::load(&file) {
+            Ok(_) => {
+                eprintln!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!(
+                    "{}: {} problem(s)\n{errors}",
+                    file.display(),
+                    errors.0.len()
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Command::PrintSchema => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", sluice::config::schema_json());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => run(config),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match sluice::config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "{}: {} problem(s)\n{errors}",
+                path.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match sluice::app::App::build(&config).await {
+            Ok(app) => {
+                app.run(sluice::shutdown::signal()).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

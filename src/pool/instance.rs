@@ -1,0 +1,323 @@
+//! The per-instance state behind all pools of one instance: the cap, idle lists and FIFO waiters.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+use tokio::time::{Duration, Instant};
+
+use super::PooledConnection;
+
+/// How many server connections an instance may have open across all its pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Absolute(usize),
+    /// A percentage of the instance's own `max_connections`, learned from the first connection;
+    /// until then one connection at a time is allowed.
+    Percent(u32),
+}
+
+pub(super) struct Pooled<C> {
+    pub(super) conn: C,
+    pub(super) created: Instant,
+}
+
+impl<C> Pooled<C> {
+    pub(super) fn new(conn: C) -> Self {
+        Self {
+            conn,
+            created: Instant::now(),
+        }
+    }
+}
+
+pub(super) enum Grant<C> {
+    Conn(Pooled<C>),
+    /// A slot under the cap was reserved for the waiter; it must connect.
+    Slot,
+}
+
+pub(super) enum Take<C> {
+    Idle(Pooled<C>),
+    Connect,
+    Wait(oneshot::Receiver<Grant<C>>),
+}
+
+struct Idle<C> {
+    conn: Pooled<C>,
+    since: Instant,
+}
+
+struct Waiter<C> {
+    tx: oneshot::Sender<Grant<C>>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState<C> {
+    idle: VecDeque<Idle<C>>,
+    waiters: VecDeque<Waiter<C>>,
+    open: usize,
+}
+
+struct State<C> {
+    limit: Limit,
+    max: usize,
+    max_idle_percent: u32,
+    open: usize,
+    pools: Vec<PoolState<C>>,
+}
+
+/// One database instance as the pools see it.
+pub struct Instance<C> {
+    addr: String,
+    state: Mutex<State<C>>,
+}
+
+impl<C> std::fmt::Debug for Instance<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Counts for one instance, across its pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceStats {
+    pub max: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+impl<C: PooledConnection> Instance<C> {
+    pub fn new(addr: String, limit: Limit, max_idle_percent: u32) -> Self {
+        let max = match limit {
+            Limit::Absolute(n) => n.max(1),
+            Limit::Percent(_) => 1,
+        };
+        Self {
+            addr,
+            state: Mutex::new(State {
+                limit,
+                max,
+                max_idle_percent,
+                open: 0,
+                pools: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<C>> {
+        // A panic while holding this lock leaves only counters behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn add_pool(&self) -> usize {
+        let mut st = self.lock();
+        st.pools.push(PoolState {
+            idle: VecDeque::new(),
+            waiters: VecDeque::new(),
+            open: 0,
+        });
+        st.pools.len() - 1
+    }
+
+    /// Whether the cap still waits for the instance's `max_connections`.
+    pub fn needs_server_max(&self) -> bool {
+        let st = self.lock();
+        matches!(st.limit, Limit::Percent(_)) && st.max == 1 && st.open <= 1
+    }
+
+    /// Sets the cap from the instance's `max_connections` and grants slots to waiters.
+    pub fn learn_server_max(&self, server_max: usize) {
+        let mut st = self.lock();
+        if let Limit::Percent(p) = st.limit {
+            st.max = (server_max * p as usize / 100).max(1);
+        }
+        while st.open < st.max && grant_slot(&mut st) {}
+    }
+
+    pub fn stats(&self) -> InstanceStats {
+        let st = self.lock();
+        InstanceStats {
+            max: st.max,
+            open: st.open,
+            idle: st.pools.iter().map(|p| p.idle.len()).sum(),
+            waiting: st.pools.iter().map(|p| p.waiters.len()).sum(),
+        }
+    }
+
+    pub(super) fn take(&self, index: usize, max_lifetime: Duration) -> Take<C> {
+        let mut doomed = Vec::new();
+        let take = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let mut found = None;
+            while let Some(idle) = st.pools[index].idle.pop_back() {
+                if idle.conn.created.elapsed() < max_lifetime {
+                    found = Some(idle.conn);
+                    break;
+                }
+                st.pools[index].open -= 1;
+                st.open -= 1;
+                doomed.push(idle.conn);
+            }
+            if let Some(conn) = found {
+                Take::Idle(conn)
+            } else if st.open < st.max {
+                st.open += 1;
+                st.pools[index].open += 1;
+                Take::Connect
+            } else if let Some(victim) = oldest_idle_elsewhere(st, index) {
+                // Cap reached but a sibling pool idles: its connection makes room for ours.
+                if let Some(idle) = st.pools[victim].idle.pop_front() {
+                    doomed.push(idle.conn);
+                }
+                st.pools[victim].open -= 1;
+                st.pools[index].open += 1;
+                Take::Connect
+            } else {
+                let (tx, rx) = oneshot::channel();
+                st.pools[index].waiters.push_back(Waiter {
+                    tx,
+                    since: Instant::now(),
+                });
+                Take::Wait(rx)
+            }
+        };
+        doomed.into_iter().for_each(|p| p.conn.close());
+        take
+    }
+
+    /// Gives back a slot whose connection attempt failed.
+    pub(super) fn discard_slot(&self, index: usize) {
+        let mut st = self.lock();
+        st.pools[index].open -= 1;
+        st.open -= 1;
+        grant_slot(&mut st);
+    }
+
+    pub(super) fn put(
+        &self,
+        index: usize,
+        conn: Pooled<C>,
+        reusable: bool,
+        max_lifetime: Duration,
+    ) {
+        let mut doomed = None;
+        {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let keep = reusable
+                && conn.created.elapsed() < max_lifetime
+                && st.open <= st.max
+                && !(st.pools[index].waiters.is_empty() && others_wait(st, index));
+            if keep {
+                let mut conn = conn;
+                loop {
+                    let Some(w) = st.pools[index].waiters.pop_front() else {
+                        st.pools[index].idle.push_back(Idle {
+                            conn,
+                            since: Instant::now(),
+                        });
+                        break;
+                    };
+                    match w.tx.send(Grant::Conn(conn)) {
+                        Ok(()) => break,
+                        // That waiter timed out; try the next one.
+                        Err(Grant::Conn(back)) => conn = back,
+                        Err(Grant::Slot) => unreachable!("sent a connection"),
+                    }
+                }
+            } else {
+                st.pools[index].open -= 1;
+                st.open -= 1;
+                doomed = Some(conn);
+                while st.open < st.max && grant_slot(st) {}
+            }
+        }
+        if let Some(p) = doomed {
+            p.conn.close();
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime, and those beyond the idle cap.
+    pub fn trim(&self, idle_timeout: Duration, max_lifetime: Duration) -> usize {
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let max_idle = (st.max * st.max_idle_percent as usize).div_ceil(100);
+            let mut idle_total: usize = st.pools.iter().map(|p| p.idle.len()).sum();
+            for pool in &mut st.pools {
+                // Oldest idle first: the front of the deque, since reuse takes from the back.
+                while let Some(front) = pool.idle.front() {
+                    let stale = front.since.elapsed() >= idle_timeout
+                        || front.conn.created.elapsed() >= max_lifetime
+                        || idle_total > max_idle;
+                    if !stale {
+                        break;
+                    }
+                    if let Some(idle) = pool.idle.pop_front() {
+                        doomed.push(idle.conn);
+                    }
+                    pool.open -= 1;
+                    idle_total -= 1;
+                }
+            }
+            st.open -= doomed.len();
+            while st.open < st.max && grant_slot(st) {}
+        }
+        let n = doomed.len();
+        doomed.into_iter().for_each(|p| p.conn.close());
+        n
+    }
+}
+
+fn oldest_idle_elsewhere<C>(st: &State<C>, index: usize) -> Option<usize> {
+    st.pools
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| *i != index && !p.idle.is_empty())
+        .min_by_key(|(_, p)| p.idle.front().map(|i| i.since))
+        .map(|(i, _)| i)
+}
+
+fn others_wait<C>(st: &State<C>, index: usize) -> bool {
+    st.open >= st.max
+        && st
+            .pools
+            .iter()
+            .enumerate()
+            .any(|(i, p)| i != index && p.waiters.iter().any(|w| !w.tx.is_closed()))
+}
+
+/// Reserves a slot for the longest-waiting live waiter of any pool; false if none waits.
+fn grant_slot<C>(st: &mut State<C>) -> bool {
+    loop {
+        let Some(index) = st
+            .pools
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.waiters.front().map(|w| (i, w.since)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let Some(w) = st.pools[index].waiters.pop_front() else {
+            return false;
+        };
+        if w.tx.send(Grant::Slot).is_ok() {
+            st.open += 1;
+            st.pools[index].open += 1;
+            return true;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Server connection pools: one per (instance, database, user), all pools of an instance sharing
+//! its connection cap.
+//!
+//! One small mutex per instance guards every pool of that instance, so a borrow that finds the
+//! cap reached can evict an idle connection of a sibling pool and a release can hand its slot to
+//! the oldest waiter of any pool. The lock is never held across an await.
+
+mod instance;
+mod lease;
+
+pub use instance::{Instance, InstanceStats, Limit};
+pub use lease::Lease;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::time::{Duration, Instant};
+
+/// A server connection the pool can hold. `close` must not block: it may run under the
+/// instance lock's caller and in Drop.
+pub trait PooledConnection: Send + 'static {
+    fn close(self);
+}
+
+pub type ConnectFuture<'a, C> = Pin<Box<dyn Future<Output = Result<C, ConnectError>> + Send + 'a>>;
+
+/// Opens new server connections for one pool (knows the instance, database, user and secret).
+pub trait Connector<C>: Send + Sync + 'static {
+    fn connect(&self) -> ConnectFuture<'_, C>;
+}
+
+#[derive(Debug, Error, Clone)]
+pub enum ConnectError {
+    #[error("could not connect to {instance}: {reason}")]
+    Unreachable { instance: String, reason: String },
+    #[error("{instance} refused the login: {code} {message}")]
+    Refused {
+        instance: String,
+        code: String,
+        message: String,
+    },
+    #[error("timed out connecting to {instance}")]
+    Timeout { instance: String },
+    #[error("protocol error from {instance}: {reason}")]
+    Protocol { instance: String, reason: String },
+}
+
+#[derive(Debug, Error, Clone)]
+pub enum BorrowError {
+    #[error("no server connection available in pool {pool} within {waited:?}")]
+    Timeout { pool: String, waited: Duration },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("pool {pool} is closed")]
+    Closed { pool: String },
+}
+
+/// Timing settings of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub borrow_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// A handle on one (instance, database, user) pool; cheap to clone.
+pub struct Pool<C: PooledConnection> {
+    inner: Arc<PoolInner<C>>,
+}
+
+struct PoolInner<C: PooledConnection> {
+    name: String,
+    instance: Arc<Instance<C>>,
+    index: usize,
+    connector: Box<dyn Connector<C>>,
+    settings: PoolSettings,
+}
+
+impl<C: PooledConnection> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: PooledConnection> std::fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl<C: PooledConnection> Pool<C> {
+    pub fn new(
+        name: String,
+        instance: Arc<Instance<C>>,
+        connector: Box<dyn Connector<C>>,
+        settings: PoolSettings,
+    ) -> Self {
+        let index = instance.add_pool();
+        Self {
+            inner: Arc::new(PoolInner {
+                name,
+                instance,
+                index,
+                connector,
+                settings,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn instance(&self) -> &Arc<Instance<C>> {
+        &self.inner.instance
+    }
+
+    /// Takes a server connection: an idle one, a new one under the cap, or the next one
+    /// released, waiting in FIFO order up to the borrow timeout.
+    pub async fn borrow(&self) -> Result<Lease<C>, BorrowError> {
+        let started = Instant::now();
+        let deadline = started + self.inner.settings.borrow_timeout;
+        let inner = &self.inner;
+        let grant = match inner
+            .instance
+            .take(inner.index, inner.settings.max_lifetime)
+        {
+            instance::Take::Idle(conn) => return Ok(Lease::new(self.clone(), conn)),
+            instance::Take::Connect => instance::Grant::Slot,
+            instance::Take::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(grant)) => grant,
+                Ok(Err(_)) => {
+                    return Err(BorrowError::Closed {
+                        pool: inner.name.clone(),
+                    });
+                }
+                Err(_) => {
+                    return Err(BorrowError::Timeout {
+                        pool: inner.name.clone(),
+                        waited: started.elapsed(),
+                    });
+                }
+            },
+        };
+        match grant {
+            instance::Grant::Conn(conn) => Ok(Lease::new(self.clone(), conn)),
+            instance::Grant::Slot => self.connect_in_slot().await,
+        }
+    }
+
+    /// Opens a connection in a slot this pool already holds; the slot is given back on failure.
+    async fn connect_in_slot(&self) -> Result<Lease<C>, BorrowError> {
+        let inner = &self.inner;
+        let result =
+            tokio::time::timeout(inner.settings.connect_timeout, inner.connector.connect()).await;
+        match result {
+            Ok(Ok(conn)) => Ok(Lease::new(self.clone(), instance::Pooled::new(conn))),
+            Ok(Err(e)) => {
+                inner.instance.discard_slot(inner.index);
+                Err(e.into())
+            }
+            Err(_) => {
+                inner.instance.discard_slot(inner.index);
+                Err(ConnectError::Timeout {
+                    instance: inner.instance.addr().to_owned(),
+                }
+                .into())
+            }
+        }
+    }
+
+    fn release(&self, conn: instance::Pooled<C>, reusable: bool) {
+        let inner = &self.inner;
+        inner
+            .instance
+            .put(inner.index, conn, reusable, inner.settings.max_lifetime);
+    }
+
+    fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! Pool behaviour under tokio's paused clock, with an in-memory connection type.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::time::Duration;
+
+use super::*;
+
+#[derive(Debug)]
+struct Conn {
+    id: usize,
+    closed: Arc<AtomicUsize>,
+}
+
+impl PooledConnection for Conn {
+    fn close(self) {
+        self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct Counter {
+    opened: AtomicUsize,
+    closed: Arc<AtomicUsize>,
+}
+
+struct TestConnector(Arc<Counter>);
+
+impl Connector<Conn> for TestConnector {
+    fn connect(&self) -> ConnectFuture<'_, Conn> {
+        Box::pin(async move {
+            let id = self.0.opened.fetch_add(1, Ordering::SeqCst);
+            Ok(Conn {
+                id,
+                closed: self.0.closed.clone(),
+            })
+        })
+    }
+}
+
+fn settings() -> PoolSettings {
+    PoolSettings {
+        borrow_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        max_lifetime: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(600),
+    }
+}
+
+fn pool(instance: &Arc<Instance<Conn>>, counter: &Arc<Counter>, s: PoolSettings) -> Pool<Conn> {
+    Pool::new(
+        "test".into(),
+        instance.clone(),
+        Box::new(TestConnector(counter.clone())),
+        s,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn cap_is_held_and_waiters_are_served_in_order() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(2), 100));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    let a = p.borrow().await.unwrap();
+    let b = p.borrow().await.unwrap();
+    let (first, second) = (p.clone(), p.clone());
+    let w1 = tokio::spawn(async move { first.borrow().await });
+    tokio::task::yield_now().await;
+    let w2 = tokio::spawn(async move { second.borrow().await });
+    tokio::task::yield_now().await;
+    assert_eq!(instance.stats().waiting, 2);
+    let (a_id, b_id) = (a.id, b.id);
+    a.release(true);
+    let got1 = w1.await.unwrap().unwrap();
+    assert_eq!(got1.id, a_id, "oldest waiter gets the first release");
+    b.release(true);
+    let got2 = w2.await.unwrap().unwrap();
+    assert_eq!(got2.id, b_id);
+    assert_eq!(
+        counter.opened.load(Ordering::SeqCst),
+        2,
+        "never more than the cap"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn borrow_times_out_with_the_pool_name() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    let _held = p.borrow().await.unwrap();
+    let err = p.borrow().await.unwrap_err();
+    assert!(matches!(err, BorrowError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("test"));
+    assert_eq!(
+        instance.stats().waiting,
+        1,
+        "the timed-out waiter is only skipped lazily"
+    );
+    drop(_held);
+    assert_eq!(
+        instance.stats().open,
+        0,
+        "a dropped lease closes its connection"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sibling_pools_idle_connection_makes_room() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let counter = Arc::new(Counter::default());
+    let a = pool(&instance, &counter, settings());
+    let b = pool(&instance, &counter, settings());
+    a.borrow().await.unwrap().release(true);
+    let lease = b.borrow().await.unwrap();
+    assert_eq!(
+        counter.closed.load(Ordering::SeqCst),
+        1,
+        "a's idle connection was evicted"
+    );
+    assert_eq!(instance.stats().open, 1);
+    drop(lease);
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_hands_the_slot_to_another_pools_waiter() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let counter = Arc::new(Counter::default());
+    let a = pool(&instance, &counter, settings());
+    let b = pool(&instance, &counter, settings());
+    let held = a.borrow().await.unwrap();
+    let waiter = tokio::spawn(async move { b.borrow().await });
+    tokio::task::yield_now().await;
+    held.release(true);
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(got.id, 1, "b got a fresh connection of its own");
+    assert_eq!(
+        counter.closed.load(Ordering::SeqCst),
+        1,
+        "a's connection was closed for b"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetime_and_idle_trim_close_old_connections() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(4), 100));
+    let counter = Arc::new(Counter::default());
+    let mut s = settings();
+    s.max_lifetime = Duration::from_secs(60);
+    s.idle_timeout = Duration::from_secs(10);
+    let p = pool(&instance, &counter, s);
+    p.borrow().await.unwrap().release(true);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let fresh = p.borrow().await.unwrap();
+    assert_eq!(fresh.id, 1, "the expired idle connection was not reused");
+    assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
+    fresh.release(true);
+    assert_eq!(instance.trim(s.idle_timeout, s.max_lifetime), 0);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(instance.trim(s.idle_timeout, s.max_lifetime), 1);
+    assert_eq!(
+        instance.stats(),
+        InstanceStats {
+            max: 4,
+            ..Default::default()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_cap_trims_the_surplus() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(4), 50));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    let leases: Vec<_> = futures_join(&p, 4).await;
+    leases.into_iter().for_each(|l| l.release(true));
+    assert_eq!(instance.stats().idle, 4);
+    assert_eq!(
+        instance.trim(Duration::from_secs(600), Duration::from_secs(3600)),
+        2
+    );
+    assert_eq!(instance.stats().idle, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percent_limit_waits_for_the_server_max() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Percent(50), 100));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    assert!(instance.needs_server_max());
+    let first = p.borrow().await.unwrap();
+    let q = p.clone();
+    let waiter = tokio::spawn(async move { q.borrow().await });
+    tokio::task::yield_now().await;
+    instance.learn_server_max(10);
+    let second = waiter.await.unwrap().unwrap();
+    assert_eq!(second.id, 1);
+    assert_eq!(instance.stats().max, 5);
+    drop(first);
+}
+
+async fn futures_join(p: &Pool<Conn>, n: usize) -> Vec<Lease<Conn>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(p.borrow().await.unwrap());
+    }
+    out
+}

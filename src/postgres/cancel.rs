@@ -1,0 +1,107 @@
+//! CancelRequest routing: sluice issues its own backend keys and forwards a cancel to the server
+//! connection serving that session at that moment, and nowhere else.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use super::wire::BackendKeyData;
+
+/// Where a session's query runs right now, if it holds a server connection.
+#[derive(Debug, Default)]
+pub struct CancelTarget {
+    current: Mutex<Option<(SocketAddr, BackendKeyData)>>,
+}
+
+impl CancelTarget {
+    pub fn set(&self, target: Option<(SocketAddr, BackendKeyData)>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = target;
+    }
+
+    fn get(&self) -> Option<(SocketAddr, BackendKeyData)> {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    sessions: Mutex<HashMap<(i32, i32), Arc<CancelTarget>>>,
+}
+
+/// A session's registration; unregisters on drop.
+#[derive(Debug)]
+pub struct CancelHandle {
+    registry: Arc<CancelRegistry>,
+    pub key: BackendKeyData,
+    pub target: Arc<CancelTarget>,
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        self.registry
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(self.key.pid, self.key.key));
+    }
+}
+
+impl CancelRegistry {
+    /// Issues a fresh, unguessable key for a new session.
+    pub fn register(self: &Arc<Self>) -> CancelHandle {
+        let target = Arc::new(CancelTarget::default());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let key = loop {
+            let key = BackendKeyData {
+                pid: rand::random::<i32>() & i32::MAX,
+                key: rand::random(),
+            };
+            if !sessions.contains_key(&(key.pid, key.key)) {
+                break key;
+            }
+        };
+        sessions.insert((key.pid, key.key), target.clone());
+        CancelHandle {
+            registry: self.clone(),
+            key,
+            target,
+        }
+    }
+
+    /// The server backend to cancel for a key sluice issued, if its session is running a query.
+    pub fn lookup(&self, pid: i32, key: i32) -> Option<(SocketAddr, BackendKeyData)> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(&(pid, key)).and_then(|t| t.get())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_issued_key_of_a_busy_session_resolves() {
+        let registry = Arc::new(CancelRegistry::default());
+        let handle = registry.register();
+        let (pid, key) = (handle.key.pid, handle.key.key);
+        assert_eq!(
+            registry.lookup(pid, key),
+            None,
+            "idle session: nothing to cancel"
+        );
+        let server = (
+            "127.0.0.1:5432".parse().unwrap(),
+            BackendKeyData { pid: 42, key: 7 },
+        );
+        handle.target.set(Some(server));
+        assert_eq!(registry.lookup(pid, key), Some(server));
+        assert_eq!(
+            registry.lookup(pid, key.wrapping_add(1)),
+            None,
+            "wrong secret"
+        );
+        drop(handle);
+        assert_eq!(registry.lookup(pid, key), None, "gone with its session");
+    }
+}

@@ -1,0 +1,398 @@
+//! The client side of a Postgres session: startup packet, SSL/GSS refusal, cancel requests,
+//! password authentication (SCRAM-SHA-256 or MD5) and the greeting sluice answers itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Duration;
+
+use super::cancel::CancelRegistry;
+use super::errors::{self, fatal};
+use super::pools::{PgPool, PgPools};
+use super::relay::Session;
+use super::server;
+use super::wire::{self, Startup, WireError};
+use crate::auth::scram::{self, ScramExchange};
+use crate::auth::users::{User, Users};
+use crate::config::PasswordAuthType;
+
+/// A client must finish startup and authentication within this time.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Authentication messages are small.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+/// What one Postgres endpoint needs to serve its clients.
+#[derive(Debug)]
+pub struct PgEndpoint {
+    pub name: String,
+    pub pools: Arc<PgPools>,
+    pub users: Arc<Users>,
+    pub cancel: Arc<CancelRegistry>,
+    pub idle_client_timeout: Duration,
+    pub session_ids: AtomicU64,
+}
+
+/// Why a client was turned away: sent to it as a FATAL error, logged without secrets.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<WireError> for Refusal {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::UnsupportedVersion { .. } => {
+                refuse(errors::FEATURE_NOT_SUPPORTED, e.to_string())
+            }
+            _ => refuse(errors::PROTOCOL_VIOLATION, format!("invalid startup: {e}")),
+        }
+    }
+}
+
+/// Serves one accepted client connection to the end.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<PgEndpoint>) {
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &ep)).await;
+    let session = match login {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return,
+        Ok(Err(r)) => {
+            tracing::info!(endpoint = %ep.name, %peer, code = r.code, reason = %r.message, "client refused");
+            let mut buf = BytesMut::new();
+            fatal(&mut buf, r.code, &r.message);
+            let _ = stream.write_all(&buf).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
+            return;
+        }
+    };
+    session.run(stream).await;
+}
+
+/// Runs startup and authentication; `None` when the connection only carried a cancel request.
+async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Session>, Refusal> {
+    let mut buf = BytesMut::with_capacity(512);
+    let params = loop {
+        match read_startup(stream, &mut buf).await? {
+            Startup::Ssl | Startup::GssEnc => {
+                // TLS arrives with its own issue; a client that insists on it gets its own error.
+                if !buf.is_empty() {
+                    return Err(refuse(
+                        errors::PROTOCOL_VIOLATION,
+                        "unexpected data after SSLRequest",
+                    ));
+                }
+                write(stream, b"N").await?;
+            }
+            Startup::Cancel { pid, key } => {
+                if let Some((peer, key)) = ep.cancel.lookup(pid, key)
+                    && let Err(e) = server::send_cancel(peer, key).await
+                {
+                    tracing::warn!(%peer, error = %e, "could not forward a cancel request");
+                }
+                return Ok(None);
+            }
+            Startup::Startup { params } => break params,
+        }
+    };
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let user_name = param("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            refuse(
+                errors::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?
+        .to_owned();
+    if param("replication").is_some_and(|v| v != "false" && v != "0") {
+        return Err(refuse(
+            errors::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported",
+        ));
+    }
+    let database = param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user_name)
+        .to_owned();
+    let settings = session_settings(&params)?;
+
+    let user = authenticate(stream, &mut buf, &ep.users, &user_name).await?;
+    let pg = ep
+        .pools
+        .get(&database, &user.secret.username, &user.secret.password);
+    let reported = reported_parameters(&ep.pools, &pg, &database).await?;
+
+    let cancel = ep.cancel.register();
+    let mut out = BytesMut::with_capacity(512);
+    wire::auth_ok(&mut out);
+    for (name, value) in reported {
+        let value = settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(value.as_str(), |(_, v)| v.as_str());
+        wire::parameter_status(&mut out, name, &normalize(name, value));
+    }
+    wire::backend_key_data(&mut out, cancel.key.pid, cancel.key.key);
+    wire::ready_for_query(&mut out, wire::status::IDLE);
+    write(stream, &out).await?;
+    let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
+    Ok(Some(Session::new(
+        id,
+        pg,
+        cancel,
+        settings,
+        buf,
+        ep.idle_client_timeout,
+    )))
+}
+
+async fn read_startup(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Startup, Refusal> {
+    loop {
+        if let Some(s) = wire::read_startup(buf)? {
+            return Ok(s);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Refusal> {
+    match stream.read_buf(buf).await {
+        Ok(0) | Err(_) => Err(refuse(
+            errors::PROTOCOL_VIOLATION,
+            "client closed the connection during login",
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
+    stream.write_all(bytes).await.map_err(|_| {
+        refuse(
+            errors::PROTOCOL_VIOLATION,
+            "client closed the connection during login",
+        )
+    })
+}
+
+/// Reads one password-type message ('p') and returns its body.
+async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut, Refusal> {
+    loop {
+        if let Some(frame) = wire::next_frame(buf, MAX_AUTH_MESSAGE)? {
+            if frame.tag != b'p' {
+                return Err(refuse(
+                    errors::PROTOCOL_VIOLATION,
+                    "expected a password response",
+                ));
+            }
+            let mut msg = buf.split_to(frame.len);
+            msg.advance(wire::FRAME_HEADER_LEN);
+            return Ok(msg);
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    users: &Users,
+    name: &str,
+) -> Result<Arc<User>, Refusal> {
+    let bad_password = || {
+        refuse(
+            errors::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{name}\""),
+        )
+    };
+    let (user, known) = match users.get(name) {
+        Some(u) => (u.clone(), true),
+        None => (users.decoy().cloned().ok_or_else(bad_password)?, false),
+    };
+    let mut out = BytesMut::new();
+    match user.method {
+        PasswordAuthType::PostgresMd5 => {
+            let salt: [u8; 4] = rand::random();
+            wire::auth_md5(&mut out, salt);
+            write(stream, &out).await?;
+            let body = read_password(stream, buf).await?;
+            let answer = wire::Reader::new(&body, "PasswordMessage").cstr()?;
+            let expected = crate::auth::md5::expected_response(&user.md5, salt);
+            if !known || !scram::ct_eq(answer, expected.as_bytes()) {
+                return Err(bad_password());
+            }
+        }
+        _ => {
+            wire::auth_sasl(&mut out, scram::MECHANISM);
+            write(stream, &out).await?;
+            out.clear();
+            let body = read_password(stream, buf).await?;
+            let mut r = wire::Reader::new(&body, "SASLInitialResponse");
+            if r.cstr()? != scram::MECHANISM.as_bytes() {
+                return Err(refuse(
+                    errors::PROTOCOL_VIOLATION,
+                    "unsupported SASL mechanism",
+                ));
+            }
+            let len = usize::try_from(r.i32()?).map_err(|_| bad_password())?;
+            let mut exchange = ScramExchange::start(r.take(len)?).map_err(|_| bad_password())?;
+            wire::auth_sasl_continue(&mut out, exchange.server_first(&user.scram));
+            write(stream, &out).await?;
+            out.clear();
+            let body = read_password(stream, buf).await?;
+            let server_final = exchange
+                .finish(&user.scram, &body)
+                .map_err(|_| bad_password())?;
+            if !known {
+                return Err(bad_password());
+            }
+            wire::auth_sasl_final(&mut out, server_final.as_bytes());
+            write(stream, &out).await?;
+        }
+    }
+    Ok(user)
+}
+
+/// The pool's ParameterStatus set: learned once from a server connection, then served from cache.
+async fn reported_parameters<'a>(
+    pools: &PgPools,
+    pg: &'a PgPool,
+    database: &str,
+) -> Result<&'a [(String, String)], Refusal> {
+    if let Some(r) = pg.reported.get() {
+        return Ok(r);
+    }
+    let lease = pg.pool.borrow().await.map_err(|e| {
+        if let crate::pool::BorrowError::Connect(_) = e {
+            pools.forget(database, &pg.login.user);
+        }
+        let (code, message) = errors::borrow_failure(&e);
+        tracing::warn!(pool = %pg.pool.name(), error = %e, "first server connection failed");
+        refuse(static_code(code), message)
+    })?;
+    let reported = lease.reported.clone();
+    lease.release(true);
+    Ok(pg.reported.get_or_init(|| reported))
+}
+
+/// SQLSTATEs pass through as `&'static str`; unknown ones become a connection failure code.
+fn static_code(code: &str) -> &'static str {
+    const KNOWN: [&str; 6] = ["3D000", "28000", "28P01", "53300", "08006", "57P03"];
+    KNOWN
+        .into_iter()
+        .find(|k| *k == code)
+        .unwrap_or(errors::CONNECTION_FAILURE)
+}
+
+/// The session parameters a client asked for at startup, sorted by name for cheap comparison.
+fn session_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>, Refusal> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => parse_options(value, &mut settings)?,
+            _ if name.starts_with("_pq_.") => {}
+            _ => settings.push((name.to_ascii_lowercase(), value.clone())),
+        }
+    }
+    for (name, _) in &settings {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            return Err(refuse(
+                errors::PROTOCOL_VIOLATION,
+                format!("invalid parameter name \"{name}\""),
+            ));
+        }
+    }
+    settings.sort();
+    settings.dedup_by(|a, b| a.0 == b.0);
+    Ok(settings)
+}
+
+/// `options=-c name=value --name=value`, as libpq passes them.
+fn parse_options(options: &str, out: &mut Vec<(String, String)>) -> Result<(), Refusal> {
+    let mut words = options.split_ascii_whitespace();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words.next()
+        } else {
+            word.strip_prefix("--").or_else(|| word.strip_prefix("-c"))
+        };
+        let Some((name, value)) = setting.and_then(|s| s.split_once('=')) else {
+            return Err(refuse(
+                errors::FEATURE_NOT_SUPPORTED,
+                format!("unsupported startup option \"{word}\""),
+            ));
+        };
+        out.push((
+            name.replace('-', "_").to_ascii_lowercase(),
+            value.to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The spelling the server would report for a client-supplied value, where clients check it.
+fn normalize<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
+    if name == "client_encoding" {
+        let canonical: String = value.chars().filter(|c| *c != '-' && *c != '_').collect();
+        if canonical.eq_ignore_ascii_case("utf8") || canonical.eq_ignore_ascii_case("unicode") {
+            return "UTF8".into();
+        }
+        return value.to_ascii_uppercase().into();
+    }
+    value.into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_settings_and_options() {
+        let params = vec![
+            ("user".to_owned(), "app".to_owned()),
+            ("application_name".to_owned(), "psql".to_owned()),
+            (
+                "options".to_owned(),
+                "-c search_path=a,b --statement-timeout=5s".to_owned(),
+            ),
+        ];
+        let s = session_settings(&params).unwrap();
+        assert_eq!(
+            s,
+            vec![
+                ("application_name".into(), "psql".into()),
+                ("search_path".into(), "a,b".into()),
+                ("statement_timeout".into(), "5s".into()),
+            ]
+        );
+        let bad = vec![("options".to_owned(), "-X".to_owned())];
+        assert!(session_settings(&bad).is_err());
+        let evil = vec![("a;drop".to_owned(), "x".to_owned())];
+        assert!(session_settings(&evil).is_err());
+        assert_eq!(normalize("client_encoding", "utf-8"), "UTF8");
+    }
+}

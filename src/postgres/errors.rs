@@ -1,0 +1,46 @@
+//! How sluice's own failures reach a Postgres client: SQLSTATE and message, never a secret.
+
+use bytes::BytesMut;
+
+use super::wire;
+use crate::pool::{BorrowError, ConnectError};
+
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+pub const INVALID_PASSWORD: &str = "28P01";
+pub const INVALID_AUTHORIZATION: &str = "28000";
+pub const CONNECTION_FAILURE: &str = "08006";
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+pub const PROGRAM_LIMIT: &str = "54000";
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+
+/// Writes a FATAL ErrorResponse; the caller closes the connection after sending it.
+pub fn fatal(buf: &mut BytesMut, code: &str, message: &str) {
+    wire::error_response(buf, "FATAL", code, message);
+}
+
+/// The SQLSTATE and message a client sees when no server connection could be had.
+pub fn borrow_failure(e: &BorrowError) -> (&str, String) {
+    match e {
+        BorrowError::Timeout { .. } | BorrowError::Closed { .. } => {
+            (TOO_MANY_CONNECTIONS, e.to_string())
+        }
+        BorrowError::Connect(c) => connect_failure(c),
+    }
+}
+
+pub fn connect_failure(e: &ConnectError) -> (&str, String) {
+    match e {
+        // The database's own verdict on what the client asked for (e.g. 3D000 unknown database).
+        ConnectError::Refused { code, message, .. } if !code.starts_with("28") => {
+            (code.as_str(), message.clone())
+        }
+        // sluice's secret was refused: the client's credentials were fine, sluice's were not.
+        ConnectError::Refused { instance, .. } => (
+            CONNECTION_FAILURE,
+            format!("sluice could not log in to {instance} with the configured secret"),
+        ),
+        _ => (CONNECTION_FAILURE, e.to_string()),
+    }
+}

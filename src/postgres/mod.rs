@@ -1,0 +1,12 @@
+//! The PostgreSQL engine: wire codec, client and server sides, and the relay between them.
+
+pub mod cancel;
+pub mod client;
+pub mod errors;
+pub mod pinning;
+pub mod pipeline;
+pub mod pools;
+pub mod relay;
+pub mod server;
+pub mod statements;
+pub mod wire;

@@ -1,0 +1,514 @@
+//! The per-session request/response bookkeeping of the extended protocol, free of I/O.
+//!
+//! Every message forwarded to the server that produces a response is queued as an [`Expect`],
+//! so responses can be matched to requests: that is what lets sluice answer a Parse itself
+//! (the statement is already prepared on this connection), prepare a statement the client made
+//! on another connection, swallow the responses of its own messages, and know that the server
+//! is idle at a ReadyForQuery with nothing in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::pinning::pin_reason;
+use super::statements::{ServerStatements, Statement, StatementRegistry, server_name};
+use super::wire::{self, Reader, WireError, status};
+use crate::session::PinReason;
+
+#[derive(Debug)]
+enum Expect {
+    /// `stmt`: the remapped statement, confirmed on success and forgotten again (with the
+    /// client's name for it) if the server rejects this Parse.
+    Parse {
+        visible: bool,
+        stmt: Option<Arc<Statement>>,
+        client_name: Option<Box<[u8]>>,
+    },
+    Bind,
+    Describe,
+    Execute,
+    Close {
+        visible: bool,
+    },
+    /// Sync, simple Query or FunctionCall: answered with ReadyForQuery.
+    Ready,
+    /// A response sluice produces itself, in its place in the stream; for a ParseComplete, the
+    /// client's statement name to forget if an earlier error means the Parse never happened.
+    Synthetic(u8, Option<Box<[u8]>>),
+    /// sluice's own simple query (parameter replay): everything up to its ReadyForQuery is swallowed.
+    Internal,
+}
+
+/// What the relay should do after a server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    Continue,
+    /// sluice's own query failed; the client gets this error.
+    InternalFailed(String),
+}
+
+/// Statement names no client can hold a mapping for: binding them fails as Postgres would.
+const MISSING_UNNAMED: &[u8] = b"_sluice_unnamed_statement_of_another_session";
+
+#[derive(Debug)]
+pub struct Pipeline {
+    session_id: u64,
+    expect: VecDeque<Expect>,
+    statements: HashMap<Box<[u8]>, Arc<Statement>>,
+    /// Client sent extended-protocol messages not yet followed by Sync.
+    unsynced: bool,
+    /// Transaction status of the last ReadyForQuery.
+    pub status: u8,
+    pub pinned: Option<PinReason>,
+    internal_error: Option<String>,
+}
+
+impl Pipeline {
+    pub fn new(session_id: u64) -> Self {
+        Self {
+            session_id,
+            expect: VecDeque::new(),
+            statements: HashMap::new(),
+            unsynced: false,
+            status: status::IDLE,
+            pinned: None,
+            internal_error: None,
+        }
+    }
+
+    /// The server connection may go back to the pool: nothing in flight, idle, not pinned.
+    pub fn releasable(&self) -> bool {
+        self.expect.is_empty()
+            && !self.unsynced
+            && self.status == status::IDLE
+            && self.pinned.is_none()
+    }
+
+    /// Nothing is in flight (a pinned or in-transaction session may still hold the connection).
+    pub fn quiet(&self) -> bool {
+        self.expect.is_empty() && !self.unsynced
+    }
+
+    /// Queues sluice's own simple query ahead of the client's messages.
+    pub fn internal_query(&mut self, sql: &str, sout: &mut BytesMut) {
+        wire::query(sout, sql);
+        self.expect.push_back(Expect::Internal);
+    }
+
+    fn push(&mut self, e: Expect, cout: &mut BytesMut) {
+        match e {
+            // Nothing ahead of it: answer at once.
+            Expect::Synthetic(tag, _) if self.expect.is_empty() => synth(tag, cout),
+            e => self.expect.push_back(e),
+        }
+    }
+
+    /// Handles one complete client message `frame` (header included), writing what goes to
+    /// the server into `sout` and any immediate answer into `cout`.
+    /// Returns the pin reason if this message newly pins the session.
+    pub fn client_message(
+        &mut self,
+        frame: &[u8],
+        server: &mut ServerStatements,
+        registry: &StatementRegistry,
+        prefix: &str,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+    ) -> Result<Option<PinReason>, WireError> {
+        let tag = frame[0];
+        let body = &frame[wire::FRAME_HEADER_LEN..];
+        let mut pin = None;
+        tracing::trace!(session = self.session_id, tag = %(tag as char), expect = self.expect.len(), "client message");
+        match tag {
+            b'Q' => {
+                pin = pin_reason(Reader::new(body, "Query").cstr()?);
+                sout.extend_from_slice(frame);
+                self.push(Expect::Ready, cout);
+            }
+            b'F' => {
+                sout.extend_from_slice(frame);
+                self.push(Expect::Ready, cout);
+            }
+            b'S' => {
+                sout.extend_from_slice(frame);
+                self.unsynced = false;
+                self.push(Expect::Ready, cout);
+            }
+            b'P' => {
+                self.unsynced = true;
+                let mut r = Reader::new(body, "Parse");
+                let name = r.cstr()?;
+                let rest = r.rest();
+                let query = Reader::new(rest, "Parse").cstr()?;
+                if name.is_empty() {
+                    pin = pin_reason(query);
+                    server.unnamed_owner = self.session_id;
+                    sout.extend_from_slice(frame);
+                    self.push(
+                        Expect::Parse {
+                            visible: true,
+                            stmt: None,
+                            client_name: None,
+                        },
+                        cout,
+                    );
+                } else if let Some(existing) = self.statements.get(name).cloned() {
+                    // Redefining a live name: make the server raise 42P05 as it would have.
+                    self.ensure_prepared(&existing, server, prefix, sout, cout);
+                    wire::parse_renamed(sout, &existing.server_name, rest);
+                    self.push(
+                        Expect::Parse {
+                            visible: true,
+                            stmt: None,
+                            client_name: None,
+                        },
+                        cout,
+                    );
+                } else {
+                    pin = pin_reason(query);
+                    let stmt = registry.intern(rest);
+                    self.statements.insert(name.into(), stmt.clone());
+                    if server.touch(stmt.id) {
+                        self.push(Expect::Synthetic(b'1', Some(name.into())), cout);
+                    } else {
+                        self.prepare(&stmt, server, prefix, sout, cout, Some(name.into()));
+                    }
+                }
+            }
+            b'B' => {
+                self.unsynced = true;
+                let mut r = Reader::new(body, "Bind");
+                let portal = r.cstr()?;
+                let name = r.cstr()?;
+                let head = &body[..portal.len() + 1];
+                self.forward_named(tag, head, name, r.rest(), frame, server, prefix, sout, cout);
+                self.push(Expect::Bind, cout);
+            }
+            b'D' => {
+                self.unsynced = true;
+                let mut r = Reader::new(body, "Describe");
+                let kind = r.u8()?;
+                let name = r.cstr()?;
+                if kind == b'S' {
+                    self.forward_named(tag, b"S", name, &[], frame, server, prefix, sout, cout);
+                } else {
+                    sout.extend_from_slice(frame);
+                }
+                self.push(Expect::Describe, cout);
+            }
+            b'C' => {
+                self.unsynced = true;
+                let mut r = Reader::new(body, "Close");
+                let kind = r.u8()?;
+                let name = r.cstr()?;
+                if kind == b'S' && self.statements.remove(name).is_some() {
+                    // The server keeps the statement for other sessions; the client sees it closed.
+                    self.push(Expect::Synthetic(b'3', None), cout);
+                } else {
+                    sout.extend_from_slice(frame);
+                    self.push(Expect::Close { visible: true }, cout);
+                }
+            }
+            b'E' => {
+                self.unsynced = true;
+                sout.extend_from_slice(frame);
+                self.push(Expect::Execute, cout);
+            }
+            b'H' => sout.extend_from_slice(frame),
+            _ => sout.extend_from_slice(frame),
+        }
+        if let Some(reason) = pin
+            && self.pinned.is_none()
+        {
+            self.pinned = Some(reason);
+            return Ok(Some(reason));
+        }
+        Ok(None)
+    }
+
+    /// Bind or Describe of a statement: renamed to its server name (prepared first if this
+    /// connection lacks it), or forwarded untouched when the session has no such mapping.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_named(
+        &mut self,
+        tag: u8,
+        head: &[u8],
+        name: &[u8],
+        rest: &[u8],
+        frame: &[u8],
+        server: &mut ServerStatements,
+        prefix: &str,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+    ) {
+        if name.is_empty() {
+            if server.unnamed_owner == self.session_id {
+                sout.extend_from_slice(frame);
+            } else {
+                // The unnamed statement here is another session's (or none): never bind it.
+                wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
+            }
+        } else if let Some(stmt) = self.statements.get(name).cloned() {
+            self.ensure_prepared(&stmt, server, prefix, sout, cout);
+            wire::renamed(sout, tag, head, &stmt.server_name, rest);
+        } else {
+            sout.extend_from_slice(frame);
+        }
+    }
+
+    fn ensure_prepared(
+        &mut self,
+        stmt: &Arc<Statement>,
+        server: &mut ServerStatements,
+        prefix: &str,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+    ) {
+        if !server.touch(stmt.id) {
+            self.prepare(stmt, server, prefix, sout, cout, None);
+        }
+    }
+
+    /// Sends a Parse under the server name; visible to the client only if the client asked.
+    fn prepare(
+        &mut self,
+        stmt: &Arc<Statement>,
+        server: &mut ServerStatements,
+        prefix: &str,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+        client_name: Option<Box<[u8]>>,
+    ) {
+        if let Some(old) = server.insert(stmt.id) {
+            wire::close_statement(sout, &server_name(prefix, old));
+            self.push(Expect::Close { visible: false }, cout);
+        }
+        wire::parse_renamed(sout, &stmt.server_name, &stmt.parse_rest);
+        let visible = client_name.is_some();
+        self.push(
+            Expect::Parse {
+                visible,
+                stmt: Some(stmt.clone()),
+                client_name,
+            },
+            cout,
+        );
+    }
+
+    /// Handles one complete server message, appending it to `cout` unless it answers sluice's
+    /// own message, followed by any synthetic responses now due; returns whether it was forwarded.
+    pub fn server_message(
+        &mut self,
+        frame: &[u8],
+        server: &mut ServerStatements,
+        cout: &mut BytesMut,
+    ) -> bool {
+        let tag = frame[0];
+        tracing::trace!(session = self.session_id, tag = %(tag as char), head = ?self.expect.front(), "server message");
+        if matches!(self.expect.front(), Some(Expect::Internal)) {
+            match tag {
+                b'Z' => {
+                    self.expect.pop_front();
+                }
+                b'E' => {
+                    let body = &frame[wire::FRAME_HEADER_LEN..];
+                    let fields = wire::parse_error_fields(body).unwrap_or_default();
+                    self.internal_error = Some(format!("{} ({})", fields.message, fields.code));
+                }
+                _ => {}
+            }
+            self.emit_synthetic(cout);
+            return false;
+        }
+        let forward = match tag {
+            b'Z' => {
+                while let Some(e) = self.expect.pop_front() {
+                    match e {
+                        Expect::Ready => break,
+                        // Skipped by the server after an error.
+                        other => self.undo(other, server),
+                    }
+                }
+                self.status = frame
+                    .get(wire::FRAME_HEADER_LEN)
+                    .copied()
+                    .unwrap_or(status::IDLE);
+                true
+            }
+            b'E' => {
+                self.fail_until_sync(server);
+                true
+            }
+            b'1' => match self.expect.pop_front() {
+                Some(Expect::Parse { visible, stmt, .. }) => {
+                    if let Some(stmt) = stmt {
+                        stmt.confirm();
+                    }
+                    visible
+                }
+                other => self.unexpected(other),
+            },
+            b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
+            b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
+            b'C' | b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
+            b'3' => match self.expect.pop_front() {
+                Some(Expect::Close { visible }) => visible,
+                other => self.unexpected(other),
+            },
+            _ => true,
+        };
+        if forward {
+            cout.extend_from_slice(frame);
+        }
+        self.emit_synthetic(cout);
+        forward
+    }
+
+    /// Answers a batch of named Parse and Close-statement messages ending in Sync without a
+    /// server connection, when every Parse is of a statement a server of this pool accepted.
+    /// Returns the bytes consumed from `cin` (0: the batch needs a server).
+    pub fn answer_locally(
+        &mut self,
+        cin: &[u8],
+        registry: &StatementRegistry,
+        cout: &mut BytesMut,
+    ) -> usize {
+        if self.status != status::IDLE || !self.expect.is_empty() || self.pinned.is_some() {
+            return 0;
+        }
+        // First pass: check; nothing changes unless the whole batch qualifies.
+        let mut end = 0;
+        for (count, item) in wire::Frames::new(cin, 1 << 20).enumerate() {
+            let Ok((at, f)) = item else { return 0 };
+            let body = f.body(&cin[at..]);
+            let mut r = Reader::new(body, "");
+            let ok = match f.tag {
+                b'P' => r.cstr().is_ok_and(|name| {
+                    !name.is_empty()
+                        && !self.statements.contains_key(name)
+                        && registry.confirmed(r.rest()).is_some()
+                }),
+                b'C' => r.u8() == Ok(b'S'),
+                b'S' if count > 0 => {
+                    end = at + f.len;
+                    break;
+                }
+                _ => false,
+            };
+            if !ok {
+                return 0;
+            }
+        }
+        if end == 0 {
+            return 0;
+        }
+        for item in wire::Frames::new(&cin[..end], 1 << 20) {
+            let Ok((at, f)) = item else { return 0 };
+            let mut r = Reader::new(f.body(&cin[at..]), "");
+            match f.tag {
+                b'P' => {
+                    let name = r.cstr().unwrap_or_default();
+                    if let Some(stmt) = registry.confirmed(r.rest()) {
+                        self.statements.insert(name.into(), stmt);
+                    }
+                    wire::parse_complete(cout);
+                }
+                b'C' => {
+                    let _ = r.u8();
+                    if let Ok(name) = r.cstr() {
+                        self.statements.remove(name);
+                    }
+                    wire::close_complete(cout);
+                }
+                _ => wire::ready_for_query(cout, status::IDLE),
+            }
+        }
+        end
+    }
+
+    /// sluice's own query is the oldest thing in flight.
+    pub fn internal(&self) -> bool {
+        matches!(self.expect.front(), Some(Expect::Internal))
+    }
+
+    /// Takes the error of sluice's own query, once its ReadyForQuery has come.
+    pub fn take_internal_error(&mut self) -> Option<String> {
+        if matches!(self.expect.front(), Some(Expect::Internal)) {
+            return None;
+        }
+        self.internal_error.take()
+    }
+
+    fn pop_if(&mut self, head: impl Fn(&Expect) -> bool) -> bool {
+        if self.expect.front().is_some_and(head) {
+            self.expect.pop_front();
+        }
+        true
+    }
+
+    fn unexpected(&mut self, popped: Option<Expect>) -> bool {
+        tracing::warn!(?popped, "server response out of order");
+        if let Some(e) = popped {
+            self.expect.push_front(e);
+        }
+        true
+    }
+
+    /// An error ends the current message and the server skips the rest up to Sync.
+    fn fail_until_sync(&mut self, server: &mut ServerStatements) {
+        if matches!(self.expect.front(), Some(Expect::Ready) | None) {
+            return; // inside a simple query: its ReadyForQuery still comes
+        }
+        while let Some(e) = self.expect.front() {
+            if matches!(e, Expect::Ready | Expect::Internal) {
+                break;
+            }
+            if let Some(e) = self.expect.pop_front() {
+                self.undo(e, server);
+            }
+        }
+    }
+
+    /// Forgets what a message that never took effect would have created.
+    fn undo(&mut self, e: Expect, server: &mut ServerStatements) {
+        match e {
+            Expect::Parse {
+                stmt: Some(stmt),
+                client_name,
+                ..
+            } => {
+                server.remove(stmt.id);
+                if let Some(name) = client_name {
+                    self.statements.remove(&name);
+                }
+            }
+            Expect::Synthetic(b'1', Some(name)) => {
+                self.statements.remove(&name);
+            }
+            _ => {}
+        }
+    }
+
+    fn emit_synthetic(&mut self, cout: &mut BytesMut) {
+        while let Some(Expect::Synthetic(tag, _)) = self.expect.front() {
+            synth(*tag, cout);
+            self.expect.pop_front();
+        }
+    }
+
+    /// Statements the session has prepared (protocol level).
+    pub fn statements_len(&self) -> usize {
+        self.statements.len()
+    }
+}
+
+fn synth(tag: u8, cout: &mut BytesMut) {
+    match tag {
+        b'1' => wire::parse_complete(cout),
+        _ => wire::close_complete(cout),
+    }
+}
+
+#[cfg(test)]
+mod tests;

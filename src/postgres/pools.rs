@@ -1,0 +1,127 @@
+//! The Postgres pools of one instance, keyed by (database, user), and how they open connections.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use super::server::{ServerConn, ServerLogin};
+use super::statements::StatementRegistry;
+use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
+
+/// One (instance, database, user) pool and what sessions share through it.
+#[derive(Debug)]
+pub struct PgPool {
+    pub pool: Pool<ServerConn>,
+    pub login: ServerLogin,
+    pub statements: StatementRegistry,
+    /// Server name prefix of remapped statements, random per process.
+    pub prefix: Arc<str>,
+    /// The ParameterStatus set of this pool's server, learned from its first connection, so a
+    /// connecting client is answered without a server connection.
+    pub reported: OnceLock<Vec<(String, String)>>,
+}
+
+struct PgConnector {
+    login: ServerLogin,
+    init_query: String,
+    instance: Weak<Instance<ServerConn>>,
+}
+
+impl Connector<ServerConn> for PgConnector {
+    fn connect(&self) -> ConnectFuture<'_, ServerConn> {
+        Box::pin(async move {
+            let mut conn = ServerConn::connect(&self.login).await?;
+            if !self.init_query.is_empty() {
+                conn.simple_query(&self.login, &self.init_query).await?;
+            }
+            if let Some(instance) = self.instance.upgrade()
+                && instance.needs_server_max()
+            {
+                let rows = conn
+                    .simple_query(&self.login, "SHOW max_connections")
+                    .await?;
+                let max = rows
+                    .first()
+                    .and_then(|r| r.as_deref())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(|| ConnectError::Protocol {
+                        instance: self.login.addr.clone(),
+                        reason: "unreadable max_connections".into(),
+                    })?;
+                instance.learn_server_max(max);
+            }
+            Ok(conn)
+        })
+    }
+}
+
+/// All pools on one instance.
+#[derive(Debug)]
+pub struct PgPools {
+    pub instance: Arc<Instance<ServerConn>>,
+    settings: PoolSettings,
+    init_query: String,
+    prefix: Arc<str>,
+    pools: Mutex<HashMap<(String, String), Arc<PgPool>>>,
+}
+
+impl PgPools {
+    pub fn new(
+        instance: Arc<Instance<ServerConn>>,
+        settings: PoolSettings,
+        init_query: String,
+    ) -> Self {
+        let token: u32 = rand::random();
+        Self {
+            instance,
+            settings,
+            init_query,
+            prefix: format!("_sluice_{token:08x}_").into(),
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for `database` as `login_user` (the secret's username), created on first use.
+    pub fn get(&self, database: &str, login_user: &str, password: &str) -> Arc<PgPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (database.to_owned(), login_user.to_owned());
+        if let Some(p) = pools.get(&key) {
+            return p.clone();
+        }
+        let login = ServerLogin {
+            addr: self.instance.addr().to_owned(),
+            user: login_user.to_owned(),
+            password: password.to_owned(),
+            database: database.to_owned(),
+        };
+        let connector = PgConnector {
+            login: login.clone(),
+            init_query: self.init_query.clone(),
+            instance: Arc::downgrade(&self.instance),
+        };
+        let name = format!("{}/{}/{}", self.instance.addr(), database, login_user);
+        let pool = Arc::new(PgPool {
+            pool: Pool::new(
+                name,
+                self.instance.clone(),
+                Box::new(connector),
+                self.settings,
+            ),
+            login,
+            statements: StatementRegistry::new(self.prefix.to_string()),
+            prefix: self.prefix.clone(),
+            reported: OnceLock::new(),
+        });
+        pools.insert(key, pool.clone());
+        pool
+    }
+
+    /// Forgets a pool whose database refused us, so bad names do not accumulate.
+    pub fn forget(&self, database: &str, login_user: &str) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.remove(&(database.to_owned(), login_user.to_owned()));
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+}

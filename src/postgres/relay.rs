@@ -1,0 +1,501 @@
+//! One client session: waits idle without a server connection, borrows one when the client
+//! speaks, relays full-duplex until the server is idle again, and gives it back.
+//!
+//! Bytes are forwarded in batches; only message headers and the few messages the pipeline
+//! needs are looked at. Large DataRow and CopyData messages stream through without being
+//! buffered whole, and an idle session drops its buffers.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Duration;
+
+use super::cancel::CancelHandle;
+use super::errors::{self, fatal};
+use super::pipeline::Pipeline;
+use super::pools::PgPool;
+use super::server::ServerConn;
+use super::wire::{self, status};
+use crate::pool::Lease;
+
+/// A message that must be inspected is buffered whole up to this size.
+const MAX_BUFFERED_MESSAGE: usize = 64 << 20;
+/// Stop reading one side while this much waits to be written to the other.
+const HIGH_WATER: usize = 256 << 10;
+/// A partial DataRow/CopyData at least this large is forwarded before it is complete.
+const STREAM_CHUNK: usize = 64 << 10;
+const READ_CHUNK: usize = 16 << 10;
+/// An idle session keeps its buffers this long, then drops them.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How an active phase ended.
+#[derive(Debug)]
+enum Active {
+    Released,
+    ClientGone,
+    ServerGone,
+    Fatal(&'static str, String),
+}
+
+#[derive(Debug)]
+pub struct Session {
+    id: u64,
+    pg: Arc<PgPool>,
+    cancel: CancelHandle,
+    settings: Vec<(String, String)>,
+    pipeline: Pipeline,
+    cin: BytesMut,
+    cout: BytesMut,
+    sout: BytesMut,
+    idle_timeout: Duration,
+    /// Bytes of a client message still to stream to the server.
+    client_streaming: usize,
+    /// Bytes of a server message still to stream to the client.
+    server_streaming: usize,
+}
+
+impl Session {
+    pub(super) fn new(
+        id: u64,
+        pg: Arc<PgPool>,
+        cancel: CancelHandle,
+        settings: Vec<(String, String)>,
+        leftover: BytesMut,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            id,
+            pg,
+            cancel,
+            settings,
+            pipeline: Pipeline::new(id),
+            cin: leftover,
+            cout: BytesMut::new(),
+            sout: BytesMut::new(),
+            idle_timeout,
+            client_streaming: 0,
+            server_streaming: 0,
+        }
+    }
+
+    pub async fn run(mut self, mut client: TcpStream) {
+        let _ = client.set_nodelay(true);
+        let end = self.serve(&mut client).await;
+        if let Some((code, message)) = end {
+            tracing::info!(session = self.id, code, %message, "session ended by sluice");
+            fatal(&mut self.cout, code, &message);
+            let _ = client.write_all(&self.cout).await;
+        }
+        tracing::debug!(session = self.id, "session closed");
+    }
+
+    /// Serves transactions until the client leaves; returns a FATAL error to send, if any.
+    async fn serve(&mut self, client: &mut TcpStream) -> Option<(&'static str, String)> {
+        loop {
+            if client.write_all(&self.cout).await.is_err() {
+                return None;
+            }
+            self.cout.clear();
+            match self.wait_idle(client).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(()) => {
+                    return Some((
+                        errors::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to idle client timeout".into(),
+                    ));
+                }
+            }
+            let local =
+                self.pipeline
+                    .answer_locally(&self.cin, &self.pg.statements, &mut self.cout);
+            if local > 0 {
+                self.cin.advance(local);
+                continue;
+            }
+            let mut lease = match self.pg.pool.borrow().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    let (code, message) = errors::borrow_failure(&e);
+                    tracing::warn!(session = self.id, pool = %self.pg.pool.name(), error = %e, "borrow failed");
+                    return Some((static_code(code), message));
+                }
+            };
+            self.on_borrow(&mut lease);
+            let outcome = self.active(client, &mut lease).await;
+            self.cancel.target.set(None);
+            match outcome {
+                Active::Released => {
+                    let reusable = lease.buf.is_empty() && !lease.expired();
+                    lease.release(reusable);
+                }
+                Active::ClientGone => {
+                    self.clean_up(lease).await;
+                    return None;
+                }
+                Active::ServerGone => {
+                    drop(lease);
+                    return Some((
+                        errors::CONNECTION_FAILURE,
+                        "server closed the connection unexpectedly".into(),
+                    ));
+                }
+                Active::Fatal(code, message) => {
+                    drop(lease);
+                    return Some((code, message));
+                }
+            }
+        }
+    }
+
+    /// Waits for the client's next message without a server connection. `Ok(false)`: the client
+    /// left or sent Terminate; `Err`: idle client timeout.
+    async fn wait_idle(&mut self, client: &TcpStream) -> Result<bool, ()> {
+        let mut waited = Duration::ZERO;
+        loop {
+            if self.cin.len() >= wire::FRAME_HEADER_LEN {
+                return Ok(self.cin[0] != b'X');
+            }
+            let budget = if self.cin.capacity() > 0 || self.cout.capacity() > 0 {
+                SHRINK_AFTER.min(self.idle_timeout.saturating_sub(waited))
+            } else {
+                self.idle_timeout.saturating_sub(waited)
+            };
+            match tokio::time::timeout(budget, client.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Ok(false),
+                Err(_) => {
+                    waited += budget;
+                    if waited >= self.idle_timeout {
+                        return Err(());
+                    }
+                    self.shrink();
+                    continue;
+                }
+            }
+            self.cin.reserve(READ_CHUNK);
+            match client.try_read_buf(&mut self.cin) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// An idle session holds no buffers: what makes thousands of idle clients cheap.
+    fn shrink(&mut self) {
+        if self.cin.is_empty() {
+            self.cin = BytesMut::new();
+        }
+        self.cout = BytesMut::new();
+        self.sout = BytesMut::new();
+    }
+
+    fn on_borrow(&mut self, conn: &mut ServerConn) {
+        self.cancel.target.set(Some((conn.peer, conn.key)));
+        if conn.settings != self.settings {
+            let sql = replay_sql(&conn.settings, &self.settings);
+            self.pipeline.internal_query(&sql, &mut self.sout);
+            conn.settings.clone_from(&self.settings);
+        }
+    }
+
+    async fn active(&mut self, client: &TcpStream, lease: &mut Lease<ServerConn>) -> Active {
+        loop {
+            if let Err(end) = self.pump_client(lease) {
+                return end;
+            }
+            self.pump_server(lease);
+            if let Some(error) = self.pipeline.take_internal_error() {
+                // The client's own startup parameters were refused: as Postgres would at startup.
+                lease.settings.clear();
+                return Active::Fatal(
+                    errors::PROTOCOL_VIOLATION,
+                    format!("invalid startup parameter: {error}"),
+                );
+            }
+            if try_flush(client, &mut self.cout).is_err() {
+                return Active::ClientGone;
+            }
+            if try_flush(&lease.stream, &mut self.sout).is_err() {
+                return Active::ServerGone;
+            }
+            if self.pipeline.releasable()
+                && self.sout.is_empty()
+                && self.client_streaming == 0
+                && self.server_streaming == 0
+            {
+                return Active::Released;
+            }
+            let read_client = self.sout.len() < HIGH_WATER;
+            let read_server = self.cout.len() < HIGH_WATER;
+            let event = tokio::select! {
+                r = client.readable(), if read_client => Event::ClientReadable(r.is_ok()),
+                r = lease.stream.readable(), if read_server => Event::ServerReadable(r.is_ok()),
+                r = client.writable(), if !self.cout.is_empty() => Event::Writable(r.is_ok(), true),
+                r = lease.stream.writable(), if !self.sout.is_empty() => Event::Writable(r.is_ok(), false),
+            };
+            match event {
+                Event::ClientReadable(true) => {
+                    self.cin.reserve(READ_CHUNK);
+                    match client.try_read_buf(&mut self.cin) {
+                        Ok(0) => return Active::ClientGone,
+                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                            return Active::ClientGone;
+                        }
+                        _ => {}
+                    }
+                }
+                Event::ServerReadable(true) => {
+                    let conn: &mut ServerConn = lease;
+                    conn.buf.reserve(READ_CHUNK);
+                    match conn.stream.try_read_buf(&mut conn.buf) {
+                        Ok(0) => return Active::ServerGone,
+                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                            return Active::ServerGone;
+                        }
+                        _ => {}
+                    }
+                }
+                Event::ClientReadable(false) => return Active::ClientGone,
+                Event::ServerReadable(false) => return Active::ServerGone,
+                Event::Writable(ok, _) if ok => {}
+                Event::Writable(_, true) => return Active::ClientGone,
+                Event::Writable(_, false) => return Active::ServerGone,
+            }
+        }
+    }
+
+    /// Handles the complete client messages read so far.
+    fn pump_client(&mut self, conn: &mut ServerConn) -> Result<(), Active> {
+        let mut cin = std::mem::take(&mut self.cin);
+        let result = loop {
+            if self.client_streaming > 0 {
+                let n = self.client_streaming.min(cin.len());
+                if n == 0 {
+                    break Ok(());
+                }
+                self.sout.extend_from_slice(&cin[..n]);
+                cin.advance(n);
+                self.client_streaming -= n;
+                continue;
+            }
+            if self.sout.len() >= HIGH_WATER || cin.len() < wire::FRAME_HEADER_LEN {
+                break Ok(());
+            }
+            let tag = cin[0];
+            let frame = match wire::next_frame(&cin, usize::MAX) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let declared =
+                        i32::from_be_bytes([cin[1], cin[2], cin[3], cin[4]]) as usize + 1;
+                    if tag == b'd' && cin.len() >= STREAM_CHUNK {
+                        self.sout.extend_from_slice(&cin);
+                        self.client_streaming = declared - cin.len();
+                        cin.clear();
+                        continue;
+                    }
+                    if declared > MAX_BUFFERED_MESSAGE {
+                        break Err(Active::Fatal(
+                            errors::PROGRAM_LIMIT,
+                            format!("message of {declared} bytes is too large"),
+                        ));
+                    }
+                    break Ok(());
+                }
+                Err(e) => {
+                    break Err(Active::Fatal(
+                        errors::PROTOCOL_VIOLATION,
+                        format!("invalid message: {e}"),
+                    ));
+                }
+            };
+            if tag == b'X' {
+                break Err(Active::ClientGone);
+            }
+            let message = &cin[..frame.len];
+            match self.pipeline.client_message(
+                message,
+                &mut conn.statements,
+                &self.pg.statements,
+                &self.pg.prefix,
+                &mut self.sout,
+                &mut self.cout,
+            ) {
+                Ok(Some(reason)) => tracing::info!(session = self.id, %reason, "session pinned"),
+                Ok(None) => {}
+                Err(e) => {
+                    break Err(Active::Fatal(
+                        errors::PROTOCOL_VIOLATION,
+                        format!("invalid message: {e}"),
+                    ));
+                }
+            }
+            cin.advance(frame.len);
+        };
+        self.cin = cin;
+        result
+    }
+
+    /// Handles the complete server messages read so far.
+    fn pump_server(&mut self, conn: &mut ServerConn) {
+        let mut sbuf = std::mem::take(&mut conn.buf);
+        loop {
+            if self.server_streaming > 0 {
+                let n = self.server_streaming.min(sbuf.len());
+                if n == 0 {
+                    break;
+                }
+                self.cout.extend_from_slice(&sbuf[..n]);
+                sbuf.advance(n);
+                self.server_streaming -= n;
+                continue;
+            }
+            if self.cout.len() >= HIGH_WATER || sbuf.len() < wire::FRAME_HEADER_LEN {
+                break;
+            }
+            match wire::next_frame(&sbuf, usize::MAX) {
+                Ok(Some(frame)) => {
+                    self.pipeline.server_message(
+                        &sbuf[..frame.len],
+                        &mut conn.statements,
+                        &mut self.cout,
+                    );
+                    sbuf.advance(frame.len);
+                }
+                Ok(None) => {
+                    let tag = sbuf[0];
+                    if (tag == b'D' || tag == b'd')
+                        && sbuf.len() >= STREAM_CHUNK
+                        && !self.pipeline.internal()
+                    {
+                        let declared =
+                            i32::from_be_bytes([sbuf[1], sbuf[2], sbuf[3], sbuf[4]]) as usize + 1;
+                        self.cout.extend_from_slice(&sbuf);
+                        self.server_streaming = declared - sbuf.len();
+                        sbuf.clear();
+                        continue;
+                    }
+                    break;
+                }
+                // A server never sends a negative length; stop reading and let the session end.
+                Err(_) => break,
+            }
+        }
+        conn.buf = sbuf;
+    }
+
+    /// The client left while holding a server connection: keep it only if it can be made clean.
+    async fn clean_up(&mut self, mut lease: Lease<ServerConn>) {
+        if !self.pipeline.quiet()
+            || !self.sout.is_empty()
+            || !lease.buf.is_empty()
+            || self.server_streaming > 0
+        {
+            return; // mid-message: dropping the lease closes it and the server rolls back
+        }
+        let login = &self.pg.login;
+        let mut clean = true;
+        if self.pipeline.status != status::IDLE {
+            clean = timed(lease.simple_query(login, "ROLLBACK")).await;
+        }
+        if clean && self.pipeline.pinned.is_some() {
+            clean = timed(lease.simple_query(login, "DISCARD ALL")).await;
+            lease.statements.clear();
+            lease.settings.clear();
+        }
+        let reusable = clean && !lease.expired();
+        lease.release(reusable);
+    }
+}
+
+async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> bool {
+    matches!(tokio::time::timeout(RESET_TIMEOUT, f).await, Ok(Ok(_)))
+}
+
+#[derive(Debug)]
+enum Event {
+    ClientReadable(bool),
+    ServerReadable(bool),
+    Writable(bool, bool),
+}
+
+/// Writes what the socket takes now; an error means the peer is gone.
+fn try_flush(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    buf.clear();
+    Ok(())
+}
+
+/// SQL that turns a connection's settings (`have`) into the session's (`want`); both sorted.
+/// `set_config` takes the raw string as a startup parameter would (lists like search_path).
+fn replay_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
+    let mut sets = Vec::new();
+    let mut sql = String::new();
+    for (name, value) in want {
+        if !have.iter().any(|(n, v)| n == name && v == value) {
+            sets.push(format!(
+                "pg_catalog.set_config('{}', '{}', false)",
+                quote(name),
+                quote(value)
+            ));
+        }
+    }
+    if !sets.is_empty() {
+        sql.push_str("SELECT ");
+        sql.push_str(&sets.join(", "));
+    }
+    for (name, _) in have {
+        if !want.iter().any(|(n, _)| n == name) {
+            if !sql.is_empty() {
+                sql.push_str("; ");
+            }
+            sql.push_str(&format!("RESET \"{}\"", name.replace('"', "\"\"")));
+        }
+    }
+    sql
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+fn static_code(code: &str) -> &'static str {
+    [
+        errors::TOO_MANY_CONNECTIONS,
+        "3D000",
+        errors::CONNECTION_FAILURE,
+    ]
+    .into_iter()
+    .find(|k| *k == code)
+    .unwrap_or(errors::CONNECTION_FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay_sql;
+
+    #[test]
+    fn replay_sets_what_differs_and_resets_what_is_gone() {
+        let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        let have = vec![s("application_name", "old"), s("timezone", "UTC")];
+        let want = vec![s("application_name", "it's"), s("search_path", "a,b")];
+        assert_eq!(
+            replay_sql(&have, &want),
+            "SELECT pg_catalog.set_config('application_name', 'it''s', false), \
+             pg_catalog.set_config('search_path', 'a,b', false); RESET \"timezone\""
+        );
+        assert_eq!(replay_sql(&want, &want), "");
+    }
+}

@@ -1,0 +1,259 @@
+//! A connection from sluice to a PostgreSQL instance: connect, log in, and the few control-plane
+//! queries sluice runs itself (init_query, `SHOW max_connections`, resets).
+
+use std::net::SocketAddr;
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::statements::ServerStatements;
+use super::wire::{self, AuthRequest, BackendKeyData};
+use crate::pool::{ConnectError, PooledConnection};
+
+/// Largest message sluice reads whole from a server on the control plane.
+const MAX_CONTROL_MESSAGE: usize = 16 << 20;
+
+/// What a server connection is opened with.
+#[derive(Clone)]
+pub struct ServerLogin {
+    pub addr: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+}
+
+impl std::fmt::Debug for ServerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLogin")
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled; kept with the connection so an idle
+    /// client session holds no buffer.
+    pub buf: BytesMut,
+    pub peer: SocketAddr,
+    pub key: BackendKeyData,
+    /// ParameterStatus values the server reported at login.
+    pub reported: Vec<(String, String)>,
+    /// Session parameters sluice has set on this connection (beyond its defaults).
+    pub settings: Vec<(String, String)>,
+    pub statements: ServerStatements,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("peer", &self.peer)
+            .field("pid", &self.key.pid)
+            .finish()
+    }
+}
+
+impl PooledConnection for ServerConn {
+    fn close(self) {
+        // Terminate lets the server end the backend cleanly instead of logging an EOF.
+        let mut buf = BytesMut::with_capacity(5);
+        wire::terminate(&mut buf);
+        let _ = self.stream.try_write(&buf);
+    }
+}
+
+fn protocol(login: &ServerLogin, reason: impl ToString) -> ConnectError {
+    ConnectError::Protocol {
+        instance: login.addr.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+impl ServerConn {
+    pub async fn connect(login: &ServerLogin) -> Result<Self, ConnectError> {
+        let unreachable = |e: std::io::Error| ConnectError::Unreachable {
+            instance: login.addr.clone(),
+            reason: e.to_string(),
+        };
+        let stream = TcpStream::connect(&login.addr).await.map_err(unreachable)?;
+        stream.set_nodelay(true).map_err(unreachable)?;
+        let peer = stream.peer_addr().map_err(unreachable)?;
+        let mut conn = Self {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            peer,
+            key: BackendKeyData { pid: 0, key: 0 },
+            reported: Vec::new(),
+            settings: Vec::new(),
+            statements: ServerStatements::default(),
+        };
+        conn.login(login).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, login: &ServerLogin) -> Result<(), ConnectError> {
+        let mut out = BytesMut::new();
+        wire::startup_message(
+            &mut out,
+            &[("user", &login.user), ("database", &login.database)],
+        );
+        self.send(login, &mut out).await?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (tag, body) = self.read_message(login).await?;
+            match tag {
+                b'R' => match wire::parse_auth_request(&body).map_err(|e| protocol(login, e))? {
+                    AuthRequest::Ok => {}
+                    AuthRequest::Cleartext => {
+                        wire::password_message(&mut out, login.password.as_bytes());
+                        self.send(login, &mut out).await?;
+                    }
+                    AuthRequest::Md5 { salt } => {
+                        let hash = postgres_protocol::authentication::md5_hash(
+                            login.user.as_bytes(),
+                            login.password.as_bytes(),
+                            salt,
+                        );
+                        wire::password_message(&mut out, hash.as_bytes());
+                        self.send(login, &mut out).await?;
+                    }
+                    AuthRequest::Sasl { mechanisms } => {
+                        if !mechanisms.contains(&"SCRAM-SHA-256") {
+                            return Err(protocol(login, "server offers no SCRAM-SHA-256"));
+                        }
+                        let s = ScramSha256::new(
+                            login.password.as_bytes(),
+                            ChannelBinding::unsupported(),
+                        );
+                        wire::sasl_initial_response(&mut out, "SCRAM-SHA-256", s.message());
+                        scram = Some(s);
+                        self.send(login, &mut out).await?;
+                    }
+                    AuthRequest::SaslContinue { data } => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| protocol(login, "unexpected SASL"))?;
+                        s.update(data).map_err(|e| protocol(login, e))?;
+                        wire::sasl_response(&mut out, s.message());
+                        self.send(login, &mut out).await?;
+                    }
+                    AuthRequest::SaslFinal { data } => {
+                        let mut s = scram
+                            .take()
+                            .ok_or_else(|| protocol(login, "unexpected SASL"))?;
+                        s.finish(data).map_err(|e| protocol(login, e))?;
+                    }
+                    AuthRequest::Other(code) => {
+                        return Err(protocol(login, format!("unsupported auth request {code}")));
+                    }
+                },
+                b'S' => {
+                    let (k, v) =
+                        wire::parse_parameter_status(&body).map_err(|e| protocol(login, e))?;
+                    self.reported.push((k.to_owned(), v.to_owned()));
+                }
+                b'K' => {
+                    self.key =
+                        wire::parse_backend_key_data(&body).map_err(|e| protocol(login, e))?;
+                }
+                b'Z' => return Ok(()),
+                b'E' => return Err(refused(login, &body)),
+                b'N' => {}
+                other => {
+                    return Err(protocol(
+                        login,
+                        format!("unexpected message {}", other as char),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, login: &ServerLogin, out: &mut BytesMut) -> Result<(), ConnectError> {
+        self.stream
+            .write_all(out)
+            .await
+            .map_err(|e| protocol(login, e))?;
+        out.clear();
+        Ok(())
+    }
+
+    /// Reads one whole message (control plane only; the relay reads `buf` itself).
+    async fn read_message(&mut self, login: &ServerLogin) -> Result<(u8, BytesMut), ConnectError> {
+        loop {
+            if let Some(frame) =
+                wire::next_frame(&self.buf, MAX_CONTROL_MESSAGE).map_err(|e| protocol(login, e))?
+            {
+                let mut msg = self.buf.split_to(frame.len);
+                msg.advance(wire::FRAME_HEADER_LEN);
+                return Ok((frame.tag, msg));
+            }
+            let n = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.buf)
+                .await
+                .map_err(|e| protocol(login, e))?;
+            if n == 0 {
+                return Err(protocol(login, "server closed the connection"));
+            }
+        }
+    }
+
+    /// Runs a simple query to completion and returns the first column of each row.
+    pub async fn simple_query(
+        &mut self,
+        login: &ServerLogin,
+        sql: &str,
+    ) -> Result<Vec<Option<String>>, ConnectError> {
+        let mut out = BytesMut::new();
+        wire::query(&mut out, sql);
+        self.send(login, &mut out).await?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let (tag, body) = self.read_message(login).await?;
+            match tag {
+                b'D' => rows.push(first_column(&body)),
+                b'E' => failure = Some(refused(login, &body)),
+                b'Z' => return failure.map_or(Ok(rows), Err),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn first_column(body: &[u8]) -> Option<String> {
+    let mut r = wire::Reader::new(body, "DataRow");
+    let count = r.take(2).ok()?;
+    if count == [0, 0] {
+        return None;
+    }
+    let len = r.i32().ok()?;
+    let len = usize::try_from(len).ok()?;
+    r.take(len)
+        .ok()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn refused(login: &ServerLogin, body: &[u8]) -> ConnectError {
+    let fields = wire::parse_error_fields(body).unwrap_or_default();
+    ConnectError::Refused {
+        instance: login.addr.clone(),
+        code: fields.code.to_owned(),
+        message: fields.message.to_owned(),
+    }
+}
+
+/// Sends a CancelRequest for the backend behind `key` at `peer`.
+pub async fn send_cancel(peer: SocketAddr, key: BackendKeyData) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(peer).await?;
+    let mut buf = BytesMut::with_capacity(16);
+    wire::cancel_request(&mut buf, key.pid, key.key);
+    stream.write_all(&buf).await?;
+    // The server closes the connection once it has read the request.
+    let mut sink = [0u8; 1];
+    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
+    Ok(())
+}

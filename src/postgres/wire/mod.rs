@@ -1,0 +1,27 @@
+//! Sans-IO PostgreSQL protocol 3.0: bytes in, frames out, and the few messages sluice builds or reads.
+//!
+//! Nothing here touches a socket or imports the rest of the crate, so it can be unit-tested
+//! with byte literals, fuzzed and benchmarked without a database.
+
+mod frame;
+mod read;
+mod startup;
+mod write;
+
+pub use frame::{FRAME_HEADER_LEN, Frame, Frames, WireError, next_frame};
+pub use read::{
+    AuthRequest, BackendKeyData, ErrorFields, Reader, parse_auth_request, parse_backend_key_data,
+    parse_error_fields, parse_parameter_status,
+};
+pub use startup::{
+    CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE, Startup,
+    StartupParams, read_startup,
+};
+pub use write::*;
+
+/// ReadyForQuery transaction status bytes.
+pub mod status {
+    pub const IDLE: u8 = b'I';
+    pub const IN_TRANSACTION: u8 = b'T';
+    pub const FAILED: u8 = b'E';
+}

@@ -1,0 +1,11 @@
+//! The one integration-test binary: real PostgreSQL servers, the real `sluice` binary, real clients.
+//!
+//! `support` holds the harness (private servers in temp dirs, the proxy under test, client
+//! tools); every other module is a group of tests. Run one group with
+//! `cargo test --test it <module>`.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+#[allow(dead_code)]
+mod support;
+
+mod harness_selftest;

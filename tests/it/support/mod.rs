@@ -1,0 +1,12 @@
+//! Test harness: private PostgreSQL servers, the sluice binary under test, and client tools.
+//!
+//! - [`postgres::PgServer`]: initdb + pg_ctl in a temp dir on a free loopback port, with the
+//!   standard test roles (`app`, `md5user`, `plainuser`, `monitor`) and database `appdb`.
+//! - [`sluice::Sluice`]: runs `sluice run --config ...` and waits until it listens.
+//! - [`tools`]: the psycopg venv, pgjdbc, java, free ports, command helpers.
+//!
+//! Everything tears itself down in `Drop`, also when a test panics.
+
+pub mod postgres;
+pub mod sluice;
+pub mod tools;

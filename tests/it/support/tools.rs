@@ -1,0 +1,181 @@
+//! Client tools and small helpers: the psycopg venv, pgjdbc, java, free ports, running commands.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// The repository root (where Cargo.toml lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when the tests run as root (uid 0), read from /proc/self/status.
+pub fn is_root() -> bool {
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().next().map(|uid| uid == "0"))
+            .unwrap_or(false)
+    })
+}
+
+/// A loopback TCP port that was free a moment ago. Never hands out the same port twice
+/// within one test process, so parallel tests do not collide with each other.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        drop(listener);
+        let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("could not find a free loopback port");
+}
+
+/// Runs a command to completion: (status, stdout, stderr). Panics only if it cannot be spawned.
+pub fn command_output(cmd: &mut Command) -> (ExitStatus, String, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a command and panics (with its output) unless it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let (status, stdout, stderr) = command_output(cmd);
+    assert!(
+        status.success(),
+        "{cmd:?} failed with {status}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}
+
+/// Finds an executable on PATH (plus the sbin directories, where Debian puts pgbouncer).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Like [`which`] but panics with an install hint when the tool is missing.
+pub fn require(name: &str) -> PathBuf {
+    which(name).unwrap_or_else(|| panic!("`{name}` not found; run scripts/test to install it"))
+}
+
+/// The `java` executable.
+pub fn java() -> PathBuf {
+    require("java")
+}
+
+/// Debian's pgjdbc driver (package libpostgresql-jdbc-java).
+pub fn pgjdbc_jar() -> PathBuf {
+    let jar = PathBuf::from("/usr/share/java/postgresql.jar");
+    assert!(
+        jar.is_file(),
+        "{} missing; install libpostgresql-jdbc-java (scripts/test does)",
+        jar.display()
+    );
+    jar
+}
+
+/// The venv directory: `$SLUICE_VENV`, else `<repo>/target/test-venv`.
+pub fn venv_dir() -> PathBuf {
+    std::env::var_os("SLUICE_VENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/test-venv"))
+}
+
+/// A python interpreter with psycopg 3 (`psycopg[binary]`) installed. The venv is created
+/// (or repaired) at most once per process, under an flock shared with scripts/test, so
+/// parallel test binaries do not race.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = venv_dir();
+            let python = venv.join("bin/python");
+            if has_psycopg(&python) {
+                return python;
+            }
+            if let Some(parent) = venv.parent() {
+                std::fs::create_dir_all(parent).expect("create venv parent dir");
+            }
+            let lock = venv.with_extension("lock");
+            let script = r#"set -e
+venv="$1"
+if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]'
+fi"#;
+            run_ok(
+                Command::new("flock")
+                    .arg(&lock)
+                    .args(["bash", "-c", script, "make-venv"])
+                    .arg(&venv),
+            );
+            assert!(
+                has_psycopg(&python),
+                "venv at {} lacks psycopg",
+                venv.display()
+            );
+            python
+        })
+        .clone()
+}
+
+fn has_psycopg(python: &Path) -> bool {
+    python.is_file()
+        && Command::new(python)
+            .args(["-c", "import psycopg"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The last lines of `text` within about `max` bytes (for failure messages; never panics).
+pub fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = &text[start..];
+    match (start, cut.find('\n')) {
+        (0, _) | (_, None) => cut,
+        (_, Some(nl)) => &cut[nl + 1..],
+    }
+}
+
+/// Appends `text` to an existing file (keeps its owner, e.g. `postgres`).
+pub fn append_file(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
