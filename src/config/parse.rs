@@ -186,6 +186,7 @@ fn check_item<T: DeserializeOwned>(
         };
         let original = to_original(&current, &removed_indices);
         let raw = err.inner().to_string();
+        // A required value removed below resurfaces as a missing field: not a new problem.
         let ours = missing_field(&raw).is_some_and(|field| {
             let mut child = original.clone();
             child.push(Seg::key(field));
@@ -200,7 +201,7 @@ fn check_item<T: DeserializeOwned>(
                 .collect();
             problems.push(Problem::new(&full, &reword(&raw, offending)));
         }
-        // A required value we removed surfaces as a missing field: drop its parent too.
+        // On a missing field the path is the parent, so removing it drops the parent.
         if current.is_empty() || !remove(&mut value, &current) {
             return None;
         }

@@ -9,3 +9,5 @@
 mod support;
 
 mod harness_selftest;
+mod pg_faults;
+mod pg_proxy;

@@ -1,0 +1,315 @@
+//! What must never happen through sluice: bad input harming anyone, dirty or foreign connections
+//! handed out, state leaking between sessions; plus cancel and the borrow timeout.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::support::postgres::{APP, APPDB, MD5USER, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice};
+
+async fn connect(
+    proxy: &Sluice,
+    (user, password): (&str, &str),
+    db: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10",
+        proxy.port()
+    );
+    let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+async fn scalar(c: &Client, sql: &str) -> String {
+    let rows = c.simple_query(sql).await.unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// A raw TCP conversation: sends `bytes`, returns what sluice answers before closing.
+fn raw(proxy: &Sluice, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn startup(user: &str, db: &str) -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in [("user", user), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_logins_get_postgres_sqlstates_and_harm_nobody() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::default());
+    let good = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(
+        code(&connect(&proxy, ("app", "wrong"), APPDB).await.unwrap_err()),
+        "28P01"
+    );
+    assert_eq!(
+        code(&connect(&proxy, ("nobody", "x"), APPDB).await.unwrap_err()),
+        "28P01"
+    );
+    assert_eq!(
+        code(
+            &connect(&proxy, ("md5user", "wrong"), APPDB)
+                .await
+                .unwrap_err()
+        ),
+        "28P01"
+    );
+    assert_eq!(
+        code(&connect(&proxy, APP, "no_such_db").await.unwrap_err()),
+        "3D000"
+    );
+    assert_eq!(
+        code(&connect(&proxy, APP, "no_such_db").await.unwrap_err()),
+        "3D000",
+        "and again"
+    );
+    // Garbage instead of a startup packet, a bogus protocol version, a lying length.
+    let http = raw(&proxy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(http.is_empty() || http[0] == b'E', "{http:?}");
+    let v2 = raw(&proxy, &[0, 0, 0, 8, 0, 2, 0, 0]);
+    assert_eq!(v2.first(), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&v2).contains("0A000"));
+    let huge = raw(&proxy, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]);
+    assert!(String::from_utf8_lossy(&huge).contains("08P01"), "{huge:?}");
+    let no_user = raw(&proxy, &startup("", APPDB));
+    assert!(String::from_utf8_lossy(&no_user).contains("28000"));
+    // The session opened first never noticed.
+    assert_eq!(scalar(&good, "select 41 + 1").await, "42");
+    assert_eq!(
+        proxy.log_contents().matches("app-secret").count(),
+        0,
+        "no secret in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_messages_end_only_their_session() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::default());
+    let bystander = connect(&proxy, APP, APPDB).await.unwrap();
+    scalar(&bystander, "select 1").await;
+    for bad in [
+        // A Query declaring 1 GiB: refused before sluice buffers it.
+        vec![b'Q', 0x40, 0, 0, 0, b's'],
+        // A length shorter than the length word itself.
+        vec![b'Q', 0, 0, 0, 2],
+        // A Parse whose statement name is not terminated.
+        vec![b'P', 0, 0, 0, 7, b'a', b'b', b'c'],
+    ] {
+        let mut s = login_raw(&proxy);
+        s.write_all(&bad).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("54000") || text.contains("08P01"),
+            "{bad:?} -> {text}"
+        );
+    }
+    assert_eq!(
+        scalar(&bystander, "select 'still here'").await,
+        "still here"
+    );
+    assert!(pg.backend_count("app", APPDB) <= 5);
+}
+
+/// Logs in as `app` over a raw socket (SCRAM via tokio-postgres is not raw): uses md5user's
+/// MD5 login, which is simple to script.
+fn login_raw(proxy: &Sluice) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&startup(MD5USER.0, APPDB)).unwrap();
+    let mut head = [0u8; 13];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'R');
+    let salt = [head[9], head[10], head[11], head[12]];
+    let hash = postgres_protocol::authentication::md5_hash(
+        MD5USER.0.as_bytes(),
+        MD5USER.1.as_bytes(),
+        salt,
+    );
+    let mut msg = vec![b'p'];
+    msg.extend(((hash.len() + 5) as u32).to_be_bytes());
+    msg.extend(hash.as_bytes());
+    msg.push(0);
+    s.write_all(&msg).unwrap();
+    // Read up to ReadyForQuery.
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(&[b'Z', 0, 0, 0, 5, b'I']) {
+        s.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_vanishing_mid_transaction_leaves_no_dirty_connection() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 1,
+            ..Default::default()
+        },
+    );
+    let setup = connect(&proxy, APP, APPDB).await.unwrap();
+    setup
+        .simple_query("create table ledger (id int)")
+        .await
+        .unwrap();
+    pg.psql_db(APPDB, "grant all on ledger to md5user");
+    drop(setup);
+    for round in 0..3 {
+        let mut s = login_raw(&proxy);
+        let q = format!("begin; insert into ledger values ({round}); select pg_sleep(0.01)\0");
+        let mut msg = vec![b'Q'];
+        msg.extend(((q.len() + 4) as u32).to_be_bytes());
+        msg.extend(q.as_bytes());
+        s.write_all(&msg).unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf); // some of the answer, then vanish with the transaction open
+        drop(s);
+        let next = connect(&proxy, MD5USER, APPDB).await.unwrap();
+        assert_eq!(
+            scalar(&next, "select count(*) from ledger").await,
+            "0",
+            "round {round}"
+        );
+        assert_eq!(
+            scalar(
+                &next,
+                "select coalesce(txid_current_if_assigned()::text, 'none')"
+            )
+            .await,
+            "none"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_never_reaches_another_session() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
+    let a = connect(&proxy, APP, APPDB).await.unwrap();
+    let b = connect(&proxy, APP, APPDB).await.unwrap();
+    a.simple_query("set statement_timeout = '1234ms'")
+        .await
+        .unwrap();
+    a.simple_query("create temp table mine (x int)")
+        .await
+        .unwrap();
+    a.prepare("select 1 as from_a").await.unwrap();
+    for _ in 0..20 {
+        assert_ne!(scalar(&b, "show statement_timeout").await, "1234ms");
+        assert_eq!(
+            scalar(&b, "select coalesce(to_regclass('mine')::text, 'none')").await,
+            "none"
+        );
+    }
+    assert_eq!(
+        scalar(&a, "show statement_timeout").await,
+        "1234ms",
+        "a keeps its own state"
+    );
+    assert_eq!(scalar(&a, "select to_regclass('mine')::text").await, "mine");
+    // An aborted transaction's connection is never handed out still aborted.
+    let c = connect(&proxy, APP, APPDB).await.unwrap();
+    c.simple_query("begin").await.unwrap();
+    assert!(c.simple_query("select 1/0").await.is_err());
+    drop(c);
+    for _ in 0..5 {
+        assert_eq!(scalar(&b, "select 'usable'").await, "usable");
+    }
+    assert!(proxy.log_contents().contains("session pinned"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query_only() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::default());
+    let busy = connect(&proxy, APP, APPDB).await.unwrap();
+    let other = connect(&proxy, APP, APPDB).await.unwrap();
+    let token = busy.cancel_token();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move {
+        let r = busy.simple_query("select pg_sleep(20)").await;
+        (r.map(|_| ()), busy)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(NoTls).await.unwrap();
+    let (result, busy) = sleeper.await.unwrap();
+    assert_eq!(code(&result.unwrap_err()), "57014");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(scalar(&busy, "select 'after cancel'").await, "after cancel");
+    // Cancelling an idle session is harmless to everyone.
+    other.cancel_token().cancel_query(NoTls).await.unwrap();
+    assert_eq!(scalar(&other, "select 'fine'").await, "fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_cost_no_server_connection_and_borrow_timeout_names_the_pool() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 1,
+            borrow_timeout: "1s".into(),
+            ..Default::default()
+        },
+    );
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(connect(&proxy, APP, APPDB).await.unwrap());
+    }
+    assert!(
+        pg.backend_count("app", APPDB) <= 1,
+        "30 idle clients, at most the one cached connection"
+    );
+    idle[0].simple_query("begin").await.unwrap();
+    let err = idle[1].simple_query("select 1").await.unwrap_err();
+    assert!(format!("{err:?}").contains("53300"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains(APPDB),
+        "names the pool: {err:?}"
+    );
+    idle[0].simple_query("commit").await.unwrap();
+    assert_eq!(scalar(&idle[2], "select 'next'").await, "next");
+}

@@ -1,0 +1,202 @@
+//! Real clients through sluice: psql, pgbench in every query mode, connect storms; the server
+//! never sees more connections than the pool allows and nothing committed is lost.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use crate::support::postgres::{APP, APPDB, MD5USER, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice};
+use crate::support::tools::command_output;
+
+/// A libpq client command aimed at sluice as `user`.
+fn client(pg: &PgServer, proxy: &Sluice, program: &str, (user, password): (&str, &str)) -> Command {
+    let mut cmd = Command::new(pg.bin(program));
+    cmd.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", proxy.port().to_string())
+        .env("PGUSER", user)
+        .env("PGPASSWORD", password)
+        .env("PGDATABASE", APPDB)
+        .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+/// Samples the server's connection count for `user` until stopped; returns the maximum seen.
+fn sample_backends(
+    pg: &PgServer,
+    user: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<i64> {
+    let max = Arc::new(AtomicI64::new(0));
+    let (port, dir) = (pg.port(), pg.socket_dir().to_owned());
+    let psql = pg.bin("psql");
+    std::thread::spawn(move || {
+        let sql = format!(
+            "select count(*) from pg_stat_activity where usename = '{user}' and backend_type = 'client backend'"
+        );
+        while !stop.load(Ordering::Relaxed) {
+            let out = Command::new(&psql)
+                .args([
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-p",
+                    &port.to_string(),
+                    "-h",
+                ])
+                .arg(&dir)
+                .args(["-c", &sql])
+                .output();
+            if let Ok(out) = out
+                && let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<i64>()
+            {
+                max.fetch_max(n, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        max.load(Ordering::Relaxed)
+    })
+}
+
+#[test]
+fn psql_scripts_copy_and_errors_work_through_sluice() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::default());
+    let script = "\
+create table t (id int primary key, note text);
+\\copy t (id) from program 'seq 1 1000'
+select count(*), sum(id) from t;
+begin;
+insert into t values (5000, 'x');
+select 1/0;
+rollback;
+select count(*) from t where id = 5000;
+copy (select id from t where id <= 3 order by id) to stdout;
+do $$ begin raise notice 'hello from %', current_user; end $$;
+select current_setting('application_name');
+";
+    let file = proxy.dir().join("script.sql");
+    std::fs::write(&file, script).unwrap();
+    let (status, out, err) = command_output(
+        client(&pg, &proxy, "psql", APP)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
+            .arg(&file)
+            .env("PGAPPNAME", "psql-test"),
+    );
+    assert!(
+        status.success(),
+        "psql failed: {err}\n{}",
+        proxy.log_contents()
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["1000|500500", "0", "1", "2", "3", "psql-test"],
+        "stderr: {err}"
+    );
+    assert!(err.contains("division by zero"), "{err}");
+    assert!(err.contains("hello from app"), "notice forwarded: {err}");
+}
+
+/// pgbench's tpcb-like script in all three query modes, 50 clients over a pool of 5.
+#[test]
+fn pgbench_all_modes_multiplex_50_clients_over_5_connections() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 5,
+            borrow_timeout: "60s".into(),
+            ..Default::default()
+        },
+    );
+    let (status, _, err) =
+        command_output(client(&pg, &proxy, "pgbench", APP).args(["-i", "-q", "-s", "1"]));
+    assert!(status.success(), "pgbench -i through sluice: {err}");
+
+    let mut processed_total = 0i64;
+    for mode in ["simple", "extended", "prepared"] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_backends(&pg, APP.0, stop.clone());
+        let (status, out, err) = command_output(
+            client(&pg, &proxy, "pgbench", APP)
+                .args(["-n", "-M", mode, "-c", "50", "-j", "2", "-T", "4"]),
+        );
+        stop.store(true, Ordering::Relaxed);
+        let max_backends = sampler.join().unwrap();
+        assert!(
+            status.success(),
+            "pgbench -M {mode}: {out}\n{err}\n{}",
+            proxy.log_contents()
+        );
+        assert!(
+            !err.contains("abort") && !err.contains("error"),
+            "pgbench -M {mode}: {err}"
+        );
+        let processed = processed(&out);
+        assert!(
+            processed > 50,
+            "pgbench -M {mode} ran only {processed} transactions:\n{out}"
+        );
+        assert!(
+            max_backends <= 5,
+            "-M {mode}: {max_backends} server connections for a pool of 5"
+        );
+        assert!(
+            max_backends >= 1,
+            "-M {mode}: the sampler never saw a connection"
+        );
+        processed_total += processed;
+    }
+    // Every tpcb-like transaction inserts one history row: nothing committed was lost.
+    let history: i64 = pg
+        .psql_db(APPDB, "select count(*) from pgbench_history")
+        .parse()
+        .unwrap();
+    assert_eq!(history, processed_total);
+}
+
+/// `-C`: a new client connection per transaction (the Lambda pattern), with MD5 and SCRAM.
+#[test]
+fn connect_storm_with_md5_and_scram() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::default());
+    let (status, _, err) =
+        command_output(client(&pg, &proxy, "pgbench", APP).args(["-i", "-q", "-s", "1"]));
+    assert!(status.success(), "{err}");
+    pg.psql_db(
+        APPDB,
+        "grant select on all tables in schema public to md5user",
+    );
+    for user in [APP, MD5USER] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_backends(&pg, user.0, stop.clone());
+        let (status, out, err) = command_output(
+            client(&pg, &proxy, "pgbench", user)
+                .args(["-n", "-S", "-C", "-c", "16", "-j", "2", "-T", "3"]),
+        );
+        stop.store(true, Ordering::Relaxed);
+        let max_backends = sampler.join().unwrap();
+        assert!(status.success(), "{}: {out}\n{err}", user.0);
+        assert!(processed(&out) > 100, "{}: {out}", user.0);
+        assert!(
+            max_backends <= 5,
+            "{}: {max_backends} server connections",
+            user.0
+        );
+    }
+}
+
+fn processed(pgbench_out: &str) -> i64 {
+    pgbench_out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
