@@ -41,12 +41,25 @@ pub struct PgEndpoint {
 pub(super) struct Refusal {
     code: &'static str,
     message: String,
+    /// The client hung up itself (health checks, port scans): nothing to send or warn about.
+    hung_up: bool,
 }
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
+        hung_up: false,
+    }
+}
+
+fn hung_up() -> Refusal {
+    Refusal {
+        hung_up: true,
+        ..refuse(
+            errors::PROTOCOL_VIOLATION,
+            "client closed the connection during login",
+        )
     }
 }
 
@@ -67,6 +80,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<PgEndpoint>)
     let session = match login {
         Ok(Ok(Some(session))) => session,
         Ok(Ok(None)) => return,
+        Ok(Err(r)) if r.hung_up => {
+            tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
+            return;
+        }
         Ok(Err(r)) => {
             tracing::info!(endpoint = %ep.name, %peer, code = r.code, reason = %r.message, "client refused");
             let mut buf = BytesMut::new();
@@ -177,21 +194,13 @@ async fn read_startup(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Star
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Refusal> {
     match stream.read_buf(buf).await {
-        Ok(0) | Err(_) => Err(refuse(
-            errors::PROTOCOL_VIOLATION,
-            "client closed the connection during login",
-        )),
+        Ok(0) | Err(_) => Err(hung_up()),
         Ok(_) => Ok(()),
     }
 }
 
 async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
-    stream.write_all(bytes).await.map_err(|_| {
-        refuse(
-            errors::PROTOCOL_VIOLATION,
-            "client closed the connection during login",
-        )
-    })
+    stream.write_all(bytes).await.map_err(|_| hung_up())
 }
 
 /// Reads one password-type message ('p') and returns its body.

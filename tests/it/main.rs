@@ -8,6 +8,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod drivers;
 mod harness_selftest;
 mod pg_faults;
 mod pg_proxy;

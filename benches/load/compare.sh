@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# Load comparison: pgbench against a private PostgreSQL directly, through PgBouncer and through sluice, plus idle-client memory.
+#
+# Starts everything it needs in a temporary directory (PostgreSQL as the `postgres` OS user,
+# PgBouncer as `postgres` too, sluice as the caller), runs pgbench -S at 1/16/64 clients and
+# -S -C (a new md5-authenticated connection per transaction) against the three targets
+# interleaved, R times each, and prints markdown tables of median TPS, ratios, CPU use and
+# the RSS an idle authenticated client costs each pooler. Tears everything down on exit.
+#
+# Run as root from the crate root, after `cargo build --release`:
+#   benches/load/compare.sh
+# Environment (defaults):
+#   BENCH_REPEAT=3          runs of each (workload, target)
+#   BENCH_DURATION=10       seconds per pgbench run
+#   BENCH_POOL_SIZE=10      PgBouncer default_pool_size = sluice max_connections
+#   BENCH_SCALE=10          pgbench -i scale
+#   BENCH_CLIENTS="1 16 64" client counts for the -S runs
+#   BENCH_CONNECT_CLIENTS=16  clients for the -S -C run
+#   BENCH_IDLE_CLIENTS=5000 idle clients for the memory measurement (0 skips it)
+#   BENCH_JOBS=2            pgbench -j (capped at the client count)
+#   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
+#   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
+set -euo pipefail
+
+REPEAT=${BENCH_REPEAT:-3}
+DURATION=${BENCH_DURATION:-10}
+POOL_SIZE=${BENCH_POOL_SIZE:-10}
+SCALE=${BENCH_SCALE:-10}
+CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
+CONNECT_CLIENTS=${BENCH_CONNECT_CLIENTS:-16}
+IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
+JOBS=${BENCH_JOBS:-2}
+KEEP=${BENCH_KEEP:-0}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x $ROOT/target/test-venv/bin/python ]]; then PYTHON=$ROOT/target/test-venv/bin/python; else PYTHON=python3; fi
+fi
+BENCH_USER=bench
+BENCH_PASSWORD=bench-md5-password
+BENCH_DB=bench
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer are started as the postgres user)"
+id postgres >/dev/null 2>&1 || die "no postgres OS user"
+[[ -x $SLUICE_BIN ]] || die "no sluice binary at $SLUICE_BIN (cargo build --release)"
+[[ -x $PG_BIN/initdb ]] || die "no PostgreSQL binaries in $PG_BIN"
+for tool in pgbench psql pgbouncer; do command -v $tool >/dev/null || die "$tool not installed"; done
+
+# 5,000 idle clients need as many descriptors in the pooler, and again in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -n 20000 2>/dev/null || true
+(( $(ulimit -n) >= IDLE_CLIENTS * 2 + 100 )) || log "warning: ulimit -n is $(ulimit -n); the idle-client test may fail"
+
+TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+chmod 755 "$TMP"
+chown postgres: "$TMP"
+mkdir -p "$TMP/logs"
+SLUICE_PID="" PGB_PID="" PG_STARTED=0
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    if [[ -n $SLUICE_PID ]] && kill -0 "$SLUICE_PID" 2>/dev/null; then
+        kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null
+    fi
+    if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
+        kill -INT "$PGB_PID"   # immediate shutdown
+        for _ in $(seq 50); do kill -0 "$PGB_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$PGB_PID" 2>/dev/null && kill -KILL "$PGB_PID"
+    fi
+    if (( PG_STARTED )); then
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -m immediate -w stop >/dev/null 2>&1
+    fi
+    wait 2>/dev/null
+    if (( rc != 0 )); then
+        echo "compare.sh failed (exit $rc); last lines of the logs:" >&2
+        for f in "$TMP/sluice.log" "$TMP/pgbouncer.log" "$TMP/pg.log"; do
+            [[ -f $f ]] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }
+        done
+    fi
+    if [[ $KEEP == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until a real md5 login and query succeed on 127.0.0.1:$1.
+wait_ready() {
+    local port=$1 what=$2
+    for _ in $(seq 100); do
+        if PGPASSWORD=$BENCH_PASSWORD psql -X -q -h 127.0.0.1 -p "$port" -U $BENCH_USER -d $BENCH_DB \
+            -tAc 'select 1' >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$what on port $port did not accept a login"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_PORT=$(free_port)
+log "initdb into $TMP/pgdata (PostgreSQL on port $PG_PORT)"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$TMP/pgdata" -U postgres -E UTF8 --no-sync \
+    --auth-local=trust --auth-host=reject >"$TMP/logs/initdb.log" 2>&1
+cat >>"$TMP/pgdata/postgresql.conf" <<EOF
+# benches/load/compare.sh
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP'
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+password_encryption = md5
+EOF
+cat >"$TMP/pgdata/pg_hba.conf" <<EOF
+# benches/load/compare.sh: the superuser over the private socket, the bench role with md5 over TCP
+local all postgres trust
+host all $BENCH_USER 127.0.0.1/32 md5
+EOF
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -l "$TMP/pg.log" -w -t 60 start >/dev/null
+PG_STARTED=1
+PG_PID=$(head -n1 "$TMP/pgdata/postmaster.pid")
+psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d postgres <<EOF
+SET password_encryption = 'md5';
+CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD';
+CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
+EOF
+stored=$(psql -X -h "$TMP" -p "$PG_PORT" -U postgres -d postgres -tAc \
+    "select rolpassword from pg_authid where rolname = '$BENCH_USER'")
+[[ $stored == md5* ]] || die "the bench role's password is not stored as md5"
+log "pgbench -i -s $SCALE"
+PGPASSWORD=$BENCH_PASSWORD pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U $BENCH_USER $BENCH_DB \
+    >"$TMP/logs/pgbench-init.log" 2>&1 || { cat "$TMP/logs/pgbench-init.log" >&2; die "pgbench -i failed"; }
+
+# ---------------------------------------------------------------- PgBouncer
+PGB_PORT=$(free_port)
+echo "\"$BENCH_USER\" \"$stored\"" >"$TMP/userlist.txt"
+cat >"$TMP/pgbouncer.ini" <<EOF
+; benches/load/compare.sh: PgBouncer in transaction mode with md5 auth, as the sluice config below
+[databases]
+$BENCH_DB = host=127.0.0.1 port=$PG_PORT dbname=$BENCH_DB
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = md5
+auth_file = $TMP/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 10000
+logfile = $TMP/pgbouncer.log
+pidfile = $TMP/pgbouncer.pid
+; sluice does not log each connection either
+log_connections = 0
+log_disconnections = 0
+ignore_startup_parameters = extra_float_digits
+EOF
+chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
+chmod 600 "$TMP/userlist.txt"
+log "PgBouncer $(pgbouncer --version | head -n1 | awk '{print $2}') on port $PGB_PORT"
+runuser -u postgres -- pgbouncer "$TMP/pgbouncer.ini" >"$TMP/logs/pgbouncer.stdout" 2>&1 &
+for _ in $(seq 100); do [[ -s $TMP/pgbouncer.pid ]] && break; sleep 0.1; done
+[[ -s $TMP/pgbouncer.pid ]] || die "PgBouncer wrote no pidfile"
+PGB_PID=$(cat "$TMP/pgbouncer.pid")
+wait_ready "$PGB_PORT" PgBouncer
+
+# ---------------------------------------------------------------- sluice
+SLUICE_PORT=$(free_port)
+cat >"$TMP/secrets.yaml" <<EOF
+# benches/load/compare.sh: the bench role's login
+bench:
+  username: $BENCH_USER
+  password: $BENCH_PASSWORD
+  engine: postgres
+EOF
+cat >"$TMP/sluice.yaml" <<EOF
+# benches/load/compare.sh: one read_write endpoint, pool size as PgBouncer's, md5 client auth
+endpoints:
+  - name: bench
+    listen: 127.0.0.1:$SLUICE_PORT
+    target_group: pg
+    role: read_write
+target_groups:
+  pg:
+    engine: postgres
+    instances: [127.0.0.1:$PG_PORT]
+    connection_pool:
+      max_connections: $POOL_SIZE
+auth:
+  - username: $BENCH_USER
+    client_auth: password
+    client_password_auth_type: postgres_md5
+    secret: file:secrets.yaml#bench
+EOF
+chmod 600 "$TMP/secrets.yaml"
+"$SLUICE_BIN" check-config "$TMP/sluice.yaml" >"$TMP/logs/check-config.log" 2>&1 \
+    || { cat "$TMP/logs/check-config.log" >&2; die "sluice check-config failed"; }
+log "sluice ($SLUICE_BIN) on port $SLUICE_PORT"
+"$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+SLUICE_PID=$!
+wait_ready "$SLUICE_PORT" sluice
+
+# ---------------------------------------------------------------- CPU accounting
+CLK_TCK=$(getconf CLK_TCK)
+# utime+stime of one process, in ticks.
+proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# PostgreSQL as a whole: the postmaster with its reaped children, plus the live ones.
+pg_ticks() {
+    local total pid
+    total=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$PG_PID/stat")
+    for pid in $(cat "/proc/$PG_PID/task/$PG_PID/children"); do
+        total=$(( total + $(proc_ticks "$pid" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
+# Busy and total jiffies of the whole machine.
+machine_ticks() { awk '/^cpu / { t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t }' /proc/stat; }
+
+# ---------------------------------------------------------------- idle clients
+MEM_ROWS=""
+if (( IDLE_CLIENTS > 0 )); then
+    for target in pgbouncer sluice; do
+        if [[ $target == pgbouncer ]]; then port=$PGB_PORT pid=$PGB_PID; else port=$SLUICE_PORT pid=$SLUICE_PID; fi
+        log "idle-client memory: $IDLE_CLIENTS authenticated clients on $target (pid $pid)"
+        out=$("$PYTHON" "$HERE/idle_clients.py" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
+            "$IDLE_CLIENTS" "$pid" 2>"$TMP/logs/idle-$target.log") \
+            || { cat "$TMP/logs/idle-$target.log" >&2; die "idle-client test against $target failed"; }
+        log "  $out"
+        MEM_ROWS+="$target $out"$'\n'
+    done
+fi
+
+# ---------------------------------------------------------------- pgbench
+RESULTS=$TMP/results.tsv
+: >"$RESULTS"
+TARGETS=(direct pgbouncer sluice)
+port_of() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; esac; }
+pid_of() { case $1 in pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; *) echo "" ;; esac; }
+
+WORKLOADS=()
+for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
+WORKLOADS+=("SC:$CONNECT_CLIENTS")
+label() { local kind=${1%%:*} c=${1##*:}; if [[ $kind == SC ]]; then echo "-S -C, $c clients"; else echo "-S, $c clients"; fi; }
+
+# One pgbench run; appends workload, repeat, target, tps, pooler %CPU, postgres %CPU, machine busy %.
+run_one() {
+    local workload=$1 rep=$2 target=$3
+    local kind=${workload%%:*} c=${workload##*:}
+    local port pid j flags logf t0 t1 p0 p1 g0 g1 m0 m1 tps pcpu gcpu mbusy
+    port=$(port_of "$target"); pid=$(pid_of "$target")
+    j=$(( c < JOBS ? c : JOBS ))
+    flags=(-n -S -T "$DURATION" -c "$c" -j "$j")
+    [[ $kind == SC ]] && flags+=(-C)
+    logf="$TMP/logs/pgbench-$kind-$c-$target-$rep.log"
+    [[ -n $pid ]] && p0=$(proc_ticks "$pid") || p0=0
+    g0=$(pg_ticks); read -r m0 mt0 < <(machine_ticks); t0=$(date +%s.%N)
+    if PGPASSWORD=$BENCH_PASSWORD pgbench "${flags[@]}" -h 127.0.0.1 -p "$port" -U $BENCH_USER $BENCH_DB \
+        >"$logf" 2>&1; then
+        tps=$(awk '/^tps = / { print $3; exit }' "$logf")
+    else
+        tps=ERR
+    fi
+    t1=$(date +%s.%N); read -r m1 mt1 < <(machine_ticks); g1=$(pg_ticks)
+    [[ -n $pid ]] && p1=$(proc_ticks "$pid") || p1=0
+    if [[ -n $pid ]]; then
+        pcpu=$(awk -v a="$p0" -v b="$p1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b-a)/hz/(t1-t0)*100 }')
+    else
+        pcpu=-
+    fi
+    gcpu=$(awk -v a="$g0" -v b="$g1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b-a)/hz/(t1-t0)*100 }')
+    mbusy=$(awk -v a="$m0" -v b="$m1" -v ta="$mt0" -v tb="$mt1" 'BEGIN { printf "%.0f", (b-a)/(tb-ta)*100 }')
+    [[ -z $tps ]] && tps=ERR
+    if [[ $tps == ERR ]]; then
+        log "  $target: pgbench FAILED, see below"
+        tail -n 5 "$logf" >&2
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$rep" "$target" "$tps" "$pcpu" "$gcpu" "$mbusy" >>"$RESULTS"
+    log "  $(label "$workload") run $rep $target: tps=$tps pooler_cpu=${pcpu}% postgres_cpu=${gcpu}% machine_busy=${mbusy}%"
+}
+
+log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x 3 targets x ${DURATION}s"
+for workload in "${WORKLOADS[@]}"; do
+    for rep in $(seq "$REPEAT"); do
+        # Rotate the order each repeat so no target always runs first (after a pause) or last.
+        for k in 0 1 2; do
+            run_one "$workload" "$rep" "${TARGETS[$(( (k + rep - 1) % 3 ))]}"
+        done
+    done
+done
+
+# ---------------------------------------------------------------- report
+# Median of column $3 of the results for (workload $1, target $2); "ERR" if any run failed.
+median() {
+    awk -F'\t' -v w="$1" -v t="$2" -v col="$3" '$1 == w && $3 == t { print $col }' "$RESULTS" | sort -g | awk '
+        /ERR/ { err = 1 } { v[NR] = $1 }
+        END {
+            if (err || NR == 0) { print "ERR"; exit }
+            if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "ERR" || b == "ERR" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+fmt() { awk -v a="$1" 'BEGIN { if (a == "ERR") print a; else printf "%.0f", a }'; }
+
+cores=$(nproc)
+echo
+echo "## pgbench: median TPS of $REPEAT interleaved runs of ${DURATION}s (pool size $POOL_SIZE, md5 auth, $cores cores)"
+echo
+echo "| workload | direct | PgBouncer | sluice | sluice/PgBouncer | sluice/direct |"
+echo "|---|---:|---:|---:|---:|---:|"
+for workload in "${WORKLOADS[@]}"; do
+    d=$(median "$workload" direct 4); b=$(median "$workload" pgbouncer 4); s=$(median "$workload" sluice 4)
+    echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$b") | $(fmt "$s") | $(ratio "$s" "$b") | $(ratio "$s" "$d") |"
+done
+echo
+echo "## CPU during the runs (median % of one core; machine busy % of all $cores cores)"
+echo
+echo "| workload | PgBouncer proc | sluice proc | postgres (direct / PgBouncer / sluice) | machine busy (direct / PgBouncer / sluice) |"
+echo "|---|---:|---:|---:|---:|"
+for workload in "${WORKLOADS[@]}"; do
+    echo "| $(label "$workload") | $(median "$workload" pgbouncer 5) | $(median "$workload" sluice 5)" \
+        "| $(median "$workload" direct 6) / $(median "$workload" pgbouncer 6) / $(median "$workload" sluice 6)" \
+        "| $(median "$workload" direct 7) / $(median "$workload" pgbouncer 7) / $(median "$workload" sluice 7) |"
+done
+if [[ -n $MEM_ROWS ]]; then
+    echo
+    echo "## Idle clients: RSS growth with $IDLE_CLIENTS authenticated idle clients"
+    echo
+    echo "| pooler | RSS before (KiB) | RSS with clients (KiB) | per client (KiB) | RSS after they left (KiB) | connect time (s) |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    while read -r target rest; do
+        [[ -z $target ]] && continue
+        declare -A kv=()
+        for pair in $rest; do kv[${pair%%=*}]=${pair#*=}; done
+        name=$target; [[ $target == pgbouncer ]] && name=PgBouncer
+        echo "| $name | ${kv[rss_before_kib]} | ${kv[rss_idle_kib]} | ${kv[per_client_kib]} | ${kv[rss_after_close_kib]} | ${kv[connect_seconds]} |"
+        unset kv
+    done <<<"$MEM_ROWS"
+fi
+echo
+echo "## Raw runs (workload, repeat, target, tps, pooler %cpu, postgres %cpu, machine busy %)"
+echo
+echo '```'
+cat "$RESULTS"
+echo '```'
+if grep -q ERR "$RESULTS" || grep -qiE 'error|panic' "$TMP/sluice.log"; then
+    echo
+    echo "## sluice log (errors)"
+    echo '```'
+    grep -iE 'error|warn|panic' "$TMP/sluice.log" | tail -n 30 || true
+    echo '```'
+fi
