@@ -15,6 +15,8 @@ pub struct PgPool {
     pub statements: StatementRegistry,
     /// Server name prefix of remapped statements, random per process.
     pub prefix: Arc<str>,
+    /// Run on every new connection, and again after a reset wiped what it set.
+    pub init_query: Arc<str>,
     /// The ParameterStatus set of this pool's server, learned from its first connection, so a
     /// connecting client is answered without a server connection.
     pub reported: OnceLock<Vec<(String, String)>>,
@@ -59,7 +61,7 @@ impl Connector<ServerConn> for PgConnector {
 pub struct PgPools {
     pub instance: Arc<Instance<ServerConn>>,
     settings: PoolSettings,
-    init_query: String,
+    init_query: Arc<str>,
     prefix: Arc<str>,
     pools: Mutex<HashMap<(String, String), Arc<PgPool>>>,
 }
@@ -74,7 +76,7 @@ impl PgPools {
         Self {
             instance,
             settings,
-            init_query,
+            init_query: init_query.into(),
             prefix: format!("_sluice_{token:08x}_").into(),
             pools: Mutex::new(HashMap::new()),
         }
@@ -95,7 +97,7 @@ impl PgPools {
         };
         let connector = PgConnector {
             login: login.clone(),
-            init_query: self.init_query.clone(),
+            init_query: self.init_query.to_string(),
             instance: Arc::downgrade(&self.instance),
         };
         let name = format!("{}/{}/{}", self.instance.addr(), database, login_user);
@@ -109,6 +111,7 @@ impl PgPools {
             login,
             statements: StatementRegistry::new(self.prefix.to_string()),
             prefix: self.prefix.clone(),
+            init_query: self.init_query.clone(),
             reported: OnceLock::new(),
         });
         pools.insert(key, pool.clone());

@@ -407,6 +407,9 @@ impl Session {
             clean = timed(lease.simple_query(login, "DISCARD ALL")).await;
             lease.statements.clear();
             lease.settings.clear();
+            if clean && !self.pg.init_query.is_empty() {
+                clean = timed(lease.simple_query(login, &self.pg.init_query)).await;
+            }
         }
         let reusable = clean && !lease.expired();
         lease.release(reusable);

@@ -10,5 +10,6 @@ mod support;
 
 mod drivers;
 mod harness_selftest;
+mod pg_config;
 mod pg_faults;
 mod pg_proxy;

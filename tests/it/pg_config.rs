@@ -1,0 +1,130 @@
+//! Pool settings that need a real server: a cap learned from `max_connections`, `init_query`
+//! surviving resets, and the `sluice` CLI's config commands.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::support::postgres::{APP, APPDB, PgOptions, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for, default_secrets};
+use crate::support::tools::{command_output, repo_root};
+
+async fn connect(proxy: &Sluice) -> Client {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={APPDB}",
+        proxy.port(),
+        APP.0,
+        APP.1
+    );
+    let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn scalar(c: &Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn with_pool_setting(pg: &PgServer, from: &str, to: &str) -> Sluice {
+    let (yaml, secrets) = config_for(pg, &ProxyOptions::default());
+    assert!(yaml.contains(from), "{yaml}");
+    Sluice::start_with_secrets(&yaml.replace(from, to), &secrets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_percent_is_taken_from_the_server() {
+    let pg = PgServer::start_with(PgOptions {
+        max_connections: 30,
+        ..Default::default()
+    });
+    // 10 percent of the server's 30 connections: a cap of 3.
+    let proxy = with_pool_setting(&pg, "max_connections: 5", "max_connections_percent: 10");
+    let mut holders = Vec::new();
+    for _ in 0..5 {
+        let c = connect(&proxy).await;
+        holders.push(tokio::spawn(async move {
+            c.simple_query("begin; select pg_sleep(1.5); commit")
+                .await
+                .map(|_| ())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(pg.backend_count(APP.0, APPDB), 3);
+    for h in holders {
+        h.await.unwrap().unwrap(); // the two that waited got their turn
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_query_runs_on_new_connections_and_again_after_a_reset() {
+    let pg = PgServer::start();
+    let proxy = with_pool_setting(
+        &pg,
+        "max_connections: 5",
+        "max_connections: 1\n      init_query: \"SET work_mem = '7MB'\"",
+    );
+    let first = connect(&proxy).await;
+    assert_eq!(scalar(&first, "show work_mem").await, "7MB");
+    drop(first);
+    for round in 0..3 {
+        let pinned = connect(&proxy).await;
+        pinned.simple_query("set work_mem = '1MB'").await.unwrap(); // pins, then DISCARD ALL on close
+        assert_eq!(scalar(&pinned, "show work_mem").await, "1MB");
+        drop(pinned);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next = connect(&proxy).await;
+        assert_eq!(scalar(&next, "show work_mem").await, "7MB", "round {round}");
+    }
+    assert_eq!(
+        pg.backend_count(APP.0, APPDB),
+        1,
+        "the one connection was reset, not replaced"
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(dir.path().join("secrets.yaml"), default_secrets()).unwrap();
+    std::fs::write(
+        &file,
+        "endpoints:\n  - name: w\n    listen: 127.0.0.1:1\n    target_group: nope\n    colour: red\n\
+         target_groups:\n  pg:\n    engine: postgres\n    instances: [127.0.0.1:5432]\n    \
+         connection_pool: { max_connections: 5, max_connections_percent: 10, connection_borrow_timeout: soon }\n\
+         auth:\n  - username: app\n    secret: file:missing.yaml#app\n",
+    )
+    .unwrap();
+    let (status, out, err) = command_output(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("check-config")
+            .arg(&file),
+    );
+    assert!(!status.success());
+    let text = format!("{out}{err}");
+    for path in [
+        "endpoints[0].colour",
+        "endpoints[0].target_group",
+        "target_groups.pg.connection_pool.connection_borrow_timeout",
+        "auth[0].secret",
+    ] {
+        assert!(text.contains(path), "{path} missing from:\n{text}");
+    }
+    let (status, schema, _) =
+        command_output(Command::new(env!("CARGO_BIN_EXE_sluice")).arg("print-schema"));
+    assert!(status.success());
+    let committed = std::fs::read_to_string(repo_root().join("config/sluice.schema.json")).unwrap();
+    assert_eq!(
+        schema, committed,
+        "config/sluice.schema.json is stale: run `sluice print-schema`"
+    );
+}
