@@ -18,7 +18,7 @@ use super::pipeline::Pipeline;
 use super::pools::PgPool;
 use super::server::ServerConn;
 use super::wire::{self, status};
-use crate::pool::Lease;
+use crate::pool::{BorrowError, Lease};
 
 /// A message that must be inspected is buffered whole up to this size.
 const MAX_BUFFERED_MESSAGE: usize = 64 << 20;
@@ -116,7 +116,7 @@ impl Session {
                 self.cin.advance(local);
                 continue;
             }
-            let mut lease = match self.pg.pool.borrow().await {
+            let mut lease = match self.borrow().await {
                 Ok(lease) => lease,
                 Err(e) => {
                     let (code, message) = errors::borrow_failure(&e);
@@ -148,6 +148,18 @@ impl Session {
                     return Some((code, message));
                 }
             }
+        }
+    }
+
+    /// Borrows a connection the server has not ended while it sat idle in the pool.
+    async fn borrow(&self) -> Result<Lease<ServerConn>, BorrowError> {
+        loop {
+            let mut lease = self.pg.pool.borrow().await?;
+            if lease.is_usable() {
+                return Ok(lease);
+            }
+            tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
+            lease.release(false);
         }
     }
 

@@ -201,6 +201,16 @@ impl ServerConn {
         }
     }
 
+    /// An idle connection must have nothing to say: data or EOF means the server ended it
+    /// (terminated backend, restart) while it sat in the pool.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Runs a simple query to completion and returns the first column of each row.
     pub async fn simple_query(
         &mut self,

@@ -313,3 +313,57 @@ async fn idle_clients_cost_no_server_connection_and_borrow_timeout_names_the_poo
     idle[0].simple_query("commit").await.unwrap();
     assert_eq!(scalar(&idle[2], "select 'next'").await, "next");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_timeout_closes_only_idle_sessions() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            idle_client_timeout: Some("1500ms".into()),
+            ..Default::default()
+        },
+    );
+    let idle = connect(&proxy, APP, APPDB).await.unwrap();
+    let busy = connect(&proxy, APP, APPDB).await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(scalar(&busy, "select 'alive'").await, "alive");
+    }
+    assert!(
+        idle.is_closed() || idle.simple_query("select 1").await.is_err(),
+        "the idle session was closed"
+    );
+    assert!(proxy.log_contents().contains("57P05"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_killed_by_the_server_are_replaced_unseen() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 3,
+            ..Default::default()
+        },
+    );
+    let clients = [
+        connect(&proxy, APP, APPDB).await.unwrap(),
+        connect(&proxy, APP, APPDB).await.unwrap(),
+        connect(&proxy, APP, APPDB).await.unwrap(),
+    ];
+    for c in &clients {
+        c.simple_query("begin; select 1").await.unwrap(); // three connections open at once
+    }
+    for c in &clients {
+        c.simple_query("commit").await.unwrap();
+    }
+    let killed = pg.psql(
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity where usename = 'app' and backend_type = 'client backend'",
+    );
+    assert_eq!(killed, "3");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for c in &clients {
+        assert_eq!(scalar(c, "select 'survived'").await, "survived");
+    }
+}
