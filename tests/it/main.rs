@@ -3,7 +3,12 @@
 //! `support` holds the harness (private servers in temp dirs, the proxy under test, client
 //! tools); every other module is a group of tests. Run one group with
 //! `cargo test --test it <module>`.
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::disallowed_types,
+    clippy::disallowed_methods
+)]
 
 #[allow(dead_code)]
 mod support;

@@ -25,3 +25,29 @@ pub mod status {
     pub const IN_TRANSACTION: u8 = b'T';
     pub const FAILED: u8 = b'E';
 }
+
+#[cfg(test)]
+mod tests {
+    /// The codec stays sans-IO: no wire file may reach into the rest of the crate or a socket.
+    #[test]
+    fn wire_imports_nothing_else_of_the_crate() {
+        let files = [
+            ("frame.rs", include_str!("frame.rs")),
+            ("read.rs", include_str!("read.rs")),
+            ("startup.rs", include_str!("startup.rs")),
+            ("write.rs", include_str!("write.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+        ];
+        for (name, text) in files {
+            for line in text
+                .lines()
+                .filter(|l| l.contains("crate::") || l.contains("tokio"))
+            {
+                assert!(
+                    line.contains("crate::postgres::wire") || line.trim_start().starts_with("//"),
+                    "{name} imports outside the wire module: {line}"
+                );
+            }
+        }
+    }
+}
