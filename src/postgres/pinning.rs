@@ -177,6 +177,65 @@ pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
     None
 }
 
+/// What a `DEALLOCATE` statement frees, when the statement is exactly that.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deallocate {
+    All,
+    /// The statement name as the server would see it (unquoted identifiers fold to lower case).
+    Name(Vec<u8>),
+}
+
+/// Recognises `DEALLOCATE [PREPARE] name|ALL [;]`, the SQL that drivers such as psycopg (before
+/// libpq 17) and ActiveRecord use to free protocol-level statements.
+pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
+    let mut words = Words { sql, pos: 0 };
+    let Some(Token::Word(first)) = words.next_token() else {
+        return None;
+    };
+    if !is(first, "deallocate") {
+        return None;
+    }
+    let mut target = match words.next_token() {
+        Some(Token::Word(w)) => w,
+        _ => return None,
+    };
+    if is(target, "prepare") {
+        target = match words.next_token() {
+            Some(Token::Word(w)) => w,
+            _ => return None,
+        };
+    }
+    match words.next_token() {
+        None | Some(Token::Semicolon) if words.next_token().is_none() => {}
+        _ => return None,
+    }
+    // A quoted name was skipped by the scanner: leave those to the server.
+    let quoted = sql.iter().any(|&b| b == b'"');
+    if quoted {
+        return None;
+    }
+    Some(if is(target, "all") {
+        Deallocate::All
+    } else {
+        Deallocate::Name(target.to_ascii_lowercase())
+    })
+}
+
+/// `DISCARD ALL [;]` and nothing else.
+pub fn discard_all(sql: &[u8]) -> bool {
+    let mut words = Words { sql, pos: 0 };
+    let (Some(Token::Word(a)), Some(Token::Word(b))) = (words.next_token(), words.next_token())
+    else {
+        return false;
+    };
+    let end = match words.next_token() {
+        None => true,
+        Some(Token::Semicolon) => words.next_token().is_none(),
+        Some(Token::Word(_)) => false,
+    };
+    end && is(a, "discard") && is(b, "all")
+}
+
 fn leading_keyword(word: &[u8]) -> Option<PinReason> {
     if is(word, "listen") {
         Some(PinReason::Listen)
@@ -249,6 +308,25 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(pin_reason(sql.as_bytes()), *want, "{sql}");
         }
+    }
+
+    #[test]
+    fn deallocate_statements() {
+        assert_eq!(
+            deallocate(b"DEALLOCATE _pg3_5"),
+            Some(Deallocate::Name(b"_pg3_5".to_vec()))
+        );
+        assert_eq!(
+            deallocate(b"deallocate prepare A1;"),
+            Some(Deallocate::Name(b"a1".to_vec()))
+        );
+        assert_eq!(deallocate(b" DEALLOCATE ALL "), Some(Deallocate::All));
+        assert_eq!(deallocate(b"DEALLOCATE a; select 1"), None);
+        assert_eq!(deallocate(b"DEALLOCATE \"Mixed\""), None);
+        assert_eq!(deallocate(b"select 1"), None);
+        assert!(discard_all(b"DISCARD ALL;"));
+        assert!(!discard_all(b"discard temp"));
+        assert!(!discard_all(b"discard all; select 1"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::pinning::pin_reason;
+use super::pinning::{Deallocate, deallocate, discard_all, pin_reason};
 use super::statements::{ServerStatements, Statement, StatementRegistry, server_name};
 use super::wire::{self, Reader, WireError, status};
 use crate::session::PinReason;
@@ -62,6 +62,8 @@ pub struct Pipeline {
     pub status: u8,
     pub pinned: Option<PinReason>,
     internal_error: Option<String>,
+    /// A DISCARD ALL went to the server: the connection lost the session's parameters too.
+    reset_sent: bool,
 }
 
 impl Pipeline {
@@ -74,6 +76,7 @@ impl Pipeline {
             status: status::IDLE,
             pinned: None,
             internal_error: None,
+            reset_sent: false,
         }
     }
 
@@ -99,7 +102,7 @@ impl Pipeline {
     fn push(&mut self, e: Expect, cout: &mut BytesMut) {
         match e {
             // Nothing ahead of it: answer at once.
-            Expect::Synthetic(tag, _) if self.expect.is_empty() => synth(tag, cout),
+            Expect::Synthetic(tag, _) if self.expect.is_empty() => synth(tag, self.status, cout),
             e => self.expect.push_back(e),
         }
     }
@@ -122,9 +125,43 @@ impl Pipeline {
         tracing::trace!(session = self.session_id, tag = %(tag as char), expect = self.expect.len(), "client message");
         match tag {
             b'Q' => {
-                pin = pin_reason(Reader::new(body, "Query").cstr()?);
-                sout.extend_from_slice(frame);
-                self.push(Expect::Ready, cout);
+                let sql = Reader::new(body, "Query").cstr()?;
+                if discard_all(sql) && self.status == status::IDLE {
+                    // Unpinned, nothing of the session lives on the server but remapped
+                    // statements: forgetting them is the whole effect. Pinned, the server must
+                    // drop the session's objects, and sluice's statements go with them.
+                    self.statements.clear();
+                    if self.pinned.is_none() {
+                        self.push(Expect::Synthetic(b'X', None), cout);
+                    } else {
+                        server.clear();
+                        self.reset_sent = true;
+                        sout.extend_from_slice(frame);
+                        self.push(Expect::Ready, cout);
+                    }
+                    return Ok(None);
+                }
+                match deallocate(sql) {
+                    // Remapped statements are freed by forgetting them; the server keeps its
+                    // copy for other sessions, so sluice answers in the server's place.
+                    Some(Deallocate::All) if self.pinned.is_none() => {
+                        self.statements.clear();
+                        self.push(Expect::Synthetic(b'A', None), cout);
+                    }
+                    Some(Deallocate::Name(name)) if self.statements.remove(&name[..]).is_some() => {
+                        self.push(Expect::Synthetic(b'D', None), cout);
+                    }
+                    other => {
+                        if other == Some(Deallocate::All) {
+                            // Pinned: the server frees SQL-level statements and ours with them.
+                            self.statements.clear();
+                            server.clear();
+                        }
+                        pin = pin_reason(sql);
+                        sout.extend_from_slice(frame);
+                        self.push(Expect::Ready, cout);
+                    }
+                }
             }
             b'F' => {
                 sout.extend_from_slice(frame);
@@ -427,6 +464,11 @@ impl Pipeline {
         end
     }
 
+    /// True once after a DISCARD ALL went to the server (the relay replays parameters).
+    pub fn take_reset(&mut self) -> bool {
+        std::mem::take(&mut self.reset_sent)
+    }
+
     /// sluice's own query is the oldest thing in flight.
     pub fn internal(&self) -> bool {
         matches!(self.expect.front(), Some(Expect::Internal))
@@ -492,7 +534,7 @@ impl Pipeline {
 
     fn emit_synthetic(&mut self, cout: &mut BytesMut) {
         while let Some(Expect::Synthetic(tag, _)) = self.expect.front() {
-            synth(*tag, cout);
+            synth(*tag, self.status, cout);
             self.expect.pop_front();
         }
     }
@@ -503,10 +545,22 @@ impl Pipeline {
     }
 }
 
-fn synth(tag: u8, cout: &mut BytesMut) {
+/// Writes a response sluice gives in the server's place; `status` is the transaction status
+/// as of this point in the stream.
+fn synth(tag: u8, status: u8, cout: &mut BytesMut) {
     match tag {
         b'1' => wire::parse_complete(cout),
-        _ => wire::close_complete(cout),
+        b'3' => wire::close_complete(cout),
+        b'D' | b'A' | b'X' => {
+            let tag: &[u8] = match tag {
+                b'A' => b"DEALLOCATE ALL",
+                b'X' => b"DISCARD ALL",
+                _ => b"DEALLOCATE",
+            };
+            wire::command_complete(cout, tag);
+            wire::ready_for_query(cout, status);
+        }
+        _ => {}
     }
 }
 

@@ -209,6 +209,11 @@ impl Session {
 
     fn on_borrow(&mut self, conn: &mut ServerConn) {
         self.cancel.target.set(Some((conn.peer, conn.key)));
+        self.replay_settings(conn);
+    }
+
+    /// Queues the session's startup parameters where the connection's differ.
+    fn replay_settings(&mut self, conn: &mut ServerConn) {
         if conn.settings != self.settings {
             let sql = replay_sql(&conn.settings, &self.settings);
             self.pipeline.internal_query(&sql, &mut self.sout);
@@ -339,7 +344,12 @@ impl Session {
                 &mut self.cout,
             ) {
                 Ok(Some(reason)) => tracing::info!(session = self.id, %reason, "session pinned"),
-                Ok(None) => {}
+                Ok(None) => {
+                    if self.pipeline.take_reset() {
+                        conn.settings.clear();
+                        self.replay_settings(conn);
+                    }
+                }
                 Err(e) => {
                     break Err(Active::Fatal(
                         errors::PROTOCOL_VIOLATION,

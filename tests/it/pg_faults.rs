@@ -367,3 +367,46 @@ async fn pooled_connections_killed_by_the_server_are_replaced_unseen() {
         assert_eq!(scalar(c, "select 'survived'").await, "survived");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_in_a_pinned_session_behaves_as_on_postgres() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 2,
+            ..Default::default()
+        },
+    );
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={APPDB} application_name=keepme",
+        proxy.port(),
+        APP.0,
+        APP.1
+    );
+    let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.simple_query("create temp table scratch (x int)")
+        .await
+        .unwrap(); // pins
+    let stmt = c.prepare("select 42::int").await.unwrap();
+    assert_eq!(c.query_one(&stmt, &[]).await.unwrap().get::<_, i32>(0), 42);
+    c.simple_query("DISCARD ALL").await.unwrap();
+    assert_eq!(
+        scalar(&c, "select coalesce(to_regclass('scratch')::text, 'gone')").await,
+        "gone"
+    );
+    let err = c.query_one(&stmt, &[]).await.unwrap_err();
+    assert_eq!(
+        code(&err),
+        "26000",
+        "the statement is gone, as after DISCARD ALL on Postgres"
+    );
+    assert_eq!(
+        scalar(&c, "show application_name").await,
+        "keepme",
+        "RESET ALL keeps startup values"
+    );
+    let again = c.prepare("select 43::int").await.unwrap();
+    assert_eq!(c.query_one(&again, &[]).await.unwrap().get::<_, i32>(0), 43);
+}

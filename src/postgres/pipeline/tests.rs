@@ -412,3 +412,26 @@ fn parse_of_a_confirmed_statement_is_answered_without_a_server() {
         0
     );
 }
+
+#[test]
+fn sql_deallocate_of_a_remapped_statement_is_answered_in_order() {
+    let mut a = ServerStatements::default();
+    let mut rig = Rig::new(1);
+    rig.client(&mut a, &[parse("_pg3_0", "select 1"), sync()]);
+    rig.sent();
+    rig.server(&mut a, &[frame(b'1', b""), ready(b'I')]);
+    // In a transaction: BEGIN goes to the server, DEALLOCATE is answered after its reply.
+    rig.client(
+        &mut a,
+        &[frame(b'Q', b"begin\0"), frame(b'Q', b"DEALLOCATE _pg3_0\0")],
+    );
+    assert_eq!(rig.sent(), vec![s('Q', "")]);
+    assert!(rig.cout.is_empty());
+    let got = rig.server(&mut a, &[frame(b'C', b"BEGIN\0"), ready(b'T')]);
+    assert_eq!(got, vec![s('C', ""), s('Z', ""), s('C', ""), s('Z', "")]);
+    assert_eq!(&rig.cout[..], b"", "all flushed");
+    assert_eq!(rig.p.statements_len(), 0);
+    // Unknown names go to the server, which answers 26000 as it should.
+    rig.client(&mut a, &[frame(b'Q', b"DEALLOCATE nope\0")]);
+    assert_eq!(rig.sent(), vec![s('Q', "")]);
+}

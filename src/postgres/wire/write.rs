@@ -117,6 +117,12 @@ fn notice_or_error(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, mess
     finish(buf, at);
 }
 
+pub fn command_complete(buf: &mut BytesMut, tag: &[u8]) {
+    let at = begin(buf, b'C');
+    put_cstr(buf, tag);
+    finish(buf, at);
+}
+
 pub fn parse_complete(buf: &mut BytesMut) {
     empty(buf, b'1');
 }

@@ -1,0 +1,104 @@
+//! psycopg 3 through sluice: a mixed load of 30 threads on a pool of 4, and prepared statements
+//! that must survive the client wiping them with DEALLOCATE ALL / DISCARD ALL.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::{assert_pool_bounded, direct, proxy, run_sampling, script};
+use crate::support::postgres::{APP, APPDB, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice};
+use crate::support::tools;
+
+#[test]
+fn psycopg_mixed_load_on_a_small_pool() {
+    let pg = PgServer::start();
+    let sluice = proxy(&pg);
+    let (threads, txns) = (30, 30);
+    let mut cmd = Command::new(tools::python());
+    cmd.arg(script("psycopg_load.py"))
+        .args(["127.0.0.1", &sluice.port().to_string(), APPDB, APP.0, APP.1])
+        .args([threads.to_string(), txns.to_string()]);
+    let run = run_sampling(&pg, cmd, Duration::from_secs(240));
+    assert!(run.ok, "psycopg load failed:\n{run}");
+    assert_pool_bounded(&run);
+
+    let result: serde_json::Value = serde_json::from_str(run.line("RESULT ")).unwrap();
+    let num = |key: &str| {
+        result[key]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{key} in {result}"))
+    };
+    assert_eq!(num("threads_ok"), threads, "{run}");
+    let ops = result["ops"].as_object().unwrap();
+    let op = |name: &str| ops.get(name).and_then(|v| v.as_i64()).unwrap_or(0);
+    assert_eq!(
+        ops.values().filter_map(|v| v.as_i64()).sum::<i64>(),
+        threads * txns
+    );
+    for name in [
+        "simple", "prepared", "commit", "rollback", "error", "copy", "pipeline",
+    ] {
+        assert!(
+            op(&format!("op_{name}")) >= threads,
+            "op_{name} ran too rarely: {result}"
+        );
+    }
+    assert_eq!(
+        num("notices"),
+        op("op_notice"),
+        "one NOTICE per DO block: {result}"
+    );
+    assert_eq!(num("errors_caught"), op("op_error"), "{result}");
+
+    let expected = format!("{}|{}|{}", num("rows"), num("sum"), num("rows"));
+    let kv = direct(
+        &pg,
+        "select count(*), sum(val), count(distinct ukey) from load_kv",
+    );
+    assert_eq!(kv, expected, "load_kv totals (rows|sum|unique keys)");
+    let per_thread = direct(&pg, "select count(distinct thread) from load_kv");
+    assert_eq!(per_thread, threads.to_string());
+    let copy = direct(&pg, "select count(*), sum(val) from load_copy");
+    assert_eq!(copy, format!("{}|{}", num("copy_rows"), num("copy_sum")));
+    assert!(num("copy_rows") >= 25 * threads, "{result}");
+    drop(sluice);
+}
+
+/// psycopg sends `DEALLOCATE ALL` after every ROLLBACK once it has prepared statements; with a
+/// pool of one, every session then runs on the connection whose statements were wiped.
+#[test]
+fn statements_survive_deallocate_all_and_discard_all() {
+    let pg = PgServer::start();
+    let sluice = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 1,
+            ..ProxyOptions::default()
+        },
+    );
+    let (status, out, err) = tools::command_output(
+        Command::new(tools::python())
+            .arg(script("psycopg_deallocate.py"))
+            .args(["127.0.0.1", &sluice.port().to_string(), APPDB, APP.0, APP.1]),
+    );
+    let checks: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("CHECK "))
+        .collect();
+    let failed: Vec<&&str> = checks.iter().filter(|c| c.contains("FAILED")).collect();
+    assert!(
+        status.success() && failed.is_empty() && checks.len() == 9,
+        "{status}: {} of {} checks failed: {failed:#?}\n--- stdout\n{out}\n--- stderr\n{err}",
+        failed.len(),
+        checks.len()
+    );
+    for (name, want) in [
+        ("a-after-rollback", "4"),
+        ("deallocate_all-other-session", "7"),
+    ] {
+        assert!(
+            checks.contains(&format!("{name} {want}").as_str()),
+            "{checks:#?}"
+        );
+    }
+}
