@@ -210,8 +210,7 @@ pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
         _ => return None,
     }
     // A quoted name was skipped by the scanner: leave those to the server.
-    let quoted = sql.iter().any(|&b| b == b'"');
-    if quoted {
+    if sql.contains(&b'"') {
         return None;
     }
     Some(if is(target, "all") {
