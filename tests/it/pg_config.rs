@@ -4,35 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
+use crate::support::client::{connect, scalar};
 use crate::support::postgres::{APP, APPDB, PgOptions, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for, default_secrets};
 use crate::support::tools::{command_output, repo_root};
-
-async fn connect(proxy: &Sluice) -> Client {
-    let dsn = format!(
-        "host=127.0.0.1 port={} user={} password={} dbname={APPDB}",
-        proxy.port(),
-        APP.0,
-        APP.1
-    );
-    let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-async fn scalar(c: &Client, sql: &str) -> String {
-    c.simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap()
-}
 
 fn with_pool_setting(pg: &PgServer, from: &str, to: &str) -> Sluice {
     let (yaml, secrets) = config_for(pg, &ProxyOptions::default());
@@ -50,7 +25,7 @@ async fn max_connections_percent_is_taken_from_the_server() {
     let proxy = with_pool_setting(&pg, "max_connections: 5", "max_connections_percent: 10");
     let mut holders = Vec::new();
     for _ in 0..5 {
-        let c = connect(&proxy).await;
+        let c = connect(&proxy, APP, APPDB).await.unwrap();
         holders.push(tokio::spawn(async move {
             c.simple_query("begin; select pg_sleep(1.5); commit")
                 .await
@@ -72,16 +47,16 @@ async fn init_query_runs_on_new_connections_and_again_after_a_reset() {
         "max_connections: 5",
         "max_connections: 1\n      init_query: \"SET work_mem = '7MB'\"",
     );
-    let first = connect(&proxy).await;
+    let first = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&first, "show work_mem").await, "7MB");
     drop(first);
     for round in 0..3 {
-        let pinned = connect(&proxy).await;
+        let pinned = connect(&proxy, APP, APPDB).await.unwrap();
         pinned.simple_query("set work_mem = '1MB'").await.unwrap(); // pins, then DISCARD ALL on close
         assert_eq!(scalar(&pinned, "show work_mem").await, "1MB");
         drop(pinned);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let next = connect(&proxy).await;
+        let next = connect(&proxy, APP, APPDB).await.unwrap();
         assert_eq!(scalar(&next, "show work_mem").await, "7MB", "round {round}");
     }
     assert_eq!(

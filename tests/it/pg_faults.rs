@@ -5,40 +5,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::NoTls;
 
+use crate::support::client::{code, connect, scalar};
 use crate::support::postgres::{APP, APPDB, MD5USER, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice};
-
-async fn connect(
-    proxy: &Sluice,
-    (user, password): (&str, &str),
-    db: &str,
-) -> Result<Client, tokio_postgres::Error> {
-    let dsn = format!(
-        "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10",
-        proxy.port()
-    );
-    let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_owned())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
-
-async fn scalar(c: &Client, sql: &str) -> String {
-    let rows = c.simple_query(sql).await.unwrap();
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .unwrap()
-}
 
 /// A raw TCP conversation: sends `bytes`, returns what sluice answers before closing.
 fn raw(proxy: &Sluice, bytes: &[u8]) -> Vec<u8> {

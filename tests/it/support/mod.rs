@@ -3,10 +3,12 @@
 //! - [`postgres::PgServer`]: initdb + pg_ctl in a temp dir on a free loopback port, with the
 //!   standard test roles (`app`, `md5user`, `plainuser`, `monitor`) and database `appdb`.
 //! - [`sluice::Sluice`]: runs `sluice run --config ...` and waits until it listens.
+//! - [`client`]: a tokio-postgres login to sluice and query helpers.
 //! - [`tools`]: the psycopg venv, pgjdbc, java, free ports, command helpers.
 //!
 //! Everything tears itself down in `Drop`, also when a test panics.
 
+pub mod client;
 pub mod postgres;
 pub mod sluice;
 pub mod tools;
