@@ -153,22 +153,23 @@ impl<C: PooledConnection> Instance<C> {
         }
     }
 
+    pub(super) fn take_idle(&self, index: usize, max_lifetime: Duration) -> Option<Pooled<C>> {
+        let mut doomed = Vec::new();
+        let found = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            pop_live_idle(st, index, max_lifetime, &mut doomed)
+        };
+        doomed.into_iter().for_each(|p| p.conn.close());
+        found
+    }
+
     pub(super) fn take(&self, index: usize, max_lifetime: Duration) -> Take<C> {
         let mut doomed = Vec::new();
         let take = {
             let mut st = self.lock();
             let st = &mut *st;
-            let mut found = None;
-            while let Some(idle) = st.pools[index].idle.pop_back() {
-                if idle.conn.created.elapsed() < max_lifetime {
-                    found = Some(idle.conn);
-                    break;
-                }
-                st.pools[index].open -= 1;
-                st.open -= 1;
-                doomed.push(idle.conn);
-            }
-            if let Some(conn) = found {
+            if let Some(conn) = pop_live_idle(st, index, max_lifetime, &mut doomed) {
                 Take::Idle(conn)
             } else if st.open < st.max {
                 st.open += 1;
@@ -278,6 +279,25 @@ impl<C: PooledConnection> Instance<C> {
         doomed.into_iter().for_each(|p| p.conn.close());
         n
     }
+}
+
+/// The most recently used idle connection of pool `index` still within its lifetime; expired
+/// ones met on the way are moved to `doomed` (closed by the caller, outside the lock).
+fn pop_live_idle<C>(
+    st: &mut State<C>,
+    index: usize,
+    max_lifetime: Duration,
+    doomed: &mut Vec<Pooled<C>>,
+) -> Option<Pooled<C>> {
+    while let Some(idle) = st.pools[index].idle.pop_back() {
+        if idle.conn.created.elapsed() < max_lifetime {
+            return Some(idle.conn);
+        }
+        st.pools[index].open -= 1;
+        st.open -= 1;
+        doomed.push(idle.conn);
+    }
+    None
 }
 
 fn oldest_idle_elsewhere<C>(st: &State<C>, index: usize) -> Option<usize> {

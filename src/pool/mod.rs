@@ -122,6 +122,15 @@ impl<C: PooledConnection> Pool<C> {
         &self.inner.instance
     }
 
+    /// An idle connection if one is ready now: no future, no allocation (the steady state).
+    pub fn try_borrow_idle(&self) -> Option<Lease<C>> {
+        let inner = &self.inner;
+        inner
+            .instance
+            .take_idle(inner.index, inner.settings.max_lifetime)
+            .map(|conn| Lease::new(self.clone(), conn))
+    }
+
     /// Takes a server connection: an idle one, a new one under the cap, or the next one
     /// released, waiting in FIFO order up to the borrow timeout.
     pub async fn borrow(&self) -> Result<Lease<C>, BorrowError> {

@@ -208,3 +208,34 @@ async fn futures_join(p: &Pool<Conn>, n: usize) -> Vec<Lease<Conn>> {
     }
     out
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_borrow_idle_takes_only_what_is_idle_and_alive() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(2), 100));
+    let counter = Arc::new(Counter::default());
+    let mut s = settings();
+    s.max_lifetime = Duration::from_secs(60);
+    let p = pool(&instance, &counter, s);
+    assert!(
+        p.try_borrow_idle().is_none(),
+        "nothing idle: no connect, no wait"
+    );
+    assert_eq!(
+        instance.stats(),
+        InstanceStats {
+            max: 2,
+            ..Default::default()
+        }
+    );
+    p.borrow().await.unwrap().release(true);
+    let lease = p.try_borrow_idle().expect("the idle connection");
+    assert_eq!(lease.id, 0);
+    lease.release(true);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(
+        p.try_borrow_idle().is_none(),
+        "expired idle connections are closed, not lent"
+    );
+    assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
+    assert_eq!(instance.stats().open, 0);
+}

@@ -76,7 +76,9 @@ impl From<WireError> for Refusal {
 
 /// Serves one accepted client connection to the end.
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<PgEndpoint>) {
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &ep)).await;
+    // Boxed: the handshake's state is large and short-lived; inline it would stay in every
+    // session task's allocation for the whole session.
+    let login = Box::pin(tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &ep))).await;
     let session = match login {
         Ok(Ok(Some(session))) => session,
         Ok(Ok(None)) => return,
@@ -96,7 +98,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<PgEndpoint>)
             return;
         }
     };
-    session.run(stream).await;
+    // Its own task, sized for the relay alone: the login's state is gone with this one.
+    tokio::spawn(session.run(stream));
 }
 
 /// Runs startup and authentication; `None` when the connection only carried a cancel request.

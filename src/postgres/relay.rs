@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Duration;
 
@@ -81,15 +81,21 @@ impl Session {
         }
     }
 
-    pub async fn run(mut self, mut client: TcpStream) {
-        let _ = client.set_nodelay(true);
-        let end = self.serve(&mut client).await;
-        if let Some((code, message)) = end {
-            tracing::info!(session = self.id, code, %message, "session ended by sluice");
-            fatal(&mut self.cout, code, &message);
-            let _ = client.write_all(&self.cout).await;
+    /// The session's whole life after login. An `async move` block rather than an `async fn`:
+    /// the latter keeps its arguments twice in the future, and this future is what an idle
+    /// client costs.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self, mut client: TcpStream) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let _ = client.set_nodelay(true);
+            let end = self.serve(&mut client).await;
+            if let Some((code, message)) = end {
+                tracing::info!(session = self.id, code, %message, "session ended by sluice");
+                fatal(&mut self.cout, code, &message);
+                let _ = client.write_all(&self.cout).await;
+            }
+            tracing::debug!(session = self.id, "session closed");
         }
-        tracing::debug!(session = self.id, "session closed");
     }
 
     /// Serves transactions until the client leaves; returns a FATAL error to send, if any.
@@ -133,7 +139,8 @@ impl Session {
                     lease.release(reusable);
                 }
                 Active::ClientGone => {
-                    self.clean_up(lease).await;
+                    // Boxed for the same reason as the login: rare, and large inline.
+                    Box::pin(self.clean_up(lease)).await;
                     return None;
                 }
                 Active::ServerGone => {
@@ -154,7 +161,11 @@ impl Session {
     /// Borrows a connection the server has not ended while it sat idle in the pool.
     async fn borrow(&self) -> Result<Lease<ServerConn>, BorrowError> {
         loop {
-            let mut lease = self.pg.pool.borrow().await?;
+            let mut lease = match self.pg.pool.try_borrow_idle() {
+                Some(lease) => lease,
+                // Waiting or connecting: boxed, so its state is not part of every session task.
+                None => Box::pin(self.pg.pool.borrow()).await?,
+            };
             if lease.is_usable() {
                 return Ok(lease);
             }
@@ -248,41 +259,41 @@ impl Session {
             {
                 return Active::Released;
             }
+            // One readiness future per socket (read and/or write interest), not one per
+            // direction: the select's state is part of every session task's allocation.
             let read_client = self.sout.len() < HIGH_WATER;
             let read_server = self.cout.len() < HIGH_WATER;
-            let event = tokio::select! {
-                r = client.readable(), if read_client => Event::ClientReadable(r.is_ok()),
-                r = lease.stream.readable(), if read_server => Event::ServerReadable(r.is_ok()),
-                r = client.writable(), if !self.cout.is_empty() => Event::Writable(r.is_ok(), true),
-                r = lease.stream.writable(), if !self.sout.is_empty() => Event::Writable(r.is_ok(), false),
+            let client_wants = interest(read_client, !self.cout.is_empty());
+            let server_wants = interest(read_server, !self.sout.is_empty());
+            let (from_client, ready) = tokio::select! {
+                r = client.ready(client_wants.unwrap_or(Interest::READABLE)), if client_wants.is_some() => (true, r),
+                r = lease.stream.ready(server_wants.unwrap_or(Interest::READABLE)), if server_wants.is_some() => (false, r),
             };
-            match event {
-                Event::ClientReadable(true) => {
-                    self.cin.reserve(READ_CHUNK);
-                    match client.try_read_buf(&mut self.cin) {
-                        Ok(0) => return Active::ClientGone,
-                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                            return Active::ClientGone;
-                        }
-                        _ => {}
-                    }
-                }
-                Event::ServerReadable(true) => {
-                    let conn: &mut ServerConn = lease;
-                    conn.buf.reserve(READ_CHUNK);
-                    match conn.stream.try_read_buf(&mut conn.buf) {
-                        Ok(0) => return Active::ServerGone,
-                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {
-                            return Active::ServerGone;
-                        }
-                        _ => {}
-                    }
-                }
-                Event::ClientReadable(false) => return Active::ClientGone,
-                Event::ServerReadable(false) => return Active::ServerGone,
-                Event::Writable(ok, _) if ok => {}
-                Event::Writable(_, true) => return Active::ClientGone,
-                Event::Writable(_, false) => return Active::ServerGone,
+            let gone = if from_client {
+                Active::ClientGone
+            } else {
+                Active::ServerGone
+            };
+            let Ok(ready) = ready else { return gone };
+            let wants_read = if from_client {
+                read_client
+            } else {
+                read_server
+            };
+            if !(ready.is_readable() || ready.is_read_closed()) || !wants_read {
+                continue; // writable: the loop's top flushes
+            }
+            let (stream, buf) = if from_client {
+                (client, &mut self.cin)
+            } else {
+                let conn: &mut ServerConn = lease;
+                (&conn.stream, &mut conn.buf)
+            };
+            buf.reserve(READ_CHUNK);
+            match stream.try_read_buf(buf) {
+                Ok(0) => return gone,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return gone,
+                _ => {}
             }
         }
     }
@@ -442,11 +453,13 @@ async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> bool
     matches!(tokio::time::timeout(RESET_TIMEOUT, f).await, Ok(Ok(_)))
 }
 
-#[derive(Debug)]
-enum Event {
-    ClientReadable(bool),
-    ServerReadable(bool),
-    Writable(bool, bool),
+fn interest(read: bool, write: bool) -> Option<Interest> {
+    match (read, write) {
+        (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+        (true, false) => Some(Interest::READABLE),
+        (false, true) => Some(Interest::WRITABLE),
+        (false, false) => None,
+    }
 }
 
 /// Writes what the socket takes now; an error means the peer is gone.
@@ -509,7 +522,39 @@ fn static_code(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::replay_sql;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What an idle client costs is mostly this future (one allocation per session task).
+    /// The budget keeps it under PgBouncer's ~2 KiB per client with room to spare.
+    #[tokio::test]
+    async fn a_session_task_stays_small() {
+        use crate::pool::{Instance, Limit, PoolSettings};
+        let instance = Arc::new(Instance::new("x:1".into(), Limit::Absolute(1), 50));
+        let second = Duration::from_secs(1);
+        let settings = PoolSettings {
+            borrow_timeout: second,
+            connect_timeout: second,
+            max_lifetime: second,
+            idle_timeout: second,
+        };
+        let pools = super::super::pools::PgPools::new(instance, settings, String::new());
+        let registry = Arc::new(super::super::cancel::CancelRegistry::default());
+        let session = Session::new(
+            1,
+            pools.get("d", "u", "p"),
+            registry.register(),
+            vec![],
+            BytesMut::new(),
+            second,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let size = std::mem::size_of_val(&session.run(client));
+        assert!(size <= 1280, "a session task is {size} bytes");
+    }
 
     #[test]
     fn replay_sets_what_differs_and_resets_what_is_gone() {
