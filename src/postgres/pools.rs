@@ -63,7 +63,8 @@ pub struct PgPools {
     settings: PoolSettings,
     init_query: Arc<str>,
     prefix: Arc<str>,
-    pools: Mutex<HashMap<(String, String), Arc<PgPool>>>,
+    /// By database, then login user: looked up with `&str`, no allocation per login.
+    pools: Mutex<HashMap<String, HashMap<String, Arc<PgPool>>>>,
 }
 
 impl PgPools {
@@ -85,8 +86,7 @@ impl PgPools {
     /// The pool for `database` as `login_user` (the secret's username), created on first use.
     pub fn get(&self, database: &str, login_user: &str, password: &str) -> Arc<PgPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (database.to_owned(), login_user.to_owned());
-        if let Some(p) = pools.get(&key) {
+        if let Some(p) = pools.get(database).and_then(|users| users.get(login_user)) {
             return p.clone();
         }
         let login = ServerLogin {
@@ -114,14 +114,22 @@ impl PgPools {
             init_query: self.init_query.clone(),
             reported: OnceLock::new(),
         });
-        pools.insert(key, pool.clone());
+        pools
+            .entry(database.to_owned())
+            .or_default()
+            .insert(login_user.to_owned(), pool.clone());
         pool
     }
 
     /// Forgets a pool whose database refused us, so bad names do not accumulate.
     pub fn forget(&self, database: &str, login_user: &str) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.remove(&(database.to_owned(), login_user.to_owned()));
+        if let Some(users) = pools.get_mut(database) {
+            users.remove(login_user);
+            if users.is_empty() {
+                pools.remove(database);
+            }
+        }
     }
 
     pub fn settings(&self) -> &PoolSettings {
