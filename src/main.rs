@@ -1,5 +1,6 @@
 //! The `sluice` command: run the proxy, check a config, print the config schema.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,6 +69,7 @@ fn run(path: PathBuf) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match sluice::config::load(&path) {
         Ok(c) => c,

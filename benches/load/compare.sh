@@ -171,10 +171,14 @@ EOF
 chown postgres: "$TMP/userlist.txt" "$TMP/pgbouncer.ini"
 chmod 600 "$TMP/userlist.txt"
 log "PgBouncer $(pgbouncer --version | head -n1 | awk '{print $2}') on port $PGB_PORT"
-runuser -u postgres -- pgbouncer "$TMP/pgbouncer.ini" >"$TMP/logs/pgbouncer.stdout" 2>&1 &
+# runuser resets the descriptor limit through PAM: raise it again inside.
+runuser -u postgres -- bash -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec pgbouncer "$2"' _ "$(ulimit -n)" "$TMP/pgbouncer.ini" \
+    >"$TMP/logs/pgbouncer.stdout" 2>&1 &
 for _ in $(seq 100); do [[ -s $TMP/pgbouncer.pid ]] && break; sleep 0.1; done
 [[ -s $TMP/pgbouncer.pid ]] || die "PgBouncer wrote no pidfile"
 PGB_PID=$(cat "$TMP/pgbouncer.pid")
+pgb_files=$(awk '/^Max open files/ { print $4 }' "/proc/$PGB_PID/limits")
+(( pgb_files >= IDLE_CLIENTS + 100 )) || die "PgBouncer may open only $pgb_files files"
 wait_ready "$PGB_PORT" PgBouncer
 
 # ---------------------------------------------------------------- sluice
@@ -255,40 +259,52 @@ for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
 WORKLOADS+=("SC:$CONNECT_CLIENTS")
 label() { local kind=${1%%:*} c=${1##*:}; if [[ $kind == SC ]]; then echo "-S -C, $c clients"; else echo "-S, $c clients"; fi; }
 
-# One pgbench run; appends workload, repeat, target, tps, pooler %CPU, postgres %CPU, machine busy %.
+# Voluntary context switches of all threads of a process (a thread parking and being woken).
+proc_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { v += $2 } END { print v + 0 }'; }
+
+# One pgbench run. Appends: workload, repeat, target, tps, pooler %CPU (of one core), pooler
+# CPU microseconds per transaction, pooler voluntary context switches per transaction,
+# postgres %CPU, machine busy %.
 run_one() {
     local workload=$1 rep=$2 target=$3
     local kind=${workload%%:*} c=${workload##*:}
-    local port pid j flags logf t0 t1 p0 p1 g0 g1 m0 m1 tps pcpu gcpu mbusy
+    local port pid j flags logf t0 t1 p0=0 p1=0 s0=0 s1=0 g0 g1 m0 m1 mt0 mt1 tps txs pcpu pus pcs gcpu mbusy
     port=$(port_of "$target"); pid=$(pid_of "$target")
     j=$(( c < JOBS ? c : JOBS ))
     flags=(-n -S -T "$DURATION" -c "$c" -j "$j")
     [[ $kind == SC ]] && flags+=(-C)
     logf="$TMP/logs/pgbench-$kind-$c-$target-$rep.log"
-    [[ -n $pid ]] && p0=$(proc_ticks "$pid") || p0=0
+    if [[ -n $pid ]]; then p0=$(proc_ticks "$pid"); s0=$(proc_switches "$pid"); fi
     g0=$(pg_ticks); read -r m0 mt0 < <(machine_ticks); t0=$(date +%s.%N)
     if PGPASSWORD=$BENCH_PASSWORD pgbench "${flags[@]}" -h 127.0.0.1 -p "$port" -U $BENCH_USER $BENCH_DB \
         >"$logf" 2>&1; then
         tps=$(awk '/^tps = / { print $3; exit }' "$logf")
+        txs=$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1]; exit }' "$logf")
     else
         tps=ERR
     fi
-    t1=$(date +%s.%N); read -r m1 mt1 < <(machine_ticks); g1=$(pg_ticks)
-    [[ -n $pid ]] && p1=$(proc_ticks "$pid") || p1=0
+    t1=$(date +%s.%N); read -r m1 mt1 < <(machine_ticks)
+    # Backends of pgbench's connections exit just now; count their CPU once they are reaped.
+    sleep 0.5
+    g1=$(pg_ticks)
+    if [[ -n $pid ]]; then p1=$(proc_ticks "$pid"); s1=$(proc_switches "$pid"); fi
+    [[ -z $tps ]] && tps=ERR
+    [[ -z ${txs:-} || ${txs:-0} == 0 ]] && txs=1
     if [[ -n $pid ]]; then
         pcpu=$(awk -v a="$p0" -v b="$p1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b-a)/hz/(t1-t0)*100 }')
+        pus=$(awk -v a="$p0" -v b="$p1" -v n="$txs" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (b-a)/hz/n*1e6 }')
+        pcs=$(awk -v a="$s0" -v b="$s1" -v n="$txs" 'BEGIN { printf "%.2f", (b-a)/n }')
     else
-        pcpu=-
+        pcpu=- pus=- pcs=-
     fi
     gcpu=$(awk -v a="$g0" -v b="$g1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b-a)/hz/(t1-t0)*100 }')
     mbusy=$(awk -v a="$m0" -v b="$m1" -v ta="$mt0" -v tb="$mt1" 'BEGIN { printf "%.0f", (b-a)/(tb-ta)*100 }')
-    [[ -z $tps ]] && tps=ERR
     if [[ $tps == ERR ]]; then
         log "  $target: pgbench FAILED, see below"
         tail -n 5 "$logf" >&2
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$rep" "$target" "$tps" "$pcpu" "$gcpu" "$mbusy" >>"$RESULTS"
-    log "  $(label "$workload") run $rep $target: tps=$tps pooler_cpu=${pcpu}% postgres_cpu=${gcpu}% machine_busy=${mbusy}%"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$rep" "$target" "$tps" "$pcpu" "$pus" "$pcs" "$gcpu" "$mbusy" >>"$RESULTS"
+    log "  $(label "$workload") run $rep $target: tps=$tps pooler_cpu=${pcpu}% (${pus}us/tx, ${pcs} vcsw/tx) postgres_cpu=${gcpu}% machine_busy=${mbusy}%"
 }
 
 log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x 3 targets x ${DURATION}s"
@@ -315,6 +331,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "ERR" || b == "ERR" || b == 
 fmt() { awk -v a="$1" 'BEGIN { if (a == "ERR") print a; else printf "%.0f", a }'; }
 
 cores=$(nproc)
+rev=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+echo
+echo "sluice $rev ($SLUICE_BIN, built $(date -u -r "$SLUICE_BIN" +%Y-%m-%dT%H:%MZ));" \
+    "PgBouncer $(pgbouncer --version | head -n1 | awk '{print $2}'); $("$PG_BIN/postgres" --version);" \
+    "$cores cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "## pgbench: median TPS of $REPEAT interleaved runs of ${DURATION}s (pool size $POOL_SIZE, md5 auth, $cores cores)"
 echo
@@ -325,14 +346,19 @@ for workload in "${WORKLOADS[@]}"; do
     echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$b") | $(fmt "$s") | $(ratio "$s" "$b") | $(ratio "$s" "$d") |"
 done
 echo
-echo "## CPU during the runs (median % of one core; machine busy % of all $cores cores)"
+echo "## CPU during the runs (medians)"
 echo
-echo "| workload | PgBouncer proc | sluice proc | postgres (direct / PgBouncer / sluice) | machine busy (direct / PgBouncer / sluice) |"
+echo "Pooler: % of one core, CPU µs per transaction (per connection with -C), voluntary context"
+echo "switches per transaction. postgres: % of one core, all backends. Machine: busy % of all $cores cores."
+echo
+echo "| workload | PgBouncer %cpu, µs/tx, cs/tx | sluice %cpu, µs/tx, cs/tx | postgres %cpu (direct / PgBouncer / sluice) | machine busy % (direct / PgBouncer / sluice) |"
 echo "|---|---:|---:|---:|---:|"
 for workload in "${WORKLOADS[@]}"; do
-    echo "| $(label "$workload") | $(median "$workload" pgbouncer 5) | $(median "$workload" sluice 5)" \
-        "| $(median "$workload" direct 6) / $(median "$workload" pgbouncer 6) / $(median "$workload" sluice 6)" \
-        "| $(median "$workload" direct 7) / $(median "$workload" pgbouncer 7) / $(median "$workload" sluice 7) |"
+    echo "| $(label "$workload")" \
+        "| $(median "$workload" pgbouncer 5), $(median "$workload" pgbouncer 6), $(median "$workload" pgbouncer 7)" \
+        "| $(median "$workload" sluice 5), $(median "$workload" sluice 6), $(median "$workload" sluice 7)" \
+        "| $(median "$workload" direct 8) / $(median "$workload" pgbouncer 8) / $(median "$workload" sluice 8)" \
+        "| $(median "$workload" direct 9) / $(median "$workload" pgbouncer 9) / $(median "$workload" sluice 9) |"
 done
 if [[ -n $MEM_ROWS ]]; then
     echo
@@ -350,7 +376,7 @@ if [[ -n $MEM_ROWS ]]; then
     done <<<"$MEM_ROWS"
 fi
 echo
-echo "## Raw runs (workload, repeat, target, tps, pooler %cpu, postgres %cpu, machine busy %)"
+echo "## Raw runs (workload, repeat, target, tps, pooler %cpu, pooler µs/tx, pooler cs/tx, postgres %cpu, machine busy %)"
 echo
 echo '```'
 cat "$RESULTS"

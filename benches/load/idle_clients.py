@@ -81,8 +81,8 @@ async def main() -> int:
         async with gate:
             for attempt in range(5):
                 try:
-                    return await login(host, port, user, password, database)
-                except (ConnectionError, OSError):
+                    return await asyncio.wait_for(login(host, port, user, password, database), 30)
+                except (ConnectionError, OSError, asyncio.TimeoutError):
                     if attempt == 4:
                         raise
                     await asyncio.sleep(0.2)

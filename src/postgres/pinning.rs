@@ -15,6 +15,7 @@ enum Token<'a> {
 }
 
 impl<'a> Words<'a> {
+    #[inline]
     fn next_token(&mut self) -> Option<Token<'a>> {
         let s = self.sql;
         while self.pos < s.len() {
@@ -119,6 +120,7 @@ fn memchr(needle: u8, hay: &[u8], from: usize) -> Option<usize> {
         .map(|i| from + i)
 }
 
+#[inline]
 fn is(word: &[u8], kw: &str) -> bool {
     word.eq_ignore_ascii_case(kw.as_bytes())
 }

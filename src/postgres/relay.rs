@@ -198,8 +198,7 @@ impl Session {
                     continue;
                 }
             }
-            self.cin.reserve(READ_CHUNK);
-            match client.try_read_buf(&mut self.cin) {
+            match read_some(client, &mut self.cin) {
                 Ok(0) => return Ok(false),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -288,8 +287,7 @@ impl Session {
                 let conn: &mut ServerConn = lease;
                 (&conn.stream, &mut conn.buf)
             };
-            buf.reserve(READ_CHUNK);
-            match stream.try_read_buf(buf) {
+            match read_some(stream, buf) {
                 Ok(0) => return gone,
                 Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return gone,
                 _ => {}
@@ -458,6 +456,29 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
         (true, false) => Some(Interest::READABLE),
         (false, true) => Some(Interest::WRITABLE),
         (false, false) => None,
+    }
+}
+
+/// Reads what the socket has now. A short read means it is drained, but tokio would still
+/// report it readable until a read fails with WouldBlock: a wasted `recv` after every message.
+/// So the read runs inside `try_io` and a short read is reported to it as WouldBlock, which
+/// clears readiness as of the snapshot taken *before* the read (what tokio's own `poll_read`
+/// does); data that arrived after that snapshot keeps the socket readable.
+fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    let room = buf.capacity() - buf.len();
+    let mut got = 0;
+    let result = stream.try_io(Interest::READABLE, || {
+        got = stream.try_read_buf(buf)?;
+        if got > 0 && got < room {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match result {
+        Err(e) if got == 0 => Err(e),
+        _ => Ok(got),
     }
 }
 
