@@ -83,6 +83,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
         .enable_all()
         .build()
     {

@@ -26,6 +26,20 @@ pub struct Config {
     /// A client session idle (between transactions) for this long is closed.
     #[serde(default = "defaults::idle_client_timeout")]
     pub idle_client_timeout: Duration,
+    /// Threads serving sessions. Default: half the CPUs, at least one, since sluice usually
+    /// shares its machine with the application or the database (measured in docs/benchmarks.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<u32>,
+}
+
+impl Config {
+    /// The worker thread count to run with.
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        }
+    }
 }
 
 /// One listening address with a role.

@@ -46,6 +46,12 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
     }
     if let Some(rest) = &parts.rest {
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
+        if rest.worker_threads == Some(0) {
+            v.problems.push(Problem::new(
+                &[Seg::key("worker_threads")],
+                "must be at least 1",
+            ));
+        }
     }
 }
 

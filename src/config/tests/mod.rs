@@ -313,3 +313,17 @@ fn display_prints_one_problem_per_line() {
     ]);
     assert_eq!(path, "target_groups.\"my.group\"[2]");
 }
+
+#[test]
+fn worker_threads_default_to_half_the_cpus_and_zero_is_refused() {
+    let dir = secrets_dir();
+    let config = parse(MINIMAL, dir.path()).unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(config.worker_threads(), (cpus / 2).max(1));
+    let two = parse(&format!("{MINIMAL}worker_threads: 2\n"), dir.path()).unwrap();
+    assert_eq!(two.worker_threads(), 2);
+    assert_eq!(
+        one_problem(&format!("{MINIMAL}worker_threads: 0\n")),
+        "worker_threads: must be at least 1"
+    );
+}
