@@ -43,6 +43,7 @@ impl App {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let users = Arc::new(Users::load(config)?);
         let cancel = Arc::new(CancelRegistry::default());
+        let session_ids = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
         // One set of pools per (target group, instance), shared by the endpoints using it.
@@ -85,7 +86,7 @@ impl App {
                 users: users.clone(),
                 cancel: cancel.clone(),
                 idle_client_timeout: config.idle_client_timeout.as_std(),
-                session_ids: AtomicU64::new(0),
+                session_ids: session_ids.clone(),
             });
             tracing::info!(endpoint = %ep.name, listen = %local, instance = addr, "endpoint ready");
             tasks.spawn(listener::accept_loop(

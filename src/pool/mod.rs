@@ -143,20 +143,24 @@ impl<C: PooledConnection> Pool<C> {
         {
             instance::Take::Idle(conn) => return Ok(Lease::new(self.clone(), conn)),
             instance::Take::Connect => instance::Grant::Slot,
-            instance::Take::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(grant)) => grant,
-                Ok(Err(_)) => {
-                    return Err(BorrowError::Closed {
-                        pool: inner.name.clone(),
-                    });
+            instance::Take::Wait(rx) => {
+                let mut wait = Waiting { pool: self, rx };
+                match tokio::time::timeout_at(deadline, &mut wait.rx).await {
+                    Ok(Ok(grant)) => grant,
+                    Ok(Err(_)) => {
+                        return Err(BorrowError::Closed {
+                            pool: inner.name.clone(),
+                        });
+                    }
+                    Err(_) => {
+                        // `wait` drops here and hands back anything granted at the last moment.
+                        return Err(BorrowError::Timeout {
+                            pool: inner.name.clone(),
+                            waited: started.elapsed(),
+                        });
+                    }
                 }
-                Err(_) => {
-                    return Err(BorrowError::Timeout {
-                        pool: inner.name.clone(),
-                        waited: started.elapsed(),
-                    });
-                }
-            },
+            }
         };
         match grant {
             instance::Grant::Conn(conn) => Ok(Lease::new(self.clone(), conn)),
@@ -167,21 +171,24 @@ impl<C: PooledConnection> Pool<C> {
     /// Opens a connection in a slot this pool already holds; the slot is given back on failure.
     async fn connect_in_slot(&self) -> Result<Lease<C>, BorrowError> {
         let inner = &self.inner;
+        // Gives the slot back on failure, and also if this future is dropped mid-connect.
+        let slot = Slot {
+            pool: self,
+            held: true,
+        };
         let result =
             tokio::time::timeout(inner.settings.connect_timeout, inner.connector.connect()).await;
         match result {
-            Ok(Ok(conn)) => Ok(Lease::new(self.clone(), instance::Pooled::new(conn))),
-            Ok(Err(e)) => {
-                inner.instance.discard_slot(inner.index);
-                Err(e.into())
+            Ok(Ok(conn)) => {
+                let mut slot = slot;
+                slot.held = false;
+                Ok(Lease::new(self.clone(), instance::Pooled::new(conn)))
             }
-            Err(_) => {
-                inner.instance.discard_slot(inner.index);
-                Err(ConnectError::Timeout {
-                    instance: inner.instance.addr().to_owned(),
-                }
-                .into())
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ConnectError::Timeout {
+                instance: inner.instance.addr().to_owned(),
             }
+            .into()),
         }
     }
 
@@ -194,6 +201,42 @@ impl<C: PooledConnection> Pool<C> {
 
     fn settings(&self) -> &PoolSettings {
         &self.inner.settings
+    }
+}
+
+/// A waiter's place in the queue. Dropped before it took its grant (timeout, or the borrowing
+/// future dropped), it returns what it was granted meanwhile instead of leaking it.
+struct Waiting<'a, C: PooledConnection> {
+    pool: &'a Pool<C>,
+    rx: tokio::sync::oneshot::Receiver<instance::Grant<C>>,
+}
+
+impl<C: PooledConnection> Drop for Waiting<'_, C> {
+    fn drop(&mut self) {
+        self.rx.close();
+        match self.rx.try_recv() {
+            Ok(instance::Grant::Conn(conn)) => self.pool.release(conn, true),
+            Ok(instance::Grant::Slot) => {
+                let inner = &self.pool.inner;
+                inner.instance.discard_slot(inner.index);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A reserved slot under the instance cap while its connection is being opened.
+struct Slot<'a, C: PooledConnection> {
+    pool: &'a Pool<C>,
+    held: bool,
+}
+
+impl<C: PooledConnection> Drop for Slot<'_, C> {
+    fn drop(&mut self) {
+        if self.held {
+            let inner = &self.pool.inner;
+            inner.instance.discard_slot(inner.index);
+        }
     }
 }
 

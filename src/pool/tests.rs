@@ -239,3 +239,60 @@ async fn try_borrow_idle_takes_only_what_is_idle_and_alive() {
     assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
     assert_eq!(instance.stats().open, 0);
 }
+
+/// A connector that never answers, to drop a borrow mid-connect.
+struct Stuck;
+
+impl Connector<Conn> for Stuck {
+    fn connect(&self) -> ConnectFuture<'_, Conn> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_borrow_dropped_mid_connect_or_mid_wait_gives_its_slot_back() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let stuck = Pool::new(
+        "stuck".into(),
+        instance.clone(),
+        Box::new(Stuck),
+        settings(),
+    );
+    let connecting = tokio::spawn({
+        let p = stuck.clone();
+        async move { p.borrow().await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(
+        instance.stats().open,
+        1,
+        "the slot is reserved while connecting"
+    );
+    connecting.abort();
+    let _ = connecting.await;
+    assert_eq!(
+        instance.stats().open,
+        0,
+        "aborting the connect gave the slot back"
+    );
+
+    // A waiter granted a connection in the same instant it is dropped hands it back.
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    let held = p.borrow().await.unwrap();
+    let waiter = tokio::spawn({
+        let p = p.clone();
+        async move { p.borrow().await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    held.release(true); // granted to the waiter ...
+    waiter.abort(); // ... which is dropped before it runs
+    let _ = waiter.await;
+    let stats = instance.stats();
+    assert_eq!(
+        (stats.open, stats.idle),
+        (1, 1),
+        "the connection went back to the pool"
+    );
+    assert!(p.try_borrow_idle().is_some());
+}

@@ -33,7 +33,8 @@ pub struct PgEndpoint {
     pub users: Arc<Users>,
     pub cancel: Arc<CancelRegistry>,
     pub idle_client_timeout: Duration,
-    pub session_ids: AtomicU64,
+    /// Process-wide: endpoints share pools, and a session id marks unnamed-statement ownership.
+    pub session_ids: Arc<AtomicU64>,
 }
 
 /// Why a client was turned away: sent to it as a FATAL error, logged without secrets.
@@ -428,7 +429,7 @@ mod tests {
             users: Arc::new(Users::default()),
             cancel: Arc::new(CancelRegistry::default()),
             idle_client_timeout: second,
-            session_ids: AtomicU64::new(0),
+            session_ids: Arc::new(AtomicU64::new(0)),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())

@@ -29,10 +29,7 @@ impl<'a> Words<'a> {
                     self.pos = memchr(b'\n', s, self.pos).unwrap_or(s.len());
                 }
                 b'/' if s.get(self.pos + 1) == Some(&b'*') => self.skip_block_comment(),
-                b'\'' => self.skip_quoted(
-                    b'\'',
-                    self.pos > 0 && s[self.pos - 1].eq_ignore_ascii_case(&b'e'),
-                ),
+                b'\'' => self.skip_quoted(b'\'', self.escape_string_prefix()),
                 b'"' => self.skip_quoted(b'"', false),
                 b'$' => self.skip_dollar(),
                 c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
@@ -51,6 +48,16 @@ impl<'a> Words<'a> {
             }
         }
         None
+    }
+
+    /// `E'...'` (backslash escapes) only when the `e` is a token of its own, not the end of a
+    /// word such as `date'...'`.
+    fn escape_string_prefix(&self) -> bool {
+        let s = self.sql;
+        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        self.pos > 0
+            && s[self.pos - 1].eq_ignore_ascii_case(&b'e')
+            && (self.pos < 2 || !ident(s[self.pos - 2]))
     }
 
     fn skip_block_comment(&mut self) {
@@ -129,7 +136,7 @@ fn is(word: &[u8], kw: &str) -> bool {
 pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
     let mut words = Words { sql, pos: 0 };
     let mut at_start = true;
-    let mut stmt: [&[u8]; 3] = [b""; 3];
+    let mut stmt: [&[u8]; 4] = [b""; 4];
     let mut index = 0usize;
     let mut prev: &[u8] = b"";
     let mut in_declare = false;
@@ -143,7 +150,7 @@ pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
             }
             Token::Word(w) => w,
         };
-        if index < 3 {
+        if index < 4 {
             stmt[index] = word;
         }
         index += 1;
@@ -153,7 +160,7 @@ pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
                 return Some(r);
             }
             in_declare = is(word, "declare");
-        } else if index <= 3
+        } else if index <= 4
             && let Some(r) = second_words(&stmt, index)
         {
             return Some(r);
@@ -244,13 +251,15 @@ fn leading_keyword(word: &[u8]) -> Option<PinReason> {
         Some(PinReason::Load)
     } else if is(word, "reset") {
         Some(PinReason::SetParameter)
+    } else if is(word, "deallocate") {
+        Some(PinReason::SessionReset)
     } else {
         None
     }
 }
 
 /// Decisions that need the second or third word of a statement.
-fn second_words(stmt: &[&[u8]; 3], index: usize) -> Option<PinReason> {
+fn second_words(stmt: &[&[u8]; 4], index: usize) -> Option<PinReason> {
     let first = stmt[0];
     if index == 2 && is(first, "set") {
         let w = stmt[1];
@@ -259,13 +268,20 @@ fn second_words(stmt: &[&[u8]; 3], index: usize) -> Option<PinReason> {
         let scoped = is(w, "local") || is(w, "transaction") || is(w, "constraints");
         return (!scoped).then_some(PinReason::SetParameter);
     }
+    if index == 2 && is(first, "discard") && is(stmt[1], "all") {
+        return Some(PinReason::SessionReset);
+    }
     if index == 2 && is(first, "prepare") && !is(stmt[1], "transaction") {
         return Some(PinReason::SqlPrepare);
     }
     if is(first, "create") {
         let temp = |w: &[u8]| is(w, "temp") || is(w, "temporary");
         let scope = |w: &[u8]| is(w, "local") || is(w, "global");
-        if (index == 2 && temp(stmt[1])) || (index == 3 && scope(stmt[1]) && temp(stmt[2])) {
+        let or_replace = index == 4 && is(stmt[1], "or") && is(stmt[2], "replace");
+        if (index == 2 && temp(stmt[1]))
+            || (index == 3 && scope(stmt[1]) && temp(stmt[2]))
+            || (or_replace && temp(stmt[3]))
+        {
             return Some(PinReason::TempObject);
         }
     }
@@ -305,6 +321,14 @@ mod tests {
             ),
             ("declare c cursor without hold for select 1", None),
             ("LOAD 'auto_explain'", Some(Load)),
+            (
+                "create or replace temp view v as select 1",
+                Some(TempObject),
+            ),
+            ("select date'\\'; set role x; --'", Some(SetParameter)),
+            ("select 1; discard all", Some(SessionReset)),
+            ("DEALLOCATE ALL", Some(SessionReset)),
+            ("discard temp", None),
         ];
         for (sql, want) in cases {
             assert_eq!(pin_reason(sql.as_bytes()), *want, "{sql}");

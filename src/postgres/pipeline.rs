@@ -28,8 +28,11 @@ enum Expect {
     Bind,
     Describe,
     Execute,
+    /// `evicted`: the statement sluice closed to make room, prepared again if the server
+    /// skipped this Close after an error.
     Close {
         visible: bool,
+        evicted: Option<u64>,
     },
     /// Sync, simple Query or FunctionCall: answered with ReadyForQuery.
     Ready,
@@ -50,6 +53,18 @@ pub enum ServerEvent {
 
 /// Statement names no client can hold a mapping for: binding them fails as Postgres would.
 const MISSING_UNNAMED: &[u8] = b"_sluice_unnamed_statement_of_another_session";
+/// Every server-side name sluice makes starts so; a client naming one it does not hold a
+/// mapping for is never let through to touch another session's statement.
+const SERVER_NAME_PREFIX: &[u8] = b"_sluice_";
+
+/// The name to send for a statement name the session has no mapping for.
+fn unmapped(name: &[u8]) -> &[u8] {
+    if name.starts_with(SERVER_NAME_PREFIX) {
+        MISSING_UNNAMED
+    } else {
+        name
+    }
+}
 
 #[derive(Debug)]
 pub struct Pipeline {
@@ -151,6 +166,14 @@ impl Pipeline {
                     Some(Deallocate::Name(name)) if self.statements.remove(&name[..]).is_some() => {
                         self.push(Expect::Synthetic(b'D', None), cout);
                     }
+                    Some(Deallocate::Name(name)) if name.starts_with(SERVER_NAME_PREFIX) => {
+                        let sql = format!(
+                            "DEALLOCATE \"{}\"",
+                            String::from_utf8_lossy(MISSING_UNNAMED)
+                        );
+                        wire::query(sout, &sql);
+                        self.push(Expect::Ready, cout);
+                    }
                     other => {
                         if other == Some(Deallocate::All) {
                             // Pinned: the server frees SQL-level statements and ours with them.
@@ -242,9 +265,24 @@ impl Pipeline {
                 if kind == b'S' && self.statements.remove(name).is_some() {
                     // The server keeps the statement for other sessions; the client sees it closed.
                     self.push(Expect::Synthetic(b'3', None), cout);
+                } else if kind == b'S' {
+                    wire::renamed(sout, tag, b"S", unmapped(name), &[]);
+                    self.push(
+                        Expect::Close {
+                            visible: true,
+                            evicted: None,
+                        },
+                        cout,
+                    );
                 } else {
                     sout.extend_from_slice(frame);
-                    self.push(Expect::Close { visible: true }, cout);
+                    self.push(
+                        Expect::Close {
+                            visible: true,
+                            evicted: None,
+                        },
+                        cout,
+                    );
                 }
             }
             b'E' => {
@@ -254,6 +292,12 @@ impl Pipeline {
             }
             b'H' => sout.extend_from_slice(frame),
             _ => sout.extend_from_slice(frame),
+        }
+        if pin == Some(PinReason::SessionReset) {
+            // DISCARD/DEALLOCATE in a form sluice does not answer itself: the server drops
+            // sluice's statements and the session's parameters with the client's.
+            server.clear();
+            self.reset_sent = true;
         }
         if let Some(reason) = pin
             && self.pinned.is_none()
@@ -289,6 +333,8 @@ impl Pipeline {
         } else if let Some(stmt) = self.statements.get(name).cloned() {
             self.ensure_prepared(&stmt, server, prefix, sout, cout);
             wire::renamed(sout, tag, head, &stmt.server_name, rest);
+        } else if name.starts_with(SERVER_NAME_PREFIX) {
+            wire::renamed(sout, tag, head, unmapped(name), rest);
         } else {
             sout.extend_from_slice(frame);
         }
@@ -319,7 +365,13 @@ impl Pipeline {
     ) {
         if let Some(old) = server.insert(stmt.id) {
             wire::close_statement(sout, &server_name(prefix, old));
-            self.push(Expect::Close { visible: false }, cout);
+            self.push(
+                Expect::Close {
+                    visible: false,
+                    evicted: Some(old),
+                },
+                cout,
+            );
         }
         wire::parse_renamed(sout, &stmt.server_name, &stmt.parse_rest);
         let visible = client_name.is_some();
@@ -390,7 +442,7 @@ impl Pipeline {
             b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
             b'C' | b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
             b'3' => match self.expect.pop_front() {
-                Some(Expect::Close { visible }) => visible,
+                Some(Expect::Close { visible, .. }) => visible,
                 other => self.unexpected(other),
             },
             _ => true,
@@ -422,8 +474,10 @@ impl Pipeline {
             let mut r = Reader::new(body, "");
             let ok = match f.tag {
                 b'P' => r.cstr().is_ok_and(|name| {
+                    let query = Reader::new(r.rest(), "Parse").cstr().unwrap_or_default();
                     !name.is_empty()
                         && !self.statements.contains_key(name)
+                        && pin_reason(query).is_none()
                         && registry.confirmed(r.rest()).is_some()
                 }),
                 b'C' => r.u8() == Ok(b'S'),
@@ -528,6 +582,9 @@ impl Pipeline {
             Expect::Synthetic(b'1', Some(name)) => {
                 self.statements.remove(&name);
             }
+            Expect::Close {
+                evicted: Some(id), ..
+            } => server.restore(id),
             _ => {}
         }
     }

@@ -178,8 +178,17 @@ impl Session {
     async fn wait_idle(&mut self, client: &TcpStream) -> Result<bool, ()> {
         let mut waited = Duration::ZERO;
         loop {
+            // Borrow only for a whole message: a client that sends a header and stalls must not
+            // hold a server connection (large CopyData streams; oversized ones fail at once).
             if self.cin.len() >= wire::FRAME_HEADER_LEN {
-                return Ok(self.cin[0] != b'X');
+                let declared =
+                    i32::from_be_bytes([self.cin[1], self.cin[2], self.cin[3], self.cin[4]]);
+                let declared = usize::try_from(declared).unwrap_or(0);
+                let whole = self.cin.len() > declared;
+                let streams = self.cin[0] == b'd' && self.cin.len() >= STREAM_CHUNK;
+                if whole || streams || declared >= MAX_BUFFERED_MESSAGE {
+                    return Ok(self.cin[0] != b'X');
+                }
             }
             let budget = if self.cin.capacity() > 0 || self.cout.capacity() > 0 {
                 SHRINK_AFTER.min(self.idle_timeout.saturating_sub(waited))
@@ -256,6 +265,14 @@ impl Session {
                 && self.server_streaming == 0
             {
                 return Active::Released;
+            }
+            // A pump that stopped at the high-water mark left work that no socket event will
+            // announce (the bytes are already read): go round again now that output drained.
+            if (self.sout.len() < HIGH_WATER && pending_input(&self.cin, self.client_streaming))
+                || (self.cout.len() < HIGH_WATER
+                    && pending_input(&lease.buf, self.server_streaming))
+            {
+                continue;
             }
             // One readiness future per socket (read and/or write interest), not one per
             // direction: the select's state is part of every session task's allocation.
@@ -425,6 +442,7 @@ impl Session {
             || !self.sout.is_empty()
             || !lease.buf.is_empty()
             || self.server_streaming > 0
+            || self.client_streaming > 0
         {
             return; // mid-message: dropping the lease closes it and the server rolls back
         }
@@ -448,6 +466,14 @@ impl Session {
 
 async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> bool {
     matches!(tokio::time::timeout(RESET_TIMEOUT, f).await, Ok(Ok(_)))
+}
+
+/// Whether `buf` holds something a pump can process now: streamed bytes or a whole message.
+fn pending_input(buf: &[u8], streaming: usize) -> bool {
+    if streaming > 0 {
+        return !buf.is_empty();
+    }
+    matches!(wire::next_frame(buf, usize::MAX), Ok(Some(_)) | Err(_))
 }
 
 fn interest(read: bool, write: bool) -> Option<Interest> {
@@ -504,7 +530,7 @@ fn replay_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
     for (name, value) in want {
         if !have.iter().any(|(n, v)| n == name && v == value) {
             sets.push(format!(
-                "pg_catalog.set_config('{}', '{}', false)",
+                "pg_catalog.set_config(E'{}', E'{}', false)",
                 quote(name),
                 quote(value)
             ));
@@ -525,8 +551,9 @@ fn replay_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
     sql
 }
 
+/// Body of an `E'...'` literal: means the same whatever `standard_conforming_strings` is.
 fn quote(s: &str) -> String {
-    s.replace('\'', "''")
+    s.replace('\\', "\\\\").replace('\'', "''")
 }
 
 fn static_code(code: &str) -> &'static str {
@@ -549,10 +576,15 @@ mod tests {
         let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
         let have = vec![s("application_name", "old"), s("timezone", "UTC")];
         let want = vec![s("application_name", "it's"), s("search_path", "a,b")];
+        let slash = vec![s("application_name", "a\\'b")];
+        assert_eq!(
+            replay_sql(&[], &slash),
+            "SELECT pg_catalog.set_config(E'application_name', E'a\\\\''b', false)"
+        );
         assert_eq!(
             replay_sql(&have, &want),
-            "SELECT pg_catalog.set_config('application_name', 'it''s', false), \
-             pg_catalog.set_config('search_path', 'a,b', false); RESET \"timezone\""
+            "SELECT pg_catalog.set_config(E'application_name', E'it''s', false), \
+             pg_catalog.set_config(E'search_path', E'a,b', false); RESET \"timezone\""
         );
         assert_eq!(replay_sql(&want, &want), "");
     }

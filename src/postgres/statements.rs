@@ -129,6 +129,12 @@ impl ServerStatements {
         evict
     }
 
+    /// Marks `id` prepared again, without evicting (its eviction never reached the server).
+    pub fn restore(&mut self, id: u64) {
+        self.tick += 1;
+        self.prepared.insert(id, self.tick);
+    }
+
     pub fn remove(&mut self, id: u64) {
         self.prepared.remove(&id);
     }

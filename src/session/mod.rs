@@ -15,10 +15,12 @@ pub enum PinReason {
     AdvisoryLock,
     CursorWithHold,
     Load,
+    /// `DISCARD`/`DEALLOCATE` inside a multi-statement query or the extended protocol.
+    SessionReset,
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 7] = [
+    pub const ALL: [PinReason; 8] = [
         Self::SetParameter,
         Self::SqlPrepare,
         Self::TempObject,
@@ -26,6 +28,7 @@ impl PinReason {
         Self::AdvisoryLock,
         Self::CursorWithHold,
         Self::Load,
+        Self::SessionReset,
     ];
 
     /// The label used in logs and in `session_pins_total{reason}`.
@@ -38,6 +41,7 @@ impl PinReason {
             Self::AdvisoryLock => "advisory_lock",
             Self::CursorWithHold => "cursor_with_hold",
             Self::Load => "load",
+            Self::SessionReset => "session_reset",
         }
     }
 }

@@ -118,9 +118,11 @@ async fn oversized_and_malformed_messages_end_only_their_session() {
 /// Logs in as `app` over a raw socket (SCRAM via tokio-postgres is not raw): uses md5user's
 /// MD5 login, which is simple to script.
 fn login_raw(proxy: &Sluice) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&startup(MD5USER.0, APPDB)).unwrap();
+    login_raw_port(proxy.port())
+}
+
+/// Answers the MD5 challenge for md5user and reads up to ReadyForQuery.
+fn finish_md5_login(s: &mut TcpStream) {
     let mut head = [0u8; 13];
     s.read_exact(&mut head).unwrap();
     assert_eq!(head[0], b'R');
@@ -142,7 +144,6 @@ fn login_raw(proxy: &Sluice) -> TcpStream {
         s.read_exact(&mut byte).unwrap();
         seen.push(byte[0]);
     }
-    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,4 +381,84 @@ async fn discard_all_in_a_pinned_session_behaves_as_on_postgres() {
     );
     let again = c.prepare("select 43::int").await.unwrap();
     assert_eq!(c.query_one(&again, &[]).await.unwrap().get::<_, i32>(0), 43);
+}
+
+/// A client reading a large result slowly keeps sluice's output above its high-water mark; the
+/// rest of the result must still arrive once it drains (no lost wake-up), and so must COPY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_reach_a_slow_reader_and_large_copies_pass() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::default());
+    let reader = tokio::task::spawn_blocking({
+        let port = proxy.port();
+        move || {
+            let mut s = login_raw_port(port);
+            let q = "select repeat('x', 2000) from generate_series(1, 10000)\0";
+            let mut msg = vec![b'Q'];
+            msg.extend(((q.len() + 4) as u32).to_be_bytes());
+            msg.extend(q.as_bytes());
+            s.write_all(&msg).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut total = 0usize;
+            let mut tail = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = s.read(&mut buf).expect("the rest of the result arrives");
+                assert!(n > 0, "closed after {total} bytes");
+                total += n;
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 16 {
+                    tail.drain(..tail.len() - 16);
+                }
+                if tail.ends_with(&[b'Z', 0, 0, 0, 5, b'I']) {
+                    return total;
+                }
+                std::thread::sleep(Duration::from_millis(2)); // a slow reader
+            }
+        }
+    });
+    let total = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(total > 20_000_000, "{total} bytes");
+
+    let psql = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(pg.bin("psql"));
+        cmd.env("PGPASSWORD", APP.1)
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &proxy.port().to_string(),
+            ])
+            .args(["-U", APP.0, "-d", APPDB])
+            .args(args);
+        crate::support::tools::command_output(&mut cmd)
+    };
+    let (status, _, err) = psql(&["-c", "create table big (a int, b text)"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = psql(&[
+        "-c",
+        "\\copy big from program 'seq -f \"%g\tsome text to make the rows longer\" 1 400000'",
+    ]);
+    assert!(status.success(), "{err}");
+    let (status, out, err) = psql(&["-c", "select count(*), sum(a) from big"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), "400000|80000200000");
+    let (status, out, err) = psql(&["-c", "\\copy big to program 'wc -l'"]);
+    assert!(status.success(), "{err}");
+    assert!(out.is_empty() || out.contains("400000"), "{out}");
+}
+
+fn login_raw_port(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&startup(MD5USER.0, APPDB)).unwrap();
+    finish_md5_login(&mut s);
+    s
 }

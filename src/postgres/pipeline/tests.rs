@@ -435,3 +435,74 @@ fn sql_deallocate_of_a_remapped_statement_is_answered_in_order() {
     rig.client(&mut a, &[frame(b'Q', b"DEALLOCATE nope\0")]);
     assert_eq!(rig.sent(), vec![s('Q', "")]);
 }
+
+#[test]
+fn a_confirmed_statement_that_pins_is_never_answered_locally() {
+    let mut a = ServerStatements::default();
+    let mut first = Rig::new(1);
+    first.client(&mut a, &[parse("s", "set search_path = x"), sync()]);
+    first.sent();
+    first.server(&mut a, &[frame(b'1', b""), ready(b'I')]);
+    let mut second = Rig {
+        registry: first.registry,
+        ..Rig::new(2)
+    };
+    let batch: Vec<u8> = [parse("s", "set search_path = x"), sync()].concat();
+    assert_eq!(
+        second
+            .p
+            .answer_locally(&batch, &second.registry, &mut second.cout),
+        0
+    );
+}
+
+#[test]
+fn names_with_sluices_prefix_never_reach_the_server_unmapped() {
+    let mut a = ServerStatements::default();
+    let mut rig = Rig::new(1);
+    let missing = std::str::from_utf8(MISSING_UNNAMED).unwrap();
+    rig.client(
+        &mut a,
+        &[
+            bind("_sluice_1234abcd_1"),
+            close_stmt("_sluice_1234abcd_1"),
+            sync(),
+        ],
+    );
+    assert_eq!(
+        rig.sent(),
+        vec![s('B', missing), s('C', missing), s('S', "")]
+    );
+    rig.client(&mut a, &[bind("mine"), sync()]);
+    assert_eq!(
+        rig.sent(),
+        vec![s('B', "mine"), s('S', "")],
+        "other names pass: SQL PREPARE"
+    );
+    rig.client(&mut a, &[frame(b'Q', b"DEALLOCATE _sluice_1234abcd_1\0")]);
+    let sent = rig.sout.clone();
+    rig.sent();
+    assert!(String::from_utf8_lossy(&sent).contains(missing));
+}
+
+#[test]
+fn an_eviction_close_skipped_after_an_error_is_undone() {
+    let mut a = ServerStatements::default();
+    let mut rig = Rig::new(1);
+    let cap = crate::postgres::statements::SERVER_STATEMENT_CAPACITY;
+    for i in 0..cap {
+        a.insert(10_000 + i as u64);
+    }
+    // Execute fails, then a new statement needs room: sluice queues Close(oldest) + Parse.
+    rig.client(
+        &mut a,
+        &[frame(b'E', b"\0\0\0\0\0"), parse("n", "select 42"), sync()],
+    );
+    assert!(!a.touch(10_000), "evicted when the Close was queued");
+    rig.server(&mut a, &[error("23505"), ready(b'I')]);
+    assert!(
+        a.touch(10_000),
+        "the server skipped the Close: still prepared there"
+    );
+    assert_eq!(rig.p.statements_len(), 0, "and the Parse never happened");
+}
