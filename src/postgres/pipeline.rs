@@ -43,14 +43,6 @@ enum Expect {
     Internal,
 }
 
-/// What the relay should do after a server message.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ServerEvent {
-    Continue,
-    /// sluice's own query failed; the client gets this error.
-    InternalFailed(String),
-}
-
 /// Statement names no client can hold a mapping for: binding them fails as Postgres would.
 const MISSING_UNNAMED: &[u8] = b"_sluice_unnamed_statement_of_another_session";
 /// Every server-side name sluice makes starts so; a client naming one it does not hold a
@@ -385,139 +377,6 @@ impl Pipeline {
         );
     }
 
-    /// Handles one complete server message, appending it to `cout` unless it answers sluice's
-    /// own message, followed by any synthetic responses now due; returns whether it was forwarded.
-    pub fn server_message(
-        &mut self,
-        frame: &[u8],
-        server: &mut ServerStatements,
-        cout: &mut BytesMut,
-    ) -> bool {
-        let tag = frame[0];
-        tracing::trace!(session = self.session_id, tag = %(tag as char), head = ?self.expect.front(), "server message");
-        if matches!(self.expect.front(), Some(Expect::Internal)) {
-            match tag {
-                b'Z' => {
-                    self.expect.pop_front();
-                }
-                b'E' => {
-                    let body = &frame[wire::FRAME_HEADER_LEN..];
-                    let fields = wire::parse_error_fields(body).unwrap_or_default();
-                    self.internal_error = Some(format!("{} ({})", fields.message, fields.code));
-                }
-                _ => {}
-            }
-            self.emit_synthetic(cout);
-            return false;
-        }
-        let forward = match tag {
-            b'Z' => {
-                while let Some(e) = self.expect.pop_front() {
-                    match e {
-                        Expect::Ready => break,
-                        // Skipped by the server after an error.
-                        other => self.undo(other, server),
-                    }
-                }
-                self.status = frame
-                    .get(wire::FRAME_HEADER_LEN)
-                    .copied()
-                    .unwrap_or(status::IDLE);
-                true
-            }
-            b'E' => {
-                self.fail_until_sync(server);
-                true
-            }
-            b'1' => match self.expect.pop_front() {
-                Some(Expect::Parse { visible, stmt, .. }) => {
-                    if let Some(stmt) = stmt {
-                        stmt.confirm();
-                    }
-                    visible
-                }
-                other => self.unexpected(other),
-            },
-            b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
-            b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
-            b'C' | b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
-            b'3' => match self.expect.pop_front() {
-                Some(Expect::Close { visible, .. }) => visible,
-                other => self.unexpected(other),
-            },
-            _ => true,
-        };
-        if forward {
-            cout.extend_from_slice(frame);
-        }
-        self.emit_synthetic(cout);
-        forward
-    }
-
-    /// Answers a batch of named Parse and Close-statement messages ending in Sync without a
-    /// server connection, when every Parse is of a statement a server of this pool accepted.
-    /// Returns the bytes consumed from `cin` (0: the batch needs a server).
-    pub fn answer_locally(
-        &mut self,
-        cin: &[u8],
-        registry: &StatementRegistry,
-        cout: &mut BytesMut,
-    ) -> usize {
-        if self.status != status::IDLE || !self.expect.is_empty() || self.pinned.is_some() {
-            return 0;
-        }
-        // First pass: check; nothing changes unless the whole batch qualifies.
-        let mut end = 0;
-        for (count, item) in wire::Frames::new(cin, 1 << 20).enumerate() {
-            let Ok((at, f)) = item else { return 0 };
-            let body = f.body(&cin[at..]);
-            let mut r = Reader::new(body, "");
-            let ok = match f.tag {
-                b'P' => r.cstr().is_ok_and(|name| {
-                    let query = Reader::new(r.rest(), "Parse").cstr().unwrap_or_default();
-                    !name.is_empty()
-                        && !self.statements.contains_key(name)
-                        && pin_reason(query).is_none()
-                        && registry.confirmed(r.rest()).is_some()
-                }),
-                b'C' => r.u8() == Ok(b'S'),
-                b'S' if count > 0 => {
-                    end = at + f.len;
-                    break;
-                }
-                _ => false,
-            };
-            if !ok {
-                return 0;
-            }
-        }
-        if end == 0 {
-            return 0;
-        }
-        for item in wire::Frames::new(&cin[..end], 1 << 20) {
-            let Ok((at, f)) = item else { return 0 };
-            let mut r = Reader::new(f.body(&cin[at..]), "");
-            match f.tag {
-                b'P' => {
-                    let name = r.cstr().unwrap_or_default();
-                    if let Some(stmt) = registry.confirmed(r.rest()) {
-                        self.statements.insert(name.into(), stmt);
-                    }
-                    wire::parse_complete(cout);
-                }
-                b'C' => {
-                    let _ = r.u8();
-                    if let Ok(name) = r.cstr() {
-                        self.statements.remove(name);
-                    }
-                    wire::close_complete(cout);
-                }
-                _ => wire::ready_for_query(cout, status::IDLE),
-            }
-        }
-        end
-    }
-
     /// True once after a DISCARD ALL went to the server (the relay replays parameters).
     pub fn take_reset(&mut self) -> bool {
         std::mem::take(&mut self.reset_sent)
@@ -536,90 +395,16 @@ impl Pipeline {
         self.internal_error.take()
     }
 
-    fn pop_if(&mut self, head: impl Fn(&Expect) -> bool) -> bool {
-        if self.expect.front().is_some_and(head) {
-            self.expect.pop_front();
-        }
-        true
-    }
-
-    fn unexpected(&mut self, popped: Option<Expect>) -> bool {
-        tracing::warn!(?popped, "server response out of order");
-        if let Some(e) = popped {
-            self.expect.push_front(e);
-        }
-        true
-    }
-
-    /// An error ends the current message and the server skips the rest up to Sync.
-    fn fail_until_sync(&mut self, server: &mut ServerStatements) {
-        if matches!(self.expect.front(), Some(Expect::Ready) | None) {
-            return; // inside a simple query: its ReadyForQuery still comes
-        }
-        while let Some(e) = self.expect.front() {
-            if matches!(e, Expect::Ready | Expect::Internal) {
-                break;
-            }
-            if let Some(e) = self.expect.pop_front() {
-                self.undo(e, server);
-            }
-        }
-    }
-
-    /// Forgets what a message that never took effect would have created.
-    fn undo(&mut self, e: Expect, server: &mut ServerStatements) {
-        match e {
-            Expect::Parse {
-                stmt: Some(stmt),
-                client_name,
-                ..
-            } => {
-                server.remove(stmt.id);
-                if let Some(name) = client_name {
-                    self.statements.remove(&name);
-                }
-            }
-            Expect::Synthetic(b'1', Some(name)) => {
-                self.statements.remove(&name);
-            }
-            Expect::Close {
-                evicted: Some(id), ..
-            } => server.restore(id),
-            _ => {}
-        }
-    }
-
-    fn emit_synthetic(&mut self, cout: &mut BytesMut) {
-        while let Some(Expect::Synthetic(tag, _)) = self.expect.front() {
-            synth(*tag, self.status, cout);
-            self.expect.pop_front();
-        }
-    }
-
     /// Statements the session has prepared (protocol level).
     pub fn statements_len(&self) -> usize {
         self.statements.len()
     }
 }
 
-/// Writes a response sluice gives in the server's place; `status` is the transaction status
-/// as of this point in the stream.
-fn synth(tag: u8, status: u8, cout: &mut BytesMut) {
-    match tag {
-        b'1' => wire::parse_complete(cout),
-        b'3' => wire::close_complete(cout),
-        b'D' | b'A' | b'X' => {
-            let tag: &[u8] = match tag {
-                b'A' => b"DEALLOCATE ALL",
-                b'X' => b"DISCARD ALL",
-                _ => b"DEALLOCATE",
-            };
-            wire::command_complete(cout, tag);
-            wire::ready_for_query(cout, status);
-        }
-        _ => {}
-    }
-}
+mod local;
+mod responses;
+
+use responses::synth;
 
 #[cfg(test)]
 mod tests;

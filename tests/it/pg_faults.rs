@@ -149,13 +149,7 @@ fn finish_md5_login(s: &mut TcpStream) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_vanishing_mid_transaction_leaves_no_dirty_connection() {
     let pg = PgServer::start();
-    let proxy = Sluice::start_for(
-        &pg,
-        ProxyOptions {
-            pool_size: 1,
-            ..Default::default()
-        },
-    );
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(1));
     let setup = connect(&proxy, APP, APPDB).await.unwrap();
     setup
         .simple_query("create table ledger (id int)")
@@ -193,13 +187,7 @@ async fn a_client_vanishing_mid_transaction_leaves_no_dirty_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_never_reaches_another_session() {
     let pg = PgServer::start();
-    let proxy = Sluice::start_for(
-        &pg,
-        ProxyOptions {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(2));
     let a = connect(&proxy, APP, APPDB).await.unwrap();
     let b = connect(&proxy, APP, APPDB).await.unwrap();
     a.simple_query("set statement_timeout = '1234ms'")
@@ -312,13 +300,7 @@ async fn idle_client_timeout_closes_only_idle_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_killed_by_the_server_are_replaced_unseen() {
     let pg = PgServer::start();
-    let proxy = Sluice::start_for(
-        &pg,
-        ProxyOptions {
-            pool_size: 3,
-            ..Default::default()
-        },
-    );
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(3));
     let clients = [
         connect(&proxy, APP, APPDB).await.unwrap(),
         connect(&proxy, APP, APPDB).await.unwrap(),
@@ -343,13 +325,7 @@ async fn pooled_connections_killed_by_the_server_are_replaced_unseen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discard_all_in_a_pinned_session_behaves_as_on_postgres() {
     let pg = PgServer::start();
-    let proxy = Sluice::start_for(
-        &pg,
-        ProxyOptions {
-            pool_size: 2,
-            ..Default::default()
-        },
-    );
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(2));
     let dsn = format!(
         "host=127.0.0.1 port={} user={} password={} dbname={APPDB} application_name=keepme",
         proxy.port(),

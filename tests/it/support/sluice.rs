@@ -25,6 +25,16 @@ pub struct ProxyOptions {
     pub health_interval: Option<String>,
 }
 
+impl ProxyOptions {
+    /// The defaults with a pool of `size` server connections.
+    pub fn pool(size: u32) -> Self {
+        Self {
+            pool_size: size,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for ProxyOptions {
     fn default() -> Self {
         Self {

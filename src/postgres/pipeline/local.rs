@@ -1,0 +1,76 @@
+//! Answering without a server connection: a batch that only prepares statements this pool's
+//! server already accepted (and closes statements) needs no borrow, which also keeps pgbench's
+//! blocking `PQprepare` from stalling a small pool.
+
+use bytes::BytesMut;
+
+use super::Pipeline;
+use crate::postgres::pinning::pin_reason;
+use crate::postgres::statements::StatementRegistry;
+use crate::postgres::wire::{self, Reader, status};
+
+impl Pipeline {
+    /// Answers a batch of named Parse and Close-statement messages ending in Sync without a
+    /// server connection, when every Parse is of a statement a server of this pool accepted.
+    /// Returns the bytes consumed from `cin` (0: the batch needs a server).
+    pub fn answer_locally(
+        &mut self,
+        cin: &[u8],
+        registry: &StatementRegistry,
+        cout: &mut BytesMut,
+    ) -> usize {
+        if self.status != status::IDLE || !self.expect.is_empty() || self.pinned.is_some() {
+            return 0;
+        }
+        // First pass: check; nothing changes unless the whole batch qualifies.
+        let mut end = 0;
+        for (count, item) in wire::Frames::new(cin, 1 << 20).enumerate() {
+            let Ok((at, f)) = item else { return 0 };
+            let body = f.body(&cin[at..]);
+            let mut r = Reader::new(body, "");
+            let ok = match f.tag {
+                b'P' => r.cstr().is_ok_and(|name| {
+                    let query = Reader::new(r.rest(), "Parse").cstr().unwrap_or_default();
+                    !name.is_empty()
+                        && !self.statements.contains_key(name)
+                        && pin_reason(query).is_none()
+                        && registry.confirmed(r.rest()).is_some()
+                }),
+                b'C' => r.u8() == Ok(b'S'),
+                b'S' if count > 0 => {
+                    end = at + f.len;
+                    break;
+                }
+                _ => false,
+            };
+            if !ok {
+                return 0;
+            }
+        }
+        if end == 0 {
+            return 0;
+        }
+        for item in wire::Frames::new(&cin[..end], 1 << 20) {
+            let Ok((at, f)) = item else { return 0 };
+            let mut r = Reader::new(f.body(&cin[at..]), "");
+            match f.tag {
+                b'P' => {
+                    let name = r.cstr().unwrap_or_default();
+                    if let Some(stmt) = registry.confirmed(r.rest()) {
+                        self.statements.insert(name.into(), stmt);
+                    }
+                    wire::parse_complete(cout);
+                }
+                b'C' => {
+                    let _ = r.u8();
+                    if let Ok(name) = r.cstr() {
+                        self.statements.remove(name);
+                    }
+                    wire::close_complete(cout);
+                }
+                _ => wire::ready_for_query(cout, status::IDLE),
+            }
+        }
+        end
+    }
+}
