@@ -326,20 +326,11 @@ async fn reported_parameters<'a>(
         }
         let (code, message) = errors::borrow_failure(&e);
         tracing::warn!(pool = %pg.pool.name(), error = %e, "first server connection failed");
-        refuse(static_code(code), message)
+        refuse(code, message)
     })?;
     let reported = lease.reported.clone();
     lease.release(true);
     Ok(pg.reported.get_or_init(|| reported))
-}
-
-/// SQLSTATEs pass through as `&'static str`; unknown ones become a connection failure code.
-fn static_code(code: &str) -> &'static str {
-    const KNOWN: [&str; 6] = ["3D000", "28000", "28P01", "53300", "08006", "57P03"];
-    KNOWN
-        .into_iter()
-        .find(|k| *k == code)
-        .unwrap_or(errors::CONNECTION_FAILURE)
 }
 
 /// The session parameters a client asked for at startup, sorted by name for cheap comparison.

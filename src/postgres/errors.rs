@@ -21,7 +21,7 @@ pub fn fatal(buf: &mut BytesMut, code: &str, message: &str) {
 }
 
 /// The SQLSTATE and message a client sees when no server connection could be had.
-pub fn borrow_failure(e: &BorrowError) -> (&str, String) {
+pub fn borrow_failure(e: &BorrowError) -> (&'static str, String) {
     match e {
         BorrowError::Timeout { .. } | BorrowError::Closed { .. } => {
             (TOO_MANY_CONNECTIONS, e.to_string())
@@ -30,11 +30,11 @@ pub fn borrow_failure(e: &BorrowError) -> (&str, String) {
     }
 }
 
-pub fn connect_failure(e: &ConnectError) -> (&str, String) {
+pub fn connect_failure(e: &ConnectError) -> (&'static str, String) {
     match e {
         // The database's own verdict on what the client asked for (e.g. 3D000 unknown database).
         ConnectError::Refused { code, message, .. } if !code.starts_with("28") => {
-            (code.as_str(), message.clone())
+            (passed_through(code), message.clone())
         }
         // sluice's secret was refused: the client's credentials were fine, sluice's were not.
         ConnectError::Refused { instance, .. } => (
@@ -43,4 +43,13 @@ pub fn connect_failure(e: &ConnectError) -> (&str, String) {
         ),
         _ => (CONNECTION_FAILURE, e.to_string()),
     }
+}
+
+/// A server's SQLSTATE that reaches the client as it is; any other becomes a connection failure.
+fn passed_through(code: &str) -> &'static str {
+    const KNOWN: [&str; 4] = ["3D000", TOO_MANY_CONNECTIONS, CONNECTION_FAILURE, "57P03"];
+    KNOWN
+        .into_iter()
+        .find(|k| *k == code)
+        .unwrap_or(CONNECTION_FAILURE)
 }

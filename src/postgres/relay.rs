@@ -126,7 +126,7 @@ impl Session {
                 Err(e) => {
                     let (code, message) = errors::borrow_failure(&e);
                     tracing::warn!(session = self.id, pool = %self.pg.pool.name(), error = %e, "borrow failed");
-                    return Some((static_code(code), message));
+                    return Some((code, message));
                 }
             };
             self.on_borrow(&mut lease);
@@ -181,12 +181,10 @@ impl Session {
             // Borrow only for a whole message: a client that sends a header and stalls must not
             // hold a server connection (large CopyData streams; oversized ones fail at once).
             if self.cin.len() >= wire::FRAME_HEADER_LEN {
-                let declared =
-                    i32::from_be_bytes([self.cin[1], self.cin[2], self.cin[3], self.cin[4]]);
-                let declared = usize::try_from(declared).unwrap_or(0);
-                let whole = self.cin.len() > declared;
+                let declared = wire::declared_len(&self.cin);
+                let whole = self.cin.len() >= declared;
                 let streams = self.cin[0] == b'd' && self.cin.len() >= STREAM_CHUNK;
-                if whole || streams || declared >= MAX_BUFFERED_MESSAGE {
+                if whole || streams || declared > MAX_BUFFERED_MESSAGE {
                     return Ok(self.cin[0] != b'X');
                 }
             }
@@ -333,8 +331,7 @@ impl Session {
             let frame = match wire::next_frame(&cin, usize::MAX) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
-                    let declared =
-                        i32::from_be_bytes([cin[1], cin[2], cin[3], cin[4]]) as usize + 1;
+                    let declared = wire::declared_len(&cin);
                     if tag == b'd' && cin.len() >= STREAM_CHUNK {
                         self.sout.extend_from_slice(&cin);
                         self.client_streaming = declared - cin.len();
@@ -420,8 +417,7 @@ impl Session {
                         && sbuf.len() >= STREAM_CHUNK
                         && !self.pipeline.internal()
                     {
-                        let declared =
-                            i32::from_be_bytes([sbuf[1], sbuf[2], sbuf[3], sbuf[4]]) as usize + 1;
+                        let declared = wire::declared_len(&sbuf);
                         self.cout.extend_from_slice(&sbuf);
                         self.server_streaming = declared - sbuf.len();
                         sbuf.clear();
@@ -554,17 +550,6 @@ fn replay_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
 /// Body of an `E'...'` literal: means the same whatever `standard_conforming_strings` is.
 fn quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "''")
-}
-
-fn static_code(code: &str) -> &'static str {
-    [
-        errors::TOO_MANY_CONNECTIONS,
-        "3D000",
-        errors::CONNECTION_FAILURE,
-    ]
-    .into_iter()
-    .find(|k| *k == code)
-    .unwrap_or(errors::CONNECTION_FAILURE)
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl StatementRegistry {
         let id = reg.next_id;
         let stmt = Arc::new(Statement {
             id,
-            server_name: format!("{}{id}", self.prefix).into_bytes().into(),
+            server_name: server_name(&self.prefix, id).into(),
             parse_rest: Bytes::copy_from_slice(parse_rest),
             confirmed: AtomicBool::new(false),
         });

@@ -31,6 +31,16 @@ impl Frame {
     }
 }
 
+/// The whole length (header included) the frame starting `buf` declares, once its header is
+/// there; 0 for a length word below 4 (which `next_frame` reports as an error).
+pub fn declared_len(buf: &[u8]) -> usize {
+    if buf.len() < FRAME_HEADER_LEN {
+        return 0;
+    }
+    let word = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if word < 4 { 0 } else { word as usize + 1 }
+}
+
 /// Looks at the start of `buf`: `Ok(None)` until a whole frame is there.
 pub fn next_frame(buf: &[u8], max_len: usize) -> Result<Option<Frame>, WireError> {
     if buf.len() < FRAME_HEADER_LEN {
@@ -107,6 +117,13 @@ mod tests {
         assert_eq!(f.body(&buf), b"I");
         assert!(frames.next().is_none());
         assert_eq!(frames.consumed(), 6);
+    }
+
+    #[test]
+    fn declared_length_of_a_partial_frame() {
+        assert_eq!(declared_len(&[b'D', 0, 1, 0, 0]), 65537);
+        assert_eq!(declared_len(&[b'D', 0, 0]), 0, "no header yet");
+        assert_eq!(declared_len(&[b'Q', 0xff, 0xff, 0xff, 0xff]), 0, "negative");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod read;
 mod startup;
 mod write;
 
-pub use frame::{FRAME_HEADER_LEN, Frame, Frames, WireError, next_frame};
+pub use frame::{FRAME_HEADER_LEN, Frame, Frames, WireError, declared_len, next_frame};
 pub use read::{
     AuthRequest, BackendKeyData, ErrorFields, Reader, parse_auth_request, parse_backend_key_data,
     parse_error_fields, parse_parameter_status,
