@@ -7,6 +7,8 @@ pub mod pinning;
 pub mod pipeline;
 pub mod pools;
 pub mod relay;
+pub mod scan;
 pub mod server;
+pub mod settings;
 pub mod statements;
 pub mod wire;

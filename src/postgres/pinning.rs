@@ -1,145 +1,55 @@
-//! Which SQL leaves session state on the server that sluice cannot move: a keyword scanner that
-//! understands comments, quotes and dollar quoting, costing a pass over the bytes, not a parse.
+//! Which SQL leaves session state on the server that sluice cannot move (a pin), which may
+//! change session parameters (tracked instead), and which may release a pin; and the server-side
+//! check that decides whether a pin is really gone.
 
+use super::scan::{Token, Words, is};
 use crate::session::PinReason;
 
-/// Words of one statement, outside literals and comments, lowercased on compare.
-struct Words<'a> {
-    sql: &'a [u8],
-    pos: usize,
-}
+/// Counts what would keep a session on its connection: temporary objects, session advisory
+/// locks, LISTEN channels, cursors WITH HOLD, SQL-level prepared statements. Zero: the session
+/// can move (parameters are tracked; protocol-level statements are sluice's own).
+pub const PIN_CHECK_SQL: &str = "SELECT \
+    (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
+    + (SELECT count(*) FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema()) \
+    + (SELECT count(*) FROM pg_catalog.pg_type WHERE typnamespace = pg_catalog.pg_my_temp_schema()) \
+    + (SELECT count(*) FROM pg_catalog.pg_locks \
+       WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
+    + (SELECT count(*) FROM pg_catalog.pg_listening_channels()) \
+    + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable) \
+    + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql)";
 
-enum Token<'a> {
-    Word(&'a [u8]),
-    Semicolon,
-}
-
-impl<'a> Words<'a> {
-    #[inline]
-    fn next_token(&mut self) -> Option<Token<'a>> {
-        let s = self.sql;
-        while self.pos < s.len() {
-            let c = s[self.pos];
-            match c {
-                b';' => {
-                    self.pos += 1;
-                    return Some(Token::Semicolon);
-                }
-                b'-' if s.get(self.pos + 1) == Some(&b'-') => {
-                    self.pos = memchr(b'\n', s, self.pos).unwrap_or(s.len());
-                }
-                b'/' if s.get(self.pos + 1) == Some(&b'*') => self.skip_block_comment(),
-                b'\'' => self.skip_quoted(b'\'', self.escape_string_prefix()),
-                b'"' => self.skip_quoted(b'"', false),
-                b'$' => self.skip_dollar(),
-                c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
-                    let start = self.pos;
-                    while self.pos < s.len()
-                        && (s[self.pos].is_ascii_alphanumeric()
-                            || s[self.pos] == b'_'
-                            || s[self.pos] == b'$'
-                            || s[self.pos] >= 0x80)
-                    {
-                        self.pos += 1;
-                    }
-                    return Some(Token::Word(&s[start..self.pos]));
-                }
-                _ => self.pos += 1,
-            }
-        }
-        None
-    }
-
-    /// `E'...'` (backslash escapes) only when the `e` is a token of its own, not the end of a
-    /// word such as `date'...'`.
-    fn escape_string_prefix(&self) -> bool {
-        let s = self.sql;
-        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
-        self.pos > 0
-            && s[self.pos - 1].eq_ignore_ascii_case(&b'e')
-            && (self.pos < 2 || !ident(s[self.pos - 2]))
-    }
-
-    fn skip_block_comment(&mut self) {
-        let s = self.sql;
-        let mut depth = 0usize;
-        while self.pos < s.len() {
-            if s[self.pos] == b'/' && s.get(self.pos + 1) == Some(&b'*') {
-                depth += 1;
-                self.pos += 2;
-            } else if s[self.pos] == b'*' && s.get(self.pos + 1) == Some(&b'/') {
-                depth -= 1;
-                self.pos += 2;
-                if depth == 0 {
-                    return;
-                }
-            } else {
-                self.pos += 1;
-            }
-        }
-    }
-
-    fn skip_quoted(&mut self, quote: u8, backslash_escapes: bool) {
-        let s = self.sql;
-        self.pos += 1;
-        while self.pos < s.len() {
-            let c = s[self.pos];
-            if backslash_escapes && c == b'\\' {
-                self.pos += 2;
-                continue;
-            }
-            self.pos += 1;
-            if c == quote {
-                if s.get(self.pos) == Some(&quote) {
-                    self.pos += 1;
-                } else {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// `$tag$ ... $tag$`; a `$` that does not open a dollar quote (e.g. `$1`) is skipped.
-    fn skip_dollar(&mut self) {
-        let s = self.sql;
-        let start = self.pos;
-        let mut end = start + 1;
-        while end < s.len() && (s[end].is_ascii_alphanumeric() || s[end] == b'_') {
-            end += 1;
-        }
-        if end >= s.len() || s[end] != b'$' || s.get(start + 1).is_some_and(u8::is_ascii_digit) {
-            self.pos = start + 1;
-            return;
-        }
-        let tag = &s[start..=end];
-        let body = end + 1;
-        self.pos = s[body..]
-            .windows(tag.len())
-            .position(|w| w == tag)
-            .map_or(s.len(), |i| body + i + tag.len());
-    }
-}
-
-fn memchr(needle: u8, hay: &[u8], from: usize) -> Option<usize> {
-    hay[from..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| from + i)
-}
-
-#[inline]
-fn is(word: &[u8], kw: &str) -> bool {
-    word.eq_ignore_ascii_case(kw.as_bytes())
+/// What running `sql` may do to its session's server-side state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    /// The first reason the statement pins its session.
+    pub pin: Option<PinReason>,
+    /// It may change session parameters (`SET`, `RESET`, `set_config`): read them back after.
+    pub settings: bool,
+    /// It may drop what pins a session: a pinned session checks the server after.
+    pub unpin_hint: bool,
+    /// `LOAD`: a library stays loaded whatever else is undone, so the pin never lifts.
+    pub permanent: bool,
 }
 
 /// The first reason `sql` would pin its session, if any.
 pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
-    let mut words = Words { sql, pos: 0 };
+    effects(sql).pin
+}
+
+/// Scans `sql` once for everything the session must know about it.
+pub fn effects(sql: &[u8]) -> Effects {
+    let mut out = Effects::default();
+    let mut words = Words::new(sql);
     let mut at_start = true;
     let mut stmt: [&[u8]; 4] = [b""; 4];
     let mut index = 0usize;
     let mut prev: &[u8] = b"";
     let mut in_declare = false;
+    fn pin(out: &mut Effects, r: PinReason) {
+        if out.pin.is_none() {
+            out.pin = Some(r);
+        }
+    }
     while let Some(tok) = words.next_token() {
         let word = match tok {
             Token::Semicolon => {
@@ -149,6 +59,7 @@ pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
                 continue;
             }
             Token::Word(w) => w,
+            _ => continue, // only in detailed mode
         };
         if index < 4 {
             stmt[index] = word;
@@ -156,34 +67,54 @@ pub fn pin_reason(sql: &[u8]) -> Option<PinReason> {
         index += 1;
         if at_start {
             at_start = false;
-            if let Some(r) = leading_keyword(word) {
-                return Some(r);
+            match leading_keyword(word) {
+                Some(Leading::Pin(r)) => {
+                    out.permanent |= r == PinReason::Load;
+                    pin(&mut out, r);
+                }
+                Some(Leading::Settings) => out.settings = true,
+                None => {}
             }
             in_declare = is(word, "declare");
-        } else if index <= 4
-            && let Some(r) = second_words(&stmt, index)
-        {
-            return Some(r);
+        } else if index <= 4 {
+            match second_words(&stmt, index) {
+                Some(Leading::Pin(r)) => pin(&mut out, r),
+                Some(Leading::Settings) => out.settings = true,
+                None => {}
+            }
         }
         if is(word, "pg_advisory_lock")
             || is(word, "pg_try_advisory_lock")
             || is(word, "pg_advisory_lock_shared")
             || is(word, "pg_try_advisory_lock_shared")
         {
-            return Some(PinReason::AdvisoryLock);
-        }
-        if is(word, "set_config") {
-            return Some(PinReason::SetParameter);
-        }
-        if is(prev, "into") && (is(word, "temp") || is(word, "temporary")) {
-            return Some(PinReason::TempObject);
-        }
-        if in_declare && is(prev, "with") && is(word, "hold") {
-            return Some(PinReason::CursorWithHold);
+            pin(&mut out, PinReason::AdvisoryLock);
+        } else if is(word, "set_config") {
+            out.settings = true;
+        } else if is(word, "pg_temp")
+            || (is(prev, "into") && (is(word, "temp") || is(word, "temporary")))
+        {
+            pin(&mut out, PinReason::TempObject);
+        } else if in_declare && is(prev, "with") && is(word, "hold") {
+            pin(&mut out, PinReason::CursorWithHold);
+        } else if releases(word) {
+            out.unpin_hint = true;
         }
         prev = word;
     }
-    None
+    out
+}
+
+/// Words of statements that may drop what pins a session (checked on the server after).
+fn releases(word: &[u8]) -> bool {
+    is(word, "drop")
+        || is(word, "discard")
+        || is(word, "unlisten")
+        || is(word, "deallocate")
+        || is(word, "close")
+        || is(word, "pg_advisory_unlock")
+        || is(word, "pg_advisory_unlock_all")
+        || is(word, "pg_advisory_unlock_shared")
 }
 
 /// What a `DEALLOCATE` statement frees, when the statement is exactly that.
@@ -197,7 +128,7 @@ pub enum Deallocate {
 /// Recognises `DEALLOCATE [PREPARE] name|ALL [;]`, the SQL that drivers such as psycopg (before
 /// libpq 17) and ActiveRecord use to free protocol-level statements.
 pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
-    let mut words = Words { sql, pos: 0 };
+    let mut words = Words::new(sql);
     let Some(Token::Word(first)) = words.next_token() else {
         return None;
     };
@@ -231,7 +162,7 @@ pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
 
 /// `DISCARD ALL [;]` and nothing else.
 pub fn discard_all(sql: &[u8]) -> bool {
-    let mut words = Words { sql, pos: 0 };
+    let mut words = Words::new(sql);
     let (Some(Token::Word(a)), Some(Token::Word(b))) = (words.next_token(), words.next_token())
     else {
         return false;
@@ -239,40 +170,39 @@ pub fn discard_all(sql: &[u8]) -> bool {
     let end = match words.next_token() {
         None => true,
         Some(Token::Semicolon) => words.next_token().is_none(),
-        Some(Token::Word(_)) => false,
+        Some(_) => false,
     };
     end && is(a, "discard") && is(b, "all")
 }
 
-fn leading_keyword(word: &[u8]) -> Option<PinReason> {
+enum Leading {
+    Pin(PinReason),
+    Settings,
+}
+
+fn leading_keyword(word: &[u8]) -> Option<Leading> {
     if is(word, "listen") {
-        Some(PinReason::Listen)
+        Some(Leading::Pin(PinReason::Listen))
     } else if is(word, "load") {
-        Some(PinReason::Load)
+        Some(Leading::Pin(PinReason::Load))
     } else if is(word, "reset") {
-        Some(PinReason::SetParameter)
-    } else if is(word, "deallocate") {
-        Some(PinReason::SessionReset)
+        Some(Leading::Settings)
     } else {
         None
     }
 }
 
 /// Decisions that need the second or third word of a statement.
-fn second_words(stmt: &[&[u8]; 4], index: usize) -> Option<PinReason> {
+fn second_words(stmt: &[&[u8]; 4], index: usize) -> Option<Leading> {
     let first = stmt[0];
     if index == 2 && is(first, "set") {
         let w = stmt[1];
-        // SET LOCAL and SET TRANSACTION end with the transaction; SET SESSION AUTHORIZATION,
-        // SET ROLE and plain SET stay.
+        // SET LOCAL and SET TRANSACTION end with the transaction; the rest is tracked.
         let scoped = is(w, "local") || is(w, "transaction") || is(w, "constraints");
-        return (!scoped).then_some(PinReason::SetParameter);
-    }
-    if index == 2 && is(first, "discard") && is(stmt[1], "all") {
-        return Some(PinReason::SessionReset);
+        return (!scoped).then_some(Leading::Settings);
     }
     if index == 2 && is(first, "prepare") && !is(stmt[1], "transaction") {
-        return Some(PinReason::SqlPrepare);
+        return Some(Leading::Pin(PinReason::SqlPrepare));
     }
     if is(first, "create") {
         let temp = |w: &[u8]| is(w, "temp") || is(w, "temporary");
@@ -282,7 +212,7 @@ fn second_words(stmt: &[&[u8]; 4], index: usize) -> Option<PinReason> {
             || (index == 3 && scope(stmt[1]) && temp(stmt[2]))
             || (or_replace && temp(stmt[3]))
         {
-            return Some(PinReason::TempObject);
+            return Some(Leading::Pin(PinReason::TempObject));
         }
     }
     None
@@ -297,19 +227,11 @@ mod tests {
     fn pins() {
         let cases: &[(&str, Option<PinReason>)] = &[
             ("select 1", None),
-            ("SET search_path = x", Some(SetParameter)),
-            ("set local statement_timeout = 5", None),
-            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None),
-            (
-                "begin; set session characteristics as transaction read only",
-                Some(SetParameter),
-            ),
-            ("RESET ALL", Some(SetParameter)),
-            ("select set_config('a.b', '1', false)", Some(SetParameter)),
             ("PREPARE q AS select 1", Some(SqlPrepare)),
             ("PREPARE TRANSACTION 'x'", None),
             ("create temp table t (a int)", Some(TempObject)),
             ("CREATE LOCAL TEMPORARY TABLE t (a int)", Some(TempObject)),
+            ("create table pg_temp.t (a int)", Some(TempObject)),
             ("create table temp (a int)", None),
             ("select * into temp t from x", Some(TempObject)),
             ("LISTEN chan", Some(Listen)),
@@ -325,14 +247,58 @@ mod tests {
                 "create or replace temp view v as select 1",
                 Some(TempObject),
             ),
-            ("select date'\\'; set role x; --'", Some(SetParameter)),
-            ("select 1; discard all", Some(SessionReset)),
-            ("DEALLOCATE ALL", Some(SessionReset)),
+            ("select date'\\'; listen x; --'", Some(Listen)),
+            // What these reset shows in their outcome (CommandComplete), not their text.
+            ("select 1; discard all", None),
+            ("DEALLOCATE ALL", None),
             ("discard temp", None),
         ];
         for (sql, want) in cases {
             assert_eq!(pin_reason(sql.as_bytes()), *want, "{sql}");
         }
+    }
+
+    #[test]
+    fn parameters_are_tracked_not_pinned() {
+        let tracked = [
+            "SET search_path = x",
+            "set session statement_timeout = 5",
+            "begin; set session characteristics as transaction read only",
+            "RESET ALL",
+            "select set_config('a.b', '1', false)",
+            "select date'\\'; set role x; --'",
+            "/* c */ SET x = 1",
+        ];
+        for sql in tracked {
+            let e = effects(sql.as_bytes());
+            assert_eq!((e.pin, e.settings), (None, true), "{sql}");
+        }
+        let scoped = [
+            "set local statement_timeout = 5",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "set constraints all deferred",
+            "update t set x = 1",
+            "create function f() returns int set search_path = x as 'select 1' language sql",
+        ];
+        for sql in scoped {
+            assert_eq!(effects(sql.as_bytes()), Effects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn release_hints() {
+        for sql in [
+            "drop table t",
+            "DISCARD TEMP",
+            "unlisten *",
+            "select pg_advisory_unlock_all()",
+            "close c",
+            "create temp table t (x int) on commit drop",
+        ] {
+            assert!(effects(sql.as_bytes()).unpin_hint, "{sql}");
+        }
+        assert!(!effects(b"select 1").unpin_hint);
+        assert!(effects(b"load 'x'").permanent);
     }
 
     #[test]
@@ -370,6 +336,6 @@ mod tests {
             assert_eq!(pin_reason(sql.as_bytes()), None, "{sql}");
         }
         assert_eq!(pin_reason(b"select 1; listen y"), Some(Listen));
-        assert_eq!(pin_reason(b"/* c */ SET x = 1"), Some(SetParameter));
+        assert_eq!(pin_reason(b"/* c */ LISTEN x"), Some(Listen));
     }
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::pinning::{Deallocate, deallocate, discard_all, pin_reason};
+use super::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
+use super::settings::changes;
 use super::statements::{ServerStatements, Statement, StatementRegistry, server_name};
 use super::wire::{self, Reader, WireError, status};
 use crate::session::PinReason;
@@ -39,8 +40,20 @@ enum Expect {
     /// A response sluice produces itself, in its place in the stream; for a ParseComplete, the
     /// client's statement name to forget if an earlier error means the Parse never happened.
     Synthetic(u8, Option<Box<[u8]>>),
-    /// sluice's own simple query (parameter replay): everything up to its ReadyForQuery is swallowed.
-    Internal,
+    /// sluice's own simple query: everything up to its ReadyForQuery is swallowed (rows kept
+    /// for the purposes that read them).
+    Internal(Purpose),
+}
+
+/// Why sluice runs a query of its own on the session's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Sets the session's parameters where the connection's differ.
+    Replay,
+    /// Reads back parameters a transaction may have changed: rows of (name, value).
+    ReadBack,
+    /// Counts what still pins the session: one row, zero when nothing does.
+    PinCheck,
 }
 
 /// Statement names no client can hold a mapping for: binding them fails as Postgres would.
@@ -69,8 +82,43 @@ pub struct Pipeline {
     pub status: u8,
     pub pinned: Option<PinReason>,
     internal_error: Option<String>,
-    /// A DISCARD ALL went to the server: the connection lost the session's parameters too.
-    reset_sent: bool,
+    /// A DISCARD ALL took effect, here or on the server: the session's parameters are its
+    /// startup ones again.
+    discarded: Option<Discard>,
+    /// Parameter names and values in flight between statements and sluice's read-back;
+    /// boxed because most sessions never change a parameter.
+    pub tracked: Option<Box<Tracked>>,
+    /// `RESET ALL` ran: every parameter sluice knows of must be read back.
+    pub reset_all: bool,
+    /// A parameter change sluice cannot name: the session keeps its connection until DISCARD ALL.
+    pub untracked: bool,
+    /// `LOAD` ran: the session keeps its connection for good.
+    pub loaded: bool,
+    /// A pinned session ran something that may have dropped what pins it.
+    pub pin_check_due: bool,
+    /// The connection must not serve anyone else (a `DEALLOCATE` sluice cannot attribute).
+    pub retire: bool,
+    /// The server refused the last read-back.
+    pub read_back_failed: bool,
+    /// Outcome of the last pin check: `Some(true)` when nothing pins the session any more.
+    pub pin_check: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracked {
+    /// Parameters the session may have changed since the last read-back.
+    pub touched: Vec<String>,
+    /// Rows of the last read-back: (name, value).
+    pub read_back: Vec<(String, Option<String>)>,
+}
+
+/// Where a `DISCARD ALL` took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Answered by sluice: the server connection was not touched.
+    Local,
+    /// Ran on the server: the connection lost every session-level value sluice had set.
+    Server,
 }
 
 impl Pipeline {
@@ -83,7 +131,15 @@ impl Pipeline {
             status: status::IDLE,
             pinned: None,
             internal_error: None,
-            reset_sent: false,
+            discarded: None,
+            tracked: None,
+            reset_all: false,
+            untracked: false,
+            loaded: false,
+            pin_check_due: false,
+            retire: false,
+            read_back_failed: false,
+            pin_check: None,
         }
     }
 
@@ -95,15 +151,49 @@ impl Pipeline {
             && self.pinned.is_none()
     }
 
+    /// Something for the relay to do once the transaction is over (rare: after parameter
+    /// changes, pin-releasing statements and sluice's own queries about them).
+    #[inline]
+    pub fn after_transaction_due(&self) -> bool {
+        self.tracked.is_some()
+            || self.reset_all
+            || self.pin_check_due
+            || self.read_back_failed
+            || self.pin_check.is_some()
+    }
+
     /// Nothing is in flight (a pinned or in-transaction session may still hold the connection).
     pub fn quiet(&self) -> bool {
         self.expect.is_empty() && !self.unsynced
     }
 
     /// Queues sluice's own simple query ahead of the client's messages.
-    pub fn internal_query(&mut self, sql: &str, sout: &mut BytesMut) {
+    pub fn internal_query(&mut self, purpose: Purpose, sql: &str, sout: &mut BytesMut) {
         wire::query(sout, sql);
-        self.expect.push_back(Expect::Internal);
+        self.expect.push_back(Expect::Internal(purpose));
+    }
+
+    pub fn tracked(&mut self) -> &mut Tracked {
+        self.tracked.get_or_insert_with(Box::default)
+    }
+
+    /// Notes what a statement may do to session state; returns the pin it brings, if any.
+    fn track(&mut self, fx: Effects, sql: &[u8]) -> Option<PinReason> {
+        let mut pin = fx.pin;
+        if fx.settings {
+            let c = changes(sql);
+            if !c.names.is_empty() {
+                self.tracked().touched.extend(c.names);
+            }
+            self.reset_all |= c.reset_all;
+            if c.untracked {
+                self.untracked = true;
+                pin = pin.or(Some(PinReason::SetParameter));
+            }
+        }
+        self.loaded |= fx.permanent;
+        self.pin_check_due |= fx.unpin_hint;
+        pin
     }
 
     fn push(&mut self, e: Expect, cout: &mut BytesMut) {
@@ -133,19 +223,13 @@ impl Pipeline {
         match tag {
             b'Q' => {
                 let sql = Reader::new(body, "Query").cstr()?;
-                if discard_all(sql) && self.status == status::IDLE {
+                if discard_all(sql) && self.status == status::IDLE && self.pinned.is_none() {
                     // Unpinned, nothing of the session lives on the server but remapped
-                    // statements: forgetting them is the whole effect. Pinned, the server must
-                    // drop the session's objects, and sluice's statements go with them.
+                    // statements and tracked parameters: forgetting them is the whole effect.
+                    // (Pinned, the server does it, and its CommandComplete says it happened.)
                     self.statements.clear();
-                    if self.pinned.is_none() {
-                        self.push(Expect::Synthetic(b'X', None), cout);
-                    } else {
-                        server.clear();
-                        self.reset_sent = true;
-                        sout.extend_from_slice(frame);
-                        self.push(Expect::Ready, cout);
-                    }
+                    self.discarded = Some(Discard::Local);
+                    self.push(Expect::Synthetic(b'X', None), cout);
                     return Ok(None);
                 }
                 match deallocate(sql) {
@@ -166,13 +250,10 @@ impl Pipeline {
                         wire::query(sout, &sql);
                         self.push(Expect::Ready, cout);
                     }
-                    other => {
-                        if other == Some(Deallocate::All) {
-                            // Pinned: the server frees SQL-level statements and ours with them.
-                            self.statements.clear();
-                            server.clear();
-                        }
-                        pin = pin_reason(sql);
+                    _ => {
+                        // Pinned, DEALLOCATE ALL frees SQL-level statements and sluice's with
+                        // them: its CommandComplete says so.
+                        pin = self.track(effects(sql), sql);
                         sout.extend_from_slice(frame);
                         self.push(Expect::Ready, cout);
                     }
@@ -194,7 +275,7 @@ impl Pipeline {
                 let rest = r.rest();
                 let query = Reader::new(rest, "Parse").cstr()?;
                 if name.is_empty() {
-                    pin = pin_reason(query);
+                    pin = self.track(effects(query), query);
                     server.unnamed_owner = self.session_id;
                     sout.extend_from_slice(frame);
                     self.push(
@@ -218,8 +299,9 @@ impl Pipeline {
                         cout,
                     );
                 } else {
-                    pin = pin_reason(query);
-                    let stmt = registry.intern(rest);
+                    let fx = effects(query);
+                    pin = self.track(fx, query);
+                    let stmt = registry.intern(rest, fx.settings);
                     self.statements.insert(name.into(), stmt.clone());
                     if server.touch(stmt.id) {
                         self.push(Expect::Synthetic(b'1', Some(name.into())), cout);
@@ -285,12 +367,6 @@ impl Pipeline {
             b'H' => sout.extend_from_slice(frame),
             _ => sout.extend_from_slice(frame),
         }
-        if pin == Some(PinReason::SessionReset) {
-            // DISCARD/DEALLOCATE in a form sluice does not answer itself: the server drops
-            // sluice's statements and the session's parameters with the client's.
-            server.clear();
-            self.reset_sent = true;
-        }
         if let Some(reason) = pin
             && self.pinned.is_none()
         {
@@ -323,6 +399,13 @@ impl Pipeline {
                 wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
             }
         } else if let Some(stmt) = self.statements.get(name).cloned() {
+            if stmt.settings && tag == b'B' {
+                // Each execution of a statement that sets parameters is read back after.
+                let query = Reader::new(&stmt.parse_rest, "Parse")
+                    .cstr()
+                    .unwrap_or_default();
+                self.track(effects(query), query);
+            }
             self.ensure_prepared(&stmt, server, prefix, sout, cout);
             wire::renamed(sout, tag, head, &stmt.server_name, rest);
         } else if name.starts_with(SERVER_NAME_PREFIX) {
@@ -377,19 +460,19 @@ impl Pipeline {
         );
     }
 
-    /// True once after a DISCARD ALL went to the server (the relay replays parameters).
-    pub fn take_reset(&mut self) -> bool {
-        std::mem::take(&mut self.reset_sent)
+    /// Where a DISCARD ALL took effect since the last call (the relay resets parameters).
+    pub fn take_discard(&mut self) -> Option<Discard> {
+        self.discarded.take()
     }
 
     /// sluice's own query is the oldest thing in flight.
     pub fn internal(&self) -> bool {
-        matches!(self.expect.front(), Some(Expect::Internal))
+        matches!(self.expect.front(), Some(Expect::Internal(_)))
     }
 
-    /// Takes the error of sluice's own query, once its ReadyForQuery has come.
+    /// Takes the error of sluice's parameter replay, once its ReadyForQuery has come.
     pub fn take_internal_error(&mut self) -> Option<String> {
-        if matches!(self.expect.front(), Some(Expect::Internal)) {
+        if self.internal() {
             return None;
         }
         self.internal_error.take()

@@ -14,11 +14,14 @@ use tokio::time::Duration;
 
 use super::cancel::CancelHandle;
 use super::errors::{self, fatal};
-use super::pipeline::Pipeline;
+use super::pinning::PIN_CHECK_SQL;
+use super::pipeline::{Discard, Pipeline, Purpose};
 use super::pools::PgPool;
 use super::server::ServerConn;
+use super::settings::{Settings, put, read_back_sql, replay_sql};
 use super::wire::{self, status};
 use crate::pool::{BorrowError, Lease};
+use crate::session::{PIN_COUNTS, PinReason};
 
 /// A message that must be inspected is buffered whole up to this size.
 const MAX_BUFFERED_MESSAGE: usize = 64 << 20;
@@ -45,7 +48,10 @@ pub struct Session {
     id: u64,
     pg: Arc<PgPool>,
     cancel: CancelHandle,
-    settings: Vec<(String, String)>,
+    /// Parameters from the startup packet: what DISCARD ALL returns the session to.
+    startup: Box<[(String, String)]>,
+    /// Parameters the session has now (startup ones plus tracked changes).
+    settings: Settings,
     pipeline: Pipeline,
     cin: BytesMut,
     cout: BytesMut,
@@ -62,7 +68,7 @@ impl Session {
         id: u64,
         pg: Arc<PgPool>,
         cancel: CancelHandle,
-        settings: Vec<(String, String)>,
+        startup: Settings,
         leftover: BytesMut,
         idle_timeout: Duration,
     ) -> Self {
@@ -70,7 +76,8 @@ impl Session {
             id,
             pg,
             cancel,
-            settings,
+            settings: startup.clone(),
+            startup: startup.into_boxed_slice(),
             pipeline: Pipeline::new(id),
             // The login's buffer stays only if the client already sent more.
             cin: if leftover.is_empty() {
@@ -134,7 +141,8 @@ impl Session {
             self.cancel.target.set(None);
             match outcome {
                 Active::Released => {
-                    let reusable = lease.buf.is_empty() && !lease.expired();
+                    let retire = std::mem::take(&mut self.pipeline.retire);
+                    let reusable = lease.buf.is_empty() && !lease.expired() && !retire;
                     lease.release(reusable);
                 }
                 Active::ClientGone => {
@@ -225,16 +233,91 @@ impl Session {
 
     fn on_borrow(&mut self, conn: &mut ServerConn) {
         self.cancel.target.set(Some((conn.peer, conn.key)));
-        self.replay_settings(conn);
+        self.replay_settings(conn, false);
     }
 
-    /// Queues the session's startup parameters where the connection's differ.
-    fn replay_settings(&mut self, conn: &mut ServerConn) {
-        if conn.settings != self.settings {
-            let sql = replay_sql(&conn.settings, &self.settings);
-            self.pipeline.internal_query(&sql, &mut self.sout);
+    /// Queues the session's parameters where the connection's differ (`rerun_init`: the
+    /// connection lost every session-level value, the init query's too).
+    fn replay_settings(&mut self, conn: &mut ServerConn, rerun_init: bool) {
+        if conn.settings != self.settings || rerun_init {
+            let sql = replay_sql(
+                &conn.settings,
+                &self.settings,
+                &self.pg.init_query,
+                rerun_init,
+            );
+            if !sql.is_empty() {
+                self.pipeline
+                    .internal_query(Purpose::Replay, &sql, &mut self.sout);
+            }
             conn.settings.clone_from(&self.settings);
         }
+    }
+
+    /// A DISCARD ALL returned the session to its startup parameters.
+    fn on_discard(&mut self, conn: &mut ServerConn, discard: Discard) {
+        self.settings = self.startup.to_vec();
+        if discard == Discard::Server {
+            conn.settings.clear();
+            self.pipeline.untracked = false;
+            self.pipeline.pin_check_due = true;
+        }
+        self.replay_settings(conn, discard == Discard::Server);
+    }
+
+    fn pin(&mut self, reason: PinReason) {
+        tracing::info!(session = self.id, %reason, "session pinned");
+        PIN_COUNTS.pinned(reason);
+    }
+
+    /// Once a transaction is over: takes in what sluice's own queries found, and queues the
+    /// parameter read-back or pin check still due. Returns whether it queued a query.
+    fn after_transaction(&mut self, conn: &mut ServerConn) -> bool {
+        let p = &mut self.pipeline;
+        let tracked = p.tracked.take().map(|t| *t).unwrap_or_default();
+        if std::mem::take(&mut p.read_back_failed) {
+            p.untracked = true;
+            if p.pinned.is_none() {
+                p.pinned = Some(PinReason::SetParameter);
+                self.pin(PinReason::SetParameter);
+            }
+        }
+        let p = &mut self.pipeline;
+        let failed = p.untracked;
+        for (name, value) in tracked.read_back.into_iter().filter(|_| !failed) {
+            let name = name.to_lowercase();
+            let value = value.filter(|v| !(name == "role" && v == "none"));
+            put(&mut self.settings, &name, value.as_deref());
+            put(&mut conn.settings, &name, value.as_deref());
+        }
+        if p.pin_check.take() == Some(true)
+            && !p.untracked
+            && !p.loaded
+            && let Some(reason) = p.pinned.take()
+        {
+            tracing::info!(session = self.id, %reason, "session unpinned: nothing pins it on the server any more");
+            PIN_COUNTS.unpinned(reason);
+        }
+        let mut names = tracked.touched;
+        if std::mem::take(&mut p.reset_all) {
+            // RESET ALL also undid what the init query set: such a connection serves no one else.
+            names.extend(self.settings.iter().map(|(n, _)| n.clone()));
+            names.extend(conn.settings.iter().map(|(n, _)| n.clone()));
+            p.retire |= !self.pg.init_query.is_empty();
+        }
+        let mut queued = false;
+        if !names.is_empty() {
+            names.sort();
+            names.dedup();
+            p.internal_query(Purpose::ReadBack, &read_back_sql(&names), &mut self.sout);
+            queued = true;
+        }
+        let check = std::mem::take(&mut p.pin_check_due);
+        if check && p.pinned.is_some() && !p.untracked && !p.loaded {
+            p.internal_query(Purpose::PinCheck, PIN_CHECK_SQL, &mut self.sout);
+            queued = true;
+        }
+        queued
     }
 
     async fn active(&mut self, client: &TcpStream, lease: &mut Lease<ServerConn>) -> Active {
@@ -244,12 +327,16 @@ impl Session {
             }
             self.pump_server(lease);
             if let Some(error) = self.pipeline.take_internal_error() {
-                // The client's own startup parameters were refused: as Postgres would at startup.
+                // The session's parameters cannot be had on this connection (at first use: the
+                // client's startup parameters, refused as Postgres would at startup).
                 lease.settings.clear();
                 return Active::Fatal(
                     errors::PROTOCOL_VIOLATION,
-                    format!("invalid startup parameter: {error}"),
+                    format!("invalid session parameter: {error}"),
                 );
+            }
+            if let Some(discard) = self.pipeline.take_discard() {
+                self.on_discard(lease, discard);
             }
             if try_flush(client, &mut self.cout).is_err() {
                 return Active::ClientGone;
@@ -257,12 +344,18 @@ impl Session {
             if try_flush(&lease.stream, &mut self.sout).is_err() {
                 return Active::ServerGone;
             }
-            if self.pipeline.releasable()
+            if self.pipeline.quiet()
+                && self.pipeline.status == status::IDLE
                 && self.sout.is_empty()
                 && self.client_streaming == 0
                 && self.server_streaming == 0
             {
-                return Active::Released;
+                if self.pipeline.after_transaction_due() && self.after_transaction(lease) {
+                    continue;
+                }
+                if self.pipeline.releasable() {
+                    return Active::Released;
+                }
             }
             // A pump that stopped at the high-water mark left work that no socket event will
             // announce (the bytes are already read): go round again now that output drained.
@@ -365,11 +458,10 @@ impl Session {
                 &mut self.sout,
                 &mut self.cout,
             ) {
-                Ok(Some(reason)) => tracing::info!(session = self.id, %reason, "session pinned"),
+                Ok(Some(reason)) => self.pin(reason),
                 Ok(None) => {
-                    if self.pipeline.take_reset() {
-                        conn.settings.clear();
-                        self.replay_settings(conn);
+                    if let Some(discard) = self.pipeline.take_discard() {
+                        self.on_discard(conn, discard);
                     }
                 }
                 Err(e) => {
@@ -447,7 +539,9 @@ impl Session {
         if self.pipeline.status != status::IDLE {
             clean = timed(lease.simple_query(login, "ROLLBACK")).await;
         }
-        if clean && self.pipeline.pinned.is_some() {
+        let p = &self.pipeline;
+        let unknown_state = p.pinned.is_some() || p.tracked.is_some() || p.reset_all;
+        if clean && unknown_state {
             clean = timed(lease.simple_query(login, "DISCARD ALL")).await;
             lease.statements.clear();
             lease.settings.clear();
@@ -455,7 +549,7 @@ impl Session {
                 clean = timed(lease.simple_query(login, &self.pg.init_query)).await;
             }
         }
-        let reusable = clean && !lease.expired();
+        let reusable = clean && !lease.expired() && !self.pipeline.retire;
         lease.release(reusable);
     }
 }
@@ -516,61 +610,4 @@ fn try_flush(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
     }
     buf.clear();
     Ok(())
-}
-
-/// SQL that turns a connection's settings (`have`) into the session's (`want`); both sorted.
-/// `set_config` takes the raw string as a startup parameter would (lists like search_path).
-fn replay_sql(have: &[(String, String)], want: &[(String, String)]) -> String {
-    let mut sets = Vec::new();
-    let mut sql = String::new();
-    for (name, value) in want {
-        if !have.iter().any(|(n, v)| n == name && v == value) {
-            sets.push(format!(
-                "pg_catalog.set_config(E'{}', E'{}', false)",
-                quote(name),
-                quote(value)
-            ));
-        }
-    }
-    if !sets.is_empty() {
-        sql.push_str("SELECT ");
-        sql.push_str(&sets.join(", "));
-    }
-    for (name, _) in have {
-        if !want.iter().any(|(n, _)| n == name) {
-            if !sql.is_empty() {
-                sql.push_str("; ");
-            }
-            sql.push_str(&format!("RESET \"{}\"", name.replace('"', "\"\"")));
-        }
-    }
-    sql
-}
-
-/// Body of an `E'...'` literal: means the same whatever `standard_conforming_strings` is.
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\'', "''")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::replay_sql;
-
-    #[test]
-    fn replay_sets_what_differs_and_resets_what_is_gone() {
-        let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-        let have = vec![s("application_name", "old"), s("timezone", "UTC")];
-        let want = vec![s("application_name", "it's"), s("search_path", "a,b")];
-        let slash = vec![s("application_name", "a\\'b")];
-        assert_eq!(
-            replay_sql(&[], &slash),
-            "SELECT pg_catalog.set_config(E'application_name', E'a\\\\''b', false)"
-        );
-        assert_eq!(
-            replay_sql(&have, &want),
-            "SELECT pg_catalog.set_config(E'application_name', E'it''s', false), \
-             pg_catalog.set_config(E'search_path', E'a,b', false); RESET \"timezone\""
-        );
-        assert_eq!(replay_sql(&want, &want), "");
-    }
 }

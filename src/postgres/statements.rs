@@ -23,6 +23,8 @@ pub struct Statement {
     pub server_name: Box<[u8]>,
     /// Query text, NUL, parameter count and types: what follows the name in a Parse.
     pub parse_rest: Bytes,
+    /// Executing it may change session parameters (read back after each execution).
+    pub settings: bool,
     /// A server of this pool has accepted this Parse, so a client's Parse of it can be
     /// answered without a server connection.
     confirmed: AtomicBool,
@@ -69,7 +71,7 @@ impl StatementRegistry {
             .cloned()
     }
 
-    pub fn intern(&self, parse_rest: &[u8]) -> Arc<Statement> {
+    pub fn intern(&self, parse_rest: &[u8], settings: bool) -> Arc<Statement> {
         let mut reg = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = reg.by_body.get(parse_rest) {
             return s.clone();
@@ -80,6 +82,7 @@ impl StatementRegistry {
             id,
             server_name: server_name(&self.prefix, id).into(),
             parse_rest: Bytes::copy_from_slice(parse_rest),
+            settings,
             confirmed: AtomicBool::new(false),
         });
         if reg.by_body.len() < REGISTRY_CAPACITY {
@@ -167,9 +170,9 @@ mod tests {
     #[test]
     fn same_text_same_statement() {
         let reg = StatementRegistry::new("_s_x_".into());
-        let a = reg.intern(b"select 1\0\0\0");
-        let b = reg.intern(b"select 1\0\0\0");
-        let c = reg.intern(b"select 2\0\0\0");
+        let a = reg.intern(b"select 1\0\0\0", false);
+        let b = reg.intern(b"select 1\0\0\0", false);
+        let c = reg.intern(b"select 2\0\0\0", false);
         assert!(Arc::ptr_eq(&a, &b));
         assert_ne!(a.id, c.id);
         assert_eq!(&*a.server_name, format!("_s_x_{}", a.id).as_bytes());

@@ -1,12 +1,14 @@
 //! Engine-neutral session state: why a session is pinned to its server connection.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a client session keeps its server connection past a transaction. Every pin is logged with
 /// its reason and (with the metrics issue) counted per reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PinReason {
-    /// `SET`/`RESET`/`set_config()` of a session parameter (until parameters are tracked).
+    /// A parameter change sluice cannot track: `set_config()` of a computed name, `SET SESSION
+    /// AUTHORIZATION` (plain `SET`/`RESET`/`set_config()` are tracked and replayed instead).
     SetParameter,
     /// SQL-level `PREPARE` (protocol-level statements are remapped instead).
     SqlPrepare,
@@ -15,12 +17,41 @@ pub enum PinReason {
     AdvisoryLock,
     CursorWithHold,
     Load,
-    /// `DISCARD`/`DEALLOCATE` inside a multi-statement query or the extended protocol.
-    SessionReset,
+}
+
+/// Pins and unpins per reason since start: `session_pins_total{reason}` and
+/// `session_unpins_total{reason}` for the metrics endpoint.
+#[derive(Debug)]
+pub struct PinCounts {
+    pins: [AtomicU64; PinReason::ALL.len()],
+    unpins: [AtomicU64; PinReason::ALL.len()],
+}
+
+pub static PIN_COUNTS: PinCounts = PinCounts {
+    pins: [const { AtomicU64::new(0) }; PinReason::ALL.len()],
+    unpins: [const { AtomicU64::new(0) }; PinReason::ALL.len()],
+};
+
+impl PinCounts {
+    pub fn pinned(&self, reason: PinReason) {
+        self.pins[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unpinned(&self, reason: PinReason) {
+        self.unpins[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn pins(&self, reason: PinReason) -> u64 {
+        self.pins[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn unpins(&self, reason: PinReason) -> u64 {
+        self.unpins[reason as usize].load(Ordering::Relaxed)
+    }
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 8] = [
+    pub const ALL: [PinReason; 7] = [
         Self::SetParameter,
         Self::SqlPrepare,
         Self::TempObject,
@@ -28,7 +59,6 @@ impl PinReason {
         Self::AdvisoryLock,
         Self::CursorWithHold,
         Self::Load,
-        Self::SessionReset,
     ];
 
     /// The label used in logs and in `session_pins_total{reason}`.
@@ -41,7 +71,6 @@ impl PinReason {
             Self::AdvisoryLock => "advisory_lock",
             Self::CursorWithHold => "cursor_with_hold",
             Self::Load => "load",
-            Self::SessionReset => "session_reset",
         }
     }
 }
@@ -49,5 +78,22 @@ impl PinReason {
 impl fmt::Display for PinReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter() {
+        for (i, r) in PinReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in declaration order");
+            let (pins, unpins) = (PIN_COUNTS.pins(r), PIN_COUNTS.unpins(r));
+            PIN_COUNTS.pinned(r);
+            assert_eq!(PIN_COUNTS.pins(r), pins + 1);
+            PIN_COUNTS.unpinned(r);
+            assert_eq!(PIN_COUNTS.unpins(r), unpins + 1);
+        }
     }
 }

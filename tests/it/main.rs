@@ -18,3 +18,4 @@ mod harness_selftest;
 mod pg_config;
 mod pg_faults;
 mod pg_proxy;
+mod pg_state;

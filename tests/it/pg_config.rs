@@ -51,10 +51,10 @@ async fn init_query_runs_on_new_connections_and_again_after_a_reset() {
     assert_eq!(scalar(&first, "show work_mem").await, "7MB");
     drop(first);
     for round in 0..3 {
-        let pinned = connect(&proxy, APP, APPDB).await.unwrap();
-        pinned.simple_query("set work_mem = '1MB'").await.unwrap(); // pins, then DISCARD ALL on close
-        assert_eq!(scalar(&pinned, "show work_mem").await, "1MB");
-        drop(pinned);
+        let changed = connect(&proxy, APP, APPDB).await.unwrap();
+        changed.simple_query("set work_mem = '1MB'").await.unwrap(); // tracked; RESET + init query on reuse
+        assert_eq!(scalar(&changed, "show work_mem").await, "1MB");
+        drop(changed);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let next = connect(&proxy, APP, APPDB).await.unwrap();
         assert_eq!(scalar(&next, "show work_mem").await, "7MB", "round {round}");

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 
-use super::{Expect, Pipeline};
+use super::{Discard, Expect, Pipeline, Purpose};
 use crate::postgres::statements::ServerStatements;
 use crate::postgres::wire::{self, status};
 
@@ -19,18 +19,9 @@ impl Pipeline {
     ) -> bool {
         let tag = frame[0];
         tracing::trace!(session = self.session_id, tag = %(tag as char), head = ?self.expect.front(), "server message");
-        if matches!(self.expect.front(), Some(Expect::Internal)) {
-            match tag {
-                b'Z' => {
-                    self.expect.pop_front();
-                }
-                b'E' => {
-                    let body = &frame[wire::FRAME_HEADER_LEN..];
-                    let fields = wire::parse_error_fields(body).unwrap_or_default();
-                    self.internal_error = Some(format!("{} ({})", fields.message, fields.code));
-                }
-                _ => {}
-            }
+        if let Some(Expect::Internal(purpose)) = self.expect.front() {
+            let purpose = *purpose;
+            self.internal_message(purpose, tag, &frame[wire::FRAME_HEADER_LEN..]);
             self.emit_synthetic(cout);
             return false;
         }
@@ -64,7 +55,11 @@ impl Pipeline {
             },
             b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
             b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
-            b'C' | b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
+            b'C' => {
+                self.command_complete(&frame[wire::FRAME_HEADER_LEN..], server);
+                self.pop_if(|e| matches!(e, Expect::Execute))
+            }
+            b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
             b'3' => match self.expect.pop_front() {
                 Some(Expect::Close { visible, .. }) => visible,
                 other => self.unexpected(other),
@@ -76,6 +71,71 @@ impl Pipeline {
         }
         self.emit_synthetic(cout);
         forward
+    }
+
+    /// The answer to sluice's own query: kept where its purpose needs it, never forwarded.
+    fn internal_message(&mut self, purpose: Purpose, tag: u8, body: &[u8]) {
+        match tag {
+            b'Z' => {
+                self.expect.pop_front();
+            }
+            b'D' => {
+                let Ok(cols) = wire::parse_data_row(body) else {
+                    return;
+                };
+                let text = |i: usize| {
+                    cols.get(i)
+                        .copied()
+                        .flatten()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                };
+                match purpose {
+                    Purpose::ReadBack => {
+                        if let Some(name) = text(0) {
+                            self.tracked().read_back.push((name, text(1)));
+                        }
+                    }
+                    Purpose::PinCheck => self.pin_check = Some(text(0).as_deref() == Some("0")),
+                    Purpose::Replay => {}
+                }
+            }
+            b'E' => {
+                let fields = wire::parse_error_fields(body).unwrap_or_default();
+                let error = format!("{} ({})", fields.message, fields.code);
+                match purpose {
+                    Purpose::Replay => self.internal_error = Some(error),
+                    Purpose::ReadBack => {
+                        tracing::warn!(session = self.session_id, %error, "reading session parameters back failed");
+                        self.read_back_failed = true;
+                    }
+                    Purpose::PinCheck => {
+                        tracing::warn!(session = self.session_id, %error, "pin check failed");
+                        self.pin_check = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Statements whose effect on sluice's bookkeeping shows only in their outcome.
+    fn command_complete(&mut self, body: &[u8], server: &mut ServerStatements) {
+        let tag = body.strip_suffix(b"\0").unwrap_or(body);
+        match tag {
+            b"DISCARD ALL" => {
+                self.statements.clear();
+                server.clear();
+                self.discarded = Some(Discard::Server);
+            }
+            b"DEALLOCATE ALL" => {
+                self.statements.clear();
+                server.clear();
+            }
+            // A client's DEALLOCATE of a name sluice does not map may have freed one of
+            // sluice's statements: this connection's bookkeeping can no longer be trusted.
+            b"DEALLOCATE" => self.retire = true,
+            _ => {}
+        }
     }
 
     fn pop_if(&mut self, head: impl Fn(&Expect) -> bool) -> bool {
@@ -99,7 +159,7 @@ impl Pipeline {
             return; // inside a simple query: its ReadyForQuery still comes
         }
         while let Some(e) = self.expect.front() {
-            if matches!(e, Expect::Ready | Expect::Internal) {
+            if matches!(e, Expect::Ready | Expect::Internal(_)) {
                 break;
             }
             if let Some(e) = self.expect.pop_front() {

@@ -336,7 +336,8 @@ fn another_sessions_unnamed_statement_is_never_bound() {
 fn internal_query_is_swallowed_and_its_error_reported() {
     let mut a = ServerStatements::default();
     let mut rig = Rig::new(1);
-    rig.p.internal_query("SET x = 1", &mut rig.sout);
+    rig.p
+        .internal_query(Purpose::Replay, "SET x = 1", &mut rig.sout);
     rig.client(&mut a, &[frame(b'Q', b"select 1\0")]);
     let got = rig.server(
         &mut a,
@@ -440,14 +441,14 @@ fn sql_deallocate_of_a_remapped_statement_is_answered_in_order() {
 fn a_confirmed_statement_that_pins_is_never_answered_locally() {
     let mut a = ServerStatements::default();
     let mut first = Rig::new(1);
-    first.client(&mut a, &[parse("s", "set search_path = x"), sync()]);
+    first.client(&mut a, &[parse("s", "listen x"), sync()]);
     first.sent();
     first.server(&mut a, &[frame(b'1', b""), ready(b'I')]);
     let mut second = Rig {
         registry: first.registry,
         ..Rig::new(2)
     };
-    let batch: Vec<u8> = [parse("s", "set search_path = x"), sync()].concat();
+    let batch: Vec<u8> = [parse("s", "listen x"), sync()].concat();
     assert_eq!(
         second
             .p

@@ -119,6 +119,21 @@ pub fn parse_backend_key_data(body: &[u8]) -> Result<BackendKeyData, WireError> 
     })
 }
 
+/// The columns of a DataRow (None for NULL).
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let mut r = Reader::new(body, "DataRow");
+    let count = r.take(2)?;
+    let count = u16::from_be_bytes([count[0], count[1]]);
+    (0..count)
+        .map(|_| match r.i32()? {
+            -1 => Ok(None),
+            n => Ok(Some(
+                r.take(usize::try_from(n).map_err(|_| r.malformed())?)?,
+            )),
+        })
+        .collect()
+}
+
 /// The fields of an ErrorResponse or NoticeResponse that sluice logs or acts on.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ErrorFields<'a> {
@@ -161,6 +176,14 @@ mod tests {
         let f = parse_error_fields(&buf[5..]).unwrap();
         assert_eq!((f.severity, f.code), ("FATAL", "28P01"));
         assert_eq!(f.message, "password authentication failed");
+    }
+
+    #[test]
+    fn data_rows() {
+        let body = b"\0\x02\0\0\0\x02ab\xff\xff\xff\xff";
+        assert_eq!(parse_data_row(body).unwrap(), vec![Some(&b"ab"[..]), None]);
+        assert!(parse_data_row(b"\0\x01\0\0\0\x05ab").is_err());
+        assert!(parse_data_row(b"\0\x01\xff\xff\xff\xfe").is_err());
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! Session state through transaction pooling: parameters follow their session onto whatever
+//! connection it borrows and behave as on a direct connection, pins come and go with the state
+//! that caused them, and no session ever sees another's.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::support::client::{code, connect, scalar};
+use crate::support::postgres::{APP, APPDB, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice};
+
+/// Every row value (or the SQLSTATE) a simple query returns, as one string.
+async fn outcome(c: &Client, sql: &str) -> String {
+    match c.simple_query(sql).await {
+        Ok(messages) => messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Err(e) => format!("error {}", code(&e)),
+    }
+}
+
+async fn direct(pg: &PgServer) -> Client {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={APPDB}",
+        pg.port(),
+        APP.0,
+        APP.1
+    );
+    let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Statements whose outcome depends on parameters set, rolled back, reset and discarded.
+const SCRIPT: &[&str] = &[
+    "show statement_timeout",
+    "set statement_timeout = '1234ms'",
+    "show statement_timeout",
+    "begin",
+    "set statement_timeout = '5s'",
+    "rollback",
+    "show statement_timeout",
+    "begin",
+    "set local work_mem = '1MB'",
+    "show work_mem",
+    "commit",
+    "show work_mem",
+    "begin; set statement_timeout = '2s'; savepoint s; set statement_timeout = '3s'; \
+     rollback to s; commit",
+    "show statement_timeout",
+    "set statement_timeout = 'bogus'",
+    "show statement_timeout",
+    "select set_config('app.tenant', 'x', false)",
+    "select current_setting('app.tenant')",
+    "begin",
+    "select set_config('app.tenant', 'y', true)",
+    "commit",
+    "select current_setting('app.tenant')",
+    "set search_path to \"My Schema\", public",
+    "show search_path",
+    "set time zone 'Asia/Tokyo'",
+    "select extract(timezone_hour from now())::text",
+    "set datestyle = 'German'",
+    "select '2024-01-02'::date::text",
+    "set session characteristics as transaction isolation level repeatable read",
+    "show transaction_isolation",
+    "reset statement_timeout",
+    "show statement_timeout",
+    "set application_name = 'changed'",
+    "show application_name",
+    "reset all",
+    "show search_path",
+    "select current_setting('app.tenant', true)",
+    "show application_name",
+    "show transaction_isolation",
+    "set statement_timeout = '4321ms'",
+    "set app.tenant = 'z'",
+    "discard all",
+    "show statement_timeout",
+    "select coalesce(current_setting('app.tenant', true), 'unset')",
+];
+
+/// The script through sluice, on one shared server connection that another session keeps
+/// using with its own parameters in between, gives exactly what a direct connection gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_behave_as_on_a_direct_connection_while_the_connection_is_shared() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(1));
+    let plain = direct(&pg).await;
+    let a = connect(&proxy, APP, APPDB).await.unwrap();
+    let b = connect(&proxy, APP, APPDB).await.unwrap();
+    b.simple_query("set statement_timeout = '777ms'; set app.tenant = 'b'")
+        .await
+        .unwrap();
+    let mut in_transaction = false;
+    for sql in SCRIPT {
+        let want = outcome(&plain, sql).await;
+        let got = outcome(&a, sql).await;
+        assert_eq!(got, want, "{sql}");
+        match *sql {
+            "begin" => in_transaction = true,
+            "commit" | "rollback" => in_transaction = false,
+            _ => {}
+        }
+        if in_transaction {
+            continue; // a holds the one connection until its transaction ends
+        }
+        // The other session on the same connection keeps its own values throughout.
+        assert_eq!(
+            outcome(
+                &b,
+                "select current_setting('statement_timeout') || current_setting('app.tenant')"
+            )
+            .await,
+            "777msb",
+            "after {sql}"
+        );
+    }
+    assert_eq!(
+        pg.backend_count(APP.0, APPDB),
+        2,
+        "the direct connection and sluice's one"
+    );
+    let log = proxy.log_contents();
+    assert!(!log.contains("session pinned"), "{log}");
+}
+
+/// Many sessions with their own parameters on a pool of 2: every read sees the session's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_never_see_each_others_parameters() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(2));
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let c = connect(&proxy, APP, APPDB).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            c.simple_query(&format!(
+                "set statement_timeout = '{}ms'; select set_config('app.who', '{i}', false)",
+                1001 + i
+            ))
+            .await
+            .unwrap();
+            for _ in 0..40 {
+                let seen = scalar(
+                    &c,
+                    "select current_setting('app.who') || '/' || current_setting('statement_timeout')",
+                )
+                .await;
+                assert_eq!(seen, format!("{i}/{}ms", 1001 + i));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fresh = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(scalar(&fresh, "show statement_timeout").await, "0");
+    assert_eq!(
+        scalar(
+            &fresh,
+            "select coalesce(current_setting('app.who', true), '')"
+        )
+        .await,
+        ""
+    );
+    assert!(pg.backend_count(APP.0, APPDB) <= 2);
+}
+
+/// With a pool of one, a pinned session holds the only connection: another session's query
+/// times out until the state is gone and the pin lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_lift_when_the_state_that_caused_them_is_gone() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 1,
+            borrow_timeout: "1s".into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let a = connect(&proxy, APP, APPDB).await.unwrap();
+    // A borrow timeout ends the waiting session (as PgBouncer's query_wait_timeout does), so
+    // each probe is a fresh session.
+    let blocked = async || {
+        let b = connect(&proxy, APP, APPDB).await.unwrap();
+        code(&b.simple_query("select 1").await.unwrap_err())
+    };
+    let free = async || {
+        let b = connect(&proxy, APP, APPDB).await.unwrap();
+        scalar(&b, "select 'free'").await
+    };
+    let cases = [
+        ("create temp table t (x int)", "drop table t"),
+        (
+            "select pg_advisory_lock(42)",
+            "select pg_advisory_unlock(42)",
+        ),
+        ("listen chan", "unlisten *"),
+        (
+            "begin; declare c cursor with hold for select 1; commit",
+            "close c",
+        ),
+        ("prepare q as select 1", "deallocate q"),
+        (
+            "create temp table u (x int); select pg_advisory_lock(7)",
+            "drop table u; select pg_advisory_unlock_all()",
+        ),
+    ];
+    for (pin, unpin) in cases {
+        a.simple_query(pin).await.unwrap();
+        assert_eq!(blocked().await, "53300", "{pin} pins");
+        a.simple_query(unpin).await.unwrap();
+        assert_eq!(free().await, "free", "{unpin} unpins");
+    }
+    // Half the state gone is not enough.
+    a.simple_query("create temp table v (x int); listen other")
+        .await
+        .unwrap();
+    a.simple_query("drop table v").await.unwrap();
+    assert_eq!(blocked().await, "53300");
+    a.simple_query("unlisten other").await.unwrap();
+    assert_eq!(free().await, "free");
+    // Gone by the end of its own transaction: never held past it.
+    a.simple_query("begin; create temp table w (x int) on commit drop; commit")
+        .await
+        .unwrap();
+    assert_eq!(free().await, "free");
+    // a's temp tables are really gone.
+    let b = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(
+        scalar(
+            &b,
+            "select count(*) from pg_class where relpersistence = 't'"
+        )
+        .await,
+        "0"
+    );
+    let log = proxy.log_contents();
+    for reason in [
+        "temp_object",
+        "advisory_lock",
+        "listen",
+        "cursor_with_hold",
+        "sql_prepare",
+    ] {
+        assert!(
+            log.contains(&format!("reason=\"{reason}\""))
+                || log.contains(&format!("reason={reason}")),
+            "{reason} logged:\n{log}"
+        );
+    }
+    assert!(log.contains("session unpinned"), "{log}");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
