@@ -1,12 +1,15 @@
-//! Real drivers through sluice: psycopg 3 and pgjdbc under concurrent load on a small pool, and
-//! two users that must never share a server connection.
+//! Real drivers through sluice: psycopg 3, pgjdbc and node-postgres under concurrent load on a
+//! small pool, cancel requests from psycopg and pgjdbc, and two users that must never share a
+//! server connection.
 //!
 //! The client programs live in `tests/it/drivers/` next to the test modules; each checks every
 //! result it gets and prints a summary line that the tests compare with what PostgreSQL (asked
 //! directly) holds. While a load runs, the tests sample the server's backends to prove sluice
 //! stays within its pool size.
 
+mod cancel;
 mod jdbc;
+mod node;
 mod psycopg;
 mod users;
 

@@ -1,25 +1,32 @@
-//! Real clients through sluice: psql, pgbench in every query mode, connect storms; the server
-//! never sees more connections than the pool allows and nothing committed is lost.
+//! Real clients through sluice: psql (also its Ctrl-C), pgbench in every query mode, connect
+//! storms; the server never sees more connections than the pool allows and nothing committed is
+//! lost.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::postgres::{APP, APPDB, MD5USER, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice};
-use crate::support::tools::command_output;
+use crate::support::tools::{command_output, require};
 
 /// A libpq client command aimed at sluice as `user`.
-fn client(pg: &PgServer, proxy: &Sluice, program: &str, (user, password): (&str, &str)) -> Command {
+fn client(pg: &PgServer, proxy: &Sluice, program: &str, user: (&str, &str)) -> Command {
     let mut cmd = Command::new(pg.bin(program));
+    libpq_env(&mut cmd, proxy, user);
+    cmd
+}
+
+/// Points the libpq clients that `cmd` runs at sluice as `user`.
+fn libpq_env(cmd: &mut Command, proxy: &Sluice, (user, password): (&str, &str)) {
     cmd.env("PGHOST", "127.0.0.1")
         .env("PGPORT", proxy.port().to_string())
         .env("PGUSER", user)
         .env("PGPASSWORD", password)
         .env("PGDATABASE", APPDB)
         .env("PGCONNECT_TIMEOUT", "10");
-    cmd
 }
 
 /// Samples the server's connection count for `user` until stopped; returns the maximum seen.
@@ -101,6 +108,68 @@ select current_setting('application_name');
     );
     assert!(err.contains("division by zero"), "{err}");
     assert!(err.contains("hello from app"), "notice forwarded: {err}");
+}
+
+/// Ctrl-C in psql while a query runs: psql sends a CancelRequest to sluice, which must reach the
+/// server connection running that query; psql prints the error and the session goes on.
+///
+/// psql reading a pipe is a script to it: SIGINT cancels the query and then psql exits (status 3).
+/// It stays only when stdin and stdout are terminals, so it runs under `script`, which gives it a
+/// pty; a ^C byte written into the pty makes the terminal send SIGINT to psql, as a keyboard
+/// Ctrl-C does. The pty also carries psql's stderr, so errors are read from stdout.
+#[test]
+fn psql_ctrl_c_cancels_the_query_and_the_session_goes_on() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, ProxyOptions::pool(2));
+    let mut cmd = Command::new(require("script"));
+    libpq_env(&mut cmd, &proxy, APP);
+    // `exec`: no shell between the pty and psql that a SIGINT could kill.
+    let psql = format!("exec {} -X -n -P pager=off", pg.bin("psql").display());
+    cmd.args(["-q", "-e", "-c", &psql, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sleeping = |n: i64| {
+        let sql = "select count(*) from pg_stat_activity where usename = 'app' \
+                   and state = 'active' and query like 'select pg_sleep(30)%'";
+        (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            pg.psql(sql) == n.to_string()
+        })
+    };
+    stdin.write_all(b"select pg_sleep(30);\n").unwrap();
+    let ran = sleeping(1);
+    stdin.write_all(b"\x03").unwrap();
+    let cancelled = ran && sleeping(0);
+    if cancelled {
+        stdin
+            .write_all(b"select upper('still ' || 'alive');\n\\q\n")
+            .unwrap();
+    } else {
+        let _ = child.kill();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let all = format!("{}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", out.status);
+    assert!(ran, "pg_sleep never ran on the server: {all}");
+    assert!(cancelled, "pg_sleep still running after ^C: {all}");
+    assert!(out.status.success(), "{all}");
+    assert!(
+        stdout.contains("canceling statement due to user request"),
+        "{all}"
+    );
+    assert!(stdout.contains("STILL ALIVE"), "the session went on: {all}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {all}");
 }
 
 /// pgbench's tpcb-like script in all three query modes, 50 clients over a pool of 5.

@@ -102,3 +102,20 @@ fn statements_survive_deallocate_all_and_discard_all() {
         );
     }
 }
+
+/// Two sessions prepare one name with different text over a single server connection; a third
+/// never prepared it. Each sees only its own (or 26000), before and after DEALLOCATE.
+#[test]
+fn statement_names_belong_to_their_session() {
+    let pg = PgServer::start();
+    let sluice = Sluice::start_for(&pg, ProxyOptions::pool(1));
+    let (status, out, err) = tools::command_output(
+        Command::new(tools::python())
+            .arg(script("psycopg_names.py"))
+            .args(["127.0.0.1", &sluice.port().to_string(), APPDB, APP.0, APP.1]),
+    );
+    assert!(
+        status.success() && out.contains("RESULT ok"),
+        "{out}\n{err}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Client tools and small helpers: the psycopg venv, pgjdbc, java, free ports, running commands.
+//! Client tools and small helpers: the psycopg venv, node-postgres, pgjdbc, java, free ports,
+//! running commands.
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -155,6 +156,63 @@ fn has_psycopg(python: &Path) -> bool {
             .status()
             .is_ok_and(|s| s.success())
 }
+
+/// The node-postgres install dir: `$SLUICE_NODE`, else `<repo>/target/test-node`.
+pub fn node_dir() -> PathBuf {
+    std::env::var_os("SLUICE_NODE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/test-node"))
+}
+
+/// The `node` executable and the `node_modules` dir to put in `NODE_PATH` so that scripts
+/// outside it can `require('pg')`. Installs `tests/it/drivers/node/package-lock.json` with
+/// `npm ci` at most once per process, under an flock shared with scripts/test. `installed.lock`
+/// is copied only after a successful `npm ci`, so an interrupted install is redone, and so is
+/// one made from an older lock.
+pub fn node() -> (PathBuf, PathBuf) {
+    static NODE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let node = require("node");
+        let (src, dir) = (repo_root().join("tests/it/drivers/node"), node_dir());
+        let lock = src.join("package-lock.json");
+        let fresh = || match (
+            std::fs::read(dir.join("installed.lock")),
+            std::fs::read(&lock),
+        ) {
+            (Ok(installed), Ok(wanted)) => installed == wanted,
+            _ => false,
+        };
+        if !fresh() {
+            require("npm");
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).expect("create node dir parent");
+            }
+            run_ok(
+                Command::new("flock")
+                    .arg(dir.with_extension("lock"))
+                    .args(["bash", "-c", NPM_CI, "npm-ci"])
+                    .arg(&src)
+                    .arg(&dir),
+            );
+            assert!(fresh(), "npm ci into {} did not finish", dir.display());
+        }
+        (node, dir.join("node_modules"))
+    })
+    .clone()
+}
+
+/// `npm ci` of SRC's package.json + lock into DIR unless DIR already holds that lock; the same
+/// steps as scripts/test.
+const NPM_CI: &str = r#"set -e
+src="$1" dir="$2"
+if ! cmp -s "$src/package-lock.json" "$dir/installed.lock"; then
+    mkdir -p "$dir"
+    rm -f "$dir/installed.lock"
+    cp "$src/package.json" "$src/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$src/package-lock.json" "$dir/installed.lock"
+fi"#;
 
 /// The last lines of `text` within about `max` bytes (for failure messages; never panics).
 pub fn tail(text: &str, max: usize) -> &str {
