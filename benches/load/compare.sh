@@ -4,8 +4,13 @@
 # Starts everything it needs in a temporary directory (PostgreSQL as the `postgres` OS user,
 # PgBouncer as `postgres` too, sluice as the caller), runs pgbench -S at 1/16/64 clients and
 # -S -C (a new md5-authenticated connection per transaction) against the three targets
-# interleaved, R times each, and prints markdown tables of median TPS, ratios, CPU use and
-# the RSS an idle authenticated client costs each pooler. Tears everything down on exit.
+# interleaved, R times each, then -S in the extended and prepared query modes (-M), and prints
+# markdown tables of median TPS, ratios, CPU use and the RSS an idle authenticated client costs
+# each pooler. Tears everything down on exit.
+#
+# PgBouncer supports protocol-level prepared statements in transaction mode only from 1.21
+# (max_prepared_statements); with an older one, -M prepared runs against direct and sluice only
+# and the table says so.
 #
 # Run as root from the crate root, after `cargo build --release`:
 #   benches/load/compare.sh
@@ -16,6 +21,7 @@
 #   BENCH_SCALE=10          pgbench -i scale
 #   BENCH_CLIENTS="1 16 64" client counts for the -S runs
 #   BENCH_CONNECT_CLIENTS=16  clients for the -S -C run
+#   BENCH_MODE_CLIENTS="16 64" client counts for the -S -M extended / -M prepared runs
 #   BENCH_IDLE_CLIENTS=5000 idle clients for the memory measurement (0 skips it)
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
@@ -28,6 +34,7 @@ POOL_SIZE=${BENCH_POOL_SIZE:-10}
 SCALE=${BENCH_SCALE:-10}
 CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
 CONNECT_CLIENTS=${BENCH_CONNECT_CLIENTS:-16}
+MODE_CLIENTS=${BENCH_MODE_CLIENTS:-"16 64"}
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
 JOBS=${BENCH_JOBS:-2}
 KEEP=${BENCH_KEEP:-0}
@@ -257,7 +264,23 @@ pid_of() { case $1 in pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;
 WORKLOADS=()
 for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
 WORKLOADS+=("SC:$CONNECT_CLIENTS")
-label() { local kind=${1%%:*} c=${1##*:}; if [[ $kind == SC ]]; then echo "-S -C, $c clients"; else echo "-S, $c clients"; fi; }
+for c in $MODE_CLIENTS; do WORKLOADS+=("E:$c" "P:$c"); done
+label() {
+    local kind=${1%%:*} c=${1##*:}
+    case $kind in
+        SC) echo "-S -C, $c clients" ;;
+        E) echo "-S -M extended, $c clients" ;;
+        P) echo "-S -M prepared, $c clients" ;;
+        *) echo "-S, $c clients" ;;
+    esac
+}
+# PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode.
+PGB_VERSION=$(pgbouncer --version | head -n1 | awk '{print $2}')
+PGB_PREPARED=0
+if printf '1.21\n%s\n' "$PGB_VERSION" | sort -V -C; then PGB_PREPARED=1; fi
+targets_of() {
+    if [[ ${1%%:*} == P && $PGB_PREPARED == 0 ]]; then echo "direct sluice"; else echo "direct pgbouncer sluice"; fi
+}
 
 # Voluntary context switches of all threads of a process (a thread parking and being woken).
 proc_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { v += $2 } END { print v + 0 }'; }
@@ -272,7 +295,11 @@ run_one() {
     port=$(port_of "$target"); pid=$(pid_of "$target")
     j=$(( c < JOBS ? c : JOBS ))
     flags=(-n -S -T "$DURATION" -c "$c" -j "$j")
-    [[ $kind == SC ]] && flags+=(-C)
+    case $kind in
+        SC) flags+=(-C) ;;
+        E) flags+=(-M extended) ;;
+        P) flags+=(-M prepared) ;;
+    esac
     logf="$TMP/logs/pgbench-$kind-$c-$target-$rep.log"
     if [[ -n $pid ]]; then p0=$(proc_ticks "$pid"); s0=$(proc_switches "$pid"); fi
     g0=$(pg_ticks); read -r m0 mt0 < <(machine_ticks); t0=$(date +%s.%N)
@@ -307,12 +334,14 @@ run_one() {
     log "  $(label "$workload") run $rep $target: tps=$tps pooler_cpu=${pcpu}% (${pus}us/tx, ${pcs} vcsw/tx) postgres_cpu=${gcpu}% machine_busy=${mbusy}%"
 }
 
-log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x 3 targets x ${DURATION}s"
+log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x up to 3 targets x ${DURATION}s"
 for workload in "${WORKLOADS[@]}"; do
     for rep in $(seq "$REPEAT"); do
         # Rotate the order each repeat so no target always runs first (after a pause) or last.
-        for k in 0 1 2; do
-            run_one "$workload" "$rep" "${TARGETS[$(( (k + rep - 1) % 3 ))]}"
+        read -r -a targets <<<"$(targets_of "$workload")"
+        n=${#targets[@]}
+        for k in $(seq 0 $(( n - 1 ))); do
+            run_one "$workload" "$rep" "${targets[$(( (k + rep - 1) % n ))]}"
         done
     done
 done
@@ -323,12 +352,13 @@ median() {
     awk -F'\t' -v w="$1" -v t="$2" -v col="$3" '$1 == w && $3 == t { print $col }' "$RESULTS" | sort -g | awk '
         /ERR/ { err = 1 } { v[NR] = $1 }
         END {
-            if (err || NR == 0) { print "ERR"; exit }
+            if (NR == 0) { print "n/a"; exit }
+            if (err) { print "ERR"; exit }
             if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
         }'
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "ERR" || b == "ERR" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-fmt() { awk -v a="$1" 'BEGIN { if (a == "ERR") print a; else printf "%.0f", a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "ERR" || b == "ERR" || a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+fmt() { awk -v a="$1" 'BEGIN { if (a == "ERR" || a == "n/a") print a; else printf "%.0f", a }'; }
 
 cores=$(nproc)
 rev=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
@@ -345,6 +375,12 @@ for workload in "${WORKLOADS[@]}"; do
     d=$(median "$workload" direct 4); b=$(median "$workload" pgbouncer 4); s=$(median "$workload" sluice 4)
     echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$b") | $(fmt "$s") | $(ratio "$s" "$b") | $(ratio "$s" "$d") |"
 done
+if [[ $PGB_PREPARED == 0 ]]; then
+    echo
+    echo "PgBouncer $PGB_VERSION keeps no protocol-level prepared statements in transaction mode"
+    echo "(that needs 1.21+), so -M prepared ran against direct and sluice only: compare sluice's"
+    echo "-M prepared row with PgBouncer's -M extended row."
+fi
 echo
 echo "## CPU during the runs (medians)"
 echo

@@ -62,6 +62,13 @@ const MISSING_UNNAMED: &[u8] = b"_sluice_unnamed_statement_of_another_session";
 /// mapping for is never let through to touch another session's statement.
 const SERVER_NAME_PREFIX: &[u8] = b"_sluice_";
 
+/// Whether the first word of `sql` may be `DISCARD`/`DEALLOCATE` (or hides behind a comment).
+fn starts_with_d_or_comment(sql: &[u8]) -> bool {
+    sql.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| matches!(b, b'd' | b'D' | b'-' | b'/'))
+}
+
 /// The name to send for a statement name the session has no mapping for.
 fn unmapped(name: &[u8]) -> &[u8] {
     if name.starts_with(SERVER_NAME_PREFIX) {
@@ -183,7 +190,12 @@ impl Pipeline {
         if fx.settings {
             let c = changes(sql);
             if !c.names.is_empty() {
-                self.tracked().touched.extend(c.names);
+                let touched = &mut self.tracked().touched;
+                for name in c.names {
+                    if !touched.contains(&name) {
+                        touched.push(name);
+                    }
+                }
             }
             self.reset_all |= c.reset_all;
             if c.untracked {
@@ -223,7 +235,13 @@ impl Pipeline {
         match tag {
             b'Q' => {
                 let sql = Reader::new(body, "Query").cstr()?;
-                if discard_all(sql) && self.status == status::IDLE && self.pinned.is_none() {
+                // Most queries cannot be DISCARD or DEALLOCATE: skip both scans for them.
+                let maybe_reset = starts_with_d_or_comment(sql);
+                if maybe_reset
+                    && discard_all(sql)
+                    && self.status == status::IDLE
+                    && self.pinned.is_none()
+                {
                     // Unpinned, nothing of the session lives on the server but remapped
                     // statements and tracked parameters: forgetting them is the whole effect.
                     // (Pinned, the server does it, and its CommandComplete says it happened.)
@@ -232,7 +250,7 @@ impl Pipeline {
                     self.push(Expect::Synthetic(b'X', None), cout);
                     return Ok(None);
                 }
-                match deallocate(sql) {
+                match maybe_reset.then(|| deallocate(sql)).flatten() {
                     // Remapped statements are freed by forgetting them; the server keeps its
                     // copy for other sessions, so sluice answers in the server's place.
                     Some(Deallocate::All) if self.pinned.is_none() => {

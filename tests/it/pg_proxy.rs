@@ -172,14 +172,14 @@ fn psql_ctrl_c_cancels_the_query_and_the_session_goes_on() {
     assert!(took < Duration::from_secs(20), "took {took:?}: {all}");
 }
 
-/// pgbench's tpcb-like script in all three query modes, 50 clients over a pool of 5.
+/// pgbench's tpcb-like script in all three query modes, 64 clients over a pool of 8.
 #[test]
-fn pgbench_all_modes_multiplex_50_clients_over_5_connections() {
+fn pgbench_all_modes_multiplex_64_clients_over_8_connections() {
     let pg = PgServer::start();
     let proxy = Sluice::start_for(
         &pg,
         ProxyOptions {
-            pool_size: 5,
+            pool_size: 8,
             borrow_timeout: "60s".into(),
             ..Default::default()
         },
@@ -194,7 +194,7 @@ fn pgbench_all_modes_multiplex_50_clients_over_5_connections() {
         let sampler = sample_backends(&pg, APP.0, stop.clone());
         let (status, out, err) = command_output(
             client(&pg, &proxy, "pgbench", APP)
-                .args(["-n", "-M", mode, "-c", "50", "-j", "2", "-T", "4"]),
+                .args(["-n", "-M", mode, "-c", "64", "-j", "2", "-T", "4"]),
         );
         stop.store(true, Ordering::Relaxed);
         let max_backends = sampler.join().unwrap();
@@ -209,12 +209,12 @@ fn pgbench_all_modes_multiplex_50_clients_over_5_connections() {
         );
         let processed = processed(&out);
         assert!(
-            processed > 50,
+            processed > 64,
             "pgbench -M {mode} ran only {processed} transactions:\n{out}"
         );
         assert!(
-            max_backends <= 5,
-            "-M {mode}: {max_backends} server connections for a pool of 5"
+            max_backends <= 8,
+            "-M {mode}: {max_backends} server connections for a pool of 8"
         );
         assert!(
             max_backends >= 1,
