@@ -207,36 +207,43 @@ impl Session {
             let timeout_at = since
                 .checked_add(self.idle_timeout)
                 .unwrap_or_else(|| since + NEVER);
-            let due = if holds_buffers {
-                timeout_at.min(since + SHRINK_AFTER)
-            } else {
-                timeout_at
-            };
-            // A timer armed by an earlier wait that fires early is re-armed then, not now.
-            let timer = self
-                .idle_timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            if timer.deadline() > due {
-                timer.as_mut().reset(due);
-            }
-            tokio::select! {
-                biased;
-                r = client.readable() => {
-                    if r.is_err() {
-                        return Ok(false);
-                    }
+            if !holds_buffers {
+                // Long idle: a timer for this wait alone, inside the task, so an idle client
+                // costs no separate allocation.
+                match tokio::time::timeout_at(timeout_at, client.readable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ok(false),
+                    Err(_) => return Err(()),
                 }
-                () = timer.as_mut() => {
-                    let now = Instant::now();
-                    if now >= timeout_at {
-                        return Err(());
+            } else {
+                // A busy session keeps its timer: one armed by an earlier wait that fires early
+                // is re-armed then, not now.
+                let due = timeout_at.min(since + SHRINK_AFTER);
+                let timer = self
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if timer.deadline() > due {
+                    timer.as_mut().reset(due);
+                }
+                tokio::select! {
+                    biased;
+                    r = client.readable() => {
+                        if r.is_err() {
+                            return Ok(false);
+                        }
                     }
-                    if now < due {
-                        timer.as_mut().reset(due);
-                    } else {
-                        self.shrink();
+                    () = timer.as_mut() => {
+                        let now = Instant::now();
+                        if now >= timeout_at {
+                            return Err(());
+                        }
+                        if now < due {
+                            timer.as_mut().reset(due);
+                        } else {
+                            self.shrink();
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
             match read_some(client, &mut self.cin) {

@@ -48,7 +48,37 @@ pub struct Run {
     pub samples: usize,
 }
 
+/// The JSON summary a client program prints after `RESULT `.
+#[derive(Debug)]
+pub struct Summary(pub serde_json::Value);
+
+impl Summary {
+    /// An integer field; panics (showing the summary) if it is missing.
+    pub fn int(&self, key: &str) -> i64 {
+        self.0[key]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{key} in {}", self.0))
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::ops::Index<&str> for Summary {
+    type Output = serde_json::Value;
+    fn index(&self, key: &str) -> &serde_json::Value {
+        &self.0[key]
+    }
+}
+
 impl Run {
+    pub fn result(&self) -> Summary {
+        Summary(serde_json::from_str(self.line("RESULT ")).unwrap())
+    }
+
     /// The rest of the stdout line starting with `prefix`.
     pub fn line(&self, prefix: &str) -> &str {
         let found = self.stdout.lines().find_map(|l| l.strip_prefix(prefix));

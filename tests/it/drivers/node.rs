@@ -23,12 +23,8 @@ fn node_pg_session_settings_never_leak_on_a_small_pool() {
     assert!(run.ok, "node-postgres load failed:\n{run}");
     assert_pool_bounded(&run);
 
-    let result: serde_json::Value = serde_json::from_str(run.line("RESULT ")).unwrap();
-    let num = |key: &str| {
-        result[key]
-            .as_i64()
-            .unwrap_or_else(|| panic!("{key} in {result}"))
-    };
+    let result = run.result();
+    let num = |key: &str| result.int(key);
     assert_eq!(num("clients_ok"), clients, "{run}");
     assert_eq!(num("named"), clients * iterations, "{result}");
     assert_eq!(num("rows"), clients * iterations, "{result}");

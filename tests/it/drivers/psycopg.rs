@@ -22,12 +22,8 @@ fn psycopg_mixed_load_on_a_small_pool() {
     assert!(run.ok, "psycopg load failed:\n{run}");
     assert_pool_bounded(&run);
 
-    let result: serde_json::Value = serde_json::from_str(run.line("RESULT ")).unwrap();
-    let num = |key: &str| {
-        result[key]
-            .as_i64()
-            .unwrap_or_else(|| panic!("{key} in {result}"))
-    };
+    let result = run.result();
+    let num = |key: &str| result.int(key);
     assert_eq!(num("threads_ok"), threads, "{run}");
     let ops = result["ops"].as_object().unwrap();
     let op = |name: &str| ops.get(name).and_then(|v| v.as_i64()).unwrap_or(0);
