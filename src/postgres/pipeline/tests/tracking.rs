@@ -1,0 +1,116 @@
+//! Parameter tracking, sluice's own read-back and pin-check queries, and resets learned from the
+//! server's CommandComplete.
+
+use super::*;
+
+fn complete(tag: &str) -> Vec<u8> {
+    frame(b'C', format!("{tag}\0").as_bytes())
+}
+
+fn row(cols: &[Option<&str>]) -> Vec<u8> {
+    let mut body = (cols.len() as u16).to_be_bytes().to_vec();
+    for c in cols {
+        match c {
+            Some(v) => {
+                body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                body.extend_from_slice(v.as_bytes());
+            }
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    frame(b'D', &body)
+}
+
+#[test]
+fn set_statements_are_tracked_and_executions_of_prepared_ones_too() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    let q = frame(b'Q', b"SET app.tenant = 1; set local x.y = 2\0");
+    rig.client(&mut a, &[q]);
+    assert!(rig.p.pinned.is_none());
+    assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
+    rig.p.tracked = None;
+    rig.client(
+        &mut a,
+        &[
+            parse("s", "select set_config('app.tenant', $1, false)"),
+            bind("s"),
+            execute(),
+            sync(),
+        ],
+    );
+    assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
+    rig.p.tracked = None;
+    // Executing the statement again, even with no Parse, is read back again.
+    rig.client(&mut a, &[bind("s"), execute(), sync()]);
+    assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
+    // A computed name cannot be read back: the session pins.
+    rig.client(
+        &mut a,
+        &[frame(b'Q', b"select set_config(n, 'v', false) from t\0")],
+    );
+    assert_eq!(rig.p.pinned, Some(PinReason::SetParameter));
+    assert!(rig.p.untracked);
+}
+
+#[test]
+fn read_back_rows_and_pin_check_are_kept_not_forwarded() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    rig.p
+        .internal_query(Purpose::ReadBack, "SELECT ...", &mut rig.sout);
+    rig.p
+        .internal_query(Purpose::PinCheck, "SELECT ...", &mut rig.sout);
+    let forwarded = rig.server(
+        &mut a,
+        &[
+            row(&[Some("search_path"), Some("a, b")]),
+            row(&[Some("app.x"), None]),
+            complete("SELECT 2"),
+            ready(b'I'),
+            row(&[Some("0")]),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    assert!(forwarded.is_empty(), "{forwarded:?}");
+    assert_eq!(
+        rig.p.tracked().read_back,
+        [
+            ("search_path".to_owned(), Some("a, b".to_owned())),
+            ("app.x".to_owned(), None)
+        ]
+    );
+    assert_eq!(rig.p.pin_check, Some(true));
+    assert!(rig.p.quiet());
+}
+
+#[test]
+fn resets_follow_the_servers_command_complete() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    rig.client(&mut a, &[parse("q", "select 1"), sync()]);
+    rig.server(&mut a, &[frame(b'1', b""), ready(b'I')]);
+    assert_eq!(a.len(), 1);
+    // DISCARD ALL through the extended protocol: sluice learns of it from its outcome.
+    rig.client(
+        &mut a,
+        &[parse("", "discard all"), bind(""), execute(), sync()],
+    );
+    rig.server(&mut a, &[frame(b'1', b""), frame(b'2', b"")]);
+    assert_eq!(a.len(), 1, "not before the server says so");
+    rig.server(&mut a, &[complete("DISCARD ALL"), ready(b'I')]);
+    assert!(a.is_empty());
+    assert_eq!(rig.p.statements_len(), 0);
+    assert_eq!(rig.p.take_discard(), Some(Discard::Server));
+    // A DEALLOCATE sluice cannot attribute retires the connection.
+    rig.client(&mut a, &[frame(b'Q', b"select 1; deallocate x\0")]);
+    rig.server(
+        &mut a,
+        &[complete("SELECT 1"), complete("DEALLOCATE"), ready(b'I')],
+    );
+    assert!(rig.p.retire);
+    // Unpinned DISCARD ALL is answered by sluice and resets the session's parameters.
+    rig.client(&mut a, &[frame(b'Q', b"DISCARD ALL\0")]);
+    assert_eq!(rig.p.take_discard(), Some(Discard::Local));
+}

@@ -1,0 +1,101 @@
+//! A session's state on the server connections it borrows: parameters replayed where they
+//! differ, read back after transactions that may have changed them, and pins that lift when the
+//! server confirms nothing holds the session any more.
+
+use super::Session;
+use crate::postgres::pinning::PIN_CHECK_SQL;
+use crate::postgres::pipeline::{Discard, Purpose};
+use crate::postgres::server::ServerConn;
+use crate::postgres::settings::{put, read_back_sql, replay_sql};
+use crate::session::{PIN_COUNTS, PinReason};
+
+impl Session {
+    pub(super) fn on_borrow(&mut self, conn: &mut ServerConn) {
+        self.cancel.target.set(Some((conn.peer, conn.key)));
+        self.replay_settings(conn, false);
+    }
+
+    /// Queues the session's parameters where the connection's differ (`rerun_init`: the
+    /// connection lost every session-level value, the init query's too).
+    pub(super) fn replay_settings(&mut self, conn: &mut ServerConn, rerun_init: bool) {
+        if conn.settings != self.settings || rerun_init {
+            let sql = replay_sql(
+                &conn.settings,
+                &self.settings,
+                &self.pg.init_query,
+                rerun_init,
+            );
+            if !sql.is_empty() {
+                self.pipeline
+                    .internal_query(Purpose::Replay, &sql, &mut self.sout);
+            }
+            conn.settings.clone_from(&self.settings);
+        }
+    }
+
+    /// A DISCARD ALL returned the session to its startup parameters.
+    pub(super) fn on_discard(&mut self, conn: &mut ServerConn, discard: Discard) {
+        self.settings = self.startup.to_vec();
+        if discard == Discard::Server {
+            conn.settings.clear();
+            self.pipeline.untracked = false;
+            self.pipeline.pin_check_due = true;
+        }
+        self.replay_settings(conn, discard == Discard::Server);
+    }
+
+    pub(super) fn pin(&mut self, reason: PinReason) {
+        tracing::info!(session = self.id, %reason, "session pinned");
+        PIN_COUNTS.pinned(reason);
+    }
+
+    /// Once a transaction is over: takes in what sluice's own queries found, and queues the
+    /// parameter read-back or pin check still due. Returns whether it queued a query.
+    pub(super) fn after_transaction(&mut self, conn: &mut ServerConn) -> bool {
+        let p = &mut self.pipeline;
+        let tracked = p.tracked.take().map(|t| *t).unwrap_or_default();
+        if std::mem::take(&mut p.read_back_failed) {
+            p.untracked = true;
+            if p.pinned.is_none() {
+                p.pinned = Some(PinReason::SetParameter);
+                self.pin(PinReason::SetParameter);
+            }
+        }
+        let p = &mut self.pipeline;
+        let failed = p.untracked;
+        for (name, value) in tracked.read_back.into_iter().filter(|_| !failed) {
+            let name = name.to_lowercase();
+            let value = value.filter(|v| !(name == "role" && v == "none"));
+            put(&mut self.settings, &name, value.as_deref());
+            put(&mut conn.settings, &name, value.as_deref());
+        }
+        if p.pin_check.take() == Some(true)
+            && !p.untracked
+            && !p.loaded
+            && let Some(reason) = p.pinned.take()
+        {
+            tracing::info!(session = self.id, %reason, "session unpinned: nothing pins it on the server any more");
+            PIN_COUNTS.unpinned(reason);
+        }
+        let mut names = tracked.touched;
+        if std::mem::take(&mut p.reset_all) {
+            // RESET ALL also undid what the init query set: such a connection serves no one else.
+            names.extend(self.settings.iter().map(|(n, _)| n.clone()));
+            names.extend(conn.settings.iter().map(|(n, _)| n.clone()));
+            p.retire |= !self.pg.init_query.is_empty();
+        }
+        let mut queued = false;
+        if !names.is_empty() {
+            names.sort();
+            names.dedup();
+            p.internal_query(Purpose::ReadBack, &read_back_sql(&names), &mut self.sout);
+            queued = true;
+        }
+        let check = std::mem::take(&mut p.pin_check_due);
+        if check && p.pinned.is_some() && !p.untracked && !p.loaded {
+            p.internal_query(Purpose::PinCheck, PIN_CHECK_SQL, &mut self.sout);
+            queued = true;
+        }
+        queued
+    }
+}
