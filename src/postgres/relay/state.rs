@@ -54,7 +54,8 @@ impl Session {
     pub(super) fn after_transaction(&mut self, conn: &mut ServerConn) -> bool {
         let p = &mut self.pipeline;
         let tracked = p.tracked.take().map(|t| *t).unwrap_or_default();
-        if std::mem::take(&mut p.read_back_failed) {
+        let failed = std::mem::take(&mut p.read_back_failed);
+        if failed {
             p.untracked = true;
             if p.pinned.is_none() {
                 p.pinned = Some(PinReason::SetParameter);
@@ -62,7 +63,6 @@ impl Session {
             }
         }
         let p = &mut self.pipeline;
-        let failed = p.untracked;
         for (name, value) in tracked.read_back.into_iter().filter(|_| !failed) {
             let name = name.to_lowercase();
             let value = value.filter(|v| !(name == "role" && v == "none"));
