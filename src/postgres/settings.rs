@@ -185,16 +185,14 @@ pub fn replay_sql(
             sql.push_str(&format!("RESET \"{}\"; ", name.replace('"', "\"\"")));
         }
     }
-    let init = if (rerun_init || !sql.is_empty()) && !init.is_empty() {
+    let init_ran = (rerun_init || !sql.is_empty()) && !init.is_empty();
+    if init_ran {
         sql.push_str(init);
         sql.push_str("; ");
-        true
-    } else {
-        false
-    };
+    }
     let sets: Vec<String> = want
         .iter()
-        .filter(|&(name, value)| init || !have.iter().any(|(n, v)| n == name && v == value))
+        .filter(|&(name, value)| init_ran || !have.iter().any(|(n, v)| n == name && v == value))
         .map(|(name, value)| {
             format!(
                 "pg_catalog.set_config(E'{}', E'{}', false)",
