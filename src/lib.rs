@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod listener;
+pub mod mysql;
 pub mod pool;
 pub mod postgres;
 pub mod routing;

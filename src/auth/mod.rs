@@ -1,6 +1,7 @@
 //! Client authentication and the credentials sluice logs in to databases with.
 
 pub mod md5;
+pub mod mysql;
 pub mod scram;
 pub mod secret;
 pub mod users;

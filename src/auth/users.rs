@@ -7,6 +7,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::md5;
+use super::mysql::MysqlKeys;
 use super::scram::ScramKeys;
 use super::secret::{self, Secret};
 use crate::config::{Config, PasswordAuthType, SecretRef};
@@ -21,6 +22,8 @@ pub struct User {
     pub scram: ScramKeys,
     /// `md5(password + username)`, what PostgreSQL itself stores for MD5 logins.
     pub md5: String,
+    /// SHA-1/SHA-256 hashes for mysql_native_password and caching_sha2_password.
+    pub mysql: MysqlKeys,
 }
 
 #[derive(Debug, Error)]
@@ -59,6 +62,7 @@ impl Users {
                 method: entry.client_password_auth_type,
                 scram: ScramKeys::derive(&secret.password),
                 md5: md5::stored_hash(&entry.username, &secret.password),
+                mysql: MysqlKeys::derive(&secret.password),
                 secret,
             };
             by_name.insert(entry.username.clone(), Arc::new(user));
@@ -69,6 +73,7 @@ impl Users {
             method: PasswordAuthType::PostgresScramSha256,
             scram: ScramKeys::derive(&format!("{decoy_password:?}")),
             md5: String::new(),
+            mysql: MysqlKeys::derive(&format!("{decoy_password:?}")),
             secret: Secret {
                 username: String::new(),
                 password: String::new(),

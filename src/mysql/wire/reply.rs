@@ -1,0 +1,219 @@
+//! Where a command's response ends: a state machine fed one packet at a time, which sees only
+//! the packets that carry status (OK/ERR/EOF, counts) whole and lets rows stream past.
+
+use super::packet::{MAX_PAYLOAD, Reader, WireError};
+use super::response::{OkPacket, is_terminator, parse_ok};
+
+/// What shape of response a command gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// COM_QUERY, COM_STMT_EXECUTE: OK, ERR or result sets, possibly several.
+    Query,
+    /// COM_STMT_PREPARE: the statement OK, then parameter and column definitions.
+    Prepare,
+    /// COM_FIELD_LIST: column definitions up to EOF.
+    FieldList,
+    /// COM_STMT_FETCH: rows up to EOF.
+    Fetch,
+    /// One packet: OK, ERR, EOF or a string (COM_PING, COM_INIT_DB, COM_STATISTICS, ...).
+    Single,
+}
+
+/// The COM_STMT_PREPARE OK header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrepareOk {
+    pub statement_id: u32,
+    pub columns: u16,
+    pub params: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+    /// Packets left to pass without looking: a prepared statement's definitions and EOFs.
+    Skip(u64),
+    FieldList,
+    Done,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    kind: ReplyKind,
+    phase: Phase,
+    deprecate_eof: bool,
+    /// The previous packet was full-size: this one continues it and is not classified.
+    continuing: bool,
+    /// The status of the last OK/EOF seen (the response's final state once done).
+    pub end: Option<OkPacket>,
+    /// The error code, when the response ended with ERR.
+    pub error: Option<u16>,
+    pub prepared: Option<PrepareOk>,
+    /// Result sets and OKs seen: more than one means a multi-statement or CALL.
+    pub results: u32,
+}
+
+impl Reply {
+    pub fn new(kind: ReplyKind, deprecate_eof: bool) -> Self {
+        let phase = match kind {
+            ReplyKind::Query | ReplyKind::Prepare | ReplyKind::Single => Phase::Start,
+            ReplyKind::FieldList => Phase::FieldList,
+            ReplyKind::Fetch => Phase::Rows,
+        };
+        Self {
+            kind,
+            phase,
+            deprecate_eof,
+            continuing: false,
+            end: None,
+            error: None,
+            prepared: None,
+            results: 0,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Whether the next packet (first payload byte `first`, `payload_len` bytes) must be
+    /// buffered whole before `on_packet`; rows and definitions need not be.
+    pub fn needs_whole(&self, first: u8, payload_len: usize) -> bool {
+        if self.continuing || payload_len >= MAX_PAYLOAD {
+            return false;
+        }
+        match self.phase {
+            Phase::Columns(_) | Phase::Skip(_) => false,
+            Phase::Rows | Phase::FieldList => first == 0xff || is_terminator(first, payload_len),
+            _ => true,
+        }
+    }
+
+    /// Feeds one packet: `payload` is whole when `needs_whole` said so, else at least its first
+    /// byte.
+    pub fn on_packet(&mut self, payload: &[u8], payload_len: usize) -> Result<(), WireError> {
+        let continuing = std::mem::replace(&mut self.continuing, payload_len == MAX_PAYLOAD);
+        if continuing {
+            return Ok(());
+        }
+        match self.phase {
+            Phase::Done => return Err(WireError::Malformed("packet after the end of a response")),
+            Phase::Skip(n) => {
+                self.phase = if n <= 1 {
+                    Phase::Done
+                } else {
+                    Phase::Skip(n - 1)
+                };
+                return Ok(());
+            }
+            _ => {}
+        }
+        let first = *payload
+            .first()
+            .ok_or(WireError::Truncated("response packet"))?;
+        match self.phase {
+            Phase::Start => self.start(first, payload)?,
+            Phase::Columns(n) => {
+                self.phase = match (n, self.deprecate_eof) {
+                    (1, true) => Phase::Rows,
+                    (1, false) => Phase::ColumnsEof,
+                    _ => Phase::Columns(n - 1),
+                }
+            }
+            Phase::ColumnsEof => {
+                let eof = self.status(first, payload_len, payload)?;
+                // A cursor opened by COM_STMT_EXECUTE: rows come later, by COM_STMT_FETCH.
+                self.phase = if eof.status & super::status::CURSOR_EXISTS != 0 {
+                    Phase::Done
+                } else {
+                    Phase::Rows
+                };
+            }
+            Phase::Rows | Phase::FieldList => {
+                if first == 0xff {
+                    self.error(payload)?;
+                } else if is_terminator(first, payload_len) {
+                    let end = self.status(first, payload_len, payload)?;
+                    self.phase = if self.phase == Phase::Rows
+                        && end.status & super::status::MORE_RESULTS_EXISTS != 0
+                    {
+                        Phase::Start
+                    } else {
+                        Phase::Done
+                    };
+                }
+            }
+            Phase::Skip(_) | Phase::Done => {}
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, first: u8, payload: &[u8]) -> Result<(), WireError> {
+        self.results += 1;
+        match (self.kind, first) {
+            (_, 0xff) => self.error(payload)?,
+            (ReplyKind::Prepare, 0x00) => {
+                let mut r = Reader::new(payload, "COM_STMT_PREPARE OK");
+                r.u8()?;
+                let ok = PrepareOk {
+                    statement_id: r.u32()?,
+                    columns: r.u16()?,
+                    params: r.u16()?,
+                };
+                self.prepared = Some(ok);
+                let eof = u64::from(!self.deprecate_eof);
+                let block = |n: u16| if n == 0 { 0 } else { u64::from(n) + eof };
+                let skip = block(ok.params) + block(ok.columns);
+                self.phase = if skip == 0 {
+                    Phase::Done
+                } else {
+                    Phase::Skip(skip)
+                };
+            }
+            (ReplyKind::Single, _) => {
+                if first == 0x00 || (first == 0xfe && payload.len() < 9) {
+                    self.end = parse_ok(payload).ok();
+                }
+                self.phase = Phase::Done;
+            }
+            (_, 0x00) => {
+                let ok = parse_ok(payload)?;
+                self.end = Some(ok);
+                if ok.status & super::status::MORE_RESULTS_EXISTS == 0 {
+                    self.phase = Phase::Done;
+                }
+            }
+            (_, 0xfb) => return Err(WireError::Malformed("LOCAL INFILE request")),
+            _ => {
+                let n = Reader::new(payload, "column count").lenenc_int()?;
+                if n == 0 {
+                    return Err(WireError::Malformed("column count"));
+                }
+                self.phase = Phase::Columns(n);
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, first: u8, len: usize, payload: &[u8]) -> Result<OkPacket, WireError> {
+        if first != 0xfe || len >= MAX_PAYLOAD {
+            return Err(WireError::Malformed("EOF packet"));
+        }
+        let ok = parse_ok(payload)?;
+        self.end = Some(ok);
+        Ok(ok)
+    }
+
+    fn error(&mut self, payload: &[u8]) -> Result<(), WireError> {
+        let mut r = Reader::new(payload, "ERR packet");
+        r.u8()?;
+        self.error = Some(r.u16()?);
+        self.phase = Phase::Done;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
