@@ -11,7 +11,10 @@ use tokio::task::JoinSet;
 
 use crate::auth::users::{Users, UsersError};
 use crate::config::{Config, ConnectionPool, Engine};
-use crate::listener;
+use crate::listener::{self, Endpoint};
+use crate::mysql::client::MyEndpoint;
+use crate::mysql::kill::KillRegistry;
+use crate::mysql::pools::MyPools;
 use crate::pool::{Instance, Limit, PoolSettings};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::client::PgEndpoint;
@@ -43,34 +46,23 @@ impl App {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let users = Arc::new(Users::load(config)?);
         let cancel = Arc::new(CancelRegistry::default());
+        let kill = Arc::new(KillRegistry::default());
         let session_ids = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
         // One set of pools per (target group, instance), shared by the endpoints using it.
         let mut pools: HashMap<(String, String), Arc<PgPools>> = HashMap::new();
+        let mut my_pools: HashMap<(String, String), Arc<MyPools>> = HashMap::new();
         for ep in &config.endpoints {
             let unsupported = |reason: &str| AppError::Unsupported {
                 endpoint: ep.name.clone(),
                 reason: reason.to_owned(),
             };
             let group = &config.target_groups[&ep.target_group];
-            if group.engine != Engine::Postgres {
-                return Err(unsupported(
-                    "only the postgres engine is supported by this build",
-                ));
-            }
             let addr = routing::instance_for(group, ep.role).ok_or_else(|| {
                 unsupported("read_only endpoints need health probes, not in this build yet")
             })?;
             let key = (ep.target_group.clone(), addr.to_owned());
-            let pg = pools
-                .entry(key)
-                .or_insert_with(|| {
-                    let p = Arc::new(instance_pools(addr, &group.connection_pool));
-                    tasks.spawn(trim_loop(p.clone()));
-                    p
-                })
-                .clone();
             let listener = TcpListener::bind(ep.listen)
                 .await
                 .map_err(|source| AppError::Bind {
@@ -80,14 +72,54 @@ impl App {
                 })?;
             let local = listener.local_addr().unwrap_or(ep.listen);
             addrs.push((ep.name.clone(), local));
-            let endpoint = Arc::new(PgEndpoint {
-                name: ep.name.clone(),
-                pools: pg,
-                users: users.clone(),
-                cancel: cancel.clone(),
-                idle_client_timeout: config.idle_client_timeout.as_std(),
-                session_ids: session_ids.clone(),
-            });
+            let endpoint = match group.engine {
+                Engine::Postgres => {
+                    let pg = pools
+                        .entry(key)
+                        .or_insert_with(|| {
+                            let (instance, settings) = instance_for(addr, &group.connection_pool);
+                            let p = Arc::new(PgPools::new(
+                                instance,
+                                settings,
+                                group.connection_pool.init_query.clone(),
+                            ));
+                            tasks.spawn(trim_loop(p.instance.clone(), settings));
+                            p
+                        })
+                        .clone();
+                    Endpoint::Postgres(Arc::new(PgEndpoint {
+                        name: ep.name.clone(),
+                        pools: pg,
+                        users: users.clone(),
+                        cancel: cancel.clone(),
+                        idle_client_timeout: config.idle_client_timeout.as_std(),
+                        session_ids: session_ids.clone(),
+                    }))
+                }
+                Engine::Mysql => {
+                    let my = my_pools
+                        .entry(key)
+                        .or_insert_with(|| {
+                            let (instance, settings) = instance_for(addr, &group.connection_pool);
+                            let p = Arc::new(MyPools::new(
+                                instance,
+                                settings,
+                                group.connection_pool.init_query.clone(),
+                            ));
+                            tasks.spawn(trim_loop(p.instance.clone(), settings));
+                            p
+                        })
+                        .clone();
+                    Endpoint::Mysql(Arc::new(MyEndpoint {
+                        name: ep.name.clone(),
+                        pools: my,
+                        users: users.clone(),
+                        kill: kill.clone(),
+                        idle_client_timeout: config.idle_client_timeout.as_std(),
+                        session_ids: session_ids.clone(),
+                    }))
+                }
+            };
             tracing::info!(endpoint = %ep.name, listen = %local, instance = addr, "endpoint ready");
             tasks.spawn(listener::accept_loop(
                 listener,
@@ -111,7 +143,11 @@ impl App {
     }
 }
 
-fn instance_pools(addr: &str, cp: &ConnectionPool) -> PgPools {
+/// The instance (connection cap) and pool timings a target group's pool settings describe.
+fn instance_for<C: crate::pool::PooledConnection>(
+    addr: &str,
+    cp: &ConnectionPool,
+) -> (Arc<Instance<C>>, PoolSettings) {
     let limit = match (cp.max_connections, cp.max_connections_percent) {
         (Some(n), _) => Limit::Absolute(n as usize),
         (None, Some(p)) => Limit::Percent(p),
@@ -128,12 +164,11 @@ fn instance_pools(addr: &str, cp: &ConnectionPool) -> PgPools {
         max_lifetime: cp.max_connection_lifetime.as_std(),
         idle_timeout: cp.idle_timeout.as_std(),
     };
-    PgPools::new(instance, settings, cp.init_query.clone())
+    (instance, settings)
 }
 
 /// Closes idle connections past their idle timeout, lifetime or the idle cap.
-async fn trim_loop(pools: Arc<PgPools>) {
-    let s = *pools.settings();
+async fn trim_loop<C: crate::pool::PooledConnection>(instance: Arc<Instance<C>>, s: PoolSettings) {
     let period = (s.idle_timeout / 2).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(5),
@@ -141,10 +176,10 @@ async fn trim_loop(pools: Arc<PgPools>) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let closed = pools.instance.trim(s.idle_timeout, s.max_lifetime);
+        let closed = instance.trim(s.idle_timeout, s.max_lifetime);
         if closed > 0 {
             tracing::debug!(
-                instance = pools.instance.addr(),
+                instance = instance.addr(),
                 closed,
                 "idle connections trimmed"
             );

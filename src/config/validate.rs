@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use super::model::{
-    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Engine, Health, PasswordAuthType, TargetGroup,
-};
+use super::model::{AuthEntry, ClientAuth, ConnectionPool, Endpoint, Health, TargetGroup};
 use super::parse::Parts;
 use super::{Duration, Problem, SecretRef, Seg};
 use crate::auth::secret;
@@ -142,9 +140,6 @@ impl Validator<'_> {
     }
 
     fn target_group(&mut self, path: &[Seg], group: &TargetGroup, auth_usernames: &[String]) {
-        if group.engine == Engine::Mysql {
-            self.report(&at(path, "engine"), &format!("engine mysql {NOT_YET}"));
-        }
         if group.instances.is_empty() {
             self.report(&at(path, "instances"), "at least one instance is required");
         }
@@ -245,15 +240,6 @@ impl Validator<'_> {
                     &at(&path, "client_auth"),
                     &format!("client_auth jwt {NOT_YET}"),
                 ),
-            }
-            let mysql_type = match entry.client_password_auth_type {
-                PasswordAuthType::PostgresScramSha256 | PasswordAuthType::PostgresMd5 => None,
-                PasswordAuthType::MysqlNativePassword => Some("mysql_native_password"),
-                PasswordAuthType::MysqlCachingSha2Password => Some("mysql_caching_sha2_password"),
-            };
-            if let Some(name) = mysql_type {
-                let msg = format!("{name} needs engine mysql, which {NOT_YET}");
-                self.report(&at(&path, "client_password_auth_type"), &msg);
             }
             match &entry.secret {
                 SecretRef::File { path: file, key } => {

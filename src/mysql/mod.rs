@@ -1,3 +1,13 @@
 //! The MySQL/MariaDB engine: wire codec, client and server sides, and the relay between them.
+//! The same file set as `postgres/`, so the two read side by side.
 
+pub mod client;
+pub mod errors;
+pub mod kill;
+pub mod pinning;
+pub mod pools;
+pub mod relay;
+pub mod scan;
+pub mod server;
+pub mod state;
 pub mod wire;

@@ -17,6 +17,16 @@ pub enum PinReason {
     AdvisoryLock,
     CursorWithHold,
     Load,
+    /// MySQL `LOCK TABLES` / `FLUSH TABLES WITH READ LOCK` (lifted by `UNLOCK TABLES`).
+    LockTables,
+    /// MySQL user variables (`SET @x`, `@x :=`, `INTO @x`): lifted only by a connection reset.
+    UserVariable,
+    /// MySQL executable comments (`/*! */`, `/*M! */`): text sluice cannot see as SQL.
+    ExecutableComment,
+    /// MySQL `HANDLER` and prepared-statement cursors.
+    ServerCursor,
+    /// MySQL XA transactions.
+    Xa,
 }
 
 /// Pins and unpins per reason since start: `session_pins_total{reason}` and
@@ -51,7 +61,7 @@ impl PinCounts {
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 7] = [
+    pub const ALL: [PinReason; 12] = [
         Self::SetParameter,
         Self::SqlPrepare,
         Self::TempObject,
@@ -59,6 +69,11 @@ impl PinReason {
         Self::AdvisoryLock,
         Self::CursorWithHold,
         Self::Load,
+        Self::LockTables,
+        Self::UserVariable,
+        Self::ExecutableComment,
+        Self::ServerCursor,
+        Self::Xa,
     ];
 
     /// The label used in logs and in `session_pins_total{reason}`.
@@ -71,6 +86,11 @@ impl PinReason {
             Self::AdvisoryLock => "advisory_lock",
             Self::CursorWithHold => "cursor_with_hold",
             Self::Load => "load",
+            Self::LockTables => "lock_tables",
+            Self::UserVariable => "user_variable",
+            Self::ExecutableComment => "executable_comment",
+            Self::ServerCursor => "server_cursor",
+            Self::Xa => "xa",
         }
     }
 }

@@ -239,12 +239,10 @@ fn unsupported_features_and_bad_references_are_reported() {
         problems(&text),
         [
             "endpoints[0].require_tls: TLS is not supported by this build yet",
-            "target_groups.pg.engine: engine mysql is not supported by this build yet",
             "target_groups.pg.instances[1]: invalid instance `db:0`: the port must be a number in 1-65535",
             "target_groups.pg.instances[2]: invalid instance `::1:5432`: write IPv6 addresses as [addr]:port",
             "target_groups.pg.monitor_user: monitor_user `ghost` is not the username of any auth entry",
             "auth[1].username: duplicate username `app` (also auth[0])",
-            "auth[1].client_password_auth_type: mysql_native_password needs engine mysql, which is not supported by this build yet",
             "auth[1].secret: aws-secretsmanager secrets are not supported by this build yet",
         ]
     );

@@ -111,6 +111,10 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    pub fn peek(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }

@@ -78,6 +78,11 @@ impl Reply {
         self.phase == Phase::Done
     }
 
+    /// Between a result set's column definitions and its terminator.
+    pub fn in_rows(&self) -> bool {
+        self.phase == Phase::Rows
+    }
+
     /// Whether the next packet (first payload byte `first`, `payload_len` bytes) must be
     /// buffered whole before `on_packet`; rows and definitions need not be.
     pub fn needs_whole(&self, first: u8, payload_len: usize) -> bool {

@@ -1,0 +1,328 @@
+//! The client side of a MySQL session: sluice's greeting, the password exchange
+//! (mysql_native_password or caching_sha2_password, switched to whichever the user is configured
+//! for) and the schema check, answered without holding a server connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Duration;
+
+use super::errors::{self, Code};
+use super::kill::KillRegistry;
+use super::pools::{MyPool, MyPools, PoolKey};
+use super::relay::Session;
+use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps, command};
+use crate::auth::users::{User, Users};
+use crate::config::PasswordAuthType;
+
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Handshake packets are small; connection attributes are capped at 64 KiB by servers too.
+const MAX_LOGIN_PACKET: usize = 64 << 10;
+const NATIVE: &str = "mysql_native_password";
+const SHA2: &str = "caching_sha2_password";
+/// What sluice offers clients (then narrowed to what the server has). Not offered: TLS (until
+/// the TLS issue), compression, LOCAL INFILE, session tracking, query attributes.
+const OFFERED: u32 = caps::LONG_PASSWORD
+    | caps::FOUND_ROWS
+    | caps::LONG_FLAG
+    | caps::CONNECT_WITH_DB
+    | caps::ODBC
+    | caps::IGNORE_SPACE
+    | caps::PROTOCOL_41
+    | caps::INTERACTIVE
+    | caps::TRANSACTIONS
+    | caps::SECURE_CONNECTION
+    | caps::MULTI_STATEMENTS
+    | caps::MULTI_RESULTS
+    | caps::PS_MULTI_RESULTS
+    | caps::PLUGIN_AUTH
+    | caps::CONNECT_ATTRS
+    | caps::PLUGIN_AUTH_LENENC_DATA
+    | caps::DEPRECATE_EOF;
+
+/// What one MySQL endpoint needs to serve its clients.
+#[derive(Debug)]
+pub struct MyEndpoint {
+    pub name: String,
+    pub pools: Arc<MyPools>,
+    pub users: Arc<Users>,
+    pub kill: Arc<KillRegistry>,
+    pub idle_client_timeout: Duration,
+    pub session_ids: Arc<AtomicU64>,
+}
+
+/// Why a client was turned away: sent as an ERR packet, logged without secrets.
+#[derive(Debug)]
+struct Refusal {
+    code: Code,
+    message: String,
+    hung_up: bool,
+}
+
+fn refuse(code: Code, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+        hung_up: false,
+    }
+}
+
+fn hung_up() -> Refusal {
+    Refusal {
+        hung_up: true,
+        ..refuse(
+            errors::HANDSHAKE,
+            "client closed the connection during login",
+        )
+    }
+}
+
+/// Where the login exchange is: the next sequence id to send.
+struct Login<'a> {
+    stream: &'a mut TcpStream,
+    buf: BytesMut,
+    seq: u8,
+}
+
+impl Login<'_> {
+    async fn send(&mut self, out: &[u8]) -> Result<(), Refusal> {
+        self.stream.write_all(out).await.map_err(|_| hung_up())
+    }
+
+    async fn read(&mut self) -> Result<BytesMut, Refusal> {
+        loop {
+            if let Some(p) = wire::next_packet(&self.buf) {
+                if p.len > MAX_LOGIN_PACKET {
+                    return Err(refuse(errors::PACKET_TOO_LARGE, "login packet too large"));
+                }
+                if p.seq != self.seq {
+                    return Err(refuse(errors::OUT_OF_ORDER, "Got packets out of order"));
+                }
+                if self.buf.len() >= p.len {
+                    let mut payload = self.buf.split_to(p.len);
+                    payload.advance(wire::HEADER_LEN);
+                    self.seq = self.seq.wrapping_add(1);
+                    return Ok(payload);
+                }
+            }
+            self.buf.reserve(1024);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(hung_up()),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u8 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        s
+    }
+}
+
+/// Serves one accepted client connection to the end.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<MyEndpoint>) {
+    let session = match tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &ep, peer)).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(r)) if r.hung_up => {
+            tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
+            return;
+        }
+        Ok(Err(r)) => {
+            tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
+            let mut out = Vec::new();
+            // Sequence 2 follows the client's response in the common case; clients accept any.
+            wire::write_err(&mut out, 2, r.code.0, r.code.1, &r.message);
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
+            return;
+        }
+    };
+    let mut session = session;
+    session.run(stream).await;
+}
+
+fn nonce() -> Vec<u8> {
+    // Printable, no NUL: some clients treat the salt as a C string.
+    let mut rng = rand::rng();
+    (0..20).map(|_| rng.random_range(b'!'..=b'~')).collect()
+}
+
+async fn login(
+    stream: &mut TcpStream,
+    ep: &Arc<MyEndpoint>,
+    peer: SocketAddr,
+) -> Result<Box<Session>, Refusal> {
+    let server = ep.pools.server_info().await.map_err(|e| {
+        tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the server's greeting");
+        refuse(errors::UNKNOWN, format!("sluice: {e}"))
+    })?;
+    let id = (ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1) as u32;
+    let offered = OFFERED & server.caps | caps::LONG_PASSWORD;
+    let salt = nonce();
+    let greeting = Greeting {
+        version: server.version.clone(),
+        connection_id: id,
+        nonce: salt.clone(),
+        caps: offered,
+        charset: server.collation,
+        status: wire::status::AUTOCOMMIT,
+        plugin: NATIVE.into(),
+    };
+    let mut out = Vec::with_capacity(128);
+    greeting.write(&mut out);
+    let mut login = Login {
+        stream,
+        buf: BytesMut::with_capacity(512),
+        seq: 1,
+    };
+    login.send(&out).await?;
+    let payload = login.read().await?;
+    let hr = HandshakeResponse::parse(&payload)
+        .map_err(|e| refuse(errors::HANDSHAKE, format!("Bad handshake: {e}")))?;
+    if hr.ssl_request {
+        return Err(refuse(
+            errors::HANDSHAKE,
+            "TLS is not enabled on this endpoint",
+        ));
+    }
+    let user = authenticate(&mut login, &ep.users, &hr, &salt, peer).await?;
+    let negotiated = hr.caps & offered;
+    let key = PoolKey {
+        user: user.secret.username.clone(),
+        caps: negotiated & wire::FORWARDED_CAPS,
+        collation: if hr.charset == 0 {
+            server.collation
+        } else {
+            hr.charset
+        },
+    };
+    let pool = ep.pools.get(&key, &user.mysql, &server.dialect);
+    if let Some(db) = &hr.database {
+        check_schema(&pool, db).await?;
+    }
+    out.clear();
+    let ok = OkPacket {
+        status: wire::status::AUTOCOMMIT,
+        ..OkPacket::default()
+    };
+    wire::write_ok(&mut out, login.next_seq(), &ok);
+    login.send(&out).await?;
+    tracing::debug!(endpoint = %ep.name, session = id, user = %hr.user, database = ?hr.database, "client logged in");
+    let kill = ep.kill.register(id, &user.secret.username);
+    Ok(Box::new(Session::new(
+        id,
+        pool,
+        kill,
+        hr.database.map(String::into_boxed_str),
+        std::mem::take(&mut login.buf),
+        ep.idle_client_timeout,
+    )))
+}
+
+/// Runs the password exchange for the user's configured plugin; the client may have started
+/// with another one, in which case it is switched (AuthSwitchRequest) with a fresh salt.
+async fn authenticate(
+    login: &mut Login<'_>,
+    users: &Users,
+    hr: &HandshakeResponse,
+    salt: &[u8],
+    peer: SocketAddr,
+) -> Result<Arc<User>, Refusal> {
+    let (user, known) = match users.get(&hr.user) {
+        Some(u) => (u.clone(), true),
+        None => match users.decoy() {
+            Some(d) => (d.clone(), false),
+            None => return Err(denied(&hr.user, peer, true)),
+        },
+    };
+    let plugin = match user.method {
+        PasswordAuthType::MysqlCachingSha2Password => SHA2,
+        _ => NATIVE,
+    };
+    let mut salt = salt.to_vec();
+    let mut response = hr.auth.clone();
+    let client_plugin = hr.plugin.as_deref().unwrap_or(NATIVE);
+    if client_plugin != plugin || hr.caps & caps::PLUGIN_AUTH == 0 && plugin != NATIVE {
+        salt = nonce();
+        let mut out = Vec::with_capacity(64);
+        AuthSwitch {
+            plugin: plugin.into(),
+            data: salt.clone(),
+        }
+        .write(&mut out, login.next_seq());
+        login.send(&out).await?;
+        response = login.read().await?.to_vec();
+    }
+    let ok = match plugin {
+        SHA2 => user.mysql.verify_sha2(&salt, &response),
+        _ => user.mysql.verify_native(&salt, &response),
+    };
+    if !ok || !known {
+        return Err(denied(&hr.user, peer, !response.is_empty()));
+    }
+    if plugin == SHA2 {
+        // fast_auth_success: sluice holds the password, so the "cache" always has it.
+        let mut out = Vec::with_capacity(8);
+        wire::write_packet(&mut out, login.next_seq(), &[0x01, 0x03]);
+        login.send(&out).await?;
+    }
+    Ok(user)
+}
+
+fn denied(user: &str, peer: SocketAddr, with_password: bool) -> Refusal {
+    let using = if with_password { "YES" } else { "NO" };
+    refuse(
+        errors::ACCESS_DENIED,
+        format!(
+            "Access denied for user '{user}'@'{}' (using password: {using})",
+            peer.ip()
+        ),
+    )
+}
+
+/// A schema named at login must exist: checked once per pool with COM_INIT_DB, then known.
+async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal> {
+    if pool
+        .known_schemas
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(db)
+    {
+        return Ok(());
+    }
+    let mut lease = pool.pool.borrow().await.map_err(|e| {
+        tracing::warn!(pool = %pool.pool.name(), error = %e, "first server connection failed");
+        let (code, message) = errors::borrow_failure(&e);
+        refuse(code, message)
+    })?;
+    let addr = pool.login.addr.clone();
+    match lease.command(&addr, command::INIT_DB, db.as_bytes()).await {
+        Ok(_) => {
+            lease.state.schema = Some(db.into());
+            lease.release(true);
+            pool.known_schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(db.to_owned());
+            Ok(())
+        }
+        Err(crate::pool::ConnectError::Refused { code, message, .. }) => {
+            lease.release(true);
+            let errno = code.parse().unwrap_or(errors::BAD_DB.0);
+            Err(refuse((errno, errors::BAD_DB.1), message))
+        }
+        Err(e) => {
+            drop(lease);
+            Err(refuse(errors::UNKNOWN, format!("sluice: {e}")))
+        }
+    }
+}

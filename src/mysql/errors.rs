@@ -1,0 +1,43 @@
+//! The MySQL error numbers and SQLSTATEs sluice answers with, and what a failed borrow becomes.
+
+use crate::pool::{BorrowError, ConnectError};
+
+/// (errno, SQLSTATE)
+pub type Code = (u16, &'static str);
+
+pub const HANDSHAKE: Code = (1043, "08S01");
+pub const ACCESS_DENIED: Code = (1045, "28000");
+pub const UNKNOWN_COMMAND: Code = (1047, "08S01");
+pub const BAD_DB: Code = (1049, "42000");
+pub const NO_SUCH_THREAD: Code = (1094, "HY000");
+pub const UNKNOWN: Code = (1105, "HY000");
+pub const PACKET_TOO_LARGE: Code = (1153, "08S01");
+pub const OUT_OF_ORDER: Code = (1156, "08S01");
+pub const UNKNOWN_STMT: Code = (1243, "HY000");
+pub const NOT_SUPPORTED: Code = (1235, "42000");
+pub const LOST_CONNECTION: Code = (2013, "HY000");
+/// MySQL 8's "closed for inactivity" notice.
+pub const IDLE_TIMEOUT: Code = (4031, "HY000");
+/// What RDS Proxy answers when no connection frees up within the borrow timeout.
+pub const BORROW_TIMEOUT: Code = (9501, "HY000");
+
+/// The error a client gets when sluice cannot give it a server connection.
+pub fn borrow_failure(e: &BorrowError) -> (Code, String) {
+    match e {
+        BorrowError::Timeout { waited, .. } => (
+            BORROW_TIMEOUT,
+            format!("Timed-out waiting to acquire database connection ({waited:?})"),
+        ),
+        BorrowError::Connect(ConnectError::Refused { code, message, .. }) => {
+            let errno = code.parse().unwrap_or(UNKNOWN.0);
+            let state = if errno == BAD_DB.0 {
+                BAD_DB.1
+            } else {
+                UNKNOWN.1
+            };
+            ((errno, state), message.clone())
+        }
+        BorrowError::Connect(e) => (UNKNOWN, format!("sluice: {e}")),
+        BorrowError::Closed { .. } => (UNKNOWN, "sluice: the pool is closed".into()),
+    }
+}

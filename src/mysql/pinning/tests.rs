@@ -1,0 +1,121 @@
+//! Statements drivers and applications send, and what each does to pinning and tracking.
+
+use super::*;
+
+fn pin(sql: &str) -> Option<PinReason> {
+    effects(sql.as_bytes()).pin
+}
+
+#[test]
+fn tracked_sets_read_back_instead_of_pinning() {
+    for sql in [
+        "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'",
+        "SET @@session.autocommit = ON",
+        "set autocommit=0",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET time_zone = '+03:00', sql_mode = 'ANSI,TRADITIONAL'",
+        "SET CHARACTER SET utf8",
+        "SET SESSION tx_read_only = 1",
+        "USE appdb",
+        "/* driver */ SET LOCAL wait_timeout = 10",
+    ] {
+        let fx = effects(sql.as_bytes());
+        assert_eq!((fx.pin, fx.read_back), (None, true), "{sql}");
+    }
+}
+
+#[test]
+fn what_cannot_move_pins() {
+    for (sql, reason) in [
+        ("SET @x = 1", PinReason::UserVariable),
+        ("SET time_zone = '+00:00', @y := 2", PinReason::UserVariable),
+        ("SELECT @n := @n + 1 FROM t", PinReason::UserVariable),
+        ("SELECT id INTO @id FROM t LIMIT 1", PinReason::UserVariable),
+        ("SET sql_log_bin = 0", PinReason::SetParameter),
+        (
+            "SET SESSION optimizer_switch = 'x=on'",
+            PinReason::SetParameter,
+        ),
+        ("LOCK TABLES t WRITE", PinReason::LockTables),
+        ("FLUSH TABLES WITH READ LOCK", PinReason::LockTables),
+        ("SELECT GET_LOCK('job', 10)", PinReason::AdvisoryLock),
+        ("CREATE TEMPORARY TABLE tmp (id int)", PinReason::TempObject),
+        (
+            "create or replace temporary table if not exists db.tmp (x int)",
+            PinReason::TempObject,
+        ),
+        ("PREPARE s FROM 'SELECT 1'", PinReason::SqlPrepare),
+        ("/*!40101 SET NAMES utf8 */", PinReason::ExecutableComment),
+        ("SELECT /*M!100100 1, */ 2", PinReason::ExecutableComment),
+        ("HANDLER t OPEN", PinReason::ServerCursor),
+        ("XA START 'x'", PinReason::Xa),
+    ] {
+        assert_eq!(pin(sql), Some(reason), "{sql}");
+    }
+}
+
+#[test]
+fn ordinary_statements_leave_no_trace() {
+    for sql in [
+        "SELECT 1",
+        "SELECT 'SET @x = 1', `get_lock`, \"lock tables\" FROM t -- get_lock(\n",
+        "INSERT INTO t (a) VALUES (@@session.time_zone)",
+        "SET GLOBAL max_connections = 10",
+        "SET @@global.sql_mode = ''",
+        "SELECT @x",
+        "BEGIN; UPDATE t SET a = 1; COMMIT",
+        "SET STATEMENT max_statement_time=1 FOR SELECT 1",
+        "CREATE TABLE t (id int)",
+    ] {
+        assert_eq!(effects(sql.as_bytes()), Effects::default(), "{sql}");
+    }
+}
+
+#[test]
+fn names_that_lift_pins() {
+    let fx =
+        effects(b"DROP TEMPORARY TABLE IF EXISTS a, db.b; DEALLOCATE PREPARE s; DROP PREPARE t");
+    assert_eq!(
+        fx.changes,
+        vec![
+            Change::TableDropped(b"a"),
+            Change::TableDropped(b"b"),
+            Change::Deallocated(b"s"),
+            Change::Deallocated(b"t"),
+        ]
+    );
+    let fx = effects(b"SELECT GET_LOCK('a', 1), GET_LOCK(CONCAT('b', 1), 1), RELEASE_LOCK('a'), RELEASE_ALL_LOCKS()");
+    assert_eq!(
+        fx.changes,
+        vec![
+            Change::LockTaken(Some(b"a")),
+            Change::LockTaken(None),
+            Change::LockReleased(b"a"),
+            Change::AllLocksReleased,
+        ]
+    );
+    assert_eq!(
+        effects(b"UNLOCK TABLES").changes,
+        vec![Change::TablesUnlocked]
+    );
+    assert_eq!(
+        effects(b"CREATE TEMPORARY TABLE x (a int)").changes,
+        vec![Change::TempCreated(b"x")]
+    );
+}
+
+#[test]
+fn holds_last_insert_id_and_kill() {
+    assert!(effects(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").hold);
+    assert!(effects(b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").hold);
+    assert!(effects(b"SELECT LAST_INSERT_ID()").last_insert_id);
+    assert!(effects(b"select @@identity").last_insert_id);
+    assert_eq!(effects(b"KILL QUERY 12").kill, Some(Kill::Query(12)));
+    assert_eq!(effects(b"kill hard query 12;").kill, Some(Kill::Query(12)));
+    assert_eq!(effects(b"KILL 12").kill, Some(Kill::Connection(12)));
+    assert_eq!(effects(b"KILL QUERY ID 12").kill, Some(Kill::Unsupported));
+    assert_eq!(
+        effects(b"SELECT 1; KILL QUERY 12").kill,
+        Some(Kill::Unsupported)
+    );
+}

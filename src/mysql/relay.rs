@@ -1,0 +1,367 @@
+//! One MySQL client session: waits idle without a server connection, borrows one for each
+//! command (keeping it through a transaction, a pin or a one-statement hold), replays the
+//! session's schema and tracked variables on it, forwards the command and streams the reply back
+//! until the reply's last packet, then gives the connection back.
+//!
+//! MySQL is strictly request/response, so unlike the Postgres relay this one is sequential:
+//! one command, one reply. Rows stream through in chunks; only status packets are parsed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Duration;
+
+use super::errors::{self, Code};
+use super::kill::KillHandle;
+use super::pools::MyPool;
+use super::server::ServerConn;
+use super::state::Vars;
+use super::wire::{self, Reply, ReplyKind};
+use crate::pool::Lease;
+
+mod commands;
+mod pins;
+mod sync;
+
+pub use pins::Pins;
+
+/// Largest command packet read whole; a bigger one continues in further packets, forwarded raw.
+const MAX_COMMAND: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
+/// Reply bytes gathered before a write to the client.
+const FLUSH_AT: usize = 64 << 10;
+const READ_CHUNK: usize = 16 << 10;
+/// An idle session keeps its buffers this long, then drops them.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a command ended the session, if it did.
+#[derive(Debug)]
+pub(super) enum End {
+    ClientGone,
+    /// Sent to the client as an ERR packet, then the connection is closed.
+    Fatal(Code, String),
+}
+
+/// A protocol-level statement as its client prepared it.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    sql: Arc<[u8]>,
+    params: u16,
+    /// Parameter types of the last execute that sent them (COM_STMT_EXECUTE may omit them once
+    /// sent, but the server connection that saw them may not be the one that runs it now).
+    types: Option<Box<[u8]>>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    id: u32,
+    pool: Arc<MyPool>,
+    kill: KillHandle,
+    schema: Option<Box<str>>,
+    /// Tracked variables; `None` while they are the pool's baseline.
+    vars: Option<Vars>,
+    pins: Option<Box<Pins>>,
+    statements: HashMap<u32, Prepared>,
+    next_statement: u32,
+    last_prepared: u32,
+    last_insert_id: u64,
+    /// Server status after the last reply: IN_TRANS, AUTOCOMMIT.
+    status: u16,
+    /// Keep the connection for the next command (SHOW WARNINGS, FOUND_ROWS(), SET TRANSACTION,
+    /// long data).
+    hold: bool,
+    cin: BytesMut,
+    out: Vec<u8>,
+    idle_timeout: Duration,
+    lease: Option<Lease<ServerConn>>,
+}
+
+impl Session {
+    pub(super) fn new(
+        id: u32,
+        pool: Arc<MyPool>,
+        kill: KillHandle,
+        schema: Option<Box<str>>,
+        leftover: BytesMut,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            id,
+            pool,
+            kill,
+            schema,
+            vars: None,
+            pins: None,
+            statements: HashMap::new(),
+            next_statement: 1,
+            last_prepared: 0,
+            last_insert_id: 0,
+            status: wire::status::AUTOCOMMIT,
+            hold: false,
+            cin: leftover,
+            out: Vec::new(),
+            idle_timeout,
+            lease: None,
+        }
+    }
+
+    /// The session's whole life after login.
+    pub async fn run(&mut self, mut client: TcpStream) {
+        let end = loop {
+            match self.next_command(&mut client).await {
+                Ok(Some(len)) => {
+                    if let Err(end) = self.command(&mut client, len).await {
+                        break end;
+                    }
+                }
+                Ok(None) => break End::ClientGone,
+                Err(end) => break end,
+            }
+        };
+        if let Some(lease) = self.lease.take() {
+            Box::pin(self.clean_up(lease)).await;
+        }
+        if let End::Fatal(code, message) = end {
+            tracing::info!(session = self.id, code = code.0, %message, "session ended by sluice");
+            self.out.clear();
+            wire::write_err(&mut self.out, 1, code.0, code.1, &message);
+            let _ = client.write_all(&self.out).await;
+        }
+        tracing::debug!(session = self.id, "session closed");
+    }
+
+    /// Waits for the client's next command packet; `Ok(None)` when the client left.
+    async fn next_command(&mut self, client: &mut TcpStream) -> Result<Option<usize>, End> {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(p) = wire::next_packet(&self.cin) {
+                if p.seq != 0 {
+                    return Err(End::Fatal(
+                        errors::OUT_OF_ORDER,
+                        "Got packets out of order".into(),
+                    ));
+                }
+                if p.payload_len() == 0 {
+                    return Err(End::Fatal(errors::HANDSHAKE, "empty command packet".into()));
+                }
+                if self.cin.len() >= p.len {
+                    return Ok(Some(p.len));
+                }
+            }
+            let idle = started.elapsed();
+            if idle >= self.idle_timeout {
+                return Err(End::Fatal(
+                    errors::IDLE_TIMEOUT,
+                    "The client was disconnected by sluice because of inactivity (idle_client_timeout)".into(),
+                ));
+            }
+            // Holding no server connection and idle for a while: give back the buffers.
+            let shrink = self.lease.is_none() && self.cin.is_empty() && idle < SHRINK_AFTER;
+            let wait = if shrink {
+                SHRINK_AFTER - idle
+            } else {
+                self.idle_timeout - idle
+            };
+            self.cin.reserve(
+                READ_CHUNK
+                    .min(MAX_COMMAND - self.cin.len().min(MAX_COMMAND))
+                    .max(64),
+            );
+            match tokio::time::timeout(wait, client.read_buf(&mut self.cin)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Err(_) if shrink => {
+                    self.cin = BytesMut::new();
+                    self.out = Vec::new();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Writes what is queued for the client.
+    async fn flush(&mut self, client: &mut TcpStream) -> Result<(), End> {
+        if !self.out.is_empty() {
+            client
+                .write_all(&self.out)
+                .await
+                .map_err(|_| End::ClientGone)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Queues an ERR reply to the current command.
+    fn error(&mut self, code: Code, message: &str) {
+        wire::write_err(&mut self.out, 1, code.0, code.1, message);
+    }
+
+    /// Queues an OK reply to the current command, with the session's status.
+    fn ok(&mut self) {
+        let ok = wire::OkPacket {
+            status: self.status,
+            ..wire::OkPacket::default()
+        };
+        wire::write_ok(&mut self.out, 1, &ok);
+    }
+
+    /// Sends `command` (whole packets) to the server and streams the reply to the client. A
+    /// server that fails before any of the reply was forwarded costs the client one ERR, not its
+    /// connection. `prepared_as`: the client's id for a COM_STMT_PREPARE reply.
+    async fn forward(
+        &mut self,
+        client: &mut TcpStream,
+        command: &[u8],
+        kind: ReplyKind,
+        prepared_as: Option<u32>,
+    ) -> Result<Option<Reply>, End> {
+        let Some(lease) = self.lease.as_mut() else {
+            return Err(End::Fatal(errors::UNKNOWN, "no server connection".into()));
+        };
+        let conn: &mut ServerConn = lease;
+        let mut reply = Reply::new(kind, conn.deprecate_eof());
+        let mut forwarded = false;
+        let lost = if conn.write_command(command).await.is_err() {
+            true
+        } else {
+            let mut streaming = 0usize;
+            let mut first = true;
+            loop {
+                match drain(
+                    &mut conn.buf,
+                    &mut self.out,
+                    &mut reply,
+                    &mut streaming,
+                    &mut first,
+                    prepared_as,
+                ) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(session = self.id, error = %e, "malformed reply from the server");
+                        break true;
+                    }
+                }
+                let complete = reply.done() && streaming == 0;
+                if complete || self.out.len() >= FLUSH_AT {
+                    forwarded |= !self.out.is_empty();
+                    if client.write_all(&self.out).await.is_err() {
+                        self.out.clear();
+                        return Err(End::ClientGone);
+                    }
+                    self.out.clear();
+                }
+                if complete {
+                    break false;
+                }
+                conn.buf.reserve(READ_CHUNK);
+                match conn.stream.read_buf(&mut conn.buf).await {
+                    Ok(0) | Err(_) => break true,
+                    Ok(_) => {}
+                }
+            }
+        };
+        if !lost {
+            return Ok(Some(reply));
+        }
+        self.lease = None;
+        self.kill.target.set(None);
+        let message = "Lost connection to the server during query";
+        if forwarded || !self.out.is_empty() {
+            return Err(End::Fatal(errors::LOST_CONNECTION, message.into()));
+        }
+        tracing::warn!(session = self.id, "server connection lost before its reply");
+        self.pins = None;
+        self.status &= !wire::status::IN_TRANS;
+        self.error(errors::LOST_CONNECTION, message);
+        self.flush(client).await?;
+        Ok(None)
+    }
+
+    /// Gives the connection back unless the session must keep it.
+    fn maybe_release(&mut self) {
+        let keep = self.status & wire::status::IN_TRANS != 0 || self.pins.is_some() || self.hold;
+        if keep {
+            return;
+        }
+        if let Some(lease) = self.lease.take() {
+            self.kill.target.set(None);
+            let reusable = lease.buf.is_empty() && !lease.expired();
+            lease.release(reusable);
+        }
+    }
+
+    /// The client left holding a connection: reset it if it carries session state, else return it.
+    async fn clean_up(&mut self, mut lease: Lease<ServerConn>) {
+        self.kill.target.set(None);
+        if !lease.buf.is_empty() {
+            return; // mid-reply: dropping closes it, and the server rolls back
+        }
+        let dirty = self.status & wire::status::IN_TRANS != 0 || self.pins.is_some() || self.hold;
+        let mut clean = true;
+        if dirty {
+            clean = tokio::time::timeout(RESET_TIMEOUT, sync::reset_server(&self.pool, &mut lease))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        }
+        let reusable = clean && !lease.expired();
+        lease.release(reusable);
+    }
+}
+
+/// Moves the complete (or streamable) reply packets in `buf` to `out`, feeding `reply`.
+fn drain(
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    reply: &mut Reply,
+    streaming: &mut usize,
+    first: &mut bool,
+    prepared_as: Option<u32>,
+) -> Result<(), wire::WireError> {
+    loop {
+        if *streaming > 0 {
+            let n = (*streaming).min(buf.len());
+            if n == 0 {
+                return Ok(());
+            }
+            out.extend_from_slice(&buf[..n]);
+            buf.advance(n);
+            *streaming -= n;
+            continue;
+        }
+        if reply.done() {
+            return Ok(());
+        }
+        let Some(p) = wire::next_packet(buf) else {
+            return Ok(());
+        };
+        let plen = p.payload_len();
+        if buf.len() < wire::HEADER_LEN + plen.min(1) {
+            return Ok(());
+        }
+        let head = if plen > 0 { buf[wire::HEADER_LEN] } else { 0 };
+        if reply.needs_whole(head, plen) {
+            if buf.len() < p.len {
+                return Ok(());
+            }
+            reply.on_packet(&buf[wire::HEADER_LEN..p.len], plen)?;
+            let at = out.len();
+            out.extend_from_slice(&buf[..p.len]);
+            if std::mem::take(first)
+                && let (Some(id), Some(_)) = (prepared_as, reply.prepared)
+            {
+                out[at + 5..at + 9].copy_from_slice(&id.to_le_bytes());
+            }
+            buf.advance(p.len);
+        } else {
+            *first = false;
+            reply.on_packet(&buf[wire::HEADER_LEN..wire::HEADER_LEN + plen.min(1)], plen)?;
+            let n = p.len.min(buf.len());
+            out.extend_from_slice(&buf[..n]);
+            buf.advance(n);
+            *streaming = p.len - n;
+        }
+    }
+}

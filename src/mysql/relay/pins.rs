@@ -1,0 +1,128 @@
+//! A session's pins and the names that lift them: a pin goes once the server confirmed the state
+//! is gone (`UNLOCK TABLES`, the last temporary table dropped, the last SQL prepared statement
+//! deallocated, the last named lock released), or at a connection reset.
+
+use crate::mysql::pinning::Change;
+use crate::session::{PIN_COUNTS, PinReason};
+
+#[derive(Debug, Default)]
+pub struct Pins {
+    /// One bit per `PinReason`.
+    reasons: u32,
+    temp_tables: Vec<Box<[u8]>>,
+    prepared: Vec<Box<[u8]>>,
+    /// Named locks held; `None` for a name sluice could not read.
+    locks: Vec<Option<Box<[u8]>>>,
+}
+
+impl Pins {
+    pub fn add(&mut self, reason: PinReason) -> bool {
+        let bit = 1 << reason as u32;
+        let new = self.reasons & bit == 0;
+        if new {
+            PIN_COUNTS.pinned(reason);
+        }
+        self.reasons |= bit;
+        new
+    }
+
+    fn lift(&mut self, reason: PinReason) {
+        let bit = 1 << reason as u32;
+        if self.reasons & bit != 0 {
+            self.reasons &= !bit;
+            PIN_COUNTS.unpinned(reason);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reasons == 0
+    }
+
+    pub fn reasons(&self) -> impl Iterator<Item = PinReason> + '_ {
+        PinReason::ALL
+            .into_iter()
+            .filter(|r| self.reasons & (1 << *r as u32) != 0)
+    }
+
+    /// Applies what a successful statement created or dropped.
+    pub fn apply(&mut self, changes: &[Change<'_>]) {
+        for change in changes {
+            match *change {
+                Change::TempCreated(n) => add_name(&mut self.temp_tables, n),
+                Change::TableDropped(n) => remove_name(&mut self.temp_tables, n),
+                Change::Prepared(n) => add_name(&mut self.prepared, n),
+                Change::Deallocated(n) => remove_name(&mut self.prepared, n),
+                Change::LockTaken(n) => self.locks.push(n.map(Into::into)),
+                Change::LockReleased(n) => {
+                    if let Some(i) = self
+                        .locks
+                        .iter()
+                        .position(|l| l.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(n)))
+                    {
+                        self.locks.swap_remove(i);
+                    }
+                }
+                Change::AllLocksReleased => self.locks.clear(),
+                Change::TablesUnlocked => self.lift(PinReason::LockTables),
+            }
+        }
+        if self.temp_tables.is_empty() {
+            self.lift(PinReason::TempObject);
+        }
+        if self.prepared.is_empty() {
+            self.lift(PinReason::SqlPrepare);
+        }
+        if self.locks.is_empty() {
+            self.lift(PinReason::AdvisoryLock);
+        }
+    }
+
+    /// All pins go (a connection reset).
+    pub fn clear(&mut self) {
+        for r in PinReason::ALL {
+            self.lift(r);
+        }
+    }
+}
+
+fn add_name(names: &mut Vec<Box<[u8]>>, name: &[u8]) {
+    if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        names.push(name.into());
+    }
+}
+
+fn remove_name(names: &mut Vec<Box<[u8]>>, name: &[u8]) {
+    names.retain(|n| !n.eq_ignore_ascii_case(name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_lift_when_their_names_are_gone() {
+        let mut p = Pins::default();
+        p.add(PinReason::TempObject);
+        p.apply(&[Change::TempCreated(b"a"), Change::TempCreated(b"B")]);
+        p.apply(&[Change::TableDropped(b"b")]);
+        assert!(!p.is_empty());
+        p.apply(&[Change::TableDropped(b"A")]);
+        assert!(p.is_empty());
+
+        p.add(PinReason::AdvisoryLock);
+        p.apply(&[Change::LockTaken(Some(b"x")), Change::LockTaken(None)]);
+        p.apply(&[Change::LockReleased(b"x")]);
+        assert!(!p.is_empty(), "a lock with an unknown name is still held");
+        p.apply(&[Change::AllLocksReleased]);
+        assert!(p.is_empty());
+
+        p.add(PinReason::UserVariable);
+        p.apply(&[Change::TablesUnlocked, Change::AllLocksReleased]);
+        assert_eq!(
+            p.reasons().collect::<Vec<_>>(),
+            vec![PinReason::UserVariable]
+        );
+        p.clear();
+        assert!(p.is_empty());
+    }
+}

@@ -1,0 +1,182 @@
+//! Making a borrowed connection carry the session: its schema, tracked variables and
+//! LAST_INSERT_ID() replayed when they differ, and the read-back after a statement changed them.
+
+use super::{End, Session};
+use crate::mysql::errors::{self, Code};
+use crate::mysql::pools::MyPool;
+use crate::mysql::server::ServerConn;
+use crate::mysql::state::{Vars, effective};
+use crate::mysql::wire::command;
+use crate::pool::{ConnectError, Lease};
+
+/// A replay the server refused: the client gets this as its command's ERR.
+pub(super) type Refused = (Code, String);
+
+fn refused(e: ConnectError) -> Refused {
+    match e {
+        ConnectError::Refused { code, message, .. } => {
+            let errno = code.parse().unwrap_or(errors::UNKNOWN.0);
+            let state = if errno == errors::BAD_DB.0 {
+                errors::BAD_DB.1
+            } else {
+                "HY000"
+            };
+            ((errno, state), message)
+        }
+        e => (errors::LOST_CONNECTION, format!("sluice: {e}")),
+    }
+}
+
+impl Session {
+    /// Borrows a connection if the session holds none, and brings it to the session's state.
+    /// `Err(Ok(..))`: refused for this command only; `Err(Err(..))`: the session ends.
+    pub(super) async fn ensure_lease(&mut self) -> Result<(), Result<Refused, End>> {
+        if self.lease.is_some() {
+            return Ok(());
+        }
+        for _ in 0..3 {
+            let mut lease = self.borrow().await.map_err(Err)?;
+            // A schema cannot be unselected: a session without one needs a connection without one.
+            if self.schema.is_none() && lease.state.schema.is_some() {
+                lease.release(false);
+                continue;
+            }
+            let addr = self.pool.login.addr.clone();
+            self.kill
+                .target
+                .set(Some((addr.as_str().into(), lease.thread_id)));
+            let synced = self.sync(&mut lease).await;
+            self.lease = Some(lease);
+            return match synced {
+                Ok(()) => Ok(()),
+                Err(r) => {
+                    self.maybe_release();
+                    Err(Ok(r))
+                }
+            };
+        }
+        Err(Ok((
+            errors::UNKNOWN,
+            "sluice: no server connection without a schema".into(),
+        )))
+    }
+
+    async fn borrow(&self) -> Result<Lease<ServerConn>, End> {
+        loop {
+            let lease = match self.pool.pool.try_borrow_idle() {
+                Some(lease) => Ok(lease),
+                None => Box::pin(self.pool.pool.borrow()).await,
+            };
+            let mut lease = lease.map_err(|e| {
+                tracing::warn!(session = self.id, pool = %self.pool.pool.name(), error = %e, "borrow failed");
+                let (code, message) = errors::borrow_failure(&e);
+                End::Fatal(code, message)
+            })?;
+            if lease.is_usable() {
+                return Ok(lease);
+            }
+            lease.release(false);
+        }
+    }
+
+    async fn sync(&self, conn: &mut ServerConn) -> Result<(), Refused> {
+        let addr = self.pool.login.addr.as_str();
+        if self.schema != conn.state.schema
+            && let Some(db) = &self.schema
+        {
+            conn.command(addr, command::INIT_DB, db.as_bytes())
+                .await
+                .map_err(refused)?;
+            conn.state.schema = Some(db.clone());
+        }
+        if let Some(baseline) = self.pool.baseline.get() {
+            let have = effective(&conn.state.vars, baseline);
+            let want = effective(&self.vars, baseline);
+            let sql = self.pool.dialect.replay_sql(have, want);
+            if !sql.is_empty() {
+                conn.state.vars = None; // unknown until the SET succeeds
+                conn.query(addr, &sql).await.map_err(refused)?;
+                conn.state.vars = self.vars.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the session's LAST_INSERT_ID() on the connection before a statement reads it.
+    pub(super) async fn sync_last_insert_id(&mut self) -> Result<(), Refused> {
+        let want = self.last_insert_id;
+        let addr = self.pool.login.addr.clone();
+        let Some(conn) = self.lease.as_mut() else {
+            return Ok(());
+        };
+        if conn.state.last_insert_id != want {
+            conn.query(&addr, &format!("SELECT LAST_INSERT_ID({want})"))
+                .await
+                .map_err(refused)?;
+            conn.state.last_insert_id = want;
+        }
+        Ok(())
+    }
+
+    /// Reads the tracked variables and schema back after a statement that may have changed them.
+    pub(super) async fn read_back(&mut self) -> Result<(), ConnectError> {
+        let addr = self.pool.login.addr.clone();
+        let Some(conn) = self.lease.as_mut() else {
+            return Ok(());
+        };
+        let (vars, schema) = read_state(&self.pool, conn, &addr).await?;
+        self.vars = vars.clone();
+        conn.state.vars = vars;
+        if schema != conn.state.schema {
+            if let Some(db) = &schema {
+                self.pool
+                    .known_schemas
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(db.to_string());
+            }
+            conn.state.schema = schema.clone();
+        }
+        self.schema = schema;
+        Ok(())
+    }
+}
+
+/// The connection's tracked variables (`None` when they equal the baseline) and schema.
+async fn read_state(
+    pool: &MyPool,
+    conn: &mut ServerConn,
+    addr: &str,
+) -> Result<(Option<Vars>, Option<Box<str>>), ConnectError> {
+    let row = conn.query(addr, &pool.dialect.read_back).await?.pop();
+    let (vars, schema) = row
+        .and_then(|r| pool.dialect.parse_read_back(r))
+        .ok_or_else(|| ConnectError::Protocol {
+            instance: addr.to_owned(),
+            reason: "unreadable session variables".into(),
+        })?;
+    let vars = match pool.baseline.get() {
+        Some(b) if *b == vars => None,
+        _ => Some(vars),
+    };
+    Ok((vars, schema))
+}
+
+/// COM_RESET_CONNECTION, then what a new connection would have: the init query run again and
+/// the variables read back (a reset restores global defaults, not the handshake's).
+pub(super) async fn reset_server(pool: &MyPool, conn: &mut ServerConn) -> Result<(), ConnectError> {
+    let addr = pool.login.addr.as_str();
+    conn.command(addr, command::RESET_CONNECTION, &[]).await?;
+    let stale: Vec<u32> = conn.state.statements.drain().map(|(_, id)| id).collect();
+    drop(stale); // the reset closed them on the server
+    conn.state.last_insert_id = 0;
+    if !pool.init_query.is_empty() {
+        for statement in pool.init_query.split(';').filter(|s| !s.trim().is_empty()) {
+            conn.query(addr, statement).await?;
+        }
+    }
+    let (vars, schema) = read_state(pool, conn, addr).await?;
+    conn.state.vars = vars;
+    conn.state.schema = schema;
+    Ok(())
+}

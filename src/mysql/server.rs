@@ -1,0 +1,377 @@
+//! A connection from sluice to a MySQL/MariaDB instance: connect, log in (mysql_native_password or
+//! caching_sha2_password's fast path), and the control-plane commands sluice runs itself.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::state::ConnState;
+use super::wire::{
+    self, Greeting, HandshakeResponse, OkPacket, PrepareOk, Reader, Reply, ReplyKind, caps, command,
+};
+use crate::auth::mysql::MysqlKeys;
+use crate::pool::{ConnectError, PooledConnection};
+
+/// Largest packet sluice reads whole from a server on the control plane.
+const MAX_CONTROL_PACKET: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
+/// What every server connection asks for, whatever the client did.
+const BASE_CAPS: u32 = caps::LONG_PASSWORD
+    | caps::LONG_FLAG
+    | caps::PROTOCOL_41
+    | caps::TRANSACTIONS
+    | caps::SECURE_CONNECTION
+    | caps::PLUGIN_AUTH
+    | caps::PLUGIN_AUTH_LENENC_DATA
+    | caps::CONNECT_ATTRS;
+const NATIVE: &str = "mysql_native_password";
+const SHA2: &str = "caching_sha2_password";
+
+/// What a server connection is opened with: the pool's key (user, the client capabilities that
+/// change the protocol, the handshake collation) and the secret's password hashes.
+#[derive(Clone)]
+pub struct ServerLogin {
+    pub addr: String,
+    pub user: String,
+    pub keys: MysqlKeys,
+    /// Client capability bits forwarded to the server (`wire::FORWARDED_CAPS` subset).
+    pub caps: u32,
+    pub collation: u8,
+}
+
+impl std::fmt::Debug for ServerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLogin")
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("caps", &format_args!("{:#x}", self.caps))
+            .field("collation", &self.collation)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub buf: BytesMut,
+    pub thread_id: u32,
+    /// The capabilities in force on this connection.
+    pub caps: u32,
+    /// Schema, tracked variables and prepared statements as sluice left them.
+    pub state: ConnState,
+    /// Commands without a reply (COM_STMT_CLOSE) to send ahead of the next command.
+    pub pending: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("thread_id", &self.thread_id)
+            .finish()
+    }
+}
+
+impl PooledConnection for ServerConn {
+    fn close(self) {
+        // COM_QUIT lets the server end the thread without logging an aborted connection.
+        let _ = self.stream.try_write(&[1, 0, 0, 0, command::QUIT]);
+    }
+}
+
+fn protocol(addr: &str, reason: impl ToString) -> ConnectError {
+    ConnectError::Protocol {
+        instance: addr.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn refused(addr: &str, payload: &[u8]) -> ConnectError {
+    match wire::parse_err(payload) {
+        Ok(e) => ConnectError::Refused {
+            instance: addr.to_owned(),
+            code: e.code.to_string(),
+            message: e.message,
+        },
+        Err(e) => protocol(addr, e),
+    }
+}
+
+/// Reads the server's greeting only: its version string and capabilities, no login.
+pub async fn greeting(addr: &str) -> Result<Greeting, ConnectError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| unreachable(addr, e))?;
+    let mut buf = BytesMut::new();
+    let (_, payload) = read_packet(&mut stream, &mut buf, addr).await?;
+    if payload.first() == Some(&0xff) {
+        return Err(refused(addr, &payload));
+    }
+    Greeting::parse(&payload).map_err(|e| protocol(addr, e))
+}
+
+fn unreachable(addr: &str, e: std::io::Error) -> ConnectError {
+    ConnectError::Unreachable {
+        instance: addr.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+async fn read_packet(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    addr: &str,
+) -> Result<(u8, BytesMut), ConnectError> {
+    loop {
+        if let Some(p) = wire::next_packet(buf) {
+            if p.len > MAX_CONTROL_PACKET {
+                return Err(protocol(addr, "oversized packet"));
+            }
+            if buf.len() >= p.len {
+                let mut packet = buf.split_to(p.len);
+                packet.advance(wire::HEADER_LEN);
+                return Ok((p.seq, packet));
+            }
+        }
+        buf.reserve(4096);
+        match stream.read_buf(buf).await {
+            Ok(0) => return Err(protocol(addr, "server closed the connection")),
+            Ok(_) => {}
+            Err(e) => return Err(unreachable(addr, e)),
+        }
+    }
+}
+
+impl ServerConn {
+    pub async fn connect(login: &ServerLogin) -> Result<Self, ConnectError> {
+        let addr = login.addr.as_str();
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(addr, e))?;
+        let _ = stream.set_nodelay(true);
+        let mut buf = BytesMut::with_capacity(4096);
+        let (_, payload) = read_packet(&mut stream, &mut buf, addr).await?;
+        if payload.first() == Some(&0xff) {
+            return Err(refused(addr, &payload));
+        }
+        let greeting = Greeting::parse(&payload).map_err(|e| protocol(addr, e))?;
+        // MariaDB leaves LONG_PASSWORD ("CLIENT_MYSQL") out of its greeting on purpose.
+        let required = login.caps | caps::PROTOCOL_41 | caps::SECURE_CONNECTION;
+        if greeting.caps & required != required {
+            return Err(protocol(
+                addr,
+                format!("server lacks capabilities {:#x}", required & !greeting.caps),
+            ));
+        }
+        let wanted = (BASE_CAPS | login.caps) & (greeting.caps | caps::LONG_PASSWORD);
+        let plugin = if greeting.plugin == SHA2 {
+            SHA2
+        } else {
+            NATIVE
+        };
+        let response = HandshakeResponse {
+            caps: wanted,
+            max_packet: 1 << 30,
+            charset: login.collation,
+            user: login.user.clone(),
+            auth: scramble(&login.keys, plugin, &greeting.nonce),
+            database: None,
+            plugin: Some(plugin.to_owned()),
+            attrs: b"\x0c_client_name\x06sluice".to_vec(),
+            ssl_request: false,
+        };
+        let mut out = Vec::with_capacity(256);
+        response.write(&mut out, 1);
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| unreachable(addr, e))?;
+        let mut plugin = plugin;
+        loop {
+            let (seq, payload) = read_packet(&mut stream, &mut buf, addr).await?;
+            match payload.first() {
+                Some(0x00) => break,
+                Some(0xff) => return Err(refused(addr, &payload)),
+                Some(0xfe) => {
+                    let switch =
+                        wire::parse_auth_switch(&payload).map_err(|e| protocol(addr, e))?;
+                    plugin = match switch.plugin.as_str() {
+                        NATIVE => NATIVE,
+                        SHA2 => SHA2,
+                        other => {
+                            return Err(protocol(addr, format!("unsupported auth plugin {other}")));
+                        }
+                    };
+                    out.clear();
+                    let auth = scramble(&login.keys, plugin, &switch.data);
+                    wire::write_packet(&mut out, seq.wrapping_add(1), &auth);
+                    stream
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| unreachable(addr, e))?;
+                }
+                // caching_sha2_password: 3 = the fast path worked, OK follows.
+                Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&3) => {}
+                Some(0x01) => {
+                    return Err(protocol(
+                        addr,
+                        "caching_sha2_password full authentication needs TLS, not configured",
+                    ));
+                }
+                _ => return Err(protocol(addr, "unexpected packet during login")),
+            }
+        }
+        Ok(Self {
+            stream,
+            buf,
+            thread_id: greeting.connection_id,
+            caps: wanted,
+            state: ConnState::default(),
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn deprecate_eof(&self) -> bool {
+        self.caps & caps::DEPRECATE_EOF != 0
+    }
+
+    /// True if the server has not closed the connection or sent anything while it sat idle.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    async fn send(&mut self, addr: &str, out: &[u8]) -> Result<(), ConnectError> {
+        self.write_command(out)
+            .await
+            .map_err(|e| unreachable(addr, e))
+    }
+
+    /// Writes a command, after any queued reply-less ones.
+    pub async fn write_command(&mut self, out: &[u8]) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.stream.write_all(&self.pending).await?;
+            self.pending.clear();
+        }
+        self.stream.write_all(out).await
+    }
+
+    async fn read(&mut self, addr: &str) -> Result<BytesMut, ConnectError> {
+        Ok(read_packet(&mut self.stream, &mut self.buf, addr).await?.1)
+    }
+
+    /// Runs one command with a one-packet reply (COM_INIT_DB, COM_PING, COM_RESET_CONNECTION).
+    pub async fn command(
+        &mut self,
+        addr: &str,
+        cmd: u8,
+        arg: &[u8],
+    ) -> Result<OkPacket, ConnectError> {
+        let mut out = Vec::with_capacity(arg.len() + 5);
+        let w = wire::PacketWriter::begin(&mut out, 0);
+        out.push(cmd);
+        out.extend_from_slice(arg);
+        w.finish(&mut out);
+        self.send(addr, &out).await?;
+        let payload = self.read(addr).await?;
+        match payload.first() {
+            Some(0xff) => Err(refused(addr, &payload)),
+            _ => wire::parse_ok(&payload).map_err(|e| protocol(addr, e)),
+        }
+    }
+
+    /// Runs a text query to completion; the rows of its last result set, NULL as `None`.
+    pub async fn query(
+        &mut self,
+        addr: &str,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ConnectError> {
+        let mut out = Vec::with_capacity(sql.len() + 5);
+        let w = wire::PacketWriter::begin(&mut out, 0);
+        out.push(command::QUERY);
+        out.extend_from_slice(sql.as_bytes());
+        w.finish(&mut out);
+        self.send(addr, &out).await?;
+        let mut reply = Reply::new(ReplyKind::Query, self.deprecate_eof());
+        let mut rows = Vec::new();
+        while !reply.done() {
+            let payload = self.read(addr).await?;
+            let first = payload.first().copied().unwrap_or(0);
+            if reply.in_rows() && !reply.needs_whole(first, payload.len()) {
+                rows.push(text_row(&payload).map_err(|e| protocol(addr, e))?);
+            }
+            reply
+                .on_packet(&payload, payload.len())
+                .map_err(|e| protocol(addr, e))?;
+        }
+        if reply.error.is_some() {
+            return Err(ConnectError::Refused {
+                instance: addr.to_owned(),
+                code: reply.error.unwrap_or(0).to_string(),
+                message: format!("internal query failed: {sql}"),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Prepares `sql` and consumes its definitions.
+    pub async fn prepare(&mut self, addr: &str, sql: &[u8]) -> Result<PrepareOk, ConnectError> {
+        let mut out = Vec::with_capacity(sql.len() + 5);
+        let w = wire::PacketWriter::begin(&mut out, 0);
+        out.push(command::STMT_PREPARE);
+        out.extend_from_slice(sql);
+        w.finish(&mut out);
+        self.send(addr, &out).await?;
+        let mut reply = Reply::new(ReplyKind::Prepare, self.deprecate_eof());
+        let mut error = None;
+        while !reply.done() {
+            let payload = self.read(addr).await?;
+            if payload.first() == Some(&0xff) {
+                error = Some(refused(addr, &payload));
+            }
+            reply
+                .on_packet(&payload, payload.len())
+                .map_err(|e| protocol(addr, e))?;
+        }
+        match (error, reply.prepared) {
+            (Some(e), _) => Err(e),
+            (None, Some(ok)) => Ok(ok),
+            (None, None) => Err(protocol(addr, "no statement in the prepare reply")),
+        }
+    }
+
+    /// Queues COM_STMT_CLOSE (the server sends no reply).
+    pub fn close_statement(out: &mut Vec<u8>, id: u32) {
+        let w = wire::PacketWriter::begin(out, 0);
+        out.push(command::STMT_CLOSE);
+        out.extend_from_slice(&id.to_le_bytes());
+        w.finish(out);
+    }
+}
+
+/// The auth response for `plugin` and salt `nonce`.
+pub fn scramble(keys: &MysqlKeys, plugin: &str, nonce: &[u8]) -> Vec<u8> {
+    let nonce = &nonce[..nonce.len().min(20)];
+    if plugin == SHA2 {
+        keys.sha2(nonce)
+    } else {
+        keys.native(nonce)
+    }
+}
+
+fn text_row(payload: &[u8]) -> Result<Vec<Option<String>>, wire::WireError> {
+    let mut r = Reader::new(payload, "text row");
+    let mut row = Vec::new();
+    while !r.is_empty() {
+        if r.peek() == Some(0xfb) {
+            r.u8()?;
+            row.push(None);
+        } else {
+            row.push(Some(
+                String::from_utf8_lossy(r.lenenc_bytes()?).into_owned(),
+            ));
+        }
+    }
+    Ok(row)
+}
