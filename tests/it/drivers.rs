@@ -101,7 +101,12 @@ impl std::fmt::Display for Run {
 }
 
 /// Runs `cmd` to completion (killed after `limit`) while sampling `backend_count(app, appdb)`.
-pub fn run_sampling(pg: &PgServer, mut cmd: Command, limit: Duration) -> Run {
+pub fn run_sampling(pg: &PgServer, cmd: Command, limit: Duration) -> Run {
+    run_sampling_with(cmd, limit, || pg.backend_count(APP.0, APPDB))
+}
+
+/// Runs `cmd` to completion (killed after `limit`) while sampling `count` (server connections).
+pub fn run_sampling_with(mut cmd: Command, limit: Duration, mut count: impl FnMut() -> i64) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = cmd
@@ -121,7 +126,7 @@ pub fn run_sampling(pg: &PgServer, mut cmd: Command, limit: Duration) -> Run {
             let _ = child.wait();
             break None;
         }
-        max_backends = max_backends.max(pg.backend_count(APP.0, APPDB));
+        max_backends = max_backends.max(count());
         samples += 1;
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -1,4 +1,4 @@
-//! The one integration-test binary: real PostgreSQL servers, the real `sluice` binary, real clients.
+//! The one integration-test binary: real PostgreSQL and MariaDB servers, the real `sluice` binary, real clients.
 //!
 //! `support` holds the harness (private servers in temp dirs, the proxy under test, client
 //! tools); every other module is a group of tests. Run one group with
@@ -15,6 +15,7 @@ mod support;
 
 mod drivers;
 mod harness_selftest;
+mod my_proxy;
 mod pg_config;
 mod pg_faults;
 mod pg_proxy;

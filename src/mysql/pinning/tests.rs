@@ -1,5 +1,7 @@
 //! Statements drivers and applications send, and what each does to pinning and tracking.
 
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 
 fn pin(sql: &str) -> Option<PinReason> {

@@ -1,14 +1,19 @@
-//! Test harness: private PostgreSQL servers, the sluice binary under test, and client tools.
+//! Test harness: private PostgreSQL and MariaDB servers, the sluice binary under test, and client
+//! tools.
 //!
 //! - [`postgres::PgServer`]: initdb + pg_ctl in a temp dir on a free loopback port, with the
 //!   standard test roles (`app`, `md5user`, `plainuser`, `monitor`) and database `appdb`.
+//! - [`mariadb::MariaDb`]: mariadb-install-db + mariadbd in a temp dir on a free loopback port,
+//!   with the test users (`app`, `monitor`) and databases `appdb` and `otherdb`.
 //! - [`sluice::Sluice`]: runs `sluice run --config ...` and waits until it listens.
 //! - [`client`]: a tokio-postgres login to sluice and query helpers.
-//! - [`tools`]: the psycopg venv, pgjdbc, java, free ports, command helpers.
+//! - [`tools`]: the Python driver venv (psycopg, PyMySQL, mysql-connector-python), pgjdbc,
+//!   java, free ports, command helpers.
 //!
 //! Everything tears itself down in `Drop`, also when a test panics.
 
 pub mod client;
+pub mod mariadb;
 pub mod postgres;
 pub mod sluice;
 pub mod tools;

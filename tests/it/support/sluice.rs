@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::mariadb::MariaDb;
 use super::postgres::{APP, MD5USER, MONITOR, PLAINUSER, PgServer};
 use super::tools::{free_port, tail};
 
@@ -92,6 +93,33 @@ pub fn config_for(pg: &PgServer, opts: &ProxyOptions) -> (String, String) {
     (y, default_secrets())
 }
 
+/// A config with one `writer` endpoint on a free port in front of the MariaDB `db` (engine
+/// mysql); `opts.client_auth_type` is the `app` entry's (a postgres_* type means the MySQL
+/// default, mysql_native_password).
+pub fn config_for_mariadb(db: &MariaDb, opts: &ProxyOptions) -> (String, String) {
+    let mut y = String::new();
+    let _ = write!(
+        y,
+        "endpoints:\n  - name: writer\n    listen: 127.0.0.1:{port}\n    target_group: maria\n    \
+         role: read_write\ntarget_groups:\n  maria:\n    engine: mysql\n    \
+         instances: [{host}:{db_port}]\n    connection_pool:\n      max_connections: {size}\n      \
+         connection_borrow_timeout: {borrow}\nauth:\n  - username: {user}\n    \
+         client_auth: password\n    client_password_auth_type: {kind}\n    \
+         secret: file:secrets.yaml#{user}\n",
+        port = free_port(),
+        host = db.host(),
+        db_port = db.port(),
+        size = opts.pool_size,
+        borrow = opts.borrow_timeout,
+        user = APP.0,
+        kind = opts.client_auth_type,
+    );
+    if let Some(t) = &opts.idle_client_timeout {
+        let _ = writeln!(y, "idle_client_timeout: {t}");
+    }
+    (y, default_secrets())
+}
+
 /// A running `sluice run --config <dir>/sluice.yaml`; killed (by PID) on drop.
 #[derive(Debug)]
 pub struct Sluice {
@@ -109,6 +137,12 @@ impl Sluice {
     /// Starts sluice in front of `pg` with a config from [`config_for`].
     pub fn start_for(pg: &PgServer, opts: ProxyOptions) -> Sluice {
         let (yaml, secrets) = config_for(pg, &opts);
+        Self::start_with_secrets(&yaml, &secrets)
+    }
+
+    /// Starts sluice in front of the MariaDB `db` with a config from [`config_for_mariadb`].
+    pub fn start_for_mariadb(db: &MariaDb, opts: ProxyOptions) -> Sluice {
+        let (yaml, secrets) = config_for_mariadb(db, &opts);
         Self::start_with_secrets(&yaml, &secrets)
     }
 

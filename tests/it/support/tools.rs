@@ -1,5 +1,5 @@
-//! Client tools and small helpers: the psycopg venv, node-postgres, pgjdbc, java, free ports,
-//! running commands.
+//! Client tools and small helpers: the Python driver venv (psycopg, PyMySQL,
+//! mysql-connector-python), node-postgres, pgjdbc, java, free ports, running commands.
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -108,38 +108,55 @@ pub fn venv_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/test-venv"))
 }
 
-/// A python interpreter with psycopg 3 (`psycopg[binary]`) installed. The venv is created
-/// (or repaired) at most once per process, under an flock shared with scripts/test, so
-/// parallel test binaries do not race.
+/// What the venv holds (scripts/test installs the same list): psycopg 3, PyMySQL (which needs
+/// cryptography for caching_sha2_password / sha256_password over plain TCP) and
+/// mysql-connector-python.
+const PY_PACKAGES: [&str; 4] = [
+    "psycopg[binary]",
+    "PyMySQL",
+    "mysql-connector-python",
+    "cryptography",
+];
+const PY_IMPORTS: &str = "import psycopg, pymysql, mysql.connector, cryptography";
+
+/// A python interpreter with `PY_PACKAGES` installed. The venv is created (or, when a package
+/// is missing, e.g. in a venv from before it was added, completed) at most once per process,
+/// under an flock shared with scripts/test, so parallel test binaries do not race.
 pub fn python() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
             let venv = venv_dir();
             let python = venv.join("bin/python");
-            if has_psycopg(&python) {
+            if has_drivers(&python) {
                 return python;
             }
             if let Some(parent) = venv.parent() {
                 std::fs::create_dir_all(parent).expect("create venv parent dir");
             }
             let lock = venv.with_extension("lock");
+            // Only a venv whose python no longer runs is rebuilt: pip completes a working one.
             let script = r#"set -e
-venv="$1"
-if ! "$venv/bin/python" -c 'import psycopg' >/dev/null 2>&1; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]'
+venv="$1" imports="$2"
+shift 2
+if ! "$venv/bin/python" -c "$imports" >/dev/null 2>&1; then
+    if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check "$@"
 fi"#;
             run_ok(
                 Command::new("flock")
                     .arg(&lock)
                     .args(["bash", "-c", script, "make-venv"])
-                    .arg(&venv),
+                    .arg(&venv)
+                    .arg(PY_IMPORTS)
+                    .args(PY_PACKAGES),
             );
             assert!(
-                has_psycopg(&python),
-                "venv at {} lacks psycopg",
+                has_drivers(&python),
+                "venv at {} lacks one of {PY_PACKAGES:?}",
                 venv.display()
             );
             python
@@ -147,10 +164,10 @@ fi"#;
         .clone()
 }
 
-fn has_psycopg(python: &Path) -> bool {
+fn has_drivers(python: &Path) -> bool {
     python.is_file()
         && Command::new(python)
-            .args(["-c", "import psycopg"])
+            .args(["-c", PY_IMPORTS])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

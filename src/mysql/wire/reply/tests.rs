@@ -1,5 +1,7 @@
 //! Response shapes fed packet by packet: where each one ends and what status it ends with.
 
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 use crate::mysql::wire::{OkPacket, write_eof, write_err, write_ok, write_packet};
 

@@ -1,0 +1,310 @@
+//! The MySQL engine end to end: the mariadb CLI, PyMySQL, mysql-connector-python (both auth
+//! plugins) and sysbench through sluice in front of a private MariaDB, over small pools whose
+//! size the server's processlist must never exceed; tracked state, pins and KILL QUERY per
+//! session; wrong passwords, missing schemas and garbage bytes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::drivers::{Run, run_sampling_with, script};
+use crate::support::mariadb::{APP, MY_APPDB, MY_OTHERDB, MariaDb, cli_at};
+use crate::support::sluice::{ProxyOptions, Sluice};
+use crate::support::tools::{self, command_output};
+
+fn proxy(db: &MariaDb, pool: u32, auth: &str) -> Sluice {
+    Sluice::start_for_mariadb(
+        db,
+        ProxyOptions {
+            pool_size: pool,
+            borrow_timeout: "60s".into(),
+            client_auth_type: auth.into(),
+            ..ProxyOptions::default()
+        },
+    )
+}
+
+fn python(name: &str, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(tools::python());
+    cmd.arg(script(name))
+        .args(["127.0.0.1", &port.to_string(), APP.0, APP.1])
+        .args(extra);
+    cmd
+}
+
+/// Runs a client program while sampling `app`'s server connections; panics unless it passed.
+fn run(db: &MariaDb, cmd: Command, limit_secs: u64) -> Run {
+    let run = run_sampling_with(cmd, Duration::from_secs(limit_secs), || {
+        db.connection_count(APP.0)
+    });
+    assert!(run.ok, "{run}");
+    run
+}
+
+#[test]
+fn cli_logins_errors_and_the_schema() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let port = sluice.port();
+    let out = cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT DATABASE(), 1 + 1").unwrap();
+    assert_eq!(out, "appdb\t2");
+    let err = cli_at(port, APP.0, "wrong", MY_APPDB, "SELECT 1").unwrap_err();
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    let err = cli_at(port, "nobody", APP.1, "", "SELECT 1").unwrap_err();
+    assert!(
+        err.contains("ERROR 1045 (28000)"),
+        "unknown users look like wrong passwords: {err}"
+    );
+    db.sql(&format!("DROP DATABASE {MY_OTHERDB}"));
+    let err = cli_at(port, APP.0, APP.1, MY_OTHERDB, "SELECT 1").unwrap_err();
+    assert!(err.contains("ERROR 1049 (42000)"), "{err}");
+    // No schema at login, then USE: the session's schema, replayed wherever it runs.
+    let out = cli_at(
+        port,
+        APP.0,
+        APP.1,
+        "",
+        "SELECT DATABASE(); USE appdb; SELECT DATABASE()",
+    )
+    .unwrap();
+    assert_eq!(out, "NULL\nappdb");
+    let err = cli_at(port, APP.0, APP.1, MY_APPDB, "KILL QUERY 4000000").unwrap_err();
+    assert!(err.contains("ERROR 1094"), "{err}");
+    let err = cli_at(port, APP.0, APP.1, MY_APPDB, "KILL 1").unwrap_err();
+    assert!(
+        err.contains("ERROR 1235"),
+        "a raw thread id never reaches the server: {err}"
+    );
+    assert_eq!(
+        cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 7").unwrap(),
+        "7"
+    );
+}
+
+#[test]
+fn pymysql_and_connector_over_a_small_pool() {
+    let db = MariaDb::start();
+    let pool = 4;
+    let sluice = proxy(&db, pool, "mysql_native_password");
+    let port = sluice.port();
+    let load = run(
+        &db,
+        python("pymysql_load.py", port, &[MY_APPDB, "16", "30"]),
+        240,
+    );
+    let r = load.result();
+    assert_eq!(
+        (r.int("threads_ok"), r.int("mismatches")),
+        (16, 0),
+        "{load}"
+    );
+    assert!(load.max_backends <= i64::from(pool), "{load}");
+    let counted: i64 = db
+        .sql("SELECT COUNT(*) FROM appdb.t_load WHERE thread < 100000")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        counted,
+        r.int("committed"),
+        "every committed row is in the table"
+    );
+
+    let ps = run(
+        &db,
+        python(
+            "myconnector_load.py",
+            port,
+            &[MY_APPDB, "8", "30", "mysql_native_password"],
+        ),
+        240,
+    );
+    let r = ps.result();
+    assert_eq!((r.int("threads_ok"), r.int("mismatches")), (8, 0), "{ps}");
+    assert!(r.int("executes") > r.int("prepares"), "{ps}");
+    assert!(ps.max_backends <= i64::from(pool), "{ps}");
+}
+
+#[test]
+fn caching_sha2_password_clients() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_caching_sha2_password");
+    let port = sluice.port();
+    assert_eq!(
+        cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 3").unwrap(),
+        "3"
+    );
+    let err = cli_at(port, APP.0, "wrong", MY_APPDB, "SELECT 1").unwrap_err();
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    for plugin in ["caching_sha2_password", "mysql_native_password"] {
+        let r = run(
+            &db,
+            python("myconnector_load.py", port, &[MY_APPDB, "4", "10", plugin]),
+            120,
+        );
+        assert_eq!(r.result().int("mismatches"), 0, "{r}");
+    }
+    let r = run(
+        &db,
+        python("pymysql_load.py", port, &[MY_APPDB, "4", "10"]),
+        120,
+    );
+    assert_eq!(r.result().int("mismatches"), 0, "{r}");
+}
+
+#[test]
+fn tracked_state_follows_its_session() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let r = run(
+        &db,
+        python("pymysql_state.py", sluice.port(), &[MY_APPDB, MY_OTHERDB]),
+        120,
+    );
+    assert!(r.result().int("checks") >= 30, "{r}");
+    assert!(r.max_backends <= 2, "{r}");
+}
+
+#[test]
+fn pins_keep_their_connection_and_lift() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let r = run(
+        &db,
+        python("pymysql_pins.py", sluice.port(), &[MY_APPDB]),
+        120,
+    );
+    assert!(r.result().int("checks") >= 19, "{r}");
+    let log = sluice.log_contents();
+    for reason in ["temp_object", "user_variable", "advisory_lock"] {
+        assert!(
+            log.contains(&format!("reason={reason}")),
+            "no {reason} pin logged:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn kill_query_stops_only_that_sessions_statement() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 3, "mysql_native_password");
+    let r = run(
+        &db,
+        python("pymysql_kill.py", sluice.port(), &[MY_APPDB]),
+        120,
+    );
+    assert_eq!(r.result().int("unknown_errno"), 1094, "{r}");
+}
+
+#[test]
+fn sysbench_over_a_small_pool() {
+    let sysbench = tools::require("sysbench");
+    let db = MariaDb::start();
+    let pool = 4;
+    let sluice = proxy(&db, pool, "mysql_native_password");
+    let common = |port: u16| {
+        let mut cmd = Command::new(&sysbench);
+        cmd.args(["--db-driver=mysql", "--mysql-host=127.0.0.1"])
+            .arg(format!("--mysql-port={port}"))
+            .arg(format!("--mysql-user={}", APP.0))
+            .arg(format!("--mysql-password={}", APP.1))
+            .arg(format!("--mysql-db={MY_APPDB}"))
+            .args(["--tables=2", "--table-size=1000"]);
+        cmd
+    };
+    let (status, out, err) =
+        command_output(common(db.port()).arg("oltp_read_write").arg("prepare"));
+    assert!(status.success(), "sysbench prepare: {out}\n{err}");
+    for (workload, mode) in [("oltp_read_write", "auto"), ("oltp_read_only", "disable")] {
+        let mut cmd = common(sluice.port());
+        cmd.args(["--threads=24", "--time=6", "--report-interval=0"])
+            .arg(format!("--db-ps-mode={mode}"))
+            .args([workload, "run"]);
+        let r = run(&db, cmd, 120);
+        let transactions: i64 = r
+            .line("    transactions:")
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(transactions > 100, "{workload}: {r}");
+        assert!(r.max_backends <= i64::from(pool), "{workload}: {r}");
+    }
+}
+
+/// Reads one packet (header + payload) from a raw socket.
+fn read_packet(s: &mut TcpStream) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    payload
+}
+
+#[test]
+fn garbage_and_out_of_order_packets_end_only_their_session() {
+    use sluice::auth::mysql::MysqlKeys;
+    use sluice::mysql::wire::{Greeting, HandshakeResponse, caps};
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let port = sluice.port();
+    let addr = format!("127.0.0.1:{port}");
+
+    // Garbage instead of a handshake response: an ERR packet, then the connection closes.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let greeting = Greeting::parse(&read_packet(&mut s)).unwrap();
+    s.write_all(&[7, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff])
+        .unwrap();
+    assert_eq!(read_packet(&mut s)[0], 0xff, "an ERR packet");
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "then closed");
+    drop(greeting);
+
+    // A logged-in client that sends a command with a wrong sequence id.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let greeting = Greeting::parse(&read_packet(&mut s)).unwrap();
+    let response = HandshakeResponse {
+        caps: caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::CONNECT_WITH_DB,
+        max_packet: 1 << 24,
+        charset: 45,
+        user: APP.0.into(),
+        auth: MysqlKeys::derive(APP.1).native(&greeting.nonce),
+        database: Some(MY_APPDB.into()),
+        plugin: Some("mysql_native_password".into()),
+        ..HandshakeResponse::default()
+    };
+    let mut out = Vec::new();
+    response.write(&mut out, 1);
+    s.write_all(&out).unwrap();
+    assert_eq!(read_packet(&mut s)[0], 0x00, "logged in");
+    s.write_all(&[
+        9, 0, 0, 3, 3, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1',
+    ])
+    .unwrap();
+    let err = read_packet(&mut s);
+    assert_eq!(
+        (err[0], u16::from_le_bytes([err[1], err[2]])),
+        (0xff, 1156),
+        "{err:?}"
+    );
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "then closed");
+
+    // A half-sent packet followed by a hang-up, and random bytes from the start.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&[200, 0, 0, 1, 1, 2]).unwrap();
+    drop(s);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&[0xff; 64]).unwrap();
+    drop(s);
+
+    // sluice and other sessions are unaffected.
+    assert_eq!(
+        cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 11").unwrap(),
+        "11"
+    );
+}
