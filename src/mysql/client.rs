@@ -58,7 +58,7 @@ pub struct MyEndpoint {
 
 /// Why a client was turned away: sent as an ERR packet, logged without secrets.
 #[derive(Debug)]
-struct Refusal {
+pub(super) struct Refusal {
     code: Code,
     message: String,
     hung_up: bool,
@@ -82,15 +82,27 @@ fn hung_up() -> Refusal {
     }
 }
 
-/// Where the login exchange is: the next sequence id to send.
-struct Login<'a> {
-    stream: &'a mut TcpStream,
-    buf: BytesMut,
-    seq: u8,
+/// Where a login exchange (or COM_CHANGE_USER's) is: the next sequence id to send.
+pub(super) struct Login<'a> {
+    pub stream: &'a mut TcpStream,
+    pub buf: BytesMut,
+    pub seq: u8,
 }
 
 impl Login<'_> {
-    async fn send(&mut self, out: &[u8]) -> Result<(), Refusal> {
+    /// Tells the client why it is refused, in sequence, and ends the session.
+    pub async fn refuse(&mut self, r: Refusal) -> super::relay::End {
+        if !r.hung_up {
+            tracing::info!(code = r.code.0, reason = %r.message, "client refused");
+            let mut out = Vec::new();
+            let seq = self.next_seq();
+            wire::write_err(&mut out, seq, r.code.0, r.code.1, &r.message);
+            let _ = self.stream.write_all(&out).await;
+        }
+        super::relay::End::ClientGone
+    }
+
+    pub async fn send(&mut self, out: &[u8]) -> Result<(), Refusal> {
         self.stream.write_all(out).await.map_err(|_| hung_up())
     }
 
@@ -118,7 +130,7 @@ impl Login<'_> {
         }
     }
 
-    fn next_seq(&mut self) -> u8 {
+    pub fn next_seq(&mut self) -> u8 {
         let s = self.seq;
         self.seq = self.seq.wrapping_add(1);
         s
@@ -220,17 +232,18 @@ async fn login(
     let kill = ep.kill.register(id, &user.secret.username);
     Ok(Box::new(Session::new(
         id,
+        ep.clone(),
+        peer,
         pool,
         kill,
         hr.database.map(String::into_boxed_str),
         std::mem::take(&mut login.buf),
-        ep.idle_client_timeout,
     )))
 }
 
 /// Runs the password exchange for the user's configured plugin; the client may have started
 /// with another one, in which case it is switched (AuthSwitchRequest) with a fresh salt.
-async fn authenticate(
+pub(super) async fn authenticate(
     login: &mut Login<'_>,
     users: &Users,
     hr: &HandshakeResponse,
@@ -290,7 +303,7 @@ fn denied(user: &str, peer: SocketAddr, with_password: bool) -> Refusal {
 }
 
 /// A schema named at login must exist: checked once per pool with COM_INIT_DB, then known.
-async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal> {
+pub(super) async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal> {
     if pool
         .known_schemas
         .lock()

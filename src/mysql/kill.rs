@@ -38,11 +38,18 @@ impl KillHandle {
 
 impl Drop for KillHandle {
     fn drop(&mut self) {
-        self.registry
+        let mut sessions = self
+            .registry
             .sessions
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+            .unwrap_or_else(|e| e.into_inner());
+        // A session that re-registered (COM_CHANGE_USER) keeps its id under the new handle.
+        if sessions
+            .get(&self.id)
+            .is_some_and(|t| Arc::ptr_eq(t, &self.target))
+        {
+            sessions.remove(&self.id);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! one command, one reply. Rows stream through in chunks; only status packets are parsed.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -14,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Duration;
 
+use super::client::MyEndpoint;
 use super::errors::{self, Code};
 use super::kill::KillHandle;
 use super::pools::MyPool;
@@ -22,8 +24,10 @@ use super::state::Vars;
 use super::wire::{self, Reply, ReplyKind};
 use crate::pool::Lease;
 
+mod change_user;
 mod commands;
 mod pins;
+mod statements;
 mod sync;
 
 pub use pins::Pins;
@@ -39,25 +43,19 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a command ended the session, if it did.
 #[derive(Debug)]
-pub(super) enum End {
+pub enum End {
     ClientGone,
     /// Sent to the client as an ERR packet, then the connection is closed.
     Fatal(Code, String),
 }
 
-/// A protocol-level statement as its client prepared it.
-#[derive(Debug)]
-pub(super) struct Prepared {
-    sql: Arc<[u8]>,
-    params: u16,
-    /// Parameter types of the last execute that sent them (COM_STMT_EXECUTE may omit them once
-    /// sent, but the server connection that saw them may not be the one that runs it now).
-    types: Option<Box<[u8]>>,
-}
+use statements::Prepared;
 
 #[derive(Debug)]
 pub struct Session {
     id: u32,
+    ep: Arc<MyEndpoint>,
+    peer: SocketAddr,
     pool: Arc<MyPool>,
     kill: KillHandle,
     schema: Option<Box<str>>,
@@ -75,21 +73,23 @@ pub struct Session {
     hold: bool,
     cin: BytesMut,
     out: Vec<u8>,
-    idle_timeout: Duration,
     lease: Option<Lease<ServerConn>>,
 }
 
 impl Session {
     pub(super) fn new(
         id: u32,
+        ep: Arc<MyEndpoint>,
+        peer: SocketAddr,
         pool: Arc<MyPool>,
         kill: KillHandle,
         schema: Option<Box<str>>,
         leftover: BytesMut,
-        idle_timeout: Duration,
     ) -> Self {
         Self {
             id,
+            ep,
+            peer,
             pool,
             kill,
             schema,
@@ -103,7 +103,6 @@ impl Session {
             hold: false,
             cin: leftover,
             out: Vec::new(),
-            idle_timeout,
             lease: None,
         }
     }
@@ -152,7 +151,8 @@ impl Session {
                 }
             }
             let idle = started.elapsed();
-            if idle >= self.idle_timeout {
+            let idle_timeout = self.ep.idle_client_timeout;
+            if idle >= idle_timeout {
                 return Err(End::Fatal(
                     errors::IDLE_TIMEOUT,
                     "The client was disconnected by sluice because of inactivity (idle_client_timeout)".into(),
@@ -163,7 +163,7 @@ impl Session {
             let wait = if shrink {
                 SHRINK_AFTER - idle
             } else {
-                self.idle_timeout - idle
+                idle_timeout - idle
             };
             self.cin.reserve(
                 READ_CHUNK
@@ -278,6 +278,18 @@ impl Session {
         self.error(errors::LOST_CONNECTION, message);
         self.flush(client).await?;
         Ok(None)
+    }
+
+    /// Forgets what the session set up (COM_RESET_CONNECTION, COM_CHANGE_USER); the schema stays.
+    fn start_over(&mut self) {
+        if let Some(mut pins) = self.pins.take() {
+            pins.clear();
+        }
+        self.vars = None;
+        self.statements.clear();
+        self.last_insert_id = 0;
+        self.hold = false;
+        self.status = wire::status::AUTOCOMMIT;
     }
 
     /// Gives the connection back unless the session must keep it.

@@ -308,3 +308,44 @@ fn garbage_and_out_of_order_packets_end_only_their_session() {
         "11"
     );
 }
+
+#[test]
+fn borrow_and_idle_timeouts_fail_clearly() {
+    let db = MariaDb::start();
+    let sluice = Sluice::start_for_mariadb(
+        &db,
+        ProxyOptions {
+            pool_size: 1,
+            borrow_timeout: "1s".into(),
+            client_auth_type: "mysql_native_password".into(),
+            idle_client_timeout: Some("2s".into()),
+            ..ProxyOptions::default()
+        },
+    );
+    let r = run(
+        &db,
+        python("pymysql_timeouts.py", sluice.port(), &[MY_APPDB, "2"]),
+        60,
+    );
+    let s = r.result();
+    assert_eq!(
+        s.int("borrow"),
+        9501,
+        "RDS Proxy's borrow-timeout error: {r}"
+    );
+    let waited = s["waited"].as_f64().unwrap();
+    assert!(
+        (0.9..5.0).contains(&waited),
+        "waited {waited}s for a 1s borrow timeout"
+    );
+    assert_eq!(
+        s.int("after"),
+        3,
+        "the session outlives its failed borrow: {r}"
+    );
+    assert!(
+        [4031, 2013, 2006].contains(&s.int("idle")),
+        "idle clients are disconnected: {r}"
+    );
+    assert!(r.max_backends <= 1, "{r}");
+}

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use bytes::Buf;
 use tokio::net::TcpStream;
 
-use super::{End, Prepared, Session, sync};
+use super::{End, Prepared, Session, statements, sync};
 use crate::mysql::errors;
 use crate::mysql::kill::KillLookup;
 use crate::mysql::pinning::{self, Effects, Kill};
 use crate::mysql::server::ServerConn;
-use crate::mysql::wire::{self, PacketWriter, Reply, ReplyKind, command, status};
+use crate::mysql::wire::{self, Reply, ReplyKind, command, status};
 use crate::session::PinReason;
 
 /// Server-side statements kept per connection before they are all closed.
@@ -54,10 +54,7 @@ impl Session {
                 self.error(errors::NOT_SUPPORTED, "sluice: use KILL QUERY <id> to stop a statement");
                 Ok(())
             }
-            command::CHANGE_USER => {
-                self.error(errors::NOT_SUPPORTED, "sluice: COM_CHANGE_USER is not supported; reconnect as the other user");
-                Ok(())
-            }
+            command::CHANGE_USER => self.change_user(client, payload).await,
             other => {
                 self.error(errors::UNKNOWN_COMMAND, &format!("Unknown command {other:#04x}"));
                 Ok(())
@@ -73,11 +70,10 @@ impl Session {
     async fn lease_for_command(&mut self) -> Result<bool, End> {
         match self.ensure_lease().await {
             Ok(()) => Ok(true),
-            Err(Ok((code, message))) => {
+            Err((code, message)) => {
                 self.error(code, &message);
                 Ok(false)
             }
-            Err(Err(end)) => Err(end),
         }
     }
 
@@ -343,7 +339,9 @@ impl Session {
             if payload.get(5).is_some_and(|&flags| flags & 0x07 != 0) {
                 self.pin(PinReason::ServerCursor);
             }
-            self.execute_packet(id, payload, server_id, &mut bytes);
+            if let Some(stmt) = self.statements.get_mut(&id) {
+                statements::execute_packet(stmt, payload, server_id, &mut bytes);
+            }
         } else {
             bytes.extend_from_slice(packet);
             bytes[wire::HEADER_LEN + 1..wire::HEADER_LEN + 5]
@@ -374,42 +372,6 @@ impl Session {
         Ok(())
     }
 
-    /// COM_STMT_EXECUTE with the server's id, and the parameter types always included: the
-    /// client may send them only on its first execute, which may have run elsewhere.
-    fn execute_packet(&mut self, id: u32, payload: &[u8], server_id: u32, out: &mut Vec<u8>) {
-        let seq = 0;
-        let Some(stmt) = self.statements.get_mut(&id) else {
-            return;
-        };
-        let params = usize::from(stmt.params);
-        let bitmap = params.div_ceil(8);
-        let flag_at = 10 + bitmap;
-        let w = PacketWriter::begin(out, seq);
-        out.push(command::STMT_EXECUTE);
-        out.extend_from_slice(&server_id.to_le_bytes());
-        if params == 0 || payload.len() <= flag_at || payload.len() >= wire::MAX_PAYLOAD {
-            out.extend_from_slice(&payload[5..]);
-        } else if payload[flag_at] == 1 {
-            let types = payload.get(flag_at + 1..flag_at + 1 + 2 * params);
-            if let Some(types) = types
-                && stmt.types.as_deref() != Some(types)
-            {
-                stmt.types = Some(types.into());
-            }
-            out.extend_from_slice(&payload[5..]);
-        } else if let Some(types) = &stmt.types {
-            out.extend_from_slice(&payload[5..flag_at]);
-            out.push(1);
-            out.extend_from_slice(types);
-            out.extend_from_slice(&payload[flag_at + 1..]);
-        } else {
-            out.extend_from_slice(&payload[5..]);
-        }
-        if out.len() - wire::HEADER_LEN < wire::MAX_PAYLOAD {
-            w.finish(out);
-        }
-    }
-
     /// COM_RESET_CONNECTION: the session starts over (schema kept, as MySQL does); a server
     /// connection it holds is reset too.
     async fn reset_connection(&mut self) -> Result<(), End> {
@@ -419,14 +381,7 @@ impl Session {
             let reusable = ok && !lease.expired();
             lease.release(reusable);
         }
-        if let Some(mut pins) = self.pins.take() {
-            pins.clear();
-        }
-        self.vars = None;
-        self.statements.clear();
-        self.last_insert_id = 0;
-        self.hold = false;
-        self.status = status::AUTOCOMMIT;
+        self.start_over();
         self.ok();
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Making a borrowed connection carry the session: its schema, tracked variables and
 //! LAST_INSERT_ID() replayed when they differ, and the read-back after a statement changed them.
 
-use super::{End, Session};
+use super::Session;
 use crate::mysql::errors::{self, Code};
 use crate::mysql::pools::MyPool;
 use crate::mysql::server::ServerConn;
@@ -28,14 +28,14 @@ fn refused(e: ConnectError) -> Refused {
 }
 
 impl Session {
-    /// Borrows a connection if the session holds none, and brings it to the session's state.
-    /// `Err(Ok(..))`: refused for this command only; `Err(Err(..))`: the session ends.
-    pub(super) async fn ensure_lease(&mut self) -> Result<(), Result<Refused, End>> {
+    /// Borrows a connection if the session holds none, and brings it to the session's state; an
+    /// error is the current command's ERR.
+    pub(super) async fn ensure_lease(&mut self) -> Result<(), Refused> {
         if self.lease.is_some() {
             return Ok(());
         }
         for _ in 0..3 {
-            let mut lease = self.borrow().await.map_err(Err)?;
+            let mut lease = self.borrow().await?;
             // A schema cannot be unselected: a session without one needs a connection without one.
             if self.schema.is_none() && lease.state.schema.is_some() {
                 lease.release(false);
@@ -51,17 +51,19 @@ impl Session {
                 Ok(()) => Ok(()),
                 Err(r) => {
                     self.maybe_release();
-                    Err(Ok(r))
+                    Err(r)
                 }
             };
         }
-        Err(Ok((
+        Err((
             errors::UNKNOWN,
             "sluice: no server connection without a schema".into(),
-        )))
+        ))
     }
 
-    async fn borrow(&self) -> Result<Lease<ServerConn>, End> {
+    /// A connection the server has not closed while it sat idle. A failed borrow (timeout, the
+    /// server unreachable) fails the command, not the session: the client may retry.
+    async fn borrow(&self) -> Result<Lease<ServerConn>, Refused> {
         loop {
             let lease = match self.pool.pool.try_borrow_idle() {
                 Some(lease) => Ok(lease),
@@ -69,8 +71,7 @@ impl Session {
             };
             let mut lease = lease.map_err(|e| {
                 tracing::warn!(session = self.id, pool = %self.pool.pool.name(), error = %e, "borrow failed");
-                let (code, message) = errors::borrow_failure(&e);
-                End::Fatal(code, message)
+                errors::borrow_failure(&e)
             })?;
             if lease.is_usable() {
                 return Ok(lease);
