@@ -63,13 +63,11 @@ impl App {
                 unsupported("read_only endpoints need health probes, not in this build yet")
             })?;
             let key = (ep.target_group.clone(), addr.to_owned());
-            let listener = TcpListener::bind(ep.listen)
-                .await
-                .map_err(|source| AppError::Bind {
-                    endpoint: ep.name.clone(),
-                    addr: ep.listen,
-                    source,
-                })?;
+            let listener = bind(ep.listen).map_err(|source| AppError::Bind {
+                endpoint: ep.name.clone(),
+                addr: ep.listen,
+                source,
+            })?;
             let local = listener.local_addr().unwrap_or(ep.listen);
             addrs.push((ep.name.clone(), local));
             let endpoint = match group.engine {
@@ -141,6 +139,19 @@ impl App {
         tracing::info!("shutting down");
         self.tasks.shutdown().await;
     }
+}
+
+/// A listening socket with SO_REUSEADDR, so a restarted sluice can bind its port while
+/// connections it closed are still in TIME-WAIT (as PgBouncer and the databases do).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// The instance (connection cap) and pool timings a target group's pool settings describe.

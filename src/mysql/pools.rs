@@ -22,6 +22,8 @@ pub struct PoolKey {
 pub struct MyPool {
     pub pool: Pool<ServerConn>,
     pub login: ServerLogin,
+    /// The instance address, shared (a session names it for KILL QUERY at every borrow).
+    pub addr: Arc<str>,
     pub dialect: Arc<Dialect>,
     pub init_query: Arc<str>,
     /// Tracked variables of a fresh connection (after `init_query`), learned at first connect.
@@ -168,6 +170,7 @@ impl MyPools {
                 Box::new(connector),
                 self.settings,
             ),
+            addr: login.addr.as_str().into(),
             login,
             dialect: dialect.clone(),
             init_query: self.init_query.clone(),

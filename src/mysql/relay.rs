@@ -73,6 +73,8 @@ pub struct Session {
     hold: bool,
     cin: BytesMut,
     out: Vec<u8>,
+    /// A rewritten command on its way to the server (reused).
+    scratch: Vec<u8>,
     lease: Option<Lease<ServerConn>>,
 }
 
@@ -103,6 +105,7 @@ impl Session {
             hold: false,
             cin: leftover,
             out: Vec::new(),
+            scratch: Vec::new(),
             lease: None,
         }
     }
@@ -176,6 +179,7 @@ impl Session {
                 Err(_) if shrink => {
                     self.cin = BytesMut::new();
                     self.out = Vec::new();
+                    self.scratch = Vec::new();
                 }
                 Err(_) => {}
             }

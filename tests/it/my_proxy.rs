@@ -349,3 +349,19 @@ fn borrow_and_idle_timeouts_fail_clearly() {
     );
     assert!(r.max_backends <= 1, "{r}");
 }
+
+#[test]
+fn change_user_starts_the_session_over() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let r = run(
+        &db,
+        python(
+            "myconnector_change_user.py",
+            sluice.port(),
+            &[MY_APPDB, MY_OTHERDB],
+        ),
+        60,
+    );
+    assert_eq!(r.result().int("wrong_errno"), 1045, "{r}");
+}

@@ -123,14 +123,23 @@ impl Session {
             self.error(code, &message);
             return Ok(());
         }
-        let mut bytes = packet.to_vec();
-        if let Some(p) = wire::next_packet(packet) {
-            self.continuation(client, p, &mut bytes).await?;
-        }
-        let Some(reply) = self.forward(client, &bytes, ReplyKind::Query, None).await? else {
-            return Ok(());
+        // The packet goes as it came, without a copy, unless it continues in more packets.
+        let first = wire::next_packet(packet).filter(|p| p.continues());
+        let mut bytes = std::mem::take(&mut self.scratch);
+        let command = match first {
+            Some(p) => {
+                bytes.extend_from_slice(packet);
+                self.continuation(client, p, &mut bytes).await?;
+                &bytes[..]
+            }
+            None => packet,
         };
-        self.after(reply, &fx).await;
+        let reply = self.forward(client, command, ReplyKind::Query, None).await;
+        bytes.clear();
+        self.scratch = bytes;
+        if let Some(reply) = reply? {
+            self.after(reply, &fx).await;
+        }
         Ok(())
     }
 
@@ -334,13 +343,32 @@ impl Session {
                 }
             },
         };
-        let mut bytes = Vec::with_capacity(packet.len() + 16);
+        let mut bytes = std::mem::take(&mut self.scratch);
+        let result = self
+            .statement_packet(client, packet, id, server_id, &mut bytes)
+            .await;
+        bytes.clear();
+        self.scratch = bytes;
+        result
+    }
+
+    /// Sends the rewritten statement command in `bytes` and relays its reply, if it has one.
+    async fn statement_packet(
+        &mut self,
+        client: &mut TcpStream,
+        packet: &[u8],
+        id: u32,
+        server_id: u32,
+        bytes: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let payload = &packet[wire::HEADER_LEN..];
+        let cmd = payload[0];
         if cmd == command::STMT_EXECUTE {
             if payload.get(5).is_some_and(|&flags| flags & 0x07 != 0) {
                 self.pin(PinReason::ServerCursor);
             }
             if let Some(stmt) = self.statements.get_mut(&id) {
-                statements::execute_packet(stmt, payload, server_id, &mut bytes);
+                statements::execute_packet(stmt, payload, server_id, bytes);
             }
         } else {
             bytes.extend_from_slice(packet);
@@ -348,14 +376,14 @@ impl Session {
                 .copy_from_slice(&server_id.to_le_bytes());
         }
         if let Some(p) = wire::next_packet(packet) {
-            self.continuation(client, p, &mut bytes).await?;
+            self.continuation(client, p, bytes).await?;
         }
         if cmd == command::STMT_SEND_LONG_DATA {
             // No reply; the data waits in the server statement for the execute that uses it.
             let Some(conn) = self.lease.as_mut() else {
                 return Ok(());
             };
-            if conn.write_command(&bytes).await.is_err() {
+            if conn.write_command(bytes).await.is_err() {
                 self.lease = None;
             }
             self.hold = true;
@@ -366,7 +394,7 @@ impl Session {
             command::STMT_FETCH => ReplyKind::Fetch,
             _ => ReplyKind::Single,
         };
-        if let Some(reply) = self.forward(client, &bytes, kind, None).await? {
+        if let Some(reply) = self.forward(client, bytes, kind, None).await? {
             self.after(reply, &Effects::default()).await;
         }
         Ok(())

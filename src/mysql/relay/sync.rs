@@ -41,10 +41,9 @@ impl Session {
                 lease.release(false);
                 continue;
             }
-            let addr = self.pool.login.addr.clone();
             self.kill
                 .target
-                .set(Some((addr.as_str().into(), lease.thread_id)));
+                .set(Some((self.pool.addr.clone(), lease.thread_id)));
             let synced = self.sync(&mut lease).await;
             self.lease = Some(lease);
             return match synced {

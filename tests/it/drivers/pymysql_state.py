@@ -54,6 +54,13 @@ for round_ in range(3):
     expect(f"A charset #{round_}", one(a, "SELECT @@character_set_results"), "latin1")
     expect(f"A schema #{round_}", one(a, "SELECT DATABASE()"), otherdb)
 
+# COM_INIT_DB (PyMySQL's select_db) is the schema too.
+b.select_db(otherdb)
+expect("B schema after COM_INIT_DB", one(b, "SELECT DATABASE()"), otherdb)
+expect("A schema meanwhile", one(a, "SELECT DATABASE()"), otherdb)
+b.select_db(db)
+expect("B schema back", one(b, "SELECT DATABASE()"), db)
+
 # A failed USE changes nothing; the session goes on.
 try:
     one(b, "USE no_such_schema_here")

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::tools::{command_output, free_port, is_root, run_ok, tail, which};
@@ -71,6 +72,53 @@ pub fn as_mysql(program: &Path) -> Command {
     cmd
 }
 
+/// The output of `mariadb-install-db`, made once per machine and MariaDB version (under an
+/// flock, in /tmp where the `mysql` user may write) and copied for every server.
+fn template() -> PathBuf {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let version = run_ok(Command::new(mariadb_bin("mariadbd")).arg("--version"));
+            let tag: String = version
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or("unknown")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+                .collect();
+            let path = PathBuf::from(format!("/tmp/sluice-mariadb-template-{tag}"));
+            // The sizes match the option file, so the first start need not resize the redo
+            // log; --skip-name-resolve keeps install-db from looking up this host's name.
+            let script = r#"set -e
+dir="$1" install="$2"
+[ -f "$dir/.complete" ] && exit 0
+rm -rf "$dir" "$dir.tmp"
+mkdir -p "$dir.tmp"
+if [ "$(id -u)" -eq 0 ]; then chown mysql:mysql "$dir.tmp"; as=(runuser -u mysql --); else as=(); fi
+cd "$dir.tmp"
+for attempt in 1 2 3; do
+    rm -rf "$dir.tmp/data"
+    if "${as[@]}" "$install" --no-defaults --datadir="$dir.tmp/data"         --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve         --innodb-log-file-size=8M --innodb-buffer-pool-size=32M >"$dir.tmp/install.log" 2>&1; then
+        mv "$dir.tmp/data" "$dir"
+        rm -rf "$dir.tmp"
+        touch "$dir/.complete"
+        exit 0
+    fi
+done
+cat "$dir.tmp/install.log" >&2
+exit 1"#;
+            run_ok(
+                Command::new("flock")
+                    .arg(path.with_extension("lock"))
+                    .args(["bash", "-c", script, "make-template"])
+                    .arg(&path)
+                    .arg(mariadb_bin("mariadb-install-db")),
+            );
+            path
+        })
+        .clone()
+}
+
 impl MariaDb {
     /// Starts a server with default options.
     pub fn start() -> MariaDb {
@@ -98,17 +146,13 @@ impl MariaDb {
             port: 0,
             child: None,
         };
-        // The sizes match the option file below, so the first start need not resize the redo
-        // log; --skip-name-resolve keeps install-db from looking up this host's name.
+        // A copy of one pristine data directory, not an install-db per server: install-db
+        // takes a second or more, and several at once on two busy cores failed now and then.
         run_ok(
-            db.cmd("mariadb-install-db")
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", db.root.join("data").display()))
-                .args(
-                    "--auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
-                     --innodb-log-file-size=8M --innodb-buffer-pool-size=32M"
-                        .split_whitespace(),
-                ),
+            Command::new("cp")
+                .arg("-a")
+                .arg(template())
+                .arg(db.root.join("data")),
         );
         let r = db.root.display();
         // An option file rather than flags, so extra_conf lines can override any setting. No
@@ -247,13 +291,29 @@ impl MariaDb {
 
     /// Client connections of `user` right now, the querying one and server threads excluded.
     pub fn connection_count(&self, user: &str) -> i64 {
-        let out = self.sql(&format!(
+        // A sampler on a loaded machine may lose a CLI connection now and then: retry.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.try_connection_count(user) {
+                Ok(n) => return n,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "cannot count {user}'s connections: {last}\n--- server log\n{}",
+            tail(&self.log_contents(), 3000)
+        )
+    }
+
+    fn try_connection_count(&self, user: &str) -> Result<i64, String> {
+        let out = self.try_sql(&format!(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = {} \
              AND ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'",
             literal(user)
-        ));
+        ))?;
         out.parse()
-            .unwrap_or_else(|_| panic!("connection_count: unexpected output {out:?}"))
+            .map_err(|_| format!("unexpected output {out:?}"))
     }
 
     fn log_path(&self) -> PathBuf {
