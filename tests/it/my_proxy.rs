@@ -365,3 +365,11 @@ fn change_user_starts_the_session_over() {
     );
     assert_eq!(r.result().int("wrong_errno"), 1045, "{r}");
 }
+
+#[test]
+fn multi_statements_and_multi_results_per_capability() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let r = run(&db, python("pymysql_multi.py", sluice.port(), &[MY_APPDB]), 60);
+    assert!(r.result().int("checks") >= 7, "{r}");
+}
