@@ -137,13 +137,34 @@ impl Login<'_> {
     }
 }
 
-/// Serves one accepted client connection to the end.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<MyEndpoint>) {
-    let session = match tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &ep, peer)).await {
-        Ok(Ok(session)) => session,
+/// Serves one accepted client connection to the end. An `async move` block rather than an
+/// `async fn`, which would keep its arguments twice in the task: this future is what an idle
+/// client costs.
+#[allow(clippy::manual_async_fn)]
+pub fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ep: Arc<MyEndpoint>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // Boxed: the login's state is large and short-lived; inline it would stay in the task.
+        let Some(mut session) = Box::pin(login_or_turn_away(&mut stream, &ep, peer)).await else {
+            return;
+        };
+        session.run(stream).await;
+    }
+}
+
+async fn login_or_turn_away(
+    stream: &mut TcpStream,
+    ep: &Arc<MyEndpoint>,
+    peer: SocketAddr,
+) -> Option<Box<Session>> {
+    match tokio::time::timeout(LOGIN_TIMEOUT, login(stream, ep, peer)).await {
+        Ok(Ok(session)) => Some(session),
         Ok(Err(r)) if r.hung_up => {
             tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
-            return;
+            None
         }
         Ok(Err(r)) => {
             tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
@@ -151,15 +172,13 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ep: Arc<MyEndpoint>)
             // Sequence 2 follows the client's response in the common case; clients accept any.
             wire::write_err(&mut out, 2, r.code.0, r.code.1, &r.message);
             let _ = stream.write_all(&out).await;
-            return;
+            None
         }
         Err(_) => {
             tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
-            return;
+            None
         }
-    };
-    let mut session = session;
-    session.run(stream).await;
+    }
 }
 
 fn nonce() -> Vec<u8> {
@@ -337,5 +356,48 @@ pub(super) async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal>
             drop(lease);
             Err(refuse(errors::UNKNOWN, format!("sluice: {e}")))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::pool::{Instance, PoolSettings};
+
+    /// An idle client costs its task: the login's state must not stay in it for the session.
+    #[tokio::test]
+    async fn a_session_task_stays_small() {
+        let instance = Arc::new(Instance::new(
+            "x:1".into(),
+            crate::pool::Limit::Absolute(1),
+            50,
+        ));
+        let second = Duration::from_secs(1);
+        let settings = PoolSettings {
+            borrow_timeout: second,
+            connect_timeout: second,
+            max_lifetime: second,
+            idle_timeout: second,
+        };
+        let ep = Arc::new(MyEndpoint {
+            name: "e".into(),
+            pools: Arc::new(MyPools::new(instance, settings, String::new())),
+            users: Arc::new(Users::default()),
+            kill: Arc::new(KillRegistry::default()),
+            idle_client_timeout: second,
+            session_ids: Arc::new(AtomicU64::new(0)),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let peer = client.local_addr().unwrap();
+        let size = std::mem::size_of_val(&serve(client, peer, ep));
+        let session = std::mem::size_of::<Session>();
+        assert!(
+            size <= 960,
+            "a session task is {size} bytes (Session {session})"
+        );
     }
 }

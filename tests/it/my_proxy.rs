@@ -370,6 +370,10 @@ fn change_user_starts_the_session_over() {
 fn multi_statements_and_multi_results_per_capability() {
     let db = MariaDb::start();
     let sluice = proxy(&db, 2, "mysql_native_password");
-    let r = run(&db, python("pymysql_multi.py", sluice.port(), &[MY_APPDB]), 60);
+    let r = run(
+        &db,
+        python("pymysql_multi.py", sluice.port(), &[MY_APPDB]),
+        60,
+    );
     assert!(r.result().int("checks") >= 7, "{r}");
 }

@@ -43,7 +43,7 @@ impl Session {
             command::STMT_EXECUTE | command::STMT_SEND_LONG_DATA | command::STMT_FETCH | command::STMT_RESET => {
                 self.statement_command(client, &packet, held).await
             }
-            command::RESET_CONNECTION => self.reset_connection().await,
+            command::RESET_CONNECTION => Box::pin(self.reset_connection()).await,
             command::INIT_DB
             | command::FIELD_LIST
             | command::STATISTICS
@@ -54,7 +54,7 @@ impl Session {
                 self.error(errors::NOT_SUPPORTED, "sluice: use KILL QUERY <id> to stop a statement");
                 Ok(())
             }
-            command::CHANGE_USER => self.change_user(client, payload).await,
+            command::CHANGE_USER => Box::pin(self.change_user(client, payload)).await,
             other => {
                 self.error(errors::UNKNOWN_COMMAND, &format!("Unknown command {other:#04x}"));
                 Ok(())
@@ -109,7 +109,7 @@ impl Session {
         let sql = &packet[wire::HEADER_LEN + 1..];
         let fx = pinning::effects(sql);
         if let Some(kill) = fx.kill {
-            return self.kill_query(kill).await;
+            return Box::pin(self.kill_query(kill)).await;
         }
         if !self.lease_for_command().await? {
             return Ok(());
@@ -118,7 +118,7 @@ impl Session {
             self.pin(reason);
         }
         if fx.last_insert_id
-            && let Err((code, message)) = self.sync_last_insert_id().await
+            && let Err((code, message)) = Box::pin(self.sync_last_insert_id()).await
         {
             self.error(code, &message);
             return Ok(());
@@ -184,12 +184,12 @@ impl Session {
                 // SHOW WARNINGS must reach the connection that produced them.
                 self.hold |= end.warnings > 0;
             }
-            None if failed => self.status_after_error().await,
+            None if failed => Box::pin(self.status_after_error()).await,
             None => {}
         }
         self.hold |= fx.hold;
         if fx.read_back
-            && let Err(e) = self.read_back().await
+            && let Err(e) = Box::pin(self.read_back()).await
         {
             tracing::warn!(session = self.id, error = %e, "tracked state read-back failed");
             self.pin(PinReason::SetParameter);
@@ -326,7 +326,7 @@ impl Session {
         };
         let server_id = match conn.state.statements.get(&sql) {
             Some(&sid) => sid,
-            None => match conn.prepare(&addr, &sql).await {
+            None => match Box::pin(conn.prepare(&addr, &sql)).await {
                 Ok(ok) => {
                     remember(conn, sql.clone(), ok.statement_id);
                     ok.statement_id

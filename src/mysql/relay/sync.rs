@@ -44,7 +44,13 @@ impl Session {
             self.kill
                 .target
                 .set(Some((self.pool.addr.clone(), lease.thread_id)));
-            let synced = self.sync(&mut lease).await;
+            // Boxed: a replay is rare next to the borrows that need none, and inline its state
+            // would be part of every session task.
+            let synced = if self.needs_sync(&lease) {
+                Box::pin(self.sync(&mut lease)).await
+            } else {
+                Ok(())
+            };
             self.lease = Some(lease);
             return match synced {
                 Ok(()) => Ok(()),
@@ -76,6 +82,19 @@ impl Session {
                 return Ok(lease);
             }
             lease.release(false);
+        }
+    }
+
+    /// Whether the connection's schema or tracked variables differ from the session's.
+    fn needs_sync(&self, conn: &ServerConn) -> bool {
+        if self.schema.is_some() && self.schema != conn.state.schema {
+            return true;
+        }
+        match self.pool.baseline.get() {
+            Some(baseline) => {
+                effective(&conn.state.vars, baseline) != effective(&self.vars, baseline)
+            }
+            None => false,
         }
     }
 
