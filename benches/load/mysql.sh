@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Load comparison for the MySQL engine: sysbench against a private MariaDB directly and through sluice.
+# Load comparison for the MySQL engine: sysbench against a private MariaDB directly and through
+# sluice, plus idle-client memory.
 #
 # Starts everything it needs in a temporary directory (MariaDB as the `mysql` OS user, sluice as
 # the caller), fills 4 sbtest tables once (sysbench prepare + prewarm), then runs sysbench
@@ -9,18 +10,25 @@
 # transaction (reconnect_point_select.lua beside this script: sysbench 1.0 has no --reconnect).
 # Every configuration runs against direct / sluice interleaved, BENCH_REPEAT times each,
 # rotating which goes first, and the report is a markdown table of median TPS and p95 latency
-# with the sluice/direct ratio, plus sluice's and MariaDB's CPU. Tears everything down on exit.
+# with the sluice/direct ratio, plus sluice's and MariaDB's CPU. Before the sysbench runs, the
+# RSS an idle authenticated client costs sluice (and, as a reference, mariadbd itself: a thread
+# per connection) is measured with BENCH_IDLE_CLIENTS clients held open by idle_clients.py beside
+# this script (mysql_native_password logins with a schema, no query until after the measurement).
+# Tears everything down on exit.
 #
 # Builds nothing. Run as root from the crate root, after `cargo build --release`:
 #   benches/load/mysql.sh                      # about 13 minutes with the defaults
+#   BENCH_ONLY_IDLE=1 benches/load/mysql.sh    # the idle-client memory table only, about 1 minute
 # Environment (defaults):
 #   BENCH_REPEAT=3              runs of each (workload, target)
 #   BENCH_SECONDS=15            seconds per sysbench run
 #   BENCH_POOL=16               sluice max_connections
-#   BENCH_THREADS="1 16 64"     thread counts for oltp_read_only / oltp_read_write (ps auto)
+#   BENCH_THREADS="1 16 64"     thread counts for oltp_read_only / oltp_read_write (ps auto, "" skips)
 #   BENCH_DISABLE_THREADS=16    thread counts for oltp_read_only --db-ps-mode=disable ("" skips)
 #   BENCH_RECONNECT_THREADS=16  thread counts for the new-connection-per-transaction run ("" skips)
 #   BENCH_TABLES=4 BENCH_TABLE_SIZE=10000   sysbench dataset
+#   BENCH_IDLE_CLIENTS=5000     idle clients for the memory measurement, on each target (0 skips it)
+#   BENCH_ONLY_IDLE=0           1 skips every sysbench run (and the sysbench prepare)
 #   BENCH_TARGETS="direct sluice"  "direct" alone measures MariaDB only (no sluice started)
 #   BENCH_KEEP=0                1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_BIN=target/release/sluice   MARIADBD=/usr/sbin/mariadbd
@@ -29,9 +37,11 @@ set -euo pipefail
 REPEAT=${BENCH_REPEAT:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-15}
 POOL=${BENCH_POOL:-16}
-THREADS=${BENCH_THREADS:-"1 16 64"}
+THREADS=${BENCH_THREADS-"1 16 64"}
 DISABLE_THREADS=${BENCH_DISABLE_THREADS-16}
 RECONNECT_THREADS=${BENCH_RECONNECT_THREADS-16}
+if [[ ${BENCH_ONLY_IDLE:-0} == 1 ]]; then THREADS="" DISABLE_THREADS="" RECONNECT_THREADS=""; fi
+IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
 TABLES=${BENCH_TABLES:-4}
 TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
 TARGETS=${BENCH_TARGETS:-"direct sluice"}
@@ -41,6 +51,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
 MARIADBD=${MARIADBD:-/usr/sbin/mariadbd}
 RECONNECT_LUA=$HERE/reconnect_point_select.lua
+IDLE_PY=$HERE/idle_clients.py
 BENCH_USER=bench
 BENCH_PASSWORD=bench-secret
 BENCH_DB=bench
@@ -55,13 +66,20 @@ done
 [[ $(id -u) -eq 0 ]] || die "run as root (MariaDB is started as the mysql user)"
 id mysql >/dev/null 2>&1 || die "no mysql OS user (apt-get install mariadb-server)"
 [[ -x $MARIADBD ]] || die "no mariadbd at $MARIADBD (apt-get install mariadb-server)"
-for tool in mariadb-install-db mariadb sysbench python3; do
+SYSBENCH_RUNS=$(echo $THREADS $DISABLE_THREADS $RECONNECT_THREADS)
+for tool in mariadb-install-db mariadb python3 ${SYSBENCH_RUNS:+sysbench}; do
     command -v $tool >/dev/null || die "$tool not installed (apt-get install mariadb-server mariadb-client sysbench)"
 done
 if (( WITH_SLUICE )); then
     [[ -x $SLUICE_BIN ]] || die "no sluice binary at $SLUICE_BIN (cargo build --release)"
 fi
 [[ -f $RECONNECT_LUA ]] || die "missing $RECONNECT_LUA"
+[[ -f $IDLE_PY ]] || die "missing $IDLE_PY"
+
+# N idle clients need as many descriptors in sluice (and in mariadbd), and again in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -n 20000 2>/dev/null || true
+(( $(ulimit -n) >= IDLE_CLIENTS * 2 + 100 )) || log "warning: ulimit -n is $(ulimit -n); the idle-client test may fail"
 
 TMP=$(mktemp -d /tmp/sluice-bench-mysql.XXXXXX)
 # The mysql user must reach its own directory below; nothing else in here is listable.
@@ -131,7 +149,9 @@ log "mariadb-install-db into $MDIR/data (MariaDB on port $MARIADB_PORT)"
 (cd "$MDIR" && runuser -u mysql -- mariadb-install-db --no-defaults --datadir="$MDIR/data" \
     --auth-root-authentication-method=socket --auth-root-socket-user=root --skip-test-db) \
     >"$TMP/logs/install-db.log" 2>&1 || { cat "$TMP/logs/install-db.log" >&2; die "mariadb-install-db failed"; }
-(cd "$MDIR" && exec runuser -u mysql -- "$MARIADBD" --no-defaults --datadir="$MDIR/data" \
+# runuser resets the descriptor limit through PAM: raise it again inside (for the idle clients).
+(cd "$MDIR" && exec runuser -u mysql -- bash -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; shift; exec "$@"' \
+    _ "$(ulimit -n)" "$MARIADBD" --no-defaults --datadir="$MDIR/data" \
     --socket="$SOCK" --pid-file="$MDIR/mariadbd.pid" --log-error="$MDIR/mariadbd.log" \
     --bind-address=127.0.0.1 --port="$MARIADB_PORT" --skip-name-resolve --max-connections=200 \
     --innodb-buffer-pool-size=32M --skip-log-bin --innodb-flush-log-at-trx-commit=0) \
@@ -161,10 +181,12 @@ log "MariaDB $MARIADB_VERSION (pid $MARIADB_PID)"
 
 SB_COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user="$BENCH_USER"
     --mysql-password="$BENCH_PASSWORD" --mysql-db="$BENCH_DB" --tables="$TABLES" --table-size="$TABLE_SIZE")
-log "sysbench prepare + prewarm ($TABLES tables x $TABLE_SIZE rows)"
-{ sysbench oltp_read_write "${SB_COMMON[@]}" --mysql-port="$MARIADB_PORT" --threads="$TABLES" prepare &&
-    sysbench oltp_read_write "${SB_COMMON[@]}" --mysql-port="$MARIADB_PORT" --threads="$TABLES" prewarm; } \
-    >"$TMP/logs/sysbench-prepare.log" 2>&1 || { tail -n 20 "$TMP/logs/sysbench-prepare.log" >&2; die "sysbench prepare failed"; }
+if [[ -n $SYSBENCH_RUNS ]]; then
+    log "sysbench prepare + prewarm ($TABLES tables x $TABLE_SIZE rows)"
+    { sysbench oltp_read_write "${SB_COMMON[@]}" --mysql-port="$MARIADB_PORT" --threads="$TABLES" prepare &&
+        sysbench oltp_read_write "${SB_COMMON[@]}" --mysql-port="$MARIADB_PORT" --threads="$TABLES" prewarm; } \
+        >"$TMP/logs/sysbench-prepare.log" 2>&1 || { tail -n 20 "$TMP/logs/sysbench-prepare.log" >&2; die "sysbench prepare failed"; }
+fi
 
 # ---------------------------------------------------------------- sluice
 SLUICE_PORT=""
@@ -200,6 +222,33 @@ EOF
     "$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
     SLUICE_PID=$!
     wait_ready "$SLUICE_PORT" sluice "$SLUICE_PID"
+fi
+
+# ---------------------------------------------------------------- idle clients
+# Logged-in clients that sit idle: sluice holds no server connection for them (the pool is
+# shared; only the first login's schema check borrows one), mariadbd a thread each.
+MEM_ROWS=""
+if (( IDLE_CLIENTS > 0 )); then
+    for target in $TARGETS; do
+        if [[ $target == direct ]]; then
+            port=$MARIADB_PORT pid=$MARIADB_PID
+            files=$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")
+            if (( files < IDLE_CLIENTS + 100 )); then
+                log "idle-client memory: skipping MariaDB, mariadbd may open only $files files"
+                continue
+            fi
+            mariadb_su -e "SET GLOBAL max_connections = $(( IDLE_CLIENTS + 200 ))"
+        else
+            port=$SLUICE_PORT pid=$SLUICE_PID
+        fi
+        log "idle-client memory: $IDLE_CLIENTS authenticated clients on $target (pid $pid)"
+        out=$(python3 "$IDLE_PY" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
+            "$IDLE_CLIENTS" "$pid" mysql 2>"$TMP/logs/idle-$target.log") \
+            || { cat "$TMP/logs/idle-$target.log" >&2; die "idle-client test against $target failed"; }
+        [[ $target == direct ]] && mariadb_su -e "SET GLOBAL max_connections = 200"
+        log "  $out"
+        MEM_ROWS+="$target $out"$'\n'
+    done
 fi
 
 # ---------------------------------------------------------------- CPU accounting
@@ -280,8 +329,10 @@ run_one() {
 
 read -r -a targets <<<"$TARGETS"
 n=${#targets[@]}
-log "sysbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x $n targets x ${SECONDS_PER_RUN}s" \
-    "(about $(( ${#WORKLOADS[@]} * REPEAT * n * (SECONDS_PER_RUN + 1) / 60 )) min)"
+if (( ${#WORKLOADS[@]} )); then
+    log "sysbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x $n targets x ${SECONDS_PER_RUN}s" \
+        "(about $(( ${#WORKLOADS[@]} * REPEAT * n * (SECONDS_PER_RUN + 1) / 60 )) min)"
+fi
 for workload in "${WORKLOADS[@]}"; do
     for rep in $(seq "$REPEAT"); do
         # Rotate the order each repeat so neither target always runs first.
@@ -311,32 +362,51 @@ echo
 if (( WITH_SLUICE )); then
     echo -n "sluice $rev ($SLUICE_BIN, built $(date -u -r "$SLUICE_BIN" +%Y-%m-%dT%H:%MZ)); "
 fi
-echo "MariaDB $MARIADB_VERSION; $(sysbench --version);" \
+echo "MariaDB $MARIADB_VERSION;${SYSBENCH_RUNS:+ $(sysbench --version);}" \
     "$cores cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(date -u +%Y-%m-%dT%H:%MZ)"
-echo
-echo "## sysbench: medians of $REPEAT interleaved runs of ${SECONDS_PER_RUN}s" \
-    "(sluice pool $POOL, mysql_native_password, $TABLES tables x $TABLE_SIZE rows, $cores cores)"
-echo
-echo "| workload | direct TPS | sluice TPS | sluice/direct | direct p95 ms | sluice p95 ms | sluice %cpu, µs/tx | MariaDB %cpu (direct / sluice) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-for workload in "${WORKLOADS[@]}"; do
-    d=$(median "$workload" direct 4); s=$(median "$workload" sluice 4)
-    echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$s") | $(ratio "$s" "$d")" \
-        "| $(fmt "$(median "$workload" direct 5)" 2) | $(fmt "$(median "$workload" sluice 5)" 2)" \
-        "| $(fmt "$(median "$workload" sluice 7)"), $(fmt "$(median "$workload" sluice 8)" 1)" \
-        "| $(fmt "$(median "$workload" direct 9)") / $(fmt "$(median "$workload" sluice 9)") |"
-done
-echo
-echo "oltp_* transactions are BEGIN, 14 (read-only) or 18 (read/write) statements, COMMIT; ps auto"
-echo "= binary-protocol prepared statements, ps disable = text protocol. The new-connection row"
-echo "is connect + login, prepare, execute, close, quit per transaction. Ignored errors"
-echo "(deadlocks, 1213/1020/1205) per second are in the raw runs."
-echo
-echo "## Raw runs (workload, repeat, target, tps, p95 ms, ignored errors/s, sluice %cpu, sluice µs/tx, MariaDB %cpu)"
-echo
-echo '```'
-cat "$RESULTS"
-echo '```'
+if (( ${#WORKLOADS[@]} )); then
+    echo
+    echo "## sysbench: medians of $REPEAT interleaved runs of ${SECONDS_PER_RUN}s" \
+        "(sluice pool $POOL, mysql_native_password, $TABLES tables x $TABLE_SIZE rows, $cores cores)"
+    echo
+    echo "| workload | direct TPS | sluice TPS | sluice/direct | direct p95 ms | sluice p95 ms | sluice %cpu, µs/tx | MariaDB %cpu (direct / sluice) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for workload in "${WORKLOADS[@]}"; do
+        d=$(median "$workload" direct 4); s=$(median "$workload" sluice 4)
+        echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$s") | $(ratio "$s" "$d")" \
+            "| $(fmt "$(median "$workload" direct 5)" 2) | $(fmt "$(median "$workload" sluice 5)" 2)" \
+            "| $(fmt "$(median "$workload" sluice 7)"), $(fmt "$(median "$workload" sluice 8)" 1)" \
+            "| $(fmt "$(median "$workload" direct 9)") / $(fmt "$(median "$workload" sluice 9)") |"
+    done
+    echo
+    echo "oltp_* transactions are BEGIN, 14 (read-only) or 18 (read/write) statements, COMMIT; ps auto"
+    echo "= binary-protocol prepared statements, ps disable = text protocol. The new-connection row"
+    echo "is connect + login, prepare, execute, close, quit per transaction. Ignored errors"
+    echo "(deadlocks, 1213/1020/1205) per second are in the raw runs."
+fi
+if [[ -n $MEM_ROWS ]]; then
+    echo
+    echo "## Idle clients: RSS growth with $IDLE_CLIENTS authenticated idle clients (mysql_native_password, schema $BENCH_DB)"
+    echo
+    echo "| process | RSS before (KiB) | RSS with clients (KiB) | per client (KiB) | RSS after they left (KiB) | connect time (s) |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    while read -r target rest; do
+        [[ -z $target ]] && continue
+        declare -A kv=()
+        for pair in $rest; do kv[${pair%%=*}]=${pair#*=}; done
+        name=$target; [[ $target == direct ]] && name="mariadbd (direct, a thread per connection)"
+        echo "| $name | ${kv[rss_before_kib]} | ${kv[rss_idle_kib]} | ${kv[per_client_kib]} | ${kv[rss_after_close_kib]} | ${kv[connect_seconds]} |"
+        unset kv
+    done <<<"$MEM_ROWS"
+fi
+if (( ${#WORKLOADS[@]} )); then
+    echo
+    echo "## Raw runs (workload, repeat, target, tps, p95 ms, ignored errors/s, sluice %cpu, sluice µs/tx, MariaDB %cpu)"
+    echo
+    echo '```'
+    cat "$RESULTS"
+    echo '```'
+fi
 if [[ -f $TMP/sluice.log ]] && { grep -q ERR "$RESULTS" || grep -qiE 'error|panic' "$TMP/sluice.log"; }; then
     echo
     echo "## sluice log (errors)"

@@ -168,6 +168,29 @@ impl Session {
             } else {
                 idle_timeout - idle
             };
+            if self.cin.is_empty() {
+                // Nothing pending: wait for bytes before growing the buffer, or an idle client
+                // would hold a fresh read buffer for as long as it sleeps.
+                match tokio::time::timeout(wait, client.readable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ok(None),
+                    Err(_) if shrink => {
+                        self.cin = BytesMut::new();
+                        self.out = Vec::new();
+                        self.scratch = Vec::new();
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+                self.cin.reserve(READ_CHUNK);
+                match client.try_read_buf(&mut self.cin) {
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Ok(None),
+                }
+                continue;
+            }
             self.cin.reserve(
                 READ_CHUNK
                     .min(MAX_COMMAND - self.cin.len().min(MAX_COMMAND))
