@@ -93,7 +93,6 @@ impl Login<'_> {
     /// Tells the client why it is refused, in sequence, and ends the session.
     pub async fn refuse(&mut self, r: Refusal) -> super::relay::End {
         if !r.hung_up {
-            tracing::info!(code = r.code.0, reason = %r.message, "client refused");
             let mut out = Vec::new();
             let seq = self.next_seq();
             wire::write_err(&mut out, seq, r.code.0, r.code.1, &r.message);
@@ -160,18 +159,21 @@ async fn login_or_turn_away(
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
 ) -> Option<Box<Session>> {
-    match tokio::time::timeout(LOGIN_TIMEOUT, login(stream, ep, peer)).await {
+    let mut login = Login {
+        stream,
+        buf: BytesMut::new(),
+        seq: 0,
+    };
+    match tokio::time::timeout(LOGIN_TIMEOUT, login_exchange(&mut login, ep, peer)).await {
         Ok(Ok(session)) => Some(session),
-        Ok(Err(r)) if r.hung_up => {
-            tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
-            None
-        }
         Ok(Err(r)) => {
-            tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
-            let mut out = Vec::new();
-            // Sequence 2 follows the client's response in the common case; clients accept any.
-            wire::write_err(&mut out, 2, r.code.0, r.code.1, &r.message);
-            let _ = stream.write_all(&out).await;
+            if r.hung_up {
+                tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
+            } else {
+                tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
+            }
+            // In sequence: after an AuthSwitch or a fast-auth packet the ERR is not packet 2.
+            login.refuse(r).await;
             None
         }
         Err(_) => {
@@ -187,8 +189,8 @@ fn nonce() -> Vec<u8> {
     (0..20).map(|_| rng.random_range(b'!'..=b'~')).collect()
 }
 
-async fn login(
-    stream: &mut TcpStream,
+async fn login_exchange(
+    login: &mut Login<'_>,
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
 ) -> Result<Box<Session>, Refusal> {
@@ -210,11 +212,8 @@ async fn login(
     };
     let mut out = Vec::with_capacity(128);
     greeting.write(&mut out);
-    let mut login = Login {
-        stream,
-        buf: BytesMut::with_capacity(512),
-        seq: 1,
-    };
+    login.buf.reserve(512);
+    login.seq = 1;
     login.send(&out).await?;
     let payload = login.read().await?;
     let hr = HandshakeResponse::parse(&payload)
@@ -225,7 +224,7 @@ async fn login(
             "TLS is not enabled on this endpoint",
         ));
     }
-    let user = authenticate(&mut login, &ep.users, &hr, &salt, peer).await?;
+    let user = authenticate(login, &ep.users, &hr, &salt, peer).await?;
     let negotiated = hr.caps & offered;
     let key = PoolKey {
         user: user.secret.username.clone(),
@@ -331,11 +330,18 @@ pub(super) async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal>
     {
         return Ok(());
     }
-    let mut lease = pool.pool.borrow().await.map_err(|e| {
-        tracing::warn!(pool = %pool.pool.name(), error = %e, "first server connection failed");
-        let (code, message) = errors::borrow_failure(&e);
-        refuse(code, message)
-    })?;
+    let mut lease = loop {
+        let mut lease = pool.pool.borrow().await.map_err(|e| {
+            tracing::warn!(pool = %pool.pool.name(), error = %e, "first server connection failed");
+            let (code, message) = errors::borrow_failure(&e);
+            refuse(code, message)
+        })?;
+        // One the server closed while it sat idle must not fail a login.
+        if lease.is_usable() {
+            break lease;
+        }
+        lease.release(false);
+    };
     let addr = pool.login.addr.clone();
     match lease.command(&addr, command::INIT_DB, db.as_bytes()).await {
         Ok(_) => {

@@ -19,6 +19,19 @@ pub enum Change<'a> {
     LockReleased(&'a [u8]),
     AllLocksReleased,
     TablesUnlocked,
+    /// `RENAME TABLE a TO b`, `ALTER TABLE a RENAME TO b`: a temporary table keeps its pin.
+    Renamed(&'a [u8], &'a [u8]),
+    XaEnded,
+}
+
+impl Change<'_> {
+    /// Whether applying it can only add state (so it counts even when the statement failed).
+    pub fn creates(&self) -> bool {
+        matches!(
+            self,
+            Self::TempCreated(_) | Self::Prepared(_) | Self::LockTaken(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,18 +44,30 @@ pub enum Kill {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Effects<'a> {
-    pub pin: Option<PinReason>,
+    /// One bit per `PinReason` set by the statement.
+    pub pin_bits: u32,
     /// Tracked variables or the schema may have changed: read them back afterwards.
     pub read_back: bool,
-    /// The next statement needs this connection too (`SET TRANSACTION`, `SQL_CALC_FOUND_ROWS`).
+    /// The next transaction needs this connection (`SET TRANSACTION`).
     pub hold: bool,
+    /// The next statement reads this one's result (`SQL_CALC_FOUND_ROWS` then `FOUND_ROWS()`).
+    pub soft_hold: bool,
     /// Reads LAST_INSERT_ID(): the session's value must be on the connection first.
     pub last_insert_id: bool,
     pub kill: Option<Kill>,
     pub changes: Vec<Change<'a>>,
 }
 
+impl Effects<'_> {
+    pub fn pins(&self) -> impl Iterator<Item = PinReason> + '_ {
+        PinReason::ALL
+            .into_iter()
+            .filter(|r| self.pin_bits & (1 << *r as u32) != 0)
+    }
+}
+
 struct Scan<'a> {
+    sql: &'a [u8],
     tokens: std::iter::Peekable<Tokens<'a>>,
     prev: Option<Token<'a>>,
     prev2: Option<Token<'a>>,
@@ -51,6 +76,7 @@ struct Scan<'a> {
 
 pub fn effects(sql: &[u8]) -> Effects<'_> {
     let mut s = Scan {
+        sql,
         tokens: Tokens::new(sql).peekable(),
         prev: None,
         prev2: None,
@@ -69,7 +95,7 @@ pub fn effects(sql: &[u8]) -> Effects<'_> {
 
 impl<'a> Scan<'a> {
     fn pin(&mut self, reason: PinReason) {
-        self.fx.pin.get_or_insert(reason);
+        self.fx.pin_bits |= 1 << reason as u32;
     }
 
     /// The statement's next token, `None` at its end; every token passes the checks that apply
@@ -111,7 +137,9 @@ impl<'a> Scan<'a> {
                     self.fx.last_insert_id = true;
                 }
             }
-            Token::Word(w) if w.eq_ignore_ascii_case(b"sql_calc_found_rows") => self.fx.hold = true,
+            Token::Word(w) if w.eq_ignore_ascii_case(b"sql_calc_found_rows") => {
+                self.fx.soft_hold = true
+            }
             Token::Punct(b'=')
                 if self.prev == Some(Token::Punct(b':'))
                     && matches!(self.prev2, Some(Token::UserVar(_))) =>
@@ -139,14 +167,18 @@ impl<'a> Scan<'a> {
         while self.next().is_some() {}
     }
 
-    /// A possibly qualified name (`db.t` yields `t`).
+    /// A possibly qualified name, as written (`db.t`): compared exactly, so two spellings of one
+    /// table only ever keep a pin longer.
     fn name(&mut self) -> Option<&'a [u8]> {
-        let mut name = self.next_word()?;
+        let first = self.next_word()?;
+        let mut last = first;
         while self.tokens.peek() == Some(&Token::Punct(b'.')) {
             self.next();
-            name = self.next_word()?;
+            last = self.next_word()?;
         }
-        Some(name)
+        let start = first.as_ptr() as usize - self.sql.as_ptr() as usize;
+        let end = last.as_ptr() as usize - self.sql.as_ptr() as usize + last.len();
+        Some(&self.sql[start..end])
     }
 
     fn statement(&mut self) {
@@ -179,6 +211,16 @@ impl<'a> Scan<'a> {
             if let Some(name) = self.next_word() {
                 self.fx.changes.push(Change::Prepared(name));
             }
+            // `PREPARE s FROM 'SET @x = 1'`: what the text does pins now, as it may run later.
+            if self.next().is_some_and(|t| t.is("from"))
+                && let Some(Token::Str(text)) = self.next()
+            {
+                let inner = effects(text);
+                self.fx.pin_bits |= inner.pin_bits;
+                if inner.read_back || inner.hold || inner.kill.is_some() {
+                    self.pin(PinReason::DynamicSql);
+                }
+            }
         } else if kw("deallocate") {
             if self.next().is_some_and(|t| t.is("prepare"))
                 && let Some(name) = self.next_word()
@@ -189,8 +231,33 @@ impl<'a> Scan<'a> {
             self.pin(PinReason::ServerCursor);
         } else if kw("xa") {
             self.pin(PinReason::Xa);
+            if self
+                .next()
+                .is_some_and(|t| t.is("commit") || t.is("rollback"))
+            {
+                self.fx.changes.push(Change::XaEnded);
+            }
         } else if kw("kill") {
             self.kill();
+        } else if kw("call") {
+            // OUT parameters land in user variables; the body is not visible either way.
+            while let Some(t) = self.next() {
+                if matches!(t, Token::UserVar(_)) {
+                    self.pin(PinReason::UserVariable);
+                }
+            }
+        } else if kw("execute") {
+            if self.next().is_some_and(|t| t.is("immediate")) {
+                self.pin(PinReason::DynamicSql);
+            }
+        } else if kw("begin") {
+            if self.next().is_some_and(|t| t.is("not")) {
+                self.pin(PinReason::DynamicSql);
+            }
+        } else if kw("rename") {
+            self.rename();
+        } else if kw("alter") {
+            self.alter();
         }
         self.rest();
     }
@@ -202,6 +269,14 @@ impl<'a> Scan<'a> {
                 temporary = true;
             } else if t.is("table") {
                 break;
+            } else if t.is("sequence") {
+                if temporary {
+                    self.pin(PinReason::TempObject);
+                    if let Some(name) = self.name() {
+                        self.fx.changes.push(Change::TempCreated(name));
+                    }
+                }
+                return;
             } else if !(t.is("or") || t.is("replace")) {
                 return;
             }
@@ -246,6 +321,43 @@ impl<'a> Scan<'a> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `RENAME TABLE a TO b, c TO d`.
+    fn rename(&mut self) {
+        if !self.next().is_some_and(|t| t.is("table") || t.is("tables")) {
+            return;
+        }
+        while let Some(from) = self.name() {
+            if !self.next().is_some_and(|t| t.is("to")) {
+                return;
+            }
+            let Some(to) = self.name() else { return };
+            self.fx.changes.push(Change::Renamed(from, to));
+            if self.tokens.peek() != Some(&Token::Punct(b',')) {
+                return;
+            }
+            self.next();
+        }
+    }
+
+    /// `ALTER TABLE a ... RENAME [TO | AS] b`.
+    fn alter(&mut self) {
+        if !self.next().is_some_and(|t| t.is("table")) {
+            return;
+        }
+        let Some(from) = self.name() else { return };
+        while let Some(t) = self.next() {
+            if t.is("rename") {
+                if self.tokens.peek().is_some_and(|t| t.is("to") || t.is("as")) {
+                    self.next();
+                }
+                if let Some(to) = self.name() {
+                    self.fx.changes.push(Change::Renamed(from, to));
+                }
+                return;
+            }
         }
     }
 

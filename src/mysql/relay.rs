@@ -39,6 +39,8 @@ const FLUSH_AT: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
 /// An idle session keeps its buffers this long, then drops them.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
+/// How long a soft hold keeps a connection for a client that sends nothing.
+const SOFT_HOLD: Duration = Duration::from_millis(500);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a command ended the session, if it did.
@@ -50,6 +52,19 @@ pub enum End {
 }
 
 use statements::Prepared;
+
+/// Why a session keeps its connection for the next command although no transaction is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(super) enum Hold {
+    #[default]
+    None,
+    /// SHOW WARNINGS, FOUND_ROWS() read the previous statement's result: kept briefly, since an
+    /// idle client must not occupy a server connection for long to make them exact.
+    Soft,
+    /// `SET TRANSACTION`, long data: state on the connection that must not reach another
+    /// session, kept until the command that consumes it.
+    Hard,
+}
 
 #[derive(Debug)]
 pub struct Session {
@@ -68,9 +83,13 @@ pub struct Session {
     last_insert_id: u64,
     /// Server status after the last reply: IN_TRANS, AUTOCOMMIT.
     status: u16,
-    /// Keep the connection for the next command (SHOW WARNINGS, FOUND_ROWS(), SET TRANSACTION,
-    /// long data).
-    hold: bool,
+    /// Keep the connection for the next command.
+    hold: Hold,
+    /// COM_STMT_SEND_LONG_DATA for this statement failed; its execute must fail too.
+    long_data_lost: Option<u32>,
+    /// The client changed an option a connection reset keeps (COM_SET_OPTION): the connection
+    /// may not go back to a pool.
+    set_option: bool,
     cin: BytesMut,
     out: Vec<u8>,
     /// A rewritten command on its way to the server (reused).
@@ -102,7 +121,9 @@ impl Session {
             last_prepared: 0,
             last_insert_id: 0,
             status: wire::status::AUTOCOMMIT,
-            hold: false,
+            hold: Hold::None,
+            long_data_lost: None,
+            set_option: false,
             cin: leftover,
             out: Vec::new(),
             scratch: Vec::new(),
@@ -161,13 +182,20 @@ impl Session {
                     "The client was disconnected by sluice because of inactivity (idle_client_timeout)".into(),
                 ));
             }
+            if self.hold == Hold::Soft && self.lease.is_some() && idle >= SOFT_HOLD {
+                self.hold = Hold::None;
+                self.maybe_release();
+            }
             // Holding no server connection and idle for a while: give back the buffers.
             let shrink = self.lease.is_none() && self.cin.is_empty() && idle < SHRINK_AFTER;
-            let wait = if shrink {
+            let mut wait = if shrink {
                 SHRINK_AFTER - idle
             } else {
                 idle_timeout - idle
             };
+            if self.hold == Hold::Soft && self.lease.is_some() {
+                wait = wait.min(SOFT_HOLD.saturating_sub(idle));
+            }
             if self.cin.is_empty() {
                 // Nothing pending: wait for bytes before growing the buffer, or an idle client
                 // would hold a fresh read buffer for as long as it sleeps.
@@ -276,6 +304,9 @@ impl Session {
                     forwarded |= !self.out.is_empty();
                     if client.write_all(&self.out).await.is_err() {
                         self.out.clear();
+                        // The rest of the reply is still on its way: the connection cannot be
+                        // reused.
+                        self.drop_lease();
                         return Err(End::ClientGone);
                     }
                     self.out.clear();
@@ -293,15 +324,15 @@ impl Session {
         if !lost {
             return Ok(Some(reply));
         }
-        self.lease = None;
-        self.kill.target.set(None);
+        self.drop_lease();
         let message = "Lost connection to the server during query";
-        if forwarded || !self.out.is_empty() {
+        // A pinned session's state went with the connection: it cannot go on as if it had not.
+        if forwarded || !self.out.is_empty() || self.pins.is_some() {
             return Err(End::Fatal(errors::LOST_CONNECTION, message.into()));
         }
         tracing::warn!(session = self.id, "server connection lost before its reply");
-        self.pins = None;
         self.status &= !wire::status::IN_TRANS;
+        self.hold = Hold::None;
         self.error(errors::LOST_CONNECTION, message);
         self.flush(client).await?;
         Ok(None)
@@ -315,13 +346,16 @@ impl Session {
         self.vars = None;
         self.statements.clear();
         self.last_insert_id = 0;
-        self.hold = false;
+        self.hold = Hold::None;
+        self.long_data_lost = None;
         self.status = wire::status::AUTOCOMMIT;
     }
 
     /// Gives the connection back unless the session must keep it.
     fn maybe_release(&mut self) {
-        let keep = self.status & wire::status::IN_TRANS != 0 || self.pins.is_some() || self.hold;
+        let keep = self.status & wire::status::IN_TRANS != 0
+            || self.pins.is_some()
+            || self.hold != Hold::None;
         if keep {
             return;
         }
@@ -338,15 +372,25 @@ impl Session {
         if !lease.buf.is_empty() {
             return; // mid-reply: dropping closes it, and the server rolls back
         }
-        let dirty = self.status & wire::status::IN_TRANS != 0 || self.pins.is_some() || self.hold;
+        let dirty = self.status & wire::status::IN_TRANS != 0
+            || self.pins.is_some()
+            || self.hold != Hold::None;
         let mut clean = true;
         if dirty {
             clean = tokio::time::timeout(RESET_TIMEOUT, sync::reset_server(&self.pool, &mut lease))
                 .await
                 .is_ok_and(|r| r.is_ok());
         }
-        let reusable = clean && !lease.expired();
+        let reusable = clean && !lease.expired() && !self.set_option;
         lease.release(reusable);
+    }
+
+    /// Closes the held connection (its state or reply is unknown).
+    fn drop_lease(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.kill.target.set(None);
+            lease.release(false);
+        }
     }
 }
 

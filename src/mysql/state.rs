@@ -44,7 +44,7 @@ pub fn tracked_slot(name: &str) -> Option<usize> {
 }
 
 /// One value per `TRACKED` slot (`None` is SQL NULL, as `character_set_results` can be).
-pub type Vars = Box<[Option<Box<str>>]>;
+pub type Vars = std::sync::Arc<[Option<Box<str>>]>;
 
 /// How one server flavour spells things: decided once per pool from the server version.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ impl Dialect {
             .map(|v| v.map(String::into_boxed_str))
             .collect();
         let schema = values.pop().flatten();
-        Some((values.into_boxed_slice(), schema))
+        Some((values.into(), schema))
     }
 
     /// One `SET SESSION` that takes `have` to `want`; empty when they agree.
@@ -121,6 +121,15 @@ fn push_value(sql: &mut String, value: Option<&str>) {
     }
 }
 
+/// What a server statement is: its text and the schema it was prepared in (a server resolves
+/// unqualified table names at prepare time, so the same text in another schema is another
+/// statement).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StatementKey {
+    pub schema: Option<Box<str>>,
+    pub sql: Box<[u8]>,
+}
+
 /// What sluice has left on one server connection.
 #[derive(Debug, Default)]
 pub struct ConnState {
@@ -129,8 +138,8 @@ pub struct ConnState {
     pub vars: Option<Vars>,
     /// The LAST_INSERT_ID() the connection would report.
     pub last_insert_id: u64,
-    /// Statement text to server statement id, for statements prepared here.
-    pub statements: HashMap<std::sync::Arc<[u8]>, u32>,
+    /// Server statement ids of the statements prepared here.
+    pub statements: HashMap<std::sync::Arc<StatementKey>, u32>,
 }
 
 /// The baseline when `vars` is `None`.
@@ -148,7 +157,7 @@ mod tests {
         for (name, value) in pairs {
             v[tracked_slot(name).unwrap()] = value.map(Into::into);
         }
-        v.into_boxed_slice()
+        v.into()
     }
 
     #[test]

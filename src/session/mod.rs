@@ -25,8 +25,11 @@ pub enum PinReason {
     ExecutableComment,
     /// MySQL `HANDLER` and prepared-statement cursors.
     ServerCursor,
-    /// MySQL XA transactions.
+    /// MySQL XA transactions (lifted by XA COMMIT / XA ROLLBACK).
     Xa,
+    /// SQL sluice cannot see into: MySQL `EXECUTE IMMEDIATE`, compound statements
+    /// (`BEGIN NOT ATOMIC ... END`).
+    DynamicSql,
 }
 
 /// Pins and unpins per reason since start: `session_pins_total{reason}` and
@@ -61,7 +64,7 @@ impl PinCounts {
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 12] = [
+    pub const ALL: [PinReason; 13] = [
         Self::SetParameter,
         Self::SqlPrepare,
         Self::TempObject,
@@ -74,6 +77,7 @@ impl PinReason {
         Self::ExecutableComment,
         Self::ServerCursor,
         Self::Xa,
+        Self::DynamicSql,
     ];
 
     /// The label used in logs and in `session_pins_total{reason}`.
@@ -91,6 +95,7 @@ impl PinReason {
             Self::ExecutableComment => "executable_comment",
             Self::ServerCursor => "server_cursor",
             Self::Xa => "xa",
+            Self::DynamicSql => "dynamic_sql",
         }
     }
 }

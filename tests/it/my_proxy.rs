@@ -244,8 +244,7 @@ fn read_packet(s: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn garbage_and_out_of_order_packets_end_only_their_session() {
-    use sluice::auth::mysql::MysqlKeys;
-    use sluice::mysql::wire::{Greeting, HandshakeResponse, caps};
+    use sluice::mysql::wire::Greeting;
     let db = MariaDb::start();
     let sluice = proxy(&db, 2, "mysql_native_password");
     let port = sluice.port();
@@ -262,26 +261,7 @@ fn garbage_and_out_of_order_packets_end_only_their_session() {
     drop(greeting);
 
     // A logged-in client that sends a command with a wrong sequence id.
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let greeting = Greeting::parse(&read_packet(&mut s)).unwrap();
-    let response = HandshakeResponse {
-        caps: caps::PROTOCOL_41
-            | caps::SECURE_CONNECTION
-            | caps::PLUGIN_AUTH
-            | caps::CONNECT_WITH_DB,
-        max_packet: 1 << 24,
-        charset: 45,
-        user: APP.0.into(),
-        auth: MysqlKeys::derive(APP.1).native(&greeting.nonce),
-        database: Some(MY_APPDB.into()),
-        plugin: Some("mysql_native_password".into()),
-        ..HandshakeResponse::default()
-    };
-    let mut out = Vec::new();
-    response.write(&mut out, 1);
-    s.write_all(&out).unwrap();
-    assert_eq!(read_packet(&mut s)[0], 0x00, "logged in");
+    let mut s = raw_login(port, 0);
     s.write_all(&[
         9, 0, 0, 3, 3, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1',
     ])
@@ -376,4 +356,102 @@ fn multi_statements_and_multi_results_per_capability() {
         60,
     );
     assert!(r.result().int("checks") >= 7, "{r}");
+}
+
+#[test]
+fn binary_statements_belong_to_their_schema_and_pin_like_text() {
+    let db = MariaDb::start();
+    // Two connections, reused most-recent-first: the sessions alternate on one of them, and the
+    // one that pins does not block the other.
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let r = run(
+        &db,
+        python(
+            "myconnector_schema.py",
+            sluice.port(),
+            &[MY_APPDB, MY_OTHERDB],
+        ),
+        120,
+    );
+    assert!(r.result().int("checks") >= 12, "{r}");
+}
+
+/// A client logged in to sluice by hand (mysql_native_password, schema appdb) with the base
+/// capabilities plus `extra`.
+fn raw_login(port: u16, extra: u32) -> TcpStream {
+    use sluice::auth::mysql::MysqlKeys;
+    use sluice::mysql::wire::{Greeting, HandshakeResponse, caps};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let greeting = Greeting::parse(&read_packet(&mut s)).unwrap();
+    let response = HandshakeResponse {
+        caps: caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::CONNECT_WITH_DB
+            | extra,
+        max_packet: 1 << 24,
+        charset: 45,
+        user: APP.0.into(),
+        auth: MysqlKeys::derive(APP.1).native(&greeting.nonce),
+        database: Some(MY_APPDB.into()),
+        plugin: Some("mysql_native_password".into()),
+        ..HandshakeResponse::default()
+    };
+    let mut out = Vec::new();
+    response.write(&mut out, 1);
+    s.write_all(&out).unwrap();
+    assert_eq!(read_packet(&mut s)[0], 0x00, "logged in");
+    s
+}
+
+/// Sends one command packet (sequence 0).
+fn send_command(s: &mut TcpStream, payload: &[u8]) {
+    let mut out = Vec::new();
+    sluice::mysql::wire::write_packet(&mut out, 0, payload);
+    s.write_all(&out).unwrap();
+}
+
+#[test]
+fn a_client_gone_mid_reply_leaves_nothing_for_the_next_session() {
+    use sluice::mysql::wire::caps;
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 1, "mysql_native_password");
+    let port = sluice.port();
+    for _ in 0..3 {
+        // A reply far larger than the socket buffers, then more results still to come: the
+        // client leaves without reading any of it. (Whatever part of the reply is still on the
+        // wire when sluice notices must never reach the next session.)
+        let mut s = raw_login(port, caps::MULTI_STATEMENTS | caps::MULTI_RESULTS);
+        send_command(
+            &mut s,
+            b"\x03SELECT REPEAT('x', 8000000); SELECT SLEEP(0.5); SELECT 'late'",
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        drop(s);
+        // The only server connection: whoever gets it next must see its own reply only.
+        let out = cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 42").unwrap();
+        assert_eq!(out, "42");
+    }
+}
+
+#[test]
+fn execute_of_the_last_prepared_after_a_failed_prepare_runs_nothing() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 2, "mysql_native_password");
+    let mut s = raw_login(sluice.port(), 0);
+    send_command(&mut s, b"\x16SELECT 'previous'");
+    assert_eq!(read_packet(&mut s)[0], 0x00, "prepared");
+    // Its definitions: one column, then an EOF (no DEPRECATE_EOF asked for).
+    read_packet(&mut s);
+    read_packet(&mut s);
+    send_command(&mut s, b"\x16SELEC broken");
+    assert_eq!(read_packet(&mut s)[0], 0xff, "the prepare fails");
+    // MariaDB's "the statement just prepared" id, as its connectors pipeline it.
+    send_command(&mut s, b"\x17\xff\xff\xff\xff\x00\x01\x00\x00\x00");
+    let reply = read_packet(&mut s);
+    assert_eq!(
+        reply[0], 0xff,
+        "an error, not the previous statement's rows: {reply:?}"
+    );
 }

@@ -5,7 +5,7 @@
 use super::*;
 
 fn pin(sql: &str) -> Option<PinReason> {
-    effects(sql.as_bytes()).pin
+    effects(sql.as_bytes()).pins().next()
 }
 
 #[test]
@@ -22,7 +22,7 @@ fn tracked_sets_read_back_instead_of_pinning() {
         "/* driver */ SET LOCAL wait_timeout = 10",
     ] {
         let fx = effects(sql.as_bytes());
-        assert_eq!((fx.pin, fx.read_back), (None, true), "{sql}");
+        assert_eq!((fx.pin_bits, fx.read_back), (0, true), "{sql}");
     }
 }
 
@@ -51,6 +51,10 @@ fn what_cannot_move_pins() {
         ("SELECT /*M!100100 1, */ 2", PinReason::ExecutableComment),
         ("HANDLER t OPEN", PinReason::ServerCursor),
         ("XA START 'x'", PinReason::Xa),
+        ("CALL p(1, @out)", PinReason::UserVariable),
+        ("EXECUTE IMMEDIATE 'SET @x = 1'", PinReason::DynamicSql),
+        ("BEGIN NOT ATOMIC SET @x = 1; END", PinReason::DynamicSql),
+        ("CREATE TEMPORARY SEQUENCE s", PinReason::TempObject),
     ] {
         assert_eq!(pin(sql), Some(reason), "{sql}");
     }
@@ -81,7 +85,7 @@ fn names_that_lift_pins() {
         fx.changes,
         vec![
             Change::TableDropped(b"a"),
-            Change::TableDropped(b"b"),
+            Change::TableDropped(b"db.b"),
             Change::Deallocated(b"s"),
             Change::Deallocated(b"t"),
         ]
@@ -109,7 +113,7 @@ fn names_that_lift_pins() {
 #[test]
 fn holds_last_insert_id_and_kill() {
     assert!(effects(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE").hold);
-    assert!(effects(b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").hold);
+    assert!(!effects(b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").hold);
     assert!(effects(b"SELECT LAST_INSERT_ID()").last_insert_id);
     assert!(effects(b"select @@identity").last_insert_id);
     assert_eq!(effects(b"KILL QUERY 12").kill, Some(Kill::Query(12)));
@@ -120,4 +124,25 @@ fn holds_last_insert_id_and_kill() {
         effects(b"SELECT 1; KILL QUERY 12").kill,
         Some(Kill::Unsupported)
     );
+}
+
+#[test]
+fn every_pin_of_a_statement_counts_and_prepared_text_is_scanned() {
+    let fx = effects(b"CREATE TEMPORARY TABLE t AS SELECT GET_LOCK('x', 1)");
+    let pins: Vec<_> = fx.pins().collect();
+    assert_eq!(pins, vec![PinReason::TempObject, PinReason::AdvisoryLock]);
+    let fx = effects(b"PREPARE s FROM 'SET @x = 1'");
+    let pins: Vec<_> = fx.pins().collect();
+    assert_eq!(pins, vec![PinReason::SqlPrepare, PinReason::UserVariable]);
+    assert_eq!(
+        effects(b"RENAME TABLE a TO b, c TO d").changes,
+        vec![Change::Renamed(b"a", b"b"), Change::Renamed(b"c", b"d")]
+    );
+    assert_eq!(
+        effects(b"ALTER TABLE tmp ADD x INT, RENAME TO tmp2").changes,
+        vec![Change::Renamed(b"tmp", b"tmp2")]
+    );
+    assert_eq!(effects(b"XA COMMIT 'x'").changes, vec![Change::XaEnded]);
+    assert!(effects(b"SELECT SQL_CALC_FOUND_ROWS * FROM t").soft_hold);
+    assert!(!effects(b"CALL p(1, 2)").pin_bits != 0);
 }

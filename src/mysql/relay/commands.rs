@@ -2,12 +2,10 @@
 //! STMT_RESET or RESET_CONNECTION), remapped (the COM_STMT_* family), intercepted (KILL) or
 //! forwarded, and what the reply changes for the session afterwards.
 
-use std::sync::Arc;
-
 use bytes::Buf;
 use tokio::net::TcpStream;
 
-use super::{End, Prepared, Session, statements, sync};
+use super::{End, Hold, Session, sync};
 use crate::mysql::errors;
 use crate::mysql::kill::KillLookup;
 use crate::mysql::pinning::{self, Effects, Kill};
@@ -15,18 +13,19 @@ use crate::mysql::server::ServerConn;
 use crate::mysql::wire::{self, Reply, ReplyKind, command, status};
 use crate::session::PinReason;
 
-/// Server-side statements kept per connection before they are all closed.
-const MAX_STATEMENTS_PER_CONN: usize = 256;
-const LAST_PREPARED: u32 = u32::MAX;
+/// A command of several packets is read whole up to this size (the server's own
+/// `max_allowed_packet` is 16 MiB by default and 1 GiB at most).
+const MAX_COMMAND_BYTES: usize = 64 << 20;
+const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Session {
     /// Handles the command packet at `cin[..len]` (plus any continuation packets).
     pub(super) async fn command(&mut self, client: &mut TcpStream, len: usize) -> Result<(), End> {
         let packet = self.cin.split_to(len);
         let payload = &packet[wire::HEADER_LEN..];
-        let held = std::mem::take(&mut self.hold);
         let result = match payload[0] {
             command::QUIT => return Err(End::ClientGone),
+            // Answered here: a hold stays for the command that needs it.
             command::PING => {
                 self.ok();
                 Ok(())
@@ -34,14 +33,16 @@ impl Session {
             command::STMT_CLOSE => {
                 if let Some(id) = statement_id(payload) {
                     self.statements.remove(&id);
+                    if self.long_data_lost == Some(id) {
+                        self.long_data_lost = None;
+                    }
                 }
-                self.hold = held;
                 return Ok(());
             }
             command::QUERY => self.query(client, &packet).await,
             command::STMT_PREPARE => self.prepare(client, &packet).await,
             command::STMT_EXECUTE | command::STMT_SEND_LONG_DATA | command::STMT_FETCH | command::STMT_RESET => {
-                self.statement_command(client, &packet, held).await
+                self.statement_command(client, &packet).await
             }
             command::RESET_CONNECTION => Box::pin(self.reset_connection()).await,
             command::INIT_DB
@@ -67,9 +68,13 @@ impl Session {
     }
 
     /// Borrows (and syncs) a connection for a command; a refused replay becomes the command's ERR.
-    async fn lease_for_command(&mut self) -> Result<bool, End> {
+    pub(super) async fn lease_for_command(&mut self) -> Result<bool, End> {
         match self.ensure_lease().await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // This command is the one a hold kept the connection for.
+                self.hold = Hold::None;
+                Ok(true)
+            }
             Err((code, message)) => {
                 self.error(code, &message);
                 Ok(false)
@@ -77,8 +82,9 @@ impl Session {
         }
     }
 
-    /// Reads the continuation packets of a command whose first packet was full-size.
-    async fn continuation(
+    /// Reads the continuation packets of a command whose first packet was full-size, up to
+    /// `MAX_COMMAND_BYTES` in all.
+    pub(super) async fn continuation(
         &mut self,
         client: &mut TcpStream,
         mut last: wire::Packet,
@@ -87,6 +93,12 @@ impl Session {
         use tokio::io::AsyncReadExt;
         while last.continues() {
             loop {
+                if into.len() >= MAX_COMMAND_BYTES {
+                    return Err(End::Fatal(
+                        errors::PACKET_TOO_LARGE,
+                        "Got a packet bigger than 'max_allowed_packet' bytes".into(),
+                    ));
+                }
                 if let Some(p) = wire::next_packet(&self.cin)
                     && self.cin.len() >= p.len
                 {
@@ -114,7 +126,7 @@ impl Session {
         if !self.lease_for_command().await? {
             return Ok(());
         }
-        if let Some(reason) = fx.pin {
+        for reason in fx.pins() {
             self.pin(reason);
         }
         if fx.last_insert_id
@@ -151,7 +163,9 @@ impl Session {
             return Ok(());
         }
         if cmd == command::SET_OPTION {
+            // A reset keeps the option, so the connection never goes back to its pool.
             self.pin(PinReason::SetParameter);
+            self.set_option = true;
         }
         let kind = if cmd == command::FIELD_LIST {
             ReplyKind::FieldList
@@ -170,32 +184,41 @@ impl Session {
     }
 
     /// What a finished reply changes: status, LAST_INSERT_ID(), holds, read-back, pin changes.
-    async fn after(&mut self, reply: Reply, fx: &Effects<'_>) {
+    pub(super) async fn after(&mut self, reply: Reply, fx: &Effects<'_>) {
         let failed = reply.error.is_some();
-        match reply.end {
-            Some(end) => {
-                self.status = end.status;
-                if end.last_insert_id != 0 {
-                    self.last_insert_id = end.last_insert_id;
-                    if let Some(conn) = self.lease.as_mut() {
-                        conn.state.last_insert_id = end.last_insert_id;
-                    }
+        if let Some(end) = reply.end {
+            self.status = end.status;
+            if end.last_insert_id != 0 {
+                self.last_insert_id = end.last_insert_id;
+                if let Some(conn) = self.lease.as_mut() {
+                    conn.state.last_insert_id = end.last_insert_id;
                 }
-                // SHOW WARNINGS must reach the connection that produced them.
-                self.hold |= end.warnings > 0;
             }
-            None if failed => Box::pin(self.status_after_error()).await,
-            None => {}
+            // SHOW WARNINGS must reach the connection that produced them.
+            if end.warnings > 0 && !failed {
+                self.hold = self.hold.max(Hold::Soft);
+            }
         }
-        self.hold |= fx.hold;
+        if failed {
+            // An ERR carries no status, and an earlier result of the same reply may have
+            // opened a transaction (`SELECT 1; INSERT ... duplicate` under autocommit=0).
+            Box::pin(self.status_after_error(reply.end.is_some())).await;
+        }
+        if fx.hold {
+            self.hold = Hold::Hard;
+        } else if fx.soft_hold {
+            self.hold = self.hold.max(Hold::Soft);
+        }
         if fx.read_back
             && let Err(e) = Box::pin(self.read_back()).await
         {
             tracing::warn!(session = self.id, error = %e, "tracked state read-back failed");
             self.pin(PinReason::SetParameter);
         }
-        if !failed && let Some(pins) = self.pins.as_mut() {
-            pins.apply(&fx.changes);
+        if let Some(pins) = self.pins.as_mut() {
+            // What a statement created counts even if a later statement of the same query
+            // failed; what it dropped counts only if everything succeeded.
+            pins.apply(&fx.changes, !failed);
             if pins.is_empty() {
                 tracing::debug!(session = self.id, "session unpinned");
                 self.pins = None;
@@ -204,16 +227,18 @@ impl Session {
     }
 
     /// An ERR carries no status: ask the server (COM_PING) when a transaction may be open.
-    async fn status_after_error(&mut self) {
-        let unsure = self.status & status::IN_TRANS != 0 || self.status & status::AUTOCOMMIT == 0;
+    async fn status_after_error(&mut self, partly_ran: bool) {
+        let unsure = partly_ran
+            || self.status & status::IN_TRANS != 0
+            || self.status & status::AUTOCOMMIT == 0;
         if !unsure {
             return;
         }
-        let addr = self.pool.login.addr.clone();
+        let addr = self.pool.addr.clone();
         if let Some(conn) = self.lease.as_mut() {
             match conn.command(&addr, command::PING, &[]).await {
                 Ok(ok) => self.status = ok.status,
-                Err(_) => self.lease = None,
+                Err(_) => self.drop_lease(),
             }
         }
     }
@@ -243,159 +268,27 @@ impl Session {
             }
             KillLookup::Idle => self.ok(),
             KillLookup::Running(addr, thread) => {
-                if *addr != *self.pool.login.addr || !self.lease_for_command().await? {
+                if *addr != *self.pool.addr {
                     self.error(errors::NO_SUCH_THREAD, &format!("Unknown thread id: {id}"));
                     return Ok(());
                 }
-                let addr = self.pool.login.addr.clone();
-                let Some(conn) = self.lease.as_mut() else {
-                    return Ok(());
+                // On a connection of its own, like a Postgres cancel: the pool may be exhausted
+                // by the very statement being killed.
+                let login = &self.pool.login;
+                let killed = async {
+                    let mut conn = ServerConn::connect(login).await?;
+                    let result = conn
+                        .query(&login.addr, &format!("KILL QUERY {thread}"))
+                        .await;
+                    crate::pool::PooledConnection::close(conn);
+                    result
                 };
-                match conn.query(&addr, &format!("KILL QUERY {thread}")).await {
-                    Ok(_) => self.ok(),
-                    Err(e) => self.error(errors::UNKNOWN, &format!("sluice: {e}")),
+                match tokio::time::timeout(KILL_TIMEOUT, killed).await {
+                    Ok(Ok(_)) => self.ok(),
+                    Ok(Err(e)) => self.error(errors::UNKNOWN, &format!("sluice: {e}")),
+                    Err(_) => self.error(errors::UNKNOWN, "sluice: KILL QUERY timed out"),
                 }
             }
-        }
-        Ok(())
-    }
-
-    async fn prepare(&mut self, client: &mut TcpStream, packet: &[u8]) -> Result<(), End> {
-        if !self.lease_for_command().await? {
-            return Ok(());
-        }
-        let sql: Arc<[u8]> = packet[wire::HEADER_LEN + 1..].into();
-        let id = self.next_statement;
-        let Some(reply) = self
-            .forward(client, packet, ReplyKind::Prepare, Some(id))
-            .await?
-        else {
-            return Ok(());
-        };
-        if let Some(ok) = reply.prepared {
-            self.next_statement = self.next_statement.wrapping_add(1).max(1);
-            self.last_prepared = id;
-            self.statements.insert(
-                id,
-                Prepared {
-                    sql: sql.clone(),
-                    params: ok.params,
-                    types: None,
-                },
-            );
-            if let Some(conn) = self.lease.as_mut() {
-                remember(conn, sql, ok.statement_id);
-            }
-        }
-        Ok(())
-    }
-
-    /// COM_STMT_EXECUTE, SEND_LONG_DATA, FETCH and RESET: the client's id becomes the server id
-    /// of the same text on this connection (prepared here first if need be).
-    async fn statement_command(
-        &mut self,
-        client: &mut TcpStream,
-        packet: &[u8],
-        held: bool,
-    ) -> Result<(), End> {
-        let payload = &packet[wire::HEADER_LEN..];
-        let cmd = payload[0];
-        let mut id = statement_id(payload).unwrap_or(0);
-        if id == LAST_PREPARED {
-            id = self.last_prepared;
-        }
-        let Some(stmt) = self.statements.get(&id) else {
-            self.error(
-                errors::UNKNOWN_STMT,
-                &format!("Unknown prepared statement handler ({id}) given to mysqld_stmt_execute"),
-            );
-            return Ok(());
-        };
-        let sql = stmt.sql.clone();
-        if cmd == command::STMT_RESET && !held && self.lease.is_none() {
-            // Nothing of this statement lives on any connection for this session: nothing to reset.
-            self.ok();
-            return Ok(());
-        }
-        if !self.lease_for_command().await? {
-            return Ok(());
-        }
-        let addr = self.pool.login.addr.clone();
-        let Some(conn) = self.lease.as_mut() else {
-            return Ok(());
-        };
-        let server_id = match conn.state.statements.get(&sql) {
-            Some(&sid) => sid,
-            None => match Box::pin(conn.prepare(&addr, &sql)).await {
-                Ok(ok) => {
-                    remember(conn, sql.clone(), ok.statement_id);
-                    ok.statement_id
-                }
-                Err(e) => {
-                    let (code, message) = match e {
-                        crate::pool::ConnectError::Refused { code, message, .. } => {
-                            ((code.parse().unwrap_or(1105), "HY000"), message)
-                        }
-                        e => (errors::LOST_CONNECTION, format!("sluice: {e}")),
-                    };
-                    self.error(code, &message);
-                    return Ok(());
-                }
-            },
-        };
-        let mut bytes = std::mem::take(&mut self.scratch);
-        let result = self
-            .statement_packet(client, packet, id, server_id, &mut bytes)
-            .await;
-        bytes.clear();
-        self.scratch = bytes;
-        result
-    }
-
-    /// Sends the rewritten statement command in `bytes` and relays its reply, if it has one.
-    async fn statement_packet(
-        &mut self,
-        client: &mut TcpStream,
-        packet: &[u8],
-        id: u32,
-        server_id: u32,
-        bytes: &mut Vec<u8>,
-    ) -> Result<(), End> {
-        let payload = &packet[wire::HEADER_LEN..];
-        let cmd = payload[0];
-        if cmd == command::STMT_EXECUTE {
-            if payload.get(5).is_some_and(|&flags| flags & 0x07 != 0) {
-                self.pin(PinReason::ServerCursor);
-            }
-            if let Some(stmt) = self.statements.get_mut(&id) {
-                statements::execute_packet(stmt, payload, server_id, bytes);
-            }
-        } else {
-            bytes.extend_from_slice(packet);
-            bytes[wire::HEADER_LEN + 1..wire::HEADER_LEN + 5]
-                .copy_from_slice(&server_id.to_le_bytes());
-        }
-        if let Some(p) = wire::next_packet(packet) {
-            self.continuation(client, p, bytes).await?;
-        }
-        if cmd == command::STMT_SEND_LONG_DATA {
-            // No reply; the data waits in the server statement for the execute that uses it.
-            let Some(conn) = self.lease.as_mut() else {
-                return Ok(());
-            };
-            if conn.write_command(bytes).await.is_err() {
-                self.lease = None;
-            }
-            self.hold = true;
-            return Ok(());
-        }
-        let kind = match cmd {
-            command::STMT_EXECUTE => ReplyKind::Query,
-            command::STMT_FETCH => ReplyKind::Fetch,
-            _ => ReplyKind::Single,
-        };
-        if let Some(reply) = self.forward(client, bytes, kind, None).await? {
-            self.after(reply, &Effects::default()).await;
         }
         Ok(())
     }
@@ -405,7 +298,7 @@ impl Session {
     async fn reset_connection(&mut self) -> Result<(), End> {
         if let Some(mut lease) = self.lease.take() {
             self.kill.target.set(None);
-            let ok = sync::reset_server(&self.pool, &mut lease).await.is_ok();
+            let ok = sync::reset_server(&self.pool, &mut lease).await.is_ok() && !self.set_option;
             let reusable = ok && !lease.expired();
             lease.release(reusable);
         }
@@ -416,25 +309,7 @@ impl Session {
 }
 
 /// The statement id of a COM_STMT_* payload.
-fn statement_id(payload: &[u8]) -> Option<u32> {
+pub(super) fn statement_id(payload: &[u8]) -> Option<u32> {
     let b = payload.get(1..5)?;
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-/// Records a server statement for `sql` on `conn`, closing one it replaces; past the cap, all
-/// others go. The closes (which have no reply) go out ahead of the connection's next command.
-fn remember(conn: &mut ServerConn, sql: Arc<[u8]>, server_id: u32) {
-    if let Some(old) = conn.state.statements.insert(sql.clone(), server_id)
-        && old != server_id
-    {
-        ServerConn::close_statement(&mut conn.pending, old);
-    }
-    if conn.state.statements.len() > MAX_STATEMENTS_PER_CONN {
-        for (_, id) in conn.state.statements.drain() {
-            if id != server_id {
-                ServerConn::close_statement(&mut conn.pending, id);
-            }
-        }
-        conn.state.statements.insert(sql, server_id);
-    }
 }

@@ -36,6 +36,9 @@ impl Pins {
 
     pub fn is_empty(&self) -> bool {
         self.reasons == 0
+            && self.temp_tables.is_empty()
+            && self.prepared.is_empty()
+            && self.locks.is_empty()
     }
 
     pub fn reasons(&self) -> impl Iterator<Item = PinReason> + '_ {
@@ -44,9 +47,12 @@ impl Pins {
             .filter(|r| self.reasons & (1 << *r as u32) != 0)
     }
 
-    /// Applies what a successful statement created or dropped.
-    pub fn apply(&mut self, changes: &[Change<'_>]) {
+    /// Applies what a statement created, and what it dropped if it `succeeded`.
+    pub fn apply(&mut self, changes: &[Change<'_>], succeeded: bool) {
         for change in changes {
+            if !succeeded && !change.creates() {
+                continue;
+            }
             match *change {
                 Change::TempCreated(n) => add_name(&mut self.temp_tables, n),
                 Change::TableDropped(n) => remove_name(&mut self.temp_tables, n),
@@ -64,6 +70,13 @@ impl Pins {
                 }
                 Change::AllLocksReleased => self.locks.clear(),
                 Change::TablesUnlocked => self.lift(PinReason::LockTables),
+                Change::XaEnded => self.lift(PinReason::Xa),
+                Change::Renamed(from, to) => {
+                    if self.temp_tables.iter().any(|n| **n == *from) {
+                        remove_name(&mut self.temp_tables, from);
+                        add_name(&mut self.temp_tables, to);
+                    }
+                }
             }
         }
         if self.temp_tables.is_empty() {
@@ -86,13 +99,13 @@ impl Pins {
 }
 
 fn add_name(names: &mut Vec<Box<[u8]>>, name: &[u8]) {
-    if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+    if !names.iter().any(|n| **n == *name) {
         names.push(name.into());
     }
 }
 
 fn remove_name(names: &mut Vec<Box<[u8]>>, name: &[u8]) {
-    names.retain(|n| !n.eq_ignore_ascii_case(name));
+    names.retain(|n| **n != *name);
 }
 
 #[cfg(test)]
@@ -103,21 +116,35 @@ mod tests {
     fn pins_lift_when_their_names_are_gone() {
         let mut p = Pins::default();
         p.add(PinReason::TempObject);
-        p.apply(&[Change::TempCreated(b"a"), Change::TempCreated(b"B")]);
-        p.apply(&[Change::TableDropped(b"b")]);
-        assert!(!p.is_empty());
-        p.apply(&[Change::TableDropped(b"A")]);
+        p.apply(
+            &[Change::TempCreated(b"a"), Change::TempCreated(b"b")],
+            true,
+        );
+        p.apply(&[Change::TableDropped(b"B")], true);
+        assert!(!p.is_empty(), "names compare exactly");
+        p.apply(&[Change::Renamed(b"b", b"c")], true);
+        p.apply(
+            &[Change::TableDropped(b"a"), Change::TableDropped(b"b")],
+            true,
+        );
+        assert!(!p.is_empty(), "b is now c");
+        p.apply(&[Change::TableDropped(b"c")], false);
+        assert!(!p.is_empty(), "a failed statement drops nothing");
+        p.apply(&[Change::TableDropped(b"c")], true);
         assert!(p.is_empty());
 
         p.add(PinReason::AdvisoryLock);
-        p.apply(&[Change::LockTaken(Some(b"x")), Change::LockTaken(None)]);
-        p.apply(&[Change::LockReleased(b"x")]);
+        p.apply(
+            &[Change::LockTaken(Some(b"x")), Change::LockTaken(None)],
+            false,
+        );
+        p.apply(&[Change::LockReleased(b"x")], true);
         assert!(!p.is_empty(), "a lock with an unknown name is still held");
-        p.apply(&[Change::AllLocksReleased]);
+        p.apply(&[Change::AllLocksReleased], true);
         assert!(p.is_empty());
 
         p.add(PinReason::UserVariable);
-        p.apply(&[Change::TablesUnlocked, Change::AllLocksReleased]);
+        p.apply(&[Change::TablesUnlocked, Change::AllLocksReleased], true);
         assert_eq!(
             p.reasons().collect::<Vec<_>>(),
             vec![PinReason::UserVariable]

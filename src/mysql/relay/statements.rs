@@ -1,64 +1,374 @@
-//! Binary-protocol statements as a session sees them, and COM_STMT_EXECUTE rewritten for the
-//! server connection that runs it.
+//! Binary-protocol statements: the client's ids for them, prepared again on whichever server
+//! connection runs them (in the schema they were prepared in), COM_STMT_EXECUTE rewritten with
+//! the server's id and the parameter types, and their text scanned for pins like a COM_QUERY.
 
 use std::sync::Arc;
 
-use crate::mysql::wire::{self, PacketWriter, command};
+use tokio::net::TcpStream;
+
+use super::commands::statement_id;
+use super::{End, Session};
+use crate::mysql::errors;
+use crate::mysql::pinning::{self, Effects};
+use crate::mysql::server::ServerConn;
+use crate::mysql::state::StatementKey;
+use crate::mysql::wire::{self, PacketWriter, ReplyKind, command};
+use crate::pool::ConnectError;
+use crate::session::PinReason;
+
+/// Server-side statements kept per connection before they are all closed.
+const MAX_STATEMENTS_PER_CONN: usize = 256;
+/// Statements one session may hold (the server's own default `max_prepared_stmt_count`).
+const MAX_STATEMENTS_PER_SESSION: usize = 16_382;
+/// MariaDB's "the statement prepared last" in COM_STMT_EXECUTE right after a prepare.
+const LAST_PREPARED: u32 = u32::MAX;
+
+impl Session {
+    pub(super) async fn prepare(
+        &mut self,
+        client: &mut TcpStream,
+        packet: &[u8],
+    ) -> Result<(), End> {
+        // A failed prepare must not leave "the last prepared" pointing at an older statement.
+        self.last_prepared = 0;
+        if self.statements.len() >= MAX_STATEMENTS_PER_SESSION {
+            self.error(
+                (1461, "42000"),
+                "Can't create more than max_prepared_stmt_count statements",
+            );
+            return Ok(());
+        }
+        if !self.lease_for_command().await? {
+            return Ok(());
+        }
+        let sql = &packet[wire::HEADER_LEN + 1..];
+        let id = self.next_statement;
+        let Some(reply) = self
+            .forward(client, packet, ReplyKind::Prepare, Some(id))
+            .await?
+        else {
+            return Ok(());
+        };
+        let Some(ok) = reply.prepared else {
+            return Ok(());
+        };
+        self.next_statement = self.next_statement.wrapping_add(1).max(1);
+        self.last_prepared = id;
+        let key = Arc::new(StatementKey {
+            schema: self.schema.clone(),
+            sql: sql.into(),
+        });
+        let stateful = pinning::effects(sql) != Effects::default();
+        self.statements.insert(
+            id,
+            Prepared {
+                key: key.clone(),
+                params: ok.params,
+                stateful,
+                types: None,
+            },
+        );
+        if let Some(conn) = self.lease.as_mut() {
+            remember(conn, key, ok.statement_id);
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_EXECUTE, SEND_LONG_DATA, FETCH and RESET: the client's id becomes the server id
+    /// of the same statement on this connection (prepared here first if need be). Nothing may
+    /// answer SEND_LONG_DATA: its failures surface at the execute, as the server's would.
+    pub(super) async fn statement_command(
+        &mut self,
+        client: &mut TcpStream,
+        packet: &[u8],
+    ) -> Result<(), End> {
+        let payload = &packet[wire::HEADER_LEN..];
+        let cmd = payload[0];
+        let long_data = cmd == command::STMT_SEND_LONG_DATA;
+        let mut id = statement_id(payload).unwrap_or(0);
+        if id == LAST_PREPARED {
+            id = self.last_prepared;
+        }
+        let Some(stmt) = self.statements.get(&id) else {
+            if !long_data {
+                let message = format!("Unknown prepared statement handler ({id}) given to sluice");
+                self.error(errors::UNKNOWN_STMT, &message);
+            }
+            return Ok(());
+        };
+        let (key, stateful) = (stmt.key.clone(), stmt.stateful);
+        if cmd != command::STMT_EXECUTE
+            && cmd != command::STMT_SEND_LONG_DATA
+            && self.long_data_lost == Some(id)
+        {
+            self.long_data_lost = None;
+        }
+        if cmd == command::STMT_RESET && self.lease.is_none() {
+            // Nothing of this statement lives on any connection for this session.
+            self.ok();
+            return Ok(());
+        }
+        if cmd == command::STMT_EXECUTE && self.long_data_lost.take() == Some(id) {
+            self.error(
+                errors::UNKNOWN,
+                "sluice: the long data sent for this statement was lost",
+            );
+            return Ok(());
+        }
+        let leased = if long_data {
+            self.ensure_lease().await.is_ok()
+        } else {
+            self.lease_for_command().await?
+        };
+        if !leased {
+            if long_data {
+                self.long_data_lost = Some(id);
+            }
+            return Ok(());
+        }
+        let server_id = match Box::pin(self.server_statement(&key)).await {
+            Ok(sid) => sid,
+            Err((code, message)) => {
+                if long_data {
+                    self.long_data_lost = Some(id);
+                } else {
+                    self.error(code, &message);
+                }
+                return Ok(());
+            }
+        };
+        let fx = if stateful && cmd == command::STMT_EXECUTE {
+            pinning::effects(&key.sql)
+        } else {
+            Effects::default()
+        };
+        for reason in fx.pins() {
+            self.pin(reason);
+        }
+        if fx.last_insert_id
+            && let Err((code, message)) = Box::pin(self.sync_last_insert_id()).await
+        {
+            self.error(code, &message);
+            return Ok(());
+        }
+        let mut bytes = std::mem::take(&mut self.scratch);
+        let result = self
+            .statement_packet(client, packet, id, server_id, &mut bytes, &fx)
+            .await;
+        bytes.clear();
+        self.scratch = bytes;
+        result
+    }
+
+    /// The server's id for `key` on the held connection, preparing it there (in the schema it
+    /// was first prepared in) if this connection has not seen it.
+    async fn server_statement(&mut self, key: &StatementKey) -> Result<u32, super::sync::Refused> {
+        let addr = self.pool.addr.clone();
+        let session_schema = self.schema.clone();
+        let Some(conn) = self.lease.as_mut() else {
+            return Err((errors::UNKNOWN, "sluice: no server connection".into()));
+        };
+        if let Some(&sid) = conn.state.statements.get(key) {
+            return Ok(sid);
+        }
+        let switch = key.schema.is_some() && key.schema != conn.state.schema;
+        if let (true, Some(db)) = (switch, &key.schema) {
+            conn.command(&addr, command::INIT_DB, db.as_bytes())
+                .await
+                .map_err(refused)?;
+            conn.state.schema = Some(db.clone());
+        }
+        let prepared = conn.prepare(&addr, &key.sql).await;
+        if let (true, Some(db)) = (switch, &session_schema) {
+            conn.command(&addr, command::INIT_DB, db.as_bytes())
+                .await
+                .map_err(refused)?;
+            conn.state.schema = Some(db.clone());
+        }
+        let ok = prepared.map_err(refused)?;
+        let key = Arc::new(StatementKey {
+            schema: key.schema.clone(),
+            sql: key.sql.clone(),
+        });
+        remember(conn, key, ok.statement_id);
+        Ok(ok.statement_id)
+    }
+
+    /// Sends the rewritten statement command in `bytes` and relays its reply, if it has one.
+    async fn statement_packet(
+        &mut self,
+        client: &mut TcpStream,
+        packet: &[u8],
+        id: u32,
+        server_id: u32,
+        bytes: &mut Vec<u8>,
+        fx: &Effects<'_>,
+    ) -> Result<(), End> {
+        let payload = &packet[wire::HEADER_LEN..];
+        let cmd = payload[0];
+        if cmd == command::STMT_EXECUTE {
+            if payload.get(5).is_some_and(|&flags| flags & 0x07 != 0) {
+                self.pin(PinReason::ServerCursor);
+            }
+            let fits = self
+                .statements
+                .get_mut(&id)
+                .is_some_and(|stmt| execute_packet(stmt, payload, server_id, bytes));
+            if !fits {
+                let p = wire::next_packet(packet);
+                let mut discard = Vec::new();
+                if let Some(p) = p {
+                    self.continuation(client, p, &mut discard).await?;
+                }
+                self.error(
+                    errors::PACKET_TOO_LARGE,
+                    "sluice: an execute of 16 MiB or more must send its parameter types",
+                );
+                return Ok(());
+            }
+        } else {
+            bytes.extend_from_slice(packet);
+            bytes[wire::HEADER_LEN + 1..wire::HEADER_LEN + 5]
+                .copy_from_slice(&server_id.to_le_bytes());
+        }
+        if let Some(p) = wire::next_packet(packet) {
+            self.continuation(client, p, bytes).await?;
+        }
+        if cmd == command::STMT_SEND_LONG_DATA {
+            // No reply; the data waits in the server statement for the execute that uses it.
+            let written = match self.lease.as_mut() {
+                Some(conn) => conn.write_command(bytes).await.is_ok(),
+                None => false,
+            };
+            if written {
+                self.hold = super::Hold::Hard;
+            } else {
+                self.drop_lease();
+                self.long_data_lost = Some(id);
+            }
+            return Ok(());
+        }
+        let kind = match cmd {
+            command::STMT_EXECUTE => ReplyKind::Query,
+            command::STMT_FETCH => ReplyKind::Fetch,
+            _ => ReplyKind::Single,
+        };
+        if let Some(reply) = self.forward(client, bytes, kind, None).await? {
+            self.after(reply, fx).await;
+        }
+        Ok(())
+    }
+}
+
+fn refused(e: ConnectError) -> super::sync::Refused {
+    match e {
+        ConnectError::Refused { code, message, .. } => (
+            (code.parse().unwrap_or(errors::UNKNOWN.0), "HY000"),
+            message,
+        ),
+        e => (errors::LOST_CONNECTION, format!("sluice: {e}")),
+    }
+}
+
+/// Records a server statement on `conn`, closing one it replaces; past the cap, all others go.
+/// The closes (which have no reply) go out ahead of the connection's next command.
+fn remember(conn: &mut ServerConn, key: Arc<StatementKey>, server_id: u32) {
+    if let Some(old) = conn.state.statements.insert(key.clone(), server_id)
+        && old != server_id
+    {
+        ServerConn::close_statement(&mut conn.pending, old);
+    }
+    if conn.state.statements.len() > MAX_STATEMENTS_PER_CONN {
+        for (_, id) in conn.state.statements.drain() {
+            if id != server_id {
+                ServerConn::close_statement(&mut conn.pending, id);
+            }
+        }
+        conn.state.statements.insert(key, server_id);
+    }
+}
 
 /// A protocol-level statement as its client prepared it.
 #[derive(Debug)]
 pub(in crate::mysql) struct Prepared {
-    pub sql: Arc<[u8]>,
+    pub key: Arc<StatementKey>,
     pub params: u16,
+    /// Its text pins or changes tracked state (`SET time_zone = ?`, `SELECT GET_LOCK(?, 1)`):
+    /// scanned again at every execute.
+    pub stateful: bool,
     /// Parameter types of the last execute that sent them (COM_STMT_EXECUTE may omit them once
     /// sent, but the server connection that saw them may not be the one that runs it now).
     pub types: Option<Box<[u8]>>,
 }
 
 /// Appends COM_STMT_EXECUTE (`payload` from the client) with the server's statement id and the
-/// parameter types always included.
+/// parameter types always included. `false` when it cannot be done within one packet: the
+/// client left the types out of an execute of 16 MiB or more (sluice would have to re-split it).
 pub(super) fn execute_packet(
     stmt: &mut Prepared,
     payload: &[u8],
     server_id: u32,
     out: &mut Vec<u8>,
-) {
+) -> bool {
     let params = usize::from(stmt.params);
     // command, id, flags, iteration count, then the NULL bitmap and the new-params flag.
     let flag_at = 10 + params.div_ceil(8);
-    let start = out.len();
-    let w = PacketWriter::begin(out, 0);
-    out.push(command::STMT_EXECUTE);
-    out.extend_from_slice(&server_id.to_le_bytes());
-    if params == 0 || payload.len() <= flag_at || payload.len() >= wire::MAX_PAYLOAD {
-        out.extend_from_slice(&payload[5..]);
-    } else if payload[flag_at] == 1 {
-        if let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * params)
+    let bound = params == 0 || payload.get(flag_at) != Some(&0);
+    if bound {
+        if params > 0
+            && let Some(types) = payload.get(flag_at + 1..flag_at + 1 + 2 * params)
             && stmt.types.as_deref() != Some(types)
         {
             stmt.types = Some(types.into());
         }
-        out.extend_from_slice(&payload[5..]);
-    } else if let Some(types) = &stmt.types {
-        out.extend_from_slice(&payload[5..flag_at]);
-        out.push(1);
-        out.extend_from_slice(types);
-        out.extend_from_slice(&payload[flag_at + 1..]);
-    } else {
-        out.extend_from_slice(&payload[5..]);
+        // Only the id changes: the header (even a full-size one that continues) stays valid.
+        let start = out.len();
+        let len = payload.len().min(wire::MAX_PAYLOAD);
+        out.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+        out.push(0);
+        out.extend_from_slice(payload);
+        out[start + wire::HEADER_LEN + 1..start + wire::HEADER_LEN + 5]
+            .copy_from_slice(&server_id.to_le_bytes());
+        return true;
     }
-    if out.len() - start - wire::HEADER_LEN < wire::MAX_PAYLOAD {
-        w.finish(out);
-    } else {
-        // A full-size first packet continues in packets forwarded as they are: keep its header.
-        let len = payload.len().to_le_bytes();
-        out[start..start + 3].copy_from_slice(&len[..3]);
+    let Some(types) = &stmt.types else {
+        // Never sent: the server will say so, as it would directly.
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+        out.push(0);
+        out.extend_from_slice(payload);
+        let at = out.len() - payload.len();
+        out[at + 1..at + 5].copy_from_slice(&server_id.to_le_bytes());
+        return payload.len() < wire::MAX_PAYLOAD;
+    };
+    if payload.len() + types.len() >= wire::MAX_PAYLOAD {
+        return false;
     }
+    let w = PacketWriter::begin(out, 0);
+    out.push(command::STMT_EXECUTE);
+    out.extend_from_slice(&server_id.to_le_bytes());
+    out.extend_from_slice(&payload[5..flag_at]);
+    out.push(1);
+    out.extend_from_slice(types);
+    out.extend_from_slice(&payload[flag_at + 1..]);
+    w.finish(out);
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prepared(sql: &[u8], params: u16) -> Prepared {
+        Prepared {
+            key: Arc::new(StatementKey {
+                schema: None,
+                sql: sql.into(),
+            }),
+            params,
+            stateful: false,
+            types: None,
+        }
+    }
 
     fn execute(id: u32, bound: bool, types: &[u8], values: &[u8]) -> Vec<u8> {
         let mut p = vec![command::STMT_EXECUTE];
@@ -76,36 +386,51 @@ mod tests {
 
     #[test]
     fn types_sent_once_go_with_every_execute() {
-        let mut stmt = Prepared {
-            sql: Arc::from(&b"SELECT ?, ?"[..]),
-            params: 2,
-            types: None,
-        };
+        let mut stmt = prepared(b"SELECT ?, ?", 2);
         let types = [3, 0, 253, 0];
         let values = b"\x01\x00\x00\x00\x02hi";
         let mut out = Vec::new();
-        execute_packet(&mut stmt, &execute(7, true, &types, values), 41, &mut out);
+        assert!(execute_packet(
+            &mut stmt,
+            &execute(7, true, &types, values),
+            41,
+            &mut out
+        ));
         assert_eq!(&out[4..], &execute(41, true, &types, values)[..]);
         assert_eq!(stmt.types.as_deref(), Some(&types[..]));
 
         // The client leaves the types out now; the server connection may never have seen them.
         out.clear();
-        execute_packet(&mut stmt, &execute(7, false, &[], values), 99, &mut out);
+        assert!(execute_packet(
+            &mut stmt,
+            &execute(7, false, &[], values),
+            99,
+            &mut out
+        ));
         let p = wire::next_packet(&out).map(|p| p.len);
         assert_eq!(p, Some(out.len()), "the header counts the inserted types");
         assert_eq!(&out[4..], &execute(99, true, &types, values)[..]);
     }
 
     #[test]
+    fn an_execute_that_would_outgrow_its_packet_is_refused() {
+        let mut stmt = prepared(b"INSERT INTO t VALUES (?, ?)", 2);
+        stmt.types = Some(vec![3, 0, 253, 0].into());
+        let big = vec![b'x'; wire::MAX_PAYLOAD - 14];
+        let payload = execute(7, false, &[], &big);
+        let mut out = Vec::new();
+        assert!(!execute_packet(&mut stmt, &payload, 1, &mut out));
+        let small = execute(7, false, &[], b"\x01\x00\x00\x00\x00");
+        out.clear();
+        assert!(execute_packet(&mut stmt, &small, 1, &mut out));
+    }
+
+    #[test]
     fn statements_without_parameters_only_change_the_id() {
-        let mut stmt = Prepared {
-            sql: Arc::from(&b"SELECT 1"[..]),
-            params: 0,
-            types: None,
-        };
+        let mut stmt = prepared(b"SELECT 1", 0);
         let payload = [command::STMT_EXECUTE, 7, 0, 0, 0, 0, 1, 0, 0, 0];
         let mut out = Vec::new();
-        execute_packet(&mut stmt, &payload, 3, &mut out);
+        assert!(execute_packet(&mut stmt, &payload, 3, &mut out));
         assert_eq!(
             &out[4..],
             &[command::STMT_EXECUTE, 3, 0, 0, 0, 0, 1, 0, 0, 0]

@@ -10,7 +10,7 @@ use crate::mysql::wire::command;
 use crate::pool::{ConnectError, Lease};
 
 /// A replay the server refused: the client gets this as its command's ERR.
-pub(super) type Refused = (Code, String);
+pub(in crate::mysql) type Refused = (Code, String);
 
 fn refused(e: ConnectError) -> Refused {
     match e {
@@ -51,11 +51,15 @@ impl Session {
             } else {
                 Ok(())
             };
-            self.lease = Some(lease);
             return match synced {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    self.lease = Some(lease);
+                    Ok(())
+                }
                 Err(r) => {
-                    self.maybe_release();
+                    // Refused half way: what the connection holds now is not known.
+                    self.kill.target.set(None);
+                    lease.release(false);
                     Err(r)
                 }
             };
