@@ -380,12 +380,7 @@ mod tests {
             50,
         ));
         let second = Duration::from_secs(1);
-        let settings = PoolSettings {
-            borrow_timeout: second,
-            connect_timeout: second,
-            max_lifetime: second,
-            idle_timeout: second,
-        };
+        let settings = PoolSettings::uniform(second);
         let ep = Arc::new(MyEndpoint {
             name: "e".into(),
             pools: Arc::new(MyPools::new(instance, settings, String::new())),

@@ -66,6 +66,18 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
 }
 
+impl PoolSettings {
+    /// Every timing the same: for tests that need a pool but never time anything.
+    pub fn uniform(d: Duration) -> Self {
+        Self {
+            borrow_timeout: d,
+            connect_timeout: d,
+            max_lifetime: d,
+            idle_timeout: d,
+        }
+    }
+}
+
 /// A handle on one (instance, database, user) pool; cheap to clone.
 pub struct Pool<C: PooledConnection> {
     inner: Arc<PoolInner<C>>,

@@ -408,12 +408,7 @@ mod tests {
         use crate::pool::{Instance, Limit, PoolSettings};
         let instance = Arc::new(Instance::new("x:1".into(), Limit::Absolute(1), 50));
         let second = Duration::from_secs(1);
-        let settings = PoolSettings {
-            borrow_timeout: second,
-            connect_timeout: second,
-            max_lifetime: second,
-            idle_timeout: second,
-        };
+        let settings = PoolSettings::uniform(second);
         let ep = Arc::new(PgEndpoint {
             name: "e".into(),
             pools: Arc::new(PgPools::new(instance, settings, String::new())),

@@ -7,27 +7,21 @@ and of a procedure returning several result sets, and a SET inside one is tracke
 that did not ask gets the server's syntax error, as it would directly, even though both share
 one sluice (they are pooled apart). Prints `RESULT {json}`; exit 1 on any mismatch.
 """
-import json
 import sys
 
 import pymysql
 from pymysql.constants import CLIENT
 
+from mysql_checks import Checks
+from mysql_checks import connect as connect_to
+
 host, port, user, password, db = sys.argv[1:6]
-failures = []
-checks = 0
+checks = Checks()
+expect = checks.expect
 
 
 def connect(flags=0):
-    return pymysql.connect(host=host, port=int(port), user=user, password=password,
-                           database=db, autocommit=True, client_flag=flags)
-
-
-def expect(what, got, want):
-    global checks
-    checks += 1
-    if got != want:
-        failures.append(f"{what}: got {got!r}, want {want!r}")
+    return connect_to(host, port, user, password, db, client_flag=flags)
 
 
 def all_results(cur):
@@ -52,14 +46,11 @@ with multi.cursor() as c:
 with plain.cursor() as c:
     try:
         c.execute("SELECT 1; SELECT 2")
-        failures.append("a multi-statement ran for a client without CLIENT_MULTI_STATEMENTS")
+        checks.fail("a multi-statement ran for a client without CLIENT_MULTI_STATEMENTS")
     except pymysql.err.ProgrammingError as e:
         expect("no multi-statements errno", e.args[0], 1064)
     c.execute("SELECT @@time_zone")
     expect("plain session time_zone", c.fetchone()[0] != "+02:00", True)
     c.execute("CALL two_sets()")
     expect("CALL with MULTI_RESULTS (PyMySQL's default)", all_results(c), [[("a",)], [("b", "c")], []])
-print("RESULT " + json.dumps({"checks": checks, "failures": len(failures)}))
-for f in failures:
-    print("FAIL " + f)
-sys.exit(1 if failures else 0)
+checks.finish()

@@ -6,33 +6,20 @@ Two client sessions, A and B, take turns on the same server connection(s). Every
 with what a direct connection would show; any difference is printed and the exit code is 1.
 Prints `RESULT {json}` with the number of checks.
 """
-import json
 import sys
 
 import pymysql
 
+from mysql_checks import Checks, one
+from mysql_checks import connect as connect_to
+
 host, port, user, password, db, otherdb = sys.argv[1:7]
-failures = []
-checks = 0
+checks = Checks()
+expect = checks.expect
 
 
 def connect(database=db):
-    return pymysql.connect(host=host, port=int(port), user=user, password=password,
-                           database=database, autocommit=True)
-
-
-def one(conn, sql):
-    with conn.cursor() as c:
-        c.execute(sql)
-        row = c.fetchone()
-        return row[0] if row else None
-
-
-def expect(what, got, want):
-    global checks
-    checks += 1
-    if got != want:
-        failures.append(f"{what}: got {got!r}, want {want!r}")
+    return connect_to(host, port, user, password, database)
 
 
 a, b = connect(), connect()
@@ -64,7 +51,7 @@ expect("B schema back", one(b, "SELECT DATABASE()"), db)
 # A failed USE changes nothing; the session goes on.
 try:
     one(b, "USE no_such_schema_here")
-    failures.append("USE of a missing schema succeeded")
+    checks.fail("USE of a missing schema succeeded")
 except pymysql.err.OperationalError as e:
     # 1044 where the user may not see such a schema at all, 1049 where it may.
     expect("USE missing errno", e.args[0] in (1044, 1049), True)
@@ -105,7 +92,4 @@ one(a, "COMMIT")
 expect("B autocommit", one(b, "SELECT @@autocommit"), 1)
 one(a, "SET autocommit = 1")
 
-print("RESULT " + json.dumps({"checks": checks, "failures": len(failures)}))
-for f in failures:
-    print("FAIL " + f)
-sys.exit(1 if failures else 0)
+checks.finish()
