@@ -76,6 +76,20 @@ fn cli_logins_errors_and_the_schema() {
         err.contains("ERROR 1235"),
         "a raw thread id never reaches the server: {err}"
     );
+    // LOAD DATA LOCAL is refused cleanly: sluice never offers CLIENT_LOCAL_FILES, so the server
+    // refuses it as it would for any client without it, and the session goes on.
+    let err = cli_at(
+        port,
+        APP.0,
+        APP.1,
+        MY_APPDB,
+        "CREATE TABLE t_infile (v TEXT); LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE t_infile",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("ERROR 1148") || err.contains("ERROR 4166"),
+        "{err}"
+    );
     assert_eq!(
         cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 7").unwrap(),
         "7"
