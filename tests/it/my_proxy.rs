@@ -469,3 +469,20 @@ fn execute_of_the_last_prepared_after_a_failed_prepare_runs_nothing() {
         "an error, not the previous statement's rows: {reply:?}"
     );
 }
+
+#[test]
+fn tracked_state_matches_a_direct_connection_statement_by_statement() {
+    let db = MariaDb::start();
+    let sluice = proxy(&db, 1, "mysql_native_password");
+    let mut cmd = Command::new(tools::python());
+    cmd.arg(script("pymysql_equivalence.py"))
+        .args([
+            "127.0.0.1",
+            &db.port().to_string(),
+            &sluice.port().to_string(),
+        ])
+        .args([APP.0, APP.1, MY_APPDB, MY_OTHERDB]);
+    let r = run_sampling_with(cmd, Duration::from_secs(60), || 0);
+    assert!(r.ok, "{r}");
+    assert!(r.result().int("checks") >= 30, "{r}");
+}
