@@ -75,9 +75,14 @@ struct Scan<'a> {
 }
 
 pub fn effects(sql: &[u8]) -> Effects<'_> {
+    effects_in(sql, true)
+}
+
+/// `effects` for a session whose sql_mode may turn backslash escapes off.
+pub fn effects_in(sql: &[u8], backslash_escapes: bool) -> Effects<'_> {
     let mut s = Scan {
         sql,
-        tokens: Tokens::new(sql).peekable(),
+        tokens: Tokens::with_escapes(sql, backslash_escapes).peekable(),
         prev: None,
         prev2: None,
         fx: Effects::default(),

@@ -351,6 +351,16 @@ impl Session {
         self.status = wire::status::AUTOCOMMIT;
     }
 
+    /// Whether backslashes escape in this session's string literals (sql_mode may say no).
+    fn backslash_escapes(&self) -> bool {
+        let Some(baseline) = self.pool.baseline.get() else {
+            return true;
+        };
+        let vars = super::state::effective(&self.vars, baseline);
+        let mode = super::state::tracked_slot("sql_mode").and_then(|i| vars.get(i)?.as_deref());
+        !mode.is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"))
+    }
+
     /// Gives the connection back unless the session must keep it.
     fn maybe_release(&mut self) {
         let keep = self.status & wire::status::IN_TRANS != 0

@@ -29,11 +29,21 @@ impl Token<'_> {
 pub struct Tokens<'a> {
     sql: &'a [u8],
     pos: usize,
+    /// Backslashes escape in strings unless sql_mode has NO_BACKSLASH_ESCAPES.
+    escapes: bool,
 }
 
 impl<'a> Tokens<'a> {
     pub fn new(sql: &'a [u8]) -> Self {
-        Self { sql, pos: 0 }
+        Self::with_escapes(sql, true)
+    }
+
+    pub fn with_escapes(sql: &'a [u8], escapes: bool) -> Self {
+        Self {
+            sql,
+            pos: 0,
+            escapes,
+        }
     }
 
     fn skip_quoted(&mut self, quote: u8) -> &'a [u8] {
@@ -42,7 +52,7 @@ impl<'a> Tokens<'a> {
         let mut i = start;
         while i < s.len() {
             match s[i] {
-                b'\\' if quote != b'`' => i += 2,
+                b'\\' if quote != b'`' && self.escapes => i += 2,
                 c if c == quote => {
                     if s.get(i + 1) == Some(&quote) {
                         i += 2;

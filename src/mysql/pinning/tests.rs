@@ -146,3 +146,15 @@ fn every_pin_of_a_statement_counts_and_prepared_text_is_scanned() {
     assert!(effects(b"SELECT SQL_CALC_FOUND_ROWS * FROM t").soft_hold);
     assert!(!effects(b"CALL p(1, 2)").pin_bits != 0);
 }
+
+#[test]
+fn no_backslash_escapes_ends_a_string_at_its_quote() {
+    let sql = br"SELECT 'C:\' INTO @v";
+    assert_eq!(
+        effects_in(sql, true).pin_bits,
+        0,
+        "with escapes the string runs on"
+    );
+    let pins: Vec<_> = effects_in(sql, false).pins().collect();
+    assert_eq!(pins, vec![PinReason::UserVariable]);
+}

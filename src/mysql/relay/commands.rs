@@ -119,7 +119,7 @@ impl Session {
 
     async fn query(&mut self, client: &mut TcpStream, packet: &[u8]) -> Result<(), End> {
         let sql = &packet[wire::HEADER_LEN + 1..];
-        let fx = pinning::effects(sql);
+        let fx = pinning::effects_in(sql, self.backslash_escapes());
         if let Some(kill) = fx.kill {
             return Box::pin(self.kill_query(kill)).await;
         }

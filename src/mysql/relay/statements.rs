@@ -58,7 +58,7 @@ impl Session {
             schema: self.schema.clone(),
             sql: sql.into(),
         });
-        let stateful = pinning::effects(sql) != Effects::default();
+        let stateful = pinning::effects_in(sql, self.backslash_escapes()) != Effects::default();
         self.statements.insert(
             id,
             Prepared {
@@ -138,7 +138,7 @@ impl Session {
             }
         };
         let fx = if stateful && cmd == command::STMT_EXECUTE {
-            pinning::effects(&key.sql)
+            pinning::effects_in(&key.sql, self.backslash_escapes())
         } else {
             Effects::default()
         };
