@@ -23,8 +23,11 @@ pub enum PinReason {
     UserVariable,
     /// MySQL executable comments (`/*! */`, `/*M! */`): text sluice cannot see as SQL.
     ExecutableComment,
-    /// MySQL `HANDLER` and prepared-statement cursors.
+    /// MySQL `HANDLER ... OPEN`.
     ServerCursor,
+    /// A cursor a binary-protocol execute opened (lifted when its statement is reset, closed or
+    /// executed again without one).
+    PreparedCursor,
     /// MySQL XA transactions (lifted by XA COMMIT / XA ROLLBACK).
     Xa,
     /// SQL sluice cannot see into: MySQL `EXECUTE IMMEDIATE`, compound statements
@@ -64,7 +67,7 @@ impl PinCounts {
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 13] = [
+    pub const ALL: [PinReason; 14] = [
         Self::SetParameter,
         Self::SqlPrepare,
         Self::TempObject,
@@ -76,6 +79,7 @@ impl PinReason {
         Self::UserVariable,
         Self::ExecutableComment,
         Self::ServerCursor,
+        Self::PreparedCursor,
         Self::Xa,
         Self::DynamicSql,
     ];
@@ -94,6 +98,7 @@ impl PinReason {
             Self::UserVariable => "user_variable",
             Self::ExecutableComment => "executable_comment",
             Self::ServerCursor => "server_cursor",
+            Self::PreparedCursor => "prepared_cursor",
             Self::Xa => "xa",
             Self::DynamicSql => "dynamic_sql",
         }

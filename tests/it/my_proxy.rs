@@ -486,3 +486,58 @@ fn tracked_state_matches_a_direct_connection_statement_by_statement() {
     assert!(r.ok, "{r}");
     assert!(r.result().int("checks") >= 30, "{r}");
 }
+
+#[test]
+fn a_prepared_cursor_pins_until_its_statement_is_closed() {
+    let db = MariaDb::start();
+    let sluice = Sluice::start_for_mariadb(
+        &db,
+        ProxyOptions {
+            pool_size: 1,
+            borrow_timeout: "2s".into(),
+            client_auth_type: "mysql_native_password".into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let port = sluice.port();
+    let mut s = raw_login(port, 0);
+    send_command(&mut s, b"\x16SELECT seq FROM seq_1_to_5");
+    let ok = read_packet(&mut s);
+    assert_eq!(ok[0], 0x00, "prepared");
+    let id = [ok[1], ok[2], ok[3], ok[4]];
+    read_packet(&mut s); // the column
+    read_packet(&mut s); // EOF
+    // Execute with CURSOR_TYPE_READ_ONLY: column definitions, then an EOF saying a cursor is open.
+    let mut execute = vec![0x17];
+    execute.extend_from_slice(&id);
+    execute.extend_from_slice(&[0x01, 1, 0, 0, 0]);
+    send_command(&mut s, &execute);
+    assert_eq!(read_packet(&mut s), vec![1], "one column");
+    read_packet(&mut s);
+    let eof = read_packet(&mut s);
+    assert_eq!(eof[0], 0xfe);
+    assert_ne!(
+        u16::from_le_bytes([eof[3], eof[4]]) & 0x40,
+        0,
+        "CURSOR_EXISTS"
+    );
+    let mut fetch = vec![0x1c];
+    fetch.extend_from_slice(&id);
+    fetch.extend_from_slice(&2u32.to_le_bytes());
+    send_command(&mut s, &fetch);
+    assert_eq!(read_packet(&mut s)[0], 0x00, "a binary row");
+    assert_eq!(read_packet(&mut s)[0], 0x00, "a binary row");
+    assert_eq!(read_packet(&mut s)[0], 0xfe, "then EOF");
+    // The cursor lives on the only server connection: nobody else gets it meanwhile.
+    let err = cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 1").unwrap_err();
+    assert!(err.contains("ERROR 9501"), "{err}");
+    // Closing the statement closes the cursor and gives the connection back.
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id);
+    send_command(&mut s, &close);
+    assert_eq!(
+        cli_at(port, APP.0, APP.1, MY_APPDB, "SELECT 1").unwrap(),
+        "1"
+    );
+    assert!(sluice.log_contents().contains("reason=prepared_cursor"));
+}

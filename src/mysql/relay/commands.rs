@@ -32,10 +32,7 @@ impl Session {
             }
             command::STMT_CLOSE => {
                 if let Some(id) = statement_id(payload) {
-                    self.statements.remove(&id);
-                    if self.long_data_lost == Some(id) {
-                        self.long_data_lost = None;
-                    }
+                    self.close_statement(id);
                 }
                 return Ok(());
             }

@@ -13,6 +13,8 @@ pub struct Pins {
     prepared: Vec<Box<[u8]>>,
     /// Named locks held; `None` for a name sluice could not read.
     locks: Vec<Option<Box<[u8]>>>,
+    /// Client ids of statements with an open cursor.
+    cursors: Vec<u32>,
 }
 
 impl Pins {
@@ -39,6 +41,25 @@ impl Pins {
             && self.temp_tables.is_empty()
             && self.prepared.is_empty()
             && self.locks.is_empty()
+            && self.cursors.is_empty()
+    }
+
+    pub fn open_cursor(&mut self, statement: u32) {
+        if !self.cursors.contains(&statement) {
+            self.cursors.push(statement);
+        }
+    }
+
+    /// True if `statement` had an open cursor.
+    pub fn close_cursor(&mut self, statement: u32) -> bool {
+        let Some(i) = self.cursors.iter().position(|c| *c == statement) else {
+            return false;
+        };
+        self.cursors.swap_remove(i);
+        if self.cursors.is_empty() {
+            self.lift(PinReason::PreparedCursor);
+        }
+        true
     }
 
     pub fn reasons(&self) -> impl Iterator<Item = PinReason> + '_ {
@@ -92,6 +113,7 @@ impl Pins {
 
     /// All pins go (a connection reset).
     pub fn clear(&mut self) {
+        self.cursors.clear();
         for r in PinReason::ALL {
             self.lift(r);
         }
@@ -142,6 +164,12 @@ mod tests {
         assert!(!p.is_empty(), "a lock with an unknown name is still held");
         p.apply(&[Change::AllLocksReleased], true);
         assert!(p.is_empty());
+
+        p.add(PinReason::PreparedCursor);
+        p.open_cursor(4);
+        assert!(!p.close_cursor(5));
+        assert!(p.close_cursor(4));
+        assert!(p.is_empty(), "the last cursor closed lifts the pin");
 
         p.add(PinReason::UserVariable);
         p.apply(&[Change::TablesUnlocked, Change::AllLocksReleased], true);

@@ -207,9 +207,6 @@ impl Session {
         let payload = &packet[wire::HEADER_LEN..];
         let cmd = payload[0];
         if cmd == command::STMT_EXECUTE {
-            if payload.get(5).is_some_and(|&flags| flags & 0x07 != 0) {
-                self.pin(PinReason::ServerCursor);
-            }
             let fits = self
                 .statements
                 .get_mut(&id)
@@ -254,9 +251,51 @@ impl Session {
             _ => ReplyKind::Single,
         };
         if let Some(reply) = self.forward(client, bytes, kind, None).await? {
+            if cmd == command::STMT_EXECUTE || (cmd == command::STMT_RESET && reply.error.is_none())
+            {
+                // An execute closes the statement's previous cursor; a reset closes it too.
+                if let Some(pins) = self.pins.as_mut() {
+                    pins.close_cursor(id);
+                }
+            }
+            let cursor = reply
+                .end
+                .is_some_and(|e| e.status & wire::status::CURSOR_EXISTS != 0);
+            if cmd == command::STMT_EXECUTE && cursor {
+                self.pin(PinReason::PreparedCursor);
+                if let Some(pins) = self.pins.as_mut() {
+                    pins.open_cursor(id);
+                }
+            }
             self.after(reply, fx).await;
         }
         Ok(())
+    }
+
+    /// COM_STMT_CLOSE, answered by no one: the session forgets the statement, and a cursor it
+    /// left open is closed on the server (with the server statement, which has no reply either)
+    /// so the connection can go back.
+    pub(super) fn close_statement(&mut self, id: u32) {
+        let Some(stmt) = self.statements.remove(&id) else {
+            return;
+        };
+        if self.long_data_lost == Some(id) {
+            self.long_data_lost = None;
+        }
+        let had_cursor = self.pins.as_mut().is_some_and(|p| p.close_cursor(id));
+        if !had_cursor {
+            return;
+        }
+        if let Some(conn) = self.lease.as_mut()
+            && let Some(server_id) = conn.state.statements.remove(&stmt.key)
+        {
+            ServerConn::close_statement(&mut conn.pending, server_id);
+        }
+        if self.pins.as_ref().is_some_and(|p| p.is_empty()) {
+            tracing::debug!(session = self.id, "session unpinned");
+            self.pins = None;
+        }
+        self.maybe_release();
     }
 }
 
