@@ -19,13 +19,13 @@ usage: myconnector_load.py HOST PORT USER PASSWORD DB THREADS ITERATIONS AUTH_PL
 """
 import datetime
 import decimal
-import json
 import sys
-import threading
 import traceback
 
 import mysql.connector
 from mysql.connector import errors
+
+from mysql_checks import run_load
 
 # Thread ids in t_load.thread; pymysql_load.py uses 0 + tid, so both can share the table.
 THREAD_BASE = 100000
@@ -173,41 +173,8 @@ def main():
     before = totals_by_thread(args, threads)
     workers = [Worker(args, tid, iterations, before.get(THREAD_BASE + tid, (0, 0)))
                for tid in range(threads)]
-    pool = [threading.Thread(target=w.run) for w in workers]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    failed = [w.error for w in workers if w.error]
-    after = totals_by_thread(args, threads)
-    mismatches = []
-    for w in workers:
-        want = (w.base_rows + w.rows, w.base_sum + w.sum)
-        got = after.get(w.thread, (0, 0))
-        if got != want:
-            mismatches.append(f"thread {w.thread}: (count, sum) in t_load {got} != {want}")
-    for err in failed + mismatches:
-        print(err, file=sys.stderr)
-    ops = {}
-    for w in workers:
-        for name, n in w.ops.items():
-            ops[name] = ops.get(name, 0) + n
-    print("RESULT " + json.dumps({
-        "auth_plugin": auth_plugin,
-        "threads": threads,
-        "threads_ok": threads - len(failed),
-        "errors": len(failed),
-        "mismatches": len(mismatches),
-        "iterations": iterations,
-        "committed": sum(w.rows for w in workers),
-        "sum": sum(w.sum for w in workers),
-        "rolled_back": sum(w.rolled_back for w in workers),
-        "errors_caught": sum(w.errors_caught for w in workers),
-        "prepares": sum(w.prepares for w in workers),
-        "executes": sum(w.executes for w in workers),
-        "ops": ops,
-    }), flush=True)
-    sys.exit(1 if failed or mismatches else 0)
+    run_load(workers, lambda: totals_by_thread(args, threads), ["prepares", "executes"],
+             auth_plugin=auth_plugin, iterations=iterations)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,45 @@ def one(conn, sql):
         c.execute(sql)
         row = c.fetchone()
         return row[0] if row else None
+
+
+def run_load(workers, totals, counters, **extra):
+    """Runs the load scripts' workers, one thread each, then checks that every thread's committed
+    rows are in the table (`totals()` gives thread -> (count, sum)), prints `RESULT {json}` with
+    `extra`, the standard tallies and the workers' own `counters`, and exits 1 on any error."""
+    import threading
+
+    pool = [threading.Thread(target=w.run) for w in workers]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    failed = [w.error for w in workers if w.error]
+    after = totals()
+    mismatches = []
+    for w in workers:
+        want = (w.base_rows + w.rows, w.base_sum + w.sum)
+        got = after.get(w.thread, (0, 0))
+        if got != want:
+            mismatches.append(f"thread {w.thread}: (count, sum) in t_load {got} != {want}")
+    for err in failed + mismatches:
+        print(err, file=sys.stderr)
+    ops = {}
+    for w in workers:
+        for name, n in w.ops.items():
+            ops[name] = ops.get(name, 0) + n
+    summary = {
+        **extra,
+        "threads": len(workers),
+        "threads_ok": len(workers) - len(failed),
+        "errors": len(failed),
+        "mismatches": len(mismatches),
+        "committed": sum(w.rows for w in workers),
+        "sum": sum(w.sum for w in workers),
+        "rolled_back": sum(w.rolled_back for w in workers),
+        "errors_caught": sum(w.errors_caught for w in workers),
+        **{c: sum(getattr(w, c) for w in workers) for c in counters},
+        "ops": ops,
+    }
+    print("RESULT " + json.dumps(summary), flush=True)
+    sys.exit(1 if failed or mismatches else 0)
