@@ -541,3 +541,48 @@ fn a_prepared_cursor_pins_until_its_statement_is_closed() {
     );
     assert!(sluice.log_contents().contains("reason=prepared_cursor"));
 }
+
+#[test]
+fn a_killed_server_gives_every_client_an_error_and_sluice_survives() {
+    let mut db = MariaDb::start();
+    let mut sluice = Sluice::start_for_mariadb(
+        &db,
+        ProxyOptions {
+            pool_size: 2,
+            borrow_timeout: "5s".into(),
+            client_auth_type: "mysql_native_password".into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let port = sluice.port();
+    let dir = tempfile::tempdir().unwrap();
+    let kill_file = dir.path().join("kill-now");
+    let child = python(
+        "pymysql_server_killed.py",
+        port,
+        &[MY_APPDB, kill_file.to_str().unwrap()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !kill_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never asked for the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    db.kill9();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("RESULT "), "{stdout}");
+    eprintln!("{stdout}");
+    assert!(sluice.try_wait().is_none(), "sluice is still running");
+}
