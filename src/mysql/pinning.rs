@@ -22,6 +22,9 @@ pub enum Change<'a> {
     /// `RENAME TABLE a TO b`, `ALTER TABLE a RENAME TO b`: a temporary table keeps its pin.
     Renamed(&'a [u8], &'a [u8]),
     XaEnded,
+    /// `HANDLER t OPEN [AS a]` (the name later statements use) and `HANDLER t CLOSE`.
+    HandlerOpened(&'a [u8]),
+    HandlerClosed(&'a [u8]),
 }
 
 impl Change<'_> {
@@ -233,7 +236,7 @@ impl<'a> Scan<'a> {
                 self.fx.changes.push(Change::Deallocated(name));
             }
         } else if kw("handler") {
-            self.pin(PinReason::ServerCursor);
+            self.handler();
         } else if kw("xa") {
             self.pin(PinReason::Xa);
             if self
@@ -325,6 +328,27 @@ impl<'a> Scan<'a> {
                     self.next();
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// `HANDLER t OPEN [[AS] alias]`, `HANDLER name READ ...`, `HANDLER name CLOSE`.
+    fn handler(&mut self) {
+        let Some(table) = self.name() else { return };
+        match self.next() {
+            Some(t) if t.is("open") => {
+                self.pin(PinReason::ServerCursor);
+                let mut name = table;
+                if self.tokens.peek().is_some_and(|t| t.is("as")) {
+                    self.next();
+                }
+                if let Some(Token::Word(alias)) = self.tokens.peek().copied() {
+                    self.next();
+                    name = alias;
+                }
+                self.fx.changes.push(Change::HandlerOpened(name));
+            }
+            Some(t) if t.is("close") => self.fx.changes.push(Change::HandlerClosed(table)),
             _ => {}
         }
     }

@@ -190,7 +190,12 @@ fn pins_keep_their_connection_and_lift() {
     );
     assert!(r.result().int("checks") >= 19, "{r}");
     let log = sluice.log_contents();
-    for reason in ["temp_object", "user_variable", "advisory_lock"] {
+    for reason in [
+        "temp_object",
+        "user_variable",
+        "advisory_lock",
+        "server_cursor",
+    ] {
         assert!(
             log.contains(&format!("reason={reason}")),
             "no {reason} pin logged:\n{log}"

@@ -158,3 +158,19 @@ fn no_backslash_escapes_ends_a_string_at_its_quote() {
     let pins: Vec<_> = effects_in(sql, false).pins().collect();
     assert_eq!(pins, vec![PinReason::UserVariable]);
 }
+
+#[test]
+fn handlers_open_and_close_by_name() {
+    let fx = effects(b"HANDLER t OPEN AS h");
+    assert_eq!(fx.pins().collect::<Vec<_>>(), vec![PinReason::ServerCursor]);
+    assert_eq!(fx.changes, vec![Change::HandlerOpened(b"h")]);
+    assert_eq!(
+        effects(b"HANDLER db.t OPEN").changes,
+        vec![Change::HandlerOpened(b"db.t")]
+    );
+    assert_eq!(
+        effects(b"HANDLER h CLOSE").changes,
+        vec![Change::HandlerClosed(b"h")]
+    );
+    assert_eq!(effects(b"HANDLER h READ FIRST").pin_bits, 0);
+}

@@ -15,6 +15,8 @@ pub struct Pins {
     locks: Vec<Option<Box<[u8]>>>,
     /// Client ids of statements with an open cursor.
     cursors: Vec<u32>,
+    /// Open HANDLERs, by the name statements use for them.
+    handlers: Vec<Box<[u8]>>,
 }
 
 impl Pins {
@@ -42,6 +44,7 @@ impl Pins {
             && self.prepared.is_empty()
             && self.locks.is_empty()
             && self.cursors.is_empty()
+            && self.handlers.is_empty()
     }
 
     pub fn open_cursor(&mut self, statement: u32) {
@@ -92,6 +95,8 @@ impl Pins {
                 Change::AllLocksReleased => self.locks.clear(),
                 Change::TablesUnlocked => self.lift(PinReason::LockTables),
                 Change::XaEnded => self.lift(PinReason::Xa),
+                Change::HandlerOpened(n) => add_name(&mut self.handlers, n),
+                Change::HandlerClosed(n) => remove_name(&mut self.handlers, n),
                 Change::Renamed(from, to) => {
                     if self.temp_tables.iter().any(|n| **n == *from) {
                         remove_name(&mut self.temp_tables, from);
@@ -109,11 +114,15 @@ impl Pins {
         if self.locks.is_empty() {
             self.lift(PinReason::AdvisoryLock);
         }
+        if self.handlers.is_empty() {
+            self.lift(PinReason::ServerCursor);
+        }
     }
 
     /// All pins go (a connection reset).
     pub fn clear(&mut self) {
         self.cursors.clear();
+        self.handlers.clear();
         for r in PinReason::ALL {
             self.lift(r);
         }
