@@ -16,7 +16,7 @@ use super::errors::{self, Code};
 use super::kill::KillRegistry;
 use super::pools::{MyPool, MyPools, PoolKey};
 use super::relay::Session;
-use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps, command};
+use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{User, Users};
 use crate::config::PasswordAuthType;
 
@@ -343,9 +343,8 @@ pub(super) async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal>
         lease.release(false);
     };
     let addr = pool.login.addr.clone();
-    match lease.command(&addr, command::INIT_DB, db.as_bytes()).await {
-        Ok(_) => {
-            lease.state.schema = Some(db.into());
+    match lease.use_schema(&addr, db).await {
+        Ok(()) => {
             lease.release(true);
             pool.known_schemas
                 .lock()

@@ -28,7 +28,17 @@ pub fn borrow_failure(e: &BorrowError) -> (Code, String) {
             BORROW_TIMEOUT,
             format!("Timed-out waiting to acquire database connection ({waited:?})"),
         ),
-        BorrowError::Connect(ConnectError::Refused { code, message, .. }) => {
+        BorrowError::Connect(e @ ConnectError::Refused { .. }) => refusal(e),
+        BorrowError::Connect(e) => (UNKNOWN, format!("sluice: {e}")),
+        BorrowError::Closed { .. } => (UNKNOWN, "sluice: the pool is closed".into()),
+    }
+}
+
+/// What a command gets when the server refused something sluice ran for it (a replay, a
+/// re-prepare): the server's own errno, or a lost connection.
+pub fn refusal(e: &ConnectError) -> (Code, String) {
+    match e {
+        ConnectError::Refused { code, message, .. } => {
             let errno = code.parse().unwrap_or(UNKNOWN.0);
             let state = if errno == BAD_DB.0 {
                 BAD_DB.1
@@ -37,7 +47,6 @@ pub fn borrow_failure(e: &BorrowError) -> (Code, String) {
             };
             ((errno, state), message.clone())
         }
-        BorrowError::Connect(e) => (UNKNOWN, format!("sluice: {e}")),
-        BorrowError::Closed { .. } => (UNKNOWN, "sluice: the pool is closed".into()),
+        e => (LOST_CONNECTION, format!("sluice: {e}")),
     }
 }

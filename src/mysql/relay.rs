@@ -357,7 +357,7 @@ impl Session {
             return true;
         };
         let vars = super::state::effective(&self.vars, baseline);
-        let mode = super::state::tracked_slot("sql_mode").and_then(|i| vars.get(i)?.as_deref());
+        let mode = vars.get(super::state::SQL_MODE).and_then(|v| v.as_deref());
         !mode.is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"))
     }
 

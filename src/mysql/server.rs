@@ -281,6 +281,13 @@ impl ServerConn {
         }
     }
 
+    /// Makes `db` the connection's schema (COM_INIT_DB) and records it.
+    pub async fn use_schema(&mut self, addr: &str, db: &str) -> Result<(), ConnectError> {
+        self.command(addr, command::INIT_DB, db.as_bytes()).await?;
+        self.state.schema = Some(db.into());
+        Ok(())
+    }
+
     /// Runs a text query to completion; the rows of its last result set, NULL as `None`.
     pub async fn query(
         &mut self,

@@ -35,6 +35,9 @@ pub const TRACKED: [(&str, &str); 24] = [
     ("div_precision_increment", "div_precision_increment"),
 ];
 
+/// `sql_mode`'s slot: read for every statement scanned (NO_BACKSLASH_ESCAPES), so not searched.
+pub const SQL_MODE: usize = 5;
+
 /// The slot of a variable name as a client may spell it (`tx_isolation` and
 /// `transaction_isolation` both work on servers that know either).
 pub fn tracked_slot(name: &str) -> Option<usize> {
@@ -190,6 +193,7 @@ mod tests {
             tracked_slot("transaction_read_only")
         );
         assert_eq!(tracked_slot("sql_log_bin"), None);
+        assert_eq!(tracked_slot("sql_mode"), Some(SQL_MODE));
     }
 
     #[test]

@@ -123,13 +123,7 @@ impl Session {
         if !self.lease_for_command().await? {
             return Ok(());
         }
-        for reason in fx.pins() {
-            self.pin(reason);
-        }
-        if fx.last_insert_id
-            && let Err((code, message)) = Box::pin(self.sync_last_insert_id()).await
-        {
-            self.error(code, &message);
+        if !self.before_statement(&fx).await {
             return Ok(());
         }
         // The packet goes as it came, without a copy, unless it continues in more packets.
@@ -178,6 +172,22 @@ impl Session {
         };
         self.after(reply, &fx).await;
         Ok(())
+    }
+
+    /// What a statement's text asks for before it runs: its pins, and the session's
+    /// LAST_INSERT_ID() on the connection if it reads it. False when that failed (the ERR is
+    /// queued).
+    pub(super) async fn before_statement(&mut self, fx: &Effects<'_>) -> bool {
+        for reason in fx.pins() {
+            self.pin(reason);
+        }
+        if fx.last_insert_id
+            && let Err((code, message)) = Box::pin(self.sync_last_insert_id()).await
+        {
+            self.error(code, &message);
+            return false;
+        }
+        true
     }
 
     /// What a finished reply changes: status, LAST_INSERT_ID(), holds, read-back, pin changes.

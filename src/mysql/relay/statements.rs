@@ -13,7 +13,6 @@ use crate::mysql::pinning::{self, Effects};
 use crate::mysql::server::ServerConn;
 use crate::mysql::state::StatementKey;
 use crate::mysql::wire::{self, PacketWriter, ReplyKind, command};
-use crate::pool::ConnectError;
 use crate::session::PinReason;
 
 /// Server-side statements kept per connection before they are all closed.
@@ -142,13 +141,7 @@ impl Session {
         } else {
             Effects::default()
         };
-        for reason in fx.pins() {
-            self.pin(reason);
-        }
-        if fx.last_insert_id
-            && let Err((code, message)) = Box::pin(self.sync_last_insert_id()).await
-        {
-            self.error(code, &message);
+        if !self.before_statement(&fx).await {
             return Ok(());
         }
         let mut bytes = std::mem::take(&mut self.scratch);
@@ -173,19 +166,17 @@ impl Session {
         }
         let switch = key.schema.is_some() && key.schema != conn.state.schema;
         if let (true, Some(db)) = (switch, &key.schema) {
-            conn.command(&addr, command::INIT_DB, db.as_bytes())
+            conn.use_schema(&addr, db)
                 .await
-                .map_err(refused)?;
-            conn.state.schema = Some(db.clone());
+                .map_err(|e| errors::refusal(&e))?;
         }
         let prepared = conn.prepare(&addr, &key.sql).await;
         if let (true, Some(db)) = (switch, &session_schema) {
-            conn.command(&addr, command::INIT_DB, db.as_bytes())
+            conn.use_schema(&addr, db)
                 .await
-                .map_err(refused)?;
-            conn.state.schema = Some(db.clone());
+                .map_err(|e| errors::refusal(&e))?;
         }
-        let ok = prepared.map_err(refused)?;
+        let ok = prepared.map_err(|e| errors::refusal(&e))?;
         let key = Arc::new(StatementKey {
             schema: key.schema.clone(),
             sql: key.sql.clone(),
@@ -296,16 +287,6 @@ impl Session {
             self.pins = None;
         }
         self.maybe_release();
-    }
-}
-
-fn refused(e: ConnectError) -> super::sync::Refused {
-    match e {
-        ConnectError::Refused { code, message, .. } => (
-            (code.parse().unwrap_or(errors::UNKNOWN.0), "HY000"),
-            message,
-        ),
-        e => (errors::LOST_CONNECTION, format!("sluice: {e}")),
     }
 }
 

@@ -13,18 +13,7 @@ use crate::pool::{ConnectError, Lease};
 pub(in crate::mysql) type Refused = (Code, String);
 
 fn refused(e: ConnectError) -> Refused {
-    match e {
-        ConnectError::Refused { code, message, .. } => {
-            let errno = code.parse().unwrap_or(errors::UNKNOWN.0);
-            let state = if errno == errors::BAD_DB.0 {
-                errors::BAD_DB.1
-            } else {
-                "HY000"
-            };
-            ((errno, state), message)
-        }
-        e => (errors::LOST_CONNECTION, format!("sluice: {e}")),
-    }
+    errors::refusal(&e)
 }
 
 impl Session {
@@ -107,10 +96,7 @@ impl Session {
         if self.schema != conn.state.schema
             && let Some(db) = &self.schema
         {
-            conn.command(addr, command::INIT_DB, db.as_bytes())
-                .await
-                .map_err(refused)?;
-            conn.state.schema = Some(db.clone());
+            conn.use_schema(addr, db).await.map_err(refused)?;
         }
         if let Some(baseline) = self.pool.baseline.get() {
             let have = effective(&conn.state.vars, baseline);

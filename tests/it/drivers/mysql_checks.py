@@ -31,6 +31,15 @@ def connect(host, port, user, password, database, **options):
                            database=database, autocommit=True, **options)
 
 
+def errno(f):
+    """The MySQL error number `f()` raised, 0 if none."""
+    try:
+        f()
+        return 0
+    except pymysql.err.MySQLError as e:
+        return e.args[0]
+
+
 def one(conn, sql):
     with conn.cursor() as c:
         c.execute(sql)

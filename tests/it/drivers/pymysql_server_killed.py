@@ -7,14 +7,11 @@ Opens an idle session and a busy one (SELECT SLEEP(30)), writes KILL_FILE so the
 server, then waits for the busy one's error, runs a statement on the idle one and logs in anew.
 Prints `RESULT {json}`.
 """
-import os
 import sys
 import threading
 import time
 
-import pymysql
-
-from mysql_checks import Checks
+from mysql_checks import Checks, errno
 from mysql_checks import connect as connect_to
 
 host, port, user, password, db, kill_file = sys.argv[1:7]
@@ -23,14 +20,6 @@ checks = Checks()
 
 def connect():
     return connect_to(host, port, user, password, db, read_timeout=60)
-
-
-def errno(f):
-    try:
-        f()
-        return 0
-    except pymysql.err.MySQLError as e:
-        return e.args[0]
 
 
 def select(conn, sql):

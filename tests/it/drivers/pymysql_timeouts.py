@@ -12,20 +12,14 @@ import time
 
 import pymysql
 
+from mysql_checks import errno
+
 host, port, user, password, db, idle_seconds = sys.argv[1:7]
 
 
 def connect():
     return pymysql.connect(host=host, port=int(port), user=user, password=password,
                            database=db, autocommit=True)
-
-
-def errno(f):
-    try:
-        f()
-        return 0
-    except pymysql.err.MySQLError as e:
-        return e.args[0]
 
 
 def select(conn, value):
