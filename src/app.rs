@@ -9,17 +9,24 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::auth::users::{Users, UsersError};
-use crate::config::{Config, ConnectionPool, Engine};
+use tokio::time::Duration;
+
+use crate::auth::users::{User, Users, UsersError};
+use crate::config::{Config, ConnectionPool, Engine, Role, TargetGroup};
+use crate::health::{self, Monitor, Thresholds, Timing};
 use crate::listener::{self, Endpoint};
 use crate::mysql::client::MyEndpoint;
+use crate::mysql::cluster::MyCluster;
 use crate::mysql::kill::KillRegistry;
 use crate::mysql::pools::MyPools;
+use crate::mysql::probe::MyProbe;
 use crate::pool::{Instance, Limit, PoolSettings};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::client::PgEndpoint;
-use crate::postgres::pools::PgPools;
-use crate::routing;
+use crate::postgres::cluster::PgCluster;
+use crate::postgres::pools::{PgPools, Registries};
+use crate::postgres::probe::PgProbe;
+use crate::routing::{Router, Want};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -50,19 +57,18 @@ impl App {
         let session_ids = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
-        // One set of pools per (target group, instance), shared by the endpoints using it.
-        let mut pools: HashMap<(String, String), Arc<PgPools>> = HashMap::new();
-        let mut my_pools: HashMap<(String, String), Arc<MyPools>> = HashMap::new();
+        // One cluster (pools per instance, router, probes) per target group, shared by the
+        // endpoints using it.
+        let mut pg: HashMap<String, Arc<PgCluster>> = HashMap::new();
+        let mut my: HashMap<String, Arc<MyCluster>> = HashMap::new();
         for ep in &config.endpoints {
-            let unsupported = |reason: &str| AppError::Unsupported {
-                endpoint: ep.name.clone(),
-                reason: reason.to_owned(),
-            };
-            let group = &config.target_groups[&ep.target_group];
-            let addr = routing::instance_for(group, ep.role).ok_or_else(|| {
-                unsupported("read_only endpoints need health probes, not in this build yet")
-            })?;
-            let key = (ep.target_group.clone(), addr.to_owned());
+            let name = &ep.target_group;
+            let group = &config.target_groups[name];
+            let monitor =
+                monitor_user(config, &users, group).ok_or_else(|| AppError::Unsupported {
+                    endpoint: ep.name.clone(),
+                    reason: "no auth entry for the probes to log in with".into(),
+                })?;
             let listener = bind(ep.listen).map_err(|source| AppError::Bind {
                 endpoint: ep.name.clone(),
                 addr: ep.listen,
@@ -70,24 +76,22 @@ impl App {
             })?;
             let local = listener.local_addr().unwrap_or(ep.listen);
             addrs.push((ep.name.clone(), local));
+            let want = match ep.role {
+                Role::ReadWrite => Want::Writer,
+                Role::ReadOnly => Want::Reader {
+                    fallback: ep.reader_fallback_to_writer,
+                },
+            };
             let endpoint = match group.engine {
                 Engine::Postgres => {
-                    let pg = pools
-                        .entry(key)
-                        .or_insert_with(|| {
-                            let (instance, settings) = instance_for(addr, &group.connection_pool);
-                            let p = Arc::new(PgPools::new(
-                                instance,
-                                settings,
-                                group.connection_pool.init_query.clone(),
-                            ));
-                            tasks.spawn(trim_loop(p.instance.clone(), settings));
-                            p
-                        })
+                    let cluster = pg
+                        .entry(name.clone())
+                        .or_insert_with(|| pg_cluster(name, group, &monitor, &mut tasks))
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
                         name: ep.name.clone(),
-                        pools: pg,
+                        cluster,
+                        want,
                         users: users.clone(),
                         cancel: cancel.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
@@ -95,22 +99,14 @@ impl App {
                     }))
                 }
                 Engine::Mysql => {
-                    let my = my_pools
-                        .entry(key)
-                        .or_insert_with(|| {
-                            let (instance, settings) = instance_for(addr, &group.connection_pool);
-                            let p = Arc::new(MyPools::new(
-                                instance,
-                                settings,
-                                group.connection_pool.init_query.clone(),
-                            ));
-                            tasks.spawn(trim_loop(p.instance.clone(), settings));
-                            p
-                        })
+                    let cluster = my
+                        .entry(name.clone())
+                        .or_insert_with(|| my_cluster(name, group, &monitor, &mut tasks))
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {
                         name: ep.name.clone(),
-                        pools: my,
+                        cluster,
+                        want,
                         users: users.clone(),
                         kill: kill.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
@@ -118,7 +114,7 @@ impl App {
                     }))
                 }
             };
-            tracing::info!(endpoint = %ep.name, listen = %local, instance = addr, "endpoint ready");
+            tracing::info!(endpoint = %ep.name, listen = %local, target_group = %name, role = ?ep.role, "endpoint ready");
             tasks.spawn(listener::accept_loop(
                 listener,
                 ep.allowed_cidrs.clone(),
@@ -152,6 +148,127 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// The user the probes log in as: `monitor_user`, else the first auth entry.
+fn monitor_user(config: &Config, users: &Users, group: &TargetGroup) -> Option<Arc<User>> {
+    let name = group
+        .monitor_user
+        .as_deref()
+        .or_else(|| config.auth.first().map(|a| a.username.as_str()))?;
+    users.get(name).cloned()
+}
+
+fn probe_timing(group: &TargetGroup) -> (Thresholds, Timing) {
+    let h = &group.health;
+    (
+        Thresholds {
+            unhealthy: h.unhealthy_threshold,
+            healthy: h.healthy_threshold,
+        },
+        Timing {
+            interval: h.interval.as_std(),
+            timeout: h.timeout.as_std(),
+        },
+    )
+}
+
+/// Pools, router and probes of a Postgres target group.
+fn pg_cluster(
+    name: &str,
+    group: &TargetGroup,
+    monitor: &User,
+    tasks: &mut JoinSet<()>,
+) -> Arc<PgCluster> {
+    let registries = Arc::new(Registries::default());
+    let mut members = Vec::new();
+    let mut probes = Vec::new();
+    let mut settings = None;
+    for addr in &group.instances {
+        let (instance, s) = instance_for(addr, &group.connection_pool);
+        settings = Some(s);
+        tasks.spawn(trim_loop(instance.clone(), s));
+        let login = crate::postgres::server::ServerLogin {
+            addr: addr.clone(),
+            user: monitor.secret.username.clone(),
+            password: monitor.secret.password.clone(),
+            database: "postgres".into(),
+        };
+        probes.push(health::Member {
+            probe: Box::new(PgProbe::new(login, instance.clone())),
+            drain: instance.clone(),
+        });
+        members.push(Arc::new(PgPools::new(
+            instance,
+            s,
+            group.connection_pool.init_query.clone(),
+            registries.clone(),
+        )));
+    }
+    let outstanding = members
+        .iter()
+        .map(|m| m.instance.borrowed().clone())
+        .collect();
+    let router = Arc::new(Router::new(
+        outstanding,
+        group.health.max_replica_lag.as_std(),
+    ));
+    let (thresholds, timing) = probe_timing(group);
+    Monitor::spawn(name, probes, thresholds, timing, router.clone(), tasks);
+    Arc::new(PgCluster {
+        router,
+        members: members.into(),
+        settings: settings.unwrap_or_else(|| PoolSettings::uniform(Duration::from_secs(1))),
+    })
+}
+
+/// Pools, router and probes of a MySQL target group.
+fn my_cluster(
+    name: &str,
+    group: &TargetGroup,
+    monitor: &User,
+    tasks: &mut JoinSet<()>,
+) -> Arc<MyCluster> {
+    let mut members = Vec::new();
+    let mut probes = Vec::new();
+    let mut settings = None;
+    for addr in &group.instances {
+        let (instance, s) = instance_for(addr, &group.connection_pool);
+        settings = Some(s);
+        tasks.spawn(trim_loop(instance.clone(), s));
+        let login = crate::mysql::server::ServerLogin {
+            addr: addr.clone(),
+            user: monitor.secret.username.clone(),
+            keys: monitor.mysql.clone(),
+            caps: 0,
+            // utf8_general_ci: every MySQL and MariaDB version knows it.
+            collation: 33,
+        };
+        probes.push(health::Member {
+            probe: Box::new(MyProbe::new(login, instance.clone())),
+            drain: instance.clone(),
+        });
+        members.push(Arc::new(MyPools::new(
+            instance,
+            s,
+            group.connection_pool.init_query.clone(),
+        )));
+    }
+    let outstanding = members
+        .iter()
+        .map(|m| m.instance.borrowed().clone())
+        .collect();
+    let router = Arc::new(Router::new(
+        outstanding,
+        group.health.max_replica_lag.as_std(),
+    ));
+    let (thresholds, timing) = probe_timing(group);
+    Monitor::spawn(name, probes, thresholds, timing, router.clone(), tasks);
+    Arc::new(MyCluster {
+        router,
+        members: members.into(),
+        settings: settings.unwrap_or_else(|| PoolSettings::uniform(Duration::from_secs(1))),
+    })
 }
 
 /// The instance (connection cap) and pool timings a target group's pool settings describe.

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod health;
 pub mod listener;
 pub mod mysql;
 pub mod pool;

@@ -60,6 +60,9 @@ pub struct Endpoint {
     /// CIDR blocks allowed to connect (IPv4 or IPv6); empty means everyone.
     #[serde(default)]
     pub allowed_cidrs: Vec<Cidr>,
+    /// `read_only` endpoints: when no reader is usable, use the writer instead of waiting.
+    #[serde(default)]
+    pub reader_fallback_to_writer: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

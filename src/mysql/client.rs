@@ -12,13 +12,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Duration;
 
+use super::cluster::MyCluster;
 use super::errors::{self, Code};
 use super::kill::KillRegistry;
-use super::pools::{MyPool, MyPools, PoolKey};
+use super::pools::{MyPool, PoolKey};
 use super::relay::Session;
 use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{User, Users};
 use crate::config::PasswordAuthType;
+use crate::routing::Want;
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Handshake packets are small; connection attributes are capped at 64 KiB by servers too.
@@ -49,7 +51,9 @@ const OFFERED: u32 = caps::LONG_PASSWORD
 #[derive(Debug)]
 pub struct MyEndpoint {
     pub name: String,
-    pub pools: Arc<MyPools>,
+    pub cluster: Arc<MyCluster>,
+    /// What this endpoint's transactions need: the writer, or a reader.
+    pub want: Want,
     pub users: Arc<Users>,
     pub kill: Arc<KillRegistry>,
     pub idle_client_timeout: Duration,
@@ -194,7 +198,13 @@ async fn login_exchange(
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
 ) -> Result<Box<Session>, Refusal> {
-    let server = ep.pools.server_info().await.map_err(|e| {
+    let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
+        tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
+        let (code, message) = errors::borrow_failure(&e);
+        refuse(code, message)
+    })?;
+    let pools = &ep.cluster.members[member];
+    let server = pools.server_info().await.map_err(|e| {
         tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the server's greeting");
         refuse(errors::UNKNOWN, format!("sluice: {e}"))
     })?;
@@ -235,7 +245,7 @@ async fn login_exchange(
             hr.charset
         },
     };
-    let pool = ep.pools.get(&key, &user.mysql, &server.dialect);
+    let pool = pools.get(&key, &user.mysql, &server.dialect);
     if let Some(db) = &hr.database {
         check_schema(&pool, db).await?;
     }
@@ -252,7 +262,7 @@ async fn login_exchange(
         id,
         ep.clone(),
         peer,
-        pool,
+        (member, pool),
         kill,
         hr.database.map(String::into_boxed_str),
         std::mem::take(&mut login.buf),
@@ -380,9 +390,18 @@ mod tests {
         ));
         let second = Duration::from_secs(1);
         let settings = PoolSettings::uniform(second);
+        let router = Arc::new(crate::routing::Router::fixed_writer(
+            instance.borrowed().clone(),
+        ));
+        let pools = super::super::pools::MyPools::new(instance, settings, String::new());
         let ep = Arc::new(MyEndpoint {
             name: "e".into(),
-            pools: Arc::new(MyPools::new(instance, settings, String::new())),
+            cluster: Arc::new(MyCluster {
+                router,
+                members: Box::new([Arc::new(pools)]),
+                settings,
+            }),
+            want: Want::Writer,
             users: Arc::new(Users::default()),
             kill: Arc::new(KillRegistry::default()),
             idle_client_timeout: second,

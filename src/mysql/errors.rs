@@ -31,6 +31,10 @@ pub fn borrow_failure(e: &BorrowError) -> (Code, String) {
         BorrowError::Connect(e @ ConnectError::Refused { .. }) => refusal(e),
         BorrowError::Connect(e) => (UNKNOWN, format!("sluice: {e}")),
         BorrowError::Closed { .. } => (UNKNOWN, "sluice: the pool is closed".into()),
+        BorrowError::NoInstance { waited, role } => (
+            BORROW_TIMEOUT,
+            format!("Timed-out waiting for a {role} instance ({waited:?})"),
+        ),
     }
 }
 

@@ -2,10 +2,12 @@
 //! The same file set as `postgres/`, so the two read side by side.
 
 pub mod client;
+pub mod cluster;
 pub mod errors;
 pub mod kill;
 pub mod pinning;
 pub mod pools;
+pub mod probe;
 pub mod relay;
 pub mod scan;
 pub mod server;

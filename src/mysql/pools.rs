@@ -21,6 +21,8 @@ pub struct PoolKey {
 #[derive(Debug)]
 pub struct MyPool {
     pub pool: Pool<ServerConn>,
+    /// Its key, to find the same pool on another instance.
+    pub key: PoolKey,
     pub login: ServerLogin,
     /// The instance address, shared (a session names it for KILL QUERY at every borrow).
     pub addr: Arc<str>,
@@ -170,6 +172,7 @@ impl MyPools {
                 Box::new(connector),
                 self.settings,
             ),
+            key: key.clone(),
             addr: login.addr.as_str().into(),
             login,
             dialect: dialect.clone(),

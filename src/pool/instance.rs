@@ -1,7 +1,8 @@
 //! The per-instance state behind all pools of one instance: the cap, idle lists and FIFO waiters.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
@@ -20,13 +21,17 @@ pub enum Limit {
 pub(super) struct Pooled<C> {
     pub(super) conn: C,
     pub(super) created: Instant,
+    /// The instance's drain generation when the connection was opened; an older one is closed
+    /// when it comes back.
+    pub(super) generation: u64,
 }
 
 impl<C> Pooled<C> {
-    pub(super) fn new(conn: C) -> Self {
+    pub(super) fn new(conn: C, generation: u64) -> Self {
         Self {
             conn,
             created: Instant::now(),
+            generation,
         }
     }
 }
@@ -65,6 +70,7 @@ struct State<C> {
     max: usize,
     max_idle_percent: u32,
     open: usize,
+    generation: u64,
     pools: Vec<PoolState<C>>,
 }
 
@@ -72,6 +78,8 @@ struct State<C> {
 pub struct Instance<C> {
     addr: String,
     state: Mutex<State<C>>,
+    /// Leases out now: what reader balancing compares (read without the lock).
+    borrowed: Arc<AtomicUsize>,
 }
 
 impl<C> std::fmt::Debug for Instance<C> {
@@ -104,13 +112,55 @@ impl<C: PooledConnection> Instance<C> {
                 max,
                 max_idle_percent,
                 open: 0,
+                generation: 0,
                 pools: Vec::new(),
             }),
+            borrowed: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The count of leases out, shared with routing.
+    pub fn borrowed(&self) -> &Arc<AtomicUsize> {
+        &self.borrowed
+    }
+
+    pub(super) fn lease_taken(&self) {
+        self.borrowed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn lease_returned(&self) {
+        self.borrowed.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Closes every idle connection, marks leased ones to be closed when they come back, and
+    /// ends every wait (those borrowers route again): the instance went down or lost its role.
+    pub fn drain(&self) -> usize {
+        let mut doomed = Vec::new();
+        let waiters = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            st.generation += 1;
+            let mut waiters = Vec::new();
+            for pool in &mut st.pools {
+                pool.open -= pool.idle.len();
+                doomed.extend(pool.idle.drain(..).map(|i| i.conn));
+                waiters.extend(pool.waiters.drain(..));
+            }
+            st.open -= doomed.len();
+            waiters
+        };
+        drop(waiters);
+        let n = doomed.len();
+        doomed.into_iter().for_each(|p| p.conn.close());
+        n
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<C>> {
@@ -216,6 +266,7 @@ impl<C: PooledConnection> Instance<C> {
             let mut st = self.lock();
             let st = &mut *st;
             let keep = reusable
+                && conn.generation == st.generation
                 && conn.created.elapsed() < max_lifetime
                 && st.open <= st.max
                 && !(st.pools[index].waiters.is_empty() && others_wait(st, index));
@@ -278,6 +329,13 @@ impl<C: PooledConnection> Instance<C> {
         let n = doomed.len();
         doomed.into_iter().for_each(|p| p.conn.close());
         n
+    }
+}
+
+impl<C: PooledConnection> crate::health::Drain for Instance<C> {
+    fn drain(&self) {
+        let closed = Instance::drain(self);
+        tracing::info!(instance = %self.addr, closed, "pools drained");
     }
 }
 

@@ -22,6 +22,7 @@ impl<C: PooledConnection> std::fmt::Debug for Lease<C> {
 
 impl<C: PooledConnection> Lease<C> {
     pub(super) fn new(pool: Pool<C>, conn: Pooled<C>) -> Self {
+        pool.instance().lease_taken();
         Self {
             pool,
             conn: Some(conn),
@@ -45,6 +46,7 @@ impl<C: PooledConnection> Lease<C> {
     /// Returns the connection: `reusable` only when it is clean (idle, no session state).
     pub fn release(mut self, reusable: bool) {
         if let Some(conn) = self.conn.take() {
+            self.pool.instance().lease_returned();
             self.pool.release(conn, reusable);
         }
     }
@@ -67,6 +69,7 @@ impl<C: PooledConnection> DerefMut for Lease<C> {
 impl<C: PooledConnection> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
+            self.pool.instance().lease_returned();
             self.pool.release(conn, false);
         }
     }

@@ -55,6 +55,21 @@ pub enum BorrowError {
     Connect(#[from] ConnectError),
     #[error("pool {pool} is closed")]
     Closed { pool: String },
+    /// Routing found no instance in the role the transaction needs (no writer during a
+    /// failover, no usable reader) before the borrow timeout.
+    #[error("no {role} instance became available within {waited:?}")]
+    NoInstance {
+        role: &'static str,
+        waited: Duration,
+    },
+}
+
+impl ConnectError {
+    /// The instance could not be reached at all (down, restarting, partitioned): routing should
+    /// look again rather than fail the client.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+    }
 }
 
 /// Timing settings of a pool.
@@ -188,13 +203,17 @@ impl<C: PooledConnection> Pool<C> {
             pool: self,
             held: true,
         };
+        let generation = inner.instance.generation();
         let result =
             tokio::time::timeout(inner.settings.connect_timeout, inner.connector.connect()).await;
         match result {
             Ok(Ok(conn)) => {
                 let mut slot = slot;
                 slot.held = false;
-                Ok(Lease::new(self.clone(), instance::Pooled::new(conn)))
+                Ok(Lease::new(
+                    self.clone(),
+                    instance::Pooled::new(conn, generation),
+                ))
             }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ConnectError::Timeout {

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Duration;
 
 use super::cancel::CancelRegistry;
+use super::cluster::PgCluster;
 use super::errors::{self, fatal};
 use super::pools::{PgPool, PgPools};
 use super::relay::Session;
@@ -19,6 +20,7 @@ use super::wire::{self, Startup, WireError};
 use crate::auth::scram::{self, ScramExchange};
 use crate::auth::users::{User, Users};
 use crate::config::PasswordAuthType;
+use crate::routing::Want;
 
 /// A client must finish startup and authentication within this time.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,7 +31,9 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 #[derive(Debug)]
 pub struct PgEndpoint {
     pub name: String,
-    pub pools: Arc<PgPools>,
+    pub cluster: Arc<PgCluster>,
+    /// What this endpoint's transactions need: the writer, or a reader.
+    pub want: Want,
     pub users: Arc<Users>,
     pub cancel: Arc<CancelRegistry>,
     pub idle_client_timeout: Duration,
@@ -183,10 +187,14 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
     let settings = session_settings(&params)?;
 
     let user = authenticate(stream, &mut buf, &ep.users, &user_name).await?;
-    let pg = ep
-        .pools
-        .get(&database, &user.secret.username, &user.secret.password);
-    let reported = reported_parameters(&ep.pools, &pg, &database).await?;
+    let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
+        let (code, message) = errors::borrow_failure(&e);
+        tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
+        refuse(code, message)
+    })?;
+    let pools = &ep.cluster.members[member];
+    let pg = pools.get(&database, &user.secret.username, &user.secret.password);
+    let reported = reported_parameters(pools, &pg, &database).await?;
 
     let cancel = ep.cancel.register();
     let mut out = BytesMut::with_capacity(512);
@@ -205,6 +213,11 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
     tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
     Ok(Some(Session::new(
         id,
+        super::relay::Route {
+            cluster: ep.cluster.clone(),
+            member,
+            want: ep.want,
+        },
         pg,
         cancel,
         settings,
@@ -402,16 +415,26 @@ mod tests {
 
     /// What an idle client costs is mostly this future: tokio allocates it once per session
     /// task. PgBouncer measures 0.8 KiB per idle client here (docs/benchmarks.md); this budget
-    /// stops the future from growing back while that gap is closed.
+    /// stops the future from growing back while that gap is closed (routing through failovers
+    /// added 32 bytes: the session's cluster, instance and a lost server's pending error).
     #[tokio::test]
     async fn a_session_task_stays_small() {
         use crate::pool::{Instance, Limit, PoolSettings};
         let instance = Arc::new(Instance::new("x:1".into(), Limit::Absolute(1), 50));
         let second = Duration::from_secs(1);
         let settings = PoolSettings::uniform(second);
+        let router = Arc::new(crate::routing::Router::fixed_writer(
+            instance.borrowed().clone(),
+        ));
+        let pools = PgPools::new(instance, settings, String::new(), Default::default());
         let ep = Arc::new(PgEndpoint {
             name: "e".into(),
-            pools: Arc::new(PgPools::new(instance, settings, String::new())),
+            cluster: Arc::new(PgCluster {
+                router,
+                members: Box::new([Arc::new(pools)]),
+                settings,
+            }),
+            want: Want::Writer,
             users: Arc::new(Users::default()),
             cancel: Arc::new(CancelRegistry::default()),
             idle_client_timeout: second,
@@ -423,7 +446,7 @@ mod tests {
             .unwrap();
         let peer = client.local_addr().unwrap();
         let size = std::mem::size_of_val(&serve(client, peer, ep));
-        assert!(size <= 1296, "a session task is {size} bytes");
+        assert!(size <= 1328, "a session task is {size} bytes");
     }
 
     #[test]

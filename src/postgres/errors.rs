@@ -14,6 +14,11 @@ pub const PROGRAM_LIMIT: &str = "54000";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// A transaction cut by a failover before its commit: retrying it is safe.
+pub const SERIALIZATION_FAILURE: &str = "40001";
+/// A statement or commit in flight when its server went away: it may or may not have committed.
+pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
 
 /// Writes a FATAL ErrorResponse; the caller closes the connection after sending it.
 pub fn fatal(buf: &mut BytesMut, code: &str, message: &str) {
@@ -27,6 +32,7 @@ pub fn borrow_failure(e: &BorrowError) -> (&'static str, String) {
             (TOO_MANY_CONNECTIONS, e.to_string())
         }
         BorrowError::Connect(c) => connect_failure(c),
+        BorrowError::NoInstance { .. } => (CANNOT_CONNECT_NOW, e.to_string()),
     }
 }
 

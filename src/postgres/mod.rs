@@ -2,10 +2,12 @@
 
 pub mod cancel;
 pub mod client;
+pub mod cluster;
 pub mod errors;
 pub mod pinning;
 pub mod pipeline;
 pub mod pools;
+pub mod probe;
 pub mod relay;
 pub mod scan;
 pub mod server;

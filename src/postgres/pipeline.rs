@@ -502,8 +502,11 @@ impl Pipeline {
     }
 }
 
+mod cut;
 mod local;
 mod responses;
+
+pub use cut::Cut;
 
 use responses::synth;
 

@@ -12,7 +12,9 @@ use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSe
 pub struct PgPool {
     pub pool: Pool<ServerConn>,
     pub login: ServerLogin,
-    pub statements: StatementRegistry,
+    /// Shared by the pools of every instance for this (database, user): a session that moves to
+    /// another instance keeps its statements' ids.
+    pub statements: Arc<StatementRegistry>,
     /// Server name prefix of remapped statements, random per process.
     pub prefix: Arc<str>,
     /// Run on every new connection, and again after a reset wiped what it set.
@@ -56,13 +58,42 @@ impl Connector<ServerConn> for PgConnector {
     }
 }
 
+/// The statement registries of a target group, by (database, user), across its instances.
+#[derive(Debug)]
+pub struct Registries {
+    prefix: Arc<str>,
+    by_key: Mutex<HashMap<String, HashMap<String, Arc<StatementRegistry>>>>,
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        let token: u32 = rand::random();
+        Self {
+            prefix: format!("_sluice_{token:08x}_").into(),
+            by_key: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Registries {
+    fn get(&self, database: &str, user: &str) -> Arc<StatementRegistry> {
+        let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        by_key
+            .entry(database.to_owned())
+            .or_default()
+            .entry(user.to_owned())
+            .or_insert_with(|| Arc::new(StatementRegistry::new(self.prefix.to_string())))
+            .clone()
+    }
+}
+
 /// All pools on one instance.
 #[derive(Debug)]
 pub struct PgPools {
     pub instance: Arc<Instance<ServerConn>>,
     settings: PoolSettings,
     init_query: Arc<str>,
-    prefix: Arc<str>,
+    registries: Arc<Registries>,
     /// By database, then login user: looked up with `&str`, no allocation per login.
     pools: Mutex<HashMap<String, HashMap<String, Arc<PgPool>>>>,
 }
@@ -72,13 +103,13 @@ impl PgPools {
         instance: Arc<Instance<ServerConn>>,
         settings: PoolSettings,
         init_query: String,
+        registries: Arc<Registries>,
     ) -> Self {
-        let token: u32 = rand::random();
         Self {
             instance,
             settings,
             init_query: init_query.into(),
-            prefix: format!("_sluice_{token:08x}_").into(),
+            registries,
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -109,8 +140,8 @@ impl PgPools {
                 self.settings,
             ),
             login,
-            statements: StatementRegistry::new(self.prefix.to_string()),
-            prefix: self.prefix.clone(),
+            statements: self.registries.get(database, login_user),
+            prefix: self.registries.prefix.clone(),
             init_query: self.init_query.clone(),
             reported: OnceLock::new(),
         });

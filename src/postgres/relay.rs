@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant, Sleep};
 
 use super::cancel::CancelHandle;
+use super::cluster::PgCluster;
 use super::errors::{self, fatal};
 use super::pipeline::Pipeline;
 use super::pools::PgPool;
@@ -21,6 +22,7 @@ use super::server::ServerConn;
 use super::settings::Settings;
 use super::wire::{self, status};
 use crate::pool::{BorrowError, Lease};
+use crate::routing::Want;
 
 /// A message that must be inspected is buffered whole up to this size.
 const MAX_BUFFERED_MESSAGE: usize = 64 << 20;
@@ -43,9 +45,20 @@ enum Active {
     Fatal(&'static str, String),
 }
 
+/// Where a session's transactions go: its target group, the instance it used last, and what
+/// its endpoint needs.
+#[derive(Debug)]
+pub struct Route {
+    pub cluster: Arc<PgCluster>,
+    pub member: usize,
+    pub want: Want,
+}
+
 #[derive(Debug)]
 pub struct Session {
     id: u64,
+    route: Route,
+    /// The pool of `route.member` for the session's (database, user).
     pg: Arc<PgPool>,
     cancel: CancelHandle,
     /// Parameters from the startup packet: what DISCARD ALL returns the session to.
@@ -64,11 +77,26 @@ pub struct Session {
     /// The idle wait's timer, kept between waits of a busy session and re-armed only when it
     /// fires: arming a timer for every transaction showed up in profiles.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// A failed request's messages are dropped up to its Sync, as Postgres does after an error.
+    skip_to_sync: bool,
+    /// The client sent COMMIT (or the like) in this transaction: if the server is lost now,
+    /// the outcome is unknown.
+    commit_in_flight: bool,
+    /// The server was lost while the client sat in a transaction: its next request gets the
+    /// error (true: the transaction surely rolled back).
+    cut_failure: Option<bool>,
 }
+
+/// A lost server's error when the transaction certainly did not commit.
+const CUT_ROLLED_BACK: &str = "the transaction was cut by the loss of its server (a failover) and rolled back; it can be retried";
+/// ... and when it may have.
+const CUT_UNKNOWN: &str =
+    "the server connection was lost while the statement ran; it may or may not have been committed";
 
 impl Session {
     pub(super) fn new(
         id: u64,
+        route: Route,
         pg: Arc<PgPool>,
         cancel: CancelHandle,
         startup: Settings,
@@ -77,6 +105,7 @@ impl Session {
     ) -> Self {
         Self {
             id,
+            route,
             pg,
             cancel,
             settings: startup.clone(),
@@ -94,6 +123,9 @@ impl Session {
             client_streaming: 0,
             server_streaming: 0,
             idle_timer: None,
+            skip_to_sync: false,
+            commit_in_flight: false,
+            cut_failure: None,
         }
     }
 
@@ -125,6 +157,15 @@ impl Session {
                     ));
                 }
             }
+            if self.skip_to_sync {
+                self.skip();
+                continue;
+            }
+            if let Some(rolled_back) = self.cut_failure.take() {
+                let (code, message) = cut_error(rolled_back);
+                self.fail_request(code, message);
+                continue;
+            }
             let local =
                 self.pipeline
                     .answer_locally(&self.cin, &self.pg.statements, &mut self.cout);
@@ -137,9 +178,11 @@ impl Session {
                 Err(e) => {
                     let (code, message) = errors::borrow_failure(&e);
                     tracing::warn!(session = self.id, pool = %self.pg.pool.name(), error = %e, "borrow failed");
-                    return Some((code, message));
+                    self.fail_request(code, &message);
+                    continue;
                 }
             };
+            self.commit_in_flight = false;
             self.on_borrow(&mut lease);
             let outcome = self.active(client, &mut lease).await;
             self.cancel.target.set(None);
@@ -156,10 +199,14 @@ impl Session {
                 }
                 Active::ServerGone => {
                     drop(lease);
-                    return Some((
-                        errors::CONNECTION_FAILURE,
-                        "server closed the connection unexpectedly".into(),
-                    ));
+                    if self.server_streaming > 0 || self.client_streaming > 0 {
+                        // Mid-message on one side: the stream cannot be brought back in step.
+                        return Some((
+                            errors::CONNECTION_FAILURE,
+                            "server closed the connection unexpectedly".into(),
+                        ));
+                    }
+                    self.after_cut();
                 }
                 Active::Fatal(code, message) => {
                     drop(lease);
@@ -169,19 +216,124 @@ impl Session {
         }
     }
 
-    /// Borrows a connection the server has not ended while it sat idle in the pool.
-    async fn borrow(&self) -> Result<Lease<ServerConn>, BorrowError> {
+    /// Borrows a connection, on the instance routing picks, that the server has not ended while
+    /// it sat idle in the pool. With no instance to route to (a failover), or one that cannot be
+    /// reached, it waits up to the borrow timeout for the probes to find another.
+    async fn borrow(&mut self) -> Result<Lease<ServerConn>, BorrowError> {
+        match self.borrow_idle() {
+            Some(lease) => Ok(lease),
+            // Waiting, connecting or routing: boxed, so its state is not part of every session
+            // task.
+            None => Box::pin(self.borrow_routed()).await,
+        }
+    }
+
+    /// The steady state: an idle connection on the instance routing picks, no future.
+    fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
+        let member = self.route.cluster.router.pick(self.route.want)?;
+        if member != self.route.member {
+            self.pg = self.route.cluster.pool_like(member, &self.pg);
+            self.route.member = member;
+        }
+        let mut lease = self.pg.pool.try_borrow_idle()?;
+        if lease.is_usable() {
+            return Some(lease);
+        }
+        tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
+        lease.release(false);
+        None
+    }
+
+    async fn borrow_routed(&mut self) -> Result<Lease<ServerConn>, BorrowError> {
+        let mut deadline = None;
         loop {
-            let mut lease = match self.pg.pool.try_borrow_idle() {
-                Some(lease) => lease,
-                // Waiting or connecting: boxed, so its state is not part of every session task.
-                None => Box::pin(self.pg.pool.borrow()).await?,
+            let cluster = &self.route.cluster;
+            let member = match cluster.router.pick(self.route.want) {
+                Some(m) => m,
+                None => cluster.route(self.route.want).await?,
             };
-            if lease.is_usable() {
-                return Ok(lease);
+            if member != self.route.member {
+                self.pg = cluster.pool_like(member, &self.pg);
+                self.route.member = member;
             }
-            tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
-            lease.release(false);
+            let result = match self.pg.pool.try_borrow_idle() {
+                Some(lease) => Ok(lease),
+                None => self.pg.pool.borrow().await,
+            };
+            match result {
+                Ok(mut lease) => {
+                    if lease.is_usable() {
+                        return Ok(lease);
+                    }
+                    tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
+                    lease.release(false);
+                }
+                // The instance was drained while this borrow waited: route again.
+                Err(BorrowError::Closed { .. }) => {}
+                Err(BorrowError::Connect(e)) if e.unreachable() => {
+                    let timeout = cluster.settings.borrow_timeout;
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    if Instant::now() >= deadline {
+                        return Err(BorrowError::Connect(e));
+                    }
+                    tracing::info!(session = self.id, error = %e, "instance unreachable; routing again");
+                    cluster.router.after_unreachable(member, deadline).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The server connection was lost with the session between or inside requests: the client
+    /// gets one error for what was in flight (or for its next request) and keeps its session;
+    /// the next transaction runs on whatever instance routing picks.
+    fn after_cut(&mut self) {
+        let cut = self.pipeline.cut();
+        self.sout.clear();
+        let rolled_back = cut.in_transaction && !self.commit_in_flight;
+        let (code, message) = cut_error(rolled_back);
+        tracing::warn!(session = self.id, pool = %self.pg.pool.name(), code, in_flight = cut.ready, "server connection lost");
+        if cut.ready == 0 && !cut.unsynced {
+            if cut.in_transaction {
+                self.cut_failure = Some(rolled_back);
+            }
+            return;
+        }
+        wire::error_response(&mut self.cout, "ERROR", code, message);
+        for _ in 0..cut.ready {
+            wire::ready_for_query(&mut self.cout, status::IDLE);
+        }
+        self.skip_to_sync = cut.unsynced;
+    }
+
+    /// Answers the request at the front of `cin` with an error, as Postgres answers a failed
+    /// one: a simple Query at once, extended-protocol messages are skipped up to their Sync.
+    fn fail_request(&mut self, code: &str, message: &str) {
+        wire::error_response(&mut self.cout, "ERROR", code, message);
+        if matches!(self.cin.first(), Some(b'Q' | b'F')) {
+            if let Ok(Some(f)) = wire::next_frame(&self.cin, usize::MAX) {
+                self.cin.advance(f.len);
+            }
+            wire::ready_for_query(&mut self.cout, status::IDLE);
+        } else {
+            self.skip_to_sync = true;
+            self.skip();
+        }
+    }
+
+    /// Drops whole client messages up to and including a Sync, which gets its ReadyForQuery.
+    fn skip(&mut self) {
+        while let Ok(Some(f)) = wire::next_frame(&self.cin, usize::MAX) {
+            let tag = self.cin[0];
+            if tag == b'X' {
+                return; // the idle wait sees the Terminate
+            }
+            self.cin.advance(f.len);
+            if tag == b'S' {
+                self.skip_to_sync = false;
+                wire::ready_for_query(&mut self.cout, status::IDLE);
+                return;
+            }
         }
     }
 
@@ -394,6 +546,9 @@ impl Session {
                 break Err(Active::ClientGone);
             }
             let message = &cin[..frame.len];
+            if (tag == b'Q' || tag == b'P') && !self.commit_in_flight {
+                self.commit_in_flight = commits(tag, message);
+            }
             match self.pipeline.client_message(
                 message,
                 &mut conn.statements,
@@ -500,6 +655,39 @@ impl Session {
 
 async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> bool {
     matches!(tokio::time::timeout(RESET_TIMEOUT, f).await, Ok(Ok(_)))
+}
+
+fn cut_error(rolled_back: bool) -> (&'static str, &'static str) {
+    if rolled_back {
+        (errors::SERIALIZATION_FAILURE, CUT_ROLLED_BACK)
+    } else {
+        (errors::TRANSACTION_RESOLUTION_UNKNOWN, CUT_UNKNOWN)
+    }
+}
+
+/// Whether a Query or Parse may end its transaction with a commit (COMMIT, END, COMMIT
+/// PREPARED, PREPARE TRANSACTION): if the server is lost now, the outcome is unknown.
+fn commits(tag: u8, message: &[u8]) -> bool {
+    let body = &message[wire::FRAME_HEADER_LEN.min(message.len())..];
+    let sql = if tag == b'P' {
+        // Parse: statement name, NUL, then the query text.
+        match body.iter().position(|&b| b == 0) {
+            Some(nul) => &body[nul + 1..],
+            None => return false,
+        }
+    } else {
+        body
+    };
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let rest = &sql[start..];
+    let len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let word = &rest[..len];
+    [&b"COMMIT"[..], b"END", b"PREPARE"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
 }
 
 /// Whether `buf` holds something a pump can process now: streamed bytes or a whole message.

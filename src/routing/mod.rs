@@ -1,14 +1,213 @@
-//! Which instance an endpoint sends its transactions to.
+//! Which instance a transaction goes to: the topology snapshot the probes publish, the writer
+//! for `read_write` endpoints, the least-busy healthy reader for `read_only` ones.
 //!
-//! Until health probes find the writer (the failover work), the writer of a target group is
-//! its first instance, and only `read_write` endpoints are served.
+//! Routing reads the snapshot without a lock (an `ArcSwap` load); a borrow that finds no
+//! usable instance waits for the next snapshot instead of failing, up to its deadline.
 
-use crate::config::{Role, TargetGroup};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The instance a `read_write` endpoint of `group` uses; `None` for roles not served yet.
-pub fn instance_for(group: &TargetGroup, role: Role) -> Option<&str> {
-    match role {
-        Role::ReadWrite => group.instances.first().map(String::as_str),
-        Role::ReadOnly => None,
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+
+/// One instance as the probes last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub healthy: bool,
+    /// Probed at least once.
+    pub known: bool,
+    pub writable: bool,
+    /// Behind the writer; `None` when it cannot be told (no writer, no position).
+    pub lag: Option<Duration>,
+    pub position: Option<u64>,
+}
+
+/// What the probes know of a target group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Grows with every snapshot.
+    pub epoch: u64,
+    pub writer: Option<usize>,
+    pub failovers: u64,
+    pub members: Box<[MemberView]>,
+}
+
+/// What a transaction needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Writer,
+    /// A healthy reader within the lag limit; the writer too when `fallback` is set.
+    Reader {
+        fallback: bool,
+    },
+}
+
+impl Want {
+    /// How errors name what a borrow waited for.
+    pub fn role(self) -> &'static str {
+        match self {
+            Self::Writer => "writer",
+            Self::Reader { .. } => "reader",
+        }
     }
 }
+
+/// The routing state of one target group, shared by its endpoints and its probes.
+#[derive(Debug)]
+pub struct Router {
+    topology: ArcSwap<Topology>,
+    changed: Notify,
+    /// Borrowed connections per instance (kept by the pools).
+    outstanding: Box<[Arc<AtomicUsize>]>,
+    max_lag: Duration,
+    /// Rotates the start of the reader scan, so equally idle readers share the work.
+    turn: AtomicUsize,
+    /// Wakes an instance's probe early: a borrow could not connect to it.
+    nudges: Box<[Notify]>,
+}
+
+impl Router {
+    pub fn new(outstanding: Box<[Arc<AtomicUsize>]>, max_lag: Duration) -> Self {
+        Self {
+            topology: ArcSwap::from_pointee(Topology::default()),
+            changed: Notify::new(),
+            nudges: outstanding.iter().map(|_| Notify::new()).collect(),
+            outstanding,
+            max_lag,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// A router whose single instance is the writer from the start (tests, one-instance setups
+    /// before the first probe).
+    pub fn fixed_writer(outstanding: Arc<AtomicUsize>) -> Self {
+        let r = Self::new(Box::new([outstanding]), Duration::MAX);
+        r.publish(Topology {
+            epoch: 1,
+            writer: Some(0),
+            failovers: 0,
+            members: Box::new([MemberView {
+                healthy: true,
+                known: true,
+                writable: true,
+                lag: Some(Duration::ZERO),
+                position: None,
+            }]),
+        });
+        r
+    }
+
+    pub fn publish(&self, topology: Topology) {
+        self.topology.store(Arc::new(topology));
+        self.changed.notify_waiters();
+    }
+
+    pub fn snapshot(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    pub fn members(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// The instance for `want` now, if any.
+    pub fn pick(&self, want: Want) -> Option<usize> {
+        let t = self.topology.load();
+        match want {
+            Want::Writer => t.writer,
+            Want::Reader { fallback } => {
+                self.reader(&t, None)
+                    .or(if fallback { t.writer } else { None })
+            }
+        }
+    }
+
+    /// A usable reader with the fewest outstanding borrows that has replayed up to `at_least`.
+    pub fn reader(&self, t: &Topology, at_least: Option<u64>) -> Option<usize> {
+        let n = t.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<(usize, usize)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let m = &t.members[i];
+            let usable = m.healthy
+                && !m.writable
+                && t.writer != Some(i)
+                && m.lag.is_none_or(|l| l <= self.max_lag)
+                && at_least.is_none_or(|p| m.position.is_some_and(|have| have >= p));
+            if !usable {
+                continue;
+            }
+            let load = self.outstanding[i].load(Ordering::Relaxed);
+            if best.is_none_or(|(_, b)| load < b) {
+                best = Some((i, load));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// The instance for `want`, waiting for one up to `deadline`.
+    pub async fn route(&self, want: Want, deadline: Instant) -> Option<usize> {
+        match self.pick(want) {
+            Some(i) => Some(i),
+            None => self.wait(want, deadline).await,
+        }
+    }
+
+    /// After a borrow could not reach instance `i`: probe it now and wait for the verdict (or
+    /// any other news) before routing again.
+    pub async fn after_unreachable(&self, i: usize, deadline: Instant) {
+        let epoch = self.topology.load().epoch;
+        if let Some(n) = self.nudges.get(i) {
+            n.notify_one();
+        }
+        let soon = Instant::now() + Duration::from_millis(250);
+        self.changed_since(epoch, deadline.min(soon)).await;
+    }
+
+    /// Resolves when instance `i`'s probe was asked to run early.
+    pub async fn nudged(&self, i: usize) {
+        match self.nudges.get(i) {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits until `want` can be met or `deadline` passes.
+    pub async fn wait(&self, want: Want, deadline: Instant) -> Option<usize> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a snapshot published in between is not missed.
+            changed.as_mut().enable();
+            if let Some(i) = self.pick(want) {
+                return Some(i);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Waits for any snapshot newer than `epoch`, up to `deadline`.
+    pub async fn changed_since(&self, epoch: u64, deadline: Instant) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.topology.load().epoch > epoch {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

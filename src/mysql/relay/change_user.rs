@@ -66,7 +66,7 @@ impl Session {
                 .filter(|c| *c != 0)
                 .unwrap_or(self.pool.login.collation),
         };
-        let pool = ep.pools.get(&key, &user.mysql, &self.pool.dialect);
+        let pool = ep.cluster.members[self.member].get(&key, &user.mysql, &self.pool.dialect);
         if let Some(db) = &request.database
             && let Err(r) = check_schema(&pool, db).await
         {

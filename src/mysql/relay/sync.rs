@@ -7,7 +7,8 @@ use crate::mysql::pools::MyPool;
 use crate::mysql::server::ServerConn;
 use crate::mysql::state::{Vars, effective};
 use crate::mysql::wire::command;
-use crate::pool::{ConnectError, Lease};
+use crate::pool::{BorrowError, ConnectError, Lease};
+use tokio::time::Instant;
 
 /// A replay the server refused: the client gets this as its command's ERR.
 pub(in crate::mysql) type Refused = (Code, String);
@@ -59,22 +60,75 @@ impl Session {
         ))
     }
 
-    /// A connection the server has not closed while it sat idle. A failed borrow (timeout, the
-    /// server unreachable) fails the command, not the session: the client may retry.
-    async fn borrow(&self) -> Result<Lease<ServerConn>, Refused> {
+    /// A connection, on the instance routing picks, that the server has not closed while it sat
+    /// idle. With no instance to route to (a failover), or one that cannot be reached, it waits
+    /// up to the borrow timeout for the probes to find another. A failed borrow fails the
+    /// command, not the session: the client may retry.
+    async fn borrow(&mut self) -> Result<Lease<ServerConn>, Refused> {
+        match self.borrow_idle() {
+            Some(lease) => Ok(lease),
+            // Waiting, connecting or routing: boxed, so its state is not part of every session
+            // task.
+            None => Box::pin(self.borrow_routed()).await,
+        }
+    }
+
+    /// The steady state: an idle connection on the instance routing picks, no future.
+    fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
+        let member = self.ep.cluster.router.pick(self.ep.want)?;
+        if member != self.member {
+            self.pool = self.ep.cluster.pool_like(member, &self.pool);
+            self.member = member;
+        }
+        let mut lease = self.pool.pool.try_borrow_idle()?;
+        if lease.is_usable() {
+            return Some(lease);
+        }
+        lease.release(false);
+        None
+    }
+
+    async fn borrow_routed(&mut self) -> Result<Lease<ServerConn>, Refused> {
+        let mut deadline = None;
+        let fail = |id: u32, e: BorrowError| {
+            tracing::warn!(session = id, error = %e, "borrow failed");
+            errors::borrow_failure(&e)
+        };
         loop {
-            let lease = match self.pool.pool.try_borrow_idle() {
-                Some(lease) => Ok(lease),
-                None => Box::pin(self.pool.pool.borrow()).await,
+            let cluster = &self.ep.cluster;
+            let want = self.ep.want;
+            let member = match cluster.router.pick(want) {
+                Some(m) => m,
+                None => cluster.route(want).await.map_err(|e| fail(self.id, e))?,
             };
-            let mut lease = lease.map_err(|e| {
-                tracing::warn!(session = self.id, pool = %self.pool.pool.name(), error = %e, "borrow failed");
-                errors::borrow_failure(&e)
-            })?;
-            if lease.is_usable() {
-                return Ok(lease);
+            if member != self.member {
+                self.pool = cluster.pool_like(member, &self.pool);
+                self.member = member;
             }
-            lease.release(false);
+            let result = match self.pool.pool.try_borrow_idle() {
+                Some(lease) => Ok(lease),
+                None => self.pool.pool.borrow().await,
+            };
+            match result {
+                Ok(mut lease) => {
+                    if lease.is_usable() {
+                        return Ok(lease);
+                    }
+                    lease.release(false);
+                }
+                // The instance was drained while this borrow waited: route again.
+                Err(BorrowError::Closed { .. }) => {}
+                Err(BorrowError::Connect(e)) if e.unreachable() => {
+                    let timeout = cluster.settings.borrow_timeout;
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    if Instant::now() >= deadline {
+                        return Err(fail(self.id, BorrowError::Connect(e)));
+                    }
+                    tracing::info!(session = self.id, error = %e, "instance unreachable; routing again");
+                    cluster.router.after_unreachable(member, deadline).await;
+                }
+                Err(e) => return Err(fail(self.id, e)),
+            }
         }
     }
 

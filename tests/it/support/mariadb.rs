@@ -127,6 +127,22 @@ impl MariaDb {
 
     /// Starts a server: install-db, option file, mariadbd, test users and databases.
     pub fn start_with(opts: MariaOptions) -> MariaDb {
+        let db = Self::start_bare(opts);
+        let (app, app_pw) = (literal(APP.0), literal(APP.1));
+        let (mon, mon_pw) = (literal(MONITOR.0), literal(MONITOR.1));
+        db.sql(&format!(
+            "CREATE DATABASE {MY_APPDB}; CREATE DATABASE {MY_OTHERDB};
+             CREATE USER {app}@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD({app_pw});
+             GRANT ALL ON {MY_APPDB}.* TO {app}@'%'; GRANT ALL ON {MY_OTHERDB}.* TO {app}@'%';
+             CREATE USER {mon}@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD({mon_pw});
+             GRANT PROCESS, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO {mon}@'%';"
+        ));
+        db
+    }
+
+    /// Starts a server with the pristine system tables of the template and nothing else: no
+    /// test users or databases (a replica gets those from its primary's binlog).
+    pub fn start_bare(opts: MariaOptions) -> MariaDb {
         let base = if is_root() {
             PathBuf::from("/tmp")
         } else {
@@ -184,16 +200,6 @@ impl MariaDb {
             }
         }
         assert!(db.child.is_some(), "mariadbd did not start:\n{last_err}");
-
-        let (app, app_pw) = (literal(APP.0), literal(APP.1));
-        let (mon, mon_pw) = (literal(MONITOR.0), literal(MONITOR.1));
-        db.sql(&format!(
-            "CREATE DATABASE {MY_APPDB}; CREATE DATABASE {MY_OTHERDB};
-             CREATE USER {app}@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD({app_pw});
-             GRANT ALL ON {MY_APPDB}.* TO {app}@'%'; GRANT ALL ON {MY_OTHERDB}.* TO {app}@'%';
-             CREATE USER {mon}@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD({mon_pw});
-             GRANT PROCESS, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO {mon}@'%';"
-        ));
         db
     }
 

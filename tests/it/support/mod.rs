@@ -5,6 +5,8 @@
 //!   standard test roles (`app`, `md5user`, `plainuser`, `monitor`) and database `appdb`.
 //! - [`mariadb::MariaDb`]: mariadb-install-db + mariadbd in a temp dir on a free loopback port,
 //!   with the test users (`app`, `monitor`) and databases `appdb` and `otherdb`.
+//! - [`cluster`]: a PostgreSQL primary with streaming replicas ([`cluster::PgCluster`]) and a
+//!   MariaDB primary with a GTID replica ([`cluster::MariaCluster`]): kill -9, promotion, lag.
 //! - [`sluice::Sluice`]: runs `sluice run --config ...` and waits until it listens.
 //! - [`client`]: a tokio-postgres login to sluice and query helpers.
 //! - [`tools`]: the Python driver venv (psycopg, PyMySQL, mysql-connector-python), pgjdbc,
@@ -13,6 +15,7 @@
 //! Everything tears itself down in `Drop`, also when a test panics.
 
 pub mod client;
+pub mod cluster;
 pub mod mariadb;
 pub mod postgres;
 pub mod sluice;

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use super::tools::{append_file, command_output, free_port, is_root, run_ok, tail};
 
@@ -83,67 +84,24 @@ impl PgServer {
 
     /// Starts a server: initdb, config, pg_ctl start, test roles and `appdb`.
     pub fn start_with(opts: PgOptions) -> PgServer {
-        let base = if is_root() {
-            PathBuf::from("/tmp")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-pg-")
-            .tempdir_in(base)
-            .expect("create temp dir");
-        let root = dir.path().to_path_buf();
-        if is_root() {
-            run_ok(Command::new("chown").arg("postgres:postgres").arg(&root));
-        }
-        let mut pg = PgServer {
-            data: root.join("data"),
-            root,
-            dir: Some(dir),
-            bin_dir: pg_bin_dir(),
-            port: 0,
-            stopped: true,
-        };
+        Self::start_with_hba(opts, "")
+    }
+
+    /// Like [`PgServer::start_with`], with `extra_hba` (whole lines) after the harness's
+    /// `pg_hba.conf` lines, in place before the server starts (a reload would race the first
+    /// logins).
+    pub fn start_with_hba(opts: PgOptions, extra_hba: &str) -> PgServer {
+        let mut pg = Self::new_in_temp_dir();
         run_ok(
             pg.cmd("initdb").arg("-D").arg(&pg.data).args(
                 "-U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C -N"
                     .split(' '),
             ),
         );
-        let mut conf = format!(
-            "\n# sluice test harness\nlisten_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\nmax_connections = {}\nfsync = off\n\
-             synchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n",
-            pg.root.display(),
-            opts.max_connections
-        );
-        for line in &opts.extra_conf {
-            let _ = writeln!(conf, "{line}");
-        }
-        append_file(&pg.data.join("postgresql.conf"), &conf);
-        std::fs::write(pg.data.join("pg_hba.conf"), HBA).expect("write pg_hba.conf");
-
-        // Another process may grab the port between free_port() and the bind: retry.
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            pg.port = free_port();
-            let port_line = format!("port = {}\n", pg.port);
-            append_file(&pg.data.join("postgresql.conf"), &port_line);
-            let (status, out, err) = command_output(
-                pg.cmd("pg_ctl")
-                    .arg("-D")
-                    .arg(&pg.data)
-                    .arg("-l")
-                    .arg(pg.log_path())
-                    .args(["-w", "-t", "60", "start"]),
-            );
-            if status.success() {
-                pg.stopped = false;
-                break;
-            }
-            last_err = format!("{out}\n{err}\n--- log\n{}", pg.log_contents());
-        }
-        assert!(!pg.stopped, "pg_ctl start failed:\n{last_err}");
+        pg.append_conf(&opts);
+        std::fs::write(pg.data.join("pg_hba.conf"), format!("{HBA}{extra_hba}"))
+            .expect("write pg_hba.conf");
+        pg.pg_ctl_start();
 
         pg.psql_each(
             "postgres",
@@ -167,6 +125,80 @@ impl PgServer {
             ],
         );
         pg
+    }
+
+    /// Starts a server on a data directory that `fill` creates at [`PgServer::data_dir`] (a
+    /// `pg_basebackup`, say; [`PgServer::cmd`] runs it as `postgres` in the temp dir). The
+    /// harness settings and `opts` are appended to its `postgresql.conf` again, since a copied
+    /// one names the source's socket directory; no roles are created: they come with the data.
+    pub fn start_from(opts: PgOptions, fill: impl FnOnce(&PgServer)) -> PgServer {
+        let mut pg = Self::new_in_temp_dir();
+        fill(&pg);
+        pg.append_conf(&opts);
+        pg.pg_ctl_start();
+        pg
+    }
+
+    fn new_in_temp_dir() -> PgServer {
+        let base = if is_root() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-pg-")
+            .tempdir_in(base)
+            .expect("create temp dir");
+        let root = dir.path().to_path_buf();
+        if is_root() {
+            run_ok(Command::new("chown").arg("postgres:postgres").arg(&root));
+        }
+        PgServer {
+            data: root.join("data"),
+            root,
+            dir: Some(dir),
+            bin_dir: pg_bin_dir(),
+            port: 0,
+            stopped: true,
+        }
+    }
+
+    fn append_conf(&self, opts: &PgOptions) {
+        let mut conf = format!(
+            "\n# sluice test harness\nlisten_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\nmax_connections = {}\nfsync = off\n\
+             synchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n",
+            self.root.display(),
+            opts.max_connections
+        );
+        for line in &opts.extra_conf {
+            let _ = writeln!(conf, "{line}");
+        }
+        append_file(&self.data.join("postgresql.conf"), &conf);
+    }
+
+    fn pg_ctl_start(&mut self) {
+        // Another process may grab the port between free_port() and the bind: retry.
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            self.port = free_port();
+            let port_line = format!("port = {}\n", self.port);
+            append_file(&self.data.join("postgresql.conf"), &port_line);
+            let (status, out, err) = command_output(
+                self.cmd("pg_ctl")
+                    .arg("-D")
+                    .arg(&self.data)
+                    .arg("-l")
+                    .arg(self.log_path())
+                    .args(["-w", "-t", "60", "start"]),
+            );
+            if status.success() {
+                self.stopped = false;
+                return;
+            }
+            last_err = format!("{out}\n{err}\n--- log\n{}", self.log_contents());
+        }
+        panic!("pg_ctl start failed:\n{last_err}");
     }
 
     pub fn port(&self) -> u16 {
@@ -274,6 +306,71 @@ impl PgServer {
         }
     }
 
+    /// True until [`PgServer::stop`] or [`PgServer::kill9`].
+    pub fn is_running(&self) -> bool {
+        !self.stopped
+    }
+
+    /// The postmaster's pid while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        if self.stopped {
+            None
+        } else {
+            self.postmaster_pid()
+        }
+    }
+
+    /// A crash: SIGKILL to the postmaster and to its children. The children too, because a
+    /// backend only notices its postmaster's death when it next waits, so one busy in a query
+    /// could still finish (and commit) after the "crash". Waits until they are all gone.
+    pub fn kill9(&mut self) {
+        if self.stopped {
+            return;
+        }
+        // Marked first: stop() must not later signal a pid that may by then be reused.
+        self.stopped = true;
+        let Some(pm) = self.postmaster_pid() else {
+            return;
+        };
+        let signal = |sig: &str, pid: u32| {
+            let _ = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        // A stopped postmaster cannot fork while its children are listed.
+        signal("-STOP", pm);
+        let mut pids = children_of(pm);
+        pids.insert(0, pm);
+        for &pid in &pids {
+            signal("-KILL", pid);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ends recovery (`pg_ctl promote`) and waits until the server takes writes.
+    pub fn promote(&self) {
+        run_ok(
+            self.cmd("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-w", "-t", "60", "promote"]),
+        );
+        // pg_ctl returns when pg_control says so; the SQL answer is what clients see.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.psql("SELECT pg_is_in_recovery()") != "f" {
+            assert!(
+                Instant::now() < deadline,
+                "port {} still in recovery 60 s after pg_ctl promote",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn postmaster_pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
         text.lines().next()?.trim().parse().ok()
@@ -303,6 +400,33 @@ impl Drop for PgServer {
             let _ = dir.close();
         }
     }
+}
+
+/// Pids whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| stat_fields(pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
+/// True while `pid` exists and is not a zombie (an orphaned postmaster is reaped by whoever
+/// pid 1 is, which may be never).
+fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// (state, ppid) from /proc/<pid>/stat; the command name may hold spaces and parentheses, so
+/// the fields are counted from the last `)`.
+fn stat_fields(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
 /// A SQL string literal.

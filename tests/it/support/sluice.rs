@@ -64,13 +64,14 @@ pub fn config_for(pg: &PgServer, opts: &ProxyOptions) -> (String, String) {
         y,
         "endpoints:\n  - name: writer\n    listen: 127.0.0.1:{port}\n    target_group: pg\n    \
          role: read_write\ntarget_groups:\n  pg:\n    engine: postgres\n    \
-         instances: [{host}:{pg_port}]\n    connection_pool:\n      max_connections: {size}\n      \
+         instances: [{host}:{pg_port}]\n    monitor_user: {monitor}\n    connection_pool:\n      max_connections: {size}\n      \
          connection_borrow_timeout: {borrow}\n",
         port = free_port(),
         host = pg.host(),
         pg_port = pg.port(),
         size = opts.pool_size,
         borrow = opts.borrow_timeout,
+        monitor = MONITOR.0,
     );
     if let Some(interval) = &opts.health_interval {
         let _ = writeln!(y, "    health: {{ interval: {interval} }}");
@@ -80,6 +81,8 @@ pub fn config_for(pg: &PgServer, opts: &ProxyOptions) -> (String, String) {
         (APP.0, opts.client_auth_type.as_str()),
         (MD5USER.0, "postgres_md5"),
         (PLAINUSER.0, "postgres_scram_sha_256"),
+        // The probes' own login, so counting the app's server connections leaves them out.
+        (MONITOR.0, "postgres_scram_sha_256"),
     ] {
         let _ = write!(
             y,
@@ -102,10 +105,11 @@ pub fn config_for_mariadb(db: &MariaDb, opts: &ProxyOptions) -> (String, String)
         y,
         "endpoints:\n  - name: writer\n    listen: 127.0.0.1:{port}\n    target_group: maria\n    \
          role: read_write\ntarget_groups:\n  maria:\n    engine: mysql\n    \
-         instances: [{host}:{db_port}]\n    connection_pool:\n      max_connections: {size}\n      \
-         connection_borrow_timeout: {borrow}\nauth:\n  - username: {user}\n    \
-         client_auth: password\n    client_password_auth_type: {kind}\n    \
-         secret: file:secrets.yaml#{user}\n",
+         instances: [{host}:{db_port}]\n    monitor_user: {monitor}\n    connection_pool:\n      \
+         max_connections: {size}\n      connection_borrow_timeout: {borrow}\nauth:\n  \
+         - username: {user}\n    client_auth: password\n    client_password_auth_type: {kind}\n    \
+         secret: file:secrets.yaml#{user}\n  - username: {monitor}\n    \
+         secret: file:secrets.yaml#{monitor}\n",
         port = free_port(),
         host = db.host(),
         db_port = db.port(),
@@ -113,6 +117,7 @@ pub fn config_for_mariadb(db: &MariaDb, opts: &ProxyOptions) -> (String, String)
         borrow = opts.borrow_timeout,
         user = APP.0,
         kind = opts.client_auth_type,
+        monitor = MONITOR.0,
     );
     if let Some(t) = &opts.idle_client_timeout {
         let _ = writeln!(y, "idle_client_timeout: {t}");

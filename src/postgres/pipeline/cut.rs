@@ -1,0 +1,55 @@
+//! What is left of a session's pipeline when its server connection is lost mid-request: the
+//! requests the client still waits on, and state that went with the server.
+
+use super::{Expect, Pipeline, status};
+
+/// The client-visible requests a lost connection leaves unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Sync or Query messages sent to the server and not yet answered with ReadyForQuery.
+    pub ready: usize,
+    /// Extended-protocol messages sent without their Sync yet: the client will send it.
+    pub unsynced: bool,
+    /// The session was inside a transaction block.
+    pub in_transaction: bool,
+}
+
+impl Pipeline {
+    /// Forgets everything in flight and all state the server held (pins, parameter read-backs,
+    /// statements whose Parse never completed); the session's tracked parameters and completed
+    /// statements stay, to be replayed on the next connection.
+    pub fn cut(&mut self) -> Cut {
+        let mut ready = 0;
+        for e in self.expect.drain(..) {
+            match e {
+                Expect::Ready => ready += 1,
+                Expect::Parse {
+                    client_name: Some(name),
+                    ..
+                }
+                | Expect::Synthetic(_, Some(name)) => {
+                    self.statements.remove(&name);
+                }
+                _ => {}
+            }
+        }
+        let cut = Cut {
+            ready,
+            unsynced: self.unsynced,
+            in_transaction: self.status != status::IDLE,
+        };
+        self.unsynced = false;
+        self.status = status::IDLE;
+        self.pinned = None;
+        self.internal_error = None;
+        self.tracked = None;
+        self.reset_all = false;
+        self.untracked = false;
+        self.loaded = false;
+        self.pin_check_due = false;
+        self.retire = false;
+        self.read_back_failed = false;
+        self.pin_check = None;
+        cut
+    }
+}

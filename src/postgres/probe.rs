@@ -1,0 +1,122 @@
+//! The Postgres health probe: recovery state, WAL position, timeline and max_connections of
+//! one instance, over a connection of its own.
+
+use std::sync::Arc;
+
+use super::server::{ServerConn, ServerLogin};
+use crate::health::{Probe, ProbeFuture, ProbeReport};
+use crate::pool::Instance;
+
+/// One text column, `|`-separated, so the control-plane query helper (first column only) is
+/// enough: in recovery, writable, position, timeline, max_connections.
+const SQL: &str = "SELECT concat_ws('|', pg_is_in_recovery(), \
+    current_setting('transaction_read_only'), \
+    coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                  ELSE pg_current_wal_lsn() END::text, ''), \
+    CASE WHEN pg_is_in_recovery() THEN '0' \
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END, \
+    current_setting('max_connections'))";
+
+#[derive(Debug)]
+pub struct PgProbe {
+    login: ServerLogin,
+    conn: Option<ServerConn>,
+    instance: Arc<Instance<ServerConn>>,
+    max_connections: Option<usize>,
+}
+
+impl PgProbe {
+    pub fn new(login: ServerLogin, instance: Arc<Instance<ServerConn>>) -> Self {
+        Self {
+            login,
+            conn: None,
+            instance,
+            max_connections: None,
+        }
+    }
+
+    async fn run(&mut self) -> Result<ProbeReport, String> {
+        // Taken out for the probe: one cut short by its timeout leaves a reply half read.
+        let kept = self
+            .conn
+            .take()
+            .and_then(|mut c| c.is_usable().then_some(c));
+        let mut conn = match kept {
+            Some(c) => c,
+            None => ServerConn::connect(&self.login)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let row = conn
+            .simple_query(&self.login, SQL)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = row.into_iter().next().flatten().unwrap_or_default();
+        let (report, max) = parse(&text).ok_or_else(|| format!("unreadable probe row {text:?}"))?;
+        if self.max_connections != Some(max) {
+            self.max_connections = Some(max);
+            self.instance.learn_server_max(max);
+        }
+        self.conn = Some(conn);
+        Ok(report)
+    }
+}
+
+impl Probe for PgProbe {
+    fn addr(&self) -> &str {
+        &self.login.addr
+    }
+
+    fn probe(&mut self) -> ProbeFuture<'_> {
+        Box::pin(self.run())
+    }
+}
+
+fn parse(text: &str) -> Option<(ProbeReport, usize)> {
+    let mut f = text.split('|');
+    let recovery = f.next()? == "t";
+    let read_only = f.next()? == "on";
+    let lsn = f.next()?;
+    let timeline: u64 = f.next()?.parse().ok()?;
+    let max: usize = f.next()?.parse().ok()?;
+    let position = parse_lsn(lsn);
+    Some((
+        ProbeReport {
+            writable: !recovery && !read_only,
+            position,
+            position_text: position.map(|_| lsn.into()),
+            generation: timeline,
+        },
+        max,
+    ))
+}
+
+/// `16/B374D848` as a number.
+pub fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_primary_and_a_standby_row() {
+        let (p, max) = parse("f|off|0/3000148|2|100").expect("primary");
+        assert!(p.writable);
+        assert_eq!(p.position, Some(0x300_0148));
+        assert_eq!(p.generation, 2);
+        assert_eq!(max, 100);
+        let (s, _) = parse("t|on|1/10|0|50").expect("standby");
+        assert!(!s.writable);
+        assert_eq!(s.position, Some((1 << 32) | 0x10));
+        let (ro, _) = parse("f|on|0/1|1|5").expect("read-only primary");
+        assert!(
+            !ro.writable,
+            "default_transaction_read_only makes it a reader"
+        );
+        assert!(parse("t|on||0|5").is_some_and(|(r, _)| r.position.is_none()));
+        assert!(parse("garbage").is_none());
+    }
+}
