@@ -82,13 +82,15 @@ pub struct Session {
     /// The client sent COMMIT (or the like) in this transaction: if the server is lost now,
     /// the outcome is unknown.
     commit_in_flight: bool,
+    /// The server sent a FATAL error: the connection is as good as gone.
+    server_fatal: bool,
     /// The server was lost while the client sat in a transaction: its next request gets the
     /// error (true: the transaction surely rolled back).
     cut_failure: Option<bool>,
 }
 
 /// A lost server's error when the transaction certainly did not commit.
-const CUT_ROLLED_BACK: &str = "the transaction was cut by the loss of its server (a failover) and rolled back; it can be retried";
+const CUT_ROLLED_BACK: &str = "the server connection was lost (server shut down, failed over or ended the session): the transaction was rolled back and can be retried";
 /// ... and when it may have.
 const CUT_UNKNOWN: &str =
     "the server connection was lost while the statement ran; it may or may not have been committed";
@@ -125,6 +127,7 @@ impl Session {
             idle_timer: None,
             skip_to_sync: false,
             commit_in_flight: false,
+            server_fatal: false,
             cut_failure: None,
         }
     }
@@ -422,6 +425,10 @@ impl Session {
                 return end;
             }
             self.pump_server(lease);
+            if self.server_fatal {
+                self.server_fatal = false;
+                return Active::ServerGone;
+            }
             if let Some(error) = self.pipeline.take_internal_error() {
                 // The session's parameters cannot be had on this connection (at first use: the
                 // client's startup parameters, refused as Postgres would at startup).
@@ -594,6 +601,21 @@ impl Session {
                 break;
             }
             match wire::next_frame(&sbuf, usize::MAX) {
+                Ok(Some(frame)) if frame.tag == b'E' && ends_session(&sbuf[..frame.len]) => {
+                    // The server ends this connection (shutdown, postmaster exit, a terminated
+                    // backend): that is sluice's connection, not the client's session, so the
+                    // client gets the lost-server error instead, and keeps its session.
+                    if let Ok(f) = wire::parse_error_fields(frame.body(&sbuf)) {
+                        tracing::warn!(
+                            code = f.code,
+                            message = f.message,
+                            "the server ended a connection"
+                        );
+                    }
+                    sbuf.clear();
+                    self.server_fatal = true;
+                    break;
+                }
                 Ok(Some(frame)) => {
                     self.pipeline.server_message(
                         &sbuf[..frame.len],
@@ -655,6 +677,12 @@ impl Session {
 
 async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> bool {
     matches!(tokio::time::timeout(RESET_TIMEOUT, f).await, Ok(Ok(_)))
+}
+
+/// A FATAL or PANIC ErrorResponse: the server closes the connection after it.
+fn ends_session(message: &[u8]) -> bool {
+    let body = &message[wire::FRAME_HEADER_LEN.min(message.len())..];
+    wire::parse_error_fields(body).is_ok_and(|f| matches!(f.severity, "FATAL" | "PANIC"))
 }
 
 fn cut_error(rolled_back: bool) -> (&'static str, &'static str) {

@@ -14,6 +14,7 @@
 mod support;
 
 mod drivers;
+mod failover;
 mod harness_selftest;
 mod my_proxy;
 mod pg_config;

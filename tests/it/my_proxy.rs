@@ -25,7 +25,7 @@ fn proxy(db: &MariaDb, pool: u32, auth: &str) -> Sluice {
     )
 }
 
-fn python(name: &str, port: u16, extra: &[&str]) -> Command {
+pub fn python(name: &str, port: u16, extra: &[&str]) -> Command {
     let mut cmd = Command::new(tools::python());
     cmd.arg(script(name))
         .args(["127.0.0.1", &port.to_string(), APP.0, APP.1])

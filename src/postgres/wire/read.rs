@@ -152,7 +152,8 @@ pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, WireError> {
         }
         let value = std::str::from_utf8(r.cstr()?).unwrap_or("");
         match kind {
-            b'S' => fields.severity = value,
+            // `V` (never localized, after `S`) wins where the server sends it.
+            b'S' | b'V' => fields.severity = value,
             b'C' => fields.code = value,
             b'M' => fields.message = value,
             _ => {}
