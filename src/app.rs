@@ -81,7 +81,9 @@ impl App {
                 Role::ReadOnly => Want::Reader {
                     fallback: ep.reader_fallback_to_writer,
                 },
+                Role::ReadWriteSplit => Want::Split,
             };
+            let ryw_timeout = ep.read_your_writes_timeout.as_std();
             let endpoint = match group.engine {
                 Engine::Postgres => {
                     let cluster = pg
@@ -92,6 +94,7 @@ impl App {
                         name: ep.name.clone(),
                         cluster,
                         want,
+                        read_your_writes_timeout: ryw_timeout,
                         users: users.clone(),
                         cancel: cancel.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),

@@ -63,6 +63,10 @@ pub struct Endpoint {
     /// `read_only` endpoints: when no reader is usable, use the writer instead of waiting.
     #[serde(default)]
     pub reader_fallback_to_writer: bool,
+    /// `read_write_split` endpoints: how long a read-only transaction waits for a reader to
+    /// replay the session's last write before it runs on the writer instead.
+    #[serde(default = "defaults::read_your_writes_timeout")]
+    pub read_your_writes_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +77,9 @@ pub enum Role {
     ReadWrite,
     /// Spreads transactions over readers.
     ReadOnly,
+    /// Read-only transactions (`BEGIN READ ONLY`, or any under a read-only session default) go
+    /// to a reader that has replayed the session's last write; everything else to the writer.
+    ReadWriteSplit,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -252,6 +259,9 @@ mod defaults {
     }
     pub fn healthy_threshold() -> u32 {
         2
+    }
+    pub fn read_your_writes_timeout() -> Duration {
+        Duration::from_millis(500)
     }
     pub fn max_replica_lag() -> Duration {
         Duration::from_secs(30)

@@ -32,8 +32,10 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 pub struct PgEndpoint {
     pub name: String,
     pub cluster: Arc<PgCluster>,
-    /// What this endpoint's transactions need: the writer, or a reader.
+    /// What this endpoint's transactions need: the writer, a reader, or either (split).
     pub want: Want,
+    /// Split endpoints: how long a read-only transaction waits for a caught-up reader.
+    pub read_your_writes_timeout: Duration,
     pub users: Arc<Users>,
     pub cancel: Arc<CancelRegistry>,
     pub idle_client_timeout: Duration,
@@ -215,7 +217,9 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
         id,
         super::relay::Route {
             cluster: ep.cluster.clone(),
-            member,
+            last_write: 0,
+            member: member as u32,
+            ryw_ms: u32::try_from(ep.read_your_writes_timeout.as_millis()).unwrap_or(u32::MAX),
             want: ep.want,
         },
         pg,
@@ -435,6 +439,7 @@ mod tests {
                 settings,
             }),
             want: Want::Writer,
+            read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
             cancel: Arc::new(CancelRegistry::default()),
             idle_client_timeout: second,

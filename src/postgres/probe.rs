@@ -12,7 +12,7 @@ use crate::pool::Instance;
 const SQL: &str = "SELECT concat_ws('|', pg_is_in_recovery(), \
     current_setting('transaction_read_only'), \
     coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-                  ELSE pg_current_wal_lsn() END::text, ''), \
+                  ELSE pg_current_wal_insert_lsn() END::text, ''), \
     CASE WHEN pg_is_in_recovery() THEN '0' \
          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END, \
     current_setting('max_connections'))";

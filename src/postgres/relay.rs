@@ -50,7 +50,12 @@ enum Active {
 #[derive(Debug)]
 pub struct Route {
     pub cluster: Arc<PgCluster>,
-    pub member: usize,
+    /// Split endpoints: the writer's WAL position after the session's last transaction there
+    /// (0: none yet); a reader serves the session only once it has replayed this far.
+    pub last_write: u64,
+    pub member: u32,
+    /// Split endpoints: how long a read-only transaction waits for a caught-up reader (ms).
+    pub ryw_ms: u32,
     pub want: Want,
 }
 
@@ -176,7 +181,8 @@ impl Session {
                 self.cin.advance(local);
                 continue;
             }
-            let mut lease = match self.borrow().await {
+            let want = self.transaction_want();
+            let mut lease = match self.borrow(want).await {
                 Ok(lease) => lease,
                 Err(e) => {
                     let (code, message) = errors::borrow_failure(&e);
@@ -191,6 +197,9 @@ impl Session {
             self.cancel.target.set(None);
             match outcome {
                 Active::Released => {
+                    if self.route.want == Want::Split && want == Want::Writer {
+                        Box::pin(self.note_write(&mut lease)).await;
+                    }
                     let retire = std::mem::take(&mut self.pipeline.retire);
                     let reusable = lease.buf.is_empty() && !lease.expired() && !retire;
                     lease.release(reusable);
@@ -222,22 +231,30 @@ impl Session {
     /// Borrows a connection, on the instance routing picks, that the server has not ended while
     /// it sat idle in the pool. With no instance to route to (a failover), or one that cannot be
     /// reached, it waits up to the borrow timeout for the probes to find another.
-    async fn borrow(&mut self) -> Result<Lease<ServerConn>, BorrowError> {
-        match self.borrow_idle() {
+    async fn borrow(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
+        // A split session's read after a write needs a reader that replayed it: routed.
+        let steady =
+            self.route.want != Want::Split || want == Want::Writer || self.route.last_write == 0;
+        match if steady { self.borrow_idle(want) } else { None } {
             Some(lease) => Ok(lease),
             // Waiting, connecting or routing: boxed, so its state is not part of every session
             // task.
-            None => Box::pin(self.borrow_routed()).await,
+            None => Box::pin(self.borrow_routed(want)).await,
+        }
+    }
+
+    /// Switches the session to its pool on instance `member`.
+    fn use_member(&mut self, member: usize) {
+        if member != self.route.member as usize {
+            self.pg = self.route.cluster.pool_like(member, &self.pg);
+            self.route.member = member as u32;
         }
     }
 
     /// The steady state: an idle connection on the instance routing picks, no future.
-    fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
-        let member = self.route.cluster.router.pick(self.route.want)?;
-        if member != self.route.member {
-            self.pg = self.route.cluster.pool_like(member, &self.pg);
-            self.route.member = member;
-        }
+    fn borrow_idle(&mut self, want: Want) -> Option<Lease<ServerConn>> {
+        let member = self.route.cluster.router.pick(want)?;
+        self.use_member(member);
         let mut lease = self.pg.pool.try_borrow_idle()?;
         if lease.is_usable() {
             return Some(lease);
@@ -247,18 +264,18 @@ impl Session {
         None
     }
 
-    async fn borrow_routed(&mut self) -> Result<Lease<ServerConn>, BorrowError> {
+    async fn borrow_routed(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
         let mut deadline = None;
         loop {
-            let cluster = &self.route.cluster;
-            let member = match cluster.router.pick(self.route.want) {
+            let member = match self.read_your_writes(want).await {
                 Some(m) => m,
-                None => cluster.route(self.route.want).await?,
+                None => match self.route.cluster.router.pick(want) {
+                    Some(m) => m,
+                    None => self.route.cluster.route(want).await?,
+                },
             };
-            if member != self.route.member {
-                self.pg = cluster.pool_like(member, &self.pg);
-                self.route.member = member;
-            }
+            self.use_member(member);
+            let cluster = &self.route.cluster;
             let result = match self.pg.pool.try_borrow_idle() {
                 Some(lease) => Ok(lease),
                 None => self.pg.pool.borrow().await,
@@ -284,6 +301,76 @@ impl Session {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// What the transaction at the front of `cin` needs: on split endpoints, a reader for a
+    /// read-only one (`BEGIN READ ONLY`, or anything but `BEGIN READ WRITE` under a read-only
+    /// session default), else the writer.
+    fn transaction_want(&self) -> Want {
+        if self.route.want != Want::Split {
+            return self.route.want;
+        }
+        let first = match wire::next_frame(&self.cin, usize::MAX) {
+            Ok(Some(f)) => &self.cin[..f.len],
+            _ => &[][..],
+        };
+        let text = query_text(first.first().copied().unwrap_or(0), first);
+        let begins =
+            text.is_some_and(|t| starts_with_word(t, b"BEGIN") || starts_with_word(t, b"START"));
+        let says = |phrase: &[u8]| {
+            text.is_some_and(|t| {
+                t.windows(phrase.len())
+                    .any(|w| w.eq_ignore_ascii_case(phrase))
+            })
+        };
+        let read_only = if begins && says(b"READ ONLY") {
+            true
+        } else if begins && says(b"READ WRITE") {
+            false
+        } else {
+            self.settings.iter().any(|(k, v)| {
+                k == "default_transaction_read_only"
+                    && matches!(v.as_str(), "on" | "true" | "1" | "yes")
+            })
+        };
+        if read_only {
+            Want::Reader { fallback: true }
+        } else {
+            Want::Writer
+        }
+    }
+
+    /// Split endpoints, a read-only transaction after a write: a reader that has replayed the
+    /// write, waiting up to the read-your-writes timeout; else (`Some(writer)`) the writer.
+    async fn read_your_writes(&self, want: Want) -> Option<usize> {
+        if self.route.want != Want::Split || want == Want::Writer || self.route.last_write == 0 {
+            return None;
+        }
+        let router = &self.route.cluster.router;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(self.route.ryw_ms));
+        match router
+            .caught_up_reader(self.route.last_write, deadline)
+            .await
+        {
+            Some(m) => Some(m),
+            None => router.pick(Want::Writer),
+        }
+    }
+
+    /// Split endpoints: remembers where the writer's WAL is after this session's transaction.
+    async fn note_write(&mut self, lease: &mut Lease<ServerConn>) {
+        // The insert position: past this transaction's commit record even when the commit was
+        // asynchronous (synchronous_commit = off), unlike the write position.
+        let sql = "SELECT pg_current_wal_insert_lsn()::text";
+        let read = tokio::time::timeout(RESET_TIMEOUT, lease.simple_query(&self.pg.login, sql));
+        if let Ok(Ok(rows)) = read.await
+            && let Some(lsn) = rows
+                .first()
+                .and_then(|r| r.as_deref())
+                .and_then(super::probe::parse_lsn)
+        {
+            self.route.last_write = lsn;
         }
     }
 
@@ -696,26 +783,36 @@ fn cut_error(rolled_back: bool) -> (&'static str, &'static str) {
 /// Whether a Query or Parse may end its transaction with a commit (COMMIT, END, COMMIT
 /// PREPARED, PREPARE TRANSACTION): if the server is lost now, the outcome is unknown.
 fn commits(tag: u8, message: &[u8]) -> bool {
-    let body = &message[wire::FRAME_HEADER_LEN.min(message.len())..];
-    let sql = if tag == b'P' {
+    query_text(tag, message).is_some_and(|sql| {
+        [&b"COMMIT"[..], b"END", b"PREPARE"]
+            .iter()
+            .any(|k| starts_with_word(sql, k))
+    })
+}
+
+/// The SQL text of a Query or Parse message (`message` starts at its tag).
+fn query_text(tag: u8, message: &[u8]) -> Option<&[u8]> {
+    let body = message.get(wire::FRAME_HEADER_LEN..)?;
+    match tag {
+        b'Q' => Some(body),
         // Parse: statement name, NUL, then the query text.
-        match body.iter().position(|&b| b == 0) {
-            Some(nul) => &body[nul + 1..],
-            None => return false,
-        }
-    } else {
-        body
-    };
+        b'P' => body
+            .iter()
+            .position(|&b| b == 0)
+            .map(|nul| &body[nul + 1..]),
+        _ => None,
+    }
+}
+
+/// Whether the first word of `sql` is `word` (any case).
+fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
     let start = sql
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(sql.len());
     let rest = &sql[start..];
     let len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let word = &rest[..len];
-    [&b"COMMIT"[..], b"END", b"PREPARE"]
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k))
+    rest[..len].eq_ignore_ascii_case(word)
 }
 
 /// Whether `buf` holds something a pump can process now: streamed bytes or a whole message.

@@ -41,13 +41,16 @@ pub enum Want {
     Reader {
         fallback: bool,
     },
+    /// A `read_write_split` endpoint: the session decides per transaction; routed alone, the
+    /// writer.
+    Split,
 }
 
 impl Want {
     /// How errors name what a borrow waited for.
     pub fn role(self) -> &'static str {
         match self {
-            Self::Writer => "writer",
+            Self::Writer | Self::Split => "writer",
             Self::Reader { .. } => "reader",
         }
     }
@@ -115,7 +118,7 @@ impl Router {
     pub fn pick(&self, want: Want) -> Option<usize> {
         let t = self.topology.load();
         match want {
-            Want::Writer => t.writer,
+            Want::Writer | Want::Split => t.writer,
             Want::Reader { fallback } => {
                 self.reader(&t, None)
                     .or(if fallback { t.writer } else { None })
@@ -190,6 +193,20 @@ impl Router {
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return None;
             }
+        }
+    }
+
+    /// A reader that has replayed up to `position`, waiting up to `deadline` for one.
+    pub async fn caught_up_reader(&self, position: u64, deadline: Instant) -> Option<usize> {
+        loop {
+            let t = self.snapshot();
+            if let Some(i) = self.reader(&t, Some(position)) {
+                return Some(i);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.changed_since(t.epoch, deadline).await;
         }
     }
 

@@ -15,11 +15,15 @@ use crate::support::postgres::{APP, APPDB, MONITOR};
 use crate::support::sluice::Sluice;
 use crate::support::tools::free_port;
 
-/// A config with a `writer` (read_write) and a `reader` (read_only) endpoint over `instances`,
-/// probing every `interval`.
+/// A config with a `writer` (read_write), a `reader` (read_only) and a `split`
+/// (read_write_split) endpoint over `instances`, probing every `interval`.
 pub fn cluster_config(engine: &str, instances: &[String], interval: &str, extra: &str) -> String {
     let mut y = String::from("endpoints:\n");
-    for (name, role) in [("writer", "read_write"), ("reader", "read_only")] {
+    for (name, role) in [
+        ("writer", "read_write"),
+        ("reader", "read_only"),
+        ("split", "read_write_split"),
+    ] {
         let _ = write!(
             y,
             "  - name: {name}\n    listen: 127.0.0.1:{port}\n    target_group: db\n    role: {role}\n",
@@ -234,5 +238,79 @@ async fn pg_reader_endpoint_spreads_and_skips_a_lagging_replica() {
             "replica never rejoined: {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_split_endpoint_reads_its_own_writes_even_from_a_lagging_replica() {
+    let mut cluster = PgCluster::start(1);
+    cluster
+        .primary()
+        .psql_db(APPDB, "CREATE TABLE r (id int); GRANT ALL ON r TO app;");
+    cluster.wait_caught_up();
+    let proxy = Sluice::start(&cluster_config("postgres", &cluster.addrs(), "100ms", ""));
+    let (primary, replica) = (cluster.member(0).port(), cluster.member(1).port());
+    let c = client(proxy.listen_addrs()[2].port()).await;
+    let read = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let rows = c
+                .simple_query(&format!("BEGIN READ ONLY; {sql}; COMMIT"))
+                .await
+                .unwrap();
+            rows.iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .unwrap()
+        }
+    };
+    let port = |s: String| s.parse::<u16>().unwrap();
+    assert_eq!(
+        port(read("SELECT inet_server_port()").await),
+        replica,
+        "read-only goes to the reader"
+    );
+    assert_eq!(
+        scalar(&c, "SELECT inet_server_port()").await,
+        primary.to_string(),
+        "the rest to the writer"
+    );
+
+    // Each read right after a write sees it; the replica serves once it has replayed it.
+    let mut by_replica = 0;
+    for n in 1..=10 {
+        c.batch_execute("INSERT INTO r VALUES (1)").await.unwrap();
+        let seen = read("SELECT count(*)::text || ' ' || inet_server_port() FROM r").await;
+        let (count, at) = seen.split_once(' ').unwrap();
+        assert_eq!(count, n.to_string(), "a read after a write saw stale data");
+        by_replica += usize::from(port(at.to_owned()) == replica);
+    }
+    assert!(
+        by_replica > 0,
+        "the replica never served a read after a write"
+    );
+
+    // A replica that stopped replaying is never used for a read after a write: the writer is.
+    tokio::task::block_in_place(|| cluster.pause_replay(1));
+    for n in 11..=13 {
+        c.batch_execute("INSERT INTO r VALUES (1)").await.unwrap();
+        let seen = read("SELECT count(*)::text || ' ' || inet_server_port() FROM r").await;
+        assert_eq!(seen, format!("{n} {primary}"));
+    }
+    tokio::task::block_in_place(|| cluster.resume_replay(1));
+    cluster.wait_caught_up();
+    // A read-only session default sends plain statements to the reader too.
+    c.batch_execute("SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scalar(&c, "SELECT inet_server_port()").await != replica.to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "a read-only session never reached the reader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
