@@ -70,7 +70,9 @@ async fn pg_writer_failover_keeps_idle_clients_their_settings_and_their_commits(
         "CREATE TABLE t (id int PRIMARY KEY, who text); GRANT ALL ON t TO app;",
     );
     cluster.wait_caught_up();
-    let yaml = cluster_config("postgres", &cluster.addrs(), "100ms", "");
+    // The failover drill in docs/benchmarks.md runs this with SLUICE_PROBE_INTERVAL=1s too.
+    let interval = std::env::var("SLUICE_PROBE_INTERVAL").unwrap_or_else(|_| "100ms".into());
+    let yaml = cluster_config("postgres", &cluster.addrs(), &interval, "");
     let proxy = Sluice::start(&yaml);
     let (writer, reader) = (
         proxy.listen_addrs()[0].port(),
@@ -120,7 +122,9 @@ async fn pg_writer_failover_keeps_idle_clients_their_settings_and_their_commits(
     let first = tokio::time::timeout(Duration::from_secs(30), first).await;
     let to_first_write = promoted.elapsed();
     assert!(matches!(first, Ok(Ok(1))), "first write: {first:?}");
-    println!("failover: first write through sluice {to_first_write:?} after promotion");
+    println!(
+        "failover: probe interval {interval}, first write through sluice {to_first_write:?} after promotion"
+    );
 
     for (i, w) in waiting.into_iter().enumerate() {
         let waited = w.await.unwrap();
