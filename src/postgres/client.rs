@@ -218,7 +218,7 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
         super::relay::Route {
             cluster: ep.cluster.clone(),
             last_write: 0,
-            member: member as u32,
+            member: u16::try_from(member).unwrap_or(u16::MAX),
             ryw_ms: u32::try_from(ep.read_your_writes_timeout.as_millis()).unwrap_or(u32::MAX),
             want: ep.want,
         },

@@ -7,12 +7,16 @@ use super::server::{ServerConn, ServerLogin};
 use crate::health::{Probe, ProbeFuture, ProbeReport};
 use crate::pool::Instance;
 
+/// The writer's position is its WAL *write* position: what a replica can reach. (The insert
+/// position can sit past a page header after a WAL switch that no replica ever replays, which
+/// would read as growing lag on a quiet cluster.)
+///
 /// One text column, `|`-separated, so the control-plane query helper (first column only) is
 /// enough: in recovery, writable, position, timeline, max_connections.
 const SQL: &str = "SELECT concat_ws('|', pg_is_in_recovery(), \
     current_setting('transaction_read_only'), \
     coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-                  ELSE pg_current_wal_insert_lsn() END::text, ''), \
+                  ELSE pg_current_wal_lsn() END::text, ''), \
     CASE WHEN pg_is_in_recovery() THEN '0' \
          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END, \
     current_setting('max_connections'))";

@@ -53,7 +53,7 @@ pub struct Route {
     /// Split endpoints: the writer's WAL position after the session's last transaction there
     /// (0: none yet); a reader serves the session only once it has replayed this far.
     pub last_write: u64,
-    pub member: u32,
+    pub member: u16,
     /// Split endpoints: how long a read-only transaction waits for a caught-up reader (ms).
     pub ryw_ms: u32,
     pub want: Want,
@@ -211,8 +211,13 @@ impl Session {
                 }
                 Active::ServerGone => {
                     drop(lease);
-                    if self.server_streaming > 0 || self.client_streaming > 0 {
-                        // Mid-message on one side: the stream cannot be brought back in step.
+                    if self.server_streaming > 0
+                        || self.client_streaming > 0
+                        || self.pipeline.pinned.is_some()
+                    {
+                        // Mid-message on one side, the stream cannot be brought back in step;
+                        // a pinned session's state (temp tables, locks, LISTEN) went with the
+                        // server, and going on would let the client believe it still holds it.
                         return Some((
                             errors::CONNECTION_FAILURE,
                             "server closed the connection unexpectedly".into(),
@@ -247,7 +252,7 @@ impl Session {
     fn use_member(&mut self, member: usize) {
         if member != self.route.member as usize {
             self.pg = self.route.cluster.pool_like(member, &self.pg);
-            self.route.member = member as u32;
+            self.route.member = u16::try_from(member).unwrap_or(u16::MAX);
         }
     }
 
@@ -361,7 +366,9 @@ impl Session {
     /// Split endpoints: remembers where the writer's WAL is after this session's transaction.
     async fn note_write(&mut self, lease: &mut Lease<ServerConn>) {
         // The insert position: past this transaction's commit record even when the commit was
-        // asynchronous (synchronous_commit = off), unlike the write position.
+        // asynchronous (synchronous_commit = off), unlike the write position. Should it sit past
+        // a page header no replica replays yet, the read waits out the timeout on the writer:
+        // slower, never stale.
         let sql = "SELECT pg_current_wal_insert_lsn()::text";
         let read = tokio::time::timeout(RESET_TIMEOUT, lease.simple_query(&self.pg.login, sql));
         if let Ok(Ok(rows)) = read.await
@@ -780,13 +787,16 @@ fn cut_error(rolled_back: bool) -> (&'static str, &'static str) {
     }
 }
 
-/// Whether a Query or Parse may end its transaction with a commit (COMMIT, END, COMMIT
-/// PREPARED, PREPARE TRANSACTION): if the server is lost now, the outcome is unknown.
+/// Whether a Query or Parse may end its transaction with a commit (COMMIT anywhere in it, END,
+/// PREPARE TRANSACTION): if the server is lost now, the outcome is unknown.
 fn commits(tag: u8, message: &[u8]) -> bool {
     query_text(tag, message).is_some_and(|sql| {
-        [&b"COMMIT"[..], b"END", b"PREPARE"]
+        [&b"END"[..], b"PREPARE"]
             .iter()
             .any(|k| starts_with_word(sql, k))
+            // Anywhere, so `UPDATE ...; COMMIT` in one Query counts (a false alarm only turns
+            // "rolled back" into "outcome unknown", the safe side).
+            || sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"COMMIT"))
     })
 }
 

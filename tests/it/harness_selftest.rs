@@ -231,7 +231,9 @@ fn generated_configs_pass_check_config() {
         "demo.yaml",
         &demo
             .replace("${PG_PORT}", "5432")
+            .replace("${PG_REPLICA_PORT}", "5433")
             .replace("${SLUICE_PORT}", "6432")
+            .replace("${SLUICE_READER_PORT}", "6433")
             .replace("${MARIADB_PORT}", "3306")
             .replace("${SLUICE_MYSQL_PORT}", "3307"),
     );
