@@ -20,13 +20,13 @@ use crate::mysql::cluster::MyCluster;
 use crate::mysql::kill::KillRegistry;
 use crate::mysql::pools::MyPools;
 use crate::mysql::probe::MyProbe;
-use crate::pool::{Instance, Limit, PoolSettings};
+use crate::pool::{Instance, Limit, PoolSettings, PooledConnection};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::client::PgEndpoint;
 use crate::postgres::cluster::PgCluster;
 use crate::postgres::pools::{PgPools, Registries};
 use crate::postgres::probe::PgProbe;
-use crate::routing::{Router, Want};
+use crate::routing::{Cluster, Router, Want};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -184,44 +184,17 @@ fn pg_cluster(
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
-    let mut members = Vec::new();
-    let mut probes = Vec::new();
-    let mut settings = None;
-    for addr in &group.instances {
-        let (instance, s) = instance_for(addr, &group.connection_pool);
-        settings = Some(s);
-        tasks.spawn(trim_loop(instance.clone(), s));
+    let init_query = &group.connection_pool.init_query;
+    cluster(name, group, tasks, |addr, instance, settings| {
         let login = crate::postgres::server::ServerLogin {
-            addr: addr.clone(),
+            addr: addr.to_owned(),
             user: monitor.secret.username.clone(),
             password: monitor.secret.password.clone(),
             database: "postgres".into(),
         };
-        probes.push(health::Member {
-            probe: Box::new(PgProbe::new(login, instance.clone())),
-            drain: instance.clone(),
-        });
-        members.push(Arc::new(PgPools::new(
-            instance,
-            s,
-            group.connection_pool.init_query.clone(),
-            registries.clone(),
-        )));
-    }
-    let outstanding = members
-        .iter()
-        .map(|m| m.instance.borrowed().clone())
-        .collect();
-    let router = Arc::new(Router::new(
-        outstanding,
-        group.health.max_replica_lag.as_std(),
-    ));
-    let (thresholds, timing) = probe_timing(group);
-    Monitor::spawn(name, probes, thresholds, timing, router.clone(), tasks);
-    Arc::new(PgCluster {
-        router,
-        members: members.into(),
-        settings: settings.unwrap_or_else(|| PoolSettings::uniform(Duration::from_secs(1))),
+        let probe = Box::new(PgProbe::new(login, instance.clone()));
+        let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone());
+        (probe, pools)
     })
 }
 
@@ -232,50 +205,56 @@ fn my_cluster(
     monitor: &User,
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
-    let mut members = Vec::new();
-    let mut probes = Vec::new();
-    let mut settings = None;
-    for addr in &group.instances {
-        let (instance, s) = instance_for(addr, &group.connection_pool);
-        settings = Some(s);
-        tasks.spawn(trim_loop(instance.clone(), s));
+    let init_query = &group.connection_pool.init_query;
+    cluster(name, group, tasks, |addr, instance, settings| {
         let login = crate::mysql::server::ServerLogin {
-            addr: addr.clone(),
+            addr: addr.to_owned(),
             user: monitor.secret.username.clone(),
             keys: monitor.mysql.clone(),
             caps: 0,
             // utf8_general_ci: every MySQL and MariaDB version knows it.
             collation: 33,
         };
-        probes.push(health::Member {
-            probe: Box::new(MyProbe::new(login, instance.clone())),
-            drain: instance.clone(),
-        });
-        members.push(Arc::new(MyPools::new(
-            instance,
-            s,
-            group.connection_pool.init_query.clone(),
-        )));
+        let probe = Box::new(MyProbe::new(login, instance.clone()));
+        (probe, MyPools::new(instance, settings, init_query.clone()))
+    })
+}
+
+/// A target group's instances (cap, idle trim), the engine's pools and probe on each (`each`),
+/// the router they share and the probe loops feeding it.
+fn cluster<C: PooledConnection, P>(
+    name: &str,
+    group: &TargetGroup,
+    tasks: &mut JoinSet<()>,
+    mut each: impl FnMut(&str, Arc<Instance<C>>, PoolSettings) -> (Box<dyn health::Probe>, P),
+) -> Arc<Cluster<P>> {
+    let mut members = Vec::new();
+    let mut probes = Vec::new();
+    let mut outstanding = Vec::new();
+    let mut settings = PoolSettings::uniform(Duration::from_secs(1));
+    for addr in &group.instances {
+        let (instance, s) = instance_for(addr, &group.connection_pool);
+        settings = s;
+        tasks.spawn(trim_loop(instance.clone(), s));
+        outstanding.push(instance.borrowed().clone());
+        let drain = instance.clone();
+        let (probe, pools) = each(addr, instance, s);
+        probes.push(health::Member { probe, drain });
+        members.push(Arc::new(pools));
     }
-    let outstanding = members
-        .iter()
-        .map(|m| m.instance.borrowed().clone())
-        .collect();
-    let router = Arc::new(Router::new(
-        outstanding,
-        group.health.max_replica_lag.as_std(),
-    ));
+    let lag = group.health.max_replica_lag.as_std();
+    let router = Arc::new(Router::new(outstanding.into(), lag));
     let (thresholds, timing) = probe_timing(group);
     Monitor::spawn(name, probes, thresholds, timing, router.clone(), tasks);
-    Arc::new(MyCluster {
+    Arc::new(Cluster {
         router,
         members: members.into(),
-        settings: settings.unwrap_or_else(|| PoolSettings::uniform(Duration::from_secs(1))),
+        settings,
     })
 }
 
 /// The instance (connection cap) and pool timings a target group's pool settings describe.
-fn instance_for<C: crate::pool::PooledConnection>(
+fn instance_for<C: PooledConnection>(
     addr: &str,
     cp: &ConnectionPool,
 ) -> (Arc<Instance<C>>, PoolSettings) {
@@ -299,7 +278,7 @@ fn instance_for<C: crate::pool::PooledConnection>(
 }
 
 /// Closes idle connections past their idle timeout, lifetime or the idle cap.
-async fn trim_loop<C: crate::pool::PooledConnection>(instance: Arc<Instance<C>>, s: PoolSettings) {
+async fn trim_loop<C: PooledConnection>(instance: Arc<Instance<C>>, s: PoolSettings) {
     let period = (s.idle_timeout / 2).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(5),

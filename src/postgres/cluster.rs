@@ -1,35 +1,13 @@
-//! A Postgres target group as sessions see it: the pools of each instance and the router that
-//! says which instance a transaction goes to.
+//! A Postgres target group as sessions see it: [`Cluster`] over each instance's pools.
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use super::pools::{PgPool, PgPools};
-use crate::pool::{BorrowError, PoolSettings};
-use crate::routing::{Router, Want};
+use crate::routing::Cluster;
 
-#[derive(Debug)]
-pub struct PgCluster {
-    pub router: Arc<Router>,
-    /// By instance, in the order of the target group's `instances`.
-    pub members: Box<[Arc<PgPools>]>,
-    pub settings: PoolSettings,
-}
+pub type PgCluster = Cluster<PgPools>;
 
-impl PgCluster {
-    /// The instance for `want`, waiting for one up to the borrow timeout.
-    pub async fn route(&self, want: Want) -> Result<usize, BorrowError> {
-        let started = Instant::now();
-        self.router
-            .route(want, started + self.settings.borrow_timeout)
-            .await
-            .ok_or(BorrowError::NoInstance {
-                role: want.role(),
-                waited: started.elapsed(),
-            })
-    }
-
+impl Cluster<PgPools> {
     /// The pool on instance `member` for what `like` serves (database, user).
     pub fn pool_like(&self, member: usize, like: &PgPool) -> Arc<PgPool> {
         let l = &like.login;

@@ -8,8 +8,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
+
+use crate::pool::{BorrowError, PoolSettings};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
+
+/// A target group as sessions see it: the engine's pools on each instance (`P`) and the router
+/// that says which instance a transaction goes to.
+#[derive(Debug)]
+pub struct Cluster<P> {
+    pub router: Arc<Router>,
+    /// By instance, in the order of the target group's `instances`.
+    pub members: Box<[Arc<P>]>,
+    pub settings: PoolSettings,
+}
+
+impl<P> Cluster<P> {
+    /// The instance for `want`, waiting for one up to the borrow timeout.
+    pub async fn route(&self, want: Want) -> Result<usize, BorrowError> {
+        let started = Instant::now();
+        self.router
+            .route(want, started + self.settings.borrow_timeout)
+            .await
+            .ok_or(BorrowError::NoInstance {
+                role: want.role(),
+                waited: started.elapsed(),
+            })
+    }
+}
 
 /// One instance as the probes last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

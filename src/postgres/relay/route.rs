@@ -1,0 +1,277 @@
+//! Where a session's transactions go and what happens when their server is lost: routing per
+//! borrow (writer, reader, read-your-writes on split endpoints) and the one error a client gets
+//! for a lost server connection, after which its session goes on.
+
+use bytes::Buf;
+use tokio::time::{Duration, Instant};
+
+use super::{RESET_TIMEOUT, Session};
+use crate::pool::{BorrowError, Lease};
+use crate::postgres::errors;
+use crate::postgres::server::ServerConn;
+use crate::postgres::wire::{self, status};
+use crate::routing::Want;
+
+/// A lost server's error when the transaction certainly did not commit.
+const CUT_ROLLED_BACK: &str = "the server connection was lost (server shut down, failed over or ended the session): the transaction was rolled back and can be retried";
+/// ... and when it may have.
+const CUT_UNKNOWN: &str =
+    "the server connection was lost while the statement ran; it may or may not have been committed";
+
+impl Session {
+    /// Borrows a connection, on the instance routing picks, that the server has not ended while
+    /// it sat idle in the pool. With no instance to route to (a failover), or one that cannot be
+    /// reached, it waits up to the borrow timeout for the probes to find another.
+    pub(super) async fn borrow(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
+        // A split session's read after a write needs a reader that replayed it: routed.
+        let steady =
+            self.route.want != Want::Split || want == Want::Writer || self.route.last_write == 0;
+        match if steady { self.borrow_idle(want) } else { None } {
+            Some(lease) => Ok(lease),
+            // Waiting, connecting or routing: boxed, so its state is not part of every session
+            // task.
+            None => Box::pin(self.borrow_routed(want)).await,
+        }
+    }
+
+    /// Switches the session to its pool on instance `member`.
+    pub(super) fn use_member(&mut self, member: usize) {
+        if member != self.route.member as usize {
+            self.pg = self.route.cluster.pool_like(member, &self.pg);
+            self.route.member = u16::try_from(member).unwrap_or(u16::MAX);
+        }
+    }
+
+    /// The steady state: an idle connection on the instance routing picks, no future.
+    pub(super) fn borrow_idle(&mut self, want: Want) -> Option<Lease<ServerConn>> {
+        let member = self.route.cluster.router.pick(want)?;
+        self.use_member(member);
+        let mut lease = self.pg.pool.try_borrow_idle()?;
+        if lease.is_usable() {
+            return Some(lease);
+        }
+        tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
+        lease.release(false);
+        None
+    }
+
+    pub(super) async fn borrow_routed(
+        &mut self,
+        want: Want,
+    ) -> Result<Lease<ServerConn>, BorrowError> {
+        let mut deadline = None;
+        loop {
+            let member = match self.read_your_writes(want).await {
+                Some(m) => m,
+                None => match self.route.cluster.router.pick(want) {
+                    Some(m) => m,
+                    None => self.route.cluster.route(want).await?,
+                },
+            };
+            self.use_member(member);
+            let cluster = &self.route.cluster;
+            let result = match self.pg.pool.try_borrow_idle() {
+                Some(lease) => Ok(lease),
+                None => self.pg.pool.borrow().await,
+            };
+            match result {
+                Ok(mut lease) => {
+                    if lease.is_usable() {
+                        return Ok(lease);
+                    }
+                    tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
+                    lease.release(false);
+                }
+                // The instance was drained while this borrow waited: route again.
+                Err(BorrowError::Closed { .. }) => {}
+                Err(BorrowError::Connect(e)) if e.unreachable() => {
+                    let timeout = cluster.settings.borrow_timeout;
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    if Instant::now() >= deadline {
+                        return Err(BorrowError::Connect(e));
+                    }
+                    tracing::info!(session = self.id, error = %e, "instance unreachable; routing again");
+                    cluster.router.after_unreachable(member, deadline).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What the transaction at the front of `cin` needs: on split endpoints, a reader for a
+    /// read-only one (`BEGIN READ ONLY`, or anything but `BEGIN READ WRITE` under a read-only
+    /// session default), else the writer.
+    pub(super) fn transaction_want(&self) -> Want {
+        if self.route.want != Want::Split {
+            return self.route.want;
+        }
+        let first = match wire::next_frame(&self.cin, usize::MAX) {
+            Ok(Some(f)) => &self.cin[..f.len],
+            _ => &[][..],
+        };
+        let text = query_text(first.first().copied().unwrap_or(0), first);
+        let begins =
+            text.is_some_and(|t| starts_with_word(t, b"BEGIN") || starts_with_word(t, b"START"));
+        let says = |phrase: &[u8]| {
+            text.is_some_and(|t| {
+                t.windows(phrase.len())
+                    .any(|w| w.eq_ignore_ascii_case(phrase))
+            })
+        };
+        let read_only = if begins && says(b"READ ONLY") {
+            true
+        } else if begins && says(b"READ WRITE") {
+            false
+        } else {
+            self.settings.iter().any(|(k, v)| {
+                k == "default_transaction_read_only"
+                    && matches!(v.as_str(), "on" | "true" | "1" | "yes")
+            })
+        };
+        if read_only {
+            Want::Reader { fallback: true }
+        } else {
+            Want::Writer
+        }
+    }
+
+    /// Split endpoints, a read-only transaction after a write: a reader that has replayed the
+    /// write, waiting up to the read-your-writes timeout; else (`Some(writer)`) the writer.
+    pub(super) async fn read_your_writes(&self, want: Want) -> Option<usize> {
+        if self.route.want != Want::Split || want == Want::Writer || self.route.last_write == 0 {
+            return None;
+        }
+        let router = &self.route.cluster.router;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(self.route.ryw_ms));
+        match router
+            .caught_up_reader(self.route.last_write, deadline)
+            .await
+        {
+            Some(m) => Some(m),
+            None => router.pick(Want::Writer),
+        }
+    }
+
+    /// Split endpoints: remembers where the writer's WAL is after this session's transaction.
+    pub(super) async fn note_write(&mut self, lease: &mut Lease<ServerConn>) {
+        // The insert position: past this transaction's commit record even when the commit was
+        // asynchronous (synchronous_commit = off), unlike the write position. Should it sit past
+        // a page header no replica replays yet, the read waits out the timeout on the writer:
+        // slower, never stale.
+        let sql = "SELECT pg_current_wal_insert_lsn()::text";
+        let read = tokio::time::timeout(RESET_TIMEOUT, lease.simple_query(&self.pg.login, sql));
+        if let Ok(Ok(rows)) = read.await
+            && let Some(lsn) = rows
+                .first()
+                .and_then(|r| r.as_deref())
+                .and_then(crate::postgres::probe::parse_lsn)
+        {
+            self.route.last_write = lsn;
+        }
+    }
+
+    /// The server connection was lost with the session between or inside requests: the client
+    /// gets one error for what was in flight (or for its next request) and keeps its session;
+    /// the next transaction runs on whatever instance routing picks.
+    pub(super) fn after_cut(&mut self) {
+        let cut = self.pipeline.cut();
+        self.sout.clear();
+        let rolled_back = cut.in_transaction && !self.commit_in_flight;
+        let (code, message) = cut_error(rolled_back);
+        tracing::warn!(session = self.id, pool = %self.pg.pool.name(), code, in_flight = cut.ready, "server connection lost");
+        if cut.ready == 0 && !cut.unsynced {
+            if cut.in_transaction {
+                self.cut_failure = Some(rolled_back);
+            }
+            return;
+        }
+        wire::error_response(&mut self.cout, "ERROR", code, message);
+        for _ in 0..cut.ready {
+            wire::ready_for_query(&mut self.cout, status::IDLE);
+        }
+        self.skip_to_sync = cut.unsynced;
+    }
+
+    /// Answers the request at the front of `cin` with an error, as Postgres answers a failed
+    /// one: a simple Query at once, extended-protocol messages are skipped up to their Sync.
+    pub(super) fn fail_request(&mut self, code: &str, message: &str) {
+        wire::error_response(&mut self.cout, "ERROR", code, message);
+        if matches!(self.cin.first(), Some(b'Q' | b'F')) {
+            if let Ok(Some(f)) = wire::next_frame(&self.cin, usize::MAX) {
+                self.cin.advance(f.len);
+            }
+            wire::ready_for_query(&mut self.cout, status::IDLE);
+        } else {
+            self.skip_to_sync = true;
+            self.skip();
+        }
+    }
+
+    /// Drops whole client messages up to and including a Sync, which gets its ReadyForQuery.
+    pub(super) fn skip(&mut self) {
+        while let Ok(Some(f)) = wire::next_frame(&self.cin, usize::MAX) {
+            let tag = self.cin[0];
+            if tag == b'X' {
+                return; // the idle wait sees the Terminate
+            }
+            self.cin.advance(f.len);
+            if tag == b'S' {
+                self.skip_to_sync = false;
+                wire::ready_for_query(&mut self.cout, status::IDLE);
+                return;
+            }
+        }
+    }
+}
+
+/// A FATAL or PANIC ErrorResponse: the server closes the connection after it.
+pub(super) fn ends_session(message: &[u8]) -> bool {
+    let body = &message[wire::FRAME_HEADER_LEN.min(message.len())..];
+    wire::parse_error_fields(body).is_ok_and(|f| matches!(f.severity, "FATAL" | "PANIC"))
+}
+
+pub(super) fn cut_error(rolled_back: bool) -> (&'static str, &'static str) {
+    if rolled_back {
+        (errors::SERIALIZATION_FAILURE, CUT_ROLLED_BACK)
+    } else {
+        (errors::TRANSACTION_RESOLUTION_UNKNOWN, CUT_UNKNOWN)
+    }
+}
+
+/// Whether a Query or Parse may end its transaction with a commit (COMMIT anywhere in it, END,
+/// PREPARE TRANSACTION): if the server is lost now, the outcome is unknown.
+pub(super) fn commits(tag: u8, message: &[u8]) -> bool {
+    query_text(tag, message).is_some_and(|sql| {
+        [&b"END"[..], b"PREPARE"]
+            .iter()
+            .any(|k| starts_with_word(sql, k))
+            // Anywhere, so `UPDATE ...; COMMIT` in one Query counts (a false alarm only turns
+            // "rolled back" into "outcome unknown", the safe side).
+            || sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"COMMIT"))
+    })
+}
+
+/// The SQL text of a Query or Parse message (`message` starts at its tag).
+fn query_text(tag: u8, message: &[u8]) -> Option<&[u8]> {
+    let body = message.get(wire::FRAME_HEADER_LEN..)?;
+    match tag {
+        b'Q' => Some(body),
+        // Parse: statement name, NUL, then the query text.
+        b'P' => body
+            .iter()
+            .position(|&b| b == 0)
+            .map(|nul| &body[nul + 1..]),
+        _ => None,
+    }
+}
+
+/// Whether the first word of `sql` is `word` (any case).
+fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let rest = &sql[start..];
+    let len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    rest[..len].eq_ignore_ascii_case(word)
+}
