@@ -10,7 +10,6 @@
 //! one rather than risk writes on both.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use tokio::time::{Duration, Instant};
 
@@ -22,8 +21,6 @@ pub struct ProbeReport {
     pub writable: bool,
     /// Replication position as an ordered number (Postgres LSN; MariaDB GTID sequence sum).
     pub position: Option<u64>,
-    /// The position as the engine writes it (for read-your-writes waits).
-    pub position_text: Option<Arc<str>>,
     /// Ordering of writers across failovers (Postgres timeline); 0 where unknown.
     pub generation: u64,
 }
@@ -249,7 +246,6 @@ impl Machine {
                 .iter()
                 .map(|m| MemberView {
                     healthy: m.health == Health::Up,
-                    known: m.health != Health::Unknown,
                     writable: m.last.as_ref().is_some_and(|r| r.writable),
                     lag: m.lag,
                     position: m.last.as_ref().and_then(|r| r.position),

@@ -79,7 +79,6 @@ impl MyProbe {
         Ok(ProbeReport {
             writable: !flag(0) && !flag(1),
             position,
-            position_text: Some(gtid.into()),
             generation: 0,
         })
     }

@@ -88,7 +88,6 @@ fn parse(text: &str) -> Option<(ProbeReport, usize)> {
         ProbeReport {
             writable: !recovery && !read_only,
             position,
-            position_text: position.map(|_| lsn.into()),
             generation: timeline,
         },
         max,

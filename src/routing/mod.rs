@@ -41,8 +41,6 @@ impl<P> Cluster<P> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
     pub healthy: bool,
-    /// Probed at least once.
-    pub known: bool,
     pub writable: bool,
     /// Behind the writer; `None` when it cannot be told (no writer, no position).
     pub lag: Option<Duration>,
@@ -108,8 +106,9 @@ impl Router {
         }
     }
 
-    /// A router whose single instance is the writer from the start (tests, one-instance setups
-    /// before the first probe).
+    /// A router whose single instance is the writer from the start, for unit tests that need an
+    /// endpoint without probes.
+    #[cfg(test)]
     pub fn fixed_writer(outstanding: Arc<AtomicUsize>) -> Self {
         let r = Self::new(Box::new([outstanding]), Duration::MAX);
         r.publish(Topology {
@@ -118,7 +117,6 @@ impl Router {
             failovers: 0,
             members: Box::new([MemberView {
                 healthy: true,
-                known: true,
                 writable: true,
                 lag: Some(Duration::ZERO),
                 position: None,
@@ -134,10 +132,6 @@ impl Router {
 
     pub fn snapshot(&self) -> Arc<Topology> {
         self.topology.load_full()
-    }
-
-    pub fn members(&self) -> usize {
-        self.outstanding.len()
     }
 
     /// The instance for `want` now, if any.

@@ -5,7 +5,6 @@ use super::*;
 fn member(healthy: bool, writable: bool, lag_s: u64) -> MemberView {
     MemberView {
         healthy,
-        known: true,
         writable,
         lag: Some(Duration::from_secs(lag_s)),
         position: Some(lag_s),
