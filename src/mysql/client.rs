@@ -340,18 +340,12 @@ pub(super) async fn check_schema(pool: &MyPool, db: &str) -> Result<(), Refusal>
     {
         return Ok(());
     }
-    let mut lease = loop {
-        let mut lease = pool.pool.borrow().await.map_err(|e| {
-            tracing::warn!(pool = %pool.pool.name(), error = %e, "first server connection failed");
-            let (code, message) = errors::borrow_failure(&e);
-            refuse(code, message)
-        })?;
-        // One the server closed while it sat idle must not fail a login.
-        if lease.is_usable() {
-            break lease;
-        }
-        lease.release(false);
-    };
+    // The pool hands out no connection the server closed while it sat idle.
+    let mut lease = pool.pool.borrow().await.map_err(|e| {
+        tracing::warn!(pool = %pool.pool.name(), error = %e, "first server connection failed");
+        let (code, message) = errors::borrow_failure(&e);
+        refuse(code, message)
+    })?;
     let addr = pool.login.addr.clone();
     match lease.use_schema(&addr, db).await {
         Ok(()) => {

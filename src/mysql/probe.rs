@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::server::{ServerConn, ServerLogin};
 use super::state::Dialect;
 use crate::health::{Probe, ProbeFuture, ProbeReport};
-use crate::pool::Instance;
+use crate::pool::{Instance, PooledConnection};
 
 /// `gtid_current_pos` is the last applied transaction per domain on a primary and a replica
 /// alike, so positions compare across roles and across a promotion.

@@ -75,6 +75,10 @@ impl PooledConnection for ServerConn {
         // COM_QUIT lets the server end the thread without logging an aborted connection.
         let _ = self.stream.try_write(&[1, 0, 0, 0, command::QUIT]);
     }
+
+    fn is_usable(&mut self) -> bool {
+        crate::pool::idle_and_open(&self.stream, &self.buf)
+    }
 }
 
 fn protocol(addr: &str, reason: impl ToString) -> ConnectError {
@@ -231,15 +235,6 @@ impl ServerConn {
 
     pub fn deprecate_eof(&self) -> bool {
         self.caps & caps::DEPRECATE_EOF != 0
-    }
-
-    /// True if the server has not closed the connection or sent anything while it sat idle.
-    pub fn is_usable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn send(&mut self, addr: &str, out: &[u8]) -> Result<(), ConnectError> {

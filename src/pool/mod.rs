@@ -22,6 +22,19 @@ use tokio::time::{Duration, Instant};
 /// instance lock's caller and in Drop.
 pub trait PooledConnection: Send + 'static {
     fn close(self);
+    /// False when the server ended the connection while it sat idle (restart, terminated
+    /// backend): the pool closes it instead of handing it out.
+    fn is_usable(&mut self) -> bool;
+}
+
+/// Whether an idle server connection has stayed silent: data or EOF from the server means it
+/// ended the connection (terminated backend, restart) while it sat in the pool.
+pub fn idle_and_open(stream: &tokio::net::TcpStream, unread: &[u8]) -> bool {
+    if !unread.is_empty() {
+        return false;
+    }
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 pub type ConnectFuture<'a, C> = Pin<Box<dyn Future<Output = Result<C, ConnectError>> + Send + 'a>>;
@@ -149,20 +162,46 @@ impl<C: PooledConnection> Pool<C> {
         &self.inner.instance
     }
 
-    /// An idle connection if one is ready now: no future, no allocation (the steady state).
+    /// A usable idle connection if one is ready now: no future, no allocation (the steady state).
     pub fn try_borrow_idle(&self) -> Option<Lease<C>> {
         let inner = &self.inner;
-        inner
-            .instance
-            .take_idle(inner.index, inner.settings.max_lifetime)
-            .map(|conn| Lease::new(self.clone(), conn))
+        loop {
+            let conn = inner
+                .instance
+                .take_idle(inner.index, inner.settings.max_lifetime)?;
+            if let Some(lease) = self.usable(Lease::new(self.clone(), conn)) {
+                return Some(lease);
+            }
+        }
     }
 
-    /// Takes a server connection: an idle one, a new one under the cap, or the next one
+    /// Takes a usable server connection: an idle one, a new one under the cap, or the next one
     /// released, waiting in FIFO order up to the borrow timeout.
     pub async fn borrow(&self) -> Result<Lease<C>, BorrowError> {
         let started = Instant::now();
         let deadline = started + self.inner.settings.borrow_timeout;
+        loop {
+            if let Some(lease) = self.usable(self.borrow_until(started, deadline).await?) {
+                return Ok(lease);
+            }
+        }
+    }
+
+    /// `lease` unless the server ended it while it sat idle (then it is closed).
+    fn usable(&self, mut lease: Lease<C>) -> Option<Lease<C>> {
+        if lease.is_usable() {
+            return Some(lease);
+        }
+        tracing::info!(pool = %self.inner.name, "discarded a server connection closed while idle");
+        lease.release(false);
+        None
+    }
+
+    async fn borrow_until(
+        &self,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Lease<C>, BorrowError> {
         let inner = &self.inner;
         let grant = match inner
             .instance

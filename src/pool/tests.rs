@@ -12,11 +12,17 @@ use super::*;
 struct Conn {
     id: usize,
     closed: Arc<AtomicUsize>,
+    /// The server ended it while it sat idle.
+    dead: bool,
 }
 
 impl PooledConnection for Conn {
     fn close(self) {
         self.closed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn is_usable(&mut self) -> bool {
+        !self.dead
     }
 }
 
@@ -35,6 +41,7 @@ impl Connector<Conn> for TestConnector {
             Ok(Conn {
                 id,
                 closed: self.0.closed.clone(),
+                dead: false,
             })
         })
     }
@@ -295,4 +302,37 @@ async fn a_borrow_dropped_mid_connect_or_mid_wait_gives_its_slot_back() {
         "the connection went back to the pool"
     );
     assert!(p.try_borrow_idle().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_the_server_ended_while_idle_are_closed_not_handed_out() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(3), 100));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    let mut leases: Vec<_> = Vec::new();
+    for _ in 0..3 {
+        leases.push(p.borrow().await.unwrap());
+    }
+    let alive = leases[0].id;
+    for lease in &mut leases[1..] {
+        lease.dead = true;
+    }
+    // Released dead last, so the idle list hands them out first (most recently used).
+    for lease in leases {
+        lease.release(true);
+    }
+    let got = p.try_borrow_idle().unwrap();
+    assert_eq!(got.id, alive);
+    assert_eq!(counter.closed.load(Ordering::SeqCst), 2);
+    got.release(true);
+    let mut got = p.borrow().await.unwrap();
+    assert_eq!(got.id, alive);
+    got.dead = true;
+    got.release(true);
+    let fresh = p.borrow().await.unwrap();
+    assert_eq!(
+        fresh.id, 3,
+        "a dead idle connection makes way for a new one"
+    );
+    assert_eq!(counter.closed.load(Ordering::SeqCst), 3);
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::server::{ServerConn, ServerLogin};
 use crate::health::{Probe, ProbeFuture, ProbeReport};
-use crate::pool::Instance;
+use crate::pool::{Instance, PooledConnection};
 
 /// The writer's position is its WAL *write* position: what a replica can reach. (The insert
 /// position can sit past a page header after a WAL switch that no replica ever replays, which

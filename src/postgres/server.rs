@@ -64,6 +64,10 @@ impl PooledConnection for ServerConn {
         wire::terminate(&mut buf);
         let _ = self.stream.try_write(&buf);
     }
+
+    fn is_usable(&mut self) -> bool {
+        crate::pool::idle_and_open(&self.stream, &self.buf)
+    }
 }
 
 fn protocol(login: &ServerLogin, reason: impl ToString) -> ConnectError {
@@ -199,16 +203,6 @@ impl ServerConn {
                 return Err(protocol(login, "server closed the connection"));
             }
         }
-    }
-
-    /// An idle connection must have nothing to say: data or EOF means the server ended it
-    /// (terminated backend, restart) while it sat in the pool.
-    pub fn is_usable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Runs a simple query to completion and returns the first column of each row.

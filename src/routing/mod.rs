@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::pool::{BorrowError, PoolSettings};
+use crate::pool::{BorrowError, Lease, Pool, PoolSettings, PooledConnection};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
@@ -34,6 +34,37 @@ impl<P> Cluster<P> {
                 role: want.role(),
                 waited: started.elapsed(),
             })
+    }
+
+    /// One borrow from `pool`, on instance `member`, for a session routing its transaction.
+    /// `Ok(None)`: route again, because the instance was drained while the borrow waited, or
+    /// could not be reached (its probe is asked to run now) and `deadline`, set at the first
+    /// such failure, has not passed.
+    pub async fn borrow_on<C: PooledConnection>(
+        &self,
+        pool: &Pool<C>,
+        member: usize,
+        deadline: &mut Option<Instant>,
+    ) -> Result<Option<Lease<C>>, BorrowError> {
+        let result = match pool.try_borrow_idle() {
+            Some(lease) => Ok(lease),
+            None => pool.borrow().await,
+        };
+        match result {
+            Ok(lease) => Ok(Some(lease)),
+            Err(BorrowError::Closed { .. }) => Ok(None),
+            Err(BorrowError::Connect(e)) if e.unreachable() => {
+                let timeout = self.settings.borrow_timeout;
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                if Instant::now() >= deadline {
+                    return Err(BorrowError::Connect(e));
+                }
+                tracing::info!(pool = %pool.name(), error = %e, "instance unreachable; routing again");
+                self.router.after_unreachable(member, deadline).await;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -8,7 +8,6 @@ use crate::mysql::server::ServerConn;
 use crate::mysql::state::{Vars, effective};
 use crate::mysql::wire::command;
 use crate::pool::{BorrowError, ConnectError, Lease};
-use tokio::time::Instant;
 
 /// A replay the server refused: the client gets this as its command's ERR.
 pub(in crate::mysql) type Refused = (Code, String);
@@ -76,16 +75,16 @@ impl Session {
     /// The steady state: an idle connection on the instance routing picks, no future.
     fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
         let member = self.ep.cluster.router.pick(self.ep.want)?;
+        self.use_member(member);
+        self.pool.pool.try_borrow_idle()
+    }
+
+    /// Switches the session to its pool on instance `member`.
+    fn use_member(&mut self, member: usize) {
         if member != self.member {
             self.pool = self.ep.cluster.pool_like(member, &self.pool);
             self.member = member;
         }
-        let mut lease = self.pool.pool.try_borrow_idle()?;
-        if lease.is_usable() {
-            return Some(lease);
-        }
-        lease.release(false);
-        None
     }
 
     async fn borrow_routed(&mut self) -> Result<Lease<ServerConn>, Refused> {
@@ -96,37 +95,21 @@ impl Session {
         };
         loop {
             let cluster = &self.ep.cluster;
-            let want = self.ep.want;
-            let member = match cluster.router.pick(want) {
+            let member = match cluster.router.pick(self.ep.want) {
                 Some(m) => m,
-                None => cluster.route(want).await.map_err(|e| fail(self.id, e))?,
+                None => cluster
+                    .route(self.ep.want)
+                    .await
+                    .map_err(|e| fail(self.id, e))?,
             };
-            if member != self.member {
-                self.pool = cluster.pool_like(member, &self.pool);
-                self.member = member;
-            }
-            let result = match self.pool.pool.try_borrow_idle() {
-                Some(lease) => Ok(lease),
-                None => self.pool.pool.borrow().await,
-            };
-            match result {
-                Ok(mut lease) => {
-                    if lease.is_usable() {
-                        return Ok(lease);
-                    }
-                    lease.release(false);
-                }
-                // The instance was drained while this borrow waited: route again.
-                Err(BorrowError::Closed { .. }) => {}
-                Err(BorrowError::Connect(e)) if e.unreachable() => {
-                    let timeout = cluster.settings.borrow_timeout;
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                    if Instant::now() >= deadline {
-                        return Err(fail(self.id, BorrowError::Connect(e)));
-                    }
-                    tracing::info!(session = self.id, error = %e, "instance unreachable; routing again");
-                    cluster.router.after_unreachable(member, deadline).await;
-                }
+            self.use_member(member);
+            let cluster = &self.ep.cluster;
+            match cluster
+                .borrow_on(&self.pool.pool, member, &mut deadline)
+                .await
+            {
+                Ok(Some(lease)) => return Ok(lease),
+                Ok(None) => {}
                 Err(e) => return Err(fail(self.id, e)),
             }
         }

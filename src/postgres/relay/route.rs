@@ -23,10 +23,7 @@ impl Session {
     /// it sat idle in the pool. With no instance to route to (a failover), or one that cannot be
     /// reached, it waits up to the borrow timeout for the probes to find another.
     pub(super) async fn borrow(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
-        // A split session's read after a write needs a reader that replayed it: routed.
-        let steady =
-            self.route.want != Want::Split || want == Want::Writer || self.route.last_write == 0;
-        match if steady { self.borrow_idle(want) } else { None } {
+        match self.borrow_idle(want) {
             Some(lease) => Ok(lease),
             // Waiting, connecting or routing: boxed, so its state is not part of every session
             // task.
@@ -35,30 +32,25 @@ impl Session {
     }
 
     /// Switches the session to its pool on instance `member`.
-    pub(super) fn use_member(&mut self, member: usize) {
+    fn use_member(&mut self, member: usize) {
         if member != self.route.member as usize {
             self.pg = self.route.cluster.pool_like(member, &self.pg);
             self.route.member = u16::try_from(member).unwrap_or(u16::MAX);
         }
     }
 
-    /// The steady state: an idle connection on the instance routing picks, no future.
-    pub(super) fn borrow_idle(&mut self, want: Want) -> Option<Lease<ServerConn>> {
+    /// The steady state: an idle connection on the instance routing picks, no future. Not for
+    /// a split session's read after a write: that needs a reader that replayed it.
+    fn borrow_idle(&mut self, want: Want) -> Option<Lease<ServerConn>> {
+        if self.needs_replayed_reader(want) {
+            return None;
+        }
         let member = self.route.cluster.router.pick(want)?;
         self.use_member(member);
-        let mut lease = self.pg.pool.try_borrow_idle()?;
-        if lease.is_usable() {
-            return Some(lease);
-        }
-        tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
-        lease.release(false);
-        None
+        self.pg.pool.try_borrow_idle()
     }
 
-    pub(super) async fn borrow_routed(
-        &mut self,
-        want: Want,
-    ) -> Result<Lease<ServerConn>, BorrowError> {
+    async fn borrow_routed(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
         let mut deadline = None;
         loop {
             let member = match self.read_your_writes(want).await {
@@ -70,32 +62,18 @@ impl Session {
             };
             self.use_member(member);
             let cluster = &self.route.cluster;
-            let result = match self.pg.pool.try_borrow_idle() {
-                Some(lease) => Ok(lease),
-                None => self.pg.pool.borrow().await,
-            };
-            match result {
-                Ok(mut lease) => {
-                    if lease.is_usable() {
-                        return Ok(lease);
-                    }
-                    tracing::info!(pool = %self.pg.pool.name(), "discarded a server connection closed while idle");
-                    lease.release(false);
-                }
-                // The instance was drained while this borrow waited: route again.
-                Err(BorrowError::Closed { .. }) => {}
-                Err(BorrowError::Connect(e)) if e.unreachable() => {
-                    let timeout = cluster.settings.borrow_timeout;
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                    if Instant::now() >= deadline {
-                        return Err(BorrowError::Connect(e));
-                    }
-                    tracing::info!(session = self.id, error = %e, "instance unreachable; routing again");
-                    cluster.router.after_unreachable(member, deadline).await;
-                }
-                Err(e) => return Err(e),
+            if let Some(lease) = cluster
+                .borrow_on(&self.pg.pool, member, &mut deadline)
+                .await?
+            {
+                return Ok(lease);
             }
         }
+    }
+
+    /// A split session's read-only transaction after a write of its own.
+    fn needs_replayed_reader(&self, want: Want) -> bool {
+        self.route.want == Want::Split && want != Want::Writer && self.route.last_write != 0
     }
 
     /// What the transaction at the front of `cin` needs: on split endpoints, a reader for a
@@ -138,7 +116,7 @@ impl Session {
     /// Split endpoints, a read-only transaction after a write: a reader that has replayed the
     /// write, waiting up to the read-your-writes timeout; else (`Some(writer)`) the writer.
     pub(super) async fn read_your_writes(&self, want: Want) -> Option<usize> {
-        if self.route.want != Want::Split || want == Want::Writer || self.route.last_write == 0 {
+        if !self.needs_replayed_reader(want) {
             return None;
         }
         let router = &self.route.cluster.router;
