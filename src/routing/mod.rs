@@ -167,11 +167,14 @@ impl Router {
 
     /// The instance for `want` now, if any.
     pub fn pick(&self, want: Want) -> Option<usize> {
-        let t = self.topology.load();
+        self.pick_in(&self.topology.load(), want)
+    }
+
+    fn pick_in(&self, t: &Topology, want: Want) -> Option<usize> {
         match want {
             Want::Writer | Want::Split => t.writer,
             Want::Reader { fallback } => {
-                self.reader(&t, None)
+                self.reader(t, None)
                     .or(if fallback { t.writer } else { None })
             }
         }
@@ -206,10 +209,7 @@ impl Router {
 
     /// The instance for `want`, waiting for one up to `deadline`.
     pub async fn route(&self, want: Want, deadline: Instant) -> Option<usize> {
-        match self.pick(want) {
-            Some(i) => Some(i),
-            None => self.wait(want, deadline).await,
-        }
+        self.until(deadline, |t| self.pick_in(t, want)).await
     }
 
     /// After a borrow could not reach instance `i`: probe it now and wait for the verdict (or
@@ -220,7 +220,8 @@ impl Router {
             n.notify_one();
         }
         let soon = Instant::now() + Duration::from_millis(250);
-        self.changed_since(epoch, deadline.min(soon)).await;
+        self.until(deadline.min(soon), |t| (t.epoch > epoch).then_some(i))
+            .await;
     }
 
     /// Resolves when instance `i`'s probe was asked to run early.
@@ -231,47 +232,29 @@ impl Router {
         }
     }
 
-    /// Waits until `want` can be met or `deadline` passes.
-    pub async fn wait(&self, want: Want, deadline: Instant) -> Option<usize> {
+    /// A reader that has replayed up to `position`, waiting up to `deadline` for one.
+    pub async fn caught_up_reader(&self, position: u64, deadline: Instant) -> Option<usize> {
+        self.until(deadline, |t| self.reader(t, Some(position)))
+            .await
+    }
+
+    /// The first answer `found` gives on the current snapshot or the ones published after it,
+    /// up to `deadline`.
+    async fn until(
+        &self,
+        deadline: Instant,
+        found: impl Fn(&Topology) -> Option<usize>,
+    ) -> Option<usize> {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             // Registered before the check, so a snapshot published in between is not missed.
             changed.as_mut().enable();
-            if let Some(i) = self.pick(want) {
+            if let Some(i) = found(&self.topology.load()) {
                 return Some(i);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return None;
-            }
-        }
-    }
-
-    /// A reader that has replayed up to `position`, waiting up to `deadline` for one.
-    pub async fn caught_up_reader(&self, position: u64, deadline: Instant) -> Option<usize> {
-        loop {
-            let t = self.snapshot();
-            if let Some(i) = self.reader(&t, Some(position)) {
-                return Some(i);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            self.changed_since(t.epoch, deadline).await;
-        }
-    }
-
-    /// Waits for any snapshot newer than `epoch`, up to `deadline`.
-    pub async fn changed_since(&self, epoch: u64, deadline: Instant) {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.topology.load().epoch > epoch {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return;
             }
         }
     }
