@@ -110,6 +110,7 @@ impl App {
                         name: ep.name.clone(),
                         cluster,
                         want,
+                        read_your_writes_timeout: ryw_timeout,
                         users: users.clone(),
                         kill: kill.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),

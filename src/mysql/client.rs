@@ -54,6 +54,8 @@ pub struct MyEndpoint {
     pub cluster: Arc<MyCluster>,
     /// What this endpoint's transactions need: the writer, or a reader.
     pub want: Want,
+    /// Split endpoints: how long a read after a write waits for a reader to apply it.
+    pub read_your_writes_timeout: Duration,
     pub users: Arc<Users>,
     pub kill: Arc<KillRegistry>,
     pub idle_client_timeout: Duration,
@@ -396,6 +398,7 @@ mod tests {
                 settings,
             }),
             want: Want::Writer,
+            read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
             kill: Arc::new(KillRegistry::default()),
             idle_client_timeout: second,

@@ -23,10 +23,12 @@ use super::server::ServerConn;
 use super::state::Vars;
 use super::wire::{self, Reply, ReplyKind};
 use crate::pool::Lease;
+use crate::routing::Want;
 
 mod change_user;
 mod commands;
 mod pins;
+mod route;
 mod statements;
 mod sync;
 
@@ -51,6 +53,7 @@ pub enum End {
     Fatal(Code, String),
 }
 
+use route::LastWrite;
 use statements::Prepared;
 
 /// Why a session keeps its connection for the next command although no transaction is open.
@@ -73,6 +76,12 @@ pub struct Session {
     peer: SocketAddr,
     /// The instance the session used last, and its pool there.
     member: usize,
+    /// What the current (or next) transaction needs: the endpoint's role, or on split
+    /// endpoints the writer or a reader, decided by the command that starts it.
+    want: Want,
+    last_write: LastWrite,
+    /// The reader that has applied `last_write`, once one was seen to.
+    replayed_on: Option<usize>,
     pool: Arc<MyPool>,
     kill: KillHandle,
     schema: Option<Box<str>>,
@@ -114,6 +123,9 @@ impl Session {
             ep,
             peer,
             member,
+            want: Want::Writer, // set by each command that borrows
+            last_write: LastWrite::None,
+            replayed_on: None,
             pool,
             kill,
             schema,
@@ -364,12 +376,14 @@ impl Session {
         !mode.is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"))
     }
 
+    /// Whether the session must keep its connection for the next command.
+    fn must_keep(&self) -> bool {
+        self.status & wire::status::IN_TRANS != 0 || self.pins.is_some() || self.hold != Hold::None
+    }
+
     /// Gives the connection back unless the session must keep it.
     fn maybe_release(&mut self) {
-        let keep = self.status & wire::status::IN_TRANS != 0
-            || self.pins.is_some()
-            || self.hold != Hold::None;
-        if keep {
+        if self.must_keep() {
             return;
         }
         if let Some(lease) = self.lease.take() {
@@ -385,9 +399,7 @@ impl Session {
         if !lease.buf.is_empty() {
             return; // mid-reply: dropping closes it, and the server rolls back
         }
-        let dirty = self.status & wire::status::IN_TRANS != 0
-            || self.pins.is_some()
-            || self.hold != Hold::None;
+        let dirty = self.must_keep();
         let mut clean = true;
         if dirty {
             clean = tokio::time::timeout(RESET_TIMEOUT, sync::reset_server(&self.pool, &mut lease))

@@ -37,6 +37,9 @@ pub const TRACKED: [(&str, &str); 24] = [
 
 /// `sql_mode`'s slot: read for every statement scanned (NO_BACKSLASH_ESCAPES), so not searched.
 pub const SQL_MODE: usize = 5;
+/// `transaction_read_only` / `tx_read_only`: a session default of read-only sends its
+/// transactions to a reader on split endpoints.
+pub const READ_ONLY: usize = 8;
 
 /// The slot of a variable name as a client may spell it (`tx_isolation` and
 /// `transaction_isolation` both work on servers that know either).
@@ -143,6 +146,9 @@ pub struct ConnState {
     pub last_insert_id: u64,
     /// Server statement ids of the statements prepared here.
     pub statements: HashMap<std::sync::Arc<StatementKey>, u32>,
+    /// `@@last_gtid` when sluice last read it here (split endpoints): a different value after a
+    /// transaction means that transaction wrote.
+    pub last_gtid: Option<Box<str>>,
 }
 
 /// The baseline when `vars` is `None`.
@@ -194,6 +200,7 @@ mod tests {
         );
         assert_eq!(tracked_slot("sql_log_bin"), None);
         assert_eq!(tracked_slot("sql_mode"), Some(SQL_MODE));
+        assert_eq!(tracked_slot("tx_read_only"), Some(READ_ONLY));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::mysql::kill::KillLookup;
 use crate::mysql::pinning::{self, Effects, Kill};
 use crate::mysql::server::ServerConn;
 use crate::mysql::wire::{self, Reply, ReplyKind, command, status};
+use crate::routing::Want;
 use crate::session::PinReason;
 
 /// A command of several packets is read whole up to this size (the server's own
@@ -23,6 +24,9 @@ impl Session {
     pub(super) async fn command(&mut self, client: &mut TcpStream, len: usize) -> Result<(), End> {
         let packet = self.cin.split_to(len);
         let payload = &packet[wire::HEADER_LEN..];
+        if self.lease.is_none() {
+            self.want = self.transaction_want(payload);
+        }
         let result = match payload[0] {
             command::QUIT => return Err(End::ClientGone),
             // Answered here: a hold stays for the command that needs it.
@@ -60,6 +64,13 @@ impl Session {
         };
         result?;
         self.flush(client).await?;
+        if self.want == Want::Writer
+            && self.ep.want == Want::Split
+            && self.lease.is_some()
+            && !self.must_keep()
+        {
+            Box::pin(self.note_write()).await;
+        }
         self.maybe_release();
         Ok(())
     }

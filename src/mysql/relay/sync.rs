@@ -8,6 +8,7 @@ use crate::mysql::server::ServerConn;
 use crate::mysql::state::{Vars, effective};
 use crate::mysql::wire::command;
 use crate::pool::{BorrowError, ConnectError, Lease};
+use crate::routing::Want;
 
 /// A replay the server refused: the client gets this as its command's ERR.
 pub(in crate::mysql) type Refused = (Code, String);
@@ -64,6 +65,12 @@ impl Session {
     /// up to the borrow timeout for the probes to find another. A failed borrow fails the
     /// command, not the session: the client may retry.
     async fn borrow(&mut self) -> Result<Lease<ServerConn>, Refused> {
+        if self.needs_replayed_reader() {
+            if let Some(lease) = Box::pin(self.replayed_reader()).await {
+                return Ok(lease);
+            }
+            self.want = Want::Writer;
+        }
         match self.borrow_idle() {
             Some(lease) => Ok(lease),
             // Waiting, connecting or routing: boxed, so its state is not part of every session
@@ -74,13 +81,13 @@ impl Session {
 
     /// The steady state: an idle connection on the instance routing picks, no future.
     fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
-        let member = self.ep.cluster.router.pick(self.ep.want)?;
+        let member = self.ep.cluster.router.pick(self.want)?;
         self.use_member(member);
         self.pool.pool.try_borrow_idle()
     }
 
     /// Switches the session to its pool on instance `member`.
-    fn use_member(&mut self, member: usize) {
+    pub(super) fn use_member(&mut self, member: usize) {
         if member != self.member {
             self.pool = self.ep.cluster.pool_like(member, &self.pool);
             self.member = member;
@@ -95,10 +102,10 @@ impl Session {
         };
         loop {
             let cluster = &self.ep.cluster;
-            let member = match cluster.router.pick(self.ep.want) {
+            let member = match cluster.router.pick(self.want) {
                 Some(m) => m,
                 None => cluster
-                    .route(self.ep.want)
+                    .route(self.want)
                     .await
                     .map_err(|e| fail(self.id, e))?,
             };

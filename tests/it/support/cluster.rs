@@ -286,12 +286,13 @@ pub struct MariaCluster {
 impl MariaCluster {
     /// A primary and one replica with default server options.
     pub fn start() -> MariaCluster {
-        Self::start_with(MariaOptions::default())
+        Self::start_with(1, MariaOptions::default())
     }
 
-    /// Like [`MariaCluster::start`]; `opts` apply to both members, after the cluster's lines.
-    pub fn start_with(opts: MariaOptions) -> MariaCluster {
-        let conf = |lines: &[&str]| MariaOptions {
+    /// A primary and `replicas` GTID replicas; `opts` apply to every member, after the
+    /// cluster's lines.
+    pub fn start_with(replicas: usize, opts: MariaOptions) -> MariaCluster {
+        let conf = |lines: &[String]| MariaOptions {
             max_connections: opts.max_connections,
             extra_conf: [
                 "log-bin=mysql-bin",
@@ -300,12 +301,12 @@ impl MariaCluster {
                 "gtid-strict-mode=1",
             ]
             .iter()
-            .chain(lines)
             .map(|l| l.to_string())
+            .chain(lines.iter().cloned())
             .chain(opts.extra_conf.iter().cloned())
             .collect(),
         };
-        let primary = MariaDb::start_with(conf(&["server-id=1"]));
+        let primary = MariaDb::start_with(conf(&["server-id=1".into()]));
         let (user, pw) = (
             mariadb::literal(MY_REPLICATOR.0),
             mariadb::literal(MY_REPLICATOR.1),
@@ -314,24 +315,48 @@ impl MariaCluster {
             "CREATE USER {user}@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD({pw});
              GRANT REPLICATION SLAVE ON *.* TO {user}@'%';"
         ));
-        let replica = MariaDb::start_bare(conf(&["server-id=2", "read-only=1"]));
-        // An empty gtid_slave_pos asks for the primary's whole binlog. MASTER_CONNECT_RETRY=1:
-        // the default 60 s would leave the replica idle that long after the primary restarts.
-        replica.sql(&format!(
-            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER={user}, \
-             MASTER_PASSWORD={pw}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; \
-             START SLAVE;",
-            primary.port()
-        ));
-        let cluster = MariaCluster {
-            members: vec![primary, replica],
+        let mut cluster = MariaCluster {
+            members: vec![primary],
             primary: 0,
-            replicating: vec![false, true],
-            sql_stopped: vec![false, false],
+            replicating: vec![false],
+            sql_stopped: vec![false],
         };
-        // Tests log in to the replica as `app` right away: the users must be there.
+        for r in 0..replicas {
+            let server_id = format!("server-id={}", r + 2);
+            let replica = MariaDb::start_bare(conf(&[server_id, "read-only=1".into()]));
+            cluster.members.push(replica);
+            cluster.replicating.push(true);
+            cluster.sql_stopped.push(false);
+            cluster.replicate_from_primary(r + 1);
+        }
+        // Tests log in to the replicas as `app` right away: the users must be there.
         cluster.wait_caught_up();
         cluster
+    }
+
+    /// Points member `i` at the current primary and starts replicating from where its own
+    /// GTID position is (an empty one asks for the primary's whole binlog).
+    fn replicate_from_primary(&self, i: usize) {
+        let (user, pw) = (
+            mariadb::literal(MY_REPLICATOR.0),
+            mariadb::literal(MY_REPLICATOR.1),
+        );
+        // MASTER_CONNECT_RETRY=1: the default 60 s would leave a replica idle that long after
+        // the primary restarts.
+        self.members[i].sql(&format!(
+            "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, \
+             MASTER_USER={user}, MASTER_PASSWORD={pw}, MASTER_USE_GTID=slave_pos, \
+             MASTER_CONNECT_RETRY=1; START SLAVE;",
+            self.primary().port()
+        ));
+    }
+
+    /// Points replica `i` at the current primary (after a promote). It must not have applied
+    /// more than the new primary had.
+    pub fn follow(&mut self, i: usize) {
+        assert!(self.replicating[i], "follow({i}): member {i} is a primary");
+        self.replicate_from_primary(i);
+        self.sql_stopped[i] = false;
     }
 
     /// The member that takes writes now: member 0 until [`MariaCluster::promote`].
@@ -339,17 +364,12 @@ impl MariaCluster {
         &self.members[self.primary]
     }
 
-    /// The replica, member 1 (still after it is promoted).
-    pub fn replica(&self) -> &MariaDb {
-        &self.members[1]
-    }
-
-    /// Member `i`: 0 is the first primary, 1 the replica.
+    /// Member `i`: 0 is the first primary, then the replicas.
     pub fn member(&self, i: usize) -> &MariaDb {
         &self.members[i]
     }
 
-    /// `127.0.0.1:port` of both members, dead ones included, in member order.
+    /// `127.0.0.1:port` of every member, dead ones included, in member order.
     pub fn addrs(&self) -> Vec<String> {
         self.members
             .iter()
