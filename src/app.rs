@@ -192,6 +192,7 @@ fn pg_cluster(
             user: monitor.secret.username.clone(),
             password: monitor.secret.password.clone(),
             database: "postgres".into(),
+            scram: Default::default(),
         };
         let probe = Box::new(PgProbe::new(login, instance.clone()));
         let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone());

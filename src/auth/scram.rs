@@ -9,6 +9,10 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+mod client;
+
+pub use client::{SaltedCache, ScramClient};
+
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 const ITERATIONS: u32 = 4096;
 
@@ -60,6 +64,11 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     out
 }
 
+/// PostgreSQL falls back to the raw bytes when SASLprep rejects a password.
+fn saslprep(password: &str) -> std::borrow::Cow<'_, str> {
+    stringprep::saslprep(password).unwrap_or(std::borrow::Cow::Borrowed(password))
+}
+
 /// Constant-time equality, so a proof check leaks no timing.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -72,11 +81,7 @@ impl ScramKeys {
     }
 
     fn derive_with(password: &str, salt: [u8; 16], iterations: u32) -> Self {
-        // PostgreSQL falls back to the raw bytes when SASLprep rejects a password.
-        let prepared = stringprep::saslprep(password)
-            .map(|p| p.into_owned())
-            .unwrap_or_else(|_| password.to_owned());
-        let salted = hi(prepared.as_bytes(), &salt, iterations);
+        let salted = hi(saslprep(password).as_bytes(), &salt, iterations);
         let client_key = hmac(&salted, &[b"Client Key"]);
         Self {
             salt,

@@ -125,6 +125,7 @@ impl PgPools {
             user: login_user.to_owned(),
             password: password.to_owned(),
             database: database.to_owned(),
+            scram: Default::default(),
         };
         let connector = PgConnector {
             login: login.clone(),

@@ -2,14 +2,15 @@
 //! queries sluice runs itself (init_query, `SHOW max_connections`, resets).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData};
+use crate::auth::scram::{SaltedCache, ScramClient};
 use crate::pool::{ConnectError, PooledConnection};
 
 /// Largest message sluice reads whole from a server on the control plane.
@@ -22,6 +23,8 @@ pub struct ServerLogin {
     pub user: String,
     pub password: String,
     pub database: String,
+    /// SCRAM's salted password, shared by the clones of this login.
+    pub scram: Arc<SaltedCache>,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -106,7 +109,7 @@ impl ServerConn {
             &[("user", &login.user), ("database", &login.database)],
         );
         self.send(login, &mut out).await?;
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         loop {
             let (tag, body) = self.read_message(login).await?;
             match tag {
@@ -129,10 +132,7 @@ impl ServerConn {
                         if !mechanisms.contains(&"SCRAM-SHA-256") {
                             return Err(protocol(login, "server offers no SCRAM-SHA-256"));
                         }
-                        let s = ScramSha256::new(
-                            login.password.as_bytes(),
-                            ChannelBinding::unsupported(),
-                        );
+                        let s = ScramClient::new();
                         wire::sasl_initial_response(&mut out, "SCRAM-SHA-256", s.message());
                         scram = Some(s);
                         self.send(login, &mut out).await?;
@@ -141,12 +141,14 @@ impl ServerConn {
                         let s = scram
                             .as_mut()
                             .ok_or_else(|| protocol(login, "unexpected SASL"))?;
-                        s.update(data).map_err(|e| protocol(login, e))?;
-                        wire::sasl_response(&mut out, s.message());
+                        let answer = s
+                            .answer(data, &login.password, &login.scram)
+                            .map_err(|e| protocol(login, e))?;
+                        wire::sasl_response(&mut out, answer.as_bytes());
                         self.send(login, &mut out).await?;
                     }
                     AuthRequest::SaslFinal { data } => {
-                        let mut s = scram
+                        let s = scram
                             .take()
                             .ok_or_else(|| protocol(login, "unexpected SASL"))?;
                         s.finish(data).map_err(|e| protocol(login, e))?;

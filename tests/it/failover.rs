@@ -2,6 +2,7 @@
 //! endpoint follows a promoted replica without dropping idle clients, the reader endpoint
 //! spreads over replicas and skips lagging ones.
 
+mod drill;
 mod mysql;
 
 use std::fmt::Write as _;

@@ -13,7 +13,7 @@ use crate::support::sluice::{ProxyOptions, Sluice};
 use crate::support::tools::{command_output, require};
 
 /// A libpq client command aimed at sluice as `user`.
-fn client(pg: &PgServer, proxy: &Sluice, program: &str, user: (&str, &str)) -> Command {
+pub(crate) fn client(pg: &PgServer, proxy: &Sluice, program: &str, user: (&str, &str)) -> Command {
     let mut cmd = Command::new(pg.bin(program));
     libpq_env(&mut cmd, proxy, user);
     cmd
@@ -261,7 +261,7 @@ fn connect_storm_with_md5_and_scram() {
     }
 }
 
-fn processed(pgbench_out: &str) -> i64 {
+pub(crate) fn processed(pgbench_out: &str) -> i64 {
     pgbench_out
         .lines()
         .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
