@@ -15,7 +15,15 @@ pub const PACKET_TOO_LARGE: Code = (1153, "08S01");
 pub const OUT_OF_ORDER: Code = (1156, "08S01");
 pub const UNKNOWN_STMT: Code = (1243, "HY000");
 pub const NOT_SUPPORTED: Code = (1235, "42000");
-pub const LOST_CONNECTION: Code = (2013, "HY000");
+/// A transaction cut by a lost server: rolled back, safe to retry, the connection goes on. The
+/// deadlock code, which ORMs and sysbench already retry. (2013, the client library's own "lost
+/// connection", cannot be sent: Connector/C turns any errno from 2000 to 2999 in an ERR into
+/// 2027 "malformed packet".)
+pub const CUT_ROLLED_BACK: Code = (1213, "40001");
+/// A statement or COMMIT in flight when the server was lost: it may or may not have committed.
+pub const CUT_UNKNOWN: Code = (1317, "70100");
+/// The session is closed: its state went with the server connection.
+pub const CONNECTION_KILLED: Code = (1927, "70100");
 /// MySQL 8's "closed for inactivity" notice.
 pub const IDLE_TIMEOUT: Code = (4031, "HY000");
 /// What RDS Proxy answers when no connection frees up within the borrow timeout.
@@ -51,6 +59,6 @@ pub fn refusal(e: &ConnectError) -> (Code, String) {
             };
             ((errno, state), message.clone())
         }
-        e => (LOST_CONNECTION, format!("sluice: {e}")),
+        e => (UNKNOWN, format!("sluice: {e}")),
     }
 }

@@ -340,15 +340,22 @@ impl Session {
             return Ok(Some(reply));
         }
         self.drop_lease();
-        let message = "Lost connection to the server during query";
         // A pinned session's state went with the connection: it cannot go on as if it had not.
         if forwarded || !self.out.is_empty() || self.pins.is_some() {
-            return Err(End::Fatal(errors::LOST_CONNECTION, message.into()));
+            return Err(End::Fatal(
+                errors::CONNECTION_KILLED,
+                "sluice: the server connection was lost during the query; the session's state went with it".into(),
+            ));
         }
-        tracing::warn!(session = self.id, "server connection lost before its reply");
+        let (code, message) = route::cut_error(self.status, command, kind);
+        tracing::warn!(
+            session = self.id,
+            code = code.0,
+            "server connection lost before its reply"
+        );
         self.status &= !wire::status::IN_TRANS;
         self.hold = Hold::None;
-        self.error(errors::LOST_CONNECTION, message);
+        self.error(code, message);
         self.flush(client).await?;
         Ok(None)
     }

@@ -1,14 +1,16 @@
 //! Where a MySQL session's transactions go on split endpoints, and read-your-writes: a
 //! read-only transaction after a write of the session's own runs on a reader only once that
-//! reader has applied the write's GTID (MariaDB `MASTER_GTID_WAIT`), else on the writer.
+//! reader has applied the write's GTID (MariaDB `MASTER_GTID_WAIT`), else on the writer. And
+//! the error a command gets when its server is lost.
 
 use tokio::time::{Duration, Instant};
 
 use super::Session;
+use crate::mysql::errors::{self, Code};
 use crate::mysql::scan::{Token, Tokens};
 use crate::mysql::server::ServerConn;
 use crate::mysql::state::{READ_ONLY, effective};
-use crate::mysql::wire::command;
+use crate::mysql::wire::{self, ReplyKind, command};
 use crate::pool::Lease;
 use crate::routing::Want;
 
@@ -179,13 +181,71 @@ fn start_transaction_says(sql: &[u8], escapes: bool) -> Option<bool> {
     None
 }
 
+/// The error for a command whose server was lost before any of its reply: "rolled back" inside
+/// a transaction when the command cannot have committed it, else "outcome unknown".
+pub(super) fn cut_error(status: u16, command: &[u8], kind: ReplyKind) -> (Code, &'static str) {
+    let payload = command.get(wire::HEADER_LEN..).unwrap_or_default();
+    let in_transaction = status & wire::status::IN_TRANS != 0;
+    let cannot_commit = kind == ReplyKind::Query
+        && payload.first() == Some(&command::QUERY)
+        && !may_commit(&payload[1..]);
+    if in_transaction && cannot_commit {
+        (
+            errors::CUT_ROLLED_BACK,
+            "sluice: the server connection was lost (failover or server shutdown): the transaction was rolled back and can be retried",
+        )
+    } else {
+        (
+            errors::CUT_UNKNOWN,
+            "sluice: the server connection was lost while the statement ran: it may or may not have been committed",
+        )
+    }
+}
+
+/// Whether `sql` may end a transaction with a commit: COMMIT anywhere, or a statement that is
+/// not plain DML (DDL, LOCK TABLES, SET autocommit and the like commit implicitly).
+fn may_commit(sql: &[u8]) -> bool {
+    let mut statement_start = true;
+    for t in Tokens::new(sql) {
+        if t.is("COMMIT") {
+            return true;
+        }
+        match t {
+            Token::Semicolon => statement_start = true,
+            Token::Word(_) if statement_start => {
+                let dml = [
+                    "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "DO",
+                ];
+                if !dml.iter().any(|k| t.is(k)) {
+                    return true;
+                }
+                statement_start = false;
+            }
+            Token::Executable => return true,
+            _ => statement_start = false,
+        }
+    }
+    false
+}
+
 fn first(rows: &[Vec<Option<String>>]) -> Option<&str> {
     rows.first()?.first()?.as_deref()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::start_transaction_says;
+    use super::{may_commit, start_transaction_says};
+
+    #[test]
+    fn knows_what_cannot_commit() {
+        assert!(!may_commit(b"INSERT INTO t VALUES (1)"));
+        assert!(!may_commit(b"/* c */ select 1; update t set a = 'commit'"));
+        assert!(may_commit(b"COMMIT"));
+        assert!(may_commit(b"UPDATE t SET a = 1; COMMIT"));
+        assert!(may_commit(b"CREATE TABLE x (a int)"));
+        assert!(may_commit(b"SET autocommit = 1"));
+        assert!(may_commit(b"/*!40101 COMMIT */"));
+    }
 
     #[test]
     fn reads_the_transaction_access_mode() {

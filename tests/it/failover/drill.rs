@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use super::{client, cluster_config};
 use crate::pg_proxy;
 use crate::support::client::scalar;
-use crate::support::cluster::PgCluster;
+use crate::support::cluster::{MariaCluster, PgCluster};
+use crate::support::mariadb::{APP as MY_APP, MY_APPDB, MariaOptions};
 use crate::support::postgres::{APP, APPDB};
 use crate::support::sluice::Sluice;
-use crate::support::tools::command_output;
+use crate::support::tools::{self, command_output};
 
 /// How long the load runs; the writer is killed `KILL_AFTER` into it.
 const LOAD_SECS: u64 = 12;
@@ -187,4 +188,112 @@ async fn pg_failover_under_pgbench_load_loses_no_commit_and_drops_no_client() {
     // At most one transaction of unknown outcome per aborted client may have committed too.
     assert!(rows <= processed + aborted.len() as i64, "{out}\n{err}");
     assert_eq!(dropped, 0);
+}
+
+#[test]
+fn mariadb_failover_under_sysbench_load_loses_no_commit_and_drops_no_client() {
+    let sysbench = tools::require("sysbench");
+    let semi_sync = MariaOptions {
+        extra_conf: vec!["rpl_semi_sync_slave_enabled=ON".into()],
+        ..Default::default()
+    };
+    let mut cluster = MariaCluster::start_with(2, semi_sync);
+    // A commit is acknowledged once one replica has it in its relay log (AFTER_SYNC).
+    cluster.primary().sql(
+        "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC; \
+         SET GLOBAL rpl_semi_sync_master_timeout = 60000; \
+         SET GLOBAL rpl_semi_sync_master_enabled = ON;",
+    );
+    for i in 1..=2 {
+        cluster
+            .member(i)
+            .sql("STOP SLAVE IO_THREAD; START SLAVE IO_THREAD;");
+    }
+    let sysbench_at = |port: u16| {
+        let mut cmd = Command::new(&sysbench);
+        cmd.args(["--db-driver=mysql", "--mysql-host=127.0.0.1"])
+            .arg(format!("--mysql-port={port}"))
+            .arg(format!("--mysql-user={}", MY_APP.0))
+            .arg(format!("--mysql-password={}", MY_APP.1))
+            .arg(format!("--mysql-db={MY_APPDB}"))
+            .args(["--tables=2", "--table-size=100"]);
+        cmd
+    };
+    let (ok, out, err) =
+        command_output(sysbench_at(cluster.primary().port()).args(["oltp_insert", "prepare"]));
+    assert!(ok.success(), "sysbench prepare: {out}\n{err}");
+    cluster.wait_caught_up();
+    let clients = |m: &crate::support::mariadb::MariaDb| {
+        m.sql("SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'")
+    };
+    assert!(
+        clients(cluster.primary()).ends_with('2'),
+        "{}",
+        clients(cluster.primary())
+    );
+    let rows = |m: &crate::support::mariadb::MariaDb| -> i64 {
+        m.sql(&format!(
+            "SELECT (SELECT count(*) FROM {MY_APPDB}.sbtest1) + (SELECT count(*) FROM {MY_APPDB}.sbtest2)"
+        ))
+        .parse()
+        .unwrap()
+    };
+    let before = rows(cluster.primary());
+    let proxy = Sluice::start(&cluster_config("mysql", &cluster.addrs(), "100ms", ""));
+
+    let load = spawn_load({
+        let mut cmd = sysbench_at(proxy.port());
+        cmd.args([
+            "--threads=8",
+            "--report-interval=0",
+            "--mysql-ignore-errors=1213,1317",
+        ])
+        .arg(format!("--time={LOAD_SECS}"))
+        .args(["oltp_insert", "run"]);
+        cmd
+    });
+    std::thread::sleep(KILL_AFTER);
+    cluster.kill9(0);
+    std::thread::sleep(PROMOTE_AFTER);
+    // The replica that received the most has every acknowledged commit.
+    let seq = |i: usize| {
+        let pos = cluster.received(i);
+        pos.rsplit('-')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (next, other) = if seq(1) >= seq(2) { (1, 2) } else { (2, 1) };
+    cluster.promote(next);
+    let promoted = Instant::now();
+    let wrote = crate::support::mariadb::cli_at(
+        proxy.port(),
+        MY_APP.0,
+        MY_APP.1,
+        MY_APPDB,
+        "INSERT INTO sbtest1 (k, c, pad) VALUES (0, 'drill', 'drill')",
+    );
+    let to_first_write = promoted.elapsed();
+    assert!(wrote.is_ok(), "first write: {wrote:?}");
+    cluster.follow(other);
+
+    let (_, out, err) = load.join().unwrap();
+    let committed = number_after(&out, "transactions:");
+    let rows = rows(cluster.member(next)) - before - 1;
+    let log = proxy.log_contents();
+    let dropped = log.matches("session ended by sluice").count();
+    println!(
+        "drill: mariadb, probe 100ms, sysbench oltp_insert 8 threads: {committed} committed, \
+         {rows} rows, {} errors 1213/1317 (rolled back / outcome unknown, retried by sysbench), \
+         {dropped} clients dropped; first write after promotion (new CLI connection) {} ms",
+        number_after(&out, "ignored errors:"),
+        to_first_write.as_millis(),
+    );
+    assert!(committed > 0, "sysbench:\n{out}\n{err}\nsluice log:\n{log}");
+    assert!(
+        rows >= committed,
+        "{} acknowledged commits lost:\n{out}",
+        committed - rows
+    );
+    assert_eq!(dropped, 0, "{log}");
 }

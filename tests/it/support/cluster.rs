@@ -383,16 +383,39 @@ impl MariaCluster {
     }
 
     /// Makes replica `i` a writable primary (forgetting its master) and
-    /// [`MariaCluster::primary`].
+    /// [`MariaCluster::primary`], after it applied everything it had received: what an operator
+    /// does so that no commit a semi-synchronous primary acknowledged is lost.
     pub fn promote(&mut self, i: usize) {
         assert!(
             self.replicating[i],
             "promote({i}): member {i} is not a replica"
         );
-        self.members[i].sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;");
+        let received = self.received(i);
+        let m = &self.members[i];
+        m.sql("STOP SLAVE IO_THREAD");
+        if !received.is_empty() {
+            let applied = m.sql(&format!(
+                "SELECT MASTER_GTID_WAIT({}, {})",
+                mariadb::literal(&received),
+                TIMEOUT.as_secs()
+            ));
+            assert_eq!(applied, "0", "member {i} did not apply its relay log");
+        }
+        m.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;");
         self.primary = i;
         self.replicating[i] = false;
         self.sql_stopped[i] = false;
+    }
+
+    /// The GTID position replica `i` has received (applied or not): `Gtid_IO_Pos`.
+    pub fn received(&self, i: usize) -> String {
+        let status = self.members[i].sql("SHOW SLAVE STATUS\\G");
+        status
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Gtid_IO_Pos:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
     }
 
     /// Stops applying replicated events on replica `i` (they are still fetched): it lags.
