@@ -19,6 +19,14 @@ class Checks:
     def fail(self, what):
         self.failures.append(what)
 
+    def step(self, say, expect):
+        """Tells the driving test `say` and waits for its `expect` on stdin (ends on anything else)."""
+        print(say, flush=True)
+        got = sys.stdin.readline().strip()
+        if got != expect:
+            self.fail(f"harness said {got!r}, expected {expect!r}")
+            self.finish()
+
     def finish(self, **extra):
         print("RESULT " + json.dumps({"checks": self.count, "failures": len(self.failures), **extra}))
         for f in self.failures:

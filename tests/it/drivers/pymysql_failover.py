@@ -11,14 +11,6 @@ host, port, user, password, db = sys.argv[1:6]
 checks = Checks()
 
 
-def step(say, expect):
-    print(say, flush=True)
-    got = sys.stdin.readline().strip()
-    if got != expect:
-        checks.fail(f"harness said {got!r}, expected {expect!r}")
-        checks.finish()
-
-
 def session():
     return connect(host, port, user, password, db)
 
@@ -39,7 +31,7 @@ cut = session()
 execute(cut, "BEGIN")
 execute(cut, "INSERT INTO t VALUES (100, 'cut')")
 
-step("READY", "KILLED")
+checks.step("READY", "KILLED")
 outcomes = {}
 
 
@@ -56,7 +48,7 @@ threads = [threading.Thread(target=wait_for_writer, args=(i,)) for i in range(le
 for t in threads:
     t.start()
 time.sleep(0.3)
-step("WAITING", "PROMOTED")
+checks.step("WAITING", "PROMOTED")
 promoted = time.monotonic()
 execute(idle[0], "INSERT INTO t VALUES (300, 'first')")
 first_write = time.monotonic() - promoted

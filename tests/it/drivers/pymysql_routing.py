@@ -11,14 +11,6 @@ primary, r1, r2 = int(primary), int(r1), int(r2)
 checks = Checks()
 
 
-def step(say, expect):
-    print(say, flush=True)
-    got = sys.stdin.readline().strip()
-    if got != expect:
-        checks.fail(f"harness said {got!r}, expected {expect!r}")
-        checks.finish()
-
-
 def ports_seen(port, sessions=4, rounds=5):
     conns = [connect(host, port, user, password, db) for _ in range(sessions)]
     seen = {}
@@ -52,8 +44,11 @@ def read():
     return row[0], row[1]
 
 
-# The reader endpoint spreads over both replicas.
-checks.expect("replicas serving the reader endpoint", sorted(ports_seen(reader)), sorted([r1, r2]))
+# The reader endpoint spreads over both replicas (once the probes have seen both).
+deadline = time.monotonic() + 10
+while sorted(seen := ports_seen(reader)) != sorted([r1, r2]) and time.monotonic() < deadline:
+    time.sleep(0.2)
+checks.expect("replicas serving the reader endpoint", sorted(seen), sorted([r1, r2]))
 
 # Split: read-only transactions to a reader, the rest to the writer.
 checks.expect("split: plain statements go to the writer", one(s, "SELECT @@port"), primary)
@@ -67,7 +62,7 @@ checks.expect("split: replicas served reads after writes", by_replica > 0, True)
 
 # Neither replica applies anything: each read after a write waits, then the writer serves it.
 # Two rounds: the wait is only tried on readers within max_replica_lag (2 s).
-step("STALL_BOTH", "STALLED")
+checks.step("STALL_BOTH", "STALLED")
 for _ in range(2):
     write()
     started = time.monotonic()
@@ -77,7 +72,7 @@ for _ in range(2):
     checks.expect("stalled: the read waited about the timeout", 0.3 < waited < 5, True)
 
 # Replica 2 applies again, replica 1 falls beyond max_replica_lag (2 s) while the writer writes.
-step("RESUME_R2", "RESUMED")
+checks.step("RESUME_R2", "RESUMED")
 for _ in range(30):
     write()
     time.sleep(0.1)
@@ -88,7 +83,7 @@ for _ in range(5):
     checks.expect("lagging: a read right after a write", count, writes)
     checks.expect("lagging: never the stalled replica", port != r1, True)
 
-step("RESUME_R1", "RESUMED")
+checks.step("RESUME_R1", "RESUMED")
 deadline = time.monotonic() + 15
 while r1 not in ports_seen(reader, sessions=2, rounds=2):
     if time.monotonic() > deadline:
