@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::drivers::{Run, run_sampling_with, script};
-use crate::support::mariadb::{APP, MY_APPDB, MY_OTHERDB, MariaDb, cli_at};
+use crate::support::mariadb::{APP, MY_APPDB, MY_OTHERDB, MariaDb, cli_at, sysbench};
 use crate::support::sluice::{ProxyOptions, Sluice};
 use crate::support::tools::{self, command_output};
 
@@ -217,20 +217,10 @@ fn kill_query_stops_only_that_sessions_statement() {
 
 #[test]
 fn sysbench_over_a_small_pool() {
-    let sysbench = tools::require("sysbench");
     let db = MariaDb::start();
     let pool = 4;
     let sluice = proxy(&db, pool, "mysql_native_password");
-    let common = |port: u16| {
-        let mut cmd = Command::new(&sysbench);
-        cmd.args(["--db-driver=mysql", "--mysql-host=127.0.0.1"])
-            .arg(format!("--mysql-port={port}"))
-            .arg(format!("--mysql-user={}", APP.0))
-            .arg(format!("--mysql-password={}", APP.1))
-            .arg(format!("--mysql-db={MY_APPDB}"))
-            .args(["--tables=2", "--table-size=1000"]);
-        cmd
-    };
+    let common = |port: u16| sysbench(port, 1000);
     let (status, out, err) =
         command_output(common(db.port()).arg("oltp_read_write").arg("prepare"));
     assert!(status.success(), "sysbench prepare: {out}\n{err}");

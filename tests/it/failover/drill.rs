@@ -12,10 +12,10 @@ use super::{client, cluster_config};
 use crate::pg_proxy;
 use crate::support::client::scalar;
 use crate::support::cluster::{MariaCluster, PgCluster};
-use crate::support::mariadb::{APP as MY_APP, MY_APPDB, MariaOptions};
+use crate::support::mariadb::{APP as MY_APP, MY_APPDB, MariaOptions, sysbench};
 use crate::support::postgres::{APP, APPDB};
 use crate::support::sluice::Sluice;
-use crate::support::tools::{self, command_output};
+use crate::support::tools::command_output;
 
 /// How long the load runs; the writer is killed `KILL_AFTER` into it.
 const LOAD_SECS: u64 = 12;
@@ -192,7 +192,6 @@ async fn pg_failover_under_pgbench_load_loses_no_commit_and_drops_no_client() {
 
 #[test]
 fn mariadb_failover_under_sysbench_load_loses_no_commit_and_drops_no_client() {
-    let sysbench = tools::require("sysbench");
     let semi_sync = MariaOptions {
         extra_conf: vec!["rpl_semi_sync_slave_enabled=ON".into()],
         ..Default::default()
@@ -209,16 +208,7 @@ fn mariadb_failover_under_sysbench_load_loses_no_commit_and_drops_no_client() {
             .member(i)
             .sql("STOP SLAVE IO_THREAD; START SLAVE IO_THREAD;");
     }
-    let sysbench_at = |port: u16| {
-        let mut cmd = Command::new(&sysbench);
-        cmd.args(["--db-driver=mysql", "--mysql-host=127.0.0.1"])
-            .arg(format!("--mysql-port={port}"))
-            .arg(format!("--mysql-user={}", MY_APP.0))
-            .arg(format!("--mysql-password={}", MY_APP.1))
-            .arg(format!("--mysql-db={MY_APPDB}"))
-            .args(["--tables=2", "--table-size=100"]);
-        cmd
-    };
+    let sysbench_at = |port: u16| sysbench(port, 100);
     let (ok, out, err) =
         command_output(sysbench_at(cluster.primary().port()).args(["oltp_insert", "prepare"]));
     assert!(ok.success(), "sysbench prepare: {out}\n{err}");

@@ -2,7 +2,7 @@
 //! failover, and on the reader and read_write_split endpoints.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use super::cluster_config;
 use crate::my_proxy::python;
@@ -18,37 +18,21 @@ fn mariadb_writer_failover_keeps_idle_clients_and_their_commits() {
     ));
     cluster.wait_caught_up();
     let proxy = Sluice::start(&cluster_config("mysql", &cluster.addrs(), "100ms", ""));
-    let mut child = python("pymysql_failover.py", proxy.port(), &[MY_APPDB])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    while let Some(Ok(line)) = lines.next() {
-        seen.push(line.clone());
-        match line.as_str() {
+    let all = drive(
+        python("pymysql_failover.py", proxy.port(), &[MY_APPDB]),
+        &proxy,
+        |line| match line {
             "READY" => {
                 cluster.wait_caught_up();
                 cluster.kill9(0);
-                writeln!(stdin, "KILLED").unwrap();
+                Some("KILLED")
             }
             "WAITING" => {
                 cluster.promote(1);
-                writeln!(stdin, "PROMOTED").unwrap();
+                Some("PROMOTED")
             }
-            _ => {}
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    let all = seen.join("\n");
-    assert!(
-        out.status.success() && all.contains("RESULT "),
-        "{all}\n{}\nsluice log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log_contents()
+            _ => None,
+        },
     );
     println!("{all}");
     let count = |who: &str| {
@@ -84,35 +68,51 @@ fn mariadb_reader_and_split_endpoints_spread_skip_laggards_and_read_their_writes
         .collect();
     let mut args = vec![MY_APPDB, &ports[1], &ports[2]];
     args.extend(members.iter().map(String::as_str));
-    let mut child = python("pymysql_routing.py", proxy.port(), &args)
+    drive(
+        python("pymysql_routing.py", proxy.port(), &args),
+        &proxy,
+        |line| match line {
+            "STALL_BOTH" => {
+                cluster.stop_sql_thread(1);
+                cluster.stop_sql_thread(2);
+                Some("STALLED")
+            }
+            "RESUME_R2" => {
+                cluster.start_sql_thread(2);
+                Some("RESUMED")
+            }
+            "RESUME_R1" => {
+                cluster.start_sql_thread(1);
+                cluster.wait_caught_up();
+                Some("RESUMED")
+            }
+            _ => None,
+        },
+    );
+}
+
+/// Runs a check script that the test drives step by step: each line it prints goes to `step`,
+/// whose answer (if any) is written back to its stdin. Panics unless the script passed;
+/// returns everything it printed.
+fn drive(
+    mut cmd: Command,
+    proxy: &Sluice,
+    mut step: impl FnMut(&str) -> Option<&'static str>,
+) -> String {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
-    while let Some(Ok(line)) = lines.next() {
-        seen.push(line.clone());
-        let reply = match line.as_str() {
-            "STALL_BOTH" => {
-                cluster.stop_sql_thread(1);
-                cluster.stop_sql_thread(2);
-                "STALLED"
-            }
-            "RESUME_R2" => {
-                cluster.start_sql_thread(2);
-                "RESUMED"
-            }
-            "RESUME_R1" => {
-                cluster.start_sql_thread(1);
-                cluster.wait_caught_up();
-                "RESUMED"
-            }
-            _ => continue,
-        };
-        writeln!(stdin, "{reply}").unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let Ok(line) = line else { break };
+        if let Some(reply) = step(&line) {
+            writeln!(stdin, "{reply}").unwrap();
+        }
+        seen.push(line);
     }
     let out = child.wait_with_output().unwrap();
     let all = seen.join("\n");
@@ -122,4 +122,5 @@ fn mariadb_reader_and_split_endpoints_spread_skip_laggards_and_read_their_writes
         String::from_utf8_lossy(&out.stderr),
         proxy.log_contents()
     );
+    all
 }

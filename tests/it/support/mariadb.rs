@@ -385,6 +385,20 @@ pub fn cli_at(
     run_client(cmd, sql)
 }
 
+/// sysbench's MySQL driver pointed at `port` as `app` in `appdb`, over 2 tables of
+/// `table_size` rows; the caller adds the workload and `prepare` / `run`.
+pub fn sysbench(port: u16, table_size: u32) -> Command {
+    let mut cmd = Command::new(super::tools::require("sysbench"));
+    cmd.args(["--db-driver=mysql", "--mysql-host=127.0.0.1"])
+        .arg(format!("--mysql-port={port}"))
+        .arg(format!("--mysql-user={}", APP.0))
+        .arg(format!("--mysql-password={}", APP.1))
+        .arg(format!("--mysql-db={MY_APPDB}"))
+        .arg("--tables=2")
+        .arg(format!("--table-size={table_size}"));
+    cmd
+}
+
 /// The `mariadb` CLI without option files (so ~/.my.cnf cannot interfere), batch mode.
 fn client() -> Command {
     let mut cmd = Command::new(mariadb_bin("mariadb"));
