@@ -27,6 +27,7 @@ use crate::postgres::cluster::PgCluster;
 use crate::postgres::pools::{PgPools, Registries};
 use crate::postgres::probe::PgProbe;
 use crate::routing::{Cluster, Router, Want};
+use crate::tls::{ClientTls, ServerConnector, TlsError};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -38,6 +39,10 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("tls: {0}")]
+    Tls(TlsError),
+    #[error("target group {group}: server_tls: {source}")]
+    ServerTls { group: String, source: TlsError },
     #[error("endpoint {endpoint}: {reason}")]
     Unsupported { endpoint: String, reason: String },
 }
@@ -57,6 +62,14 @@ impl App {
         let session_ids = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
+        let tls = match &config.tls {
+            Some(files) => {
+                let tls = Arc::new(ClientTls::load(files).map_err(AppError::Tls)?);
+                tasks.spawn(tls.clone().watch());
+                Some(tls)
+            }
+            None => None,
+        };
         // One cluster (pools per instance, router, probes) per target group, shared by the
         // endpoints using it.
         let mut pg: HashMap<String, Arc<PgCluster>> = HashMap::new();
@@ -84,11 +97,18 @@ impl App {
                 Role::ReadWriteSplit => Want::Split,
             };
             let ryw_timeout = ep.read_your_writes_timeout.as_std();
+            let server_tls =
+                ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
+                    group: name.clone(),
+                    source,
+                })?;
             let endpoint = match group.engine {
                 Engine::Postgres => {
                     let cluster = pg
                         .entry(name.clone())
-                        .or_insert_with(|| pg_cluster(name, group, &monitor, &mut tasks))
+                        .or_insert_with(|| {
+                            pg_cluster(name, group, &monitor, server_tls, &mut tasks)
+                        })
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
                         name: ep.name.clone(),
@@ -96,6 +116,8 @@ impl App {
                         want,
                         read_your_writes_timeout: ryw_timeout,
                         users: users.clone(),
+                        tls: tls.clone(),
+                        require_tls: ep.require_tls,
                         cancel: cancel.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
                         session_ids: session_ids.clone(),
@@ -104,7 +126,9 @@ impl App {
                 Engine::Mysql => {
                     let cluster = my
                         .entry(name.clone())
-                        .or_insert_with(|| my_cluster(name, group, &monitor, &mut tasks))
+                        .or_insert_with(|| {
+                            my_cluster(name, group, &monitor, server_tls, &mut tasks)
+                        })
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {
                         name: ep.name.clone(),
@@ -112,6 +136,8 @@ impl App {
                         want,
                         read_your_writes_timeout: ryw_timeout,
                         users: users.clone(),
+                        tls: tls.clone(),
+                        require_tls: ep.require_tls,
                         kill: kill.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
                         session_ids: session_ids.clone(),
@@ -182,6 +208,7 @@ fn pg_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
+    tls: ServerConnector,
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
@@ -193,9 +220,11 @@ fn pg_cluster(
             password: monitor.secret.password.clone(),
             database: "postgres".into(),
             scram: Default::default(),
+            tls: tls.clone(),
         };
         let probe = Box::new(PgProbe::new(login, instance.clone()));
-        let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone());
+        let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone())
+            .with_tls(tls.clone());
         (probe, pools)
     })
 }
@@ -205,6 +234,7 @@ fn my_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
+    tls: ServerConnector,
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
     let init_query = &group.connection_pool.init_query;
@@ -216,9 +246,11 @@ fn my_cluster(
             caps: 0,
             // utf8_general_ci: every MySQL and MariaDB version knows it.
             collation: 33,
+            tls: tls.clone(),
         };
         let probe = Box::new(MyProbe::new(login, instance.clone()));
-        (probe, MyPools::new(instance, settings, init_query.clone()))
+        let pools = MyPools::new(instance, settings, init_query.clone()).with_tls(tls.clone());
+        (probe, pools)
     })
 }
 

@@ -16,3 +16,4 @@ pub mod postgres;
 pub mod routing;
 pub mod session;
 pub mod shutdown;
+pub mod tls;

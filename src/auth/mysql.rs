@@ -9,6 +9,8 @@ use super::scram::ct_eq;
 /// Hashes of one password, so a client login costs one hash per plugin, not three.
 #[derive(Clone)]
 pub struct MysqlKeys {
+    /// For caching_sha2_password's full authentication, sent to servers over TLS only.
+    password: std::sync::Arc<str>,
     empty: bool,
     sha1: [u8; 20],
     sha1_sha1: [u8; 20],
@@ -27,12 +29,17 @@ impl MysqlKeys {
         let sha1: [u8; 20] = Sha1::digest(password.as_bytes()).into();
         let sha256: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         Self {
+            password: password.into(),
             empty: password.is_empty(),
             sha1,
             sha1_sha1: Sha1::digest(sha1).into(),
             sha256,
             sha256_sha256: Sha256::digest(sha256).into(),
         }
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// The mysql_native_password response for `nonce`: SHA1(pw) XOR SHA1(nonce, SHA1(SHA1(pw))).

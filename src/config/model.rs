@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,9 @@ pub struct Config {
     pub target_groups: BTreeMap<String, TargetGroup>,
     /// Who may log in, and the secret sluice uses to log in to the database for them.
     pub auth: Vec<AuthEntry>,
+    /// The certificate sluice presents to clients that ask for TLS (all endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     /// The admin HTTP listener (metrics, health, read-only API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
@@ -97,6 +101,46 @@ pub struct TargetGroup {
     pub connection_pool: ConnectionPool,
     #[serde(default)]
     pub health: Health,
+    /// TLS from sluice to the instances.
+    #[serde(default)]
+    pub server_tls: ServerTls,
+}
+
+/// Client-facing TLS. Both files are PEM and re-read on SIGHUP and when they change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, leaf first (relative to the config file).
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How sluice secures its connections to the instances (libpq's `sslmode` words).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    #[serde(default)]
+    pub mode: ServerTlsMode,
+    /// PEM CA bundle for `verify-ca` and `verify-full` (for RDS: the region's CA bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the instance offers it, without checking its certificate.
+    #[default]
+    Prefer,
+    /// TLS always, without checking the certificate.
+    Require,
+    /// TLS with a certificate signed by `ca_file`, whatever name it carries.
+    VerifyCa,
+    /// TLS with a certificate signed by `ca_file` for the instance's host name.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -89,7 +89,10 @@ pub(super) fn parts(root: Value, base_dir: &Path, problems: &mut Vec<Problem>) -
         map.into_iter()
             .map(|(name, v)| {
                 let prefix = [Seg::key("target_groups"), Seg::key(&name)];
-                let group = check_item::<TargetGroup>(v, &prefix, problems);
+                let group = check_item::<TargetGroup>(v, &prefix, problems).map(|mut g| {
+                    g.server_tls.ca_file = g.server_tls.ca_file.map(|f| base_dir.join(f));
+                    g
+                });
                 (name, group)
             })
             .collect()
@@ -105,7 +108,13 @@ pub(super) fn parts(root: Value, base_dir: &Path, problems: &mut Vec<Problem>) -
             })
             .collect()
     });
-    let rest = check_item::<Config>(Value::Object(root), &[], problems);
+    let rest = check_item::<Config>(Value::Object(root), &[], problems).map(|mut c| {
+        if let Some(tls) = &mut c.tls {
+            tls.cert = base_dir.join(&tls.cert);
+            tls.key = base_dir.join(&tls.key);
+        }
+        c
+    });
     Parts {
         endpoints,
         target_groups,

@@ -22,8 +22,10 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
         .as_ref()
         .and_then(|c| c.admin.as_ref())
         .map(|a| a.listen);
+    // Without a readable rest, whether `tls` is set is unknown: no second report then.
+    let has_tls = parts.rest.as_ref().is_none_or(|c| c.tls.is_some());
     if let Some(endpoints) = &parts.endpoints {
-        v.endpoints(endpoints, group_names.as_ref(), admin_listen);
+        v.endpoints(endpoints, group_names.as_ref(), admin_listen, has_tls);
     }
     if let Some(groups) = &parts.target_groups {
         if groups.is_empty() {
@@ -43,6 +45,11 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
         v.auth(auth);
     }
     if let Some(rest) = &parts.rest {
+        if let Some(tls) = &rest.tls
+            && let Err(e) = crate::tls::ClientTls::load(tls)
+        {
+            v.report(&[Seg::key("tls")], &e.to_string());
+        }
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
         if rest.worker_threads == Some(0) {
             v.problems.push(Problem::new(
@@ -79,6 +86,7 @@ impl Validator<'_> {
         endpoints: &[Option<Endpoint>],
         groups: Option<&BTreeSet<&str>>,
         admin_listen: Option<SocketAddr>,
+        has_tls: bool,
     ) {
         if endpoints.is_empty() {
             self.report(
@@ -127,8 +135,11 @@ impl Validator<'_> {
                 );
                 self.report(&at(&path, "target_group"), &msg);
             }
-            if e.require_tls {
-                self.report(&at(&path, "require_tls"), &format!("TLS {NOT_YET}"));
+            if e.require_tls && !has_tls {
+                self.report(
+                    &at(&path, "require_tls"),
+                    "needs a `tls` section with the certificate to present",
+                );
             }
         }
         if let Some(listen) = admin_listen.filter(|l| l.port() != 0)
@@ -140,6 +151,9 @@ impl Validator<'_> {
     }
 
     fn target_group(&mut self, path: &[Seg], group: &TargetGroup, auth_usernames: &[String]) {
+        if let Err(e) = crate::tls::ServerConnector::new(&group.server_tls) {
+            self.report(&at(path, "server_tls"), &e.to_string());
+        }
         if group.instances.is_empty() {
             self.report(&at(path, "instances"), "at least one instance is required");
         }

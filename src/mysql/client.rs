@@ -1,4 +1,4 @@
-//! The client side of a MySQL session: sluice's greeting, the password exchange
+//! The client side of a MySQL session: sluice's greeting, TLS (CLIENT_SSL), the password exchange
 //! (mysql_native_password or caching_sha2_password, switched to whichever the user is configured
 //! for) and the schema check, answered without holding a server connection.
 
@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use super::cluster::MyCluster;
 use super::errors::{self, Code};
@@ -21,14 +21,15 @@ use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps}
 use crate::auth::users::{User, Users};
 use crate::config::PasswordAuthType;
 use crate::routing::Want;
+use crate::tls::{ClientTls, Flavor, Socket};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Handshake packets are small; connection attributes are capped at 64 KiB by servers too.
 const MAX_LOGIN_PACKET: usize = 64 << 10;
 const NATIVE: &str = "mysql_native_password";
 const SHA2: &str = "caching_sha2_password";
-/// What sluice offers clients (then narrowed to what the server has). Not offered: TLS (until
-/// the TLS issue), compression, LOCAL INFILE, session tracking, query attributes.
+/// What sluice offers clients (then narrowed to what the server has; TLS is added when the
+/// endpoint has a certificate). Not offered: compression, LOCAL INFILE, session tracking, query attributes.
 const OFFERED: u32 = caps::LONG_PASSWORD
     | caps::FOUND_ROWS
     | caps::LONG_FLAG
@@ -57,6 +58,10 @@ pub struct MyEndpoint {
     /// Split endpoints: how long a read after a write waits for a reader to apply it.
     pub read_your_writes_timeout: Duration,
     pub users: Arc<Users>,
+    /// The certificate offered to clients (CLIENT_SSL); `None`: TLS is not offered.
+    pub tls: Option<Arc<ClientTls>>,
+    /// Refuse clients that did not switch to TLS.
+    pub require_tls: bool,
     pub kill: Arc<KillRegistry>,
     pub idle_client_timeout: Duration,
     pub session_ids: Arc<AtomicU64>,
@@ -90,7 +95,7 @@ fn hung_up() -> Refusal {
 
 /// Where a login exchange (or COM_CHANGE_USER's) is: the next sequence id to send.
 pub(super) struct Login<'a> {
-    pub stream: &'a mut TcpStream,
+    pub stream: &'a mut Socket,
     pub buf: BytesMut,
     pub seq: u8,
 }
@@ -147,44 +152,82 @@ impl Login<'_> {
 /// client costs.
 #[allow(clippy::manual_async_fn)]
 pub fn serve(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     ep: Arc<MyEndpoint>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // Boxed: the login's state is large and short-lived; inline it would stay in the task.
-        let Some(mut session) = Box::pin(login_or_turn_away(&mut stream, &ep, peer)).await else {
+        let Some((stream, mut session)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await else {
             return;
         };
         session.run(stream).await;
     }
 }
 
+/// What sluice told the client in its greeting, kept across the switch to TLS.
+struct Hello {
+    member: usize,
+    salt: Vec<u8>,
+    offered: u32,
+    id: u32,
+}
+
+/// How far a login got.
+enum Step {
+    /// The client sent an SSLRequest: the handshake comes next, then its real response.
+    StartTls,
+    Session(Box<Session>),
+}
+
 async fn login_or_turn_away(
-    stream: &mut TcpStream,
+    tcp: TcpStream,
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
-) -> Option<Box<Session>> {
-    let mut login = Login {
-        stream,
-        buf: BytesMut::new(),
-        seq: 0,
-    };
-    match tokio::time::timeout(LOGIN_TIMEOUT, login_exchange(&mut login, ep, peer)).await {
-        Ok(Ok(session)) => Some(session),
-        Ok(Err(r)) => {
-            if r.hung_up {
-                tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
-            } else {
-                tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
+) -> Option<(Socket, Box<Session>)> {
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let mut stream = Socket::Plain(tcp);
+    let (mut buf, mut seq, mut hello) = (BytesMut::new(), 0, None);
+    loop {
+        let mut login = Login {
+            stream: &mut stream,
+            buf,
+            seq,
+        };
+        let step = login_exchange(&mut login, ep, peer, &mut hello);
+        match tokio::time::timeout_at(deadline, step).await {
+            Ok(Ok(Step::Session(session))) => return Some((stream, session)),
+            Ok(Ok(Step::StartTls)) => {
+                (buf, seq) = (login.buf, login.seq);
+                let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
+                    return None;
+                };
+                match tokio::time::timeout_at(deadline, tls.accept(Flavor::Mysql, tcp)).await {
+                    Ok(Ok(tls)) => stream = tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(endpoint = %ep.name, %peer, error = %e, "client TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
+                        return None;
+                    }
+                }
             }
-            // In sequence: after an AuthSwitch or a fast-auth packet the ERR is not packet 2.
-            login.refuse(r).await;
-            None
-        }
-        Err(_) => {
-            tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
-            None
+            Ok(Err(r)) => {
+                if r.hung_up {
+                    tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
+                } else {
+                    tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
+                }
+                // In sequence: after an AuthSwitch or a fast-auth packet the ERR is not packet 2.
+                login.refuse(r).await;
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
+                return None;
+            }
         }
     }
 }
@@ -199,44 +242,74 @@ async fn login_exchange(
     login: &mut Login<'_>,
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
-) -> Result<Box<Session>, Refusal> {
-    let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
-        tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
-        let (code, message) = errors::borrow_failure(&e);
-        refuse(code, message)
-    })?;
+    hello: &mut Option<Hello>,
+) -> Result<Step, Refusal> {
+    let member = match hello {
+        Some(h) => h.member,
+        None => Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
+            tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
+            let (code, message) = errors::borrow_failure(&e);
+            refuse(code, message)
+        })?,
+    };
     let pools = &ep.cluster.members[member];
     let server = pools.server_info().await.map_err(|e| {
         tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the server's greeting");
         refuse(errors::UNKNOWN, format!("sluice: {e}"))
     })?;
-    let id = (ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1) as u32;
-    let offered = OFFERED & server.caps | caps::LONG_PASSWORD;
-    let salt = nonce();
-    let greeting = Greeting {
-        version: server.version.clone(),
-        connection_id: id,
-        nonce: salt.clone(),
-        caps: offered,
-        charset: server.collation,
-        status: wire::status::AUTOCOMMIT,
-        plugin: NATIVE.into(),
-    };
     let mut out = Vec::with_capacity(128);
-    greeting.write(&mut out);
-    login.buf.reserve(512);
-    login.seq = 1;
-    login.send(&out).await?;
+    let Hello {
+        salt, offered, id, ..
+    } = match hello {
+        Some(h) => h,
+        None => {
+            let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
+            let h = hello.insert(Hello {
+                member,
+                salt: nonce(),
+                offered: OFFERED & server.caps | caps::LONG_PASSWORD | tls,
+                id: (ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1) as u32,
+            });
+            let greeting = Greeting {
+                version: server.version.clone(),
+                connection_id: h.id,
+                nonce: h.salt.clone(),
+                caps: h.offered,
+                charset: server.collation,
+                status: wire::status::AUTOCOMMIT,
+                plugin: NATIVE.into(),
+            };
+            greeting.write(&mut out);
+            login.buf.reserve(512);
+            login.seq = 1;
+            login.send(&out).await?;
+            h
+        }
+    };
+    let (salt, offered, id) = (&salt[..], *offered, *id);
     let payload = login.read().await?;
     let hr = HandshakeResponse::parse(&payload)
         .map_err(|e| refuse(errors::HANDSHAKE, format!("Bad handshake: {e}")))?;
     if hr.ssl_request {
+        // Bytes behind the request would be read as if they came through TLS.
+        if ep.tls.is_none() || login.stream.is_tls() || !login.buf.is_empty() {
+            return Err(refuse(
+                errors::HANDSHAKE,
+                "Bad handshake: unexpected SSL request",
+            ));
+        }
+        return Ok(Step::StartTls);
+    }
+    if ep.require_tls && !login.stream.is_tls() {
         return Err(refuse(
-            errors::HANDSHAKE,
-            "TLS is not enabled on this endpoint",
+            errors::INSECURE_TRANSPORT,
+            format!(
+                "Connections using insecure transport are prohibited on endpoint '{}' (require_tls)",
+                ep.name
+            ),
         ));
     }
-    let user = authenticate(login, &ep.users, &hr, &salt, peer).await?;
+    let user = authenticate(login, &ep.users, &hr, salt, peer).await?;
     let negotiated = hr.caps & offered;
     let key = PoolKey {
         user: user.secret.username.clone(),
@@ -260,7 +333,7 @@ async fn login_exchange(
     login.send(&out).await?;
     tracing::debug!(endpoint = %ep.name, session = id, user = %hr.user, database = ?hr.database, "client logged in");
     let kill = ep.kill.register(id, &user.secret.username);
-    Ok(Box::new(Session::new(
+    Ok(Step::Session(Box::new(Session::new(
         id,
         ep.clone(),
         peer,
@@ -268,7 +341,7 @@ async fn login_exchange(
         kill,
         hr.database.map(String::into_boxed_str),
         std::mem::take(&mut login.buf),
-    )))
+    ))))
 }
 
 /// Runs the password exchange for the user's configured plugin; the client may have started
@@ -400,6 +473,8 @@ mod tests {
             want: Want::Writer,
             read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
+            tls: None,
+            require_tls: false,
             kill: Arc::new(KillRegistry::default()),
             idle_client_timeout: second,
             session_ids: Arc::new(AtomicU64::new(0)),

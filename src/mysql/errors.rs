@@ -13,6 +13,8 @@ pub const NO_SUCH_THREAD: Code = (1094, "HY000");
 pub const UNKNOWN: Code = (1105, "HY000");
 pub const PACKET_TOO_LARGE: Code = (1153, "08S01");
 pub const OUT_OF_ORDER: Code = (1156, "08S01");
+/// ER_SECURE_TRANSPORT_REQUIRED: a plaintext client on an endpoint with `require_tls`.
+pub const INSECURE_TRANSPORT: Code = (3159, "HY000");
 pub const UNKNOWN_STMT: Code = (1243, "HY000");
 pub const NOT_SUPPORTED: Code = (1235, "42000");
 /// A transaction cut by a lost server: rolled back, safe to retry, the connection goes on. The

@@ -87,6 +87,7 @@ pub struct MyPools {
     init_query: Arc<str>,
     /// The server's greeting, learned from the first client that connects.
     pub server: tokio::sync::OnceCell<ServerInfo>,
+    tls: crate::tls::ServerConnector,
     pools: Mutex<HashMap<PoolKey, Arc<MyPool>>>,
 }
 
@@ -110,8 +111,16 @@ impl MyPools {
             settings,
             init_query: init_query.into(),
             server: tokio::sync::OnceCell::new(),
+            tls: crate::tls::ServerConnector::disabled(),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Connects to the instance with TLS as `server_tls` says.
+    #[must_use]
+    pub fn with_tls(mut self, tls: crate::tls::ServerConnector) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The server's version and capabilities, read once from a greeting (no login needed).
@@ -149,6 +158,7 @@ impl MyPools {
             keys: keys.clone(),
             caps: key.caps,
             collation: key.collation,
+            tls: self.tls.clone(),
         };
         let baseline = Arc::new(OnceLock::new());
         let connector = MyConnector {

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::tls::Socket;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::Duration;
 
 use super::client::MyEndpoint;
@@ -147,7 +147,7 @@ impl Session {
     }
 
     /// The session's whole life after login.
-    pub async fn run(&mut self, mut client: TcpStream) {
+    pub async fn run(&mut self, mut client: Socket) {
         let end = loop {
             match self.next_command(&mut client).await {
                 Ok(Some(len)) => {
@@ -172,7 +172,7 @@ impl Session {
     }
 
     /// Waits for the client's next command packet; `Ok(None)` when the client left.
-    async fn next_command(&mut self, client: &mut TcpStream) -> Result<Option<usize>, End> {
+    async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
         let started = tokio::time::Instant::now();
         loop {
             if let Some(p) = wire::next_packet(&self.cin) {
@@ -226,7 +226,7 @@ impl Session {
                     Err(_) => continue,
                 }
                 self.cin.reserve(READ_CHUNK);
-                match client.try_read_buf(&mut self.cin) {
+                match client.read_some(&mut self.cin, READ_CHUNK) {
                     Ok(0) => return Ok(None),
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -253,7 +253,7 @@ impl Session {
     }
 
     /// Writes what is queued for the client.
-    async fn flush(&mut self, client: &mut TcpStream) -> Result<(), End> {
+    async fn flush(&mut self, client: &mut Socket) -> Result<(), End> {
         if !self.out.is_empty() {
             client
                 .write_all(&self.out)
@@ -283,7 +283,7 @@ impl Session {
     /// connection. `prepared_as`: the client's id for a COM_STMT_PREPARE reply.
     async fn forward(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         command: &[u8],
         kind: ReplyKind,
         prepared_as: Option<u32>,

@@ -11,6 +11,7 @@ use super::wire::{
 };
 use crate::auth::mysql::MysqlKeys;
 use crate::pool::{ConnectError, PooledConnection};
+use crate::tls::{ServerConnector, Socket};
 
 /// Largest packet sluice reads whole from a server on the control plane.
 const MAX_CONTROL_PACKET: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
@@ -36,6 +37,8 @@ pub struct ServerLogin {
     /// Client capability bits forwarded to the server (`wire::FORWARDED_CAPS` subset).
     pub caps: u32,
     pub collation: u8,
+    /// TLS to the instance, as the target group's `server_tls` says.
+    pub tls: ServerConnector,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -50,7 +53,7 @@ impl std::fmt::Debug for ServerLogin {
 }
 
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// Bytes read from the server and not yet handled.
     pub buf: BytesMut,
     pub thread_id: u32,
@@ -71,13 +74,13 @@ impl std::fmt::Debug for ServerConn {
 }
 
 impl PooledConnection for ServerConn {
-    fn close(self) {
+    fn close(mut self) {
         // COM_QUIT lets the server end the thread without logging an aborted connection.
         let _ = self.stream.try_write(&[1, 0, 0, 0, command::QUIT]);
     }
 
     fn is_usable(&mut self) -> bool {
-        crate::pool::idle_and_open(&self.stream, &self.buf)
+        self.stream.idle_and_open(&self.buf)
     }
 }
 
@@ -120,7 +123,7 @@ fn unreachable(addr: &str, e: std::io::Error) -> ConnectError {
 }
 
 async fn read_packet(
-    stream: &mut TcpStream,
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
     buf: &mut BytesMut,
     addr: &str,
 ) -> Result<(u8, BytesMut), ConnectError> {
@@ -147,12 +150,12 @@ async fn read_packet(
 impl ServerConn {
     pub async fn connect(login: &ServerLogin) -> Result<Self, ConnectError> {
         let addr = login.addr.as_str();
-        let mut stream = TcpStream::connect(addr)
+        let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| unreachable(addr, e))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
         let mut buf = BytesMut::with_capacity(4096);
-        let (_, payload) = read_packet(&mut stream, &mut buf, addr).await?;
+        let (_, payload) = read_packet(&mut tcp, &mut buf, addr).await?;
         if payload.first() == Some(&0xff) {
             return Err(refused(addr, &payload));
         }
@@ -165,7 +168,8 @@ impl ServerConn {
                 format!("server lacks capabilities {:#x}", required & !greeting.caps),
             ));
         }
-        let wanted = (BASE_CAPS | login.caps) & (greeting.caps | caps::LONG_PASSWORD);
+        let mut wanted = (BASE_CAPS | login.caps) & (greeting.caps | caps::LONG_PASSWORD);
+        let (mut stream, seq) = start_tls(tcp, login, &greeting, &mut wanted).await?;
         let plugin = if greeting.plugin == SHA2 {
             SHA2
         } else {
@@ -183,7 +187,7 @@ impl ServerConn {
             ssl_request: false,
         };
         let mut out = Vec::with_capacity(256);
-        response.write(&mut out, 1);
+        response.write(&mut out, seq);
         stream
             .write_all(&out)
             .await
@@ -214,10 +218,21 @@ impl ServerConn {
                 }
                 // caching_sha2_password: 3 = the fast path worked, OK follows.
                 Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&3) => {}
+                // 4 = full authentication: the password itself, which only TLS may carry.
+                Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&4) && stream.is_tls() => {
+                    out.clear();
+                    let mut password = login.keys.password().as_bytes().to_vec();
+                    password.push(0);
+                    wire::write_packet(&mut out, seq.wrapping_add(1), &password);
+                    stream
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| unreachable(addr, e))?;
+                }
                 Some(0x01) => {
                     return Err(protocol(
                         addr,
-                        "caching_sha2_password full authentication needs TLS, not configured",
+                        "caching_sha2_password full authentication needs TLS (set server_tls)",
                     ));
                 }
                 _ => return Err(protocol(addr, "unexpected packet during login")),
@@ -350,6 +365,43 @@ impl ServerConn {
         out.extend_from_slice(&id.to_le_bytes());
         w.finish(out);
     }
+}
+
+/// Switches to TLS after the greeting when wanted and offered: an SSLRequest (the first 32
+/// bytes of a HandshakeResponse) as packet 1, the handshake, then the response as packet 2.
+async fn start_tls(
+    mut tcp: TcpStream,
+    login: &ServerLogin,
+    greeting: &Greeting,
+    wanted: &mut u32,
+) -> Result<(Socket, u8), ConnectError> {
+    let addr = login.addr.as_str();
+    if !login.tls.wanted() || greeting.caps & caps::SSL == 0 {
+        if login.tls.required() {
+            return Err(protocol(
+                addr,
+                "the server does not offer TLS (server_tls requires it)",
+            ));
+        }
+        return Ok((Socket::Plain(tcp), 1));
+    }
+    *wanted |= caps::SSL;
+    let mut payload = Vec::with_capacity(32);
+    payload.extend_from_slice(&wanted.to_le_bytes());
+    payload.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    payload.push(login.collation);
+    payload.extend_from_slice(&[0; 23]);
+    let mut out = Vec::with_capacity(36);
+    wire::write_packet(&mut out, 1, &payload);
+    tcp.write_all(&out)
+        .await
+        .map_err(|e| unreachable(addr, e))?;
+    let socket = login
+        .tls
+        .connect(addr, tcp)
+        .await
+        .map_err(|e| protocol(addr, format!("TLS: {e}")))?;
+    Ok((socket, 2))
 }
 
 /// The auth response for `plugin` and salt `nonce`.

@@ -1,4 +1,4 @@
-//! The client side of a Postgres session: startup packet, SSL/GSS refusal, cancel requests,
+//! The client side of a Postgres session: startup packet, TLS (SSLRequest), cancel requests,
 //! password authentication (SCRAM-SHA-256 or MD5) and the greeting sluice answers itself.
 
 use std::net::SocketAddr;
@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use super::cancel::CancelRegistry;
 use super::cluster::PgCluster;
@@ -21,6 +21,7 @@ use crate::auth::scram::{self, ScramExchange};
 use crate::auth::users::{User, Users};
 use crate::config::PasswordAuthType;
 use crate::routing::Want;
+use crate::tls::{ClientTls, Flavor, Socket};
 
 /// A client must finish startup and authentication within this time.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,6 +38,10 @@ pub struct PgEndpoint {
     /// Split endpoints: how long a read-only transaction waits for a caught-up reader.
     pub read_your_writes_timeout: Duration,
     pub users: Arc<Users>,
+    /// The certificate offered to clients that send an SSLRequest; `None`: TLS is refused.
+    pub tls: Option<Arc<ClientTls>>,
+    /// Refuse clients that did not switch to TLS.
+    pub require_tls: bool,
     pub cancel: Arc<CancelRegistry>,
     pub idle_client_timeout: Duration,
     /// Process-wide: endpoints share pools, and a session id marks unnamed-statement ownership.
@@ -86,7 +91,7 @@ impl From<WireError> for Refusal {
 /// client costs.
 #[allow(clippy::manual_async_fn)]
 pub fn serve(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     ep: Arc<PgEndpoint>,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -94,34 +99,66 @@ pub fn serve(
         // Boxed: the handshake's state is large and short-lived; inline it would stay in the
         // task's allocation for the whole session. The session then lives here once and `run`
         // borrows it.
-        let Some(mut session) = Box::pin(login_or_turn_away(&mut stream, &ep, peer)).await else {
+        let Some((stream, mut session)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await else {
             return;
         };
         session.run(stream).await;
     }
 }
 
+/// How far a login got. Returned once per login, so the session is not boxed for it.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// The client asked for TLS and was told yes: the handshake comes next.
+    StartTls,
+    Session(Session),
+    /// The connection only carried a cancel request.
+    Cancel,
+}
+
 /// Runs the login under its timeout; a refused client is told why, in its own protocol.
 async fn login_or_turn_away(
-    stream: &mut TcpStream,
+    tcp: TcpStream,
     ep: &Arc<PgEndpoint>,
     peer: SocketAddr,
-) -> Option<Session> {
-    match tokio::time::timeout(LOGIN_TIMEOUT, login(stream, ep)).await {
-        Ok(Ok(session)) => session,
-        Ok(Err(refusal)) => {
-            turn_away(stream, ep, peer, refusal).await;
-            None
-        }
-        Err(_) => {
-            tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
-            None
+) -> Option<(Socket, Session)> {
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let mut stream = Socket::Plain(tcp);
+    let mut buf = BytesMut::with_capacity(512);
+    loop {
+        match tokio::time::timeout_at(deadline, login(&mut stream, &mut buf, ep)).await {
+            Ok(Ok(Step::Session(session))) => return Some((stream, session)),
+            Ok(Ok(Step::Cancel)) => return None,
+            Ok(Ok(Step::StartTls)) => {
+                let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
+                    return None;
+                };
+                match tokio::time::timeout_at(deadline, tls.accept(Flavor::Postgres, tcp)).await {
+                    Ok(Ok(tls)) => stream = tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(endpoint = %ep.name, %peer, error = %e, "client TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
+                        return None;
+                    }
+                }
+            }
+            Ok(Err(refusal)) => {
+                turn_away(&mut stream, ep, peer, refusal).await;
+                return None;
+            }
+            Err(_) => {
+                tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
+                return None;
+            }
         }
     }
 }
 
 /// Logs a refusal without secrets and sends it to the client as a FATAL error.
-async fn turn_away(stream: &mut TcpStream, ep: &PgEndpoint, peer: SocketAddr, r: Refusal) {
+async fn turn_away(stream: &mut Socket, ep: &PgEndpoint, peer: SocketAddr, r: Refusal) {
     match r {
         r if r.hung_up => {
             tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
@@ -135,18 +172,26 @@ async fn turn_away(stream: &mut TcpStream, ep: &PgEndpoint, peer: SocketAddr, r:
     }
 }
 
-/// Runs startup and authentication; `None` when the connection only carried a cancel request.
-async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Session>, Refusal> {
-    let mut buf = BytesMut::with_capacity(512);
+/// Runs startup and authentication, up to the point where TLS must be switched on.
+async fn login(
+    stream: &mut Socket,
+    buf: &mut BytesMut,
+    ep: &Arc<PgEndpoint>,
+) -> Result<Step, Refusal> {
     let params = loop {
-        match read_startup(stream, &mut buf).await? {
-            Startup::Ssl | Startup::GssEnc => {
-                // TLS arrives with its own issue; a client that insists on it gets its own error.
+        match read_startup(stream, buf).await? {
+            request @ (Startup::Ssl | Startup::GssEnc) => {
+                // Bytes sent behind the request would be read as if they came through TLS
+                // (CVE-2021-23214).
                 if !buf.is_empty() {
                     return Err(refuse(
                         errors::PROTOCOL_VIOLATION,
                         "unexpected data after SSLRequest",
                     ));
+                }
+                if matches!(request, Startup::Ssl) && ep.tls.is_some() && !stream.is_tls() {
+                    write(stream, b"S").await?;
+                    return Ok(Step::StartTls);
                 }
                 write(stream, b"N").await?;
             }
@@ -156,11 +201,20 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
                 {
                     tracing::warn!(%peer, error = %e, "could not forward a cancel request");
                 }
-                return Ok(None);
+                return Ok(Step::Cancel);
             }
             Startup::Startup { params } => break params,
         }
     };
+    if ep.require_tls && !stream.is_tls() {
+        return Err(refuse(
+            errors::INVALID_AUTHORIZATION,
+            format!(
+                "SSL required: endpoint \"{}\" accepts only TLS connections",
+                ep.name
+            ),
+        ));
+    }
     let param = |name: &str| {
         params
             .iter()
@@ -188,7 +242,7 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
         .to_owned();
     let settings = session_settings(&params)?;
 
-    let user = authenticate(stream, &mut buf, &ep.users, &user_name).await?;
+    let user = authenticate(stream, buf, &ep.users, &user_name).await?;
     let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
         let (code, message) = errors::borrow_failure(&e);
         tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
@@ -213,7 +267,7 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
     write(stream, &out).await?;
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
-    Ok(Some(Session::new(
+    Ok(Step::Session(Session::new(
         id,
         super::relay::Route {
             cluster: ep.cluster.clone(),
@@ -225,12 +279,12 @@ async fn login(stream: &mut TcpStream, ep: &Arc<PgEndpoint>) -> Result<Option<Se
         pg,
         cancel,
         settings,
-        buf,
+        std::mem::take(buf),
         ep.idle_client_timeout,
     )))
 }
 
-async fn read_startup(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Startup, Refusal> {
+async fn read_startup(stream: &mut Socket, buf: &mut BytesMut) -> Result<Startup, Refusal> {
     loop {
         if let Some(s) = wire::read_startup(buf)? {
             return Ok(s);
@@ -239,19 +293,19 @@ async fn read_startup(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Star
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Refusal> {
+async fn read_more(stream: &mut Socket, buf: &mut BytesMut) -> Result<(), Refusal> {
     match stream.read_buf(buf).await {
         Ok(0) | Err(_) => Err(hung_up()),
         Ok(_) => Ok(()),
     }
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Refusal> {
+async fn write(stream: &mut Socket, bytes: &[u8]) -> Result<(), Refusal> {
     stream.write_all(bytes).await.map_err(|_| hung_up())
 }
 
 /// Reads one password-type message ('p') and returns its body.
-async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut, Refusal> {
+async fn read_password(stream: &mut Socket, buf: &mut BytesMut) -> Result<BytesMut, Refusal> {
     loop {
         if let Some(frame) = wire::next_frame(buf, MAX_AUTH_MESSAGE)? {
             if frame.tag != b'p' {
@@ -269,7 +323,7 @@ async fn read_password(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Byt
 }
 
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     buf: &mut BytesMut,
     users: &Users,
     name: &str,
@@ -420,7 +474,8 @@ mod tests {
     /// What an idle client costs is mostly this future: tokio allocates it once per session
     /// task. PgBouncer measures 0.8 KiB per idle client here (docs/benchmarks.md); this budget
     /// stops the future from growing back while that gap is closed (routing through failovers
-    /// added 32 bytes: the session's cluster, instance and a lost server's pending error).
+    /// added 32 bytes: the session's cluster, instance and a lost server's pending error; TLS
+    /// 96: a socket's readiness wait also carries its TLS branch, and the select holds two).
     #[tokio::test]
     async fn a_session_task_stays_small() {
         use crate::pool::{Instance, Limit, PoolSettings};
@@ -441,6 +496,8 @@ mod tests {
             want: Want::Writer,
             read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
+            tls: None,
+            require_tls: false,
             cancel: Arc::new(CancelRegistry::default()),
             idle_client_timeout: second,
             session_ids: Arc::new(AtomicU64::new(0)),
@@ -451,7 +508,7 @@ mod tests {
             .unwrap();
         let peer = client.local_addr().unwrap();
         let size = std::mem::size_of_val(&serve(client, peer, ep));
-        assert!(size <= 1328, "a session task is {size} bytes");
+        assert!(size <= 1424, "a session task is {size} bytes");
     }
 
     #[test]

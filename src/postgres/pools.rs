@@ -94,6 +94,7 @@ pub struct PgPools {
     settings: PoolSettings,
     init_query: Arc<str>,
     registries: Arc<Registries>,
+    tls: crate::tls::ServerConnector,
     /// By database, then login user: looked up with `&str`, no allocation per login.
     pools: Mutex<HashMap<String, HashMap<String, Arc<PgPool>>>>,
 }
@@ -110,8 +111,16 @@ impl PgPools {
             settings,
             init_query: init_query.into(),
             registries,
+            tls: crate::tls::ServerConnector::disabled(),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Connects to the instance with TLS as `server_tls` says.
+    #[must_use]
+    pub fn with_tls(mut self, tls: crate::tls::ServerConnector) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The pool for `database` as `login_user` (the secret's username), created on first use.
@@ -126,6 +135,7 @@ impl PgPools {
             password: password.to_owned(),
             database: database.to_owned(),
             scram: Default::default(),
+            tls: self.tls.clone(),
         };
         let connector = PgConnector {
             login: login.clone(),

@@ -8,9 +8,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::tls::Socket;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
+use tokio::io::Interest;
 use tokio::time::{Duration, Instant, Sleep};
 
 use super::cancel::CancelHandle;
@@ -132,7 +132,7 @@ impl Session {
     }
 
     /// The session's whole life after login.
-    pub async fn run(&mut self, mut client: TcpStream) {
+    pub async fn run(&mut self, mut client: Socket) {
         let end = self.serve(&mut client).await;
         if let Some((code, message)) = end {
             tracing::info!(session = self.id, code, %message, "session ended by sluice");
@@ -143,7 +143,7 @@ impl Session {
     }
 
     /// Serves transactions until the client leaves; returns a FATAL error to send, if any.
-    async fn serve(&mut self, client: &mut TcpStream) -> Option<(&'static str, String)> {
+    async fn serve(&mut self, client: &mut Socket) -> Option<(&'static str, String)> {
         loop {
             if client.write_all(&self.cout).await.is_err() {
                 return None;
@@ -229,7 +229,7 @@ impl Session {
 
     /// Waits for the client's next message without a server connection. `Ok(false)`: the client
     /// left or sent Terminate; `Err`: idle client timeout.
-    async fn wait_idle(&mut self, client: &TcpStream) -> Result<bool, ()> {
+    async fn wait_idle(&mut self, client: &mut Socket) -> Result<bool, ()> {
         let since = Instant::now();
         loop {
             // Borrow only for a whole message: a client that sends a header and stalls must not
@@ -286,7 +286,7 @@ impl Session {
                     }
                 }
             }
-            match read_some(client, &mut self.cin) {
+            match client.read_some(&mut self.cin, READ_CHUNK) {
                 Ok(0) => return Ok(false),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -306,7 +306,7 @@ impl Session {
         self.sout = BytesMut::new();
     }
 
-    async fn active(&mut self, client: &TcpStream, lease: &mut Lease<ServerConn>) -> Active {
+    async fn active(&mut self, client: &mut Socket, lease: &mut Lease<ServerConn>) -> Active {
         loop {
             if let Err(end) = self.pump_client(lease) {
                 return end;
@@ -328,10 +328,10 @@ impl Session {
             if let Some(discard) = self.pipeline.take_discard() {
                 self.on_discard(lease, discard);
             }
-            if try_flush(client, &mut self.cout).is_err() {
+            if client.try_flush(&mut self.cout).is_err() {
                 return Active::ClientGone;
             }
-            if try_flush(&lease.stream, &mut self.sout).is_err() {
+            if lease.stream.try_flush(&mut self.sout).is_err() {
                 return Active::ServerGone;
             }
             if self.pipeline.quiet()
@@ -359,8 +359,14 @@ impl Session {
             // direction: the select's state is part of every session task's allocation.
             let read_client = self.sout.len() < HIGH_WATER;
             let read_server = self.cout.len() < HIGH_WATER;
-            let client_wants = interest(read_client, !self.cout.is_empty());
-            let server_wants = interest(read_server, !self.sout.is_empty());
+            let client_wants = interest(
+                read_client,
+                !self.cout.is_empty() || client.pending_output(),
+            );
+            let server_wants = interest(
+                read_server,
+                !self.sout.is_empty() || lease.stream.pending_output(),
+            );
             let (from_client, ready) = tokio::select! {
                 r = client.ready(client_wants.unwrap_or(Interest::READABLE)), if client_wants.is_some() => (true, r),
                 r = lease.stream.ready(server_wants.unwrap_or(Interest::READABLE)), if server_wants.is_some() => (false, r),
@@ -380,12 +386,12 @@ impl Session {
                 continue; // writable: the loop's top flushes
             }
             let (stream, buf) = if from_client {
-                (client, &mut self.cin)
+                (&mut *client, &mut self.cin)
             } else {
                 let conn: &mut ServerConn = lease;
-                (&conn.stream, &mut conn.buf)
+                (&mut conn.stream, &mut conn.buf)
             };
-            match read_some(stream, buf) {
+            match stream.read_some(buf, READ_CHUNK) {
                 Ok(0) => return gone,
                 Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return gone,
                 _ => {}
@@ -581,43 +587,6 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
         (false, true) => Some(Interest::WRITABLE),
         (false, false) => None,
     }
-}
-
-/// Reads what the socket has now. A short read means it is drained, but tokio would still
-/// report it readable until a read fails with WouldBlock: a wasted `recv` after every message.
-/// So the read runs inside `try_io` and a short read is reported to it as WouldBlock, which
-/// clears readiness as of the snapshot taken *before* the read (what tokio's own `poll_read`
-/// does); data that arrived after that snapshot keeps the socket readable.
-fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
-    let room = buf.capacity() - buf.len();
-    let mut got = 0;
-    let result = stream.try_io(Interest::READABLE, || {
-        got = stream.try_read_buf(buf)?;
-        if got > 0 && got < room {
-            Err(std::io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(())
-        }
-    });
-    match result {
-        Err(e) if got == 0 => Err(e),
-        _ => Ok(got),
-    }
-}
-
-/// Writes what the socket takes now; an error means the peer is gone.
-fn try_flush(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match stream.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf.advance(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    buf.clear();
-    Ok(())
 }
 
 mod route;

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData};
 use crate::auth::scram::{SaltedCache, ScramClient};
 use crate::pool::{ConnectError, PooledConnection};
+use crate::tls::{ServerConnector, Socket};
 
 /// Largest message sluice reads whole from a server on the control plane.
 const MAX_CONTROL_MESSAGE: usize = 16 << 20;
@@ -25,6 +26,8 @@ pub struct ServerLogin {
     pub database: String,
     /// SCRAM's salted password, shared by the clones of this login.
     pub scram: Arc<SaltedCache>,
+    /// TLS to the instance, as the target group's `server_tls` says.
+    pub tls: ServerConnector,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -38,7 +41,7 @@ impl std::fmt::Debug for ServerLogin {
 }
 
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// Bytes read from the server and not yet handled; kept with the connection so an idle
     /// client session holds no buffer.
     pub buf: BytesMut,
@@ -61,7 +64,7 @@ impl std::fmt::Debug for ServerConn {
 }
 
 impl PooledConnection for ServerConn {
-    fn close(self) {
+    fn close(mut self) {
         // Terminate lets the server end the backend cleanly instead of logging an EOF.
         let mut buf = BytesMut::with_capacity(5);
         wire::terminate(&mut buf);
@@ -69,7 +72,7 @@ impl PooledConnection for ServerConn {
     }
 
     fn is_usable(&mut self) -> bool {
-        crate::pool::idle_and_open(&self.stream, &self.buf)
+        self.stream.idle_and_open(&self.buf)
     }
 }
 
@@ -86,9 +89,10 @@ impl ServerConn {
             instance: login.addr.clone(),
             reason: e.to_string(),
         };
-        let stream = TcpStream::connect(&login.addr).await.map_err(unreachable)?;
-        stream.set_nodelay(true).map_err(unreachable)?;
-        let peer = stream.peer_addr().map_err(unreachable)?;
+        let tcp = TcpStream::connect(&login.addr).await.map_err(unreachable)?;
+        tcp.set_nodelay(true).map_err(unreachable)?;
+        let peer = tcp.peer_addr().map_err(unreachable)?;
+        let stream = start_tls(tcp, login).await?;
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -249,6 +253,28 @@ fn refused(login: &ServerLogin, body: &[u8]) -> ConnectError {
         instance: login.addr.clone(),
         code: fields.code.to_owned(),
         message: fields.message.to_owned(),
+    }
+}
+
+/// Asks the instance for TLS (SSLRequest) when the target group wants it.
+async fn start_tls(mut tcp: TcpStream, login: &ServerLogin) -> Result<Socket, ConnectError> {
+    if !login.tls.wanted() {
+        return Ok(Socket::Plain(tcp));
+    }
+    let io = |e: std::io::Error| protocol(login, format!("TLS: {e}"));
+    let mut request = BytesMut::with_capacity(8);
+    wire::ssl_request(&mut request);
+    tcp.write_all(&request).await.map_err(io)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(io)?;
+    match answer[0] {
+        b'S' => login.tls.connect(&login.addr, tcp).await.map_err(io),
+        b'N' if !login.tls.required() => Ok(Socket::Plain(tcp)),
+        b'N' => Err(protocol(
+            login,
+            "the server does not accept TLS (server_tls requires it)",
+        )),
+        _ => Err(protocol(login, "unexpected answer to SSLRequest")),
     }
 }
 

@@ -21,3 +21,4 @@ mod pg_config;
 mod pg_faults;
 mod pg_proxy;
 mod pg_state;
+mod tls;

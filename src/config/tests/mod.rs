@@ -238,7 +238,7 @@ fn unsupported_features_and_bad_references_are_reported() {
     assert_eq!(
         problems(&text),
         [
-            "endpoints[0].require_tls: TLS is not supported by this build yet",
+            "endpoints[0].require_tls: needs a `tls` section with the certificate to present",
             "target_groups.pg.instances[1]: invalid instance `db:0`: the port must be a number in 1-65535",
             "target_groups.pg.instances[2]: invalid instance `::1:5432`: write IPv6 addresses as [addr]:port",
             "target_groups.pg.monitor_user: monitor_user `ghost` is not the username of any auth entry",

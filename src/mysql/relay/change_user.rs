@@ -3,8 +3,8 @@
 //! client to the user's plugin), and the session starts over in the new user's pool, as a server
 //! would start a fresh session.
 
+use crate::tls::Socket;
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use super::{End, Session};
 use crate::mysql::client::{Login, authenticate, check_schema};
@@ -31,7 +31,7 @@ fn parse(payload: &[u8]) -> Result<(String, Option<String>, Option<u8>), WireErr
 impl Session {
     pub(super) async fn change_user(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         payload: &[u8],
     ) -> Result<(), End> {
         let (name, database, charset) = parse(payload)

@@ -2,8 +2,8 @@
 //! STMT_RESET or RESET_CONNECTION), remapped (the COM_STMT_* family), intercepted (KILL) or
 //! forwarded, and what the reply changes for the session afterwards.
 
+use crate::tls::Socket;
 use bytes::Buf;
-use tokio::net::TcpStream;
 
 use super::{End, Hold, Session, sync};
 use crate::mysql::errors;
@@ -21,7 +21,7 @@ const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Session {
     /// Handles the command packet at `cin[..len]` (plus any continuation packets).
-    pub(super) async fn command(&mut self, client: &mut TcpStream, len: usize) -> Result<(), End> {
+    pub(super) async fn command(&mut self, client: &mut Socket, len: usize) -> Result<(), End> {
         let packet = self.cin.split_to(len);
         let payload = &packet[wire::HEADER_LEN..];
         if self.lease.is_none() {
@@ -94,7 +94,7 @@ impl Session {
     /// `MAX_COMMAND_BYTES` in all.
     pub(super) async fn continuation(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         mut last: wire::Packet,
         into: &mut Vec<u8>,
     ) -> Result<(), End> {
@@ -125,7 +125,7 @@ impl Session {
         Ok(())
     }
 
-    async fn query(&mut self, client: &mut TcpStream, packet: &[u8]) -> Result<(), End> {
+    async fn query(&mut self, client: &mut Socket, packet: &[u8]) -> Result<(), End> {
         let sql = &packet[wire::HEADER_LEN + 1..];
         let fx = pinning::effects_in(sql, self.backslash_escapes());
         if let Some(kill) = fx.kill {
@@ -159,7 +159,7 @@ impl Session {
 
     /// Commands with a simple reply that may change the schema (COM_INIT_DB) or the protocol
     /// (COM_SET_OPTION toggles multi-statements: pinned).
-    async fn simple(&mut self, client: &mut TcpStream, packet: &[u8]) -> Result<(), End> {
+    async fn simple(&mut self, client: &mut Socket, packet: &[u8]) -> Result<(), End> {
         let cmd = packet[wire::HEADER_LEN];
         if !self.lease_for_command().await? {
             return Ok(());

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use crate::tls::Socket;
 
 use super::commands::statement_id;
 use super::{End, Session};
@@ -23,11 +23,7 @@ const MAX_STATEMENTS_PER_SESSION: usize = 16_382;
 const LAST_PREPARED: u32 = u32::MAX;
 
 impl Session {
-    pub(super) async fn prepare(
-        &mut self,
-        client: &mut TcpStream,
-        packet: &[u8],
-    ) -> Result<(), End> {
+    pub(super) async fn prepare(&mut self, client: &mut Socket, packet: &[u8]) -> Result<(), End> {
         // A failed prepare must not leave "the last prepared" pointing at an older statement.
         self.last_prepared = 0;
         if self.statements.len() >= MAX_STATEMENTS_PER_SESSION {
@@ -78,7 +74,7 @@ impl Session {
     /// answer SEND_LONG_DATA: its failures surface at the execute, as the server's would.
     pub(super) async fn statement_command(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         packet: &[u8],
     ) -> Result<(), End> {
         let payload = &packet[wire::HEADER_LEN..];
@@ -188,7 +184,7 @@ impl Session {
     /// Sends the rewritten statement command in `bytes` and relays its reply, if it has one.
     async fn statement_packet(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut Socket,
         packet: &[u8],
         id: u32,
         server_id: u32,

@@ -42,6 +42,12 @@ pub fn cancel_request(buf: &mut BytesMut, pid: i32, key: i32) {
     buf.put_i32(key);
 }
 
+/// SSLRequest: asks the server to switch to TLS before the StartupMessage.
+pub fn ssl_request(buf: &mut BytesMut) {
+    buf.put_i32(8);
+    buf.put_u32(super::startup::SSL_REQUEST_CODE);
+}
+
 /// AuthenticationOk, CleartextPassword, MD5Password (with salt), SASL, SASLContinue, SASLFinal.
 pub fn auth_ok(buf: &mut BytesMut) {
     auth(buf, 0, &[]);

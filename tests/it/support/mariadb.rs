@@ -400,7 +400,7 @@ pub fn sysbench(port: u16, table_size: u32) -> Command {
 }
 
 /// The `mariadb` CLI without option files (so ~/.my.cnf cannot interfere), batch mode.
-fn client() -> Command {
+pub fn client() -> Command {
     let mut cmd = Command::new(mariadb_bin("mariadb"));
     cmd.args(["--no-defaults", "-N", "-B", "--connect-timeout=10"]);
     cmd

@@ -14,6 +14,7 @@
 //!
 //! Everything tears itself down in `Drop`, also when a test panics.
 
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod mariadb;

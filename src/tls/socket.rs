@@ -1,0 +1,369 @@
+//! A client or server socket, plain TCP or TLS over TCP, with both ways sessions drive one:
+//! readiness plus non-blocking reads and writes (the Postgres relay's pumps) and
+//! `AsyncRead`/`AsyncWrite` (logins and the MySQL relay).
+//!
+//! TLS is rustls driven by hand over the tokio socket rather than tokio-rustls' stream, which
+//! offers only the poll interface: a pump needs "is there plaintext already decrypted" and "are
+//! encrypted bytes still queued" to decide what to wait for.
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
+use tokio::net::TcpStream;
+
+/// A connected socket; the plain variant costs what a bare `TcpStream` does.
+#[derive(Debug)]
+pub enum Socket {
+    Plain(TcpStream),
+    Tls(Box<TlsSocket>),
+}
+
+/// rustls state over a socket.
+pub struct TlsSocket {
+    tcp: TcpStream,
+    conn: rustls::Connection,
+    /// Decrypted bytes rustls holds that have not been read yet.
+    plain: usize,
+    closing: bool,
+}
+
+impl std::fmt::Debug for TlsSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSocket")
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `Read`/`Write` over the tokio socket that never blocks: `WouldBlock` clears readiness.
+struct TryIo<'a>(&'a TcpStream);
+
+impl Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl TlsSocket {
+    /// Wraps a finished handshake; rustls may already hold plaintext sent with it.
+    pub fn new(tcp: TcpStream, conn: impl Into<rustls::Connection>) -> io::Result<Self> {
+        let mut conn = conn.into();
+        let state = conn.process_new_packets().map_err(io::Error::other)?;
+        Ok(Self {
+            plain: state.plaintext_bytes_to_read(),
+            tcp,
+            conn,
+            closing: false,
+        })
+    }
+
+    /// Reads and decrypts the TLS records the socket has now. `Ok(0)`: the peer closed.
+    fn fill(&mut self) -> io::Result<usize> {
+        let n = self.conn.read_tls(&mut TryIo(&self.tcp))?;
+        match self.conn.process_new_packets() {
+            Ok(state) => self.plain = state.plaintext_bytes_to_read(),
+            Err(e) => {
+                // Sends the alert rustls queued, so the peer learns why.
+                let _ = self.flush_tls();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        if self.conn.wants_write() {
+            // Post-handshake messages (tickets, key updates) go out with the next write anyway.
+            match self.flush_tls() {
+                Err(e) if !would_block(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sends queued TLS records until done or the socket is full (`WouldBlock`).
+    fn flush_tls(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut TryIo(&self.tcp))? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads plaintext into `buf`'s spare room (at least `min` bytes of room).
+    fn read_plain(&mut self, buf: &mut BytesMut, min: usize) -> io::Result<usize> {
+        buf.reserve(min.max(self.plain));
+        let start = buf.len();
+        let room = buf.capacity() - start;
+        buf.resize(start + room, 0);
+        let result = loop {
+            match self.conn.reader().read(&mut buf[start..]) {
+                Ok(n) => break Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(0),
+                Err(e) if would_block(&e) => match self.fill() {
+                    Ok(0) => break Ok(0),
+                    Ok(_) => {}
+                    Err(e) => break Err(e),
+                },
+                Err(e) => break Err(e),
+            }
+        };
+        let n = *result.as_ref().unwrap_or(&0);
+        buf.truncate(start + n);
+        self.plain = self.plain.saturating_sub(n);
+        result
+    }
+
+    /// Queues plaintext for sending, but only once earlier records have left: at most one
+    /// write's worth of records is ever pending, and `WouldBlock` means none was taken.
+    fn write_plain(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.flush_tls()?;
+        let n = self.conn.writer().write(data)?;
+        match self.flush_tls() {
+            Err(e) if !would_block(&e) => Err(e),
+            _ => Ok(n),
+        }
+    }
+}
+
+impl Socket {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(t) => &t.tcp,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
+    /// Encrypted bytes waiting for the socket to take them (never for plain sockets).
+    pub fn pending_output(&self) -> bool {
+        match self {
+            Self::Plain(_) => false,
+            Self::Tls(t) => t.conn.wants_write(),
+        }
+    }
+
+    /// Waits until a read or a write (as asked) can make progress. With TLS, readable may
+    /// also mean "plaintext already decrypted", and queued records are sent while waiting.
+    pub async fn ready(&mut self, interest: Interest) -> io::Result<Ready> {
+        let t = match self {
+            Self::Plain(tcp) => return tcp.ready(interest).await,
+            Self::Tls(t) => t,
+        };
+        loop {
+            if interest.is_readable() && t.plain > 0 {
+                return Ok(Ready::READABLE);
+            }
+            if interest.is_writable() && !t.conn.wants_write() {
+                return Ok(Ready::WRITABLE);
+            }
+            let mut want = if interest.is_readable() {
+                Interest::READABLE
+            } else {
+                Interest::WRITABLE
+            };
+            if t.conn.wants_write() {
+                want |= Interest::WRITABLE;
+            }
+            let r = t.tcp.ready(want).await?;
+            if r.is_writable() {
+                match t.flush_tls() {
+                    Err(e) if !would_block(&e) => return Err(e),
+                    _ => {}
+                }
+            }
+            if interest.is_readable() && (r.is_readable() || r.is_read_closed()) {
+                return Ok(r);
+            }
+        }
+    }
+
+    pub async fn readable(&mut self) -> io::Result<()> {
+        self.ready(Interest::READABLE).await.map(|_| ())
+    }
+
+    /// Reads what is available now without waiting; `Ok(0)` is end of stream. A short plain
+    /// read is reported to tokio as `WouldBlock`, which clears readiness as of the snapshot
+    /// taken before the read: no wasted `recv` after every message.
+    pub fn read_some(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        let stream = match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(t) => return t.read_plain(buf, chunk),
+        };
+        buf.reserve(chunk);
+        let room = buf.capacity() - buf.len();
+        let mut got = 0;
+        let result = stream.try_io(Interest::READABLE, || {
+            got = stream.try_read_buf(buf)?;
+            if got > 0 && got < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Err(e) if got == 0 => Err(e),
+            _ => Ok(got),
+        }
+    }
+
+    /// Writes what the socket takes now, advancing `buf`; an error means the peer is gone.
+    pub fn try_flush(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = match self {
+                Self::Plain(tcp) => tcp.try_write(buf),
+                Self::Tls(t) => t.write_plain(buf),
+            };
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf.advance(n),
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        buf.clear();
+        if let Self::Tls(t) = self {
+            match t.flush_tls() {
+                Err(e) if !would_block(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Best effort, never waits: for a goodbye message on a connection about to be dropped.
+    pub fn try_write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.try_write(data),
+            Self::Tls(t) => t.write_plain(data),
+        }
+    }
+
+    /// Writes all of `data` and, with TLS, every record it became: callers write a reply and
+    /// then wait for the peer, so nothing may stay queued here.
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(self, data).await?;
+        if self.pending_output() {
+            tokio::io::AsyncWriteExt::flush(self).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a pooled connection stayed silent while idle: data or EOF from the server means
+    /// it ended the connection (terminated backend, restart) in the meantime.
+    pub fn idle_and_open(&mut self, unread: &[u8]) -> bool {
+        if !unread.is_empty() {
+            return false;
+        }
+        match self {
+            Self::Plain(tcp) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if would_block(&e))
+            }
+            Self::Tls(t) => loop {
+                match t.fill() {
+                    // Records that carried no data (a session ticket) leave it open.
+                    Ok(n) if n > 0 && t.plain == 0 => {}
+                    Err(e) => return would_block(&e) && t.plain == 0,
+                    Ok(_) => return false,
+                }
+            },
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let t = match self.get_mut() {
+            Self::Plain(tcp) => return Pin::new(tcp).poll_read(cx, out),
+            Self::Tls(t) => t,
+        };
+        loop {
+            match t.conn.reader().read(out.initialize_unfilled()) {
+                Ok(n) => {
+                    out.advance(n);
+                    t.plain = t.plain.saturating_sub(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match t.fill() {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => ready!(t.tcp.poll_read_ready(cx))?,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let t = match self.get_mut() {
+            Self::Plain(tcp) => return Pin::new(tcp).poll_write(cx, data),
+            Self::Tls(t) => t,
+        };
+        loop {
+            match t.write_plain(data) {
+                Err(e) if would_block(&e) => ready!(t.tcp.poll_write_ready(cx))?,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let t = match self.get_mut() {
+            Self::Plain(tcp) => return Pin::new(tcp).poll_flush(cx),
+            Self::Tls(t) => t,
+        };
+        loop {
+            match t.flush_tls() {
+                Err(e) if would_block(&e) => ready!(t.tcp.poll_write_ready(cx))?,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Self::Tls(t) = this
+            && !t.closing
+        {
+            t.closing = true;
+            t.conn.send_close_notify();
+        }
+        ready!(Pin::new(&mut *this).poll_flush(cx))?;
+        match this {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(t) => Pin::new(&mut t.tcp).poll_shutdown(cx),
+        }
+    }
+}
