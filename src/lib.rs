@@ -6,6 +6,7 @@
 //! `postgres::wire` is sans-IO and imports nothing else of the crate.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod health;

@@ -14,7 +14,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "sluice",
     version,
-    about = "Connection-pooling proxy for PostgreSQL"
+    about = "Connection-pooling proxy for PostgreSQL and MySQL/MariaDB"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +27,9 @@ enum Command {
     Run {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
+        /// `text` for people, `json` (one object per line) for log pipelines and audits.
+        #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
     },
     /// Validate a config file and print every problem with its YAML path.
     CheckConfig { file: PathBuf },
@@ -58,19 +61,27 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { config } => run(config),
+        Command::Run { config, log_format } => run(config, log_format),
     }
 }
 
-fn run(path: PathBuf) -> ExitCode {
-    tracing_subscriber::fmt()
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn run(path: PathBuf, format: LogFormat) -> ExitCode {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sluice=info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let config = match sluice::config::load(&path) {
         Ok(c) => c,
         Err(errors) => {

@@ -1,5 +1,7 @@
 //! Client authentication and the credentials sluice logs in to databases with.
 
+pub mod iam;
+pub mod jwt;
 pub mod md5;
 pub mod mysql;
 pub mod scram;

@@ -6,16 +6,20 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::iam::{IamError, IamVerifier};
+use super::jwt::JwtVerifier;
 use super::md5;
 use super::mysql::MysqlKeys;
 use super::scram::ScramKeys;
 use super::secret::{self, Secret};
-use crate::config::{Config, PasswordAuthType, SecretRef};
+use crate::config::{ClientAuth, Config, PasswordAuthType, SecretRef};
 
 /// One user as sluice authenticates it and logs in for it.
 #[derive(Debug)]
 pub struct User {
     pub name: String,
+    /// How the client proves who it is: the password exchange below, or a token.
+    pub client_auth: ClientAuth,
     pub method: PasswordAuthType,
     /// The credentials sluice logs in to the database with.
     pub secret: Secret,
@@ -30,6 +34,10 @@ pub struct User {
 pub enum UsersError {
     #[error("auth entry {user}: {reason}")]
     Secret { user: String, reason: String },
+    #[error("{0}")]
+    Iam(String),
+    #[error("{0}")]
+    Jwt(String),
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +45,8 @@ pub struct Users {
     by_name: HashMap<String, Arc<User>>,
     /// Answers logins of unknown users like real ones, so names cannot be probed.
     decoy: Option<Arc<User>>,
+    iam: Option<IamVerifier>,
+    jwt: Option<JwtVerifier>,
 }
 
 impl Users {
@@ -59,6 +69,7 @@ impl Users {
             };
             let user = User {
                 name: entry.username.clone(),
+                client_auth: entry.client_auth,
                 method: entry.client_password_auth_type,
                 scram: ScramKeys::derive(&secret.password),
                 md5: md5::stored_hash(&entry.username, &secret.password),
@@ -70,6 +81,7 @@ impl Users {
         let decoy_password: [u8; 16] = rand::random();
         let decoy = Arc::new(User {
             name: String::new(),
+            client_auth: ClientAuth::Password,
             method: PasswordAuthType::PostgresScramSha256,
             scram: ScramKeys::derive(&format!("{decoy_password:?}")),
             md5: String::new(),
@@ -82,14 +94,43 @@ impl Users {
                 port: None,
             },
         });
+        let iam = match &config.iam {
+            Some(c) => Some(IamVerifier::new(c).map_err(UsersError::Iam)?),
+            None => None,
+        };
+        let jwt = match &config.jwt {
+            Some(c) => Some(JwtVerifier::new(c).map_err(UsersError::Jwt)?),
+            None => None,
+        };
         Ok(Self {
             by_name,
             decoy: Some(decoy),
+            iam,
+            jwt,
         })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.by_name.get(name)
+    }
+
+    /// Checks a token sent as `user`'s password on an endpoint listening on `port`; the
+    /// error is the reason to log (the client learns only that the login failed).
+    pub fn verify_token(&self, user: &User, token: &str, port: u16) -> Result<(), String> {
+        let now = std::time::SystemTime::now();
+        match user.client_auth {
+            ClientAuth::Iam => match &self.iam {
+                Some(iam) => iam
+                    .verify(token, &user.name, port, now)
+                    .map_err(|e: IamError| e.to_string()),
+                None => Err("no iam section configured".into()),
+            },
+            ClientAuth::Jwt => match &self.jwt {
+                Some(jwt) => jwt.verify(token, &user.name),
+                None => Err("no jwt section configured".into()),
+            },
+            ClientAuth::Password => Err("not a token user".into()),
+        }
     }
 
     /// A user no password matches, for running the exchange with an unknown name.

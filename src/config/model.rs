@@ -24,6 +24,12 @@ pub struct Config {
     /// The certificate sluice presents to clients that ask for TLS (all endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// How `client_auth: iam` tokens are verified (offline, standing in for AWS IAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<IamConfig>,
+    /// How `client_auth: jwt` tokens are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
     /// The admin HTTP listener (metrics, health, read-only API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
@@ -114,6 +120,58 @@ pub struct Tls {
     pub cert: PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// RDS IAM auth tokens: who may sign them and which database users they may log in as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IamConfig {
+    /// The region tokens are signed for.
+    pub region: String,
+    /// The host name clients sign tokens for (`DBHostname`); the port is the endpoint's.
+    pub endpoint_host: String,
+    /// Signing keys: the access key id in a token picks the secret to check it with.
+    pub credentials: Vec<IamCredential>,
+    /// `rds-db:connect` grants; a token is accepted only if one matches.
+    pub policy: Vec<IamGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IamCredential {
+    pub access_key_id: String,
+    /// Environment variable holding the secret access key (never the config file).
+    pub secret_access_key_env: String,
+    /// The IAM principal (ARN) these keys belong to.
+    pub principal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IamGrant {
+    /// Principal ARN; `*` matches any run of characters.
+    pub principal: String,
+    /// Database users (`dbuser:<name>` resources) the principal may connect as; `*` allowed.
+    pub db_users: Vec<String>,
+}
+
+/// JWT logins (OIDC, Kubernetes service-account tokens).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// JSON Web Key Set with the signing keys (relative to the config file); re-read on change.
+    pub jwks_file: PathBuf,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of the token's audiences).
+    pub audience: String,
+    /// Claim holding the database user: a top-level name, or a JSON pointer such as
+    /// `/kubernetes.io/serviceaccount/name`.
+    #[serde(default = "defaults::username_claim")]
+    pub username_claim: String,
+    /// Environment variable with an HS256 secret; without it HMAC-signed tokens are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret_env: Option<String>,
 }
 
 /// How sluice secures its connections to the instances (libpq's `sslmode` words).
@@ -274,6 +332,9 @@ pub struct Admin {
 mod defaults {
     use super::Duration;
 
+    pub fn username_claim() -> String {
+        "sub".into()
+    }
     pub fn idle_client_timeout() -> Duration {
         Duration::from_secs(30 * 60)
     }

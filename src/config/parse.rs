@@ -109,6 +109,9 @@ pub(super) fn parts(root: Value, base_dir: &Path, problems: &mut Vec<Problem>) -
             .collect()
     });
     let rest = check_item::<Config>(Value::Object(root), &[], problems).map(|mut c| {
+        if let Some(jwt) = &mut c.jwt {
+            jwt.jwks_file = base_dir.join(&jwt.jwks_file);
+        }
         if let Some(tls) = &mut c.tls {
             tls.cert = base_dir.join(&tls.cert);
             tls.key = base_dir.join(&tls.key);

@@ -42,13 +42,23 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
         }
     }
     if let Some(auth) = &parts.auth {
-        v.auth(auth);
+        // Unknown when the rest did not parse: then no second report.
+        let sections = parts
+            .rest
+            .as_ref()
+            .map_or((true, true), |c| (c.iam.is_some(), c.jwt.is_some()));
+        v.auth(auth, sections);
     }
     if let Some(rest) = &parts.rest {
         if let Some(tls) = &rest.tls
             && let Err(e) = crate::tls::ClientTls::load(tls)
         {
             v.report(&[Seg::key("tls")], &e.to_string());
+        }
+        if let Some(jwt) = &rest.jwt
+            && let Err(e) = crate::auth::jwt::read_jwks(&jwt.jwks_file)
+        {
+            v.report(&[Seg::key("jwt"), Seg::key("jwks_file")], &e);
         }
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
         if rest.worker_threads == Some(0) {
@@ -226,7 +236,7 @@ impl Validator<'_> {
         }
     }
 
-    fn auth(&mut self, entries: &[Option<AuthEntry>]) {
+    fn auth(&mut self, entries: &[Option<AuthEntry>], (has_iam, has_jwt): (bool, bool)) {
         if entries.is_empty() {
             self.report(&[Seg::key("auth")], "at least one auth entry is required");
         }
@@ -246,14 +256,15 @@ impl Validator<'_> {
             }
             match entry.client_auth {
                 ClientAuth::Password => {}
-                ClientAuth::Iam => self.report(
+                ClientAuth::Iam if !has_iam => self.report(
                     &at(&path, "client_auth"),
-                    &format!("client_auth iam {NOT_YET}"),
+                    "client_auth iam needs an `iam` section",
                 ),
-                ClientAuth::Jwt => self.report(
+                ClientAuth::Jwt if !has_jwt => self.report(
                     &at(&path, "client_auth"),
-                    &format!("client_auth jwt {NOT_YET}"),
+                    "client_auth jwt needs a `jwt` section",
                 ),
+                ClientAuth::Iam | ClientAuth::Jwt => {}
             }
             match &entry.secret {
                 SecretRef::File { path: file, key } => {
@@ -262,7 +273,7 @@ impl Validator<'_> {
                     }
                 }
                 SecretRef::AwsSecretsManager(_) => {
-                    let msg = "aws-secretsmanager secrets are not supported by this build yet";
+                    let msg = &format!("aws-secretsmanager secrets {NOT_YET}");
                     self.report(&at(&path, "secret"), msg);
                 }
             }

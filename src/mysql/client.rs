@@ -19,7 +19,7 @@ use super::pools::{MyPool, PoolKey};
 use super::relay::Session;
 use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{User, Users};
-use crate::config::PasswordAuthType;
+use crate::config::{ClientAuth, PasswordAuthType};
 use crate::routing::Want;
 use crate::tls::{ClientTls, Flavor, Socket};
 
@@ -28,6 +28,8 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_LOGIN_PACKET: usize = 64 << 10;
 const NATIVE: &str = "mysql_native_password";
 const SHA2: &str = "caching_sha2_password";
+/// How IAM and JWT tokens travel: as the password itself, so only inside TLS.
+const CLEAR: &str = "mysql_clear_password";
 /// What sluice offers clients (then narrowed to what the server has; TLS is added when the
 /// endpoint has a certificate). Not offered: compression, LOCAL INFILE, session tracking, query attributes.
 const OFFERED: u32 = caps::LONG_PASSWORD
@@ -58,6 +60,8 @@ pub struct MyEndpoint {
     /// Split endpoints: how long a read after a write waits for a reader to apply it.
     pub read_your_writes_timeout: Duration,
     pub users: Arc<Users>,
+    /// The port clients connect to: IAM tokens are signed for it.
+    pub port: u16,
     /// The certificate offered to clients (CLIENT_SSL); `None`: TLS is not offered.
     pub tls: Option<Arc<ClientTls>>,
     /// Refuse clients that did not switch to TLS.
@@ -198,11 +202,13 @@ async fn login_or_turn_away(
         match tokio::time::timeout_at(deadline, step).await {
             Ok(Ok(Step::Session(session))) => return Some((stream, session)),
             Ok(Ok(Step::StartTls)) => {
-                (buf, seq) = (login.buf, login.seq);
+                let early = login.buf;
+                (buf, seq) = (BytesMut::new(), login.seq);
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
                     return None;
                 };
-                match tokio::time::timeout_at(deadline, tls.accept(Flavor::Mysql, tcp)).await {
+                let handshake = tls.accept(Flavor::Mysql, tcp, &early);
+                match tokio::time::timeout_at(deadline, handshake).await {
                     Ok(Ok(tls)) => stream = tls,
                     Ok(Err(e)) => {
                         tracing::info!(endpoint = %ep.name, %peer, error = %e, "client TLS handshake failed");
@@ -291,8 +297,9 @@ async fn login_exchange(
     let hr = HandshakeResponse::parse(&payload)
         .map_err(|e| refuse(errors::HANDSHAKE, format!("Bad handshake: {e}")))?;
     if hr.ssl_request {
-        // Bytes behind the request would be read as if they came through TLS.
-        if ep.tls.is_none() || login.stream.is_tls() || !login.buf.is_empty() {
+        // Bytes already read behind the request are the client's ClientHello: they go to the
+        // handshake, never to the login as if they had come through TLS.
+        if ep.tls.is_none() || login.stream.is_tls() {
             return Err(refuse(
                 errors::HANDSHAKE,
                 "Bad handshake: unexpected SSL request",
@@ -309,7 +316,7 @@ async fn login_exchange(
             ),
         ));
     }
-    let user = authenticate(login, &ep.users, &hr, salt, peer).await?;
+    let user = authenticate(login, ep, &hr, salt, peer).await?;
     let negotiated = hr.caps & offered;
     let key = PoolKey {
         user: user.secret.username.clone(),
@@ -348,18 +355,87 @@ async fn login_exchange(
 /// with another one, in which case it is switched (AuthSwitchRequest) with a fresh salt.
 pub(super) async fn authenticate(
     login: &mut Login<'_>,
-    users: &Users,
+    ep: &MyEndpoint,
     hr: &HandshakeResponse,
     salt: &[u8],
     peer: SocketAddr,
 ) -> Result<Arc<User>, Refusal> {
-    let (user, known) = match users.get(&hr.user) {
+    let (user, known) = match ep.users.get(&hr.user) {
         Some(u) => (u.clone(), true),
-        None => match users.decoy() {
+        None => match ep.users.decoy() {
             Some(d) => (d.clone(), false),
             None => return Err(denied(&hr.user, peer, true)),
         },
     };
+    let method = crate::postgres::client::method_name(user.client_auth);
+    let result = exchange(login, ep, &user, known, hr, salt, peer).await;
+    match &result {
+        Ok(()) => {
+            crate::audit::auth_succeeded(&ep.name, peer, &hr.user, method, login.stream.is_tls())
+        }
+        Err((reason, r)) if !r.hung_up => {
+            crate::audit::auth_failed(&ep.name, peer, &hr.user, method, reason)
+        }
+        Err(_) => {}
+    }
+    result.map(|()| user).map_err(|(_, r)| r)
+}
+
+/// The password or token exchange; the error carries the reason to audit.
+async fn exchange(
+    login: &mut Login<'_>,
+    ep: &MyEndpoint,
+    user: &User,
+    known: bool,
+    hr: &HandshakeResponse,
+    salt: &[u8],
+    peer: SocketAddr,
+) -> Result<(), (String, Refusal)> {
+    let failed = |reason: &str, r: Refusal| (reason.to_owned(), r);
+    if user.client_auth != ClientAuth::Password {
+        if !login.stream.is_tls() {
+            let r = refuse(
+                errors::INSECURE_TRANSPORT,
+                "IAM and JWT logins require TLS (--ssl-mode=REQUIRED or stricter)",
+            );
+            return Err(failed("token login without TLS", r));
+        }
+        let mut token = hr.auth.clone();
+        if hr.plugin.as_deref() != Some(CLEAR) {
+            let mut out = Vec::with_capacity(32);
+            AuthSwitch {
+                plugin: CLEAR.into(),
+                data: Vec::new(),
+            }
+            .write(&mut out, login.next_seq());
+            login.send(&out).await.map_err(|r| failed("hung up", r))?;
+            token = login
+                .read()
+                .await
+                .map_err(|r| failed("hung up", r))?
+                .to_vec();
+        }
+        let token = token.strip_suffix(&[0]).unwrap_or(&token);
+        let token = std::str::from_utf8(token)
+            .map_err(|_| failed("token is not UTF-8", denied(&hr.user, peer, true)))?;
+        return ep
+            .users
+            .verify_token(user, token, ep.port)
+            .map_err(|reason| failed(&reason, denied(&hr.user, peer, true)));
+    }
+    password_exchange(login, user, known, hr, salt, peer)
+        .await
+        .map_err(|r| failed("wrong password", r))
+}
+
+async fn password_exchange(
+    login: &mut Login<'_>,
+    user: &User,
+    known: bool,
+    hr: &HandshakeResponse,
+    salt: &[u8],
+    peer: SocketAddr,
+) -> Result<(), Refusal> {
     let plugin = match user.method {
         PasswordAuthType::MysqlCachingSha2Password => SHA2,
         _ => NATIVE,
@@ -391,7 +467,7 @@ pub(super) async fn authenticate(
         wire::write_packet(&mut out, login.next_seq(), &[0x01, 0x03]);
         login.send(&out).await?;
     }
-    Ok(user)
+    Ok(())
 }
 
 fn denied(user: &str, peer: SocketAddr, with_password: bool) -> Refusal {
@@ -473,6 +549,7 @@ mod tests {
             want: Want::Writer,
             read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
+            port: 0,
             tls: None,
             require_tls: false,
             kill: Arc::new(KillRegistry::default()),

@@ -19,7 +19,7 @@ use super::server;
 use super::wire::{self, Startup, WireError};
 use crate::auth::scram::{self, ScramExchange};
 use crate::auth::users::{User, Users};
-use crate::config::PasswordAuthType;
+use crate::config::{ClientAuth, PasswordAuthType};
 use crate::routing::Want;
 use crate::tls::{ClientTls, Flavor, Socket};
 
@@ -38,6 +38,8 @@ pub struct PgEndpoint {
     /// Split endpoints: how long a read-only transaction waits for a caught-up reader.
     pub read_your_writes_timeout: Duration,
     pub users: Arc<Users>,
+    /// The port clients connect to: IAM tokens are signed for it.
+    pub port: u16,
     /// The certificate offered to clients that send an SSLRequest; `None`: TLS is refused.
     pub tls: Option<Arc<ClientTls>>,
     /// Refuse clients that did not switch to TLS.
@@ -126,14 +128,16 @@ async fn login_or_turn_away(
     let mut stream = Socket::Plain(tcp);
     let mut buf = BytesMut::with_capacity(512);
     loop {
-        match tokio::time::timeout_at(deadline, login(&mut stream, &mut buf, ep)).await {
+        match tokio::time::timeout_at(deadline, login(&mut stream, &mut buf, ep, peer)).await {
             Ok(Ok(Step::Session(session))) => return Some((stream, session)),
             Ok(Ok(Step::Cancel)) => return None,
             Ok(Ok(Step::StartTls)) => {
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
                     return None;
                 };
-                match tokio::time::timeout_at(deadline, tls.accept(Flavor::Postgres, tcp)).await {
+                match tokio::time::timeout_at(deadline, tls.accept(Flavor::Postgres, tcp, &[]))
+                    .await
+                {
                     Ok(Ok(tls)) => stream = tls,
                     Ok(Err(e)) => {
                         tracing::info!(endpoint = %ep.name, %peer, error = %e, "client TLS handshake failed");
@@ -177,6 +181,7 @@ async fn login(
     stream: &mut Socket,
     buf: &mut BytesMut,
     ep: &Arc<PgEndpoint>,
+    peer: SocketAddr,
 ) -> Result<Step, Refusal> {
     let params = loop {
         match read_startup(stream, buf).await? {
@@ -242,7 +247,19 @@ async fn login(
         .to_owned();
     let settings = session_settings(&params)?;
 
-    let user = authenticate(stream, buf, &ep.users, &user_name).await?;
+    let user = match authenticate(stream, buf, ep, &user_name).await {
+        Ok(user) => {
+            let method = method_name(user.client_auth);
+            crate::audit::auth_succeeded(&ep.name, peer, &user_name, method, stream.is_tls());
+            user
+        }
+        Err((method, reason, refusal)) => {
+            if !refusal.hung_up {
+                crate::audit::auth_failed(&ep.name, peer, &user_name, method, &reason);
+            }
+            return Err(refusal);
+        }
+    };
     let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
         let (code, message) = errors::borrow_failure(&e);
         tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
@@ -322,12 +339,24 @@ async fn read_password(stream: &mut Socket, buf: &mut BytesMut) -> Result<BytesM
     }
 }
 
+pub(crate) fn method_name(auth: ClientAuth) -> &'static str {
+    match auth {
+        ClientAuth::Password => "password",
+        ClientAuth::Iam => "iam",
+        ClientAuth::Jwt => "jwt",
+    }
+}
+
+/// A failed login: the method tried, the reason to audit, and what the client is told.
+type AuthFailure = (&'static str, String, Refusal);
+
 async fn authenticate(
     stream: &mut Socket,
     buf: &mut BytesMut,
-    users: &Users,
+    ep: &PgEndpoint,
     name: &str,
-) -> Result<Arc<User>, Refusal> {
+) -> Result<Arc<User>, AuthFailure> {
+    let users = &ep.users;
     let bad_password = || {
         refuse(
             errors::INVALID_PASSWORD,
@@ -336,7 +365,59 @@ async fn authenticate(
     };
     let (user, known) = match users.get(name) {
         Some(u) => (u.clone(), true),
-        None => (users.decoy().cloned().ok_or_else(bad_password)?, false),
+        None => match users.decoy() {
+            Some(d) => (d.clone(), false),
+            None => return Err(("password", "unknown user".into(), bad_password())),
+        },
+    };
+    let method = method_name(user.client_auth);
+    let failed = |reason: &str, refusal| (method, reason.to_owned(), refusal);
+    if user.client_auth != ClientAuth::Password {
+        // The token travels as a cleartext password: only inside TLS.
+        if !stream.is_tls() {
+            let refusal = refuse(
+                errors::INVALID_AUTHORIZATION,
+                format!("{method} authentication requires SSL (use sslmode=require or stricter)"),
+            );
+            return Err(failed("token login without TLS", refusal));
+        }
+        let mut out = BytesMut::new();
+        wire::auth_cleartext(&mut out);
+        write(stream, &out)
+            .await
+            .map_err(|r| failed("hung up", r))?;
+        let body = read_password(stream, buf)
+            .await
+            .map_err(|r| failed("hung up", r))?;
+        let token = wire::Reader::new(&body, "PasswordMessage")
+            .cstr()
+            .ok()
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .ok_or_else(|| failed("malformed password message", bad_password()))?;
+        users
+            .verify_token(&user, token, ep.port)
+            .map_err(|reason| failed(&reason, bad_password()))?;
+        return Ok(user);
+    }
+    password_exchange(stream, buf, &user, name, known)
+        .await
+        .map_err(|r| failed("wrong password", r))?;
+    Ok(user)
+}
+
+/// SCRAM-SHA-256 or MD5 against the user's secret; an unknown user's decoy never matches.
+async fn password_exchange(
+    stream: &mut Socket,
+    buf: &mut BytesMut,
+    user: &User,
+    name: &str,
+    known: bool,
+) -> Result<(), Refusal> {
+    let bad_password = || {
+        refuse(
+            errors::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{name}\""),
+        )
     };
     let mut out = BytesMut::new();
     match user.method {
@@ -379,7 +460,7 @@ async fn authenticate(
             write(stream, &out).await?;
         }
     }
-    Ok(user)
+    Ok(())
 }
 
 /// The pool's ParameterStatus set: learned once from a server connection, then served from cache.
@@ -496,6 +577,7 @@ mod tests {
             want: Want::Writer,
             read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
+            port: 0,
             tls: None,
             require_tls: false,
             cancel: Arc::new(CancelRegistry::default()),

@@ -120,12 +120,14 @@ impl ClientTls {
         Ok(true)
     }
 
-    /// Runs the TLS handshake on an accepted client socket.
-    pub async fn accept(&self, flavor: Flavor, tcp: TcpStream) -> io::Result<Socket> {
+    /// Runs the TLS handshake on an accepted client socket; `early` holds handshake bytes
+    /// the login already read (a MySQL client's ClientHello follows its SSLRequest at once).
+    pub async fn accept(&self, flavor: Flavor, tcp: TcpStream, early: &[u8]) -> io::Result<Socket> {
         let config = self.configs.load()[flavor as usize].clone();
-        let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
-        let (tcp, conn) = stream.into_inner();
-        Ok(Socket::Tls(Box::new(TlsSocket::new(tcp, conn)?)))
+        let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(Socket::Tls(Box::new(
+            TlsSocket::handshake(tcp, conn, early).await?,
+        )))
     }
 
     /// Reloads on SIGHUP and when the files change (checked every few seconds).
@@ -227,11 +229,10 @@ impl ServerConnector {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let stream = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, tcp)
-            .await?;
-        let (tcp, conn) = stream.into_inner();
-        Ok(Socket::Tls(Box::new(TlsSocket::new(tcp, conn)?)))
+        let conn = rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+        Ok(Socket::Tls(Box::new(
+            TlsSocket::handshake(tcp, conn, &[]).await?,
+        )))
     }
 }
 

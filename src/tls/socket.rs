@@ -4,7 +4,9 @@
 //!
 //! TLS is rustls driven by hand over the tokio socket rather than tokio-rustls' stream, which
 //! offers only the poll interface: a pump needs "is there plaintext already decrypted" and "are
-//! encrypted bytes still queued" to decide what to wait for.
+//! encrypted bytes still queued" to decide what to wait for. The handshake is driven here too,
+//! since a MySQL client sends its ClientHello right behind the SSLRequest, before any answer:
+//! bytes the login already read are the start of the handshake.
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
@@ -61,29 +63,65 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 impl TlsSocket {
-    /// Wraps a finished handshake; rustls may already hold plaintext sent with it.
-    pub fn new(tcp: TcpStream, conn: impl Into<rustls::Connection>) -> io::Result<Self> {
-        let mut conn = conn.into();
-        let state = conn.process_new_packets().map_err(io::Error::other)?;
-        Ok(Self {
-            plain: state.plaintext_bytes_to_read(),
+    /// Runs the handshake of `conn` over `tcp`, starting with `early`: TLS bytes the caller
+    /// already read from the socket.
+    pub async fn handshake(
+        tcp: TcpStream,
+        conn: impl Into<rustls::Connection>,
+        mut early: &[u8],
+    ) -> io::Result<Self> {
+        let mut t = Self {
             tcp,
-            conn,
+            conn: conn.into(),
+            plain: 0,
             closing: false,
-        })
+        };
+        while !early.is_empty() {
+            t.conn.read_tls(&mut early)?;
+            t.process()?;
+        }
+        while t.conn.is_handshaking() {
+            if t.conn.wants_write() {
+                match t.flush_tls() {
+                    Err(e) if would_block(&e) => t.tcp.writable().await?,
+                    r => r?,
+                }
+                continue;
+            }
+            match t.fill() {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => t.tcp.readable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        while t.conn.wants_write() {
+            match t.flush_tls() {
+                Err(e) if would_block(&e) => t.tcp.writable().await?,
+                r => r?,
+            }
+        }
+        Ok(t)
+    }
+
+    /// Decrypts what rustls has buffered; a protocol error sends rustls' alert first.
+    fn process(&mut self) -> io::Result<()> {
+        match self.conn.process_new_packets() {
+            Ok(state) => {
+                self.plain = state.plaintext_bytes_to_read();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.flush_tls();
+                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        }
     }
 
     /// Reads and decrypts the TLS records the socket has now. `Ok(0)`: the peer closed.
     fn fill(&mut self) -> io::Result<usize> {
         let n = self.conn.read_tls(&mut TryIo(&self.tcp))?;
-        match self.conn.process_new_packets() {
-            Ok(state) => self.plain = state.plaintext_bytes_to_read(),
-            Err(e) => {
-                // Sends the alert rustls queued, so the peer learns why.
-                let _ = self.flush_tls();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-        }
+        self.process()?;
         if self.conn.wants_write() {
             // Post-handshake messages (tickets, key updates) go out with the next write anyway.
             match self.flush_tls() {

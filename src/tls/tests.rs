@@ -51,7 +51,7 @@ async fn pair(mode: ServerTlsMode, name: &str) -> io::Result<(Socket, Socket)> {
     let addr = listener.local_addr().unwrap();
     let server = async {
         let (tcp, _) = listener.accept().await.unwrap();
-        accept.accept(Flavor::Mysql, tcp).await
+        accept.accept(Flavor::Mysql, tcp, &[]).await
     };
     let client = async {
         let tcp = TcpStream::connect(addr).await.unwrap();
@@ -88,7 +88,7 @@ async fn a_certificate_from_another_ca_is_refused() {
     let addr = listener.local_addr().unwrap();
     let server = async {
         let (tcp, _) = listener.accept().await.unwrap();
-        accept.accept(Flavor::Postgres, tcp).await.is_err()
+        accept.accept(Flavor::Postgres, tcp, &[]).await.is_err()
     };
     let client = async {
         let tcp = TcpStream::connect(addr).await.unwrap();

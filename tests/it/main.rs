@@ -22,3 +22,4 @@ mod pg_faults;
 mod pg_proxy;
 mod pg_state;
 mod tls;
+mod token_auth;

@@ -55,7 +55,7 @@ impl Session {
             buf: std::mem::take(&mut self.cin),
             seq: 1,
         };
-        let user = match authenticate(&mut login, &ep.users, &request, &[], self.peer).await {
+        let user = match authenticate(&mut login, &ep, &request, &[], self.peer).await {
             Ok(user) => user,
             Err(r) => return Err(login.refuse(r).await),
         };

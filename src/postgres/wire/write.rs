@@ -53,6 +53,10 @@ pub fn auth_ok(buf: &mut BytesMut) {
     auth(buf, 0, &[]);
 }
 
+pub fn auth_cleartext(buf: &mut BytesMut) {
+    auth(buf, 3, &[]);
+}
+
 pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     auth(buf, 5, &salt);
 }

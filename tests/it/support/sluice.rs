@@ -155,6 +155,12 @@ impl Sluice {
     /// so `file:secrets.yaml` resolves either way), starts the binary with RUST_LOG=sluice=debug
     /// and waits up to 20 s until every `listen:` address accepts TCP.
     pub fn start_with_secrets(yaml: &str, secrets: &str) -> Sluice {
+        Self::start_with_env(yaml, secrets, &[])
+    }
+
+    /// Like [`Sluice::start_with_secrets`], with extra environment variables for the process
+    /// (signing keys, `SLUICE_LOG_FORMAT`).
+    pub fn start_with_env(yaml: &str, secrets: &str, env: &[(&str, &str)]) -> Sluice {
         let dir = tempfile::Builder::new()
             .prefix("sluice-proxy-")
             .tempdir()
@@ -170,6 +176,7 @@ impl Sluice {
             .current_dir(dir.path())
             .env("RUST_LOG", "sluice=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
