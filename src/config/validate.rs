@@ -9,7 +9,6 @@ use super::parse::Parts;
 use super::{Duration, Problem, SecretRef, Seg};
 use crate::auth::secret;
 
-const NOT_YET: &str = "is not supported by this build yet";
 
 pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
     let mut v = Validator { problems };
@@ -273,7 +272,7 @@ impl Validator<'_> {
                     }
                 }
                 SecretRef::AwsSecretsManager(_) => {
-                    let msg = &format!("aws-secretsmanager secrets {NOT_YET}");
+                    let msg = "aws-secretsmanager secrets are not supported by this build yet";
                     self.report(&at(&path, "secret"), msg);
                 }
             }

@@ -249,6 +249,26 @@ fn unsupported_features_and_bad_references_are_reported() {
 }
 
 #[test]
+fn token_logins_need_their_sections() {
+    let text = MINIMAL.to_owned()
+        + "  - username: lambda\n    client_auth: iam\n    secret: file:secrets.yaml#app\n\
+           \x20 - username: pod\n    client_auth: jwt\n    secret: file:secrets.yaml#app\n";
+    assert_eq!(
+        problems(&text),
+        [
+            "auth[1].client_auth: client_auth iam needs an `iam` section",
+            "auth[2].client_auth: client_auth jwt needs a `jwt` section",
+        ]
+    );
+    let with_jwt = text + "jwt: { jwks_file: missing.json, issuer: i, audience: a }\n";
+    let found = problems(&with_jwt);
+    assert!(
+        found.iter().any(|p| p.starts_with("jwt.jwks_file: cannot read JWKS file")),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn missing_sections_and_fields() {
     assert_eq!(
         problems("endpoints: []\n"),
