@@ -147,11 +147,11 @@ impl App {
                 }
             };
             tracing::info!(endpoint = %ep.name, listen = %local, target_group = %name, role = ?ep.role, "endpoint ready");
-            tasks.spawn(listener::accept_loop(
-                listener,
-                ep.allowed_cidrs.clone(),
-                endpoint,
-            ));
+            let admission = listener::Admission {
+                allowed: ep.allowed_cidrs.clone(),
+                handshakes_per_second: ep.max_handshakes_per_second,
+            };
+            tasks.spawn(listener::accept_loop(listener, admission, endpoint));
         }
         Ok(Self { tasks, addrs })
     }

@@ -1,10 +1,11 @@
-//! The accept loop of one endpoint: allow-list by CIDR, socket options, one task per client of
-//! the endpoint's engine.
+//! The accept loop of one endpoint: allow-list by CIDR (before any protocol byte), the
+//! handshake rate limit, socket options, one task per client of the endpoint's engine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::time::{Duration, Instant};
 
 use crate::config::Cidr;
 use crate::mysql::client::MyEndpoint;
@@ -26,22 +27,35 @@ impl Endpoint {
     }
 }
 
+/// Who may connect and how fast.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub allowed: Vec<Cidr>,
+    pub handshakes_per_second: Option<u32>,
+}
+
 /// Accepts clients until the task is dropped.
-pub async fn accept_loop(listener: TcpListener, allowed: Vec<Cidr>, endpoint: Endpoint) {
+pub async fn accept_loop(listener: TcpListener, admission: Admission, endpoint: Endpoint) {
+    let mut bucket = admission.handshakes_per_second.map(Bucket::new);
     loop {
+        if let Some(bucket) = &mut bucket {
+            // Waiting here leaves further clients in the kernel's listen queue.
+            bucket.take().await;
+        }
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(endpoint = %endpoint.name(), error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if !allowed_peer(&allowed, peer) {
-            tracing::info!(endpoint = %endpoint.name(), %peer, "client refused by allowed_cidrs");
+        if !allowed_peer(&admission.allowed, peer) {
+            crate::audit::turned_away(endpoint.name(), peer, "not in allowed_cidrs");
             continue;
         }
+        crate::audit::connected(endpoint.name(), peer);
         let _ = stream.set_nodelay(true);
         match &endpoint {
             Endpoint::Postgres(ep) => {
@@ -56,4 +70,63 @@ pub async fn accept_loop(listener: TcpListener, allowed: Vec<Cidr>, endpoint: En
 
 fn allowed_peer(allowed: &[Cidr], peer: SocketAddr) -> bool {
     allowed.is_empty() || allowed.iter().any(|c| c.contains(peer.ip()))
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `rate`.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    async fn take(&mut self) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_a_burst_then_paces() {
+        let mut bucket = Bucket::new(10);
+        let start = Instant::now();
+        for _ in 0..10 {
+            bucket.take().await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(1),
+            "the burst waited"
+        );
+        for _ in 0..20 {
+            bucket.take().await;
+        }
+        let paced = start.elapsed();
+        assert!(
+            paced >= Duration::from_millis(1990) && paced <= Duration::from_millis(2100),
+            "20 more at 10/s took {paced:?}"
+        );
+    }
 }

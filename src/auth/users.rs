@@ -28,6 +28,39 @@ pub struct User {
     pub md5: String,
     /// SHA-1/SHA-256 hashes for mysql_native_password and caching_sha2_password.
     pub mysql: MysqlKeys,
+    /// `max_client_connections`, and the sessions open now (counted only under a cap).
+    pub max_sessions: Option<u32>,
+    sessions: std::sync::atomic::AtomicU32,
+}
+
+/// One of a capped user's sessions; gives its place back when dropped.
+#[derive(Debug)]
+pub struct SessionSlot(Arc<User>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl User {
+    /// A place for one more session, or `Err` when the user is at `max_client_connections`;
+    /// `Ok(None)` for users without a cap.
+    pub fn open_session(self: &Arc<Self>) -> Result<Option<SessionSlot>, u32> {
+        let Some(max) = self.max_sessions else {
+            return Ok(None);
+        };
+        let counted = self.sessions.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| (n < max).then_some(n + 1),
+        );
+        counted
+            .map(|_| Some(SessionSlot(self.clone())))
+            .map_err(|_| max)
+    }
 }
 
 #[derive(Debug, Error)]
@@ -74,6 +107,8 @@ impl Users {
                 scram: ScramKeys::derive(&secret.password),
                 md5: md5::stored_hash(&entry.username, &secret.password),
                 mysql: MysqlKeys::derive(&secret.password),
+                max_sessions: entry.max_client_connections,
+                sessions: Default::default(),
                 secret,
             };
             by_name.insert(entry.username.clone(), Arc::new(user));
@@ -86,6 +121,8 @@ impl Users {
             scram: ScramKeys::derive(&format!("{decoy_password:?}")),
             md5: String::new(),
             mysql: MysqlKeys::derive(&format!("{decoy_password:?}")),
+            max_sessions: None,
+            sessions: Default::default(),
             secret: Secret {
                 username: String::new(),
                 password: String::new(),

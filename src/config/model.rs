@@ -70,6 +70,11 @@ pub struct Endpoint {
     /// CIDR blocks allowed to connect (IPv4 or IPv6); empty means everyone.
     #[serde(default)]
     pub allowed_cidrs: Vec<Cidr>,
+    /// New client connections started per second, at most (a burst of as many is allowed);
+    /// beyond it, connections wait in the listen queue, so an auth storm cannot take the CPU
+    /// from running sessions. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_handshakes_per_second: Option<u32>,
     /// `read_only` endpoints: when no reader is usable, use the writer instead of waiting.
     #[serde(default)]
     pub reader_fallback_to_writer: bool,
@@ -297,6 +302,9 @@ pub struct AuthEntry {
     /// The password exchange with clients when `client_auth` is `password`.
     #[serde(default)]
     pub client_password_auth_type: PasswordAuthType,
+    /// Client sessions this user may have open at once (across endpoints); unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_client_connections: Option<u32>,
     /// `file:PATH#KEY` (PATH relative to the config file) or `aws-secretsmanager:<arn-or-name>`.
     // Once loaded, a relative file path is already resolved against the config file's directory.
     pub secret: SecretRef,

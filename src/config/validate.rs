@@ -9,7 +9,6 @@ use super::parse::Parts;
 use super::{Duration, Problem, SecretRef, Seg};
 use crate::auth::secret;
 
-
 pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
     let mut v = Validator { problems };
     let group_names: Option<BTreeSet<&str>> = parts

@@ -18,7 +18,7 @@ use super::kill::KillRegistry;
 use super::pools::{MyPool, PoolKey};
 use super::relay::Session;
 use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps};
-use crate::auth::users::{User, Users};
+use crate::auth::users::{SessionSlot, User, Users};
 use crate::config::{ClientAuth, PasswordAuthType};
 use crate::routing::Want;
 use crate::tls::{ClientTls, Flavor, Socket};
@@ -162,10 +162,12 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // Boxed: the login's state is large and short-lived; inline it would stay in the task.
-        let Some((stream, mut session)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await else {
+        let Some((stream, mut session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
+        else {
             return;
         };
         session.run(stream).await;
+        drop(slot);
     }
 }
 
@@ -181,14 +183,14 @@ struct Hello {
 enum Step {
     /// The client sent an SSLRequest: the handshake comes next, then its real response.
     StartTls,
-    Session(Box<Session>),
+    Session(Box<Session>, Option<SessionSlot>),
 }
 
 async fn login_or_turn_away(
     tcp: TcpStream,
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
-) -> Option<(Socket, Box<Session>)> {
+) -> Option<(Socket, Box<Session>, Option<SessionSlot>)> {
     let deadline = Instant::now() + LOGIN_TIMEOUT;
     let mut stream = Socket::Plain(tcp);
     let (mut buf, mut seq, mut hello) = (BytesMut::new(), 0, None);
@@ -200,7 +202,7 @@ async fn login_or_turn_away(
         };
         let step = login_exchange(&mut login, ep, peer, &mut hello);
         match tokio::time::timeout_at(deadline, step).await {
-            Ok(Ok(Step::Session(session))) => return Some((stream, session)),
+            Ok(Ok(Step::Session(session, slot))) => return Some((stream, session, slot)),
             Ok(Ok(Step::StartTls)) => {
                 let early = login.buf;
                 (buf, seq) = (BytesMut::new(), login.seq);
@@ -317,6 +319,16 @@ async fn login_exchange(
         ));
     }
     let user = authenticate(login, ep, &hr, salt, peer).await?;
+    let slot = user.open_session().map_err(|max| {
+        crate::audit::turned_away(&ep.name, peer, "user at max_client_connections");
+        refuse(
+            errors::TOO_MANY_USER_CONNECTIONS,
+            format!(
+                "User {} already has more than 'max_client_connections' ({max}) active connections",
+                hr.user
+            ),
+        )
+    })?;
     let negotiated = hr.caps & offered;
     let key = PoolKey {
         user: user.secret.username.clone(),
@@ -340,7 +352,7 @@ async fn login_exchange(
     login.send(&out).await?;
     tracing::debug!(endpoint = %ep.name, session = id, user = %hr.user, database = ?hr.database, "client logged in");
     let kill = ep.kill.register(id, &user.secret.username);
-    Ok(Step::Session(Box::new(Session::new(
+    let session = Box::new(Session::new(
         id,
         ep.clone(),
         peer,
@@ -348,7 +360,8 @@ async fn login_exchange(
         kill,
         hr.database.map(String::into_boxed_str),
         std::mem::take(&mut login.buf),
-    ))))
+    ));
+    Ok(Step::Session(session, slot))
 }
 
 /// Runs the password exchange for the user's configured plugin; the client may have started

@@ -9,6 +9,8 @@ pub const HANDSHAKE: Code = (1043, "08S01");
 pub const ACCESS_DENIED: Code = (1045, "28000");
 pub const UNKNOWN_COMMAND: Code = (1047, "08S01");
 pub const BAD_DB: Code = (1049, "42000");
+/// ER_TOO_MANY_USER_CONNECTIONS: the user is at `max_client_connections`.
+pub const TOO_MANY_USER_CONNECTIONS: Code = (1203, "42000");
 pub const NO_SUCH_THREAD: Code = (1094, "HY000");
 pub const UNKNOWN: Code = (1105, "HY000");
 pub const PACKET_TOO_LARGE: Code = (1153, "08S01");

@@ -18,7 +18,7 @@ use super::relay::Session;
 use super::server;
 use super::wire::{self, Startup, WireError};
 use crate::auth::scram::{self, ScramExchange};
-use crate::auth::users::{User, Users};
+use crate::auth::users::{SessionSlot, User, Users};
 use crate::config::{ClientAuth, PasswordAuthType};
 use crate::routing::Want;
 use crate::tls::{ClientTls, Flavor, Socket};
@@ -101,10 +101,12 @@ pub fn serve(
         // Boxed: the handshake's state is large and short-lived; inline it would stay in the
         // task's allocation for the whole session. The session then lives here once and `run`
         // borrows it.
-        let Some((stream, mut session)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await else {
+        let Some((stream, mut session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
+        else {
             return;
         };
         session.run(stream).await;
+        drop(slot);
     }
 }
 
@@ -113,7 +115,7 @@ pub fn serve(
 enum Step {
     /// The client asked for TLS and was told yes: the handshake comes next.
     StartTls,
-    Session(Session),
+    Session(Session, Option<SessionSlot>),
     /// The connection only carried a cancel request.
     Cancel,
 }
@@ -123,13 +125,13 @@ async fn login_or_turn_away(
     tcp: TcpStream,
     ep: &Arc<PgEndpoint>,
     peer: SocketAddr,
-) -> Option<(Socket, Session)> {
+) -> Option<(Socket, Session, Option<SessionSlot>)> {
     let deadline = Instant::now() + LOGIN_TIMEOUT;
     let mut stream = Socket::Plain(tcp);
     let mut buf = BytesMut::with_capacity(512);
     loop {
         match tokio::time::timeout_at(deadline, login(&mut stream, &mut buf, ep, peer)).await {
-            Ok(Ok(Step::Session(session))) => return Some((stream, session)),
+            Ok(Ok(Step::Session(session, slot))) => return Some((stream, session, slot)),
             Ok(Ok(Step::Cancel)) => return None,
             Ok(Ok(Step::StartTls)) => {
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
@@ -260,6 +262,13 @@ async fn login(
             return Err(refusal);
         }
     };
+    let slot = user.open_session().map_err(|max| {
+        crate::audit::turned_away(&ep.name, peer, "user at max_client_connections");
+        refuse(
+            errors::TOO_MANY_CONNECTIONS,
+            format!("too many connections for role \"{user_name}\" (max_client_connections {max})"),
+        )
+    })?;
     let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
         let (code, message) = errors::borrow_failure(&e);
         tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
@@ -284,21 +293,24 @@ async fn login(
     write(stream, &out).await?;
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
-    Ok(Step::Session(Session::new(
-        id,
-        super::relay::Route {
-            cluster: ep.cluster.clone(),
-            last_write: 0,
-            member: u16::try_from(member).unwrap_or(u16::MAX),
-            ryw_ms: u32::try_from(ep.read_your_writes_timeout.as_millis()).unwrap_or(u32::MAX),
-            want: ep.want,
-        },
-        pg,
-        cancel,
-        settings,
-        std::mem::take(buf),
-        ep.idle_client_timeout,
-    )))
+    Ok(Step::Session(
+        Session::new(
+            id,
+            super::relay::Route {
+                cluster: ep.cluster.clone(),
+                last_write: 0,
+                member: u16::try_from(member).unwrap_or(u16::MAX),
+                ryw_ms: u32::try_from(ep.read_your_writes_timeout.as_millis()).unwrap_or(u32::MAX),
+                want: ep.want,
+            },
+            pg,
+            cancel,
+            settings,
+            std::mem::take(buf),
+            ep.idle_client_timeout,
+        ),
+        slot,
+    ))
 }
 
 async fn read_startup(stream: &mut Socket, buf: &mut BytesMut) -> Result<Startup, Refusal> {
@@ -556,7 +568,8 @@ mod tests {
     /// task. PgBouncer measures 0.8 KiB per idle client here (docs/benchmarks.md); this budget
     /// stops the future from growing back while that gap is closed (routing through failovers
     /// added 32 bytes: the session's cluster, instance and a lost server's pending error; TLS
-    /// 96: a socket's readiness wait also carries its TLS branch, and the select holds two).
+    /// 96: a socket's readiness wait also carries its TLS branch, and the select holds two;
+    /// a capped user's session slot 8).
     #[tokio::test]
     async fn a_session_task_stays_small() {
         use crate::pool::{Instance, Limit, PoolSettings};
@@ -590,7 +603,7 @@ mod tests {
             .unwrap();
         let peer = client.local_addr().unwrap();
         let size = std::mem::size_of_val(&serve(client, peer, ep));
-        assert!(size <= 1424, "a session task is {size} bytes");
+        assert!(size <= 1432, "a session task is {size} bytes");
     }
 
     #[test]

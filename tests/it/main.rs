@@ -13,6 +13,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod admission;
 mod drivers;
 mod failover;
 mod harness_selftest;

@@ -263,7 +263,9 @@ fn token_logins_need_their_sections() {
     let with_jwt = text + "jwt: { jwks_file: missing.json, issuer: i, audience: a }\n";
     let found = problems(&with_jwt);
     assert!(
-        found.iter().any(|p| p.starts_with("jwt.jwks_file: cannot read JWKS file")),
+        found
+            .iter()
+            .any(|p| p.starts_with("jwt.jwks_file: cannot read JWKS file")),
         "{found:?}"
     );
 }
