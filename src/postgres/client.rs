@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
@@ -17,16 +17,17 @@ use super::pools::{PgPool, PgPools};
 use super::relay::Session;
 use super::server;
 use super::wire::{self, Startup, WireError};
-use crate::auth::scram::{self, ScramExchange};
-use crate::auth::users::{SessionSlot, User, Users};
-use crate::config::{ClientAuth, PasswordAuthType};
+use crate::auth::users::{SessionSlot, Users};
 use crate::routing::Want;
 use crate::tls::{ClientTls, Flavor, Socket};
 
+mod auth;
+
+use auth::authenticate;
+pub(crate) use auth::method_name;
+
 /// A client must finish startup and authentication within this time.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
-/// Authentication messages are small.
-const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
 /// What one Postgres endpoint needs to serve its clients.
 #[derive(Debug)]
@@ -331,148 +332,6 @@ async fn read_more(stream: &mut Socket, buf: &mut BytesMut) -> Result<(), Refusa
 
 async fn write(stream: &mut Socket, bytes: &[u8]) -> Result<(), Refusal> {
     stream.write_all(bytes).await.map_err(|_| hung_up())
-}
-
-/// Reads one password-type message ('p') and returns its body.
-async fn read_password(stream: &mut Socket, buf: &mut BytesMut) -> Result<BytesMut, Refusal> {
-    loop {
-        if let Some(frame) = wire::next_frame(buf, MAX_AUTH_MESSAGE)? {
-            if frame.tag != b'p' {
-                return Err(refuse(
-                    errors::PROTOCOL_VIOLATION,
-                    "expected a password response",
-                ));
-            }
-            let mut msg = buf.split_to(frame.len);
-            msg.advance(wire::FRAME_HEADER_LEN);
-            return Ok(msg);
-        }
-        read_more(stream, buf).await?;
-    }
-}
-
-pub(crate) fn method_name(auth: ClientAuth) -> &'static str {
-    match auth {
-        ClientAuth::Password => "password",
-        ClientAuth::Iam => "iam",
-        ClientAuth::Jwt => "jwt",
-    }
-}
-
-/// A failed login: the method tried, the reason to audit, and what the client is told.
-type AuthFailure = (&'static str, String, Refusal);
-
-async fn authenticate(
-    stream: &mut Socket,
-    buf: &mut BytesMut,
-    ep: &PgEndpoint,
-    name: &str,
-) -> Result<Arc<User>, AuthFailure> {
-    let users = &ep.users;
-    let bad_password = || {
-        refuse(
-            errors::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{name}\""),
-        )
-    };
-    let (user, known) = match users.get(name) {
-        Some(u) => (u.clone(), true),
-        None => match users.decoy() {
-            Some(d) => (d.clone(), false),
-            None => return Err(("password", "unknown user".into(), bad_password())),
-        },
-    };
-    let method = method_name(user.client_auth);
-    let failed = |reason: &str, refusal| (method, reason.to_owned(), refusal);
-    if user.client_auth != ClientAuth::Password {
-        // The token travels as a cleartext password: only inside TLS.
-        if !stream.is_tls() {
-            let refusal = refuse(
-                errors::INVALID_AUTHORIZATION,
-                format!("{method} authentication requires SSL (use sslmode=require or stricter)"),
-            );
-            return Err(failed("token login without TLS", refusal));
-        }
-        let mut out = BytesMut::new();
-        wire::auth_cleartext(&mut out);
-        write(stream, &out)
-            .await
-            .map_err(|r| failed("hung up", r))?;
-        let body = read_password(stream, buf)
-            .await
-            .map_err(|r| failed("hung up", r))?;
-        let token = wire::Reader::new(&body, "PasswordMessage")
-            .cstr()
-            .ok()
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .ok_or_else(|| failed("malformed password message", bad_password()))?;
-        users
-            .verify_token(&user, token, ep.port)
-            .map_err(|reason| failed(&reason, bad_password()))?;
-        return Ok(user);
-    }
-    password_exchange(stream, buf, &user, name, known)
-        .await
-        .map_err(|r| failed("wrong password", r))?;
-    Ok(user)
-}
-
-/// SCRAM-SHA-256 or MD5 against the user's secret; an unknown user's decoy never matches.
-async fn password_exchange(
-    stream: &mut Socket,
-    buf: &mut BytesMut,
-    user: &User,
-    name: &str,
-    known: bool,
-) -> Result<(), Refusal> {
-    let bad_password = || {
-        refuse(
-            errors::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{name}\""),
-        )
-    };
-    let mut out = BytesMut::new();
-    match user.method {
-        PasswordAuthType::PostgresMd5 => {
-            let salt: [u8; 4] = rand::random();
-            wire::auth_md5(&mut out, salt);
-            write(stream, &out).await?;
-            let body = read_password(stream, buf).await?;
-            let answer = wire::Reader::new(&body, "PasswordMessage").cstr()?;
-            let expected = crate::auth::md5::expected_response(&user.md5, salt);
-            if !known || !scram::ct_eq(answer, expected.as_bytes()) {
-                return Err(bad_password());
-            }
-        }
-        _ => {
-            wire::auth_sasl(&mut out, scram::MECHANISM);
-            write(stream, &out).await?;
-            out.clear();
-            let body = read_password(stream, buf).await?;
-            let mut r = wire::Reader::new(&body, "SASLInitialResponse");
-            if r.cstr()? != scram::MECHANISM.as_bytes() {
-                return Err(refuse(
-                    errors::PROTOCOL_VIOLATION,
-                    "unsupported SASL mechanism",
-                ));
-            }
-            let len = usize::try_from(r.i32()?).map_err(|_| bad_password())?;
-            let mut exchange = ScramExchange::start(r.take(len)?).map_err(|_| bad_password())?;
-            wire::auth_sasl_continue(&mut out, exchange.server_first(&user.scram));
-            write(stream, &out).await?;
-            out.clear();
-            let body = read_password(stream, buf).await?;
-            let server_final = exchange
-                .finish(&user.scram, &body)
-                .map_err(|_| bad_password())?;
-            if !known {
-                return Err(bad_password());
-            }
-            wire::auth_sasl_final(&mut out, server_final.as_bytes());
-            write(stream, &out).await?;
-        }
-    }
-    Ok(())
 }
 
 /// The pool's ParameterStatus set: learned once from a server connection, then served from cache.

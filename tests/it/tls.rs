@@ -48,6 +48,18 @@ fn psql(
     (status.success(), out.trim().to_owned(), err)
 }
 
+/// A PostgreSQL server offering TLS with `cert`.
+fn pg_with_tls(cert: &Leaf) -> PgServer {
+    PgServer::start_with(PgOptions {
+        extra_conf: vec![
+            "ssl = on".into(),
+            format!("ssl_cert_file = '{}'", cert.cert.display()),
+            format!("ssl_key_file = '{}'", cert.key.display()),
+        ],
+        ..Default::default()
+    })
+}
+
 const SERVER_SIDE_SSL: &str = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
 
 #[test]
@@ -55,14 +67,7 @@ fn postgres_verify_full_on_both_sides_plaintext_refused_and_certificate_reloaded
     let certs = Certs::new("pg");
     let server = certs.leaf("postgres", &["127.0.0.1", "localhost"], Some("postgres"));
     let leaf = certs.leaf("sluice", &["localhost", "127.0.0.1"], None);
-    let pg = PgServer::start_with(PgOptions {
-        extra_conf: vec![
-            "ssl = on".into(),
-            format!("ssl_cert_file = '{}'", server.cert.display()),
-            format!("ssl_key_file = '{}'", server.key.display()),
-        ],
-        ..Default::default()
-    });
+    let pg = pg_with_tls(&server);
     let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
     let server_tls = format!("{{ mode: verify-full, ca_file: {} }}", certs.ca().display());
     let mut proxy = Sluice::start_with_secrets(&with_tls(&yaml, &leaf, &server_tls), &secrets);
@@ -155,14 +160,7 @@ fn postgres_verify_full_on_both_sides_plaintext_refused_and_certificate_reloaded
 fn postgres_server_certificate_from_an_unknown_ca_is_refused() {
     let certs = Certs::new("pg");
     let server = certs.leaf("postgres", &["127.0.0.1"], Some("postgres"));
-    let pg = PgServer::start_with(PgOptions {
-        extra_conf: vec![
-            "ssl = on".into(),
-            format!("ssl_cert_file = '{}'", server.cert.display()),
-            format!("ssl_key_file = '{}'", server.key.display()),
-        ],
-        ..Default::default()
-    });
+    let pg = pg_with_tls(&server);
     let stranger = Certs::new("stranger");
     let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
     let yaml = yaml.replace(
