@@ -70,6 +70,16 @@ impl App {
             }
             None => None,
         };
+        // Once per target group (its CA file read once), whatever the number of its endpoints.
+        let mut server_tls = HashMap::new();
+        for (name, group) in &config.target_groups {
+            let connector =
+                ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
+                    group: name.clone(),
+                    source,
+                })?;
+            server_tls.insert(name.as_str(), connector);
+        }
         // One cluster (pools per instance, router, probes) per target group, shared by the
         // endpoints using it.
         let mut pg: HashMap<String, Arc<PgCluster>> = HashMap::new();
@@ -97,17 +107,13 @@ impl App {
                 Role::ReadWriteSplit => Want::Split,
             };
             let ryw_timeout = ep.read_your_writes_timeout.as_std();
-            let server_tls =
-                ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
-                    group: name.clone(),
-                    source,
-                })?;
+            let server_tls = &server_tls[name.as_str()];
             let endpoint = match group.engine {
                 Engine::Postgres => {
                     let cluster = pg
                         .entry(name.clone())
                         .or_insert_with(|| {
-                            pg_cluster(name, group, &monitor, server_tls, &mut tasks)
+                            pg_cluster(name, group, &monitor, server_tls.clone(), &mut tasks)
                         })
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
@@ -128,7 +134,7 @@ impl App {
                     let cluster = my
                         .entry(name.clone())
                         .or_insert_with(|| {
-                            my_cluster(name, group, &monitor, server_tls, &mut tasks)
+                            my_cluster(name, group, &monitor, server_tls.clone(), &mut tasks)
                         })
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {

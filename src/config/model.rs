@@ -319,6 +319,17 @@ pub enum ClientAuth {
     Jwt,
 }
 
+impl ClientAuth {
+    /// The word the config uses, also in audit lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Iam => "iam",
+            Self::Jwt => "jwt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PasswordAuthType {

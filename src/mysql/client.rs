@@ -209,18 +209,10 @@ async fn login_or_turn_away(
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
                     return None;
                 };
-                let handshake = tls.accept(Flavor::Mysql, tcp, &early);
-                match tokio::time::timeout_at(deadline, handshake).await {
-                    Ok(Ok(tls)) => stream = tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(endpoint = %ep.name, %peer, error = %e, "client TLS handshake failed");
-                        return None;
-                    }
-                    Err(_) => {
-                        tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
-                        return None;
-                    }
-                }
+                let who = (ep.name.as_str(), peer);
+                stream = tls
+                    .accept_by(deadline, Flavor::Mysql, tcp, &early, who)
+                    .await?;
             }
             Ok(Err(r)) => {
                 if r.hung_up {
@@ -266,9 +258,7 @@ async fn login_exchange(
         refuse(errors::UNKNOWN, format!("sluice: {e}"))
     })?;
     let mut out = Vec::with_capacity(128);
-    let Hello {
-        salt, offered, id, ..
-    } = match hello {
+    let h = match hello {
         Some(h) => h,
         None => {
             let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
@@ -294,7 +284,7 @@ async fn login_exchange(
             h
         }
     };
-    let (salt, offered, id) = (&salt[..], *offered, *id);
+    let (salt, offered, id) = (&h.salt[..], h.offered, h.id);
     let payload = login.read().await?;
     let hr = HandshakeResponse::parse(&payload)
         .map_err(|e| refuse(errors::HANDSHAKE, format!("Bad handshake: {e}")))?;
@@ -380,7 +370,7 @@ pub(super) async fn authenticate(
             None => return Err(denied(&hr.user, peer, true)),
         },
     };
-    let method = crate::postgres::client::method_name(user.client_auth);
+    let method = user.client_auth.name();
     let result = exchange(login, ep, &user, known, hr, salt, peer).await;
     match &result {
         Ok(()) => {

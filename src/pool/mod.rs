@@ -27,16 +27,6 @@ pub trait PooledConnection: Send + 'static {
     fn is_usable(&mut self) -> bool;
 }
 
-/// Whether an idle server connection has stayed silent: data or EOF from the server means it
-/// ended the connection (terminated backend, restart) while it sat in the pool.
-pub fn idle_and_open(stream: &tokio::net::TcpStream, unread: &[u8]) -> bool {
-    if !unread.is_empty() {
-        return false;
-    }
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
 pub type ConnectFuture<'a, C> = Pin<Box<dyn Future<Output = Result<C, ConnectError>> + Send + 'a>>;
 
 /// Opens new server connections for one pool (knows the instance, database, user and secret).

@@ -24,7 +24,6 @@ use crate::tls::{ClientTls, Flavor, Socket};
 mod auth;
 
 use auth::authenticate;
-pub(crate) use auth::method_name;
 
 /// A client must finish startup and authentication within this time.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -138,19 +137,10 @@ async fn login_or_turn_away(
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
                     return None;
                 };
-                match tokio::time::timeout_at(deadline, tls.accept(Flavor::Postgres, tcp, &[]))
-                    .await
-                {
-                    Ok(Ok(tls)) => stream = tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(endpoint = %ep.name, %peer, error = %e, "client TLS handshake failed");
-                        return None;
-                    }
-                    Err(_) => {
-                        tracing::info!(endpoint = %ep.name, %peer, "client login timed out");
-                        return None;
-                    }
-                }
+                let who = (ep.name.as_str(), peer);
+                stream = tls
+                    .accept_by(deadline, Flavor::Postgres, tcp, &[], who)
+                    .await?;
             }
             Ok(Err(refusal)) => {
                 turn_away(&mut stream, ep, peer, refusal).await;
@@ -252,7 +242,7 @@ async fn login(
 
     let user = match authenticate(stream, buf, ep, &user_name).await {
         Ok(user) => {
-            let method = method_name(user.client_auth);
+            let method = user.client_auth.name();
             crate::audit::auth_succeeded(&ep.name, peer, &user_name, method, stream.is_tls());
             user
         }

@@ -130,6 +130,29 @@ impl ClientTls {
         )))
     }
 
+    /// [`ClientTls::accept`] within a login's `deadline`; a failed or late handshake is logged
+    /// and ends the connection (`None`): there is no channel left to tell the client why.
+    pub async fn accept_by(
+        &self,
+        deadline: tokio::time::Instant,
+        flavor: Flavor,
+        tcp: TcpStream,
+        early: &[u8],
+        (endpoint, peer): (&str, std::net::SocketAddr),
+    ) -> Option<Socket> {
+        match tokio::time::timeout_at(deadline, self.accept(flavor, tcp, early)).await {
+            Ok(Ok(socket)) => Some(socket),
+            Ok(Err(e)) => {
+                tracing::info!(endpoint, %peer, error = %e, "client TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!(endpoint, %peer, "client login timed out");
+                None
+            }
+        }
+    }
+
     /// Reloads on SIGHUP and when the files change (checked every few seconds).
     pub async fn watch(self: Arc<Self>) {
         {

@@ -179,13 +179,6 @@ impl TlsSocket {
 }
 
 impl Socket {
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(tcp) => tcp,
-            Self::Tls(t) => &t.tcp,
-        }
-    }
-
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }

@@ -32,14 +32,6 @@ async fn read_password(stream: &mut Socket, buf: &mut BytesMut) -> Result<BytesM
     }
 }
 
-pub(crate) fn method_name(auth: ClientAuth) -> &'static str {
-    match auth {
-        ClientAuth::Password => "password",
-        ClientAuth::Iam => "iam",
-        ClientAuth::Jwt => "jwt",
-    }
-}
-
 /// A failed login: the method tried, the reason to audit, and what the client is told.
 pub(super) type AuthFailure = (&'static str, String, Refusal);
 
@@ -63,7 +55,7 @@ pub(super) async fn authenticate(
             None => return Err(("password", "unknown user".into(), bad_password())),
         },
     };
-    let method = method_name(user.client_auth);
+    let method = user.client_auth.name();
     let failed = |reason: &str, refusal| (method, reason.to_owned(), refusal);
     if user.client_auth != ClientAuth::Password {
         // The token travels as a cleartext password: only inside TLS.
