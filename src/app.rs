@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use tokio::time::Duration;
 
+use crate::auth::iam::signer::TokenSigner;
 use crate::auth::users::{User, Users, UsersError};
 use crate::config::{Config, ConnectionPool, Engine, Role, TargetGroup};
 use crate::health::{self, Monitor, Thresholds, Timing};
@@ -43,8 +44,17 @@ pub enum AppError {
     Tls(TlsError),
     #[error("target group {group}: server_tls: {source}")]
     ServerTls { group: String, source: TlsError },
+    #[error("target group {group}: server_iam: no AWS credentials found (environment, profile, web identity or instance profile)")]
+    ServerIam { group: String },
     #[error("endpoint {endpoint}: {reason}")]
     Unsupported { endpoint: String, reason: String },
+}
+
+/// How sluice logs in to one target group's instances.
+#[derive(Debug)]
+struct ServerSide {
+    tls: ServerConnector,
+    iam: Option<Arc<TokenSigner>>,
 }
 
 /// Everything sluice runs, bound and ready.
@@ -56,11 +66,16 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
-        let users = Arc::new(Users::load(config)?);
+        let users = Arc::new(Users::load(config).await?);
         let cancel = Arc::new(CancelRegistry::default());
         let kill = Arc::new(KillRegistry::default());
         let session_ids = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
+        let stored: Vec<_> = users.from_secrets_manager().cloned().collect();
+        if !stored.is_empty() {
+            let every = config.secrets_manager.refresh_interval.as_std();
+            tasks.spawn(crate::auth::credentials::refresh_every(stored, every));
+        }
         let mut addrs = Vec::new();
         let tls = match &config.tls {
             Some(files) => {
@@ -71,14 +86,30 @@ impl App {
             None => None,
         };
         // Once per target group (its CA file read once), whatever the number of its endpoints.
-        let mut server_tls = HashMap::new();
+        let mut server_side = HashMap::new();
+        let mut aws: Option<aws_config::SdkConfig> = None;
         for (name, group) in &config.target_groups {
-            let connector =
+            let tls =
                 ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
                     group: name.clone(),
                     source,
                 })?;
-            server_tls.insert(name.as_str(), connector);
+            let iam = match &group.server_iam {
+                Some(iam) => {
+                    let sdk = match &aws {
+                        Some(sdk) => sdk,
+                        None => aws.insert(
+                            crate::auth::secrets_manager::sdk_config(&config.secrets_manager).await,
+                        ),
+                    };
+                    let provider = sdk.credentials_provider().ok_or_else(|| AppError::ServerIam {
+                        group: name.clone(),
+                    })?;
+                    Some(Arc::new(TokenSigner::new(&iam.region, provider)))
+                }
+                None => None,
+            };
+            server_side.insert(name.as_str(), ServerSide { tls, iam });
         }
         // One cluster (pools per instance, router, probes) per target group, shared by the
         // endpoints using it.
@@ -107,13 +138,13 @@ impl App {
                 Role::ReadWriteSplit => Want::Split,
             };
             let ryw_timeout = ep.read_your_writes_timeout.as_std();
-            let server_tls = &server_tls[name.as_str()];
+            let server = &server_side[name.as_str()];
             let endpoint = match group.engine {
                 Engine::Postgres => {
                     let cluster = pg
                         .entry(name.clone())
                         .or_insert_with(|| {
-                            pg_cluster(name, group, &monitor, server_tls.clone(), &mut tasks)
+                            pg_cluster(name, group, &monitor, server, &mut tasks)
                         })
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
@@ -134,7 +165,7 @@ impl App {
                     let cluster = my
                         .entry(name.clone())
                         .or_insert_with(|| {
-                            my_cluster(name, group, &monitor, server_tls.clone(), &mut tasks)
+                            my_cluster(name, group, &monitor, server, &mut tasks)
                         })
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {
@@ -216,7 +247,7 @@ fn pg_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
-    tls: ServerConnector,
+    server: &ServerSide,
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
@@ -224,15 +255,17 @@ fn pg_cluster(
     cluster(name, group, tasks, |addr, instance, settings| {
         let login = crate::postgres::server::ServerLogin {
             addr: addr.to_owned(),
-            user: monitor.secret.username.clone(),
-            password: monitor.secret.password.clone(),
+            user: monitor.credential().secret.username.clone(),
+            credentials: monitor.credentials.clone(),
             database: "postgres".into(),
             scram: Default::default(),
-            tls: tls.clone(),
+            tls: server.tls.clone(),
+            iam: server.iam.clone(),
         };
         let probe = Box::new(PgProbe::new(login, instance.clone()));
         let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone())
-            .with_tls(tls.clone());
+            .with_tls(server.tls.clone())
+            .with_iam(server.iam.clone());
         (probe, pools)
     })
 }
@@ -242,22 +275,25 @@ fn my_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
-    tls: ServerConnector,
+    server: &ServerSide,
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
     let init_query = &group.connection_pool.init_query;
     cluster(name, group, tasks, |addr, instance, settings| {
         let login = crate::mysql::server::ServerLogin {
             addr: addr.to_owned(),
-            user: monitor.secret.username.clone(),
-            keys: monitor.mysql.clone(),
+            user: monitor.credential().secret.username.clone(),
+            credentials: monitor.credentials.clone(),
             caps: 0,
             // utf8_general_ci: every MySQL and MariaDB version knows it.
             collation: 33,
-            tls: tls.clone(),
+            tls: server.tls.clone(),
+            iam: server.iam.clone(),
         };
         let probe = Box::new(MyProbe::new(login, instance.clone()));
-        let pools = MyPools::new(instance, settings, init_query.clone()).with_tls(tls.clone());
+        let pools = MyPools::new(instance, settings, init_query.clone())
+            .with_tls(server.tls.clone())
+            .with_iam(server.iam.clone());
         (probe, pools)
     })
 }

@@ -204,29 +204,47 @@ impl IamVerifier {
     ) -> Result<String, IamError> {
         let identity =
             Credentials::new(key_id, secret, t.session_token.clone(), None, "sluice-iam").into();
-        let mut settings = SigningSettings::default();
-        settings.signature_location = SignatureLocation::QueryParams;
-        settings.expires_in = Some(Duration::from_secs(expires));
-        let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("rds-db")
-            .time(signed_at)
-            .settings(settings)
-            .build()
-            .map_err(|_| IamError::Malformed)?
-            .into();
-        let url = format!(
-            "https://{}/?Action=connect&DBUser={}",
-            t.host,
-            encode(&t.user)
-        );
-        let request =
-            SignableRequest::new("GET", url, std::iter::empty(), SignableBody::Bytes(&[]))
-                .map_err(|_| IamError::Malformed)?;
-        let output = sign(request, &params).map_err(|_| IamError::Malformed)?;
-        Ok(output.signature().to_owned())
+        let params = presign(&t.host, &t.user, &self.region, &identity, signed_at, expires)?;
+        params
+            .into_iter()
+            .find_map(|(k, v)| (k == "X-Amz-Signature").then_some(v))
+            .ok_or(IamError::Malformed)
     }
+}
+
+/// The query parameters SigV4 adds to `https://{host}/?Action=connect&DBUser={user}`
+/// (X-Amz-Algorithm ... X-Amz-Signature, in the order boto3 writes them).
+fn presign(
+    host: &str,
+    user: &str,
+    region: &str,
+    identity: &aws_smithy_runtime_api::client::identity::Identity,
+    signed_at: SystemTime,
+    expires: u64,
+) -> Result<Vec<(String, String)>, IamError> {
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(expires));
+    let params: aws_sigv4::http_request::SigningParams<'_> = v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name("rds-db")
+        .time(signed_at)
+        .settings(settings)
+        .build()
+        .map_err(|_| IamError::Malformed)?
+        .into();
+    let url = format!("https://{host}/?Action=connect&DBUser={}", encode(user));
+    let request = SignableRequest::new("GET", url, std::iter::empty(), SignableBody::Bytes(&[]))
+        .map_err(|_| IamError::Malformed)?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|_| IamError::Malformed)?
+        .into_parts();
+    Ok(instructions
+        .params()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+        .collect())
 }
 
 /// The parts of a token, decoded.
@@ -353,5 +371,6 @@ fn glob(pattern: &str, text: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
+pub mod signer;
 #[cfg(test)]
 mod tests;

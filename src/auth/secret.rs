@@ -80,18 +80,41 @@ pub fn read_file(path: &Path, key: &str) -> Result<Secret, SecretError> {
         path: path.to_owned(),
         key: key.to_owned(),
     })?;
-    let empty = |field| SecretError::Empty {
-        path: path.to_owned(),
-        key: key.to_owned(),
-        field,
-    };
+    empty_field(&secret).map_or(Ok(secret), |field| {
+        Err(SecretError::Empty {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            field,
+        })
+    })
+}
+
+/// Parses a secret value as Secrets Manager returns it (`SecretString`, RDS JSON). The error
+/// names the place and kind of the problem only: serde's own messages may quote a value.
+pub fn parse_json(text: &str) -> Result<Secret, String> {
+    let secret: Secret = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "the secret is not RDS secret JSON with username and password \
+             ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    match empty_field(&secret) {
+        Some(field) => Err(format!("the secret has an empty {field}")),
+        None => Ok(secret),
+    }
+}
+
+fn empty_field(secret: &Secret) -> Option<&'static str> {
     if secret.username.is_empty() {
-        return Err(empty("username"));
+        Some("username")
+    } else if secret.password.is_empty() {
+        Some("password")
+    } else {
+        None
     }
-    if secret.password.is_empty() {
-        return Err(empty("password"));
-    }
-    Ok(secret)
 }
 
 /// Scalar and sequence visits that fail with a message naming only the kind of value.

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::credentials::{Credential, Credentials, Source};
 use super::iam::{IamError, IamVerifier};
 use super::jwt::JwtVerifier;
-use super::md5;
-use super::mysql::MysqlKeys;
-use super::scram::ScramKeys;
-use super::secret::{self, Secret};
+use super::secret::Secret;
+use super::secrets_manager;
 use crate::config::{ClientAuth, Config, PasswordAuthType, SecretRef};
 
 /// One user as sluice authenticates it and logs in for it.
@@ -21,13 +20,9 @@ pub struct User {
     /// How the client proves who it is: the password exchange below, or a token.
     pub client_auth: ClientAuth,
     pub method: PasswordAuthType,
-    /// The credentials sluice logs in to the database with.
-    pub secret: Secret,
-    pub scram: ScramKeys,
-    /// `md5(password + username)`, what PostgreSQL itself stores for MD5 logins.
-    pub md5: String,
-    /// SHA-1/SHA-256 hashes for mysql_native_password and caching_sha2_password.
-    pub mysql: MysqlKeys,
+    /// The credentials sluice logs in to the database with (and checks client passwords
+    /// against), shared with the pools so a rotation reaches them.
+    pub credentials: Arc<Credentials>,
     /// `max_client_connections`, and the sessions open now (counted only under a cap).
     pub max_sessions: Option<u32>,
     sessions: std::sync::atomic::AtomicU32,
@@ -46,6 +41,11 @@ impl Drop for SessionSlot {
 }
 
 impl User {
+    /// The secret's current version (one atomic load).
+    pub fn credential(&self) -> Arc<Credential> {
+        self.credentials.current()
+    }
+
     /// A place for one more session, or `Err` when the user is at `max_client_connections`;
     /// `Ok(None)` for users without a cap.
     pub fn open_session(self: &Arc<Self>) -> Result<Option<SessionSlot>, u32> {
@@ -83,53 +83,62 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn load(config: &Config) -> Result<Self, UsersError> {
+    /// Reads every user's secret; `aws-secretsmanager:` ones through one client.
+    pub async fn load(config: &Config) -> Result<Self, UsersError> {
         let mut by_name = HashMap::new();
+        // One Secrets Manager client for all users, made only if one needs it.
+        let mut client: Option<aws_sdk_secretsmanager::Client> = None;
         for entry in &config.auth {
-            let fail = |reason: String| UsersError::Secret {
-                user: entry.username.clone(),
-                reason,
-            };
-            let secret = match &entry.secret {
-                SecretRef::File { path, key } => {
-                    secret::read_file(path, key).map_err(|e| fail(e.to_string()))?
+            let source = match &entry.secret {
+                SecretRef::File { path, key } => Source::File {
+                    path: path.clone(),
+                    key: key.clone(),
+                },
+                SecretRef::AwsSecretsManager(id) => {
+                    let client = match &client {
+                        Some(c) => c.clone(),
+                        None => {
+                            let sdk = secrets_manager::sdk_config(&config.secrets_manager).await;
+                            client.insert(aws_sdk_secretsmanager::Client::new(&sdk)).clone()
+                        }
+                    };
+                    Source::SecretsManager {
+                        client,
+                        id: id.clone(),
+                    }
                 }
-                SecretRef::AwsSecretsManager(_) => {
-                    return Err(fail(
-                        "aws-secretsmanager secrets are not supported by this build yet".into(),
-                    ));
-                }
             };
+            let credentials = Credentials::load(&entry.username, source)
+                .await
+                .map_err(|reason| UsersError::Secret {
+                    user: entry.username.clone(),
+                    reason,
+                })?;
             let user = User {
                 name: entry.username.clone(),
                 client_auth: entry.client_auth,
                 method: entry.client_password_auth_type,
-                scram: ScramKeys::derive(&secret.password),
-                md5: md5::stored_hash(&entry.username, &secret.password),
-                mysql: MysqlKeys::derive(&secret.password),
+                credentials: Arc::new(credentials),
                 max_sessions: entry.max_client_connections,
                 sessions: Default::default(),
-                secret,
             };
             by_name.insert(entry.username.clone(), Arc::new(user));
         }
         let decoy_password: [u8; 16] = rand::random();
+        let decoy_secret = Secret {
+            username: String::new(),
+            password: format!("{decoy_password:?}"),
+            engine: None,
+            host: None,
+            port: None,
+        };
         let decoy = Arc::new(User {
             name: String::new(),
             client_auth: ClientAuth::Password,
             method: PasswordAuthType::PostgresScramSha256,
-            scram: ScramKeys::derive(&format!("{decoy_password:?}")),
-            md5: String::new(),
-            mysql: MysqlKeys::derive(&format!("{decoy_password:?}")),
+            credentials: Arc::new(Credentials::fixed("", decoy_secret)),
             max_sessions: None,
             sessions: Default::default(),
-            secret: Secret {
-                username: String::new(),
-                password: String::new(),
-                engine: None,
-                host: None,
-                port: None,
-            },
         });
         let iam = match &config.iam {
             Some(c) => Some(IamVerifier::new(c).map_err(UsersError::Iam)?),
@@ -149,6 +158,14 @@ impl Users {
 
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.by_name.get(name)
+    }
+
+    /// Every user whose secret lives in Secrets Manager, for the refresh timer.
+    pub fn from_secrets_manager(&self) -> impl Iterator<Item = &Arc<Credentials>> {
+        self.by_name
+            .values()
+            .map(|u| &u.credentials)
+            .filter(|c| c.from_secrets_manager())
     }
 
     /// Checks a token sent as `user`'s password on an endpoint listening on `port`; the

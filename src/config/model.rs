@@ -30,6 +30,10 @@ pub struct Config {
     /// How `client_auth: jwt` tokens are verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
+    /// Where `aws-secretsmanager:` secrets are read; unset parts come from the standard AWS
+    /// environment (AWS_REGION, AWS_ENDPOINT_URL, web identity for IRSA, instance profile).
+    #[serde(default)]
+    pub secrets_manager: SecretsManager,
     /// The admin HTTP listener (metrics, health, read-only API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<Admin>,
@@ -115,6 +119,33 @@ pub struct TargetGroup {
     /// TLS from sluice to the instances.
     #[serde(default)]
     pub server_tls: ServerTls,
+    /// Log in to the instances with RDS IAM auth tokens (end-to-end IAM) instead of the
+    /// secret's password; the tokens are signed with the standard AWS credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_iam: Option<ServerIam>,
+}
+
+/// End-to-end IAM: the region the instances' tokens are signed for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerIam {
+    pub region: String,
+}
+
+/// The Secrets Manager client for `aws-secretsmanager:` secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsManager {
+    /// Region; else AWS_REGION / the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint (a VPC endpoint, or a local stand-in); empty: the region's public one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint_url: String,
+    /// How long a secret read from Secrets Manager is used before it is read again; a
+    /// password the database rejects is re-read at once regardless.
+    #[serde(default = "defaults::secret_refresh_interval")]
+    pub refresh_interval: Duration,
 }
 
 /// Client-facing TLS. Both files are PEM and re-read on SIGHUP and when they change.
@@ -244,6 +275,16 @@ pub struct ConnectionPool {
     pub init_query: String,
 }
 
+impl Default for SecretsManager {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: String::new(),
+            refresh_interval: defaults::secret_refresh_interval(),
+        }
+    }
+}
+
 impl Default for ConnectionPool {
     fn default() -> Self {
         Self {
@@ -351,6 +392,9 @@ pub struct Admin {
 mod defaults {
     use super::Duration;
 
+    pub fn secret_refresh_interval() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
     pub fn username_claim() -> String {
         "sub".into()
     }

@@ -1,10 +1,12 @@
 //! Semantic checks across the deserialized config: references, limits, and what this
-//! build does not support yet. Runs on whatever deserialized, so problems add up.
+//! build does not support. Runs on whatever deserialized, so problems add up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use super::model::{AuthEntry, ClientAuth, ConnectionPool, Endpoint, Health, TargetGroup};
+use super::model::{
+    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Health, ServerTlsMode, TargetGroup,
+};
 use super::parse::Parts;
 use super::{Duration, Problem, SecretRef, Seg};
 use crate::auth::secret;
@@ -59,6 +61,10 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
             v.report(&[Seg::key("jwt"), Seg::key("jwks_file")], &e);
         }
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
+        v.positive(
+            &[Seg::key("secrets_manager"), Seg::key("refresh_interval")],
+            rest.secrets_manager.refresh_interval,
+        );
         if rest.worker_threads == Some(0) {
             v.problems.push(Problem::new(
                 &[Seg::key("worker_threads")],
@@ -161,6 +167,21 @@ impl Validator<'_> {
     fn target_group(&mut self, path: &[Seg], group: &TargetGroup, auth_usernames: &[String]) {
         if let Err(e) = crate::tls::ServerConnector::new(&group.server_tls) {
             self.report(&at(path, "server_tls"), &e.to_string());
+        }
+        if let Some(iam) = &group.server_iam {
+            if iam.region.trim().is_empty() {
+                self.report(&at(path, "server_iam"), "region must not be empty");
+            }
+            // A token is a bearer credential for 15 minutes; RDS itself demands TLS for it.
+            if matches!(
+                group.server_tls.mode,
+                ServerTlsMode::Disable | ServerTlsMode::Prefer
+            ) {
+                self.report(
+                    &at(path, "server_iam"),
+                    "IAM tokens are sent in clear text: set server_tls.mode to require, verify-ca or verify-full",
+                );
+            }
         }
         if group.instances.is_empty() {
             self.report(&at(path, "instances"), "at least one instance is required");
@@ -270,10 +291,8 @@ impl Validator<'_> {
                         self.report(&at(&path, "secret"), &e.to_string());
                     }
                 }
-                SecretRef::AwsSecretsManager(_) => {
-                    let msg = "aws-secretsmanager secrets are not supported by this build yet";
-                    self.report(&at(&path, "secret"), msg);
-                }
+                // Read at start: check-config stays offline.
+                SecretRef::AwsSecretsManager(_) => {}
             }
         }
     }

@@ -321,7 +321,7 @@ async fn login_exchange(
     })?;
     let negotiated = hr.caps & offered;
     let key = PoolKey {
-        user: user.secret.username.clone(),
+        user: user.credential().secret.username.clone(),
         caps: negotiated & wire::FORWARDED_CAPS,
         collation: if hr.charset == 0 {
             server.collation
@@ -329,7 +329,7 @@ async fn login_exchange(
             hr.charset
         },
     };
-    let pool = pools.get(&key, &user.mysql, &server.dialect);
+    let pool = pools.get(&key, &user.credentials, &server.dialect);
     if let Some(db) = &hr.database {
         check_schema(&pool, db).await?;
     }
@@ -341,7 +341,7 @@ async fn login_exchange(
     wire::write_ok(&mut out, login.next_seq(), &ok);
     login.send(&out).await?;
     tracing::debug!(endpoint = %ep.name, session = id, user = %hr.user, database = ?hr.database, "client logged in");
-    let kill = ep.kill.register(id, &user.secret.username);
+    let kill = ep.kill.register(id, &key.user);
     let session = Box::new(Session::new(
         id,
         ep.clone(),
@@ -457,10 +457,15 @@ async fn password_exchange(
         login.send(&out).await?;
         response = login.read().await?.to_vec();
     }
+    let cred = user.credential();
     let ok = match plugin {
-        SHA2 => user.mysql.verify_sha2(&salt, &response),
-        _ => user.mysql.verify_native(&salt, &response),
+        SHA2 => cred.mysql.verify_sha2(&salt, &response),
+        _ => cred.mysql.verify_native(&salt, &response),
     };
+    if known && !ok {
+        // The client may hold a password rotated after sluice's last read.
+        user.credentials.client_mismatch();
+    }
     if !ok || !known {
         return Err(denied(&hr.user, peer, !response.is_empty()));
     }

@@ -10,6 +10,6 @@ pub type MyCluster = Cluster<MyPools>;
 impl Cluster<MyPools> {
     /// The pool on instance `member` with the same key as `like`.
     pub fn pool_like(&self, member: usize, like: &MyPool) -> Arc<MyPool> {
-        self.members[member].get(&like.key, &like.login.keys, &like.dialect)
+        self.members[member].get(&like.key, &like.login.credentials, &like.dialect)
     }
 }

@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
+use crate::auth::iam::signer::TokenSigner;
+use crate::auth::credentials::Credentials;
 use super::state::{Dialect, Vars};
-use crate::auth::mysql::MysqlKeys;
 use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
 
 /// What a client's handshake decides about its server connections.
@@ -88,6 +89,7 @@ pub struct MyPools {
     /// The server's greeting, learned from the first client that connects.
     pub server: tokio::sync::OnceCell<ServerInfo>,
     tls: crate::tls::ServerConnector,
+    iam: Option<Arc<TokenSigner>>,
     pools: Mutex<HashMap<PoolKey, Arc<MyPool>>>,
 }
 
@@ -112,6 +114,7 @@ impl MyPools {
             init_query: init_query.into(),
             server: tokio::sync::OnceCell::new(),
             tls: crate::tls::ServerConnector::disabled(),
+            iam: None,
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -120,6 +123,13 @@ impl MyPools {
     #[must_use]
     pub fn with_tls(mut self, tls: crate::tls::ServerConnector) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Logs in with RDS IAM tokens instead of the secret's password (`server_iam`).
+    #[must_use]
+    pub fn with_iam(mut self, iam: Option<Arc<TokenSigner>>) -> Self {
+        self.iam = iam;
         self
     }
 
@@ -147,7 +157,12 @@ impl MyPools {
     }
 
     /// The pool for `key`, created on first use.
-    pub fn get(&self, key: &PoolKey, keys: &MysqlKeys, dialect: &Arc<Dialect>) -> Arc<MyPool> {
+    pub fn get(
+        &self,
+        key: &PoolKey,
+        credentials: &Arc<Credentials>,
+        dialect: &Arc<Dialect>,
+    ) -> Arc<MyPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pools.get(key) {
             return p.clone();
@@ -155,10 +170,11 @@ impl MyPools {
         let login = ServerLogin {
             addr: self.instance.addr().to_owned(),
             user: key.user.clone(),
-            keys: keys.clone(),
+            credentials: credentials.clone(),
             caps: key.caps,
             collation: key.collation,
             tls: self.tls.clone(),
+            iam: self.iam.clone(),
         };
         let baseline = Arc::new(OnceLock::new());
         let connector = MyConnector {

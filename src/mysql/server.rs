@@ -9,6 +9,10 @@ use super::state::ConnState;
 use super::wire::{
     self, Greeting, HandshakeResponse, OkPacket, PrepareOk, Reader, Reply, ReplyKind, caps, command,
 };
+use std::sync::Arc;
+
+use crate::auth::credentials::{Credential, Credentials};
+use crate::auth::iam::signer::TokenSigner;
 use crate::auth::mysql::MysqlKeys;
 use crate::pool::{ConnectError, PooledConnection};
 use crate::tls::{ServerConnector, Socket};
@@ -26,6 +30,7 @@ const BASE_CAPS: u32 = caps::LONG_PASSWORD
     | caps::CONNECT_ATTRS;
 const NATIVE: &str = "mysql_native_password";
 const SHA2: &str = "caching_sha2_password";
+const CLEAR: &str = "mysql_clear_password";
 
 /// What a server connection is opened with: the pool's key (user, the client capabilities that
 /// change the protocol, the handshake collation) and the secret's password hashes.
@@ -33,12 +38,15 @@ const SHA2: &str = "caching_sha2_password";
 pub struct ServerLogin {
     pub addr: String,
     pub user: String,
-    pub keys: MysqlKeys,
+    /// The user's secret, read at each connect so a rotation reaches open pools.
+    pub credentials: Arc<Credentials>,
     /// Client capability bits forwarded to the server (`wire::FORWARDED_CAPS` subset).
     pub caps: u32,
     pub collation: u8,
     /// TLS to the instance, as the target group's `server_tls` says.
     pub tls: ServerConnector,
+    /// `server_iam`: log in with an RDS IAM token instead of the secret's password.
+    pub iam: Option<Arc<TokenSigner>>,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -148,8 +156,28 @@ async fn read_packet(
 }
 
 impl ServerConn {
+    /// Connects and logs in; a rejected password is retried with the secret as re-read.
     pub async fn connect(login: &ServerLogin) -> Result<Self, ConnectError> {
+        login
+            .credentials
+            .login(&login.user, |c| Self::connect_as(login, c))
+            .await
+    }
+
+    async fn connect_as(login: &ServerLogin, cred: Arc<Credential>) -> Result<Self, ConnectError> {
         let addr = login.addr.as_str();
+        let token_keys;
+        let keys = match &login.iam {
+            Some(signer) => {
+                let token = signer
+                    .token(addr, &login.user)
+                    .await
+                    .map_err(|e| protocol(addr, e))?;
+                token_keys = MysqlKeys::derive(&token);
+                &token_keys
+            }
+            None => &cred.mysql,
+        };
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| unreachable(addr, e))?;
@@ -180,7 +208,7 @@ impl ServerConn {
             max_packet: 1 << 30,
             charset: login.collation,
             user: login.user.clone(),
-            auth: scramble(&login.keys, plugin, &greeting.nonce),
+            auth: scramble(keys, plugin, &greeting.nonce),
             database: None,
             plugin: Some(plugin.to_owned()),
             attrs: b"\x0c_client_name\x06sluice".to_vec(),
@@ -204,12 +232,20 @@ impl ServerConn {
                     plugin = match switch.plugin.as_str() {
                         NATIVE => NATIVE,
                         SHA2 => SHA2,
+                        // What RDS's AWSAuthenticationPlugin asks for: IAM tokens in clear.
+                        CLEAR if stream.is_tls() => CLEAR,
+                        CLEAR => {
+                            return Err(protocol(
+                                addr,
+                                "the server asks for a cleartext password, which only TLS may carry (set server_tls)",
+                            ));
+                        }
                         other => {
                             return Err(protocol(addr, format!("unsupported auth plugin {other}")));
                         }
                     };
                     out.clear();
-                    let auth = scramble(&login.keys, plugin, &switch.data);
+                    let auth = scramble(keys, plugin, &switch.data);
                     wire::write_packet(&mut out, seq.wrapping_add(1), &auth);
                     stream
                         .write_all(&out)
@@ -221,7 +257,7 @@ impl ServerConn {
                 // 4 = full authentication: the password itself, which only TLS may carry.
                 Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&4) && stream.is_tls() => {
                     out.clear();
-                    let mut password = login.keys.password().as_bytes().to_vec();
+                    let mut password = keys.password().as_bytes().to_vec();
                     password.push(0);
                     wire::write_packet(&mut out, seq.wrapping_add(1), &password);
                     stream
@@ -407,10 +443,15 @@ async fn start_tls(
 /// The auth response for `plugin` and salt `nonce`.
 pub fn scramble(keys: &MysqlKeys, plugin: &str, nonce: &[u8]) -> Vec<u8> {
     let nonce = &nonce[..nonce.len().min(20)];
-    if plugin == SHA2 {
-        keys.sha2(nonce)
-    } else {
-        keys.native(nonce)
+    match plugin {
+        SHA2 => keys.sha2(nonce),
+        // The caller checked that the connection is TLS.
+        CLEAR => {
+            let mut password = keys.password().as_bytes().to_vec();
+            password.push(0);
+            password
+        }
+        _ => keys.native(nonce),
     }
 }
 

@@ -50,6 +50,14 @@ pub enum ConnectError {
     Protocol { instance: String, reason: String },
 }
 
+impl ConnectError {
+    /// The database refused the credentials (PostgreSQL 28P01 / 28000, MySQL 1045): the
+    /// secret may have been rotated.
+    pub fn is_rejected_login(&self) -> bool {
+        matches!(self, Self::Refused { code, .. } if matches!(code.as_str(), "28P01" | "28000" | "1045"))
+    }
+}
+
 #[derive(Debug, Error, Clone)]
 pub enum BorrowError {
     #[error("no server connection available in pool {pool} within {waited:?}")]

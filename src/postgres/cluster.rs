@@ -11,6 +11,6 @@ impl Cluster<PgPools> {
     /// The pool on instance `member` for what `like` serves (database, user).
     pub fn pool_like(&self, member: usize, like: &PgPool) -> Arc<PgPool> {
         let l = &like.login;
-        self.members[member].get(&l.database, &l.user, &l.password)
+        self.members[member].get(&l.database, &l.user, &l.credentials)
     }
 }

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
+use crate::auth::iam::signer::TokenSigner;
+use crate::auth::credentials::Credentials;
 use super::statements::StatementRegistry;
 use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
 
@@ -95,6 +97,7 @@ pub struct PgPools {
     init_query: Arc<str>,
     registries: Arc<Registries>,
     tls: crate::tls::ServerConnector,
+    iam: Option<Arc<TokenSigner>>,
     /// By database, then login user: looked up with `&str`, no allocation per login.
     pools: Mutex<HashMap<String, HashMap<String, Arc<PgPool>>>>,
 }
@@ -112,6 +115,7 @@ impl PgPools {
             init_query: init_query.into(),
             registries,
             tls: crate::tls::ServerConnector::disabled(),
+            iam: None,
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -123,8 +127,20 @@ impl PgPools {
         self
     }
 
+    /// Logs in with RDS IAM tokens instead of the secret's password (`server_iam`).
+    #[must_use]
+    pub fn with_iam(mut self, iam: Option<Arc<TokenSigner>>) -> Self {
+        self.iam = iam;
+        self
+    }
+
     /// The pool for `database` as `login_user` (the secret's username), created on first use.
-    pub fn get(&self, database: &str, login_user: &str, password: &str) -> Arc<PgPool> {
+    pub fn get(
+        &self,
+        database: &str,
+        login_user: &str,
+        credentials: &Arc<Credentials>,
+    ) -> Arc<PgPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pools.get(database).and_then(|users| users.get(login_user)) {
             return p.clone();
@@ -132,10 +148,11 @@ impl PgPools {
         let login = ServerLogin {
             addr: self.instance.addr().to_owned(),
             user: login_user.to_owned(),
-            password: password.to_owned(),
+            credentials: credentials.clone(),
             database: database.to_owned(),
             scram: Default::default(),
             tls: self.tls.clone(),
+            iam: self.iam.clone(),
         };
         let connector = PgConnector {
             login: login.clone(),

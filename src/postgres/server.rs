@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData};
+use crate::auth::credentials::{Credential, Credentials};
+use crate::auth::iam::signer::TokenSigner;
 use crate::auth::scram::{SaltedCache, ScramClient};
 use crate::pool::{ConnectError, PooledConnection};
 use crate::tls::{ServerConnector, Socket};
@@ -22,12 +24,15 @@ const MAX_CONTROL_MESSAGE: usize = 16 << 20;
 pub struct ServerLogin {
     pub addr: String,
     pub user: String,
-    pub password: String,
+    /// The user's secret, read at each connect so a rotation reaches open pools.
+    pub credentials: Arc<Credentials>,
     pub database: String,
     /// SCRAM's salted password, shared by the clones of this login.
     pub scram: Arc<SaltedCache>,
     /// TLS to the instance, as the target group's `server_tls` says.
     pub tls: ServerConnector,
+    /// `server_iam`: log in with an RDS IAM token instead of the secret's password.
+    pub iam: Option<Arc<TokenSigner>>,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -84,7 +89,15 @@ fn protocol(login: &ServerLogin, reason: impl ToString) -> ConnectError {
 }
 
 impl ServerConn {
+    /// Connects and logs in; a rejected password is retried with the secret as re-read.
     pub async fn connect(login: &ServerLogin) -> Result<Self, ConnectError> {
+        login
+            .credentials
+            .login(&login.user, |c| Self::connect_as(login, c))
+            .await
+    }
+
+    async fn connect_as(login: &ServerLogin, cred: Arc<Credential>) -> Result<Self, ConnectError> {
         let unreachable = |e: std::io::Error| ConnectError::Unreachable {
             instance: login.addr.clone(),
             reason: e.to_string(),
@@ -102,11 +115,18 @@ impl ServerConn {
             settings: Vec::new(),
             statements: ServerStatements::default(),
         };
-        conn.login(login).await?;
+        let password = match &login.iam {
+            Some(signer) => signer
+                .token(&login.addr, &login.user)
+                .await
+                .map_err(|e| protocol(login, e))?,
+            None => cred.secret.password.clone(),
+        };
+        conn.login(login, &password).await?;
         Ok(conn)
     }
 
-    async fn login(&mut self, login: &ServerLogin) -> Result<(), ConnectError> {
+    async fn login(&mut self, login: &ServerLogin, password: &str) -> Result<(), ConnectError> {
         let mut out = BytesMut::new();
         wire::startup_message(
             &mut out,
@@ -120,13 +140,13 @@ impl ServerConn {
                 b'R' => match wire::parse_auth_request(&body).map_err(|e| protocol(login, e))? {
                     AuthRequest::Ok => {}
                     AuthRequest::Cleartext => {
-                        wire::password_message(&mut out, login.password.as_bytes());
+                        wire::password_message(&mut out, password.as_bytes());
                         self.send(login, &mut out).await?;
                     }
                     AuthRequest::Md5 { salt } => {
                         let hash = postgres_protocol::authentication::md5_hash(
                             login.user.as_bytes(),
-                            login.password.as_bytes(),
+                            password.as_bytes(),
                             salt,
                         );
                         wire::password_message(&mut out, hash.as_bytes());
@@ -146,7 +166,7 @@ impl ServerConn {
                             .as_mut()
                             .ok_or_else(|| protocol(login, "unexpected SASL"))?;
                         let answer = s
-                            .answer(data, &login.password, &login.scram)
+                            .answer(data, password, &login.scram)
                             .map_err(|e| protocol(login, e))?;
                         wire::sasl_response(&mut out, answer.as_bytes());
                         self.send(login, &mut out).await?;

@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::{ScramError, ct_eq, hi, hmac, saslprep};
 
-/// A salted password and the salt and iteration count it was computed with.
-type Salted = (Vec<u8>, u32, [u8; 32]);
+/// A salted password and what it was computed from: a digest of the password (which changes
+/// with a rotation), the salt and the iteration count.
+type Salted = ([u8; 32], Vec<u8>, u32, [u8; 32]);
 
 /// The last salted password one login computed.
 #[derive(Default)]
@@ -26,15 +27,17 @@ impl std::fmt::Debug for SaltedCache {
 
 impl SaltedCache {
     fn salted(&self, password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, i, salted)) = slot.as_ref()
+        if let Some((d, s, i, salted)) = slot.as_ref()
+            && *d == digest
             && s == salt
             && *i == iterations
         {
             return *salted;
         }
         let salted = hi(saslprep(password).as_bytes(), salt, iterations);
-        *slot = Some((salt.to_vec(), iterations, salted));
+        *slot = Some((digest, salt.to_vec(), iterations, salted));
         salted
     }
 }

@@ -243,7 +243,6 @@ fn unsupported_features_and_bad_references_are_reported() {
             "target_groups.pg.instances[2]: invalid instance `::1:5432`: write IPv6 addresses as [addr]:port",
             "target_groups.pg.monitor_user: monitor_user `ghost` is not the username of any auth entry",
             "auth[1].username: duplicate username `app` (also auth[0])",
-            "auth[1].secret: aws-secretsmanager secrets are not supported by this build yet",
         ]
     );
 }
@@ -346,4 +345,27 @@ fn worker_threads_default_to_half_the_cpus_and_zero_is_refused() {
         one_problem(&format!("{MINIMAL}worker_threads: 0\n")),
         "worker_threads: must be at least 1"
     );
+}
+
+#[test]
+fn secrets_manager_and_server_iam() {
+    let text = MINIMAL.replace(
+        "instances: [127.0.0.1:5432]\n",
+        "instances: [127.0.0.1:5432]\n    server_iam: { region: eu-west-1 }\n",
+    ) + "  - username: lambda\n    secret: aws-secretsmanager:arn:aws:secretsmanager:eu-west-1:1:secret:db\n\
+           secrets_manager: { region: eu-west-1, endpoint_url: \"http://127.0.0.1:4566\", refresh_interval: 0s }\n";
+    assert_eq!(
+        problems(&text),
+        [
+            "target_groups.pg.server_iam: IAM tokens are sent in clear text: set server_tls.mode to require, verify-ca or verify-full",
+            "secrets_manager.refresh_interval: must be greater than 0",
+        ]
+    );
+    let fixed = text
+        .replace("refresh_interval: 0s", "refresh_interval: 1m")
+        .replace(
+            "server_iam: { region: eu-west-1 }",
+            "server_iam: { region: eu-west-1 }\n    server_tls: { mode: require }",
+        );
+    assert_eq!(problems(&fixed), Vec::<String>::new());
 }

@@ -60,13 +60,13 @@ impl Session {
             Err(r) => return Err(login.refuse(r).await),
         };
         let key = PoolKey {
-            user: user.secret.username.clone(),
+            user: user.credential().secret.username.clone(),
             caps: self.pool.login.caps,
             collation: charset
                 .filter(|c| *c != 0)
                 .unwrap_or(self.pool.login.collation),
         };
-        let pool = ep.cluster.members[self.member].get(&key, &user.mysql, &self.pool.dialect);
+        let pool = ep.cluster.members[self.member].get(&key, &user.credentials, &self.pool.dialect);
         if let Some(db) = &request.database
             && let Err(r) = check_schema(&pool, db).await
         {
@@ -81,7 +81,7 @@ impl Session {
         login.send(&out).await.map_err(|_| End::ClientGone)?;
         self.cin = std::mem::replace(&mut login.buf, BytesMut::new());
         tracing::debug!(session = self.id, user = %request.user, "client changed user");
-        self.kill = ep.kill.register(self.id, &user.secret.username);
+        self.kill = ep.kill.register(self.id, &key.user);
         self.pool = pool;
         self.schema = request.database.map(String::into_boxed_str);
         Ok(())

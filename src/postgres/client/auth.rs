@@ -86,7 +86,13 @@ pub(super) async fn authenticate(
     }
     password_exchange(stream, buf, &user, name, known)
         .await
-        .map_err(|r| failed("wrong password", r))?;
+        .map_err(|r| {
+            if known {
+                // The client may hold a password rotated after sluice's last read.
+                user.credentials.client_mismatch();
+            }
+            failed("wrong password", r)
+        })?;
     Ok(user)
 }
 
@@ -104,6 +110,7 @@ async fn password_exchange(
             format!("password authentication failed for user \"{name}\""),
         )
     };
+    let cred = user.credential();
     let mut out = BytesMut::new();
     match user.method {
         PasswordAuthType::PostgresMd5 => {
@@ -112,7 +119,7 @@ async fn password_exchange(
             write(stream, &out).await?;
             let body = read_password(stream, buf).await?;
             let answer = wire::Reader::new(&body, "PasswordMessage").cstr()?;
-            let expected = crate::auth::md5::expected_response(&user.md5, salt);
+            let expected = crate::auth::md5::expected_response(&cred.md5, salt);
             if !known || !scram::ct_eq(answer, expected.as_bytes()) {
                 return Err(bad_password());
             }
@@ -131,12 +138,12 @@ async fn password_exchange(
             }
             let len = usize::try_from(r.i32()?).map_err(|_| bad_password())?;
             let mut exchange = ScramExchange::start(r.take(len)?).map_err(|_| bad_password())?;
-            wire::auth_sasl_continue(&mut out, exchange.server_first(&user.scram));
+            wire::auth_sasl_continue(&mut out, exchange.server_first(&cred.scram));
             write(stream, &out).await?;
             out.clear();
             let body = read_password(stream, buf).await?;
             let server_final = exchange
-                .finish(&user.scram, &body)
+                .finish(&cred.scram, &body)
                 .map_err(|_| bad_password())?;
             if !known {
                 return Err(bad_password());

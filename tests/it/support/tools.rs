@@ -111,14 +111,15 @@ pub fn venv_dir() -> PathBuf {
 /// What the venv holds (scripts/test installs the same list): psycopg 3, PyMySQL (which needs
 /// cryptography for caching_sha2_password / sha256_password over plain TCP) and
 /// mysql-connector-python, and boto3 (RDS IAM auth tokens, minted as Lambda code does).
-const PY_PACKAGES: [&str; 5] = [
+const PY_PACKAGES: [&str; 6] = [
     "psycopg[binary]",
     "PyMySQL",
     "mysql-connector-python",
     "cryptography",
     "boto3",
+    "moto[server]",
 ];
-const PY_IMPORTS: &str = "import psycopg, pymysql, mysql.connector, cryptography, boto3";
+const PY_IMPORTS: &str = "import psycopg, pymysql, mysql.connector, cryptography, boto3, moto.server";
 
 /// A python interpreter with `PY_PACKAGES` installed. The venv is created (or, when a package
 /// is missing, e.g. in a venv from before it was added, completed) at most once per process,
