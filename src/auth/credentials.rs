@@ -18,8 +18,8 @@ use super::secret::{self, Secret};
 use super::secrets_manager;
 use crate::pool::ConnectError;
 
-/// Refreshes closer together than this are skipped: a burst of rejected logins after a
-/// rotation costs one read of the store, and a wrong password in the store cannot make
+/// Reads of the store caused by rejected logins are at least this far apart: a burst of
+/// rejections after a rotation costs one read, and a wrong password in the store cannot make
 /// sluice hammer it.
 const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
 /// A client whose password did not match may hold a newer one; this often at most.
@@ -37,10 +37,14 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// Derives the client-side material for `name` (the name clients log in with).
-    pub fn derive(name: &str, secret: Secret) -> Self {
+    /// Derives the client-side material for `name` (the name clients log in with); SCRAM
+    /// keys share `like`'s salt when given.
+    pub fn derive(name: &str, secret: Secret, like: Option<&ScramKeys>) -> Self {
         Self {
-            scram: ScramKeys::derive(&secret.password),
+            scram: match like {
+                Some(like) => ScramKeys::derive_like(&secret.password, like),
+                None => ScramKeys::derive(&secret.password),
+            },
             md5: md5::stored_hash(name, &secret.password),
             mysql: MysqlKeys::derive(&secret.password),
             secret,
@@ -52,6 +56,14 @@ impl Credential {
 pub struct Versions {
     pub current: Arc<Credential>,
     pub pending: Option<Arc<Credential>>,
+}
+
+impl Versions {
+    /// What a client password is checked against: through a rotation, clients holding
+    /// either password get in (current first). Pending shares current's SCRAM salt.
+    pub fn each(&self) -> impl Iterator<Item = &Credential> {
+        std::iter::once(&*self.current).chain(self.pending.as_deref())
+    }
 }
 
 /// Where the secret is read again from.
@@ -77,7 +89,8 @@ pub struct Credentials {
     /// A login with the pending version worked: the database has the new password already,
     /// so later logins try it first until the versions change.
     pending_first: AtomicBool,
-    /// When the last refresh finished; the lock makes concurrent refreshes wait for one.
+    /// When the last read of the store started; the lock makes concurrent refreshes wait
+    /// for one.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     failures: AtomicU64,
 }
@@ -122,20 +135,40 @@ impl Credentials {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Reads the secret again unless a refresh finished within `gap`; on failure the cached
+    /// Reads the secret again unless a read started within `gap`; on failure the cached
     /// versions stay in use. Returns whether the versions changed.
     pub async fn refresh(&self, gap: Duration) -> bool {
         if matches!(self.source, Source::Fixed) {
             return false;
         }
-        let asked = Instant::now();
-        let mut refreshed = self.refreshed.lock().await;
-        // Someone refreshed while this call waited for the lock, or just before it.
-        if refreshed.is_some_and(|at| at >= asked || at.elapsed() < gap) {
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|at| at.elapsed() < gap) {
             return false;
         }
+        self.read_now(&mut last).await
+    }
+
+    /// Makes sure a read of the store started after `since` (when the database rejected the
+    /// password): one that began earlier may predate the rotation. Reads are at least
+    /// [`MIN_REFRESH_GAP`] apart, so this may wait for the next slot instead of skipping.
+    async fn refresh_since(&self, since: Instant) {
+        if matches!(self.source, Source::Fixed) {
+            return;
+        }
+        let mut last = self.refreshed.lock().await;
+        if let Some(at) = *last {
+            if at >= since {
+                return;
+            }
+            tokio::time::sleep_until(at + MIN_REFRESH_GAP).await;
+        }
+        self.read_now(&mut last).await;
+    }
+
+    async fn read_now(&self, last: &mut Option<Instant>) -> bool {
+        let started = Instant::now();
         let result = read(&self.source).await;
-        *refreshed = Some(Instant::now());
+        *last = Some(started);
         match result {
             Ok((current, pending)) => {
                 let old = self.versions.load();
@@ -197,7 +230,7 @@ impl Credentials {
             Err(e) if e.is_rejected_login() => e,
             other => return other,
         };
-        self.refresh(MIN_REFRESH_GAP).await;
+        self.refresh_since(Instant::now()).await;
         let versions = self.versions();
         let others = std::iter::once(&versions.current).chain(versions.pending.as_ref());
         for (i, other) in others.enumerate() {
@@ -232,9 +265,11 @@ pub async fn refresh_every(all: Vec<Arc<Credentials>>, interval: Duration) {
 }
 
 fn derive(name: &str, current: Secret, pending: Option<Secret>) -> Versions {
+    let current = Credential::derive(name, current, None);
+    let pending = pending.map(|p| Arc::new(Credential::derive(name, p, Some(&current.scram))));
     Versions {
-        current: Arc::new(Credential::derive(name, current)),
-        pending: pending.map(|p| Arc::new(Credential::derive(name, p))),
+        current: Arc::new(current),
+        pending,
     }
 }
 

@@ -80,6 +80,12 @@ impl ScramKeys {
         Self::derive_with(password, salt, ITERATIONS)
     }
 
+    /// Keys for `password` with `like`'s salt and iteration count, so one server-first
+    /// message serves an exchange checked against either (old and new password in a rotation).
+    pub fn derive_like(password: &str, like: &ScramKeys) -> Self {
+        Self::derive_with(password, like.salt, like.iterations)
+    }
+
     fn derive_with(password: &str, salt: [u8; 16], iterations: u32) -> Self {
         let salted = hi(saslprep(password).as_bytes(), &salt, iterations);
         let client_key = hmac(&salted, &[b"Client Key"]);

@@ -43,12 +43,13 @@ pub struct Fetched {
 
 /// Reads secret `id`. The error is safe to log: it names the failure, never a value.
 pub async fn fetch(client: &Client, id: &str) -> Result<Fetched, String> {
-    let current = read(client, id, None)
+    // Asked for by name: moto answers a stage-less read with the secret's first version.
+    let current = read(client, id, "AWSCURRENT")
         .await?
         .ok_or_else(|| format!("secret {id} has no AWSCURRENT version"))?;
     // A failure to read AWSPENDING is not worth failing the refresh for: outside a rotation
     // there is none, and inside one AWSCURRENT still works until the database changes.
-    let pending = match read(client, id, Some("AWSPENDING")).await {
+    let pending = match read(client, id, "AWSPENDING").await {
         Ok(p) => p.filter(|p| p != &current),
         Err(e) => {
             tracing::debug!(secret = id, error = %e, "AWSPENDING not read");
@@ -58,17 +59,17 @@ pub async fn fetch(client: &Client, id: &str) -> Result<Fetched, String> {
     Ok(Fetched { current, pending })
 }
 
-async fn read(client: &Client, id: &str, stage: Option<&str>) -> Result<Option<Secret>, String> {
+async fn read(client: &Client, id: &str, stage: &str) -> Result<Option<Secret>, String> {
     let result = client
         .get_secret_value()
         .secret_id(id)
-        .set_version_stage(stage.map(str::to_owned))
+        .version_stage(stage)
         .send()
         .await;
     let output = match result {
         Ok(o) => o,
         Err(e) => {
-            if stage.is_some()
+            if stage == "AWSPENDING"
                 && e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception())
             {

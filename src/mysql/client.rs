@@ -457,11 +457,10 @@ async fn password_exchange(
         login.send(&out).await?;
         response = login.read().await?.to_vec();
     }
-    let cred = user.credential();
-    let ok = match plugin {
-        SHA2 => cred.mysql.verify_sha2(&salt, &response),
-        _ => cred.mysql.verify_native(&salt, &response),
-    };
+    let ok = user.credentials.versions().each().any(|c| match plugin {
+        SHA2 => c.mysql.verify_sha2(&salt, &response),
+        _ => c.mysql.verify_native(&salt, &response),
+    });
     if known && !ok {
         // The client may hold a password rotated after sluice's last read.
         user.credentials.client_mismatch();

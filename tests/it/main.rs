@@ -22,5 +22,6 @@ mod pg_config;
 mod pg_faults;
 mod pg_proxy;
 mod pg_state;
+mod secrets_manager;
 mod tls;
 mod token_auth;

@@ -154,3 +154,49 @@ async fn refreshes_within_the_gap_are_skipped() {
     assert!(creds.refresh(Duration::ZERO).await);
     assert_eq!(creds.current().secret.password, "three");
 }
+
+#[test]
+fn clients_with_either_password_get_in_during_a_rotation() {
+    use crate::auth::scram::ScramExchange;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    let versions = derive("app", secret("old"), Some(secret("new")));
+    let scram_login = |password: &str| {
+        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let mut ex = ScramExchange::start(client.message()).unwrap();
+        // One server-first (current's salt) whichever password the client holds.
+        let first = ex.server_first(&versions.current.scram).to_vec();
+        client.update(&first).unwrap();
+        let body = client.message().to_vec();
+        let fin = versions.each().find_map(|c| ex.finish(&c.scram, &body).ok());
+        fin.is_some_and(|f| client.finish(f.as_bytes()).is_ok())
+    };
+    assert!(scram_login("old"));
+    assert!(scram_login("new"));
+    assert!(!scram_login("neither"));
+    let nonce = [3u8; 20];
+    let mysql = |password: &str| {
+        let response = crate::auth::mysql::MysqlKeys::derive(password).native(&nonce);
+        versions
+            .each()
+            .any(|c| c.mysql.verify_native(&nonce, &response))
+    };
+    assert!(mysql("old") && mysql("new") && !mysql("neither"));
+}
+
+#[tokio::test]
+async fn a_read_from_before_the_rejection_does_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets.yaml");
+    write_secret(&path, "old");
+    let source = Source::File {
+        path: path.clone(),
+        key: "app".into(),
+    };
+    let creds = Credentials::load("app", source).await.unwrap();
+    // The timer reads the store just before the rotation reaches it.
+    assert!(!creds.refresh(Duration::ZERO).await);
+    write_secret(&path, "new");
+    let tried = Mutex::new(Vec::new());
+    database(&creds, "new", &tried).await.unwrap();
+    assert_eq!(*tried.lock().unwrap(), ["old", "new"]);
+}

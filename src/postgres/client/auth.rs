@@ -110,7 +110,7 @@ async fn password_exchange(
             format!("password authentication failed for user \"{name}\""),
         )
     };
-    let cred = user.credential();
+    let versions = user.credentials.versions();
     let mut out = BytesMut::new();
     match user.method {
         PasswordAuthType::PostgresMd5 => {
@@ -119,8 +119,11 @@ async fn password_exchange(
             write(stream, &out).await?;
             let body = read_password(stream, buf).await?;
             let answer = wire::Reader::new(&body, "PasswordMessage").cstr()?;
-            let expected = crate::auth::md5::expected_response(&cred.md5, salt);
-            if !known || !scram::ct_eq(answer, expected.as_bytes()) {
+            let matches = versions.each().any(|c| {
+                let expected = crate::auth::md5::expected_response(&c.md5, salt);
+                scram::ct_eq(answer, expected.as_bytes())
+            });
+            if !known || !matches {
                 return Err(bad_password());
             }
         }
@@ -138,13 +141,14 @@ async fn password_exchange(
             }
             let len = usize::try_from(r.i32()?).map_err(|_| bad_password())?;
             let mut exchange = ScramExchange::start(r.take(len)?).map_err(|_| bad_password())?;
-            wire::auth_sasl_continue(&mut out, exchange.server_first(&cred.scram));
+            wire::auth_sasl_continue(&mut out, exchange.server_first(&versions.current.scram));
             write(stream, &out).await?;
             out.clear();
             let body = read_password(stream, buf).await?;
-            let server_final = exchange
-                .finish(&cred.scram, &body)
-                .map_err(|_| bad_password())?;
+            let server_final = versions
+                .each()
+                .find_map(|c| exchange.finish(&c.scram, &body).ok())
+                .ok_or_else(bad_password)?;
             if !known {
                 return Err(bad_password());
             }

@@ -18,6 +18,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod mariadb;
+pub mod moto;
 pub mod postgres;
 pub mod sluice;
 pub mod tools;
