@@ -44,7 +44,9 @@ pub enum AppError {
     Tls(TlsError),
     #[error("target group {group}: server_tls: {source}")]
     ServerTls { group: String, source: TlsError },
-    #[error("target group {group}: server_iam: no AWS credentials found (environment, profile, web identity or instance profile)")]
+    #[error(
+        "target group {group}: server_iam: no AWS credentials found (environment, profile, web identity or instance profile)"
+    )]
     ServerIam { group: String },
     #[error("endpoint {endpoint}: {reason}")]
     Unsupported { endpoint: String, reason: String },
@@ -102,9 +104,11 @@ impl App {
                             crate::auth::secrets_manager::sdk_config(&config.secrets_manager).await,
                         ),
                     };
-                    let provider = sdk.credentials_provider().ok_or_else(|| AppError::ServerIam {
-                        group: name.clone(),
-                    })?;
+                    let provider =
+                        sdk.credentials_provider()
+                            .ok_or_else(|| AppError::ServerIam {
+                                group: name.clone(),
+                            })?;
                     Some(Arc::new(TokenSigner::new(&iam.region, provider)))
                 }
                 None => None,
@@ -143,9 +147,7 @@ impl App {
                 Engine::Postgres => {
                     let cluster = pg
                         .entry(name.clone())
-                        .or_insert_with(|| {
-                            pg_cluster(name, group, &monitor, server, &mut tasks)
-                        })
+                        .or_insert_with(|| pg_cluster(name, group, &monitor, server, &mut tasks))
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
                         name: ep.name.clone(),
@@ -164,9 +166,7 @@ impl App {
                 Engine::Mysql => {
                     let cluster = my
                         .entry(name.clone())
-                        .or_insert_with(|| {
-                            my_cluster(name, group, &monitor, server, &mut tasks)
-                        })
+                        .or_insert_with(|| my_cluster(name, group, &monitor, server, &mut tasks))
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {
                         name: ep.name.clone(),

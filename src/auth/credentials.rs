@@ -222,7 +222,10 @@ impl Credentials {
         Fut: Future<Output = Result<T, ConnectError>>,
     {
         let versions = self.versions();
-        let first = match (&versions.pending, self.pending_first.load(Ordering::Relaxed)) {
+        let first = match (
+            &versions.pending,
+            self.pending_first.load(Ordering::Relaxed),
+        ) {
             (Some(pending), true) => pending.clone(),
             _ => versions.current.clone(),
         };

@@ -204,7 +204,14 @@ impl IamVerifier {
     ) -> Result<String, IamError> {
         let identity =
             Credentials::new(key_id, secret, t.session_token.clone(), None, "sluice-iam").into();
-        let params = presign(&t.host, &t.user, &self.region, &identity, signed_at, expires)?;
+        let params = presign(
+            &t.host,
+            &t.user,
+            &self.region,
+            &identity,
+            signed_at,
+            expires,
+        )?;
         params
             .into_iter()
             .find_map(|(k, v)| (k == "X-Amz-Signature").then_some(v))

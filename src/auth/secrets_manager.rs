@@ -81,9 +81,9 @@ async fn read(client: &Client, id: &str, stage: &str) -> Result<Option<Secret>, 
             ));
         }
     };
-    let text = output
-        .secret_string()
-        .ok_or_else(|| format!("secret {id} has no SecretString (binary secrets are not RDS secrets)"))?;
+    let text = output.secret_string().ok_or_else(|| {
+        format!("secret {id} has no SecretString (binary secrets are not RDS secrets)")
+    })?;
     secret::parse_json(text)
         .map(Some)
         .map_err(|e| format!("secret {id}: {e}"))

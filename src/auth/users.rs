@@ -99,7 +99,9 @@ impl Users {
                         Some(c) => c.clone(),
                         None => {
                             let sdk = secrets_manager::sdk_config(&config.secrets_manager).await;
-                            client.insert(aws_sdk_secretsmanager::Client::new(&sdk)).clone()
+                            client
+                                .insert(aws_sdk_secretsmanager::Client::new(&sdk))
+                                .clone()
                         }
                     };
                     Source::SecretsManager {
@@ -108,12 +110,13 @@ impl Users {
                     }
                 }
             };
-            let credentials = Credentials::load(&entry.username, source)
-                .await
-                .map_err(|reason| UsersError::Secret {
-                    user: entry.username.clone(),
-                    reason,
-                })?;
+            let credentials =
+                Credentials::load(&entry.username, source)
+                    .await
+                    .map_err(|reason| UsersError::Secret {
+                        user: entry.username.clone(),
+                        reason,
+                    })?;
             let user = User {
                 name: entry.username.clone(),
                 client_auth: entry.client_auth,

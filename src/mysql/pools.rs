@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
-use crate::auth::iam::signer::TokenSigner;
-use crate::auth::credentials::Credentials;
 use super::state::{Dialect, Vars};
+use crate::auth::credentials::Credentials;
+use crate::auth::iam::signer::TokenSigner;
 use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
 
 /// What a client's handshake decides about its server connections.

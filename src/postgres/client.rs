@@ -266,7 +266,11 @@ async fn login(
         refuse(code, message)
     })?;
     let pools = &ep.cluster.members[member];
-    let pg = pools.get(&database, &user.credential().secret.username, &user.credentials);
+    let pg = pools.get(
+        &database,
+        &user.credential().secret.username,
+        &user.credentials,
+    );
     let reported = reported_parameters(pools, &pg, &database).await?;
 
     let cancel = ep.cancel.register();

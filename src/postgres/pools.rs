@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
-use crate::auth::iam::signer::TokenSigner;
-use crate::auth::credentials::Credentials;
 use super::statements::StatementRegistry;
+use crate::auth::credentials::Credentials;
+use crate::auth::iam::signer::TokenSigner;
 use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
 
 /// One (instance, database, user) pool and what sessions share through it.

@@ -117,7 +117,10 @@ fn postgres_rotation_mid_pgbench_loses_nothing() {
     // The database did reject the old password during the rotation, and sluice recovered.
     let pg_log = pg.log_contents();
     assert!(
-        pg_log.contains(&format!("password authentication failed for user \"{}\"", APP.0)),
+        pg_log.contains(&format!(
+            "password authentication failed for user \"{}\"",
+            APP.0
+        )),
         "the rotation never reached a server login"
     );
     // The timer's next read fails (after the SDK's own retries) and says so.

@@ -167,7 +167,9 @@ fn clients_with_either_password_get_in_during_a_rotation() {
         let first = ex.server_first(&versions.current.scram).to_vec();
         client.update(&first).unwrap();
         let body = client.message().to_vec();
-        let fin = versions.each().find_map(|c| ex.finish(&c.scram, &body).ok());
+        let fin = versions
+            .each()
+            .find_map(|c| ex.finish(&c.scram, &body).ok());
         fin.is_some_and(|f| client.finish(f.as_bytes()).is_ok())
     };
     assert!(scram_login("old"));

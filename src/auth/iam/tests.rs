@@ -173,5 +173,8 @@ async fn signed_tokens_are_reused_then_renewed() {
     assert_ne!(other, first);
     // What sluice signs, its own verifier (and so RDS) accepts.
     let v = verifier(&["app_user"]);
-    assert_eq!(v.verify(&first, "app_user", 5432, SystemTime::now()), Ok(()));
+    assert_eq!(
+        v.verify(&first, "app_user", 5432, SystemTime::now()),
+        Ok(())
+    );
 }

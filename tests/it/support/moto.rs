@@ -32,7 +32,10 @@ impl Moto {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server not listening after 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server not listening after 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
@@ -58,7 +61,10 @@ impl Moto {
         let mut cmd = Command::new(python());
         cmd.arg(script).args([&self.url(), action, name]);
         if let Some((user, password)) = secret {
-            cmd.arg(serde_json::json!({"username": user, "password": password, "engine": "postgres"}).to_string());
+            cmd.arg(
+                serde_json::json!({"username": user, "password": password, "engine": "postgres"})
+                    .to_string(),
+            );
         }
         run_ok(&mut cmd);
     }

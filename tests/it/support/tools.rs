@@ -119,7 +119,8 @@ const PY_PACKAGES: [&str; 6] = [
     "boto3",
     "moto[server]",
 ];
-const PY_IMPORTS: &str = "import psycopg, pymysql, mysql.connector, cryptography, boto3, moto.server";
+const PY_IMPORTS: &str =
+    "import psycopg, pymysql, mysql.connector, cryptography, boto3, moto.server";
 
 /// A python interpreter with `PY_PACKAGES` installed. The venv is created (or, when a package
 /// is missing, e.g. in a venv from before it was added, completed) at most once per process,
