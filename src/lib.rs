@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod mysql;
 pub mod pool;
 pub mod postgres;

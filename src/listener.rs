@@ -25,6 +25,13 @@ impl Endpoint {
             Self::Mysql(ep) => &ep.name,
         }
     }
+
+    fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+        match self {
+            Self::Postgres(ep) => &ep.metrics,
+            Self::Mysql(ep) => &ep.metrics,
+        }
+    }
 }
 
 /// Who may connect and how fast.
@@ -53,9 +60,11 @@ pub async fn accept_loop(listener: TcpListener, admission: Admission, endpoint: 
         };
         if !allowed_peer(&admission.allowed, peer) {
             crate::audit::turned_away(endpoint.name(), peer, "not in allowed_cidrs");
+            endpoint.metrics().refused_cidr.inc();
             continue;
         }
         crate::audit::connected(endpoint.name(), peer);
+        endpoint.metrics().received.inc();
         let _ = stream.set_nodelay(true);
         match &endpoint {
             Endpoint::Postgres(ep) => {

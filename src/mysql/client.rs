@@ -69,6 +69,8 @@ pub struct MyEndpoint {
     pub kill: Arc<KillRegistry>,
     pub idle_client_timeout: Duration,
     pub session_ids: Arc<AtomicU64>,
+    /// This endpoint's client-side series.
+    pub metrics: crate::metrics::EndpointMetrics,
 }
 
 /// Why a client was turned away: sent as an ERR packet, logged without secrets.
@@ -166,7 +168,10 @@ pub fn serve(
         else {
             return;
         };
-        session.run(stream).await;
+        // Counted open in the login (boxed) and closed with what `run` reports: a local kept
+        // across `run` would grow every session's task.
+        let tls = session.run(stream).await;
+        ep.metrics.session_closed(tls);
         drop(slot);
     }
 }
@@ -202,7 +207,10 @@ async fn login_or_turn_away(
         };
         let step = login_exchange(&mut login, ep, peer, &mut hello);
         match tokio::time::timeout_at(deadline, step).await {
-            Ok(Ok(Step::Session(session, slot))) => return Some((stream, session, slot)),
+            Ok(Ok(Step::Session(session, slot))) => {
+                ep.metrics.session_opened(stream.is_tls());
+                return Some((stream, session, slot));
+            }
             Ok(Ok(Step::StartTls)) => {
                 let early = login.buf;
                 (buf, seq) = (BytesMut::new(), login.seq);
@@ -377,6 +385,7 @@ pub(super) async fn authenticate(
             crate::audit::auth_succeeded(&ep.name, peer, &hr.user, method, login.stream.is_tls())
         }
         Err((reason, r)) if !r.hung_up => {
+            ep.metrics.setup_failed_auth.inc();
             crate::audit::auth_failed(&ep.name, peer, &hr.user, method, reason)
         }
         Err(_) => {}
@@ -562,6 +571,7 @@ mod tests {
             kill: Arc::new(KillRegistry::default()),
             idle_client_timeout: second,
             session_ids: Arc::new(AtomicU64::new(0)),
+            metrics: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())

@@ -147,7 +147,8 @@ impl Session {
     }
 
     /// The session's whole life after login.
-    pub async fn run(&mut self, mut client: Socket) {
+    /// Serves the session to its end; returns whether the client used TLS.
+    pub async fn run(&mut self, mut client: Socket) -> bool {
         let end = loop {
             match self.next_command(&mut client).await {
                 Ok(Some(len)) => {
@@ -169,6 +170,7 @@ impl Session {
             let _ = client.write_all(&self.out).await;
         }
         tracing::debug!(session = self.id, "session closed");
+        client.is_tls()
     }
 
     /// Waits for the client's next command packet; `Ok(None)` when the client left.

@@ -46,6 +46,8 @@ pub struct PgEndpoint {
     pub require_tls: bool,
     pub cancel: Arc<CancelRegistry>,
     pub idle_client_timeout: Duration,
+    /// This endpoint's client-side series.
+    pub metrics: crate::metrics::EndpointMetrics,
     /// Process-wide: endpoints share pools, and a session id marks unnamed-statement ownership.
     pub session_ids: Arc<AtomicU64>,
 }
@@ -105,7 +107,10 @@ pub fn serve(
         else {
             return;
         };
-        session.run(stream).await;
+        // Counted open in the login (boxed) and closed here with what `run` reports: a local
+        // kept across `run` would grow every session's task.
+        let tls = session.run(stream).await;
+        ep.metrics.session_closed(tls);
         drop(slot);
     }
 }
@@ -131,7 +136,10 @@ async fn login_or_turn_away(
     let mut buf = BytesMut::with_capacity(512);
     loop {
         match tokio::time::timeout_at(deadline, login(&mut stream, &mut buf, ep, peer)).await {
-            Ok(Ok(Step::Session(session, slot))) => return Some((stream, session, slot)),
+            Ok(Ok(Step::Session(session, slot))) => {
+                ep.metrics.session_opened(stream.is_tls());
+                return Some((stream, session, slot));
+            }
             Ok(Ok(Step::Cancel)) => return None,
             Ok(Ok(Step::StartTls)) => {
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
@@ -249,6 +257,7 @@ async fn login(
         Err((method, reason, refusal)) => {
             if !refusal.hung_up {
                 crate::audit::auth_failed(&ep.name, peer, &user_name, method, &reason);
+                ep.metrics.setup_failed_auth.inc();
             }
             return Err(refusal);
         }
@@ -449,6 +458,7 @@ mod tests {
             cancel: Arc::new(CancelRegistry::default()),
             idle_client_timeout: second,
             session_ids: Arc::new(AtomicU64::new(0)),
+            metrics: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())

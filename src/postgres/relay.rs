@@ -132,7 +132,8 @@ impl Session {
     }
 
     /// The session's whole life after login.
-    pub async fn run(&mut self, mut client: Socket) {
+    /// Serves the session to its end; returns whether the client used TLS.
+    pub async fn run(&mut self, mut client: Socket) -> bool {
         let end = self.serve(&mut client).await;
         if let Some((code, message)) = end {
             tracing::info!(session = self.id, code, %message, "session ended by sluice");
@@ -140,6 +141,7 @@ impl Session {
             let _ = client.write_all(&self.cout).await;
         }
         tracing::debug!(session = self.id, "session closed");
+        client.is_tls()
     }
 
     /// Serves transactions until the client leaves; returns a FATAL error to send, if any.

@@ -17,6 +17,7 @@ mod admission;
 mod drivers;
 mod failover;
 mod harness_selftest;
+mod metrics;
 mod my_proxy;
 mod pg_config;
 mod pg_faults;

@@ -11,11 +11,15 @@ use tokio::task::JoinSet;
 
 use tokio::time::Duration;
 
+mod groups;
+
 use crate::auth::iam::signer::TokenSigner;
 use crate::auth::users::{User, Users, UsersError};
 use crate::config::{Config, ConnectionPool, Engine, Role, TargetGroup};
 use crate::health::{self, Monitor, Thresholds, Timing};
 use crate::listener::{self, Endpoint};
+use crate::metrics::admin::{self, AdminState};
+use crate::metrics::{GroupStats, Metrics};
 use crate::mysql::client::MyEndpoint;
 use crate::mysql::cluster::MyCluster;
 use crate::mysql::kill::KillRegistry;
@@ -64,6 +68,9 @@ struct ServerSide {
 pub struct App {
     tasks: JoinSet<()>,
     addrs: Vec<(String, SocketAddr)>,
+    /// The admin listener's bound address, and what it answers from.
+    admin: Option<SocketAddr>,
+    state: Arc<AdminState>,
 }
 
 impl App {
@@ -117,6 +124,7 @@ impl App {
         }
         // One cluster (pools per instance, router, probes) per target group, shared by the
         // endpoints using it.
+        let mut metrics = Metrics::new();
         let mut pg: HashMap<String, Arc<PgCluster>> = HashMap::new();
         let mut my: HashMap<String, Arc<MyCluster>> = HashMap::new();
         for ep in &config.endpoints {
@@ -161,6 +169,7 @@ impl App {
                         cancel: cancel.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
                         session_ids: session_ids.clone(),
+                        metrics: metrics.endpoint(&ep.name, name),
                     }))
                 }
                 Engine::Mysql => {
@@ -180,6 +189,7 @@ impl App {
                         kill: kill.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
                         session_ids: session_ids.clone(),
+                        metrics: metrics.endpoint(&ep.name, name),
                     }))
                 }
             };
@@ -190,7 +200,45 @@ impl App {
             };
             tasks.spawn(listener::accept_loop(listener, admission, endpoint));
         }
-        Ok(Self { tasks, addrs })
+        let mut views: Vec<Arc<dyn GroupStats>> = Vec::new();
+        for (name, cluster) in pg {
+            views.push(Arc::new(groups::GroupView { name, cluster }));
+        }
+        for (name, cluster) in my {
+            views.push(Arc::new(groups::GroupView { name, cluster }));
+        }
+        views.sort_by(|a, b| a.name().cmp(b.name()));
+        metrics.add_groups(views.clone());
+        let state = Arc::new(AdminState {
+            metrics: Arc::new(metrics),
+            groups: views,
+            draining: Default::default(),
+        });
+        let admin = match &config.admin {
+            Some(a) => {
+                let listener = bind(a.listen).map_err(|source| AppError::Bind {
+                    endpoint: "admin".into(),
+                    addr: a.listen,
+                    source,
+                })?;
+                let local = listener.local_addr().unwrap_or(a.listen);
+                tracing::info!(listen = %local, "admin ready: /metrics /healthz /readyz");
+                tasks.spawn(admin::serve(listener, state.clone()));
+                Some(local)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tasks,
+            addrs,
+            admin,
+            state,
+        })
+    }
+
+    /// The admin listener's bound address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The bound address of each endpoint (useful when configured with port 0).
@@ -201,6 +249,9 @@ impl App {
     /// Serves until `shutdown` resolves.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         shutdown.await;
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down");
         self.tasks.shutdown().await;
     }

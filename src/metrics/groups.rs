@@ -1,0 +1,136 @@
+//! Series read at scrape time from the target groups' pools and probes: nothing on the hot path
+//! keeps them, since the pools and the router already hold the numbers.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::routing::Topology;
+
+/// One instance's pool counts, across its (database, user) pools.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceSnapshot {
+    pub addr: String,
+    /// The connection cap in force (max_connections, or the percent of the server's).
+    pub max: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub borrowed: usize,
+    /// Sessions waiting for a connection now.
+    pub waiting: usize,
+}
+
+/// A target group as a scrape sees it.
+pub trait GroupStats: Send + Sync + std::fmt::Debug + 'static {
+    fn name(&self) -> &str;
+    fn instances(&self) -> Vec<InstanceSnapshot>;
+    fn topology(&self) -> Arc<Topology>;
+}
+
+/// Every target group, encoded as one family per series (families must not repeat).
+#[derive(Debug)]
+pub(super) struct GroupCollector(pub Vec<Arc<dyn GroupStats>>);
+
+type Pick = fn(&InstanceSnapshot) -> usize;
+
+const POOL_GAUGES: [(&str, &str, Pick); 5] = [
+    (
+        "database_connections",
+        "Server connections open on the instance",
+        |s| s.open,
+    ),
+    (
+        "database_connections_borrowed",
+        "Server connections lent to sessions now",
+        |s| s.borrowed,
+    ),
+    (
+        "database_connections_idle",
+        "Server connections idle in the pools",
+        |s| s.idle,
+    ),
+    (
+        "database_connection_waiters",
+        "Sessions waiting for a server connection now",
+        |s| s.waiting,
+    ),
+    (
+        "max_database_connections_allowed",
+        "The connection cap on the instance (max_connections or its percent of the server's)",
+        |s| s.max,
+    ),
+];
+
+impl Collector for GroupCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshots: Vec<_> = self
+            .0
+            .iter()
+            .map(|g| (g.name(), g.instances(), g.topology()))
+            .collect();
+        for (name, help, pick) in POOL_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (group, instances, _) in &snapshots {
+                for s in instances {
+                    let labels = [("target_group", *group), ("instance", s.addr.as_str())];
+                    let value = i64::try_from(pick(s)).unwrap_or(i64::MAX);
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "availability",
+            "1 when the instance's probe passes, by the role it has now (writer or reader)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (group, instances, topology) in &snapshots {
+            for (i, s) in instances.iter().enumerate() {
+                let Some(view) = topology.members.get(i) else {
+                    continue;
+                };
+                let role = if topology.writer == Some(i) {
+                    "writer"
+                } else {
+                    "reader"
+                };
+                let labels = [
+                    ("target_group", *group),
+                    ("instance", s.addr.as_str()),
+                    ("role", role),
+                ];
+                ConstGauge::new(i64::from(view.healthy)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "replica_lag_seconds",
+            "How far a reader is behind the writer, where it can be told",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (group, instances, topology) in &snapshots {
+            for (i, s) in instances.iter().enumerate() {
+                let Some(lag) = topology.members.get(i).and_then(|v| v.lag) else {
+                    continue;
+                };
+                let labels = [("target_group", *group), ("instance", s.addr.as_str())];
+                ConstGauge::new(lag.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "failovers",
+            "Times the target group's writer changed to another instance",
+            None,
+            MetricType::Counter,
+        )?;
+        for (group, _, topology) in &snapshots {
+            let labels = [("target_group", *group)];
+            ConstCounter::new(topology.failovers).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
