@@ -25,6 +25,19 @@ fn write_secret(path: &std::path::Path, password: &str) {
     .unwrap();
 }
 
+/// Credentials read from a secrets file holding `password`; the file's path to change it.
+async fn file_credentials(password: &str) -> (tempfile::TempDir, std::path::PathBuf, Credentials) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets.yaml");
+    write_secret(&path, password);
+    let source = Source::File {
+        path: path.clone(),
+        key: "app".into(),
+    };
+    let creds = Credentials::load("app", source).await.unwrap();
+    (dir, path, creds)
+}
+
 fn rejected() -> ConnectError {
     ConnectError::Refused {
         instance: "db:5432".into(),
@@ -50,14 +63,7 @@ async fn database(
 
 #[tokio::test]
 async fn a_rejected_password_is_read_again_and_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("secrets.yaml");
-    write_secret(&path, "old");
-    let source = Source::File {
-        path: path.clone(),
-        key: "app".into(),
-    };
-    let creds = Credentials::load("app", source).await.unwrap();
+    let (_dir, path, creds) = file_credentials("old").await;
     write_secret(&path, "new");
     let tried = Mutex::new(Vec::new());
     database(&creds, "new", &tried).await.unwrap();
@@ -122,14 +128,7 @@ async fn pending_is_tried_and_then_tried_first() {
 
 #[tokio::test]
 async fn a_failed_refresh_keeps_the_cache_and_is_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("secrets.yaml");
-    write_secret(&path, "old");
-    let source = Source::File {
-        path: path.clone(),
-        key: "app".into(),
-    };
-    let creds = Credentials::load("app", source).await.unwrap();
+    let (_dir, path, creds) = file_credentials("old").await;
     std::fs::remove_file(&path).unwrap();
     assert!(!creds.refresh(Duration::ZERO).await);
     assert_eq!(creds.refresh_failures(), 1);
@@ -138,14 +137,7 @@ async fn a_failed_refresh_keeps_the_cache_and_is_counted() {
 
 #[tokio::test]
 async fn refreshes_within_the_gap_are_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("secrets.yaml");
-    write_secret(&path, "one");
-    let source = Source::File {
-        path: path.clone(),
-        key: "app".into(),
-    };
-    let creds = Credentials::load("app", source).await.unwrap();
+    let (_dir, path, creds) = file_credentials("one").await;
     write_secret(&path, "two");
     assert!(creds.refresh(Duration::from_secs(3600)).await);
     write_secret(&path, "three");
@@ -187,14 +179,7 @@ fn clients_with_either_password_get_in_during_a_rotation() {
 
 #[tokio::test]
 async fn a_read_from_before_the_rejection_does_not_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("secrets.yaml");
-    write_secret(&path, "old");
-    let source = Source::File {
-        path: path.clone(),
-        key: "app".into(),
-    };
-    let creds = Credentials::load("app", source).await.unwrap();
+    let (_dir, path, creds) = file_credentials("old").await;
     // The timer reads the store just before the rotation reaches it.
     assert!(!creds.refresh(Duration::ZERO).await);
     write_secret(&path, "new");
