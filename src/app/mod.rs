@@ -25,7 +25,7 @@ use crate::mysql::cluster::MyCluster;
 use crate::mysql::kill::KillRegistry;
 use crate::mysql::pools::MyPools;
 use crate::mysql::probe::MyProbe;
-use crate::pool::{Instance, Limit, PoolSettings, PooledConnection};
+use crate::pool::{Instance, Limit, PoolSettings, PooledConnection, ServerAccess};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::client::PgEndpoint;
 use crate::postgres::cluster::PgCluster;
@@ -54,13 +54,6 @@ pub enum AppError {
     ServerIam { group: String },
     #[error("endpoint {endpoint}: {reason}")]
     Unsupported { endpoint: String, reason: String },
-}
-
-/// How sluice logs in to one target group's instances.
-#[derive(Debug)]
-struct ServerSide {
-    tls: ServerConnector,
-    iam: Option<Arc<TokenSigner>>,
 }
 
 /// Everything sluice runs, bound and ready.
@@ -95,7 +88,7 @@ impl App {
             None => None,
         };
         // Once per target group (its CA file read once), whatever the number of its endpoints.
-        let mut server_side = HashMap::new();
+        let mut access_by_group = HashMap::new();
         let mut aws: Option<aws_config::SdkConfig> = None;
         for (name, group) in &config.target_groups {
             let tls =
@@ -120,7 +113,7 @@ impl App {
                 }
                 None => None,
             };
-            server_side.insert(name.as_str(), ServerSide { tls, iam });
+            access_by_group.insert(name.as_str(), ServerAccess { tls, iam });
         }
         // One cluster (pools per instance, router, probes) per target group, shared by the
         // endpoints using it.
@@ -150,12 +143,12 @@ impl App {
                 Role::ReadWriteSplit => Want::Split,
             };
             let ryw_timeout = ep.read_your_writes_timeout.as_std();
-            let server = &server_side[name.as_str()];
+            let access = &access_by_group[name.as_str()];
             let endpoint = match group.engine {
                 Engine::Postgres => {
                     let cluster = pg
                         .entry(name.clone())
-                        .or_insert_with(|| pg_cluster(name, group, &monitor, server, &mut tasks))
+                        .or_insert_with(|| pg_cluster(name, group, &monitor, access, &mut tasks))
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
                         name: ep.name.clone(),
@@ -175,7 +168,7 @@ impl App {
                 Engine::Mysql => {
                     let cluster = my
                         .entry(name.clone())
-                        .or_insert_with(|| my_cluster(name, group, &monitor, server, &mut tasks))
+                        .or_insert_with(|| my_cluster(name, group, &monitor, access, &mut tasks))
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {
                         name: ep.name.clone(),
@@ -298,7 +291,7 @@ fn pg_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
-    server: &ServerSide,
+    access: &ServerAccess,
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
@@ -310,13 +303,11 @@ fn pg_cluster(
             credentials: monitor.credentials.clone(),
             database: "postgres".into(),
             scram: Default::default(),
-            tls: server.tls.clone(),
-            iam: server.iam.clone(),
+            access: access.clone(),
         };
         let probe = Box::new(PgProbe::new(login, instance.clone()));
         let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone())
-            .with_tls(server.tls.clone())
-            .with_iam(server.iam.clone());
+            .with_access(access.clone());
         (probe, pools)
     })
 }
@@ -326,7 +317,7 @@ fn my_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
-    server: &ServerSide,
+    access: &ServerAccess,
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
     let init_query = &group.connection_pool.init_query;
@@ -338,13 +329,11 @@ fn my_cluster(
             caps: 0,
             // utf8_general_ci: every MySQL and MariaDB version knows it.
             collation: 33,
-            tls: server.tls.clone(),
-            iam: server.iam.clone(),
+            access: access.clone(),
         };
         let probe = Box::new(MyProbe::new(login, instance.clone()));
-        let pools = MyPools::new(instance, settings, init_query.clone())
-            .with_tls(server.tls.clone())
-            .with_iam(server.iam.clone());
+        let pools =
+            MyPools::new(instance, settings, init_query.clone()).with_access(access.clone());
         (probe, pools)
     })
 }

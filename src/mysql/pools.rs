@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use super::server::{ServerConn, ServerLogin};
 use super::state::{Dialect, Vars};
 use crate::auth::credentials::Credentials;
-use crate::auth::iam::signer::TokenSigner;
-use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
+use crate::pool::{
+    ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings, ServerAccess,
+};
 
 /// What a client's handshake decides about its server connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,8 +89,7 @@ pub struct MyPools {
     init_query: Arc<str>,
     /// The server's greeting, learned from the first client that connects.
     pub server: tokio::sync::OnceCell<ServerInfo>,
-    tls: crate::tls::ServerConnector,
-    iam: Option<Arc<TokenSigner>>,
+    access: ServerAccess,
     pools: Mutex<HashMap<PoolKey, Arc<MyPool>>>,
 }
 
@@ -113,23 +113,15 @@ impl MyPools {
             settings,
             init_query: init_query.into(),
             server: tokio::sync::OnceCell::new(),
-            tls: crate::tls::ServerConnector::disabled(),
-            iam: None,
+            access: ServerAccess::default(),
             pools: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Connects to the instance with TLS as `server_tls` says.
+    /// Reaches the instance as the target group's `server_tls` and `server_iam` say.
     #[must_use]
-    pub fn with_tls(mut self, tls: crate::tls::ServerConnector) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// Logs in with RDS IAM tokens instead of the secret's password (`server_iam`).
-    #[must_use]
-    pub fn with_iam(mut self, iam: Option<Arc<TokenSigner>>) -> Self {
-        self.iam = iam;
+    pub fn with_access(mut self, access: ServerAccess) -> Self {
+        self.access = access;
         self
     }
 
@@ -173,8 +165,7 @@ impl MyPools {
             credentials: credentials.clone(),
             caps: key.caps,
             collation: key.collation,
-            tls: self.tls.clone(),
-            iam: self.iam.clone(),
+            access: self.access.clone(),
         };
         let baseline = Arc::new(OnceLock::new());
         let connector = MyConnector {

@@ -12,10 +12,9 @@ use super::wire::{
 use std::sync::Arc;
 
 use crate::auth::credentials::{Credential, Credentials};
-use crate::auth::iam::signer::TokenSigner;
 use crate::auth::mysql::MysqlKeys;
-use crate::pool::{ConnectError, PooledConnection};
-use crate::tls::{ServerConnector, Socket};
+use crate::pool::{ConnectError, PooledConnection, ServerAccess};
+use crate::tls::Socket;
 
 /// Largest packet sluice reads whole from a server on the control plane.
 const MAX_CONTROL_PACKET: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
@@ -43,10 +42,8 @@ pub struct ServerLogin {
     /// Client capability bits forwarded to the server (`wire::FORWARDED_CAPS` subset).
     pub caps: u32,
     pub collation: u8,
-    /// TLS to the instance, as the target group's `server_tls` says.
-    pub tls: ServerConnector,
-    /// `server_iam`: log in with an RDS IAM token instead of the secret's password.
-    pub iam: Option<Arc<TokenSigner>>,
+    /// TLS and `server_iam`, as the target group says.
+    pub access: ServerAccess,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -166,18 +163,9 @@ impl ServerConn {
 
     async fn connect_as(login: &ServerLogin, cred: Arc<Credential>) -> Result<Self, ConnectError> {
         let addr = login.addr.as_str();
-        let token_keys;
-        let keys = match &login.iam {
-            Some(signer) => {
-                let token = signer
-                    .token(addr, &login.user)
-                    .await
-                    .map_err(|e| protocol(addr, e))?;
-                token_keys = MysqlKeys::derive(&token);
-                &token_keys
-            }
-            None => &cred.mysql,
-        };
+        let token = (login.access.token(addr, &login.user).await).map_err(|e| protocol(addr, e))?;
+        let token_keys = token.as_deref().map(MysqlKeys::derive);
+        let keys = token_keys.as_ref().unwrap_or(&cred.mysql);
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| unreachable(addr, e))?;
@@ -257,8 +245,7 @@ impl ServerConn {
                 // 4 = full authentication: the password itself, which only TLS may carry.
                 Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&4) && stream.is_tls() => {
                     out.clear();
-                    let mut password = keys.password().as_bytes().to_vec();
-                    password.push(0);
+                    let password = scramble(keys, CLEAR, &[]);
                     wire::write_packet(&mut out, seq.wrapping_add(1), &password);
                     stream
                         .write_all(&out)
@@ -412,8 +399,8 @@ async fn start_tls(
     wanted: &mut u32,
 ) -> Result<(Socket, u8), ConnectError> {
     let addr = login.addr.as_str();
-    if !login.tls.wanted() || greeting.caps & caps::SSL == 0 {
-        if login.tls.required() {
+    if !login.access.tls.wanted() || greeting.caps & caps::SSL == 0 {
+        if login.access.tls.required() {
             return Err(protocol(
                 addr,
                 "the server does not offer TLS (server_tls requires it)",
@@ -433,6 +420,7 @@ async fn start_tls(
         .await
         .map_err(|e| unreachable(addr, e))?;
     let socket = login
+        .access
         .tls
         .connect(addr, tcp)
         .await

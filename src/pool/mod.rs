@@ -5,9 +5,11 @@
 //! cap reached can evict an idle connection of a sibling pool and a release can hand its slot to
 //! the oldest waiter of any pool. The lock is never held across an await.
 
+mod access;
 mod instance;
 mod lease;
 
+pub use access::ServerAccess;
 pub use instance::{Instance, InstanceStats, Limit};
 pub use lease::Lease;
 

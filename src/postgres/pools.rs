@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use super::server::{ServerConn, ServerLogin};
 use super::statements::StatementRegistry;
 use crate::auth::credentials::Credentials;
-use crate::auth::iam::signer::TokenSigner;
-use crate::pool::{ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings};
+use crate::pool::{
+    ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings, ServerAccess,
+};
 
 /// One (instance, database, user) pool and what sessions share through it.
 #[derive(Debug)]
@@ -96,8 +97,7 @@ pub struct PgPools {
     settings: PoolSettings,
     init_query: Arc<str>,
     registries: Arc<Registries>,
-    tls: crate::tls::ServerConnector,
-    iam: Option<Arc<TokenSigner>>,
+    access: ServerAccess,
     /// By database, then login user: looked up with `&str`, no allocation per login.
     pools: Mutex<HashMap<String, HashMap<String, Arc<PgPool>>>>,
 }
@@ -114,23 +114,15 @@ impl PgPools {
             settings,
             init_query: init_query.into(),
             registries,
-            tls: crate::tls::ServerConnector::disabled(),
-            iam: None,
+            access: ServerAccess::default(),
             pools: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Connects to the instance with TLS as `server_tls` says.
+    /// Reaches the instance as the target group's `server_tls` and `server_iam` say.
     #[must_use]
-    pub fn with_tls(mut self, tls: crate::tls::ServerConnector) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// Logs in with RDS IAM tokens instead of the secret's password (`server_iam`).
-    #[must_use]
-    pub fn with_iam(mut self, iam: Option<Arc<TokenSigner>>) -> Self {
-        self.iam = iam;
+    pub fn with_access(mut self, access: ServerAccess) -> Self {
+        self.access = access;
         self
     }
 
@@ -151,8 +143,7 @@ impl PgPools {
             credentials: credentials.clone(),
             database: database.to_owned(),
             scram: Default::default(),
-            tls: self.tls.clone(),
-            iam: self.iam.clone(),
+            access: self.access.clone(),
         };
         let connector = PgConnector {
             login: login.clone(),

@@ -11,10 +11,9 @@ use tokio::net::TcpStream;
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData};
 use crate::auth::credentials::{Credential, Credentials};
-use crate::auth::iam::signer::TokenSigner;
 use crate::auth::scram::{SaltedCache, ScramClient};
-use crate::pool::{ConnectError, PooledConnection};
-use crate::tls::{ServerConnector, Socket};
+use crate::pool::{ConnectError, PooledConnection, ServerAccess};
+use crate::tls::Socket;
 
 /// Largest message sluice reads whole from a server on the control plane.
 const MAX_CONTROL_MESSAGE: usize = 16 << 20;
@@ -29,10 +28,8 @@ pub struct ServerLogin {
     pub database: String,
     /// SCRAM's salted password, shared by the clones of this login.
     pub scram: Arc<SaltedCache>,
-    /// TLS to the instance, as the target group's `server_tls` says.
-    pub tls: ServerConnector,
-    /// `server_iam`: log in with an RDS IAM token instead of the secret's password.
-    pub iam: Option<Arc<TokenSigner>>,
+    /// TLS and `server_iam`, as the target group says.
+    pub access: ServerAccess,
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -115,14 +112,10 @@ impl ServerConn {
             settings: Vec::new(),
             statements: ServerStatements::default(),
         };
-        let password = match &login.iam {
-            Some(signer) => signer
-                .token(&login.addr, &login.user)
-                .await
-                .map_err(|e| protocol(login, e))?,
-            None => cred.secret.password.clone(),
-        };
-        conn.login(login, &password).await?;
+        let token =
+            (login.access.token(&login.addr, &login.user).await).map_err(|e| protocol(login, e))?;
+        let password = token.as_deref().unwrap_or(&cred.secret.password);
+        conn.login(login, password).await?;
         Ok(conn)
     }
 
@@ -278,7 +271,7 @@ fn refused(login: &ServerLogin, body: &[u8]) -> ConnectError {
 
 /// Asks the instance for TLS (SSLRequest) when the target group wants it.
 async fn start_tls(mut tcp: TcpStream, login: &ServerLogin) -> Result<Socket, ConnectError> {
-    if !login.tls.wanted() {
+    if !login.access.tls.wanted() {
         return Ok(Socket::Plain(tcp));
     }
     let io = |e: std::io::Error| protocol(login, format!("TLS: {e}"));
@@ -288,8 +281,8 @@ async fn start_tls(mut tcp: TcpStream, login: &ServerLogin) -> Result<Socket, Co
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.map_err(io)?;
     match answer[0] {
-        b'S' => login.tls.connect(&login.addr, tcp).await.map_err(io),
-        b'N' if !login.tls.required() => Ok(Socket::Plain(tcp)),
+        b'S' => login.access.tls.connect(&login.addr, tcp).await.map_err(io),
+        b'N' if !login.access.tls.required() => Ok(Socket::Plain(tcp)),
         b'N' => Err(protocol(
             login,
             "the server does not accept TLS (server_tls requires it)",
