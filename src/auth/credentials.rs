@@ -62,7 +62,11 @@ impl Versions {
     /// What a client password is checked against: through a rotation, clients holding
     /// either password get in (current first). Pending shares current's SCRAM salt.
     pub fn each(&self) -> impl Iterator<Item = &Credential> {
-        std::iter::once(&*self.current).chain(self.pending.as_deref())
+        self.each_arc().map(|c| &**c)
+    }
+
+    fn each_arc(&self) -> impl Iterator<Item = &Arc<Credential>> {
+        std::iter::once(&self.current).chain(self.pending.as_ref())
     }
 }
 
@@ -171,15 +175,24 @@ impl Credentials {
         *last = Some(started);
         match result {
             Ok((current, pending)) => {
-                let old = self.versions.load();
-                let same = |a: &Credential, b: &Secret| a.secret == *b;
-                let unchanged = same(&old.current, &current)
-                    && match (&old.pending, &pending) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => same(a, b),
-                        _ => false,
-                    };
-                if unchanged {
+                let old = self.versions.load_full();
+                // A version already held keeps its derived keys (SCRAM's are 4096 PBKDF2
+                // rounds): starting a rotation derives the pending one only, finishing it none.
+                let held = |s: &Secret| old.each_arc().find(|c| c.secret == *s).cloned();
+                let current = held(&current)
+                    .unwrap_or_else(|| Arc::new(Credential::derive(&self.name, current, None)));
+                let same_current = Arc::ptr_eq(&current, &old.current);
+                // Pending shares current's SCRAM salt: kept only beside the same current.
+                let pending = pending.map(|p| match &old.pending {
+                    Some(o) if same_current && o.secret == p => o.clone(),
+                    _ => Arc::new(Credential::derive(&self.name, p, Some(&current.scram))),
+                });
+                let same_pending = match (&pending, &old.pending) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if same_current && same_pending {
                     return false;
                 }
                 tracing::info!(
@@ -187,8 +200,7 @@ impl Credentials {
                     rotation_pending = pending.is_some(),
                     "database credentials changed in the secret store"
                 );
-                self.versions
-                    .store(Arc::new(derive(&self.name, current, pending)));
+                self.versions.store(Arc::new(Versions { current, pending }));
                 self.pending_first.store(false, Ordering::Relaxed);
                 true
             }
@@ -235,8 +247,7 @@ impl Credentials {
         };
         self.refresh_since(Instant::now()).await;
         let versions = self.versions();
-        let others = std::iter::once(&versions.current).chain(versions.pending.as_ref());
-        for (i, other) in others.enumerate() {
+        for (i, other) in versions.each_arc().enumerate() {
             if other.secret.password == first.secret.password || other.secret.username != user {
                 continue;
             }

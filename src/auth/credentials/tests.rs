@@ -187,3 +187,14 @@ async fn a_read_from_before_the_rejection_does_not_count() {
     database(&creds, "new", &tried).await.unwrap();
     assert_eq!(*tried.lock().unwrap(), ["old", "new"]);
 }
+
+#[tokio::test]
+async fn versions_already_held_keep_their_derived_keys() {
+    let (_dir, path, creds) = file_credentials("old").await;
+    let before = creds.current();
+    assert!(!creds.refresh(Duration::ZERO).await);
+    assert!(Arc::ptr_eq(&before, &creds.current()));
+    write_secret(&path, "new");
+    assert!(creds.refresh(Duration::ZERO).await);
+    assert!(!Arc::ptr_eq(&before, &creds.current()));
+}
