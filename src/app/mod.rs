@@ -14,6 +14,7 @@ use tokio::time::Duration;
 mod groups;
 
 use crate::auth::iam::signer::TokenSigner;
+use crate::auth::secrets_manager::AwsEnv;
 use crate::auth::users::{User, Users, UsersError};
 use crate::config::{Config, ConnectionPool, Engine, Role, TargetGroup};
 use crate::health::{self, Monitor, Thresholds, Timing};
@@ -68,7 +69,8 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
-        let users = Arc::new(Users::load(config).await?);
+        let aws = AwsEnv::new(&config.secrets_manager);
+        let users = Arc::new(Users::load(config, &aws).await?);
         let cancel = Arc::new(CancelRegistry::default());
         let kill = Arc::new(KillRegistry::default());
         let session_ids = Arc::new(AtomicU64::new(0));
@@ -89,7 +91,6 @@ impl App {
         };
         // Once per target group (its CA file read once), whatever the number of its endpoints.
         let mut access_by_group = HashMap::new();
-        let mut aws: Option<aws_config::SdkConfig> = None;
         for (name, group) in &config.target_groups {
             let tls =
                 ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
@@ -98,17 +99,11 @@ impl App {
                 })?;
             let iam = match &group.server_iam {
                 Some(iam) => {
-                    let sdk = match &aws {
-                        Some(sdk) => sdk,
-                        None => aws.insert(
-                            crate::auth::secrets_manager::sdk_config(&config.secrets_manager).await,
-                        ),
-                    };
-                    let provider =
-                        sdk.credentials_provider()
-                            .ok_or_else(|| AppError::ServerIam {
-                                group: name.clone(),
-                            })?;
+                    let provider = aws.config().await.credentials_provider().ok_or_else(|| {
+                        AppError::ServerIam {
+                            group: name.clone(),
+                        }
+                    })?;
                     Some(Arc::new(TokenSigner::new(&iam.region, provider)))
                 }
                 None => None,

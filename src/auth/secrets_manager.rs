@@ -17,7 +17,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The AWS configuration sluice uses: the `secrets_manager` section over the standard AWS
 /// environment and credential chain (so IRSA's web identity works in EKS).
-pub async fn sdk_config(section: &SecretsManager) -> SdkConfig {
+async fn sdk_config(section: &SecretsManager) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
         TimeoutConfig::builder()
             .operation_timeout(OPERATION_TIMEOUT)
@@ -31,6 +31,27 @@ pub async fn sdk_config(section: &SecretsManager) -> SdkConfig {
         loader = loader.endpoint_url(&section.endpoint_url);
     }
     loader.load().await
+}
+
+/// The AWS configuration, loaded on first use and then shared: Secrets Manager and
+/// `server_iam` read the same environment and credential chain once.
+#[derive(Debug)]
+pub struct AwsEnv<'a> {
+    section: &'a SecretsManager,
+    config: tokio::sync::OnceCell<SdkConfig>,
+}
+
+impl<'a> AwsEnv<'a> {
+    pub fn new(section: &'a SecretsManager) -> Self {
+        Self {
+            section,
+            config: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn config(&self) -> &SdkConfig {
+        self.config.get_or_init(|| sdk_config(self.section)).await
+    }
 }
 
 /// One secret's versions as Secrets Manager holds them now.

@@ -10,7 +10,7 @@ use super::credentials::{Credential, Credentials, Source};
 use super::iam::{IamError, IamVerifier};
 use super::jwt::JwtVerifier;
 use super::secret::Secret;
-use super::secrets_manager;
+use super::secrets_manager::AwsEnv;
 use crate::config::{ClientAuth, Config, PasswordAuthType, SecretRef};
 
 /// One user as sluice authenticates it and logs in for it.
@@ -84,10 +84,10 @@ pub struct Users {
 
 impl Users {
     /// Reads every user's secret; `aws-secretsmanager:` ones through one client.
-    pub async fn load(config: &Config) -> Result<Self, UsersError> {
+    pub async fn load(config: &Config, aws: &AwsEnv<'_>) -> Result<Self, UsersError> {
         let mut by_name = HashMap::new();
         // One Secrets Manager client for all users, made only if one needs it.
-        let mut client: Option<aws_sdk_secretsmanager::Client> = None;
+        let client = tokio::sync::OnceCell::new();
         for entry in &config.auth {
             let source = match &entry.secret {
                 SecretRef::File { path, key } => Source::File {
@@ -95,17 +95,13 @@ impl Users {
                     key: key.clone(),
                 },
                 SecretRef::AwsSecretsManager(id) => {
-                    let client = match &client {
-                        Some(c) => c.clone(),
-                        None => {
-                            let sdk = secrets_manager::sdk_config(&config.secrets_manager).await;
-                            client
-                                .insert(aws_sdk_secretsmanager::Client::new(&sdk))
-                                .clone()
-                        }
-                    };
+                    let client = client
+                        .get_or_init(|| async {
+                            aws_sdk_secretsmanager::Client::new(aws.config().await)
+                        })
+                        .await;
                     Source::SecretsManager {
-                        client,
+                        client: client.clone(),
                         id: id.clone(),
                     }
                 }
