@@ -108,3 +108,29 @@ fn errors_never_contain_the_password() {
         }
     }
 }
+
+#[test]
+fn secrets_manager_json_is_parsed_and_its_errors_hold_no_value() {
+    let ok = parse_json(r#"{"username":"app","password":"pw","engine":"postgres","port":5432,"dbClusterIdentifier":"c"}"#).unwrap();
+    assert_eq!(
+        (ok.username.as_str(), ok.password.as_str(), ok.port),
+        ("app", "pw", Some(5432))
+    );
+    for (text, leak) in [
+        (r#"{"username":"app","password":98765432}"#, "98765432"),
+        (
+            r#"{"username":"app","password":"hunter2-secret""#,
+            "hunter2-secret",
+        ),
+        (r#"{"username":"app"}"#, "app\""),
+        (r#"{"username":"app","password":""}"#, "\"\""),
+        ("not json", "not json"),
+    ] {
+        let err = parse_json(text).unwrap_err();
+        assert!(!err.contains(leak), "{err}");
+    }
+    assert_eq!(
+        parse_json(r#"{"username":"app","password":""}"#).unwrap_err(),
+        "the secret has an empty password"
+    );
+}
