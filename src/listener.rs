@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
 
 use crate::config::Cidr;
 use crate::mysql::client::MyEndpoint;
@@ -41,8 +42,14 @@ pub struct Admission {
     pub handshakes_per_second: Option<u32>,
 }
 
-/// Accepts clients until the task is dropped.
-pub async fn accept_loop(listener: TcpListener, admission: Admission, endpoint: Endpoint) {
+/// Accepts clients until the task is dropped; each session is a task `sessions` tracks, so a
+/// drain can wait for them.
+pub async fn accept_loop(
+    listener: TcpListener,
+    admission: Admission,
+    endpoint: Endpoint,
+    sessions: TaskTracker,
+) {
     let mut bucket = admission.handshakes_per_second.map(Bucket::new);
     loop {
         if let Some(bucket) = &mut bucket {
@@ -68,10 +75,10 @@ pub async fn accept_loop(listener: TcpListener, admission: Admission, endpoint: 
         let _ = stream.set_nodelay(true);
         match &endpoint {
             Endpoint::Postgres(ep) => {
-                tokio::spawn(crate::postgres::client::serve(stream, peer, ep.clone()));
+                sessions.spawn(crate::postgres::client::serve(stream, peer, ep.clone()));
             }
             Endpoint::Mysql(ep) => {
-                tokio::spawn(crate::mysql::client::serve(stream, peer, ep.clone()));
+                sessions.spawn(crate::mysql::client::serve(stream, peer, ep.clone()));
             }
         }
     }

@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use tokio::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 mod groups;
 
@@ -61,6 +63,13 @@ pub enum AppError {
 #[derive(Debug)]
 pub struct App {
     tasks: JoinSet<()>,
+    /// The accept loops: ended first when draining.
+    accepts: JoinSet<()>,
+    /// Every client session, so a drain can wait for them.
+    sessions: TaskTracker,
+    drain: CancellationToken,
+    shutdown_grace: Duration,
+    shutdown_timeout: Duration,
     addrs: Vec<(String, SocketAddr)>,
     /// The admin listener's bound address, and what it answers from.
     admin: Option<SocketAddr>,
@@ -75,6 +84,9 @@ impl App {
         let kill = Arc::new(KillRegistry::default());
         let session_ids = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
+        let mut accepts = JoinSet::new();
+        let sessions = TaskTracker::new();
+        let drain = CancellationToken::new();
         let stored: Vec<_> = users.from_secrets_manager().cloned().collect();
         if !stored.is_empty() {
             let every = config.secrets_manager.refresh_interval.as_std();
@@ -143,7 +155,9 @@ impl App {
                 Engine::Postgres => {
                     let cluster = pg
                         .entry(name.clone())
-                        .or_insert_with(|| pg_cluster(name, group, &monitor, access, &mut tasks))
+                        .or_insert_with(|| {
+                            pg_cluster(name, group, &monitor, access, &drain, &mut tasks)
+                        })
                         .clone();
                     Endpoint::Postgres(Arc::new(PgEndpoint {
                         name: ep.name.clone(),
@@ -163,7 +177,9 @@ impl App {
                 Engine::Mysql => {
                     let cluster = my
                         .entry(name.clone())
-                        .or_insert_with(|| my_cluster(name, group, &monitor, access, &mut tasks))
+                        .or_insert_with(|| {
+                            my_cluster(name, group, &monitor, access, &drain, &mut tasks)
+                        })
                         .clone();
                     Endpoint::Mysql(Arc::new(MyEndpoint {
                         name: ep.name.clone(),
@@ -186,7 +202,12 @@ impl App {
                 allowed: ep.allowed_cidrs.clone(),
                 handshakes_per_second: ep.max_handshakes_per_second,
             };
-            tasks.spawn(listener::accept_loop(listener, admission, endpoint));
+            accepts.spawn(listener::accept_loop(
+                listener,
+                admission,
+                endpoint,
+                sessions.clone(),
+            ));
         }
         let mut views: Vec<Arc<dyn GroupStats>> = Vec::new();
         for (name, cluster) in pg {
@@ -218,6 +239,11 @@ impl App {
         };
         Ok(Self {
             tasks,
+            accepts,
+            sessions,
+            drain,
+            shutdown_grace: config.shutdown_grace.as_std(),
+            shutdown_timeout: config.shutdown_timeout.as_std(),
             addrs,
             admin,
             state,
@@ -234,13 +260,37 @@ impl App {
         &self.addrs
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves, then drains: /readyz turns 503 at once, listeners
+    /// keep accepting for `shutdown_grace` (load balancers and Kubernetes endpoints catch up),
+    /// then close; sessions end at their next transaction boundary; what is still in a
+    /// transaction `shutdown_timeout` after the signal is cut off.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         shutdown.await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.state
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!("shutting down");
+        tracing::info!(
+            grace = ?self.shutdown_grace,
+            timeout = ?self.shutdown_timeout,
+            sessions = self.sessions.len(),
+            "draining: /readyz answers 503; still accepting for shutdown_grace"
+        );
+        tokio::time::sleep(self.shutdown_grace).await;
+        self.accepts.shutdown().await;
+        self.sessions.close();
+        self.drain.cancel();
+        tracing::info!(
+            sessions = self.sessions.len(),
+            "listeners closed; sessions end at their next transaction boundary"
+        );
+        match tokio::time::timeout_at(deadline, self.sessions.wait()).await {
+            Ok(()) => tracing::info!("all sessions ended"),
+            Err(_) => tracing::warn!(
+                sessions = self.sessions.len(),
+                "shutdown_timeout reached: closing sessions still in a transaction"
+            ),
+        }
         self.tasks.shutdown().await;
     }
 }
@@ -287,11 +337,12 @@ fn pg_cluster(
     group: &TargetGroup,
     monitor: &User,
     access: &ServerAccess,
+    drain: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
     let init_query = &group.connection_pool.init_query;
-    cluster(name, group, tasks, |addr, instance, settings| {
+    cluster(name, group, drain, tasks, |addr, instance, settings| {
         let login = crate::postgres::server::ServerLogin {
             addr: addr.to_owned(),
             user: monitor.credential().secret.username.clone(),
@@ -313,10 +364,11 @@ fn my_cluster(
     group: &TargetGroup,
     monitor: &User,
     access: &ServerAccess,
+    drain: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
     let init_query = &group.connection_pool.init_query;
-    cluster(name, group, tasks, |addr, instance, settings| {
+    cluster(name, group, drain, tasks, |addr, instance, settings| {
         let login = crate::mysql::server::ServerLogin {
             addr: addr.to_owned(),
             user: monitor.credential().secret.username.clone(),
@@ -338,6 +390,7 @@ fn my_cluster(
 fn cluster<C: PooledConnection, P>(
     name: &str,
     group: &TargetGroup,
+    drain: &CancellationToken,
     tasks: &mut JoinSet<()>,
     mut each: impl FnMut(&str, Arc<Instance<C>>, PoolSettings) -> (Box<dyn health::Probe>, P),
 ) -> Arc<Cluster<P>> {
@@ -363,6 +416,7 @@ fn cluster<C: PooledConnection, P>(
         router,
         members: members.into(),
         settings,
+        drain: drain.clone(),
     })
 }
 

@@ -141,13 +141,15 @@ pub(crate) fn format_path(path: &[Seg]) -> String {
 
 /// Sort key: section in `Config` field order, then the element within it.
 fn document_order(path: &str) -> (usize, usize, String) {
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 9] = [
         "(root)",
         "endpoints",
         "target_groups",
         "auth",
         "admin",
         "idle_client_timeout",
+        "shutdown_grace",
+        "shutdown_timeout",
         "worker_threads",
     ];
     let split = path.find(['.', '[']).unwrap_or(path.len());

@@ -40,6 +40,14 @@ pub struct Config {
     /// A client session idle (between transactions) for this long is closed.
     #[serde(default = "defaults::idle_client_timeout")]
     pub idle_client_timeout: Duration,
+    /// After SIGTERM, listeners keep accepting this long (while /readyz already answers 503,
+    /// so load balancers and Kubernetes stop sending new clients), then close.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: Duration,
+    /// From SIGTERM, running transactions get this long to finish; sessions between
+    /// transactions are closed at the boundary; then sluice exits.
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub shutdown_timeout: Duration,
     /// Threads serving sessions. Default: half the CPUs, at least one, since sluice usually
     /// shares its machine with the application or the database (measured in docs/benchmarks.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -387,6 +395,14 @@ pub enum PasswordAuthType {
 pub struct Admin {
     /// `IP:PORT` serving /metrics, /healthz, /readyz and /v1/.
     pub listen: SocketAddr,
+    /// The environment variable holding a token that /metrics and /v1/ then require as
+    /// `Authorization: Bearer <token>`; /healthz and /readyz stay open for probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// /readyz answers 200 even while a target group has no known writer (reader endpoints
+    /// keep receiving clients through a failover).
+    #[serde(default)]
+    pub ready_without_writer: bool,
 }
 
 mod defaults {
@@ -400,6 +416,12 @@ mod defaults {
     }
     pub fn idle_client_timeout() -> Duration {
         Duration::from_secs(30 * 60)
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn max_idle_connections_percent() -> u32 {
         50

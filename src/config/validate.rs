@@ -61,6 +61,21 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
             v.report(&[Seg::key("jwt"), Seg::key("jwks_file")], &e);
         }
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
+        if rest.shutdown_grace > rest.shutdown_timeout {
+            v.report(
+                &[Seg::key("shutdown_grace")],
+                "must not be longer than shutdown_timeout",
+            );
+        }
+        if let Some(admin) = &rest.admin
+            && let Some(var) = &admin.bearer_token_env
+            && var.is_empty()
+        {
+            v.report(
+                &[Seg::key("admin"), Seg::key("bearer_token_env")],
+                "must name an environment variable",
+            );
+        }
         v.positive(
             &[Seg::key("secrets_manager"), Seg::key("refresh_interval")],
             rest.secrets_manager.refresh_interval,

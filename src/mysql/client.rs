@@ -561,6 +561,7 @@ mod tests {
                 router,
                 members: Box::new([Arc::new(pools)]),
                 settings,
+                drain: Default::default(),
             }),
             want: Want::Writer,
             read_your_writes_timeout: second,

@@ -49,6 +49,9 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub enum End {
     ClientGone,
+    /// sluice is draining and the session was between transactions: closed without a word, as
+    /// a MySQL server closes idle connections when it shuts down.
+    Drained,
     /// Sent to the client as an ERR packet, then the connection is closed.
     Fatal(Code, String),
 }
@@ -214,9 +217,17 @@ impl Session {
                 wait = wait.min(SOFT_HOLD.saturating_sub(idle));
             }
             if self.cin.is_empty() {
+                if self.ep.cluster.drain.is_cancelled() && self.at_boundary() {
+                    return Err(End::Drained);
+                }
                 // Nothing pending: wait for bytes before growing the buffer, or an idle client
                 // would hold a fresh read buffer for as long as it sleeps.
-                match tokio::time::timeout(wait, client.readable()).await {
+                let readable = tokio::select! {
+                    biased;
+                    r = tokio::time::timeout(wait, client.readable()) => r,
+                    () = self.ep.cluster.drain.cancelled(), if self.at_boundary() => continue,
+                };
+                match readable {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Ok(None),
                     Err(_) if shrink => {
@@ -383,6 +394,12 @@ impl Session {
         let vars = super::state::effective(&self.vars, baseline);
         let mode = vars.get(super::state::SQL_MODE).and_then(|v| v.as_deref());
         !mode.is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"))
+    }
+
+    /// Between transactions, holding nothing the next command needs: where a drain may end the
+    /// session (session state such as temporary tables goes, as with a server shutdown).
+    fn at_boundary(&self) -> bool {
+        self.status & wire::status::IN_TRANS == 0 && self.hold != Hold::Hard
     }
 
     /// Whether the session must keep its connection for the next command.

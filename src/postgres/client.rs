@@ -448,6 +448,7 @@ mod tests {
                 router,
                 members: Box::new([Arc::new(pools)]),
                 settings,
+                drain: Default::default(),
             }),
             want: Want::Writer,
             read_your_writes_timeout: second,
@@ -466,7 +467,7 @@ mod tests {
             .unwrap();
         let peer = client.local_addr().unwrap();
         let size = std::mem::size_of_val(&serve(client, peer, ep));
-        assert!(size <= 1432, "a session task is {size} bytes");
+        assert!(size <= 1440, "a session task is {size} bytes");
     }
 
     #[test]

@@ -36,6 +36,17 @@ const SHRINK_AFTER: Duration = Duration::from_secs(1);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
+/// How an idle wait ended.
+enum Idle {
+    /// A whole message (or a streamable part) is buffered.
+    Message,
+    /// The client left or sent Terminate.
+    Gone,
+    TimedOut,
+    /// sluice is draining and the client had nothing pending.
+    Drained,
+}
+
 /// How an active phase ended.
 #[derive(Debug)]
 enum Active {
@@ -152,12 +163,18 @@ impl Session {
             }
             self.cout.clear();
             match self.wait_idle(client).await {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(()) => {
+                Idle::Message => {}
+                Idle::Gone => return None,
+                Idle::TimedOut => {
                     return Some((
                         errors::IDLE_SESSION_TIMEOUT,
                         "terminating connection due to idle client timeout".into(),
+                    ));
+                }
+                Idle::Drained => {
+                    return Some((
+                        errors::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command (sluice is shutting down)".into(),
                     ));
                 }
             }
@@ -229,9 +246,8 @@ impl Session {
         }
     }
 
-    /// Waits for the client's next message without a server connection. `Ok(false)`: the client
-    /// left or sent Terminate; `Err`: idle client timeout.
-    async fn wait_idle(&mut self, client: &mut Socket) -> Result<bool, ()> {
+    /// Waits for the client's next message without a server connection.
+    async fn wait_idle(&mut self, client: &mut Socket) -> Idle {
         let since = Instant::now();
         loop {
             // Borrow only for a whole message: a client that sends a header and stalls must not
@@ -241,8 +257,15 @@ impl Session {
                 let whole = self.cin.len() >= declared;
                 let streams = self.cin[0] == b'd' && self.cin.len() >= STREAM_CHUNK;
                 if whole || streams || declared > MAX_BUFFERED_MESSAGE {
-                    return Ok(self.cin[0] != b'X');
+                    return if self.cin[0] == b'X' {
+                        Idle::Gone
+                    } else {
+                        Idle::Message
+                    };
                 }
+            }
+            if self.route.cluster.drain.is_cancelled() && self.cin.is_empty() {
+                return Idle::Drained;
             }
             let holds_buffers = self.cin.capacity() > 0 || self.cout.capacity() > 0;
             // A configured timeout beyond what the clock can add means "never".
@@ -252,10 +275,14 @@ impl Session {
             if !holds_buffers {
                 // Long idle: a timer for this wait alone, inside the task, so an idle client
                 // costs no separate allocation.
-                match tokio::time::timeout_at(timeout_at, client.readable()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Ok(false),
-                    Err(_) => return Err(()),
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(timeout_at, client.readable()) => match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Idle::Gone,
+                        Err(_) => return Idle::TimedOut,
+                    },
+                    () = self.route.cluster.drain.cancelled() => continue,
                 }
             } else {
                 // A busy session keeps its timer: one armed by an earlier wait that fires early
@@ -271,13 +298,13 @@ impl Session {
                     biased;
                     r = client.readable() => {
                         if r.is_err() {
-                            return Ok(false);
+                            return Idle::Gone;
                         }
                     }
                     () = timer.as_mut() => {
                         let now = Instant::now();
                         if now >= timeout_at {
-                            return Err(());
+                            return Idle::TimedOut;
                         }
                         if now < due {
                             timer.as_mut().reset(due);
@@ -286,13 +313,14 @@ impl Session {
                         }
                         continue;
                     }
+                    () = self.route.cluster.drain.cancelled() => continue,
                 }
             }
             match client.read_some(&mut self.cin, READ_CHUNK) {
-                Ok(0) => return Ok(false),
+                Ok(0) => return Idle::Gone,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Ok(false),
+                Err(_) => return Idle::Gone,
             }
         }
     }

@@ -21,6 +21,9 @@ pub struct Cluster<P> {
     /// By instance, in the order of the target group's `instances`.
     pub members: Box<[Arc<P>]>,
     pub settings: PoolSettings,
+    /// Cancelled when sluice drains (SIGTERM, after the grace): sessions between transactions
+    /// end at the boundary. Process-wide; every cluster holds a clone.
+    pub drain: tokio_util::sync::CancellationToken,
 }
 
 impl<P> Cluster<P> {

@@ -17,6 +17,7 @@ mod admission;
 mod drivers;
 mod failover;
 mod harness_selftest;
+mod lifecycle;
 mod metrics;
 mod my_proxy;
 mod pg_config;
