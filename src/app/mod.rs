@@ -22,6 +22,7 @@ use crate::config::{Config, ConnectionPool, Engine, Role, TargetGroup};
 use crate::health::{self, Monitor, Thresholds, Timing};
 use crate::listener::{self, Endpoint};
 use crate::metrics::admin::{self, AdminState};
+use crate::metrics::api::EndpointView;
 use crate::metrics::{GroupStats, Metrics};
 use crate::mysql::client::MyEndpoint;
 use crate::mysql::cluster::MyCluster;
@@ -57,6 +58,8 @@ pub enum AppError {
     ServerIam { group: String },
     #[error("endpoint {endpoint}: {reason}")]
     Unsupported { endpoint: String, reason: String },
+    #[error("admin.bearer_token_env: the environment variable {0} is not set or empty")]
+    AdminToken(String),
 }
 
 /// Everything sluice runs, bound and ready.
@@ -93,6 +96,7 @@ impl App {
             tasks.spawn(crate::auth::credentials::refresh_every(stored, every));
         }
         let mut addrs = Vec::new();
+        let mut endpoint_views = Vec::new();
         let tls = match &config.tls {
             Some(files) => {
                 let tls = Arc::new(ClientTls::load(files).map_err(AppError::Tls)?);
@@ -151,6 +155,23 @@ impl App {
             };
             let ryw_timeout = ep.read_your_writes_timeout.as_std();
             let access = &access_by_group[name.as_str()];
+            let endpoint_metrics = metrics.endpoint(&ep.name, name);
+            endpoint_views.push(EndpointView {
+                name: ep.name.clone(),
+                listen: local,
+                target_group: name.clone(),
+                engine: match group.engine {
+                    Engine::Postgres => "postgres",
+                    Engine::Mysql => "mysql",
+                },
+                role: match ep.role {
+                    Role::ReadWrite => "read_write",
+                    Role::ReadOnly => "read_only",
+                    Role::ReadWriteSplit => "read_write_split",
+                },
+                require_tls: ep.require_tls,
+                metrics: endpoint_metrics.clone(),
+            });
             let endpoint = match group.engine {
                 Engine::Postgres => {
                     let cluster = pg
@@ -171,7 +192,7 @@ impl App {
                         cancel: cancel.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
                         session_ids: session_ids.clone(),
-                        metrics: metrics.endpoint(&ep.name, name),
+                        metrics: endpoint_metrics.clone(),
                     }))
                 }
                 Engine::Mysql => {
@@ -193,7 +214,7 @@ impl App {
                         kill: kill.clone(),
                         idle_client_timeout: config.idle_client_timeout.as_std(),
                         session_ids: session_ids.clone(),
-                        metrics: metrics.endpoint(&ep.name, name),
+                        metrics: endpoint_metrics.clone(),
                     }))
                 }
             };
@@ -218,10 +239,28 @@ impl App {
         }
         views.sort_by(|a, b| a.name().cmp(b.name()));
         metrics.add_groups(views.clone());
+        let token = match config
+            .admin
+            .as_ref()
+            .and_then(|a| a.bearer_token_env.as_ref())
+        {
+            Some(var) => match std::env::var(var) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+                _ => return Err(AppError::AdminToken(var.clone())),
+            },
+            None => None,
+        };
         let state = Arc::new(AdminState {
             metrics: Arc::new(metrics),
             groups: views,
+            endpoints: endpoint_views,
+            sessions: vec![cancel.clone(), kill.clone()],
             draining: Default::default(),
+            ready_without_writer: config
+                .admin
+                .as_ref()
+                .is_some_and(|a| a.ready_without_writer),
+            token,
         });
         let admin = match &config.admin {
             Some(a) => {

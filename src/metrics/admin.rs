@@ -1,6 +1,6 @@
-//! The admin HTTP listener: `/metrics` (Prometheus), `/healthz` (the process serves) and
-//! `/readyz` (listeners bound, every target group has a writer, not draining). hyper alone: a
-//! handful of GET routes need no router crate.
+//! The admin HTTP listener: `/metrics` (Prometheus), `/healthz` (the process serves),
+//! `/readyz` (listeners bound, every target group has a writer, not draining) and the read-only
+//! `/v1/` JSON routes. hyper alone: a handful of GET routes need no router crate.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,15 +12,24 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
+use super::api::{self, EndpointView};
 use super::{GroupStats, Metrics};
+use crate::session::SessionList;
 
 /// What the admin routes answer from.
 #[derive(Debug)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub groups: Vec<Arc<dyn GroupStats>>,
+    pub endpoints: Vec<EndpointView>,
+    /// The session registries of both engines.
+    pub sessions: Vec<Arc<dyn SessionList>>,
     /// Set when shutdown begins: readiness turns false at once.
     pub draining: AtomicBool,
+    /// `admin.ready_without_writer`: a group without a writer does not make sluice unready.
+    pub ready_without_writer: bool,
+    /// Required as `Authorization: Bearer` on /metrics and /v1/ when set.
+    pub token: Option<String>,
 }
 
 impl AdminState {
@@ -28,6 +37,9 @@ impl AdminState {
     pub fn not_ready(&self) -> Option<String> {
         if self.draining.load(Ordering::Relaxed) {
             return Some("draining".into());
+        }
+        if self.ready_without_writer {
+            return None;
         }
         let missing: Vec<&str> = self
             .groups
@@ -46,7 +58,21 @@ impl AdminState {
                 "GET only\n".into(),
             );
         }
-        match req.uri().path() {
+        let path = req.uri().path();
+        let open = matches!(path, "/healthz" | "/readyz");
+        if !open && !self.authorized(req) {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "a bearer token is required\n".into(),
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        match path {
             "/metrics" if wants_openmetrics(req) => reply(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -66,8 +92,22 @@ impl AdminState {
                     format!("not ready: {why}\n"),
                 ),
             },
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            _ => match api::answer(self, path) {
+                Some(body) => reply(StatusCode::OK, "application/json", body),
+                None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            },
         }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|presented| api::token_matches(token, presented.trim()))
     }
 }
 

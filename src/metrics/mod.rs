@@ -3,6 +3,7 @@
 //! atomic add on a handle resolved at start, never a label lookup.
 
 pub mod admin;
+pub mod api;
 mod groups;
 pub mod histogram;
 

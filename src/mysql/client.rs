@@ -21,6 +21,7 @@ use super::wire::{self, AuthSwitch, Greeting, HandshakeResponse, OkPacket, caps}
 use crate::auth::users::{SessionSlot, User, Users};
 use crate::config::{ClientAuth, PasswordAuthType};
 use crate::routing::Want;
+use crate::session::SessionInfo;
 use crate::tls::{ClientTls, Flavor, Socket};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -349,7 +350,15 @@ async fn login_exchange(
     wire::write_ok(&mut out, login.next_seq(), &ok);
     login.send(&out).await?;
     tracing::debug!(endpoint = %ep.name, session = id, user = %hr.user, database = ?hr.database, "client logged in");
-    let kill = ep.kill.register(id, &key.user);
+    let mut info = SessionInfo::new(
+        u64::from(id),
+        &ep.name,
+        &hr.user,
+        peer,
+        login.stream.is_tls(),
+    );
+    info.database.clone_from(&hr.database);
+    let kill = ep.kill.register(id, &key.user, info);
     let session = Box::new(Session::new(
         id,
         ep.clone(),

@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::session::{SessionInfo, SessionList, SessionRow};
+
 /// Where a session's statement runs right now: (instance address, server thread id).
 #[derive(Debug)]
 pub struct KillTarget {
     user: Box<str>,
     current: Mutex<Option<(Arc<str>, u32)>>,
+    /// The session as /v1/sessions lists it.
+    pub info: SessionInfo,
 }
 
 impl KillTarget {
@@ -64,10 +68,11 @@ pub enum KillLookup {
 }
 
 impl KillRegistry {
-    pub fn register(self: &Arc<Self>, id: u32, user: &str) -> KillHandle {
+    pub fn register(self: &Arc<Self>, id: u32, user: &str, info: SessionInfo) -> KillHandle {
         let target = Arc::new(KillTarget {
             user: user.into(),
             current: Mutex::new(None),
+            info,
         });
         self.sessions
             .lock()
@@ -94,16 +99,38 @@ impl KillRegistry {
     }
 }
 
+impl SessionList for KillRegistry {
+    fn sessions(&self) -> Vec<SessionRow> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .values()
+            .map(|t| SessionRow {
+                info: t.info.clone(),
+                server: t
+                    .current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|(addr, _)| addr.to_string()),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_a_running_session_of_the_same_user_resolves() {
         let registry = Arc::new(KillRegistry::default());
-        let handle = registry.register(7, "app");
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        let info = SessionInfo::new(7, "writer", "app", peer, false);
+        let handle = registry.register(7, "app", info);
         assert_eq!(registry.lookup(7, "app"), KillLookup::Idle);
         handle.target.set(Some(("db:3306".into(), 99)));
+        assert_eq!(registry.sessions()[0].server.as_deref(), Some("db:3306"));
         assert_eq!(
             registry.lookup(7, "app"),
             KillLookup::Running("db:3306".into(), 99)

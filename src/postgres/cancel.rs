@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use super::wire::BackendKeyData;
+use crate::session::{SessionInfo, SessionList, SessionRow};
 
 /// Where a session's query runs right now, if it holds a server connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CancelTarget {
     current: Mutex<Option<(SocketAddr, BackendKeyData)>>,
+    /// The session as /v1/sessions lists it.
+    pub info: SessionInfo,
 }
 
 impl CancelTarget {
@@ -48,8 +51,11 @@ impl Drop for CancelHandle {
 
 impl CancelRegistry {
     /// Issues a fresh, unguessable key for a new session.
-    pub fn register(self: &Arc<Self>) -> CancelHandle {
-        let target = Arc::new(CancelTarget::default());
+    pub fn register(self: &Arc<Self>, info: SessionInfo) -> CancelHandle {
+        let target = Arc::new(CancelTarget {
+            current: Mutex::new(None),
+            info,
+        });
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let key = loop {
             let key = BackendKeyData {
@@ -75,6 +81,19 @@ impl CancelRegistry {
     }
 }
 
+impl SessionList for CancelRegistry {
+    fn sessions(&self) -> Vec<SessionRow> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .values()
+            .map(|t| SessionRow {
+                info: t.info.clone(),
+                server: t.get().map(|(addr, _)| addr.to_string()),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -83,7 +102,8 @@ mod tests {
     #[test]
     fn only_the_issued_key_of_a_busy_session_resolves() {
         let registry = Arc::new(CancelRegistry::default());
-        let handle = registry.register();
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        let handle = registry.register(SessionInfo::new(1, "writer", "app", peer, false));
         let (pid, key) = (handle.key.pid, handle.key.key);
         assert_eq!(
             registry.lookup(pid, key),
@@ -96,6 +116,9 @@ mod tests {
         );
         handle.target.set(Some(server));
         assert_eq!(registry.lookup(pid, key), Some(server));
+        let listed = registry.sessions();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].server.as_deref(), Some("127.0.0.1:5432"));
         assert_eq!(
             registry.lookup(pid, key.wrapping_add(1)),
             None,

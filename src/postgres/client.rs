@@ -19,6 +19,7 @@ use super::server;
 use super::wire::{self, Startup, WireError};
 use crate::auth::users::{SessionSlot, Users};
 use crate::routing::Want;
+use crate::session::SessionInfo;
 use crate::tls::{ClientTls, Flavor, Socket};
 
 mod auth;
@@ -282,7 +283,10 @@ async fn login(
     );
     let reported = reported_parameters(pools, &pg, &database).await?;
 
-    let cancel = ep.cancel.register();
+    let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut info = SessionInfo::new(id, &ep.name, &user_name, peer, stream.is_tls());
+    info.database = Some(database.clone());
+    let cancel = ep.cancel.register(info);
     let mut out = BytesMut::with_capacity(512);
     wire::auth_ok(&mut out);
     for (name, value) in reported {
@@ -295,7 +299,6 @@ async fn login(
     wire::backend_key_data(&mut out, cancel.key.pid, cancel.key.key);
     wire::ready_for_query(&mut out, wire::status::IDLE);
     write(stream, &out).await?;
-    let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
     Ok(Step::Session(
         Session::new(

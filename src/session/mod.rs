@@ -1,7 +1,53 @@
 //! Engine-neutral session state: why a session is pinned to its server connection.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What `/v1/sessions` shows of a session: fixed at login, never touched on the hot path. No
+/// secrets: the user name, not what it logged in with.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub endpoint: String,
+    pub user: String,
+    pub database: Option<String>,
+    pub client: SocketAddr,
+    pub tls: bool,
+    /// Seconds since the Unix epoch at login.
+    pub since: u64,
+}
+
+impl SessionInfo {
+    pub fn new(id: u64, endpoint: &str, user: &str, client: SocketAddr, tls: bool) -> Self {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            id,
+            endpoint: endpoint.into(),
+            user: user.to_owned(),
+            database: None,
+            client,
+            tls,
+            since,
+        }
+    }
+}
+
+/// A session as listed: its login facts and the instance serving it right now, if any.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionRow {
+    #[serde(flatten)]
+    pub info: SessionInfo,
+    /// The instance whose server connection the session holds now (`null`: idle).
+    pub server: Option<String>,
+}
+
+/// The sessions of one engine, for `/v1/sessions`.
+pub trait SessionList: Send + Sync + fmt::Debug + 'static {
+    fn sessions(&self) -> Vec<SessionRow>;
+}
 
 /// Why a client session keeps its server connection past a transaction. Every pin is logged with
 /// its reason and (with the metrics issue) counted per reason.

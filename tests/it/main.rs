@@ -13,6 +13,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod admin_api;
 mod admission;
 mod drivers;
 mod failover;

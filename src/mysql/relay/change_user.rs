@@ -81,7 +81,10 @@ impl Session {
         login.send(&out).await.map_err(|_| End::ClientGone)?;
         self.cin = std::mem::replace(&mut login.buf, BytesMut::new());
         tracing::debug!(session = self.id, user = %request.user, "client changed user");
-        self.kill = ep.kill.register(self.id, &key.user);
+        let mut info = self.kill.target.info.clone();
+        info.user.clone_from(&request.user);
+        info.database.clone_from(&request.database);
+        self.kill = ep.kill.register(self.id, &key.user, info);
         self.pool = pool;
         self.schema = request.database.map(String::into_boxed_str);
         Ok(())

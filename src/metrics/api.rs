@@ -1,0 +1,165 @@
+//! The read-only JSON routes of the admin listener: `/v1/endpoints`, `/v1/target-groups`,
+//! `/v1/pools`, `/v1/sessions`. Built at request time from the same handles the scrape reads;
+//! nothing here holds a secret (user names only).
+
+use serde::Serialize;
+
+use super::EndpointMetrics;
+use super::admin::AdminState;
+use crate::session::SessionRow;
+
+/// An endpoint as configured, with its live client counts.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    pub name: String,
+    pub listen: std::net::SocketAddr,
+    pub target_group: String,
+    pub engine: &'static str,
+    pub role: &'static str,
+    pub require_tls: bool,
+    pub metrics: EndpointMetrics,
+}
+
+#[derive(Serialize)]
+struct EndpointJson<'a> {
+    name: &'a str,
+    listen: String,
+    target_group: &'a str,
+    engine: &'a str,
+    role: &'a str,
+    require_tls: bool,
+    client_connections: i64,
+    client_connections_tls: i64,
+    client_connections_received: u64,
+    client_connections_setup_failed_auth: u64,
+}
+
+#[derive(Serialize)]
+struct InstanceJson {
+    address: String,
+    role: &'static str,
+    healthy: bool,
+    /// Seconds behind the writer; `null` when it cannot be told.
+    lag_seconds: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    name: &'a str,
+    writer: Option<String>,
+    failovers: u64,
+    instances: Vec<InstanceJson>,
+}
+
+#[derive(Serialize)]
+struct PoolJson<'a> {
+    target_group: &'a str,
+    instance: String,
+    max_connections: usize,
+    open: usize,
+    idle: usize,
+    borrowed: usize,
+    waiting: usize,
+}
+
+/// The body of a `/v1/` route, or `None` for an unknown one.
+pub(super) fn answer(state: &AdminState, path: &str) -> Option<String> {
+    let body = match path {
+        "/v1/endpoints" => json(&endpoints(state)),
+        "/v1/target-groups" => json(&groups(state)),
+        "/v1/pools" => json(&pools(state)),
+        "/v1/sessions" => json(&sessions(state)),
+        _ => return None,
+    };
+    Some(body)
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    let mut out = serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
+    out.push('\n');
+    out
+}
+
+fn endpoints(state: &AdminState) -> Vec<EndpointJson<'_>> {
+    state
+        .endpoints
+        .iter()
+        .map(|e| EndpointJson {
+            name: &e.name,
+            listen: e.listen.to_string(),
+            target_group: &e.target_group,
+            engine: e.engine,
+            role: e.role,
+            require_tls: e.require_tls,
+            client_connections: e.metrics.client_connections.get(),
+            client_connections_tls: e.metrics.client_connections_tls.get(),
+            client_connections_received: e.metrics.received.get(),
+            client_connections_setup_failed_auth: e.metrics.setup_failed_auth.get(),
+        })
+        .collect()
+}
+
+fn groups(state: &AdminState) -> Vec<GroupJson<'_>> {
+    state
+        .groups
+        .iter()
+        .map(|g| {
+            let topology = g.topology();
+            let instances = g.instances();
+            let addr = |i: usize| instances.get(i).map(|s| s.addr.clone());
+            GroupJson {
+                name: g.name(),
+                writer: topology.writer.and_then(addr),
+                failovers: topology.failovers,
+                instances: instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let member = topology.members.get(i);
+                        InstanceJson {
+                            address: s.addr.clone(),
+                            role: match (topology.writer == Some(i), member) {
+                                (true, _) => "writer",
+                                (false, Some(m)) if m.healthy => "reader",
+                                _ => "unknown",
+                            },
+                            healthy: member.is_some_and(|m| m.healthy),
+                            lag_seconds: member.and_then(|m| m.lag).map(|l| l.as_secs_f64()),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn pools(state: &AdminState) -> Vec<PoolJson<'_>> {
+    state
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.instances().into_iter().map(move |s| PoolJson {
+                target_group: g.name(),
+                instance: s.addr,
+                max_connections: s.max,
+                open: s.open,
+                idle: s.idle,
+                borrowed: s.borrowed,
+                waiting: s.waiting,
+            })
+        })
+        .collect()
+}
+
+fn sessions(state: &AdminState) -> Vec<SessionRow> {
+    let mut rows: Vec<SessionRow> = state.sessions.iter().flat_map(|l| l.sessions()).collect();
+    rows.sort_by(|a, b| (&a.info.endpoint, a.info.id).cmp(&(&b.info.endpoint, b.info.id)));
+    rows
+}
+
+/// Whether `presented` equals `token`, in time independent of where they differ.
+pub(super) fn token_matches(token: &str, presented: &str) -> bool {
+    let (a, b) = (token.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
