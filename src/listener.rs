@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
@@ -42,21 +43,34 @@ pub struct Admission {
     pub handshakes_per_second: Option<u32>,
 }
 
+/// What a listening address serves now: a reload swaps it without closing the socket.
+#[derive(Debug)]
+pub struct Served {
+    pub endpoint: Endpoint,
+    pub admission: Admission,
+}
+
 /// Accepts clients until the task is dropped; each session is a task `sessions` tracks, so a
-/// drain can wait for them.
+/// drain can wait for them. Each client gets the endpoint `served` holds when it connects.
 pub async fn accept_loop(
     listener: TcpListener,
-    admission: Admission,
-    endpoint: Endpoint,
+    served: Arc<ArcSwap<Served>>,
     sessions: TaskTracker,
 ) {
-    let mut bucket = admission.handshakes_per_second.map(Bucket::new);
+    let mut bucket: Option<Bucket> = None;
     loop {
+        let rate = served.load().admission.handshakes_per_second;
+        if bucket.as_ref().map(|b| b.per_second) != rate {
+            bucket = rate.map(Bucket::new);
+        }
         if let Some(bucket) = &mut bucket {
             // Waiting here leaves further clients in the kernel's listen queue.
             bucket.take().await;
         }
-        let (stream, peer) = match listener.accept().await {
+        let accepted = listener.accept().await;
+        let now = served.load_full();
+        let (endpoint, admission) = (&now.endpoint, &now.admission);
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -73,7 +87,7 @@ pub async fn accept_loop(
         crate::audit::connected(endpoint.name(), peer);
         endpoint.metrics().received.inc();
         let _ = stream.set_nodelay(true);
-        match &endpoint {
+        match endpoint {
             Endpoint::Postgres(ep) => {
                 sessions.spawn(crate::postgres::client::serve(stream, peer, ep.clone()));
             }
@@ -91,6 +105,7 @@ fn allowed_peer(allowed: &[Cidr], peer: SocketAddr) -> bool {
 /// A token bucket: `rate` tokens a second, holding at most `rate`.
 #[derive(Debug)]
 struct Bucket {
+    per_second: u32,
     rate: f64,
     tokens: f64,
     at: Instant,
@@ -98,8 +113,10 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: u32) -> Self {
+        let per_second = rate;
         let rate = f64::from(rate.max(1));
         Self {
+            per_second,
             rate,
             tokens: rate,
             at: Instant::now(),

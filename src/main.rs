@@ -30,6 +30,10 @@ enum Command {
         /// `text` for people, `json` (one object per line) for log pipelines and audits.
         #[arg(long, env = "SLUICE_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
+        /// Also reload when the config file's content changes (read every 2 s); SIGHUP
+        /// reloads either way.
+        #[arg(long, env = "SLUICE_WATCH_CONFIG")]
+        watch_config: bool,
     },
     /// Validate a config file and print every problem with its YAML path.
     CheckConfig { file: PathBuf },
@@ -61,7 +65,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { config, log_format } => run(config, log_format),
+        Command::Run {
+            config,
+            log_format,
+            watch_config,
+        } => run(config, log_format, watch_config),
     }
 }
 
@@ -71,7 +79,7 @@ enum LogFormat {
     Json,
 }
 
-fn run(path: PathBuf, format: LogFormat) -> ExitCode {
+fn run(path: PathBuf, format: LogFormat, watch: bool) -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -113,7 +121,8 @@ fn run(path: PathBuf, format: LogFormat) -> ExitCode {
     runtime.block_on(async {
         match sluice::app::App::build(&config).await {
             Ok(app) => {
-                app.run(sluice::shutdown::signal()).await;
+                let reload = sluice::app::ReloadSource { path, watch };
+                app.run(Some(reload), sluice::shutdown::signal()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

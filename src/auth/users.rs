@@ -26,6 +26,9 @@ pub struct User {
     /// `max_client_connections`, and the sessions open now (counted only under a cap).
     pub max_sessions: Option<u32>,
     sessions: std::sync::atomic::AtomicU32,
+    /// Where the secret came from (`None`: the decoy); a reload keeps the credentials of an
+    /// entry whose reference did not change.
+    secret: Option<SecretRef>,
 }
 
 /// One of a capped user's sessions; gives its place back when dropped.
@@ -85,10 +88,47 @@ pub struct Users {
 impl Users {
     /// Reads every user's secret; `aws-secretsmanager:` ones through one client.
     pub async fn load(config: &Config, aws: &AwsEnv<'_>) -> Result<Self, UsersError> {
+        Self::reload(config, aws, None).await
+    }
+
+    /// Loads the users of `config`, keeping from `previous` what a reload must not disturb:
+    /// an entry whose secret reference is unchanged keeps its credentials (pools and the
+    /// refresh timer hold them; the secret is read again), and an entry unchanged in every
+    /// way keeps its user (with its session count under `max_client_connections`).
+    pub async fn reload(
+        config: &Config,
+        aws: &AwsEnv<'_>,
+        previous: Option<&Users>,
+    ) -> Result<Self, UsersError> {
         let mut by_name = HashMap::new();
         // One Secrets Manager client for all users, made only if one needs it.
         let client = tokio::sync::OnceCell::new();
         for entry in &config.auth {
+            let kept = previous
+                .and_then(|p| p.by_name.get(&entry.username))
+                .filter(|u| u.secret.as_ref() == Some(&entry.secret));
+            if let Some(old) = kept {
+                // Ignore the age of the last read: a reload asks for the secret as it is now.
+                old.credentials.refresh(std::time::Duration::ZERO).await;
+                let same = old.client_auth == entry.client_auth
+                    && old.method == entry.client_password_auth_type
+                    && old.max_sessions == entry.max_client_connections;
+                let user = if same {
+                    old.clone()
+                } else {
+                    Arc::new(User {
+                        name: entry.username.clone(),
+                        client_auth: entry.client_auth,
+                        method: entry.client_password_auth_type,
+                        credentials: old.credentials.clone(),
+                        max_sessions: entry.max_client_connections,
+                        sessions: Default::default(),
+                        secret: Some(entry.secret.clone()),
+                    })
+                };
+                by_name.insert(entry.username.clone(), user);
+                continue;
+            }
             let source = match &entry.secret {
                 SecretRef::File { path, key } => Source::File {
                     path: path.clone(),
@@ -120,6 +160,7 @@ impl Users {
                 credentials: Arc::new(credentials),
                 max_sessions: entry.max_client_connections,
                 sessions: Default::default(),
+                secret: Some(entry.secret.clone()),
             };
             by_name.insert(entry.username.clone(), Arc::new(user));
         }
@@ -138,6 +179,7 @@ impl Users {
             credentials: Arc::new(Credentials::fixed("", decoy_secret)),
             max_sessions: None,
             sessions: Default::default(),
+            secret: None,
         });
         let iam = match &config.iam {
             Some(c) => Some(IamVerifier::new(c).map_err(UsersError::Iam)?),

@@ -13,21 +13,21 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use super::api::{self, EndpointView};
-use super::{GroupStats, Metrics};
+use super::{GroupList, Metrics};
 use crate::session::SessionList;
 
 /// What the admin routes answer from.
 #[derive(Debug)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub groups: Vec<Arc<dyn GroupStats>>,
-    pub endpoints: Vec<EndpointView>,
+    pub groups: GroupList,
+    pub endpoints: arc_swap::ArcSwap<Vec<EndpointView>>,
     /// The session registries of both engines.
     pub sessions: Vec<Arc<dyn SessionList>>,
     /// Set when shutdown begins: readiness turns false at once.
     pub draining: AtomicBool,
     /// `admin.ready_without_writer`: a group without a writer does not make sluice unready.
-    pub ready_without_writer: bool,
+    pub ready_without_writer: AtomicBool,
     /// Required as `Authorization: Bearer` on /metrics and /v1/ when set.
     pub token: Option<String>,
 }
@@ -38,11 +38,11 @@ impl AdminState {
         if self.draining.load(Ordering::Relaxed) {
             return Some("draining".into());
         }
-        if self.ready_without_writer {
+        if self.ready_without_writer.load(Ordering::Relaxed) {
             return None;
         }
-        let missing: Vec<&str> = self
-            .groups
+        let groups = self.groups.load();
+        let missing: Vec<&str> = groups
             .iter()
             .filter(|g| g.topology().writer.is_none())
             .map(|g| g.name())

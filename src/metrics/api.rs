@@ -21,12 +21,12 @@ pub struct EndpointView {
 }
 
 #[derive(Serialize)]
-struct EndpointJson<'a> {
-    name: &'a str,
+struct EndpointJson {
+    name: String,
     listen: String,
-    target_group: &'a str,
-    engine: &'a str,
-    role: &'a str,
+    target_group: String,
+    engine: &'static str,
+    role: &'static str,
     require_tls: bool,
     client_connections: i64,
     client_connections_tls: i64,
@@ -44,16 +44,16 @@ struct InstanceJson {
 }
 
 #[derive(Serialize)]
-struct GroupJson<'a> {
-    name: &'a str,
+struct GroupJson {
+    name: String,
     writer: Option<String>,
     failovers: u64,
     instances: Vec<InstanceJson>,
 }
 
 #[derive(Serialize)]
-struct PoolJson<'a> {
-    target_group: &'a str,
+struct PoolJson {
+    target_group: String,
     instance: String,
     max_connections: usize,
     open: usize,
@@ -81,14 +81,15 @@ fn json<T: Serialize>(value: &T) -> String {
     out
 }
 
-fn endpoints(state: &AdminState) -> Vec<EndpointJson<'_>> {
+fn endpoints(state: &AdminState) -> Vec<EndpointJson> {
     state
         .endpoints
+        .load()
         .iter()
         .map(|e| EndpointJson {
-            name: &e.name,
+            name: e.name.clone(),
             listen: e.listen.to_string(),
-            target_group: &e.target_group,
+            target_group: e.target_group.clone(),
             engine: e.engine,
             role: e.role,
             require_tls: e.require_tls,
@@ -100,16 +101,17 @@ fn endpoints(state: &AdminState) -> Vec<EndpointJson<'_>> {
         .collect()
 }
 
-fn groups(state: &AdminState) -> Vec<GroupJson<'_>> {
+fn groups(state: &AdminState) -> Vec<GroupJson> {
     state
         .groups
+        .load()
         .iter()
         .map(|g| {
             let topology = g.topology();
             let instances = g.instances();
             let addr = |i: usize| instances.get(i).map(|s| s.addr.clone());
             GroupJson {
-                name: g.name(),
+                name: g.name().to_owned(),
                 writer: topology.writer.and_then(addr),
                 failovers: topology.failovers,
                 instances: instances
@@ -134,13 +136,14 @@ fn groups(state: &AdminState) -> Vec<GroupJson<'_>> {
         .collect()
 }
 
-fn pools(state: &AdminState) -> Vec<PoolJson<'_>> {
+fn pools(state: &AdminState) -> Vec<PoolJson> {
     state
         .groups
+        .load()
         .iter()
         .flat_map(|g| {
             g.instances().into_iter().map(move |s| PoolJson {
-                target_group: g.name(),
+                target_group: g.name().to_owned(),
                 instance: s.addr,
                 max_connections: s.max,
                 open: s.open,

@@ -31,9 +31,12 @@ pub trait GroupStats: Send + Sync + std::fmt::Debug + 'static {
     fn topology(&self) -> Arc<Topology>;
 }
 
+/// The target groups in service; a reload swaps the list.
+pub type GroupList = Arc<arc_swap::ArcSwap<Vec<Arc<dyn GroupStats>>>>;
+
 /// Every target group, encoded as one family per series (families must not repeat).
 #[derive(Debug)]
-pub(super) struct GroupCollector(pub Vec<Arc<dyn GroupStats>>);
+pub(super) struct GroupCollector(pub GroupList);
 
 type Pick = fn(&InstanceSnapshot) -> usize;
 
@@ -67,8 +70,8 @@ const POOL_GAUGES: [(&str, &str, Pick); 5] = [
 
 impl Collector for GroupCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshots: Vec<_> = self
-            .0
+        let groups = self.0.load();
+        let snapshots: Vec<_> = groups
             .iter()
             .map(|g| (g.name(), g.instances(), g.topology()))
             .collect();

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-pub use groups::{GroupStats, InstanceSnapshot};
+pub use groups::{GroupList, GroupStats, InstanceSnapshot};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -141,7 +141,7 @@ impl Metrics {
 
     /// The target groups whose pool and probe state is read at each scrape (called once:
     /// each series must be one family across groups).
-    pub fn add_groups(&mut self, groups: Vec<std::sync::Arc<dyn GroupStats>>) {
+    pub fn add_groups(&mut self, groups: GroupList) {
         self.registry
             .register_collector(Box::new(groups::GroupCollector(groups)));
     }

@@ -69,6 +69,8 @@ struct State<C> {
     limit: Limit,
     max: usize,
     max_idle_percent: u32,
+    /// The server's own `max_connections`, once learned (what a percent cap is of).
+    server_max: Option<usize>,
     open: usize,
     generation: u64,
     pools: Vec<PoolState<C>>,
@@ -111,6 +113,7 @@ impl<C: PooledConnection> Instance<C> {
                 limit,
                 max,
                 max_idle_percent,
+                server_max: None,
                 open: 0,
                 generation: 0,
                 pools: Vec::new(),
@@ -187,10 +190,39 @@ impl<C: PooledConnection> Instance<C> {
     /// Sets the cap from the instance's `max_connections` and grants slots to waiters.
     pub fn learn_server_max(&self, server_max: usize) {
         let mut st = self.lock();
+        st.server_max = Some(server_max);
         if let Limit::Percent(p) = st.limit {
             st.max = (server_max * p as usize / 100).max(1);
         }
         while st.open < st.max && grant_slot(&mut st) {}
+    }
+
+    /// Applies a reloaded cap. A higher one serves waiting borrowers at once; above a lower
+    /// one, idle connections close now and lent ones as they come back (`put`).
+    pub fn reconfigure(&self, limit: Limit, max_idle_percent: u32) {
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.lock();
+            let st = &mut *st;
+            st.limit = limit;
+            st.max_idle_percent = max_idle_percent;
+            st.max = match limit {
+                Limit::Absolute(n) => n.max(1),
+                Limit::Percent(p) => st.server_max.map_or(1, |m| (m * p as usize / 100).max(1)),
+            };
+            for pool in &mut st.pools {
+                while st.open > st.max {
+                    let Some(idle) = pool.idle.pop_front() else {
+                        break;
+                    };
+                    doomed.push(idle.conn);
+                    pool.open -= 1;
+                    st.open -= 1;
+                }
+            }
+            while st.open < st.max && grant_slot(st) {}
+        }
+        doomed.into_iter().for_each(|p| p.conn.close());
     }
 
     pub fn stats(&self) -> InstanceStats {
@@ -269,7 +301,7 @@ impl<C: PooledConnection> Instance<C> {
                 && conn.generation == st.generation
                 && conn.created.elapsed() < max_lifetime
                 && st.open <= st.max
-                && !(st.pools[index].waiters.is_empty() && others_wait(st, index));
+                && !waited_longer_elsewhere(st, index);
             if keep {
                 let mut conn = conn;
                 loop {
@@ -367,13 +399,22 @@ fn oldest_idle_elsewhere<C>(st: &State<C>, index: usize) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-fn others_wait<C>(st: &State<C>, index: usize) -> bool {
+/// At the cap, whether another pool's borrower has waited longer than any of this pool's: then
+/// a returned connection is closed to make room for it (FIFO across the instance's pools), or a
+/// busy pool would keep every slot and starve a newcomer (a user added by a reload, say).
+fn waited_longer_elsewhere<C>(st: &State<C>, index: usize) -> bool {
+    let own = st.pools[index]
+        .waiters
+        .iter()
+        .find(|w| !w.tx.is_closed())
+        .map(|w| w.since);
     st.open >= st.max
-        && st
-            .pools
-            .iter()
-            .enumerate()
-            .any(|(i, p)| i != index && p.waiters.iter().any(|w| !w.tx.is_closed()))
+        && st.pools.iter().enumerate().any(|(i, p)| {
+            i != index
+                && p.waiters
+                    .iter()
+                    .any(|w| !w.tx.is_closed() && own.is_none_or(|own| w.since < own))
+        })
 }
 
 /// Reserves a slot for the longest-waiting live waiter of any pool; false if none waits.

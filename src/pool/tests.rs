@@ -336,3 +336,57 @@ async fn connections_the_server_ended_while_idle_are_closed_not_handed_out() {
     );
     assert_eq!(counter.closed.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_pool_does_not_starve_a_sibling_that_waited_longer() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let counter = Arc::new(Counter::default());
+    let busy = pool(&instance, &counter, settings());
+    let newcomer = pool(&instance, &counter, settings());
+    let held = busy.borrow().await.unwrap();
+    let n = newcomer.clone();
+    let waits_longer = tokio::spawn(async move { n.borrow().await });
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(10)).await;
+    let b = busy.clone();
+    let waits_less = tokio::spawn(async move { b.borrow().await });
+    tokio::task::yield_now().await;
+    held.release(true);
+    let got = waits_longer.await.unwrap().unwrap();
+    assert_eq!(
+        got.id, 1,
+        "the sibling connects in the slot the busy pool gave back"
+    );
+    assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
+    assert!(!waits_less.is_finished(), "the busy pool waits its turn");
+    got.release(true);
+    assert!(waits_less.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_cap_grants_waiters_and_trims_idle_connections() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    let held = p.borrow().await.unwrap();
+    let w = p.clone();
+    let waiter = tokio::spawn(async move { w.borrow().await });
+    tokio::task::yield_now().await;
+    instance.reconfigure(Limit::Absolute(2), 100);
+    let second = waiter.await.unwrap().unwrap();
+    assert_eq!(instance.stats().open, 2);
+    held.release(true);
+    second.release(true);
+    assert_eq!(instance.stats().idle, 2);
+    instance.reconfigure(Limit::Absolute(1), 100);
+    assert_eq!(
+        instance.stats(),
+        InstanceStats {
+            max: 1,
+            open: 1,
+            idle: 1,
+            waiting: 0
+        }
+    );
+    assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
+}

@@ -25,6 +25,7 @@ mod pg_config;
 mod pg_faults;
 mod pg_proxy;
 mod pg_state;
+mod reload;
 mod secrets_manager;
 mod tls;
 mod token_auth;

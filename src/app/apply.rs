@@ -1,0 +1,472 @@
+//! Applying a config on top of what runs. Everything that can fail (secrets, TLS files, binding
+//! new addresses) happens first, so a refused reload changes nothing; then target groups are
+//! kept, resized in place or built anew, and each listening socket is handed the endpoint its
+//! new clients get. Open sessions keep what they started with.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Duration;
+
+use super::{App, AppError, Running, build, groups};
+use crate::auth::credentials::Credentials;
+use crate::auth::iam::signer::TokenSigner;
+use crate::auth::secrets_manager::AwsEnv;
+use crate::auth::users::{User, Users};
+use crate::config::TargetGroup;
+use crate::config::{Config, ConnectionPool, Endpoint as EndpointConfig, Engine, Role};
+use crate::listener::{self, Admission, Endpoint, Served};
+use crate::metrics::api::EndpointView;
+use crate::metrics::{EndpointMetrics, GroupStats};
+use crate::mysql::client::MyEndpoint;
+use crate::mysql::cluster::MyCluster;
+use crate::pool::ServerAccess;
+use crate::postgres::client::PgEndpoint;
+use crate::postgres::cluster::PgCluster;
+use crate::routing::Want;
+use crate::tls::{ClientTls, ServerConnector};
+
+/// A target group in service.
+#[derive(Debug)]
+pub(super) struct Group {
+    config: TargetGroup,
+    /// The probes' credentials: a new secret reference for the monitor user rebuilds the group.
+    monitor: Arc<Credentials>,
+    cluster: Engined,
+    /// Probe and idle-trim tasks: aborted once the group is retired and no session uses it.
+    tasks: JoinSet<()>,
+}
+
+#[derive(Debug, Clone)]
+enum Engined {
+    Pg(Arc<PgCluster>),
+    My(Arc<MyCluster>),
+}
+
+impl Engined {
+    /// A reloaded cap, applied to the instances the open sessions use too.
+    fn resize(&self, cp: &ConnectionPool) {
+        let limit = build::limit(cp);
+        let idle = cp.max_idle_connections_percent;
+        match self {
+            Self::Pg(c) => c
+                .members
+                .iter()
+                .for_each(|m| m.instance.reconfigure(limit, idle)),
+            Self::My(c) => c
+                .members
+                .iter()
+                .for_each(|m| m.instance.reconfigure(limit, idle)),
+        }
+    }
+
+    fn view(&self, name: &str) -> Arc<dyn GroupStats> {
+        let name = name.to_owned();
+        match self {
+            Self::Pg(c) => Arc::new(groups::GroupView {
+                name,
+                cluster: c.clone(),
+            }),
+            Self::My(c) => Arc::new(groups::GroupView {
+                name,
+                cluster: c.clone(),
+            }),
+        }
+    }
+
+    /// Whether anything (an endpoint, a session) still holds the cluster, without holding it.
+    fn in_use(self) -> impl Fn() -> bool + Send + 'static {
+        let weak = match self {
+            Self::Pg(c) => Weak::Pg(Arc::downgrade(&c)),
+            Self::My(c) => Weak::My(Arc::downgrade(&c)),
+        };
+        move || match &weak {
+            Weak::Pg(w) => w.strong_count() > 0,
+            Weak::My(w) => w.strong_count() > 0,
+        }
+    }
+}
+
+enum Weak {
+    Pg(std::sync::Weak<PgCluster>),
+    My(std::sync::Weak<MyCluster>),
+}
+
+/// One listening socket and what it serves now.
+#[derive(Debug)]
+pub(super) struct Listening {
+    served: Arc<ArcSwap<Served>>,
+    local: SocketAddr,
+    task: AbortHandle,
+}
+
+/// Listening sockets are matched across reloads by address, so renaming an endpoint keeps its
+/// socket; port 0 (a fresh port each bind) is matched by name too.
+pub(super) fn listen_key(name: &str, addr: SocketAddr) -> String {
+    if addr.port() == 0 {
+        format!("{addr}#{name}")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// What a reload does with a target group.
+enum Plan {
+    Keep,
+    /// Only the connection caps changed.
+    Resize,
+    Build(ServerAccess, Arc<User>),
+}
+
+/// Whether `new` differs from `old` in its connection caps alone.
+fn resizable(old: &TargetGroup, new: &TargetGroup) -> bool {
+    let mut like = new.clone();
+    let (cp, was) = (&mut like.connection_pool, &old.connection_pool);
+    cp.max_connections = was.max_connections;
+    cp.max_connections_percent = was.max_connections_percent;
+    cp.max_idle_connections_percent = was.max_idle_connections_percent;
+    like == *old
+}
+
+async fn server_access(
+    name: &str,
+    group: &TargetGroup,
+    aws: &AwsEnv<'_>,
+) -> Result<ServerAccess, AppError> {
+    let tls = ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
+        group: name.to_owned(),
+        source,
+    })?;
+    let iam =
+        match &group.server_iam {
+            Some(iam) => {
+                let provider = aws.config().await.credentials_provider().ok_or_else(|| {
+                    AppError::ServerIam {
+                        group: name.to_owned(),
+                    }
+                })?;
+                Some(Arc::new(TokenSigner::new(&iam.region, provider)))
+            }
+            None => None,
+        };
+    Ok(ServerAccess { tls, iam })
+}
+
+impl App {
+    /// Makes `config` the one in force (the first one at start).
+    pub(super) async fn apply(&mut self, config: &Config) -> Result<(), AppError> {
+        let prev = self.running.as_ref();
+        let aws = AwsEnv::new(&config.secrets_manager);
+        let users = Arc::new(Users::reload(config, &aws, prev.map(|r| &*r.users)).await?);
+        let tls_changed = prev.is_none_or(|r| r.config.tls != config.tls);
+        let tls = match (&config.tls, tls_changed) {
+            (Some(files), true) => Some(Arc::new(ClientTls::load(files).map_err(AppError::Tls)?)),
+            (_, false) => prev.and_then(|r| r.client_tls.as_ref().map(|(t, _)| t.clone())),
+            (None, true) => None,
+        };
+        let mut plans = HashMap::new();
+        for ep in &config.endpoints {
+            let name = &ep.target_group;
+            if plans.contains_key(name) {
+                continue;
+            }
+            let group = &config.target_groups[name];
+            let monitor = build::monitor_user(config, &users, group).ok_or_else(|| {
+                AppError::Unsupported {
+                    endpoint: ep.name.clone(),
+                    reason: "no auth entry for the probes to log in with".into(),
+                }
+            })?;
+            let old = prev
+                .and_then(|r| r.groups.get(name))
+                .filter(|g| Arc::ptr_eq(&g.monitor, &monitor.credentials));
+            let plan = match old {
+                Some(g) if g.config == *group => Plan::Keep,
+                Some(g) if resizable(&g.config, group) => Plan::Resize,
+                _ => Plan::Build(server_access(name, group, &aws).await?, monitor),
+            };
+            plans.insert(name.clone(), plan);
+        }
+        let mut bound = HashMap::new();
+        for ep in &config.endpoints {
+            let key = listen_key(&ep.name, ep.listen);
+            if prev.is_some_and(|r| r.listeners.contains_key(&key)) {
+                continue;
+            }
+            let listener = build::bind(ep.listen).map_err(|source| AppError::Bind {
+                endpoint: ep.name.clone(),
+                addr: ep.listen,
+                source,
+            })?;
+            bound.insert(key, listener);
+        }
+        if let Some(r) = prev {
+            warn_restart_only(&r.config, config);
+        }
+
+        // Nothing below fails: the new config goes into force.
+        let mut running = self.running.take();
+        let mut old_groups = running
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.groups))
+            .unwrap_or_default();
+        let mut groups = HashMap::new();
+        for (name, plan) in plans {
+            let group = &config.target_groups[&name];
+            let g = match (plan, old_groups.remove(&name)) {
+                (Plan::Keep, Some(g)) => g,
+                (Plan::Resize, Some(mut g)) => {
+                    g.cluster.resize(&group.connection_pool);
+                    g.config = group.clone();
+                    tracing::info!(target_group = %name, "connection caps changed");
+                    g
+                }
+                (Plan::Build(access, monitor), old) => {
+                    if let Some(old) = old {
+                        self.retire(name.clone(), old);
+                    }
+                    self.build_group(&name, group, &access, &monitor)
+                }
+                // Keep and Resize were planned from a group that is there.
+                (_, None) => continue,
+            };
+            groups.insert(name, g);
+        }
+        for (name, g) in old_groups {
+            self.retire(name, g);
+        }
+
+        let mut old_listeners = running
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.listeners))
+            .unwrap_or_default();
+        let mut listeners = HashMap::new();
+        let mut views = Vec::new();
+        for ep in &config.endpoints {
+            let Some(group) = groups.get(&ep.target_group) else {
+                continue;
+            };
+            let key = listen_key(&ep.name, ep.listen);
+            let local = match (old_listeners.get(&key), bound.get(&key)) {
+                (Some(l), _) => l.local,
+                (None, Some(b)) => b.local_addr().unwrap_or(ep.listen),
+                (None, None) => continue,
+            };
+            let metrics = self.metrics.endpoint(&ep.name, &ep.target_group);
+            let served = Served {
+                endpoint: self.endpoint(ep, config, &group.cluster, &users, &tls, local, &metrics),
+                admission: Admission {
+                    allowed: ep.allowed_cidrs.clone(),
+                    handshakes_per_second: ep.max_handshakes_per_second,
+                },
+            };
+            let listening = if let Some(l) = old_listeners.remove(&key) {
+                l.served.store(Arc::new(served));
+                l
+            } else if let Some(socket) = bound.remove(&key) {
+                let served = Arc::new(ArcSwap::from_pointee(served));
+                let task = self.accepts.spawn(listener::accept_loop(
+                    socket,
+                    served.clone(),
+                    self.sessions.clone(),
+                ));
+                tracing::info!(endpoint = %ep.name, listen = %local, target_group = %ep.target_group, role = ?ep.role, "endpoint ready");
+                Listening {
+                    served,
+                    local,
+                    task,
+                }
+            } else {
+                continue;
+            };
+            views.push(endpoint_view(ep, config, local, metrics));
+            listeners.insert(key, listening);
+        }
+        for (_, l) in old_listeners {
+            l.task.abort();
+            tracing::info!(listen = %l.local, "endpoint removed: no new clients; its sessions go on");
+        }
+
+        let mut group_views: Vec<_> = groups.iter().map(|(n, g)| g.cluster.view(n)).collect();
+        group_views.sort_by(|a, b| a.name().cmp(b.name()));
+        self.group_list.store(Arc::new(group_views));
+        self.state.endpoints.store(Arc::new(views));
+        self.state.ready_without_writer.store(
+            config
+                .admin
+                .as_ref()
+                .is_some_and(|a| a.ready_without_writer),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+
+        let (mut refresher, mut client_tls) = running
+            .map(|r| (r.refresher, r.client_tls))
+            .unwrap_or_default();
+        if let Some(old) = refresher.take() {
+            old.abort();
+        }
+        let stored: Vec<_> = users.from_secrets_manager().cloned().collect();
+        if !stored.is_empty() {
+            let every = config.secrets_manager.refresh_interval.as_std();
+            refresher = Some(
+                self.tasks
+                    .spawn(crate::auth::credentials::refresh_every(stored, every)),
+            );
+        }
+        if tls_changed {
+            if let Some((_, watch)) = client_tls.take() {
+                watch.abort();
+            }
+            client_tls = tls.map(|t| {
+                let watch = self.tasks.spawn(t.clone().watch());
+                (t, watch)
+            });
+        }
+        self.running = Some(Running {
+            config: config.clone(),
+            users,
+            refresher,
+            client_tls,
+            groups,
+            listeners,
+        });
+        Ok(())
+    }
+
+    fn build_group(
+        &self,
+        name: &str,
+        group: &TargetGroup,
+        access: &ServerAccess,
+        monitor: &Arc<User>,
+    ) -> Group {
+        let mut tasks = JoinSet::new();
+        let drain = &self.drain;
+        let cluster = match group.engine {
+            Engine::Postgres => Engined::Pg(build::pg_cluster(
+                name, group, monitor, access, drain, &mut tasks,
+            )),
+            Engine::Mysql => Engined::My(build::my_cluster(
+                name, group, monitor, access, drain, &mut tasks,
+            )),
+        };
+        Group {
+            config: group.clone(),
+            monitor: monitor.credentials.clone(),
+            cluster,
+            tasks,
+        }
+    }
+
+    /// Stops a replaced or removed group's probes and trimming once no endpoint or session
+    /// holds its cluster any more (open sessions keep using it until they end).
+    fn retire(&mut self, name: String, group: Group) {
+        let Group { cluster, tasks, .. } = group;
+        let in_use = cluster.in_use();
+        tracing::info!(target_group = %name, "target group replaced: open sessions keep the old one");
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while in_use() {
+                tick.tick().await;
+            }
+            drop(tasks);
+            tracing::info!(target_group = %name, "replaced target group's probes stopped");
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn endpoint(
+        &self,
+        ep: &EndpointConfig,
+        config: &Config,
+        cluster: &Engined,
+        users: &Arc<Users>,
+        tls: &Option<Arc<ClientTls>>,
+        local: SocketAddr,
+        metrics: &EndpointMetrics,
+    ) -> Endpoint {
+        let want = match ep.role {
+            Role::ReadWrite => Want::Writer,
+            Role::ReadOnly => Want::Reader {
+                fallback: ep.reader_fallback_to_writer,
+            },
+            Role::ReadWriteSplit => Want::Split,
+        };
+        let ryw = ep.read_your_writes_timeout.as_std();
+        let idle = config.idle_client_timeout.as_std();
+        match cluster {
+            Engined::Pg(cluster) => Endpoint::Postgres(Arc::new(PgEndpoint {
+                name: ep.name.clone(),
+                cluster: cluster.clone(),
+                want,
+                read_your_writes_timeout: ryw,
+                users: users.clone(),
+                port: local.port(),
+                tls: tls.clone(),
+                require_tls: ep.require_tls,
+                cancel: self.cancel.clone(),
+                idle_client_timeout: idle,
+                session_ids: self.session_ids.clone(),
+                metrics: metrics.clone(),
+            })),
+            Engined::My(cluster) => Endpoint::Mysql(Arc::new(MyEndpoint {
+                name: ep.name.clone(),
+                cluster: cluster.clone(),
+                want,
+                read_your_writes_timeout: ryw,
+                users: users.clone(),
+                port: local.port(),
+                tls: tls.clone(),
+                require_tls: ep.require_tls,
+                kill: self.kill.clone(),
+                idle_client_timeout: idle,
+                session_ids: self.session_ids.clone(),
+                metrics: metrics.clone(),
+            })),
+        }
+    }
+}
+
+fn endpoint_view(
+    ep: &EndpointConfig,
+    config: &Config,
+    local: SocketAddr,
+    metrics: EndpointMetrics,
+) -> EndpointView {
+    EndpointView {
+        name: ep.name.clone(),
+        listen: local,
+        target_group: ep.target_group.clone(),
+        engine: match config.target_groups[&ep.target_group].engine {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        },
+        role: match ep.role {
+            Role::ReadWrite => "read_write",
+            Role::ReadOnly => "read_only",
+            Role::ReadWriteSplit => "read_write_split",
+        },
+        require_tls: ep.require_tls,
+        metrics,
+    }
+}
+
+/// Settings a running process cannot change: said, not silently ignored.
+fn warn_restart_only(old: &Config, new: &Config) {
+    if old.worker_threads != new.worker_threads {
+        tracing::warn!("worker_threads changed: takes effect at the next restart");
+    }
+    let admin = |c: &Config| {
+        c.admin
+            .as_ref()
+            .map(|a| (a.listen, a.bearer_token_env.clone()))
+    };
+    if admin(old) != admin(new) {
+        tracing::warn!(
+            "admin.listen or admin.bearer_token_env changed: takes effect at the next restart"
+        );
+    }
+}

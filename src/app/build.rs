@@ -1,0 +1,199 @@
+//! Building a target group's cluster: instances with their caps, the engine's pools and probes
+//! on each, the router they share; and the listening sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::users::{User, Users};
+use crate::config::{Config, ConnectionPool, TargetGroup};
+use crate::health::{self, Monitor, Thresholds, Timing};
+use crate::mysql::cluster::MyCluster;
+use crate::mysql::pools::MyPools;
+use crate::mysql::probe::MyProbe;
+use crate::pool::{Instance, Limit, PoolSettings, PooledConnection, ServerAccess};
+use crate::postgres::cluster::PgCluster;
+use crate::postgres::pools::{PgPools, Registries};
+use crate::postgres::probe::PgProbe;
+use crate::routing::{Cluster, Router};
+
+/// A listening socket with SO_REUSEADDR, so a restarted sluice can bind its port while
+/// connections it closed are still in TIME-WAIT (as PgBouncer and the databases do).
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The user the probes log in as: `monitor_user`, else the first auth entry.
+pub(super) fn monitor_user(
+    config: &Config,
+    users: &Users,
+    group: &TargetGroup,
+) -> Option<Arc<User>> {
+    let name = group
+        .monitor_user
+        .as_deref()
+        .or_else(|| config.auth.first().map(|a| a.username.as_str()))?;
+    users.get(name).cloned()
+}
+
+fn probe_timing(group: &TargetGroup) -> (Thresholds, Timing) {
+    let h = &group.health;
+    (
+        Thresholds {
+            unhealthy: h.unhealthy_threshold,
+            healthy: h.healthy_threshold,
+        },
+        Timing {
+            interval: h.interval.as_std(),
+            timeout: h.timeout.as_std(),
+        },
+    )
+}
+
+/// Pools, router and probes of a Postgres target group.
+pub(super) fn pg_cluster(
+    name: &str,
+    group: &TargetGroup,
+    monitor: &User,
+    access: &ServerAccess,
+    drain: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Arc<PgCluster> {
+    let registries = Arc::new(Registries::default());
+    let init_query = &group.connection_pool.init_query;
+    cluster(name, group, drain, tasks, |addr, instance, settings| {
+        let login = crate::postgres::server::ServerLogin {
+            addr: addr.to_owned(),
+            user: monitor.credential().secret.username.clone(),
+            credentials: monitor.credentials.clone(),
+            database: "postgres".into(),
+            scram: Default::default(),
+            access: access.clone(),
+        };
+        let probe = Box::new(PgProbe::new(login, instance.clone()));
+        let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone())
+            .with_access(access.clone());
+        (probe, pools)
+    })
+}
+
+/// Pools, router and probes of a MySQL target group.
+pub(super) fn my_cluster(
+    name: &str,
+    group: &TargetGroup,
+    monitor: &User,
+    access: &ServerAccess,
+    drain: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Arc<MyCluster> {
+    let init_query = &group.connection_pool.init_query;
+    cluster(name, group, drain, tasks, |addr, instance, settings| {
+        let login = crate::mysql::server::ServerLogin {
+            addr: addr.to_owned(),
+            user: monitor.credential().secret.username.clone(),
+            credentials: monitor.credentials.clone(),
+            caps: 0,
+            // utf8_general_ci: every MySQL and MariaDB version knows it.
+            collation: 33,
+            access: access.clone(),
+        };
+        let probe = Box::new(MyProbe::new(login, instance.clone()));
+        let pools =
+            MyPools::new(instance, settings, init_query.clone()).with_access(access.clone());
+        (probe, pools)
+    })
+}
+
+/// A target group's instances (cap, idle trim), the engine's pools and probe on each (`each`),
+/// the router they share and the probe loops feeding it.
+fn cluster<C: PooledConnection, P>(
+    name: &str,
+    group: &TargetGroup,
+    drain: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+    mut each: impl FnMut(&str, Arc<Instance<C>>, PoolSettings) -> (Box<dyn health::Probe>, P),
+) -> Arc<Cluster<P>> {
+    let mut members = Vec::new();
+    let mut probes = Vec::new();
+    let mut outstanding = Vec::new();
+    let mut settings = PoolSettings::uniform(Duration::from_secs(1));
+    for addr in &group.instances {
+        let (instance, s) = instance_for(addr, &group.connection_pool);
+        settings = s;
+        tasks.spawn(trim_loop(instance.clone(), s));
+        outstanding.push(instance.borrowed().clone());
+        let drain = instance.clone();
+        let (probe, pools) = each(addr, instance, s);
+        probes.push(health::Member { probe, drain });
+        members.push(Arc::new(pools));
+    }
+    let lag = group.health.max_replica_lag.as_std();
+    let router = Arc::new(Router::new(outstanding.into(), lag));
+    let (thresholds, timing) = probe_timing(group);
+    Monitor::spawn(name, probes, thresholds, timing, router.clone(), tasks);
+    Arc::new(Cluster {
+        router,
+        members: members.into(),
+        settings,
+        drain: drain.clone(),
+    })
+}
+
+/// The instance (connection cap) and pool timings a target group's pool settings describe.
+pub(super) fn instance_for<C: PooledConnection>(
+    addr: &str,
+    cp: &ConnectionPool,
+) -> (Arc<Instance<C>>, PoolSettings) {
+    let instance = Arc::new(Instance::new(
+        addr.to_owned(),
+        limit(cp),
+        cp.max_idle_connections_percent,
+    ));
+    let settings = PoolSettings {
+        borrow_timeout: cp.connection_borrow_timeout.as_std(),
+        connect_timeout: cp.connect_timeout.as_std(),
+        max_lifetime: cp.max_connection_lifetime.as_std(),
+        idle_timeout: cp.idle_timeout.as_std(),
+    };
+    (instance, settings)
+}
+
+/// Closes idle connections past their idle timeout, lifetime or the idle cap.
+async fn trim_loop<C: PooledConnection>(instance: Arc<Instance<C>>, s: PoolSettings) {
+    let period = (s.idle_timeout / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let closed = instance.trim(s.idle_timeout, s.max_lifetime);
+        if closed > 0 {
+            tracing::debug!(
+                instance = instance.addr(),
+                closed,
+                "idle connections trimmed"
+            );
+        }
+    }
+}
+
+/// The per-instance connection cap the pool settings ask for.
+pub(super) fn limit(cp: &ConnectionPool) -> Limit {
+    match (cp.max_connections, cp.max_connections_percent) {
+        (Some(n), _) => Limit::Absolute(n as usize),
+        (None, Some(p)) => Limit::Percent(p),
+        (None, None) => Limit::Percent(100),
+    }
+}
