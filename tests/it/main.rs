@@ -15,6 +15,7 @@ mod support;
 
 mod admin_api;
 mod admission;
+mod deploy;
 mod drivers;
 mod failover;
 mod harness_selftest;
@@ -25,6 +26,7 @@ mod pg_config;
 mod pg_faults;
 mod pg_proxy;
 mod pg_state;
+mod prometheus;
 mod reload;
 mod secrets_manager;
 mod tls;

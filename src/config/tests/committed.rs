@@ -52,3 +52,71 @@ fn load_reports_unreadable_files() {
             .starts_with("(root): cannot read /nonexistent/sluice.yaml")
     );
 }
+
+/// Every key path the schema has: `a.b`, `list[].key`, `map.<name>.key`.
+fn schema_paths(
+    root: &serde_json::Value,
+    node: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    if let Some(r) = node.get("$ref").and_then(|r| r.as_str()) {
+        let name = r.rsplit('/').next().unwrap_or_default();
+        schema_paths(root, &root["$defs"][name], prefix, out);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for sub in node
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            schema_paths(root, sub, prefix, out);
+        }
+    }
+    if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+        for (key, sub) in props {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            out.push(path.clone());
+            schema_paths(root, sub, &path, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        schema_paths(root, items, &format!("{prefix}[]"), out);
+    }
+    if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        schema_paths(root, values, &format!("{prefix}.<name>"), out);
+    }
+}
+
+#[test]
+fn docs_configuration_lists_every_key_of_the_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+    let mut from_schema = Vec::new();
+    schema_paths(&schema, &schema, "", &mut from_schema);
+    from_schema.sort();
+    from_schema.dedup();
+    let doc = std::fs::read_to_string(manifest_path("docs/configuration.md")).unwrap();
+    let mut documented: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_owned))
+        .collect();
+    documented.sort();
+    let missing: Vec<_> = from_schema
+        .iter()
+        .filter(|p| !documented.contains(p))
+        .collect();
+    let stale: Vec<_> = documented
+        .iter()
+        .filter(|p| !from_schema.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/configuration.md is out of step with the schema: undocumented {missing:?}, \
+         not in the schema {stale:?}"
+    );
+}

@@ -110,17 +110,20 @@ pub fn venv_dir() -> PathBuf {
 
 /// What the venv holds (scripts/test installs the same list): psycopg 3, PyMySQL (which needs
 /// cryptography for caching_sha2_password / sha256_password over plain TCP) and
-/// mysql-connector-python, and boto3 (RDS IAM auth tokens, minted as Lambda code does).
-const PY_PACKAGES: [&str; 6] = [
+/// mysql-connector-python, boto3 (RDS IAM auth tokens, minted as Lambda code does), moto's
+/// Secrets Manager server, and PyYAML with kubernetes-validate for deploy/check.py.
+const PY_PACKAGES: [&str; 8] = [
     "psycopg[binary]",
     "PyMySQL",
     "mysql-connector-python",
     "cryptography",
     "boto3",
     "moto[server]",
+    "PyYAML",
+    "kubernetes-validate",
 ];
-const PY_IMPORTS: &str =
-    "import psycopg, pymysql, mysql.connector, cryptography, boto3, moto.server";
+const PY_IMPORTS: &str = "import psycopg, pymysql, mysql.connector, cryptography, boto3, \
+     moto.server, yaml, kubernetes_validate";
 
 /// A python interpreter with `PY_PACKAGES` installed. The venv is created (or, when a package
 /// is missing, e.g. in a venv from before it was added, completed) at most once per process,
