@@ -147,6 +147,7 @@ fn cluster<C: PooledConnection, P>(
         members: members.into(),
         settings,
         drain: drain.clone(),
+        metrics: Default::default(),
     })
 }
 

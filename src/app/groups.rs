@@ -56,4 +56,8 @@ impl<P: InstancePools> GroupStats for GroupView<P> {
     fn topology(&self) -> Arc<Topology> {
         self.cluster.router.snapshot()
     }
+
+    fn requests(&self) -> Arc<crate::metrics::GroupMetrics> {
+        self.cluster.metrics.clone()
+    }
 }

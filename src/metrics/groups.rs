@@ -29,6 +29,7 @@ pub trait GroupStats: Send + Sync + std::fmt::Debug + 'static {
     fn name(&self) -> &str;
     fn instances(&self) -> Vec<InstanceSnapshot>;
     fn topology(&self) -> Arc<Topology>;
+    fn requests(&self) -> Arc<super::GroupMetrics>;
 }
 
 /// The target groups in service; a reload swaps the list.
@@ -123,6 +124,62 @@ impl Collector for GroupCollector {
                 let labels = [("target_group", *group), ("instance", s.addr.as_str())];
                 ConstGauge::new(lag.as_secs_f64()).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let requests: Vec<_> = groups.iter().map(|g| (g.name(), g.requests())).collect();
+        type PickCounter = fn(&super::GroupMetrics) -> u64;
+        const COUNTERS: [(&str, &str, PickCounter); 3] = [
+            (
+                "database_connection_requests",
+                "Server connections asked of the pools (each routing attempt counts)",
+                |m| m.connection_requests.get(),
+            ),
+            (
+                "database_connections_setup_failed",
+                "Server connections that could not be opened",
+                |m| m.setup_failed.get(),
+            ),
+            (
+                "query_requests",
+                "Client requests: Postgres simple queries and Syncs, MySQL COM_QUERY and COM_STMT_EXECUTE",
+                |m| m.query_requests.get(),
+            ),
+        ];
+        for (name, help, pick) in COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (group, m) in &requests {
+                ConstCounter::new(pick(m))
+                    .encode(family.encode_family(&[("target_group", *group)])?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "borrow_latency_seconds",
+            "From asking for a server connection to holding one",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (group, m) in &requests {
+            m.borrow_latency
+                .encode(family.encode_family(&[("target_group", *group)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "session_pins",
+            "Sessions pinned to their server connection, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in crate::session::PinReason::ALL {
+            let n = crate::session::PIN_COUNTS.pins(reason);
+            ConstCounter::new(n).encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "session_unpins",
+            "Pins lifted (the session's server state was gone), by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in crate::session::PinReason::ALL {
+            let n = crate::session::PIN_COUNTS.unpins(reason);
+            ConstCounter::new(n).encode(family.encode_family(&[("reason", reason.as_str())])?)?;
         }
         let mut family = encoder.encode_descriptor(
             "failovers",

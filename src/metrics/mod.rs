@@ -55,6 +55,19 @@ impl EndpointMetrics {
     }
 }
 
+/// One target group's request-side series, recorded by its sessions: atomic adds only.
+#[derive(Debug, Default)]
+pub struct GroupMetrics {
+    /// Borrows asked of the group's pools (each routing attempt counts).
+    pub connection_requests: Counter,
+    /// Server connections that could not be opened (unreachable, refused login, timeout).
+    pub setup_failed: Counter,
+    /// From asking for a server connection to holding one.
+    pub borrow_latency: histogram::LatencyHistogram,
+    /// Client requests: Postgres simple queries and Syncs, MySQL COM_QUERY and COM_STMT_EXECUTE.
+    pub query_requests: Counter,
+}
+
 /// The registry and the families handles are taken from.
 #[derive(Debug)]
 pub struct Metrics {

@@ -571,6 +571,7 @@ mod tests {
                 members: Box::new([Arc::new(pools)]),
                 settings,
                 drain: Default::default(),
+                metrics: Default::default(),
             }),
             want: Want::Writer,
             read_your_writes_timeout: second,

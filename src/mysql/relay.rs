@@ -155,6 +155,10 @@ impl Session {
         let end = loop {
             match self.next_command(&mut client).await {
                 Ok(Some(len)) => {
+                    // The command byte follows the 4-byte packet header.
+                    if matches!(self.cin.get(4), Some(&(0x03 | 0x17))) {
+                        self.ep.cluster.metrics.query_requests.inc();
+                    }
                     if let Err(end) = self.command(&mut client, len).await {
                         break end;
                     }

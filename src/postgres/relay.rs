@@ -476,6 +476,9 @@ impl Session {
                 break Err(Active::ClientGone);
             }
             let message = &cin[..frame.len];
+            if tag == b'Q' || tag == b'S' {
+                self.route.cluster.metrics.query_requests.inc();
+            }
             if (tag == b'Q' || tag == b'P') && !self.commit_in_flight {
                 self.commit_in_flight = commits(tag, message);
             }

@@ -24,6 +24,8 @@ pub struct Cluster<P> {
     /// Cancelled when sluice drains (SIGTERM, after the grace): sessions between transactions
     /// end at the boundary. Process-wide; every cluster holds a clone.
     pub drain: tokio_util::sync::CancellationToken,
+    /// The group's request-side series.
+    pub metrics: Arc<crate::metrics::GroupMetrics>,
 }
 
 impl<P> Cluster<P> {
@@ -39,6 +41,15 @@ impl<P> Cluster<P> {
             })
     }
 
+    /// An idle connection of `pool` if it has one: the steady state, with no future and no
+    /// clock read (it counts as a borrow that did not wait).
+    pub fn take_idle<C: PooledConnection>(&self, pool: &Pool<C>) -> Option<Lease<C>> {
+        let lease = pool.try_borrow_idle()?;
+        self.metrics.connection_requests.inc();
+        self.metrics.borrow_latency.observe(Duration::ZERO);
+        Some(lease)
+    }
+
     /// One borrow from `pool`, on instance `member`, for a session routing its transaction.
     /// `Ok(None)`: route again, because the instance was drained while the borrow waited, or
     /// could not be reached (its probe is asked to run now) and `deadline`, set at the first
@@ -49,10 +60,21 @@ impl<P> Cluster<P> {
         member: usize,
         deadline: &mut Option<Instant>,
     ) -> Result<Option<Lease<C>>, BorrowError> {
-        let result = match pool.try_borrow_idle() {
+        let result = match self.take_idle(pool) {
             Some(lease) => Ok(lease),
-            None => pool.borrow().await,
+            None => {
+                self.metrics.connection_requests.inc();
+                let asked = Instant::now();
+                let result = pool.borrow().await;
+                if result.is_ok() {
+                    self.metrics.borrow_latency.observe(asked.elapsed());
+                }
+                result
+            }
         };
+        if let Err(BorrowError::Connect(_)) = &result {
+            self.metrics.setup_failed.inc();
+        }
         match result {
             Ok(lease) => Ok(Some(lease)),
             Err(BorrowError::Closed { .. }) => Ok(None),

@@ -124,6 +124,18 @@ fn metrics_health_and_readiness_after_real_logins() {
     );
     assert_eq!(at(&writer), 1.0);
     assert_eq!(at(r#"sluice_failovers_total{target_group="pg"}"#), 0.0);
+    // psql's one query, and what it borrowed for it.
+    let group = r#"{target_group="pg"}"#;
+    assert!(at(&format!("sluice_query_requests_total{group}")) >= 1.0);
+    assert!(at(&format!("sluice_database_connection_requests_total{group}")) >= 1.0);
+    assert!(at(&format!("sluice_borrow_latency_seconds_count{group}")) >= 1.0);
+    assert_eq!(
+        at(&format!(
+            "sluice_database_connections_setup_failed_total{group}"
+        )),
+        0.0
+    );
+    assert_eq!(at(r#"sluice_session_pins_total{reason="listen"}"#), 0.0);
 
     // docs/metrics.md and the exposition name the same families (OpenMetrics names, as
     // Prometheus asks for them).

@@ -83,7 +83,7 @@ impl Session {
     fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
         let member = self.ep.cluster.router.pick(self.want)?;
         self.use_member(member);
-        self.pool.pool.try_borrow_idle()
+        self.ep.cluster.take_idle(&self.pool.pool)
     }
 
     /// Switches the session to its pool on instance `member`.

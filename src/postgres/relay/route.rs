@@ -47,7 +47,7 @@ impl Session {
         }
         let member = self.route.cluster.router.pick(want)?;
         self.use_member(member);
-        self.pg.pool.try_borrow_idle()
+        self.route.cluster.take_idle(&self.pg.pool)
     }
 
     async fn borrow_routed(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
