@@ -161,25 +161,25 @@ impl Collector for GroupCollector {
             m.borrow_latency
                 .encode(family.encode_family(&[("target_group", *group)])?)?;
         }
-        let mut family = encoder.encode_descriptor(
-            "session_pins",
-            "Sessions pinned to their server connection, by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for reason in crate::session::PinReason::ALL {
-            let n = crate::session::PIN_COUNTS.pins(reason);
-            ConstCounter::new(n).encode(family.encode_family(&[("reason", reason.as_str())])?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "session_unpins",
-            "Pins lifted (the session's server state was gone), by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for reason in crate::session::PinReason::ALL {
-            let n = crate::session::PIN_COUNTS.unpins(reason);
-            ConstCounter::new(n).encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+        type PickPins = fn(crate::session::PinReason) -> u64;
+        const PINS: [(&str, &str, PickPins); 2] = [
+            (
+                "session_pins",
+                "Sessions pinned to their server connection, by reason",
+                |r| crate::session::PIN_COUNTS.pins(r),
+            ),
+            (
+                "session_unpins",
+                "Pins lifted (the session's server state was gone), by reason",
+                |r| crate::session::PIN_COUNTS.unpins(r),
+            ),
+        ];
+        for (name, help, pick) in PINS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for reason in crate::session::PinReason::ALL {
+                let labels = [("reason", reason.as_str())];
+                ConstCounter::new(pick(reason)).encode(family.encode_family(&labels)?)?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "failovers",

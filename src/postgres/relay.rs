@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::tls::Socket;
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
-use tokio::time::{Duration, Instant, Sleep};
+use tokio::time::{Duration, Sleep};
 
 use super::cancel::CancelHandle;
 use super::cluster::PgCluster;
@@ -35,17 +35,6 @@ const READ_CHUNK: usize = 16 << 10;
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-/// How an idle wait ended.
-enum Idle {
-    /// A whole message (or a streamable part) is buffered.
-    Message,
-    /// The client left or sent Terminate.
-    Gone,
-    TimedOut,
-    /// sluice is draining and the client had nothing pending.
-    Drained,
-}
 
 /// How an active phase ended.
 #[derive(Debug)]
@@ -244,96 +233,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Waits for the client's next message without a server connection.
-    async fn wait_idle(&mut self, client: &mut Socket) -> Idle {
-        let since = Instant::now();
-        loop {
-            // Borrow only for a whole message: a client that sends a header and stalls must not
-            // hold a server connection (large CopyData streams; oversized ones fail at once).
-            if self.cin.len() >= wire::FRAME_HEADER_LEN {
-                let declared = wire::declared_len(&self.cin);
-                let whole = self.cin.len() >= declared;
-                let streams = self.cin[0] == b'd' && self.cin.len() >= STREAM_CHUNK;
-                if whole || streams || declared > MAX_BUFFERED_MESSAGE {
-                    return if self.cin[0] == b'X' {
-                        Idle::Gone
-                    } else {
-                        Idle::Message
-                    };
-                }
-            }
-            if self.route.cluster.drain.is_cancelled() && self.cin.is_empty() {
-                return Idle::Drained;
-            }
-            let holds_buffers = self.cin.capacity() > 0 || self.cout.capacity() > 0;
-            // A configured timeout beyond what the clock can add means "never".
-            let timeout_at = since
-                .checked_add(self.idle_timeout)
-                .unwrap_or_else(|| since + NEVER);
-            if !holds_buffers {
-                // Long idle: a timer for this wait alone, inside the task, so an idle client
-                // costs no separate allocation.
-                tokio::select! {
-                    biased;
-                    r = tokio::time::timeout_at(timeout_at, client.readable()) => match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Idle::Gone,
-                        Err(_) => return Idle::TimedOut,
-                    },
-                    () = self.route.cluster.drain.cancelled() => continue,
-                }
-            } else {
-                // A busy session keeps its timer: one armed by an earlier wait that fires early
-                // is re-armed then, not now.
-                let due = timeout_at.min(since + SHRINK_AFTER);
-                let timer = self
-                    .idle_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                if timer.deadline() > due {
-                    timer.as_mut().reset(due);
-                }
-                tokio::select! {
-                    biased;
-                    r = client.readable() => {
-                        if r.is_err() {
-                            return Idle::Gone;
-                        }
-                    }
-                    () = timer.as_mut() => {
-                        let now = Instant::now();
-                        if now >= timeout_at {
-                            return Idle::TimedOut;
-                        }
-                        if now < due {
-                            timer.as_mut().reset(due);
-                        } else {
-                            self.shrink();
-                        }
-                        continue;
-                    }
-                    () = self.route.cluster.drain.cancelled() => continue,
-                }
-            }
-            match client.read_some(&mut self.cin, READ_CHUNK) {
-                Ok(0) => return Idle::Gone,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Idle::Gone,
-            }
-        }
-    }
-
-    /// An idle session holds no buffers (nor a timer beyond its wait): what makes thousands of
-    /// idle clients cheap.
-    fn shrink(&mut self) {
-        self.idle_timer = None;
-        if self.cin.is_empty() {
-            self.cin = BytesMut::new();
-        }
-        self.cout = BytesMut::new();
-        self.sout = BytesMut::new();
     }
 
     async fn active(&mut self, client: &mut Socket, lease: &mut Lease<ServerConn>) -> Active {
@@ -622,7 +521,9 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
     }
 }
 
+mod idle;
 mod route;
 mod state;
 
+use idle::Idle;
 use route::{commits, cut_error, ends_session};
