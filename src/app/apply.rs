@@ -293,6 +293,9 @@ impl App {
         let mut group_views: Vec<_> = groups.iter().map(|(n, g)| g.cluster.view(n)).collect();
         group_views.sort_by(|a, b| a.name().cmp(b.name()));
         self.group_list.store(Arc::new(group_views));
+        let mut credentials: Vec<_> = users.credentials().cloned().collect();
+        credentials.sort_by(|a, b| a.name().cmp(b.name()));
+        self.credential_list.store(Arc::new(credentials));
         self.state.endpoints.store(Arc::new(views));
         self.state.ready_without_writer.store(
             config
@@ -400,6 +403,7 @@ impl App {
         match cluster {
             Engined::Pg(cluster) => Endpoint::Postgres(Arc::new(PgEndpoint {
                 name: ep.name.clone(),
+                group: ep.target_group.clone(),
                 cluster: cluster.clone(),
                 want,
                 read_your_writes_timeout: ryw,
@@ -414,6 +418,7 @@ impl App {
             })),
             Engined::My(cluster) => Endpoint::Mysql(Arc::new(MyEndpoint {
                 name: ep.name.clone(),
+                group: ep.target_group.clone(),
                 cluster: cluster.clone(),
                 want,
                 read_your_writes_timeout: ryw,

@@ -20,7 +20,7 @@ mod groups;
 use crate::auth::users::{Users, UsersError};
 use crate::config::Config;
 use crate::metrics::admin::{self, AdminState};
-use crate::metrics::{GroupList, Metrics};
+use crate::metrics::{CredentialList, GroupList, Metrics};
 use crate::mysql::kill::KillRegistry;
 use crate::postgres::cancel::CancelRegistry;
 use crate::tls::{ClientTls, TlsError};
@@ -76,6 +76,7 @@ pub struct App {
     session_ids: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     group_list: GroupList,
+    credential_list: CredentialList,
     state: Arc<AdminState>,
     admin: Option<SocketAddr>,
     running: Option<Running>,
@@ -96,11 +97,14 @@ struct Running {
 impl App {
     pub async fn build(config: &Config) -> Result<Self, AppError> {
         let group_list = GroupList::default();
-        let mut metrics = Metrics::new();
-        metrics.add_groups(group_list.clone());
-        let metrics = Arc::new(metrics);
         let cancel = Arc::new(CancelRegistry::default());
         let kill = Arc::new(KillRegistry::default());
+        let mut metrics = Metrics::new();
+        metrics.add_groups(group_list.clone());
+        metrics.add_sessions(vec![cancel.clone(), kill.clone()], group_list.clone());
+        let credential_list = CredentialList::default();
+        metrics.add_credentials(credential_list.clone());
+        let metrics = Arc::new(metrics);
         let token = match config
             .admin
             .as_ref()
@@ -131,6 +135,7 @@ impl App {
             session_ids: Arc::new(AtomicU64::new(0)),
             metrics,
             group_list,
+            credential_list,
             state,
             admin: None,
             running: None,

@@ -130,6 +130,16 @@ impl Credentials {
         self.versions.load_full()
     }
 
+    /// The user these credentials are for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the secret is read again (a file or Secrets Manager, not a fixed one).
+    pub fn rereads(&self) -> bool {
+        !matches!(self.source, Source::Fixed)
+    }
+
     pub fn from_secrets_manager(&self) -> bool {
         matches!(self.source, Source::SecretsManager { .. })
     }

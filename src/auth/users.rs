@@ -201,6 +201,11 @@ impl Users {
         self.by_name.get(name)
     }
 
+    /// Every user's credentials.
+    pub fn credentials(&self) -> impl Iterator<Item = &Arc<Credentials>> {
+        self.by_name.values().map(|u| &u.credentials)
+    }
+
     /// Every user whose secret lives in Secrets Manager, for the refresh timer.
     pub fn from_secrets_manager(&self) -> impl Iterator<Item = &Arc<Credentials>> {
         self.by_name

@@ -151,15 +151,29 @@ impl Collector for GroupCollector {
                     .encode(family.encode_family(&[("target_group", *group)])?)?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "borrow_latency_seconds",
-            "From asking for a server connection to holding one",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (group, m) in &requests {
-            m.borrow_latency
-                .encode(family.encode_family(&[("target_group", *group)])?)?;
+        type PickHistogram = fn(&super::GroupMetrics) -> &super::histogram::LatencyHistogram;
+        const HISTOGRAMS: [(&str, &str, PickHistogram); 3] = [
+            (
+                "borrow_latency_seconds",
+                "From asking for a server connection to holding one",
+                |m| &m.borrow_latency,
+            ),
+            (
+                "query_response_latency_seconds",
+                "From a request reaching sluice to its complete response, the borrow included",
+                |m| &m.query_response_latency,
+            ),
+            (
+                "query_database_response_latency_seconds",
+                "From a request going to the database to the database's complete response",
+                |m| &m.database_response_latency,
+            ),
+        ];
+        for (name, help, pick) in HISTOGRAMS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (group, m) in &requests {
+                pick(m).encode(family.encode_family(&[("target_group", *group)])?)?;
+            }
         }
         type PickPins = fn(crate::session::PinReason) -> u64;
         const PINS: [(&str, &str, PickPins); 2] = [

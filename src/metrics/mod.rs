@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 mod groups;
 pub mod histogram;
+mod sessions;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use groups::{GroupList, GroupStats, InstanceSnapshot};
+pub use sessions::CredentialList;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -66,6 +68,10 @@ pub struct GroupMetrics {
     pub borrow_latency: histogram::LatencyHistogram,
     /// Client requests: Postgres simple queries and Syncs, MySQL COM_QUERY and COM_STMT_EXECUTE.
     pub query_requests: Counter,
+    /// From a request reaching sluice to its response (with the borrow it waited for).
+    pub query_response_latency: histogram::LatencyHistogram,
+    /// From a request going to the database to the database's complete response.
+    pub database_response_latency: histogram::LatencyHistogram,
 }
 
 /// The registry and the families handles are taken from.
@@ -157,6 +163,23 @@ impl Metrics {
     pub fn add_groups(&mut self, groups: GroupList) {
         self.registry
             .register_collector(Box::new(groups::GroupCollector(groups)));
+    }
+
+    /// The open sessions of both engines, counted per target group at each scrape (pinned, in a
+    /// transaction); `groups` gives every group a sample, zero included.
+    pub fn add_sessions(
+        &mut self,
+        sessions: Vec<std::sync::Arc<dyn crate::session::SessionList>>,
+        groups: GroupList,
+    ) {
+        self.registry
+            .register_collector(Box::new(sessions::SessionCollector { sessions, groups }));
+    }
+
+    /// The users whose failed secret reads are counted at each scrape.
+    pub fn add_credentials(&mut self, credentials: CredentialList) {
+        self.registry
+            .register_collector(Box::new(sessions::CredentialCollector(credentials)));
     }
 
     /// The exposition in OpenMetrics text, which Prometheus asks for first.

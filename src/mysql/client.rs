@@ -55,6 +55,8 @@ const OFFERED: u32 = caps::LONG_PASSWORD
 #[derive(Debug)]
 pub struct MyEndpoint {
     pub name: String,
+    /// Its target group's name (session listings and gauges are per group).
+    pub group: String,
     pub cluster: Arc<MyCluster>,
     /// What this endpoint's transactions need: the writer, or a reader.
     pub want: Want,
@@ -352,7 +354,7 @@ async fn login_exchange(
     tracing::debug!(endpoint = %ep.name, session = id, user = %hr.user, database = ?hr.database, "client logged in");
     let mut info = SessionInfo::new(
         u64::from(id),
-        &ep.name,
+        (&ep.name, &ep.group),
         &hr.user,
         peer,
         login.stream.is_tls(),
@@ -566,6 +568,7 @@ mod tests {
         let pools = super::super::pools::MyPools::new(instance, settings, String::new());
         let ep = Arc::new(MyEndpoint {
             name: "e".into(),
+            group: "test".into(),
             cluster: Arc::new(MyCluster {
                 router,
                 members: Box::new([Arc::new(pools)]),

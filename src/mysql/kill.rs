@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::session::{SessionInfo, SessionList, SessionRow};
+use crate::session::{SessionInfo, SessionList, SessionRow, SessionState};
 
 /// Where a session's statement runs right now: (instance address, server thread id).
 #[derive(Debug)]
@@ -13,6 +13,7 @@ pub struct KillTarget {
     current: Mutex<Option<(Arc<str>, u32)>>,
     /// The session as /v1/sessions lists it.
     pub info: SessionInfo,
+    pub state: SessionState,
 }
 
 impl KillTarget {
@@ -73,6 +74,7 @@ impl KillRegistry {
             user: user.into(),
             current: Mutex::new(None),
             info,
+            state: SessionState::default(),
         });
         self.sessions
             .lock()
@@ -104,14 +106,19 @@ impl SessionList for KillRegistry {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
             .values()
-            .map(|t| SessionRow {
-                info: t.info.clone(),
-                server: t
-                    .current
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .map(|(addr, _)| addr.to_string()),
+            .map(|t| {
+                let (in_transaction, pinned) = t.state.get();
+                SessionRow {
+                    info: t.info.clone(),
+                    server: t
+                        .current
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_ref()
+                        .map(|(addr, _)| addr.to_string()),
+                    in_transaction,
+                    pinned,
+                }
             })
             .collect()
     }
@@ -126,7 +133,7 @@ mod tests {
     fn only_a_running_session_of_the_same_user_resolves() {
         let registry = Arc::new(KillRegistry::default());
         let peer = "127.0.0.1:40000".parse().unwrap();
-        let info = SessionInfo::new(7, "writer", "app", peer, false);
+        let info = SessionInfo::new(7, ("writer", "my"), "app", peer, false);
         let handle = registry.register(7, "app", info);
         assert_eq!(registry.lookup(7, "app"), KillLookup::Idle);
         handle.target.set(Some(("db:3306".into(), 99)));

@@ -155,10 +155,6 @@ impl Session {
         let end = loop {
             match self.next_command(&mut client).await {
                 Ok(Some(len)) => {
-                    // The command byte follows the 4-byte packet header.
-                    if matches!(self.cin.get(4), Some(&(0x03 | 0x17))) {
-                        self.ep.cluster.metrics.query_requests.inc();
-                    }
                     if let Err(end) = self.command(&mut client, len).await {
                         break end;
                     }
@@ -311,6 +307,7 @@ impl Session {
         let conn: &mut ServerConn = lease;
         let mut reply = Reply::new(kind, conn.deprecate_eof());
         let mut forwarded = false;
+        let sent = tokio::time::Instant::now();
         let lost = if conn.write_command(command).await.is_err() {
             true
         } else {
@@ -344,6 +341,8 @@ impl Session {
                     self.out.clear();
                 }
                 if complete {
+                    let m = &self.ep.cluster.metrics;
+                    m.database_response_latency.observe(sent.elapsed());
                     break false;
                 }
                 conn.buf.reserve(READ_CHUNK);

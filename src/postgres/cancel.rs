@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use super::wire::BackendKeyData;
-use crate::session::{SessionInfo, SessionList, SessionRow};
+use crate::session::{SessionInfo, SessionList, SessionRow, SessionState};
 
 /// Where a session's query runs right now, if it holds a server connection.
 #[derive(Debug)]
@@ -14,6 +14,7 @@ pub struct CancelTarget {
     current: Mutex<Option<(SocketAddr, BackendKeyData)>>,
     /// The session as /v1/sessions lists it.
     pub info: SessionInfo,
+    pub state: SessionState,
 }
 
 impl CancelTarget {
@@ -55,6 +56,7 @@ impl CancelRegistry {
         let target = Arc::new(CancelTarget {
             current: Mutex::new(None),
             info,
+            state: SessionState::default(),
         });
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let key = loop {
@@ -86,9 +88,14 @@ impl SessionList for CancelRegistry {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
             .values()
-            .map(|t| SessionRow {
-                info: t.info.clone(),
-                server: t.get().map(|(addr, _)| addr.to_string()),
+            .map(|t| {
+                let (in_transaction, pinned) = t.state.get();
+                SessionRow {
+                    info: t.info.clone(),
+                    server: t.get().map(|(addr, _)| addr.to_string()),
+                    in_transaction,
+                    pinned,
+                }
             })
             .collect()
     }
@@ -103,7 +110,7 @@ mod tests {
     fn only_the_issued_key_of_a_busy_session_resolves() {
         let registry = Arc::new(CancelRegistry::default());
         let peer = "127.0.0.1:40000".parse().unwrap();
-        let handle = registry.register(SessionInfo::new(1, "writer", "app", peer, false));
+        let handle = registry.register(SessionInfo::new(1, ("writer", "pg"), "app", peer, false));
         let (pid, key) = (handle.key.pid, handle.key.key);
         assert_eq!(
             registry.lookup(pid, key),

@@ -33,6 +33,8 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub struct PgEndpoint {
     pub name: String,
+    /// Its target group's name (session listings and gauges are per group).
+    pub group: String,
     pub cluster: Arc<PgCluster>,
     /// What this endpoint's transactions need: the writer, a reader, or either (split).
     pub want: Want,
@@ -284,7 +286,7 @@ async fn login(
     let reported = reported_parameters(pools, &pg, &database).await?;
 
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut info = SessionInfo::new(id, &ep.name, &user_name, peer, stream.is_tls());
+    let mut info = SessionInfo::new(id, (&ep.name, &ep.group), &user_name, peer, stream.is_tls());
     info.database = Some(database.clone());
     let cancel = ep.cancel.register(info);
     let mut out = BytesMut::with_capacity(512);
@@ -447,6 +449,7 @@ mod tests {
         let pools = PgPools::new(instance, settings, String::new(), Default::default());
         let ep = Arc::new(PgEndpoint {
             name: "e".into(),
+            group: "test".into(),
             cluster: Arc::new(PgCluster {
                 router,
                 members: Box::new([Arc::new(pools)]),

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use tokio::time::Instant;
 
 use super::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
 use super::settings::changes;
@@ -35,8 +36,9 @@ enum Expect {
         visible: bool,
         evicted: Option<u64>,
     },
-    /// Sync, simple Query or FunctionCall: answered with ReadyForQuery.
-    Ready,
+    /// Sync, simple Query or FunctionCall: answered with ReadyForQuery. When it went to the
+    /// server (the database response latency is measured from here).
+    Ready(Instant),
     /// A response sluice produces itself, in its place in the stream; for a ParseComplete, the
     /// client's statement name to forget if an earlier error means the Parse never happened.
     Synthetic(u8, Option<Box<[u8]>>),
@@ -109,6 +111,9 @@ pub struct Pipeline {
     pub read_back_failed: bool,
     /// Outcome of the last pin check: `Some(true)` when nothing pins the session any more.
     pub pin_check: Option<bool>,
+    /// How long the borrow for this transaction's first request waited (µs): part of that
+    /// request's response time as the client sees it, taken at its ReadyForQuery.
+    pub borrow_wait_us: u32,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +152,7 @@ impl Pipeline {
             retire: false,
             read_back_failed: false,
             pin_check: None,
+            borrow_wait_us: 0,
         }
     }
 
@@ -216,6 +222,18 @@ impl Pipeline {
         }
     }
 
+    /// When the request a ReadyForQuery arriving now answers went to the server; `None` when
+    /// it answers sluice's own query.
+    pub fn ready_sent(&self) -> Option<Instant> {
+        if matches!(self.expect.front(), Some(Expect::Internal(_))) {
+            return None;
+        }
+        self.expect.iter().find_map(|e| match e {
+            Expect::Ready(sent) => Some(*sent),
+            _ => None,
+        })
+    }
+
     /// Handles one complete client message `frame` (header included), writing what goes to
     /// the server into `sout` and any immediate answer into `cout`.
     /// Returns the pin reason if this message newly pins the session.
@@ -266,25 +284,25 @@ impl Pipeline {
                             String::from_utf8_lossy(MISSING_UNNAMED)
                         );
                         wire::query(sout, &sql);
-                        self.push(Expect::Ready, cout);
+                        self.push(Expect::Ready(Instant::now()), cout);
                     }
                     _ => {
                         // Pinned, DEALLOCATE ALL frees SQL-level statements and sluice's with
                         // them: its CommandComplete says so.
                         pin = self.track(effects(sql), sql);
                         sout.extend_from_slice(frame);
-                        self.push(Expect::Ready, cout);
+                        self.push(Expect::Ready(Instant::now()), cout);
                     }
                 }
             }
             b'F' => {
                 sout.extend_from_slice(frame);
-                self.push(Expect::Ready, cout);
+                self.push(Expect::Ready(Instant::now()), cout);
             }
             b'S' => {
                 sout.extend_from_slice(frame);
                 self.unsynced = false;
-                self.push(Expect::Ready, cout);
+                self.push(Expect::Ready(Instant::now()), cout);
             }
             b'P' => {
                 self.unsynced = true;

@@ -34,6 +34,9 @@ const READ_CHUNK: usize = 16 << 10;
 /// An idle session keeps its buffers this long, then drops them.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a session closed by a drain is told (57P01, as Postgres says at shutdown).
+const DRAINED: &str =
+    "terminating connection due to administrator command (sluice is shutting down)";
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// How an active phase ended.
@@ -160,12 +163,7 @@ impl Session {
                         "terminating connection due to idle client timeout".into(),
                     ));
                 }
-                Idle::Drained => {
-                    return Some((
-                        errors::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command (sluice is shutting down)".into(),
-                    ));
-                }
+                Idle::Drained => return Some((errors::ADMIN_SHUTDOWN, DRAINED.into())),
             }
             if self.skip_to_sync {
                 self.skip();
@@ -202,6 +200,7 @@ impl Session {
                     if self.route.want == Want::Split && want == Want::Writer {
                         Box::pin(self.note_write(&mut lease)).await;
                     }
+                    self.cancel.target.state.set(false, false);
                     let retire = std::mem::take(&mut self.pipeline.retire);
                     let reusable = lease.buf.is_empty() && !lease.expired() && !retire;
                     lease.release(reusable);
@@ -274,6 +273,12 @@ impl Session {
                 }
                 if self.pipeline.releasable() {
                     return Active::Released;
+                }
+                if self.route.cluster.drain.is_cancelled() && self.cin.is_empty() {
+                    // Pinned, its request answered while sluice drains: the boundary. (A pinned
+                    // session already idle here is not woken: a drain branch in this select
+                    // would cost every session task 64 bytes; shutdown_timeout ends it.)
+                    return Active::Fatal(errors::ADMIN_SHUTDOWN, DRAINED.into());
                 }
             }
             // A pump that stopped at the high-water mark left work that no socket event will
@@ -442,12 +447,34 @@ impl Session {
                     break;
                 }
                 Ok(Some(frame)) => {
+                    let ready = frame.tag == b'Z';
+                    let sent = if ready {
+                        self.pipeline.ready_sent()
+                    } else {
+                        None
+                    };
                     self.pipeline.server_message(
                         &sbuf[..frame.len],
                         &mut conn.statements,
                         &mut self.cout,
                     );
                     sbuf.advance(frame.len);
+                    if ready {
+                        let p = &self.pipeline;
+                        let in_transaction = p.status != status::IDLE;
+                        self.cancel
+                            .target
+                            .state
+                            .set(in_transaction, p.pinned.is_some());
+                    }
+                    if let Some(sent) = sent {
+                        let waited = std::mem::take(&mut self.pipeline.borrow_wait_us);
+                        let m = &self.route.cluster.metrics;
+                        let database = sent.elapsed();
+                        m.database_response_latency.observe(database);
+                        m.query_response_latency
+                            .observe(database + Duration::from_micros(u64::from(waited)));
+                    }
                 }
                 Ok(None) => {
                     let tag = sbuf[0];

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// What `/v1/sessions` shows of a session: fixed at login, never touched on the hot path. No
 /// secrets: the user name, not what it logged in with.
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct SessionInfo {
     pub id: u64,
     pub endpoint: String,
+    pub target_group: String,
     pub user: String,
     pub database: Option<String>,
     pub client: SocketAddr,
@@ -19,13 +20,20 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub fn new(id: u64, endpoint: &str, user: &str, client: SocketAddr, tls: bool) -> Self {
+    pub fn new(
+        id: u64,
+        (endpoint, target_group): (&str, &str),
+        user: &str,
+        client: SocketAddr,
+        tls: bool,
+    ) -> Self {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Self {
             id,
             endpoint: endpoint.into(),
+            target_group: target_group.into(),
             user: user.to_owned(),
             database: None,
             client,
@@ -42,6 +50,30 @@ pub struct SessionRow {
     pub info: SessionInfo,
     /// The instance whose server connection the session holds now (`null`: idle).
     pub server: Option<String>,
+    pub in_transaction: bool,
+    pub pinned: bool,
+}
+
+/// What a session's server connection is doing, as the session last said: written by the
+/// session after each response (one relaxed store to memory only it writes), read by scrapes.
+#[derive(Debug, Default)]
+pub struct SessionState(AtomicU8);
+
+impl SessionState {
+    const IN_TRANSACTION: u8 = 1;
+    const PINNED: u8 = 2;
+
+    pub fn set(&self, in_transaction: bool, pinned: bool) {
+        let bits =
+            u8::from(in_transaction) * Self::IN_TRANSACTION + u8::from(pinned) * Self::PINNED;
+        self.0.store(bits, Ordering::Relaxed);
+    }
+
+    /// (in a transaction, pinned)
+    pub fn get(&self) -> (bool, bool) {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits & Self::IN_TRANSACTION != 0, bits & Self::PINNED != 0)
+    }
 }
 
 /// The sessions of one engine, for `/v1/sessions`.

@@ -94,11 +94,41 @@ async fn v1_routes_describe_live_sessions_behind_a_bearer_token() {
         "an idle session holds no server"
     );
 
-    // While a transaction is open the session holds the instance's connection.
+    assert_eq!(rows[0]["target_group"], "pg");
+    assert_eq!(rows[0]["in_transaction"], false);
+
+    // While a transaction is open the session holds the instance's connection, and the gauge
+    // counts it.
     client.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let sessions = json(admin, "/v1/sessions");
     assert_eq!(sessions[0]["server"], instance.as_str(), "{sessions}");
-    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(sessions[0]["in_transaction"], true, "{sessions}");
+    let (_, scrape) = get_with(
+        admin,
+        "/metrics",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+    );
+    assert!(
+        scrape.contains("sluice_database_connections_in_transaction{target_group=\"pg\"} 1\n"),
+        "{scrape}"
+    );
+    // A session-level advisory lock pins the session (kept after COMMIT).
+    client
+        .batch_execute("SELECT pg_advisory_lock(42); COMMIT")
+        .await
+        .unwrap();
+    let sessions = json(admin, "/v1/sessions");
+    assert_eq!(sessions[0]["pinned"], true, "{sessions}");
+    assert_eq!(sessions[0]["in_transaction"], false, "{sessions}");
+    let (_, scrape) = get_with(
+        admin,
+        "/metrics",
+        &format!("Authorization: Bearer {TOKEN}\r\n"),
+    );
+    assert!(
+        scrape.contains("sluice_database_connections_pinned{target_group=\"pg\"} 1\n"),
+        "{scrape}"
+    );
     drop(client);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(json(admin, "/v1/sessions").as_array().unwrap().len(), 0);
@@ -128,4 +158,45 @@ fn readiness_waits_for_a_writer_unless_told_not_to() {
         format!("{base}admin: {{ listen: 127.0.0.1:{admin}, ready_without_writer: true }}\n");
     let _proxy = Sluice::start_with_secrets(&yaml, &default_secrets());
     assert_eq!(get(admin, "/readyz").0, 200);
+}
+
+#[test]
+fn mysql_requests_are_counted_and_timed() {
+    use crate::support::mariadb::{APP as MY_APP, MY_APPDB, MariaDb, cli_at};
+    use crate::support::sluice::config_for_mariadb;
+    let db = MariaDb::start();
+    let (yaml, secrets) = config_for_mariadb(&db, &ProxyOptions::pool(2));
+    let admin = free_port();
+    let proxy = Sluice::start_with_secrets(
+        &format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n"),
+        &secrets,
+    );
+    let out = cli_at(
+        proxy.port(),
+        MY_APP.0,
+        MY_APP.1,
+        MY_APPDB,
+        "SELECT SLEEP(0.2), 7",
+    )
+    .unwrap();
+    assert!(out.ends_with("7"), "{out}");
+    let (_, scrape) = get(admin, "/metrics");
+    let value = |series: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+    };
+    let group = r#"{target_group="maria"}"#;
+    assert!(value(&format!("sluice_query_requests_total{group}")) >= 1.0);
+    let database = value(&format!(
+        "sluice_query_database_response_latency_seconds_sum{group}"
+    ));
+    assert!(
+        database >= 0.2,
+        "SLEEP(0.2) ran on the database: {database}"
+    );
+    let response = value(&format!("sluice_query_response_latency_seconds_sum{group}"));
+    assert!(response >= database, "{response} < {database}");
 }

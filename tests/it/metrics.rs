@@ -136,6 +136,32 @@ fn metrics_health_and_readiness_after_real_logins() {
         0.0
     );
     assert_eq!(at(r#"sluice_session_pins_total{reason="listen"}"#), 0.0);
+    assert!(
+        at(&format!(
+            "sluice_query_response_latency_seconds_count{group}"
+        )) >= 1.0
+    );
+    let database = at(&format!(
+        "sluice_query_database_response_latency_seconds_sum{group}"
+    ));
+    // pg_sleep(0.1) ran on the database: the database response time holds it.
+    assert!(database >= 0.1, "database response time {database}");
+    let response = at(&format!("sluice_query_response_latency_seconds_sum{group}"));
+    assert!(response >= database, "{response} < {database}");
+    assert_eq!(
+        at(&format!(
+            "sluice_database_connections_in_transaction{group}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        at(&format!("sluice_database_connections_pinned{group}")),
+        0.0
+    );
+    assert_eq!(
+        at(r#"sluice_secret_refresh_failures_total{user="app"}"#),
+        0.0
+    );
 
     // docs/metrics.md and the exposition name the same families (OpenMetrics names, as
     // Prometheus asks for them).

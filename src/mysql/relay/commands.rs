@@ -22,8 +22,13 @@ const KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Session {
     /// Handles the command packet at `cin[..len]` (plus any continuation packets).
     pub(super) async fn command(&mut self, client: &mut Socket, len: usize) -> Result<(), End> {
+        let received = tokio::time::Instant::now();
         let packet = self.cin.split_to(len);
         let payload = &packet[wire::HEADER_LEN..];
+        let counted = matches!(payload[0], command::QUERY | command::STMT_EXECUTE);
+        if counted {
+            self.ep.cluster.metrics.query_requests.inc();
+        }
         if self.lease.is_none() {
             self.want = self.transaction_want(payload);
         }
@@ -64,6 +69,10 @@ impl Session {
         };
         result?;
         self.flush(client).await?;
+        if counted {
+            let m = &self.ep.cluster.metrics;
+            m.query_response_latency.observe(received.elapsed());
+        }
         if self.want == Want::Writer
             && self.ep.want == Want::Split
             && self.lease.is_some()
@@ -72,6 +81,11 @@ impl Session {
             Box::pin(self.note_write()).await;
         }
         self.maybe_release();
+        let in_transaction = self.status & crate::mysql::wire::status::IN_TRANS != 0;
+        self.kill
+            .target
+            .state
+            .set(in_transaction, self.pins.is_some());
         Ok(())
     }
 

@@ -22,7 +22,7 @@ impl Pipeline {
         let mut ready = 0;
         for e in self.expect.drain(..) {
             match e {
-                Expect::Ready => ready += 1,
+                Expect::Ready(_) => ready += 1,
                 Expect::Parse {
                     client_name: Some(name),
                     ..

@@ -29,7 +29,7 @@ impl Pipeline {
             b'Z' => {
                 while let Some(e) = self.expect.pop_front() {
                     match e {
-                        Expect::Ready => break,
+                        Expect::Ready(_) => break,
                         // Skipped by the server after an error.
                         other => self.undo(other, server),
                     }
@@ -155,11 +155,11 @@ impl Pipeline {
 
     /// An error ends the current message and the server skips the rest up to Sync.
     fn fail_until_sync(&mut self, server: &mut ServerStatements) {
-        if matches!(self.expect.front(), Some(Expect::Ready) | None) {
+        if matches!(self.expect.front(), Some(Expect::Ready(_)) | None) {
             return; // inside a simple query: its ReadyForQuery still comes
         }
         while let Some(e) = self.expect.front() {
-            if matches!(e, Expect::Ready | Expect::Internal(_)) {
+            if matches!(e, Expect::Ready(_) | Expect::Internal(_)) {
                 break;
             }
             if let Some(e) = self.expect.pop_front() {

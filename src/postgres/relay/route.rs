@@ -51,6 +51,7 @@ impl Session {
     }
 
     async fn borrow_routed(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
+        let started = tokio::time::Instant::now();
         let mut deadline = None;
         loop {
             let member = match self.read_your_writes(want).await {
@@ -66,6 +67,8 @@ impl Session {
                 .borrow_on(&self.pg.pool, member, &mut deadline)
                 .await?
             {
+                let waited = started.elapsed().as_micros();
+                self.pipeline.borrow_wait_us = u32::try_from(waited).unwrap_or(u32::MAX);
                 return Ok(lease);
             }
         }

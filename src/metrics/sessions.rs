@@ -1,0 +1,84 @@
+//! Series counted at scrape time from the session registries and the users' credentials:
+//! connections held in a transaction or by a pinned session, and failed secret refreshes.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::GroupList;
+use crate::auth::credentials::Credentials;
+
+/// The credentials of the users in force; a reload swaps the list.
+pub type CredentialList = Arc<arc_swap::ArcSwap<Vec<Arc<Credentials>>>>;
+
+/// Server connections held by sessions in a transaction, and by pinned sessions, per target
+/// group: counted from the session registries at scrape time.
+#[derive(Debug)]
+pub(super) struct SessionCollector {
+    pub sessions: Vec<Arc<dyn crate::session::SessionList>>,
+    pub groups: GroupList,
+}
+
+impl Collector for SessionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let groups = self.groups.load();
+        let mut counts: std::collections::BTreeMap<String, (i64, i64)> = groups
+            .iter()
+            .map(|g| (g.name().to_owned(), (0, 0)))
+            .collect();
+        for row in self.sessions.iter().flat_map(|s| s.sessions()) {
+            if row.server.is_none() && !row.pinned {
+                continue;
+            }
+            let c = counts.entry(row.info.target_group.clone()).or_default();
+            c.0 += i64::from(row.in_transaction);
+            c.1 += i64::from(row.pinned);
+        }
+        type Pick = fn(&(i64, i64)) -> i64;
+        const GAUGES: [(&str, &str, Pick); 2] = [
+            (
+                "database_connections_in_transaction",
+                "Server connections whose session is inside a transaction now",
+                |c| c.0,
+            ),
+            (
+                "database_connections_pinned",
+                "Server connections held by pinned sessions now",
+                |c| c.1,
+            ),
+        ];
+        for (name, help, pick) in GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (group, c) in &counts {
+                let labels = [("target_group", group.as_str())];
+                ConstGauge::new(pick(c)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Secret reads that failed (store unreachable, secret malformed), per user whose secret is
+/// read again (`file:` and Secrets Manager).
+#[derive(Debug)]
+pub(super) struct CredentialCollector(pub CredentialList);
+
+impl Collector for CredentialCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "secret_refresh_failures",
+            "Reads of a user's secret that failed; the cached secret stayed in use",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in self.0.load().iter().filter(|c| c.rereads()) {
+            let labels = [("user", c.name())];
+            ConstCounter::new(c.refresh_failures()).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
