@@ -21,6 +21,14 @@ fn json(admin: u16, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// Scrapes (with the token) and checks the target group `pg`'s sample of `gauge`.
+fn assert_gauge(admin: u16, gauge: &str, value: i64) {
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let (_, scrape) = get_with(admin, "/metrics", &auth);
+    let line = format!("{gauge}{{target_group=\"pg\"}} {value}\n");
+    assert!(scrape.contains(&line), "no {line:?} in\n{scrape}");
+}
+
 fn wait_ready(admin: u16) {
     for _ in 0..100 {
         if get(admin, "/readyz").0 == 200 {
@@ -103,15 +111,7 @@ async fn v1_routes_describe_live_sessions_behind_a_bearer_token() {
     let sessions = json(admin, "/v1/sessions");
     assert_eq!(sessions[0]["server"], instance.as_str(), "{sessions}");
     assert_eq!(sessions[0]["in_transaction"], true, "{sessions}");
-    let (_, scrape) = get_with(
-        admin,
-        "/metrics",
-        &format!("Authorization: Bearer {TOKEN}\r\n"),
-    );
-    assert!(
-        scrape.contains("sluice_database_connections_in_transaction{target_group=\"pg\"} 1\n"),
-        "{scrape}"
-    );
+    assert_gauge(admin, "sluice_database_connections_in_transaction", 1);
     // A session-level advisory lock pins the session (kept after COMMIT).
     client
         .batch_execute("SELECT pg_advisory_lock(42); COMMIT")
@@ -120,15 +120,7 @@ async fn v1_routes_describe_live_sessions_behind_a_bearer_token() {
     let sessions = json(admin, "/v1/sessions");
     assert_eq!(sessions[0]["pinned"], true, "{sessions}");
     assert_eq!(sessions[0]["in_transaction"], false, "{sessions}");
-    let (_, scrape) = get_with(
-        admin,
-        "/metrics",
-        &format!("Authorization: Bearer {TOKEN}\r\n"),
-    );
-    assert!(
-        scrape.contains("sluice_database_connections_pinned{target_group=\"pg\"} 1\n"),
-        "{scrape}"
-    );
+    assert_gauge(admin, "sluice_database_connections_pinned", 1);
     drop(client);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(json(admin, "/v1/sessions").as_array().unwrap().len(), 0);
