@@ -26,6 +26,8 @@
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
+#   SLUICE_BIN_B=           a second sluice binary (another commit): run as a fourth target,
+#                           interleaved with the others, and compared with SLUICE_BIN (A/B)
 set -euo pipefail
 
 REPEAT=${BENCH_REPEAT:-3}
@@ -41,6 +43,7 @@ KEEP=${BENCH_KEEP:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
+SLUICE_BIN_B=${SLUICE_BIN_B:-}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x $ROOT/target/test-venv/bin/python ]]; then PYTHON=$ROOT/target/test-venv/bin/python; else PYTHON=python3; fi
@@ -67,15 +70,15 @@ TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$TMP"
 chown postgres: "$TMP"
 mkdir -p "$TMP/logs"
-SLUICE_PID="" PGB_PID="" PG_STARTED=0
+SLUICE_PID="" SLUICE_B_PID="" PGB_PID="" PG_STARTED=0
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    if [[ -n $SLUICE_PID ]] && kill -0 "$SLUICE_PID" 2>/dev/null; then
-        kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null
-    fi
+    for pid in $SLUICE_PID $SLUICE_B_PID; do
+        if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null; fi
+    done
     if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
         kill -INT "$PGB_PID"   # immediate shutdown
         for _ in $(seq 50); do kill -0 "$PGB_PID" 2>/dev/null || break; sleep 0.1; done
@@ -223,6 +226,14 @@ log "sluice ($SLUICE_BIN) on port $SLUICE_PORT"
 "$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 SLUICE_PID=$!
 wait_ready "$SLUICE_PORT" sluice
+if [[ -n $SLUICE_BIN_B ]]; then
+    SLUICE_B_PORT=$(free_port)
+    sed "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$SLUICE_B_PORT/" "$TMP/sluice.yaml" >"$TMP/sluice-b.yaml"
+    log "sluice B ($SLUICE_BIN_B) on port $SLUICE_B_PORT"
+    "$SLUICE_BIN_B" run --config "$TMP/sluice-b.yaml" >"$TMP/sluice-b.log" 2>&1 &
+    SLUICE_B_PID=$!
+    wait_ready "$SLUICE_B_PORT" "sluice B"
+fi
 
 # ---------------------------------------------------------------- CPU accounting
 CLK_TCK=$(getconf CLK_TCK)
@@ -258,8 +269,8 @@ fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 TARGETS=(direct pgbouncer sluice)
-port_of() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; esac; }
-pid_of() { case $1 in pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; esac; }
+pid_of() { case $1 in pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; *) echo "" ;; esac; }
 
 WORKLOADS=()
 for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
@@ -279,7 +290,9 @@ PGB_VERSION=$(pgbouncer --version | head -n1 | awk '{print $2}')
 PGB_PREPARED=0
 if printf '1.21\n%s\n' "$PGB_VERSION" | sort -V -C; then PGB_PREPARED=1; fi
 targets_of() {
-    if [[ ${1%%:*} == P && $PGB_PREPARED == 0 ]]; then echo "direct sluice"; else echo "direct pgbouncer sluice"; fi
+    local b=""
+    [[ -n $SLUICE_BIN_B ]] && b=" sluice_b"
+    if [[ ${1%%:*} == P && $PGB_PREPARED == 0 ]]; then echo "direct sluice$b"; else echo "direct pgbouncer sluice$b"; fi
 }
 
 # Voluntary context switches of all threads of a process (a thread parking and being woken).
@@ -334,7 +347,7 @@ run_one() {
     log "  $(label "$workload") run $rep $target: tps=$tps pooler_cpu=${pcpu}% (${pus}us/tx, ${pcs} vcsw/tx) postgres_cpu=${gcpu}% machine_busy=${mbusy}%"
 }
 
-log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x up to 3 targets x ${DURATION}s"
+log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x up to 4 targets x ${DURATION}s"
 for workload in "${WORKLOADS[@]}"; do
     for rep in $(seq "$REPEAT"); do
         # Rotate the order each repeat so no target always runs first (after a pause) or last.
@@ -396,6 +409,18 @@ for workload in "${WORKLOADS[@]}"; do
         "| $(median "$workload" direct 8) / $(median "$workload" pgbouncer 8) / $(median "$workload" sluice 8)" \
         "| $(median "$workload" direct 9) / $(median "$workload" pgbouncer 9) / $(median "$workload" sluice 9) |"
 done
+if [[ -n $SLUICE_BIN_B ]]; then
+    echo
+    echo "## A/B: sluice A ($SLUICE_BIN) and sluice B ($SLUICE_BIN_B), interleaved in the runs above"
+    echo
+    echo "| workload | A TPS | B TPS | B/A | A µs/tx | B µs/tx | B/A µs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for workload in "${WORKLOADS[@]}"; do
+        a=$(median "$workload" sluice 4); b=$(median "$workload" sluice_b 4)
+        au=$(median "$workload" sluice 6); bu=$(median "$workload" sluice_b 6)
+        echo "| $(label "$workload") | $(fmt "$a") | $(fmt "$b") | $(ratio "$b" "$a") | $au | $bu | $(ratio "$bu" "$au") |"
+    done
+fi
 if [[ -n $MEM_ROWS ]]; then
     echo
     echo "## Idle clients: RSS growth with $IDLE_CLIENTS authenticated idle clients"
