@@ -133,6 +133,27 @@ fn sighup_adds_a_user_an_endpoint_and_slots_while_pgbench_runs() {
     );
     assert_eq!(psql_at(&pg, port, NEWUSER, "SELECT 1").unwrap(), "1");
 
+    // A valid file whose new secret cannot be read is refused as a whole: the endpoint it also
+    // adds is not bound, and the old secret keeps working.
+    let third = free_port();
+    let unreadable = grown
+        .replace("secrets.yaml#newuser", "secrets.yaml#nobody")
+        .replacen(
+            "target_groups:",
+            &format!(
+                "  - {{ name: third, listen: 127.0.0.1:{third}, target_group: pg }}\ntarget_groups:"
+            ),
+            1,
+        );
+    std::fs::write(proxy.config_path(), &unreadable).unwrap();
+    signal(proxy.pid(), "HUP");
+    wait_log(&proxy, "config reload refused", 2);
+    assert!(
+        psql_at(&pg, third, APP, "SELECT 1").is_err(),
+        "a refused reload bound {third}"
+    );
+    assert_eq!(psql_at(&pg, port, NEWUSER, "SELECT 1").unwrap(), "1");
+
     let out = bench.wait_with_output().unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
