@@ -1,0 +1,53 @@
+//! The MySQL session task stays small: measured in-process, without a server.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::pool::{Instance, PoolSettings};
+
+/// An idle client costs its task: the login's state must not stay in it for the session.
+#[tokio::test]
+async fn a_session_task_stays_small() {
+    let instance = Arc::new(Instance::new(
+        "x:1".into(),
+        crate::pool::Limit::Absolute(1),
+        50,
+    ));
+    let second = Duration::from_secs(1);
+    let settings = PoolSettings::uniform(second);
+    let router = Arc::new(crate::routing::Router::fixed_writer(
+        instance.borrowed().clone(),
+    ));
+    let pools = super::super::pools::MyPools::new(instance, settings, String::new());
+    let ep = Arc::new(MyEndpoint {
+        name: "e".into(),
+        group: "test".into(),
+        cluster: Arc::new(MyCluster {
+            router,
+            members: Box::new([Arc::new(pools)]),
+            settings,
+            drain: Default::default(),
+            metrics: Default::default(),
+        }),
+        want: Want::Writer,
+        read_your_writes_timeout: second,
+        users: Arc::new(Users::default()),
+        port: 0,
+        tls: None,
+        require_tls: false,
+        kill: Arc::new(KillRegistry::default()),
+        idle_client_timeout: second,
+        session_ids: Arc::new(AtomicU64::new(0)),
+        metrics: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let peer = client.local_addr().unwrap();
+    let size = std::mem::size_of_val(&serve(client, peer, ep));
+    let session = std::mem::size_of::<Session>();
+    assert!(
+        size <= 1024,
+        "a session task is {size} bytes (Session {session})"
+    );
+}
