@@ -445,15 +445,8 @@ fn endpoint_view(
         name: ep.name.clone(),
         listen: local,
         target_group: ep.target_group.clone(),
-        engine: match config.target_groups[&ep.target_group].engine {
-            Engine::Postgres => "postgres",
-            Engine::Mysql => "mysql",
-        },
-        role: match ep.role {
-            Role::ReadWrite => "read_write",
-            Role::ReadOnly => "read_only",
-            Role::ReadWriteSplit => "read_write_split",
-        },
+        engine: config.target_groups[&ep.target_group].engine.name(),
+        role: ep.role.name(),
         require_tls: ep.require_tls,
         metrics,
     }

@@ -11,7 +11,7 @@ use super::iam::{IamError, IamVerifier};
 use super::jwt::JwtVerifier;
 use super::secret::Secret;
 use super::secrets_manager::AwsEnv;
-use crate::config::{ClientAuth, Config, PasswordAuthType, SecretRef};
+use crate::config::{AuthEntry, ClientAuth, Config, PasswordAuthType, SecretRef};
 
 /// One user as sluice authenticates it and logs in for it.
 #[derive(Debug)]
@@ -44,6 +44,19 @@ impl Drop for SessionSlot {
 }
 
 impl User {
+    /// The user an `auth:` entry describes, logging in with `credentials`.
+    fn for_entry(entry: &AuthEntry, credentials: Arc<Credentials>) -> Self {
+        Self {
+            name: entry.username.clone(),
+            client_auth: entry.client_auth,
+            method: entry.client_password_auth_type,
+            credentials,
+            max_sessions: entry.max_client_connections,
+            sessions: Default::default(),
+            secret: Some(entry.secret.clone()),
+        }
+    }
+
     /// The secret's current version (one atomic load).
     pub fn credential(&self) -> Arc<Credential> {
         self.credentials.current()
@@ -116,15 +129,7 @@ impl Users {
                 let user = if same {
                     old.clone()
                 } else {
-                    Arc::new(User {
-                        name: entry.username.clone(),
-                        client_auth: entry.client_auth,
-                        method: entry.client_password_auth_type,
-                        credentials: old.credentials.clone(),
-                        max_sessions: entry.max_client_connections,
-                        sessions: Default::default(),
-                        secret: Some(entry.secret.clone()),
-                    })
+                    Arc::new(User::for_entry(entry, old.credentials.clone()))
                 };
                 by_name.insert(entry.username.clone(), user);
                 continue;
@@ -153,15 +158,7 @@ impl Users {
                         user: entry.username.clone(),
                         reason,
                     })?;
-            let user = User {
-                name: entry.username.clone(),
-                client_auth: entry.client_auth,
-                method: entry.client_password_auth_type,
-                credentials: Arc::new(credentials),
-                max_sessions: entry.max_client_connections,
-                sessions: Default::default(),
-                secret: Some(entry.secret.clone()),
-            };
+            let user = User::for_entry(entry, Arc::new(credentials));
             by_name.insert(entry.username.clone(), Arc::new(user));
         }
         let decoy_password: [u8; 16] = rand::random();

@@ -109,6 +109,17 @@ pub enum Role {
     ReadWriteSplit,
 }
 
+impl Role {
+    /// The word the config uses, also in /v1/endpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "read_write",
+            Self::ReadOnly => "read_only",
+            Self::ReadWriteSplit => "read_write_split",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetGroup {
@@ -250,6 +261,16 @@ pub enum ServerTlsMode {
 pub enum Engine {
     Postgres,
     Mysql,
+}
+
+impl Engine {
+    /// The word the config uses, also in /v1/endpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+        }
+    }
 }
 
 /// Pool limits, per instance. Exactly one of `max_connections` and

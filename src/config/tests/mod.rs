@@ -369,3 +369,14 @@ fn secrets_manager_and_server_iam() {
         );
     assert_eq!(problems(&fixed), Vec::<String>::new());
 }
+
+#[test]
+fn role_and_engine_names_are_the_words_the_config_uses() {
+    let word = |v: serde_json::Value| v.as_str().unwrap().to_owned();
+    for role in [Role::ReadWrite, Role::ReadOnly, Role::ReadWriteSplit] {
+        assert_eq!(role.name(), word(serde_json::to_value(role).unwrap()));
+    }
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        assert_eq!(engine.name(), word(serde_json::to_value(engine).unwrap()));
+    }
+}
