@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::metrics::{get, get_with};
+use crate::metrics::{get, get_with, sample, wait_readyz};
 use crate::support::client::{connect, scalar};
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for, default_secrets};
@@ -29,16 +29,6 @@ fn assert_gauge(admin: u16, gauge: &str, value: i64) {
     assert!(scrape.contains(&line), "no {line:?} in\n{scrape}");
 }
 
-fn wait_ready(admin: u16) {
-    for _ in 0..100 {
-        if get(admin, "/readyz").0 == 200 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("/readyz: {:?}", get(admin, "/readyz"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_routes_describe_live_sessions_behind_a_bearer_token() {
     let pg = PgServer::start();
@@ -48,7 +38,7 @@ async fn v1_routes_describe_live_sessions_behind_a_bearer_token() {
         "{yaml}admin: {{ listen: 127.0.0.1:{admin}, bearer_token_env: SLUICE_ADMIN_TOKEN }}\n"
     );
     let proxy = Sluice::start_with_env(&yaml, &secrets, &[("SLUICE_ADMIN_TOKEN", TOKEN)]);
-    wait_ready(admin);
+    wait_readyz(admin, 200, 10);
 
     // Probes need no token; everything else does, and a wrong one is refused.
     assert_eq!(get(admin, "/healthz").0, 200);
@@ -173,12 +163,8 @@ fn mysql_requests_are_counted_and_timed() {
     .unwrap();
     assert!(out.ends_with("7"), "{out}");
     let (_, scrape) = get(admin, "/metrics");
-    let value = |series: &str| -> f64 {
-        scrape
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+    let value = |series: &str| {
+        sample(&scrape, series).unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
     };
     let group = r#"{target_group="maria"}"#;
     assert!(value(&format!("sluice_query_requests_total{group}")) >= 1.0);

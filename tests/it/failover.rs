@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use crate::metrics::wait_readyz;
 use crate::support::client::{code, scalar};
 use crate::support::cluster::PgCluster;
 use crate::support::postgres::{APP, APPDB, MONITOR};
@@ -47,19 +48,6 @@ pub fn cluster_config(engine: &str, instances: &[String], interval: &str, extra:
     y
 }
 
-/// Polls /readyz until it answers `status` (10 s at most); the last answer.
-fn wait_readyz(admin: u16, status: u16) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = crate::metrics::get(admin, "/readyz");
-        if answer.0 == status || Instant::now() > deadline {
-            assert_eq!(answer.0, status, "/readyz: {}", answer.1);
-            return answer;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn client(port: u16) -> Client {
     let dsn = format!(
         "host=127.0.0.1 port={port} user={} password={} dbname={APPDB} connect_timeout=10",
@@ -94,7 +82,7 @@ async fn pg_writer_failover_keeps_idle_clients_their_settings_and_their_commits(
         proxy.listen_addrs()[0].port(),
         proxy.listen_addrs()[1].port(),
     );
-    tokio::task::block_in_place(|| wait_readyz(admin, 200));
+    tokio::task::block_in_place(|| wait_readyz(admin, 200, 10));
 
     // Idle clients with session state: a parameter and a protocol-level prepared statement.
     let mut idle = Vec::new();
@@ -132,7 +120,7 @@ async fn pg_writer_failover_keeps_idle_clients_their_settings_and_their_commits(
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // No writer: not ready (a Kubernetes Service stops sending new clients), until promotion.
-    let (_, why) = tokio::task::block_in_place(|| wait_readyz(admin, 503));
+    let (_, why) = tokio::task::block_in_place(|| wait_readyz(admin, 503, 10));
     assert!(why.contains("no writer known in db"), "{why}");
     tokio::task::block_in_place(|| cluster.promote(1));
     let promoted = Instant::now();
@@ -142,7 +130,7 @@ async fn pg_writer_failover_keeps_idle_clients_their_settings_and_their_commits(
     let first = tokio::time::timeout(Duration::from_secs(30), first).await;
     let to_first_write = promoted.elapsed();
     assert!(matches!(first, Ok(Ok(1))), "first write: {first:?}");
-    tokio::task::block_in_place(|| wait_readyz(admin, 200));
+    tokio::task::block_in_place(|| wait_readyz(admin, 200, 10));
     println!(
         "failover: probe interval {interval}, first write through sluice {to_first_write:?} after promotion"
     );

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::drivers::script;
-use crate::metrics::get;
+use crate::metrics::{get, wait_readyz};
 use crate::support::client::{code, connect, scalar};
 use crate::support::mariadb::{APP as MY_APP, MariaDb};
 use crate::support::postgres::{APP, APPDB, PgServer};
@@ -38,16 +38,6 @@ fn wait_exit(proxy: &mut Sluice, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn wait_ready(admin: u16) {
-    for _ in 0..100 {
-        if get(admin, "/readyz").0 == 200 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("/readyz never answered 200");
-}
-
 const DRAIN: &str = "shutdown_grace: 2s\nshutdown_timeout: 20s\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +51,7 @@ async fn sigterm_drains_postgres_sessions_at_transaction_boundaries() {
     let admin = free_port();
     let yaml = format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n{DRAIN}");
     let mut proxy = Sluice::start_with_secrets(&yaml, &secrets);
-    wait_ready(admin);
+    wait_readyz(admin, 200, 10);
 
     let idle = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&idle, "SELECT 1").await, "1");

@@ -11,17 +11,18 @@ use crate::support::postgres::{APP, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
 use crate::support::tools::{self, command_output, free_port, repo_root};
 
-/// One GET over HTTP/1.1; returns the status code and the body.
+/// One GET; returns the status code and the body.
 pub fn get(port: u16, path: &str) -> (u16, String) {
     get_with(port, path, "")
 }
 
-/// A GET with extra header lines (each ending in CRLF).
+/// A GET with extra header lines (each ending in CRLF). HTTP/1.0, so every server (hyper here,
+/// Go's in Prometheus) answers unchunked, with the body up to the close.
 pub fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         tcp,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}\r\n"
     )
     .unwrap();
     let mut raw = String::new();
@@ -31,8 +32,21 @@ pub fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// Polls /readyz until it answers `status`, for `limit_secs` at most; the last answer.
+pub fn wait_readyz(admin: u16, status: u16, limit_secs: u64) -> (u16, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(limit_secs);
+    loop {
+        let answer = get(admin, "/readyz");
+        if answer.0 == status || std::time::Instant::now() > deadline {
+            assert_eq!(answer.0, status, "/readyz: {}", answer.1);
+            return answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The value of the sample `series` (name and labels exactly as exposed).
-fn sample(scrape: &str, series: &str) -> Option<f64> {
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
@@ -75,14 +89,7 @@ fn metrics_health_and_readiness_after_real_logins() {
     );
     assert!(!status.success());
     // The probe elects the writer within its interval.
-    let mut ready = get(admin, "/readyz");
-    for _ in 0..50 {
-        if ready.0 == 200 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        ready = get(admin, "/readyz");
-    }
+    let ready = wait_readyz(admin, 200, 5);
     assert_eq!(ready, (200, "ready\n".into()));
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/nope").0, 404);

@@ -6,22 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::metrics::get;
 use crate::pg_proxy::client;
 use crate::support::postgres::{APP, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
 use crate::support::tools::{self, command_output, free_port};
-
-/// One GET as HTTP/1.0, so Go's server answers unchunked, with the body up to close.
-fn get_http10(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(tcp, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
 
 /// The Prometheus server under test; stopped (by its PID) when dropped.
 struct Prometheus {
@@ -72,7 +61,7 @@ impl Prometheus {
 
     /// The instant-query result vector for `query` (URL-encoded by the caller).
     fn query(&self, encoded: &str) -> Vec<Value> {
-        let (status, body) = get_http10(self.port, &format!("/api/v1/query?query={encoded}"));
+        let (status, body) = get(self.port, &format!("/api/v1/query?query={encoded}"));
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "success", "{body}");
