@@ -167,7 +167,7 @@ impl Rig {
         Self {
             pipeline: Pipeline::new(1),
             server: ServerStatements::default(),
-            registry: StatementRegistry::new(PREFIX.into()),
+            registry: StatementRegistry::new(PREFIX.into(), Default::default()),
             sout: BytesMut::with_capacity(8192),
             cout: BytesMut::with_capacity(8192),
         }
@@ -193,8 +193,14 @@ impl Rig {
         }
         for item in Frames::new(server, MAX_MESSAGE) {
             let (at, f) = item.expect("well-formed");
-            self.pipeline
-                .server_message(&server[at..at + f.len], &mut self.server, &mut self.cout);
+            self.pipeline.server_message(
+                &server[at..at + f.len],
+                &mut self.server,
+                &self.registry,
+                PREFIX,
+                &mut self.sout,
+                &mut self.cout,
+            );
         }
         assert!(self.pipeline.releasable(), "round trip left work in flight");
         (self.sout.len(), self.cout.len())

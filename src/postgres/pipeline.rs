@@ -27,8 +27,13 @@ enum Expect {
         stmt: Option<Arc<Statement>>,
         client_name: Option<Box<[u8]>>,
     },
-    Bind,
-    Describe,
+    /// The remapped statement bound or described, if any: retired if the server calls it stale.
+    Bind(Option<Arc<Statement>>),
+    Describe(Option<Arc<Statement>>),
+    /// A Bind or Describe of a statement the server called stale, sent under a name the server
+    /// does not know so that it fails in place (and aborts a transaction, skips to Sync) as the
+    /// session's own stale statement would: its error is replaced by the statement's.
+    Doomed(Arc<Statement>),
     Execute,
     /// `evicted`: the statement sluice closed to make room, prepared again if the server
     /// skipped this Close after an error.
@@ -39,6 +44,9 @@ enum Expect {
     /// Sync, simple Query or FunctionCall: answered with ReadyForQuery. When it went to the
     /// server (the database response latency is measured from here).
     Ready(Instant),
+    /// sluice's own Sync, ending the server's skip after an error it swallowed: its
+    /// ReadyForQuery is swallowed too.
+    Resync,
     /// A response sluice produces itself, in its place in the stream; for a ParseComplete, the
     /// client's statement name to forget if an earlier error means the Parse never happened.
     Synthetic(u8, Option<Box<[u8]>>),
@@ -71,6 +79,33 @@ fn starts_with_d_or_comment(sql: &[u8]) -> bool {
         .is_some_and(|&b| matches!(b, b'd' | b'D' | b'-' | b'/'))
 }
 
+/// What a Bind or Describe named.
+enum Named {
+    /// A remapped statement, and whether this connection had it prepared already.
+    Mapped(Arc<Statement>, bool),
+    /// A statement the server called stale, not prepared on this connection.
+    Doomed(Arc<Statement>),
+    /// The unnamed statement, a portal, or a name the session has no mapping for.
+    Other,
+}
+
+impl Named {
+    fn prepared(&self) -> Option<(&Arc<Statement>, bool)> {
+        match self {
+            Named::Mapped(s, prepared) => Some((s, *prepared)),
+            _ => None,
+        }
+    }
+
+    fn expect(self, plain: fn(Option<Arc<Statement>>) -> Expect) -> Expect {
+        match self {
+            Named::Mapped(s, _) => plain(Some(s)),
+            Named::Doomed(s) => Expect::Doomed(s),
+            Named::Other => plain(None),
+        }
+    }
+}
+
 /// The name to send for a statement name the session has no mapping for.
 fn unmapped(name: &[u8]) -> &[u8] {
     if name.starts_with(SERVER_NAME_PREFIX) {
@@ -87,10 +122,13 @@ pub struct Pipeline {
     statements: HashMap<Box<[u8]>, Arc<Statement>>,
     /// Client sent extended-protocol messages not yet followed by Sync.
     unsynced: bool,
+    /// ... and one of them was an Execute: an error now rolls its effects back.
+    executed: bool,
     /// Transaction status of the last ReadyForQuery.
     pub status: u8,
     pub pinned: Option<PinReason>,
-    internal_error: Option<String>,
+    /// Boxed, not a String: 8 bytes of every session task, and rarely set.
+    internal_error: Option<Box<str>>,
     /// A DISCARD ALL took effect, here or on the server: the session's parameters are its
     /// startup ones again.
     discarded: Option<Discard>,
@@ -114,6 +152,9 @@ pub struct Pipeline {
     /// How long the borrow for this transaction's first request waited (µs): part of that
     /// request's response time as the client sees it, taken at its ReadyForQuery.
     pub borrow_wait_us: u32,
+    /// A request sluice may run again if the server calls its statement stale; boxed and kept
+    /// once a session has used a prepared statement.
+    retry: Option<Box<Retry>>,
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +181,7 @@ impl Pipeline {
             expect: VecDeque::new(),
             statements: HashMap::new(),
             unsynced: false,
+            executed: false,
             status: status::IDLE,
             pinned: None,
             internal_error: None,
@@ -153,6 +195,7 @@ impl Pipeline {
             read_back_failed: false,
             pin_check: None,
             borrow_wait_us: 0,
+            retry: None,
         }
     }
 
@@ -225,7 +268,10 @@ impl Pipeline {
     /// When the request a ReadyForQuery arriving now answers went to the server; `None` when
     /// it answers sluice's own query.
     pub fn ready_sent(&self) -> Option<Instant> {
-        if matches!(self.expect.front(), Some(Expect::Internal(_))) {
+        if matches!(
+            self.expect.front(),
+            Some(Expect::Internal(_) | Expect::Resync)
+        ) {
             return None;
         }
         self.expect.iter().find_map(|e| match e {
@@ -263,7 +309,7 @@ impl Pipeline {
                     // Unpinned, nothing of the session lives on the server but remapped
                     // statements and tracked parameters: forgetting them is the whole effect.
                     // (Pinned, the server does it, and its CommandComplete says it happened.)
-                    self.statements.clear();
+                    self.forget_statements(registry);
                     self.discarded = Some(Discard::Local);
                     self.push(Expect::Synthetic(b'X', None), cout);
                     return Ok(None);
@@ -272,10 +318,15 @@ impl Pipeline {
                     // Remapped statements are freed by forgetting them; the server keeps its
                     // copy for other sessions, so sluice answers in the server's place.
                     Some(Deallocate::All) if self.pinned.is_none() => {
-                        self.statements.clear();
+                        self.forget_statements(registry);
                         self.push(Expect::Synthetic(b'A', None), cout);
                     }
-                    Some(Deallocate::Name(name)) if self.statements.remove(&name[..]).is_some() => {
+                    Some(Deallocate::Name(name)) if self.statements.contains_key(&name[..]) => {
+                        // Freed by its session: whatever changed under it, the next Parse of its
+                        // text plans afresh, as it would on the session's own connection.
+                        if let Some(stmt) = self.statements.remove(&name[..]) {
+                            registry.retire(&stmt);
+                        }
                         self.push(Expect::Synthetic(b'D', None), cout);
                     }
                     Some(Deallocate::Name(name)) if name.starts_with(SERVER_NAME_PREFIX) => {
@@ -302,6 +353,7 @@ impl Pipeline {
             b'S' => {
                 sout.extend_from_slice(frame);
                 self.unsynced = false;
+                self.executed = false;
                 self.push(Expect::Ready(Instant::now()), cout);
             }
             b'P' => {
@@ -352,20 +404,35 @@ impl Pipeline {
                 let portal = r.cstr()?;
                 let name = r.cstr()?;
                 let head = &body[..portal.len() + 1];
-                self.forward_named(tag, head, name, r.rest(), frame, server, prefix, sout, cout);
-                self.push(Expect::Bind, cout);
+                let named = self.forward_named(
+                    tag,
+                    head,
+                    name,
+                    r.rest(),
+                    frame,
+                    server,
+                    prefix,
+                    sout,
+                    cout,
+                );
+                self.record(frame, named.prepared(), cout);
+                self.push(named.expect(Expect::Bind), cout);
+                return Ok(self.newly_pinned(pin));
             }
             b'D' => {
                 self.unsynced = true;
                 let mut r = Reader::new(body, "Describe");
                 let kind = r.u8()?;
                 let name = r.cstr()?;
-                if kind == b'S' {
-                    self.forward_named(tag, b"S", name, &[], frame, server, prefix, sout, cout);
+                let named = if kind == b'S' {
+                    self.forward_named(tag, b"S", name, &[], frame, server, prefix, sout, cout)
                 } else {
                     sout.extend_from_slice(frame);
-                }
-                self.push(Expect::Describe, cout);
+                    Named::Other
+                };
+                self.record(frame, named.prepared(), cout);
+                self.push(named.expect(Expect::Describe), cout);
+                return Ok(self.newly_pinned(pin));
             }
             b'C' => {
                 self.unsynced = true;
@@ -399,17 +466,32 @@ impl Pipeline {
                 self.unsynced = true;
                 sout.extend_from_slice(frame);
                 self.push(Expect::Execute, cout);
+                // After record(): the Execute of a request being recorded is its own.
+                self.record(frame, None, cout);
+                self.executed = true;
+                return Ok(self.newly_pinned(pin));
             }
             b'H' => sout.extend_from_slice(frame),
             _ => sout.extend_from_slice(frame),
         }
-        if let Some(reason) = pin
-            && self.pinned.is_none()
-        {
-            self.pinned = Some(reason);
-            return Ok(Some(reason));
+        self.record(frame, None, cout);
+        Ok(self.newly_pinned(pin))
+    }
+
+    /// `pin`, if it is the session's first.
+    fn newly_pinned(&mut self, pin: Option<PinReason>) -> Option<PinReason> {
+        let reason = pin.filter(|_| self.pinned.is_none())?;
+        self.pinned = Some(reason);
+        Some(reason)
+    }
+
+    /// The session freed all its statements (DEALLOCATE ALL, DISCARD ALL): retired, so the
+    /// next Parse of their text plans afresh.
+    fn forget_statements(&mut self, registry: &StatementRegistry) {
+        for stmt in self.statements.values() {
+            registry.retire(stmt);
         }
-        Ok(None)
+        self.statements.clear();
     }
 
     /// Bind or Describe of a statement: renamed to its server name (prepared first if this
@@ -426,7 +508,7 @@ impl Pipeline {
         prefix: &str,
         sout: &mut BytesMut,
         cout: &mut BytesMut,
-    ) {
+    ) -> Named {
         if name.is_empty() {
             if server.unnamed_owner == self.session_id {
                 sout.extend_from_slice(frame);
@@ -442,15 +524,23 @@ impl Pipeline {
                     .unwrap_or_default();
                 self.track(effects(query), query);
             }
-            self.ensure_prepared(&stmt, server, prefix, sout, cout);
+            if stmt.stale_error().is_some() && !server.touch(stmt.id) {
+                // Prepared afresh it would run with a row shape the client never saw.
+                wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
+                return Named::Doomed(stmt);
+            }
+            let prepared = self.ensure_prepared(&stmt, server, prefix, sout, cout);
             wire::renamed(sout, tag, head, &stmt.server_name, rest);
+            return Named::Mapped(stmt, prepared);
         } else if name.starts_with(SERVER_NAME_PREFIX) {
             wire::renamed(sout, tag, head, unmapped(name), rest);
         } else {
             sout.extend_from_slice(frame);
         }
+        Named::Other
     }
 
+    /// Prepares `stmt` here unless it is; returns whether it was.
     fn ensure_prepared(
         &mut self,
         stmt: &Arc<Statement>,
@@ -458,10 +548,12 @@ impl Pipeline {
         prefix: &str,
         sout: &mut BytesMut,
         cout: &mut BytesMut,
-    ) {
-        if !server.touch(stmt.id) {
+    ) -> bool {
+        let prepared = server.touch(stmt.id);
+        if !prepared {
             self.prepare(stmt, server, prefix, sout, cout, None);
         }
+        prepared
     }
 
     /// Sends a Parse under the server name; visible to the client only if the client asked.
@@ -507,7 +599,7 @@ impl Pipeline {
     }
 
     /// Takes the error of sluice's parameter replay, once its ReadyForQuery has come.
-    pub fn take_internal_error(&mut self) -> Option<String> {
+    pub fn take_internal_error(&mut self) -> Option<Box<str>> {
         if self.internal() {
             return None;
         }
@@ -523,10 +615,12 @@ impl Pipeline {
 mod cut;
 mod local;
 mod responses;
+mod retry;
 
 pub use cut::Cut;
 
 use responses::synth;
+use retry::Retry;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
-use super::statements::StatementRegistry;
+use super::statements::{SchemaEpoch, StatementRegistry};
 use crate::auth::credentials::Credentials;
 use crate::pool::{
     ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings, ServerAccess,
@@ -61,11 +61,18 @@ impl Connector<ServerConn> for PgConnector {
     }
 }
 
-/// The statement registries of a target group, by (database, user), across its instances.
+/// The statement registries of a target group, by (database, user), across its instances,
+/// with one schema epoch per database.
 #[derive(Debug)]
 pub struct Registries {
     prefix: Arc<str>,
-    by_key: Mutex<HashMap<String, HashMap<String, Arc<StatementRegistry>>>>,
+    by_key: Mutex<HashMap<String, Database>>,
+}
+
+#[derive(Debug, Default)]
+struct Database {
+    schema: Arc<SchemaEpoch>,
+    by_user: HashMap<String, Arc<StatementRegistry>>,
 }
 
 impl Default for Registries {
@@ -81,11 +88,16 @@ impl Default for Registries {
 impl Registries {
     fn get(&self, database: &str, user: &str) -> Arc<StatementRegistry> {
         let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        by_key
-            .entry(database.to_owned())
-            .or_default()
+        let db = by_key.entry(database.to_owned()).or_default();
+        let schema = &db.schema;
+        db.by_user
             .entry(user.to_owned())
-            .or_insert_with(|| Arc::new(StatementRegistry::new(self.prefix.to_string())))
+            .or_insert_with(|| {
+                Arc::new(StatementRegistry::new(
+                    self.prefix.to_string(),
+                    schema.clone(),
+                ))
+            })
             .clone()
     }
 }

@@ -456,6 +456,9 @@ impl Session {
                     self.pipeline.server_message(
                         &sbuf[..frame.len],
                         &mut conn.statements,
+                        &self.pg.statements,
+                        &self.pg.prefix,
+                        &mut self.sout,
                         &mut self.cout,
                     );
                     sbuf.advance(frame.len);

@@ -4,10 +4,17 @@
 //! and parameter types), interned per pool so sessions preparing the same query share it. Each
 //! server connection remembers which of those it has prepared, in a bounded LRU; a statement
 //! missing on the connection a session borrows is prepared there on first use.
+//!
+//! A shared statement must never be worse than each session preparing its own, so a schema
+//! change retires statements: DDL that sluice sees bumps the database's schema epoch (every
+//! statement interned before it is retired at once), and a statement the server calls stale
+//! (a result type or a type it names changed under it) is retired alone. A retired statement
+//! keeps serving the sessions that hold it, as their own statement would on a direct
+//! connection, but the next Parse of its text gets a new one, planned afresh.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -28,6 +35,13 @@ pub struct Statement {
     /// A server of this pool has accepted this Parse, so a client's Parse of it can be
     /// answered without a server connection.
     confirmed: AtomicBool,
+    /// The database's schema epoch when it was interned.
+    epoch: u64,
+    /// The server reported it stale, or its session freed it with DEALLOCATE or DISCARD.
+    retired: AtomicBool,
+    /// The ErrorResponse a server gave when it called this statement stale: what a session
+    /// still holding it gets where it is not prepared, as its own stale statement would answer.
+    stale_error: OnceLock<Box<[u8]>>,
 }
 
 impl Statement {
@@ -38,12 +52,32 @@ impl Statement {
     pub fn confirmed(&self) -> bool {
         self.confirmed.load(Ordering::Relaxed)
     }
+
+    pub fn stale_error(&self) -> Option<&[u8]> {
+        self.stale_error.get().map(|e| &e[..])
+    }
+}
+
+/// Counts the schema changes sluice has seen in one database, shared by the statement
+/// registries of all its users and instances (a replica replays the writer's DDL).
+#[derive(Debug, Default)]
+pub struct SchemaEpoch(AtomicU64);
+
+impl SchemaEpoch {
+    pub fn changed(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Interns statements by content, per pool.
 #[derive(Debug)]
 pub struct StatementRegistry {
     prefix: String,
+    schema: Arc<SchemaEpoch>,
     inner: Mutex<Registry>,
 }
 
@@ -55,25 +89,39 @@ struct Registry {
 
 impl StatementRegistry {
     /// `prefix` is random per process, so no client can name a statement that is ours.
-    pub fn new(prefix: String) -> Self {
+    pub fn new(prefix: String, schema: Arc<SchemaEpoch>) -> Self {
         Self {
             prefix,
+            schema,
             inner: Mutex::new(Registry::default()),
         }
     }
 
-    /// The statement with this Parse body, if a server of the pool has accepted it.
+    /// The schema epoch of this registry's database.
+    pub fn schema(&self) -> &SchemaEpoch {
+        &self.schema
+    }
+
+    /// Whether `stmt` may still be handed to a session that prepares its text.
+    fn current(&self, stmt: &Statement) -> bool {
+        stmt.epoch == self.schema.now() && !stmt.retired.load(Ordering::Relaxed)
+    }
+
+    /// The statement with this Parse body, if a server of the pool has accepted it and no
+    /// schema change has retired it since.
     pub fn confirmed(&self, parse_rest: &[u8]) -> Option<Arc<Statement>> {
         let reg = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         reg.by_body
             .get(parse_rest)
-            .filter(|s| s.confirmed())
+            .filter(|s| s.confirmed() && self.current(s))
             .cloned()
     }
 
     pub fn intern(&self, parse_rest: &[u8], settings: bool) -> Arc<Statement> {
         let mut reg = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = reg.by_body.get(parse_rest) {
+        if let Some(s) = reg.by_body.get(parse_rest)
+            && self.current(s)
+        {
             return s.clone();
         }
         reg.next_id += 1;
@@ -84,11 +132,35 @@ impl StatementRegistry {
             parse_rest: Bytes::copy_from_slice(parse_rest),
             settings,
             confirmed: AtomicBool::new(false),
+            epoch: self.schema.now(),
+            retired: AtomicBool::new(false),
+            stale_error: OnceLock::new(),
         });
-        if reg.by_body.len() < REGISTRY_CAPACITY {
+        if reg.by_body.len() < REGISTRY_CAPACITY || reg.by_body.contains_key(parse_rest) {
             reg.by_body.insert(stmt.parse_rest.clone(), stmt.clone());
         }
         stmt
+    }
+
+    /// The server called `stmt` stale with `error` (a whole ErrorResponse): retired, and that
+    /// error is its answer wherever it is not prepared.
+    pub fn retire_stale(&self, stmt: &Arc<Statement>, error: &[u8]) {
+        let _ = stmt.stale_error.set(error.into());
+        self.retire(stmt);
+    }
+
+    /// Retires `stmt`: sessions holding it keep it, the next Parse of its text gets a new one.
+    pub fn retire(&self, stmt: &Arc<Statement>) {
+        if !stmt.retired.swap(true, Ordering::Relaxed) {
+            let mut reg = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if reg
+                .by_body
+                .get(&stmt.parse_rest)
+                .is_some_and(|s| Arc::ptr_eq(s, stmt))
+            {
+                reg.by_body.remove(&stmt.parse_rest);
+            }
+        }
     }
 }
 
@@ -169,13 +241,31 @@ mod tests {
 
     #[test]
     fn same_text_same_statement() {
-        let reg = StatementRegistry::new("_s_x_".into());
+        let reg = StatementRegistry::new("_s_x_".into(), Arc::default());
         let a = reg.intern(b"select 1\0\0\0", false);
         let b = reg.intern(b"select 1\0\0\0", false);
         let c = reg.intern(b"select 2\0\0\0", false);
         assert!(Arc::ptr_eq(&a, &b));
         assert_ne!(a.id, c.id);
         assert_eq!(&*a.server_name, format!("_s_x_{}", a.id).as_bytes());
+    }
+
+    #[test]
+    fn schema_change_and_retire_give_the_next_parse_a_new_statement() {
+        let reg = StatementRegistry::new("_s_x_".into(), Arc::default());
+        let a = reg.intern(b"select * from t\0\0\0", false);
+        a.confirm();
+        assert!(reg.confirmed(&a.parse_rest).is_some());
+        reg.schema().changed();
+        assert!(reg.confirmed(&a.parse_rest).is_none(), "DDL retires it");
+        let b = reg.intern(&a.parse_rest, false);
+        assert_ne!(a.id, b.id);
+        assert!(Arc::ptr_eq(&b, &reg.intern(&a.parse_rest, false)));
+        reg.retire(&a); // an old holder's retirement must not touch its successor
+        assert!(Arc::ptr_eq(&b, &reg.intern(&a.parse_rest, false)));
+        reg.retire(&b);
+        let c = reg.intern(&a.parse_rest, false);
+        assert_ne!(c.id, b.id);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod cancel;
 mod jdbc;
+mod migration;
 mod node;
 mod psycopg;
 mod users;

@@ -39,6 +39,7 @@ impl Pipeline {
             in_transaction: self.status != status::IDLE,
         };
         self.unsynced = false;
+        self.executed = false;
         self.status = status::IDLE;
         self.pinned = None;
         self.internal_error = None;

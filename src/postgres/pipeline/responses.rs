@@ -4,17 +4,22 @@
 
 use bytes::BytesMut;
 
+use super::retry::Verdict;
 use super::{Discard, Expect, Pipeline, Purpose};
-use crate::postgres::statements::ServerStatements;
+use crate::postgres::statements::{ServerStatements, StatementRegistry};
 use crate::postgres::wire::{self, status};
 
 impl Pipeline {
     /// Handles one complete server message, appending it to `cout` unless it answers sluice's
     /// own message, followed by any synthetic responses now due; returns whether it was forwarded.
+    /// Writes to `sout` only to send a request again whose statement the server called stale.
     pub fn server_message(
         &mut self,
         frame: &[u8],
         server: &mut ServerStatements,
+        registry: &StatementRegistry,
+        prefix: &str,
+        sout: &mut BytesMut,
         cout: &mut BytesMut,
     ) -> bool {
         let tag = frame[0];
@@ -26,6 +31,10 @@ impl Pipeline {
             return false;
         }
         let forward = match tag {
+            b'Z' if matches!(self.expect.front(), Some(Expect::Resync)) => {
+                self.expect.pop_front();
+                false
+            }
             b'Z' => {
                 while let Some(e) = self.expect.pop_front() {
                     match e {
@@ -38,11 +47,29 @@ impl Pipeline {
                     .get(wire::FRAME_HEADER_LEN)
                     .copied()
                     .unwrap_or(status::IDLE);
-                true
+                self.on_ready(server, registry, prefix, sout, cout)
             }
             b'E' => {
+                if let Some(Expect::Doomed(stmt)) = self.expect.front()
+                    && let Some(error) = stmt.stale_error()
+                {
+                    cout.extend_from_slice(error);
+                    self.forwarded();
+                    self.fail_until_sync(server);
+                    self.emit_synthetic(cout);
+                    return true;
+                }
+                let verdict = self.on_error(frame, registry);
                 self.fail_until_sync(server);
-                true
+                if verdict == Verdict::ResendNow {
+                    // Mid-pipeline, no Sync yet (psycopg's pipeline mode flushes and waits): end
+                    // the server's skip with a Sync of sluice's own and send the request again
+                    // behind it, ahead of whatever the client sends next.
+                    wire::sync(sout);
+                    self.expect.push_back(Expect::Resync);
+                    self.resend(server, registry, prefix, sout, cout);
+                }
+                verdict == Verdict::Forward
             }
             b'1' => match self.expect.pop_front() {
                 Some(Expect::Parse { visible, stmt, .. }) => {
@@ -53,10 +80,10 @@ impl Pipeline {
                 }
                 other => self.unexpected(other),
             },
-            b'2' => self.pop_if(|e| matches!(e, Expect::Bind)),
-            b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe)),
+            b'2' => self.pop_if(|e| matches!(e, Expect::Bind(_))),
+            b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe(_))),
             b'C' => {
-                self.command_complete(&frame[wire::FRAME_HEADER_LEN..], server);
+                self.command_complete(&frame[wire::FRAME_HEADER_LEN..], server, registry);
                 self.pop_if(|e| matches!(e, Expect::Execute))
             }
             b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
@@ -67,6 +94,9 @@ impl Pipeline {
             _ => true,
         };
         if forward {
+            if tag != b'Z' && tag != b'E' {
+                self.forwarded();
+            }
             cout.extend_from_slice(frame);
         }
         self.emit_synthetic(cout);
@@ -103,7 +133,7 @@ impl Pipeline {
                 let fields = wire::parse_error_fields(body).unwrap_or_default();
                 let error = format!("{} ({})", fields.message, fields.code);
                 match purpose {
-                    Purpose::Replay => self.internal_error = Some(error),
+                    Purpose::Replay => self.internal_error = Some(error.into()),
                     Purpose::ReadBack => {
                         tracing::warn!(session = self.session_id, %error, "reading session parameters back failed");
                         self.read_back_failed = true;
@@ -119,16 +149,26 @@ impl Pipeline {
     }
 
     /// Statements whose effect on sluice's bookkeeping shows only in their outcome.
-    fn command_complete(&mut self, body: &[u8], server: &mut ServerStatements) {
+    fn command_complete(
+        &mut self,
+        body: &[u8],
+        server: &mut ServerStatements,
+        registry: &StatementRegistry,
+    ) {
         let tag = body.strip_suffix(b"\0").unwrap_or(body);
+        if changes_schema(tag) {
+            // Any shared statement may now plan differently than a fresh one would.
+            registry.schema().changed();
+            return;
+        }
         match tag {
             b"DISCARD ALL" => {
-                self.statements.clear();
+                self.forget_statements(registry);
                 server.clear();
                 self.discarded = Some(Discard::Server);
             }
             b"DEALLOCATE ALL" => {
-                self.statements.clear();
+                self.forget_statements(registry);
                 server.clear();
             }
             // A client's DEALLOCATE of a name sluice does not map may have freed one of
@@ -159,7 +199,7 @@ impl Pipeline {
             return; // inside a simple query: its ReadyForQuery still comes
         }
         while let Some(e) = self.expect.front() {
-            if matches!(e, Expect::Ready(_) | Expect::Internal(_)) {
+            if matches!(e, Expect::Ready(_) | Expect::Internal(_) | Expect::Resync) {
                 break;
             }
             if let Some(e) = self.expect.pop_front() {
@@ -196,6 +236,23 @@ impl Pipeline {
             synth(*tag, self.status, cout);
             self.expect.pop_front();
         }
+    }
+}
+
+/// The CommandComplete tag of DDL, which may change the result type of a prepared statement
+/// or drop a type one names. Checked for every command: the first byte rules out the DML tags
+/// but DELETE and INSERT, and those fail the word comparison at once.
+fn changes_schema(tag: &[u8]) -> bool {
+    let word = |w: &[u8]| tag.len() > w.len() && tag.starts_with(w) && tag[w.len()] == b' ';
+    match tag.first() {
+        Some(b'C') => word(b"CREATE") || tag == b"COMMENT",
+        Some(b'A') => word(b"ALTER"),
+        Some(b'D') => word(b"DROP"),
+        Some(b'G') => tag == b"GRANT",
+        Some(b'R') => tag == b"REVOKE",
+        Some(b'I') => tag == b"IMPORT FOREIGN SCHEMA",
+        Some(b'S') => tag == b"SECURITY LABEL",
+        _ => false,
     }
 }
 

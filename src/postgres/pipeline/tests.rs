@@ -83,7 +83,7 @@ impl Rig {
     fn new(session: u64) -> Self {
         Self {
             p: Pipeline::new(session),
-            registry: StatementRegistry::new(PREFIX.into()),
+            registry: StatementRegistry::new(PREFIX.into(), Default::default()),
             sout: BytesMut::new(),
             cout: BytesMut::new(),
         }
@@ -107,7 +107,14 @@ impl Rig {
     /// Feeds server messages; returns those forwarded to the client (plus synthetic ones).
     fn server(&mut self, server: &mut ServerStatements, msgs: &[Vec<u8>]) -> Vec<(char, String)> {
         for m in msgs {
-            self.p.server_message(m, server, &mut self.cout);
+            self.p.server_message(
+                m,
+                server,
+                &self.registry,
+                PREFIX,
+                &mut self.sout,
+                &mut self.cout,
+            );
         }
         let out = tags(&self.cout, false);
         self.cout.clear();
@@ -508,4 +515,5 @@ fn an_eviction_close_skipped_after_an_error_is_undone() {
     assert_eq!(rig.p.statements_len(), 0, "and the Parse never happened");
 }
 
+mod stale;
 mod tracking;

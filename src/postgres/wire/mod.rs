@@ -10,8 +10,8 @@ mod write;
 
 pub use frame::{FRAME_HEADER_LEN, Frame, Frames, WireError, declared_len, next_frame};
 pub use read::{
-    AuthRequest, BackendKeyData, ErrorFields, Reader, parse_auth_request, parse_backend_key_data,
-    parse_data_row, parse_error_fields, parse_parameter_status,
+    AuthRequest, BackendKeyData, ErrorFields, Reader, bind_result_formats, parse_auth_request,
+    parse_backend_key_data, parse_data_row, parse_error_fields, parse_parameter_status,
 };
 pub use startup::{
     CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE, Startup,

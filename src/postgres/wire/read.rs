@@ -50,6 +50,11 @@ impl<'a> Reader<'a> {
         Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    pub fn i16(&mut self) -> Result<i16, WireError> {
+        let bytes = self.take(2)?;
+        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
             return Err(self.malformed());
@@ -140,6 +145,23 @@ pub struct ErrorFields<'a> {
     pub severity: &'a str,
     pub code: &'a str,
     pub message: &'a str,
+    /// The server function that raised it (`R`): never localized.
+    pub routine: &'a str,
+}
+
+/// How many result-column formats a Bind names (0: all text, 1: one for every column, more:
+/// one per column, so the Bind fits one row shape only).
+pub fn bind_result_formats(body: &[u8]) -> Result<usize, WireError> {
+    let mut r = Reader::new(body, "Bind");
+    r.cstr()?;
+    r.cstr()?;
+    let formats = usize::try_from(r.i16()?).map_err(|_| r.malformed())?;
+    r.take(2 * formats)?;
+    for _ in 0..r.i16()? {
+        let len = r.i32()?;
+        r.take(usize::try_from(len).unwrap_or(0))?;
+    }
+    usize::try_from(r.i16()?).map_err(|_| r.malformed())
 }
 
 pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, WireError> {
@@ -156,6 +178,7 @@ pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, WireError> {
             b'S' | b'V' => fields.severity = value,
             b'C' => fields.code = value,
             b'M' => fields.message = value,
+            b'R' => fields.routine = value,
             _ => {}
         }
     }

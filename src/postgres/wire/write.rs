@@ -177,6 +177,10 @@ pub fn terminate(buf: &mut BytesMut) {
     empty(buf, b'X');
 }
 
+pub fn sync(buf: &mut BytesMut) {
+    empty(buf, b'S');
+}
+
 /// Parse with a statement name and the body of the client's Parse after its own name
 /// (query text, parameter type count and types), so a remapped Parse copies no query.
 pub fn parse_renamed(buf: &mut BytesMut, name: &[u8], rest: &[u8]) {

@@ -112,8 +112,10 @@ pub fn venv_dir() -> PathBuf {
 /// cryptography for caching_sha2_password / sha256_password over plain TCP) and
 /// mysql-connector-python, boto3 (RDS IAM auth tokens, minted as Lambda code does), moto's
 /// Secrets Manager server, and PyYAML with kubernetes-validate for deploy/check.py.
-const PY_PACKAGES: [&str; 8] = [
+const PY_PACKAGES: [&str; 10] = [
     "psycopg[binary]",
+    "asyncpg",
+    "pytest",
     "PyMySQL",
     "mysql-connector-python",
     "cryptography",
@@ -122,7 +124,7 @@ const PY_PACKAGES: [&str; 8] = [
     "PyYAML",
     "kubernetes-validate",
 ];
-const PY_IMPORTS: &str = "import psycopg, pymysql, mysql.connector, cryptography, boto3, \
+const PY_IMPORTS: &str = "import psycopg, asyncpg, pytest, pymysql, mysql.connector, cryptography, boto3, \
      moto.server, yaml, kubernetes_validate";
 
 /// A python interpreter with `PY_PACKAGES` installed. The venv is created (or, when a package

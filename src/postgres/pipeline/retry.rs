@@ -1,0 +1,260 @@
+//! Running a request again when the server calls its shared statement stale, so that a schema
+//! change made behind sluice's back costs the client nothing where a fresh statement would have
+//! worked.
+//!
+//! A statement prepared before an `ALTER TABLE` fails with "cached plan must not change result
+//! type" (or "cache lookup failed for type" after a type was dropped and made again). On a
+//! direct connection that happens only to a session that prepared before the change; through
+//! sluice, a session that prepared after it may have been handed the shared, older statement.
+//! So when such a request fails before anything of it reached the client, outside a
+//! transaction, with nothing else in flight, and it will describe what it runs (so the client
+//! learns the new row shape), sluice swallows the error, points the session's name at a new
+//! statement of the same text, and sends the same messages again: they prepare it afresh.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::{Expect, Pipeline};
+use crate::postgres::statements::{ServerStatements, Statement, StatementRegistry};
+use crate::postgres::wire::{self, status};
+
+#[derive(Debug, Default)]
+pub(super) struct Retry {
+    state: State,
+    /// The statement the request binds or describes first.
+    stmt: Option<Arc<Statement>>,
+    /// The client's messages of the request, from that Bind or Describe through its Sync.
+    frames: BytesMut,
+    /// The request (or its first message) describes what it runs: its answer tells the client
+    /// the row shape, which a stale statement may have changed.
+    describes: bool,
+    /// The swallowed error, given to the client after all should it send more before the
+    /// retry could start.
+    error: BytesMut,
+}
+
+/// What becomes of an ErrorResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Forward,
+    /// Swallowed; the request is sent again after its ReadyForQuery.
+    Swallow,
+    /// Swallowed; the request, not yet synced, is sent again at once behind a Sync of sluice's.
+    ResendNow,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Off,
+    Recording,
+    /// Its Sync is recorded, and nothing has been sent after it.
+    Recorded,
+    /// The server rejected the statement; its ReadyForQuery is awaited.
+    Failed,
+    /// Sent again: once is enough.
+    Done,
+}
+
+/// The server says a cached plan no longer matches the schema: the result type changed
+/// (0A000 from RevalidateCachedQuery; its message is localized, the routine is not), or a type
+/// it names is gone (an internal error, whose message is never localized).
+pub(super) fn stale_plan(body: &[u8]) -> bool {
+    wire::parse_error_fields(body).is_ok_and(|f| {
+        (f.code == "0A000"
+            && (f.routine == "RevalidateCachedQuery"
+                || f.message == "cached plan must not change result type"))
+            || (f.code == "XX000" && f.message.starts_with("cache lookup failed for type"))
+    })
+}
+
+/// Whether `frame` fits any row shape: not a Bind that names a format per result column (it
+/// was written for the old shape; sent again, the server would reject it).
+fn one_shape(frame: &[u8]) -> bool {
+    frame[0] != b'B'
+        || wire::bind_result_formats(&frame[wire::FRAME_HEADER_LEN..]).is_ok_and(|n| n <= 1)
+}
+
+/// What may be in flight ahead of a request that can be retried: sluice's own messages, and
+/// the answer to a Parse sluice gave itself (it stays true however the request goes).
+fn hidden(e: &Expect) -> bool {
+    matches!(
+        e,
+        Expect::Internal(_)
+            | Expect::Parse { visible: false, .. }
+            | Expect::Close { visible: false, .. }
+            | Expect::Synthetic(b'1', _)
+    )
+}
+
+impl Pipeline {
+    fn retry_state(&self) -> State {
+        self.retry.as_deref().map_or(State::Off, |r| r.state)
+    }
+
+    fn retry_off(&mut self) {
+        if let Some(r) = self.retry.as_deref_mut() {
+            r.state = State::Off;
+            r.stmt = None;
+        }
+    }
+
+    /// Follows a client message for the request that may be retried. `named`: the statement a
+    /// Bind or Describe-statement names, and whether this connection had it prepared already
+    /// (a statement prepared in this very request cannot be stale).
+    pub(super) fn record(
+        &mut self,
+        frame: &[u8],
+        named: Option<(&Arc<Statement>, bool)>,
+        cout: &mut BytesMut,
+    ) {
+        let tag = frame[0];
+        match self.retry_state() {
+            State::Off => {
+                let Some((stmt, true)) = named else { return };
+                if self.status != status::IDLE
+                    || self.executed
+                    || !self.expect.iter().all(hidden)
+                    || !one_shape(frame)
+                {
+                    return;
+                }
+                let r = self.retry.get_or_insert_with(Box::default);
+                r.state = State::Recording;
+                r.stmt = Some(stmt.clone());
+                r.describes = tag == b'D';
+                r.frames.clear();
+                r.frames.extend_from_slice(frame);
+            }
+            State::Recording => {
+                let Some(r) = self.retry.as_deref_mut() else {
+                    return;
+                };
+                match tag {
+                    b'B' if one_shape(frame) => r.frames.extend_from_slice(frame),
+                    b'E' | b'H' => r.frames.extend_from_slice(frame),
+                    b'D' => {
+                        r.describes = true;
+                        r.frames.extend_from_slice(frame);
+                    }
+                    b'S' if r.describes => {
+                        r.frames.extend_from_slice(frame);
+                        r.state = State::Recorded;
+                    }
+                    _ => self.retry_off(),
+                }
+            }
+            State::Recorded => self.retry_off(),
+            State::Failed => {
+                // The client goes on before the retry could start: it gets the error after all
+                // (nothing else can be ahead of it: the request's ReadyForQuery is still due).
+                if let Some(r) = self.retry.as_deref() {
+                    cout.extend_from_slice(&r.error);
+                }
+                self.retry_off();
+            }
+            State::Done => {}
+        }
+    }
+
+    /// An ErrorResponse `frame` arrived: retires a statement the server calls stale, and says
+    /// whether the error is swallowed for a retry.
+    pub(super) fn on_error(&mut self, frame: &[u8], registry: &StatementRegistry) -> Verdict {
+        let stmt = match self.expect.front() {
+            Some(Expect::Bind(Some(s)) | Expect::Describe(Some(s))) => Some(s.clone()),
+            _ => None,
+        };
+        let stale = stmt.is_some() && stale_plan(&frame[wire::FRAME_HEADER_LEN..]);
+        let Some(stmt) = stmt.filter(|_| stale) else {
+            self.forwarded();
+            return Verdict::Forward;
+        };
+        tracing::info!(
+            session = self.session_id,
+            statement = stmt.id,
+            "the server called a shared statement stale: retired"
+        );
+        registry.retire_stale(&stmt, frame);
+        let ours = self.retry.as_deref_mut().filter(|r| {
+            let unsynced = r.state == State::Recording && r.describes;
+            (r.state == State::Recorded || unsynced)
+                && r.stmt.as_ref().is_some_and(|s| Arc::ptr_eq(s, &stmt))
+        });
+        let Some(r) = ours else {
+            self.forwarded();
+            return Verdict::Forward;
+        };
+        if r.state == State::Recording {
+            return Verdict::ResendNow;
+        }
+        r.state = State::Failed;
+        r.error.clear();
+        r.error.extend_from_slice(frame);
+        Verdict::Swallow
+    }
+
+    /// Something of the current request reached the client: it can no longer be retried.
+    pub(super) fn forwarded(&mut self) {
+        if matches!(self.retry_state(), State::Recording | State::Recorded) {
+            self.retry_off();
+        }
+    }
+
+    /// At a ReadyForQuery: returns false when it ends a request that is now sent again.
+    pub(super) fn on_ready(
+        &mut self,
+        server: &mut ServerStatements,
+        registry: &StatementRegistry,
+        prefix: &str,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+    ) -> bool {
+        let Some(r) = self.retry.as_deref_mut() else {
+            return true;
+        };
+        if r.state != State::Failed {
+            r.state = State::Off;
+            r.stmt = None;
+            return true;
+        }
+        self.resend(server, registry, prefix, sout, cout);
+        false
+    }
+
+    /// Sends the recorded request again, its statement replaced by a fresh one for this session.
+    pub(super) fn resend(
+        &mut self,
+        server: &mut ServerStatements,
+        registry: &StatementRegistry,
+        prefix: &str,
+        sout: &mut BytesMut,
+        cout: &mut BytesMut,
+    ) {
+        let Some(r) = self.retry.as_deref_mut() else {
+            return;
+        };
+        r.state = State::Done;
+        let frames = std::mem::take(&mut r.frames);
+        if let Some(stale) = r.stmt.take() {
+            // The session's name now stands for a new statement, prepared afresh; the stale one
+            // stays as it is for the sessions that still hold it, whose server answers for it.
+            let fresh = registry.intern(&stale.parse_rest, stale.settings);
+            for stmt in self.statements.values_mut() {
+                if Arc::ptr_eq(stmt, &stale) {
+                    *stmt = fresh.clone();
+                }
+            }
+        }
+        for item in wire::Frames::new(&frames, usize::MAX) {
+            let Ok((at, f)) = item else { break };
+            let frame = &frames[at..at + f.len];
+            // Bind, Describe, Execute, Flush and Sync change no mapping: sending them again
+            // does what the first time meant to.
+            let _ = self.client_message(frame, server, registry, prefix, sout, cout);
+        }
+        if let Some(r) = self.retry.as_deref_mut() {
+            r.frames = frames;
+        }
+    }
+}
