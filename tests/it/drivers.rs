@@ -9,7 +9,7 @@
 
 mod cancel;
 mod jdbc;
-mod migration;
+pub mod migration;
 mod node;
 mod psycopg;
 mod users;

@@ -22,6 +22,7 @@ mod harness_selftest;
 mod lifecycle;
 mod metrics;
 mod my_proxy;
+mod my_statements;
 mod pg_config;
 mod pg_faults;
 mod pg_proxy;
