@@ -257,9 +257,10 @@ async fn pg_reader_endpoint_spreads_and_skips_a_lagging_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_split_endpoint_reads_its_own_writes_even_from_a_lagging_replica() {
     let mut cluster = PgCluster::start(1);
-    cluster
-        .primary()
-        .psql_db(APPDB, "CREATE TABLE r (id int); GRANT ALL ON r TO app;");
+    cluster.primary().psql_db(
+        APPDB,
+        "CREATE TABLE r (id int); CREATE TABLE lit (v text); GRANT ALL ON r, lit TO app;",
+    );
     cluster.wait_caught_up();
     let proxy = Sluice::start(&cluster_config("postgres", &cluster.addrs(), "100ms", ""));
     let (primary, replica) = (cluster.member(0).port(), cluster.member(1).port());
@@ -290,6 +291,19 @@ async fn pg_split_endpoint_reads_its_own_writes_even_from_a_lagging_replica() {
         primary.to_string(),
         "the rest to the writer"
     );
+    // Words in literals and comments do not make a transaction read-only (a replica would
+    // refuse these writes with 25006).
+    for sql in [
+        "BEGIN; INSERT INTO lit VALUES ('READ ONLY'); COMMIT;",
+        "/* read only */ INSERT INTO lit VALUES ('x')",
+        "BEGIN /* READ ONLY */; INSERT INTO lit VALUES ($$BEGIN READ ONLY$$); COMMIT",
+        "START TRANSACTION ISOLATION LEVEL READ COMMITTED; INSERT INTO lit VALUES (E'\\' READ ONLY'); COMMIT",
+    ] {
+        c.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(scalar(&c, "SELECT count(*) FROM lit").await, "4");
 
     // Each read right after a write sees it; the replica serves once it has replayed it.
     let mut by_replica = 0;

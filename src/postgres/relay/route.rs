@@ -8,6 +8,7 @@ use tokio::time::{Duration, Instant};
 use super::{RESET_TIMEOUT, Session};
 use crate::pool::{BorrowError, Lease};
 use crate::postgres::errors;
+use crate::postgres::scan::{Token, Words, is};
 use crate::postgres::server::ServerConn;
 use crate::postgres::wire::{self, status};
 use crate::routing::Want;
@@ -91,24 +92,12 @@ impl Session {
             _ => &[][..],
         };
         let text = query_text(first.first().copied().unwrap_or(0), first);
-        let begins =
-            text.is_some_and(|t| starts_with_word(t, b"BEGIN") || starts_with_word(t, b"START"));
-        let says = |phrase: &[u8]| {
-            text.is_some_and(|t| {
-                t.windows(phrase.len())
-                    .any(|w| w.eq_ignore_ascii_case(phrase))
-            })
-        };
-        let read_only = if begins && says(b"READ ONLY") {
-            true
-        } else if begins && says(b"READ WRITE") {
-            false
-        } else {
+        let read_only = text.and_then(transaction_access).unwrap_or_else(|| {
             self.settings.iter().any(|(k, v)| {
                 k == "default_transaction_read_only"
                     && matches!(v.as_str(), "on" | "true" | "1" | "yes")
             })
-        };
+        });
         if read_only {
             Want::Reader { fallback: true }
         } else {
@@ -205,6 +194,64 @@ impl Session {
     }
 }
 
+/// The access mode a transaction's first query gives it: `Some(true)` for `BEGIN READ ONLY`,
+/// `START TRANSACTION ... READ ONLY`, or a `BEGIN` followed in the same query by
+/// `SET TRANSACTION ... READ ONLY`; `Some(false)` for READ WRITE; `None` when it says neither
+/// (the session default decides). Words inside literals, comments and quoted identifiers do not
+/// count, and a later statement of the query does not speak for the transaction's start.
+pub(super) fn transaction_access(sql: &[u8]) -> Option<bool> {
+    let mut words = Words::new(sql);
+    let mut word = || match words.next_token() {
+        Some(Token::Word(w)) => Some(Some(w)),
+        Some(_) => Some(None),
+        None => None,
+    };
+    let begins = match word()?? {
+        w if is(w, "begin") => true,
+        w if is(w, "start") => word()?.is_some_and(|w| is(w, "transaction")),
+        _ => false,
+    };
+    if !begins {
+        return None;
+    }
+    // The BEGIN's own modes, then those of a SET TRANSACTION right after it.
+    let mut statement = 0;
+    let mut previous: Option<&[u8]> = None;
+    let mut set_transaction = 0;
+    while let Some(token) = word() {
+        let Some(w) = token else {
+            statement += 1; // a semicolon
+            previous = None;
+            if statement > 1 {
+                return None;
+            }
+            continue;
+        };
+        if statement == 1 {
+            // Only `SET TRANSACTION ...` may follow.
+            set_transaction += 1;
+            let expected = match set_transaction {
+                1 => "set",
+                2 => "transaction",
+                _ => "",
+            };
+            if !expected.is_empty() && !is(w, expected) {
+                return None;
+            }
+        }
+        if previous.is_some_and(|p| is(p, "read")) {
+            if is(w, "only") {
+                return Some(true);
+            }
+            if is(w, "write") {
+                return Some(false);
+            }
+        }
+        previous = Some(w);
+    }
+    None
+}
+
 /// A FATAL or PANIC ErrorResponse: the server closes the connection after it.
 pub(super) fn ends_session(message: &[u8]) -> bool {
     let body = &message[wire::FRAME_HEADER_LEN.min(message.len())..];
@@ -255,4 +302,62 @@ fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
     let rest = &sql[start..];
     let len = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
     rest[..len].eq_ignore_ascii_case(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transaction_access;
+
+    #[test]
+    fn transaction_access_is_read_from_words_not_bytes() {
+        let cases: &[(&str, Option<bool>)] = &[
+            ("BEGIN READ ONLY", Some(true)),
+            ("begin transaction read only", Some(true)),
+            (
+                "START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE",
+                Some(true),
+            ),
+            (
+                "START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE",
+                Some(false),
+            ),
+            (
+                "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY DEFERRABLE",
+                Some(true),
+            ),
+            ("BEGIN READ WRITE", Some(false)),
+            ("BEGIN; SET TRANSACTION READ ONLY; SELECT 1", Some(true)),
+            (
+                "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+                Some(true),
+            ),
+            ("BEGIN", None),
+            ("BEGIN ISOLATION LEVEL READ COMMITTED", None),
+            // Literals, comments and identifiers say nothing.
+            ("BEGIN; INSERT INTO t VALUES ('READ ONLY'); COMMIT;", None),
+            (
+                "BEGIN; INSERT INTO t VALUES (E'it''s \\' READ ONLY'); COMMIT",
+                None,
+            ),
+            ("BEGIN; INSERT INTO t VALUES ($$READ ONLY$$)", None),
+            ("BEGIN; INSERT INTO t VALUES ($x$ READ ONLY $x$)", None),
+            ("/* read only */ INSERT INTO t VALUES (1)", None),
+            ("BEGIN /* READ ONLY */", None),
+            ("BEGIN -- READ ONLY\n", None),
+            ("BEGIN; SELECT \"read\" only", None),
+            ("INSERT INTO t SELECT 'BEGIN READ ONLY'", None),
+            // A later statement does not speak for the transaction's start.
+            ("BEGIN; SELECT 1; SET TRANSACTION READ ONLY", None),
+            ("SET TRANSACTION READ ONLY", None),
+            (
+                "BEGIN; INSERT INTO t VALUES (1); SET TRANSACTION READ ONLY",
+                None,
+            ),
+            ("start", None),
+            ("", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(transaction_access(sql.as_bytes()), *want, "{sql}");
+        }
+    }
 }
