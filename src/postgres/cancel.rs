@@ -61,7 +61,7 @@ impl CancelRegistry {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let key = loop {
             let key = BackendKeyData {
-                pid: rand::random::<i32>() & i32::MAX,
+                pid: session_pid(rand::random()),
                 key: rand::random(),
             };
             if !sessions.contains_key(&(key.pid, key.key)) {
@@ -101,10 +101,41 @@ impl SessionList for CancelRegistry {
     }
 }
 
+/// Linux's largest `pid_max` (2^22): no process id on any server can exceed it.
+const MAX_LINUX_PID: i32 = 1 << 22;
+
+/// The backend pid a session is told: above any real process id, so a client that runs
+/// `pg_terminate_backend(<its pid>)` through sluice reaches nobody's server backend (the
+/// server answers that no such process exists), and positive, as drivers expect.
+fn session_pid(random: u32) -> i32 {
+    let span = (i32::MAX - MAX_LINUX_PID) as u32;
+    MAX_LINUX_PID + 1 + (random % span) as i32
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_pids_are_never_real_process_ids() {
+        for random in [
+            0,
+            1,
+            u32::MAX,
+            u32::MAX / 2,
+            (i32::MAX - MAX_LINUX_PID) as u32,
+        ] {
+            let pid = session_pid(random);
+            assert!(pid > MAX_LINUX_PID, "{random} -> {pid}");
+        }
+        let registry = Arc::new(CancelRegistry::default());
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        let handles: Vec<_> = (0..10_000)
+            .map(|i| registry.register(SessionInfo::new(i, ("w", "pg"), "app", peer, false)))
+            .collect();
+        assert!(handles.iter().all(|h| h.key.pid > MAX_LINUX_PID));
+    }
 
     #[test]
     fn only_the_issued_key_of_a_busy_session_resolves() {

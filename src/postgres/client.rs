@@ -23,6 +23,7 @@ use crate::session::SessionInfo;
 use crate::tls::{ClientTls, Flavor, Socket};
 
 mod auth;
+mod encoding;
 
 use auth::authenticate;
 
@@ -388,6 +389,15 @@ fn session_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>
     }
     settings.sort();
     settings.dedup_by(|a, b| a.0 == b.0);
+    if let Some((_, value)) = settings.iter().find(|(n, _)| n == "client_encoding")
+        && encoding::canonical(value).is_none()
+    {
+        // Refused at login, as the server does, not at the session's first query.
+        return Err(refuse(
+            errors::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"client_encoding\": \"{value}\""),
+        ));
+    }
     Ok(settings)
 }
 
@@ -416,12 +426,10 @@ fn parse_options(options: &str, out: &mut Vec<(String, String)>) -> Result<(), R
 
 /// The spelling the server would report for a client-supplied value, where clients check it.
 fn normalize<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
-    if name == "client_encoding" {
-        let canonical: String = value.chars().filter(|c| *c != '-' && *c != '_').collect();
-        if canonical.eq_ignore_ascii_case("utf8") || canonical.eq_ignore_ascii_case("unicode") {
-            return "UTF8".into();
-        }
-        return value.to_ascii_uppercase().into();
+    if name == "client_encoding"
+        && let Some(canonical) = encoding::canonical(value)
+    {
+        return canonical.into();
     }
     value.into()
 }

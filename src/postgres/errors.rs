@@ -14,6 +14,7 @@ pub const PROGRAM_LIMIT: &str = "54000";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// A transaction cut by a failover before its commit: retrying it is safe.
 pub const SERIALIZATION_FAILURE: &str = "40001";

@@ -25,6 +25,7 @@ mod my_proxy;
 mod my_statements;
 mod pg_config;
 mod pg_faults;
+mod pg_protocol;
 mod pg_proxy;
 mod pg_state;
 mod prometheus;
