@@ -426,6 +426,7 @@ impl App {
                 port: local.port(),
                 tls: tls.clone(),
                 require_tls: ep.require_tls,
+                local_infile: ep.local_infile,
                 kill: self.kill.clone(),
                 idle_client_timeout: idle,
                 session_ids: self.session_ids.clone(),

@@ -94,6 +94,11 @@ pub struct Endpoint {
     /// replay the session's last write before it runs on the writer instead.
     #[serde(default = "defaults::read_your_writes_timeout")]
     pub read_your_writes_timeout: Duration,
+    /// MySQL endpoints: relay `LOAD DATA LOCAL INFILE` file requests to clients that announce
+    /// they can send files; `false` refuses them (error 4166), as a server with `local_infile`
+    /// off does.
+    #[serde(default = "defaults::yes")]
+    pub local_infile: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -470,6 +475,9 @@ mod defaults {
     }
     pub fn healthy_threshold() -> u32 {
         2
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn read_your_writes_timeout() -> Duration {
         Duration::from_millis(500)

@@ -32,7 +32,8 @@ const SHA2: &str = "caching_sha2_password";
 /// How IAM and JWT tokens travel: as the password itself, so only inside TLS.
 const CLEAR: &str = "mysql_clear_password";
 /// What sluice offers clients (then narrowed to what the server has; TLS is added when the
-/// endpoint has a certificate). Not offered: compression, LOCAL INFILE, session tracking, query attributes.
+/// endpoint has a certificate; LOCAL INFILE when the endpoint allows it). Not offered:
+/// compression, session tracking, query attributes.
 const OFFERED: u32 = caps::LONG_PASSWORD
     | caps::FOUND_ROWS
     | caps::LONG_FLAG
@@ -69,6 +70,8 @@ pub struct MyEndpoint {
     pub tls: Option<Arc<ClientTls>>,
     /// Refuse clients that did not switch to TLS.
     pub require_tls: bool,
+    /// Offer CLIENT_LOCAL_FILES: `LOAD DATA LOCAL INFILE` reaches clients that accept it.
+    pub local_infile: bool,
     pub kill: Arc<KillRegistry>,
     pub idle_client_timeout: Duration,
     pub session_ids: Arc<AtomicU64>,
@@ -273,10 +276,15 @@ async fn login_exchange(
         Some(h) => h,
         None => {
             let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
+            let files = if ep.local_infile {
+                caps::LOCAL_FILES
+            } else {
+                0
+            };
             let h = hello.insert(Hello {
                 member,
                 salt: nonce(),
-                offered: OFFERED & server.caps | caps::LONG_PASSWORD | tls,
+                offered: (OFFERED | files) & server.caps | caps::LONG_PASSWORD | tls,
                 id: (ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1) as u32,
             });
             let greeting = Greeting {
@@ -361,7 +369,7 @@ async fn login_exchange(
     );
     info.database.clone_from(&hr.database);
     let kill = ep.kill.register(id, &key.user, info);
-    let session = Box::new(Session::new(
+    let mut session = Box::new(Session::new(
         id,
         ep.clone(),
         peer,
@@ -370,6 +378,9 @@ async fn login_exchange(
         hr.database.map(String::into_boxed_str),
         std::mem::take(&mut login.buf),
     ));
+    if negotiated & caps::LOCAL_FILES != 0 {
+        session.allow_local_infile();
+    }
     Ok(Step::Session(session, slot))
 }
 

@@ -27,6 +27,7 @@ use crate::routing::Want;
 
 mod change_user;
 mod commands;
+mod infile;
 mod pins;
 mod route;
 mod statements;
@@ -104,6 +105,8 @@ pub struct Session {
     /// The client changed an option a connection reset keeps (COM_SET_OPTION): the connection
     /// may not go back to a pool.
     set_option: bool,
+    /// The client announced CLIENT_LOCAL_FILES and its endpoint allows `LOAD DATA LOCAL`.
+    local_infile: bool,
     cin: BytesMut,
     out: Vec<u8>,
     /// A rewritten command on its way to the server (reused).
@@ -142,11 +145,17 @@ impl Session {
             hold: Hold::None,
             long_data_lost: None,
             set_option: false,
+            local_infile: false,
             cin: leftover,
             out: Vec::new(),
             scratch: Vec::new(),
             lease: None,
         }
+    }
+
+    /// The client may send files for `LOAD DATA LOCAL INFILE`.
+    pub(super) fn allow_local_infile(&mut self) {
+        self.local_infile = true;
     }
 
     /// The session's whole life after login.
@@ -308,6 +317,9 @@ impl Session {
         let mut reply = Reply::new(kind, conn.deprecate_eof());
         let mut forwarded = false;
         let sent = tokio::time::Instant::now();
+        // A refused LOCAL INFILE: where the client's reply ends, and the sequence id of the
+        // error that replaces the rest.
+        let mut refused: Option<(usize, u8)> = None;
         let lost = if conn.write_command(command).await.is_err() {
             true
         } else {
@@ -327,6 +339,51 @@ impl Session {
                         tracing::warn!(session = self.id, error = %e, "malformed reply from the server");
                         break true;
                     }
+                }
+                if let Some((keep, _)) = refused {
+                    self.out.truncate(keep);
+                }
+                if reply.wants_file() {
+                    let request = wire::next_packet(&conn.buf).map(|p| (p.len, p.seq));
+                    let Some((len, seq)) = request else {
+                        break true;
+                    };
+                    let upload = if self.local_infile {
+                        self.out.extend_from_slice(&conn.buf[..len]);
+                        conn.buf.advance(len);
+                        forwarded = true;
+                        if client.write_all(&self.out).await.is_err() {
+                            self.out.clear();
+                            self.drop_lease();
+                            return Err(End::ClientGone);
+                        }
+                        self.out.clear();
+                        Box::pin(infile::upload(client, conn, &mut self.cin)).await
+                    } else {
+                        // As a server that does not allow it: the client gets the error in the
+                        // request's place; the server, an empty file, and its answer is dropped.
+                        conn.buf.advance(len);
+                        refused = Some((self.out.len(), seq));
+                        infile::refuse(conn, seq).await
+                    };
+                    match upload {
+                        Ok(()) => reply.file_sent(),
+                        Err(infile::Gone::Client) => {
+                            // Mid-file: the server waits for the rest and can serve no one.
+                            self.drop_lease();
+                            return Err(End::ClientGone);
+                        }
+                        Err(infile::Gone::Server) => break true,
+                    }
+                    continue;
+                }
+                if reply.done()
+                    && streaming == 0
+                    && let Some((keep, seq)) = refused.take()
+                {
+                    self.out.truncate(keep);
+                    let (code, message) = infile::REFUSED;
+                    wire::write_err(&mut self.out, seq, code.0, code.1, message);
                 }
                 let complete = reply.done() && streaming == 0;
                 if complete || self.out.len() >= FLUSH_AT {
@@ -484,6 +541,9 @@ fn drain(
                 return Ok(());
             }
             reply.on_packet(&buf[wire::HEADER_LEN..p.len], plen)?;
+            if reply.wants_file() {
+                return Ok(()); // the request stays in `buf`: the session answers it
+            }
             let at = out.len();
             out.extend_from_slice(&buf[..p.len]);
             if std::mem::take(first)

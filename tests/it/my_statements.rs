@@ -1,12 +1,13 @@
 //! MySQL/MariaDB statements through sluice against a direct connection: binary prepared
 //! statements across a schema migration (MariaDB re-prepares them itself; sluice must not get in
-//! the way).
+//! the way), and `LOAD DATA LOCAL INFILE` from PyMySQL and the mariadb CLI.
 
 use crate::drivers::migration::no_worse;
 use crate::drivers::{Run, run_sampling_with};
 use crate::my_proxy::python;
-use crate::support::mariadb::{APP, MY_APPDB, MariaDb};
-use crate::support::sluice::{ProxyOptions, Sluice};
+use crate::support::mariadb::{APP, MY_APPDB, MariaDb, cli_at, client};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
+use crate::support::tools::command_output;
 use std::time::Duration;
 
 fn run(db: &MariaDb, port: u16, extra: &[&str]) -> Run {
@@ -32,4 +33,80 @@ fn binary_prepared_statements_through_a_migration() {
             "MariaDB re-prepares: no errors\n{proxied}"
         );
     }
+}
+
+/// `LOAD DATA LOCAL INFILE` from PyMySQL, direct and through sluice: the same results.
+#[test]
+fn load_data_local_infile() {
+    let db = MariaDb::start();
+    let sluice = Sluice::start_for_mariadb(&db, ProxyOptions::pool(2));
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().to_str().unwrap();
+    let run = |port: u16| {
+        let cmd = python("pymysql_infile.py", port, &[MY_APPDB, files]);
+        let run = run_sampling_with(cmd, Duration::from_secs(120), || db.connection_count(APP.0));
+        assert!(run.ok, "{run}");
+        run.result()
+    };
+    let direct = run(db.port());
+    let proxied = run(sluice.port());
+    eprintln!("direct {direct}\nsluice {proxied}");
+    assert_eq!(direct["small_totals"], serde_json::json!([500, 125_250]));
+    assert_eq!(direct["large_rows"], 200_000);
+    assert_eq!(proxied.0, direct.0);
+
+    // The mariadb CLI, a 500-row file, both ways.
+    let csv = dir.path().join("cli.csv");
+    let rows: String = (1..=500).map(|i| format!("{i},cli-{i}\n")).collect();
+    std::fs::write(&csv, rows).unwrap();
+    let sql = format!(
+        "truncate infile_t; LOAD DATA LOCAL INFILE '{}' INTO TABLE infile_t FIELDS TERMINATED BY ','; \
+         select count(*), sum(id) from infile_t",
+        csv.display()
+    );
+    for port in [db.port(), sluice.port()] {
+        let mut cmd = client();
+        cmd.args([
+            "--local-infile=1",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+        ])
+        .args(["-u", APP.0, &format!("-p{}", APP.1), MY_APPDB, "-e", &sql]);
+        let (status, out, err) = command_output(&mut cmd);
+        assert!(status.success(), "port {port}: {err}");
+        assert_eq!(out.trim(), "500\t125250", "port {port}");
+    }
+
+    // An endpoint with local_infile: false refuses the file as such a server would.
+    let (yaml, secrets) = config_for_mariadb(&db, &ProxyOptions::pool(2));
+    let yaml = yaml.replace(
+        "role: read_write\n",
+        "role: read_write\n    local_infile: false\n",
+    );
+    let closed = Sluice::start_with_secrets(&yaml, &secrets);
+    let mut cmd = client();
+    cmd.args([
+        "--local-infile=1",
+        "-h",
+        "127.0.0.1",
+        "-P",
+        &closed.port().to_string(),
+    ])
+    .args(["-u", APP.0, &format!("-p{}", APP.1), MY_APPDB, "-e", &sql]);
+    let (status, _, err) = command_output(&mut cmd);
+    assert!(!status.success() && err.contains("ERROR 4166"), "{err}");
+    assert_eq!(
+        cli_at(
+            closed.port(),
+            APP.0,
+            APP.1,
+            MY_APPDB,
+            "select count(*) from infile_t"
+        )
+        .unwrap(),
+        "0",
+        "the truncate ran, the load did not"
+    );
 }

@@ -34,6 +34,7 @@ async fn a_session_task_stays_small() {
         port: 0,
         tls: None,
         require_tls: false,
+        local_infile: true,
         kill: Arc::new(KillRegistry::default()),
         idle_client_timeout: second,
         session_ids: Arc::new(AtomicU64::new(0)),

@@ -35,6 +35,8 @@ enum Phase {
     Rows,
     /// Packets left to pass without looking: a prepared statement's definitions and EOFs.
     Skip(u64),
+    /// `LOAD DATA LOCAL INFILE`: the server asked for the client's file and waits for it.
+    Infile,
     FieldList,
     Done,
 }
@@ -78,6 +80,20 @@ impl Reply {
         self.phase == Phase::Done
     }
 
+    /// The server asked for a local file (the last packet fed): its contents go to the server
+    /// before the rest of the reply comes.
+    pub fn wants_file(&self) -> bool {
+        self.phase == Phase::Infile
+    }
+
+    /// The file (or the empty packet that refuses it) went to the server: its OK or ERR follows.
+    pub fn file_sent(&mut self) {
+        if self.phase == Phase::Infile {
+            self.phase = Phase::Start;
+            self.results -= 1; // the OK that follows answers the same statement
+        }
+    }
+
     /// Between a result set's column definitions and its terminator.
     pub fn in_rows(&self) -> bool {
         self.phase == Phase::Rows
@@ -105,6 +121,7 @@ impl Reply {
         }
         match self.phase {
             Phase::Done => return Err(WireError::Malformed("packet after the end of a response")),
+            Phase::Infile => return Err(WireError::Malformed("packet before the local file")),
             Phase::Skip(n) => {
                 self.phase = if n <= 1 {
                     Phase::Done
@@ -150,7 +167,7 @@ impl Reply {
                     };
                 }
             }
-            Phase::Skip(_) | Phase::Done => {}
+            Phase::Skip(_) | Phase::Infile | Phase::Done => {}
         }
         Ok(())
     }
@@ -190,6 +207,7 @@ impl Reply {
                     self.phase = Phase::Done;
                 }
             }
+            (ReplyKind::Query, 0xfb) => self.phase = Phase::Infile,
             (_, 0xfb) => return Err(WireError::Malformed("LOCAL INFILE request")),
             _ => {
                 let n = Reader::new(payload, "column count").lenenc_int()?;

@@ -164,9 +164,24 @@ fn single_packet_replies_and_garbage() {
         "nothing may follow the end"
     );
     let mut r = Reply::new(ReplyKind::Query, false);
+    r.on_packet(b"\xfbfile.csv", 9).unwrap();
+    assert!(
+        r.wants_file() && !r.done(),
+        "LOCAL INFILE waits for the file"
+    );
+    assert!(
+        r.on_packet(b"\x00", 1).is_err(),
+        "nothing comes before the file"
+    );
+    r.file_sent();
+    let mut end = Vec::new();
+    write_ok(&mut end, 0, &ok(2));
+    r.on_packet(&end[4..], end.len() - 4).unwrap();
+    assert!(r.done() && r.results == 1, "its OK ends the statement");
+    let mut r = Reply::new(ReplyKind::Prepare, false);
     assert!(
         r.on_packet(b"\xfbfile.csv", 9).is_err(),
-        "LOCAL INFILE is refused"
+        "only a query asks for a file"
     );
     let mut r = Reply::new(ReplyKind::Query, false);
     assert!(r.on_packet(b"\x00\x01", 2).is_err(), "truncated OK");
