@@ -63,6 +63,9 @@ pub(super) struct Refusal {
     message: String,
     /// The client hung up itself (health checks, port scans): nothing to send or warn about.
     hung_up: bool,
+    /// Logged, not sent: what PostgreSQL only logs (COMMERROR), since the bytes show the peer
+    /// may not speak the protocol at all.
+    silent: bool,
 }
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
@@ -70,6 +73,7 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
         code,
         message: message.into(),
         hung_up: false,
+        silent: false,
     }
 }
 
@@ -89,6 +93,12 @@ impl From<WireError> for Refusal {
             WireError::UnsupportedVersion { .. } => {
                 refuse(errors::FEATURE_NOT_SUPPORTED, e.to_string())
             }
+            // "invalid length of startup packet": the server closes without a word. (node-postgres
+            // ending a client before it connected sends its Terminate ahead of the startup.)
+            WireError::BadLength { .. } => Refusal {
+                silent: true,
+                ..refuse(errors::PROTOCOL_VIOLATION, format!("invalid startup: {e}"))
+            },
             _ => refuse(errors::PROTOCOL_VIOLATION, format!("invalid startup: {e}")),
         }
     }
@@ -171,6 +181,9 @@ async fn turn_away(stream: &mut Socket, ep: &PgEndpoint, peer: SocketAddr, r: Re
     match r {
         r if r.hung_up => {
             tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
+        }
+        r if r.silent => {
+            tracing::info!(endpoint = %ep.name, %peer, reason = %r.message, "client refused without an answer");
         }
         r => {
             tracing::info!(endpoint = %ep.name, %peer, code = r.code, reason = %r.message, "client refused");

@@ -3,6 +3,7 @@
 //! sluice, except those in `tests/it/compat/expected.txt`, each with a reason from a closed list.
 //! Without the snapshots (a plain clone) the suites are skipped, and the test says so.
 
+mod node_postgres;
 mod pymysql;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -100,3 +100,26 @@ fn login_reports_what_the_server_would() {
     let terminated = pg.psql_db(APPDB, &format!("select pg_terminate_backend({pid})"));
     assert!(terminated.is_empty() || terminated == "f", "{terminated}");
 }
+
+/// What a connection gets for bytes that are no startup packet (node-postgres, ended before it
+/// connected, sends its Terminate ahead of the startup): PostgreSQL closes without a word, and a
+/// driver that read an error would raise it.
+#[test]
+fn a_bad_startup_length_is_closed_without_an_answer() {
+    use std::io::{Read, Write};
+    let pg = PgServer::start();
+    let sluice = Sluice::start_for(&pg, ProxyOptions::pool(1));
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0app\0database\0appdb\0\0");
+    let len = u32::try_from(startup.len()).unwrap().to_be_bytes();
+    startup[..4].copy_from_slice(&len);
+    for port in [pg.port(), sluice.port()] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.write_all(b"X\0\0\0\x04").unwrap();
+        s.write_all(&startup).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.is_empty(), "port {port} answered {got:?}");
+    }
+}

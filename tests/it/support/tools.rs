@@ -199,32 +199,38 @@ pub fn node() -> (PathBuf, PathBuf) {
     static NODE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     NODE.get_or_init(|| {
         let node = require("node");
-        let (src, dir) = (repo_root().join("tests/it/drivers/node"), node_dir());
-        let lock = src.join("package-lock.json");
-        let fresh = || match (
-            std::fs::read(dir.join("installed.lock")),
-            std::fs::read(&lock),
-        ) {
-            (Ok(installed), Ok(wanted)) => installed == wanted,
-            _ => false,
-        };
-        if !fresh() {
-            require("npm");
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).expect("create node dir parent");
-            }
-            run_ok(
-                Command::new("flock")
-                    .arg(dir.with_extension("lock"))
-                    .args(["bash", "-c", NPM_CI, "npm-ci"])
-                    .arg(&src)
-                    .arg(&dir),
-            );
-            assert!(fresh(), "npm ci into {} did not finish", dir.display());
-        }
+        let dir = node_dir();
+        npm_ci(&repo_root().join("tests/it/drivers/node"), &dir);
         (node, dir.join("node_modules"))
     })
     .clone()
+}
+
+/// Installs `src`'s package.json and package-lock.json into `dir` with `npm ci`, unless `dir`
+/// already holds that lock (`installed.lock`, copied only after a successful install).
+pub fn npm_ci(src: &Path, dir: &Path) {
+    let lock = src.join("package-lock.json");
+    let fresh = || match (
+        std::fs::read(dir.join("installed.lock")),
+        std::fs::read(&lock),
+    ) {
+        (Ok(installed), Ok(wanted)) => installed == wanted,
+        _ => false,
+    };
+    if !fresh() {
+        require("npm");
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).expect("create node dir parent");
+        }
+        run_ok(
+            Command::new("flock")
+                .arg(dir.with_extension("lock"))
+                .args(["bash", "-c", NPM_CI, "npm-ci"])
+                .arg(src)
+                .arg(dir),
+        );
+        assert!(fresh(), "npm ci into {} did not finish", dir.display());
+    }
 }
 
 /// `npm ci` of SRC's package.json + lock into DIR unless DIR already holds that lock; the same
