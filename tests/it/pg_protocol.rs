@@ -115,7 +115,8 @@ fn a_bad_startup_length_is_closed_without_an_answer() {
     startup[..4].copy_from_slice(&len);
     for port in [pg.port(), sluice.port()] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         s.write_all(b"X\0\0\0\x04").unwrap();
         s.write_all(&startup).unwrap();
         let mut got = Vec::new();

@@ -1,4 +1,4 @@
-//! psycopg 3 through sluice: a mixed load of 30 threads on a pool of 4, and prepared statements
+//! psycopg 3 and asyncpg through sluice: mixed loads of 30 clients on a pool of 4, and prepared statements
 //! that must survive the client wiping them with DEALLOCATE ALL / DISCARD ALL.
 
 use std::process::Command;
@@ -153,4 +153,27 @@ fn pipeline_errors_under_load() {
         proxied <= direct + threads * iterations / 20,
         "PipelineAborted more often through sluice ({proxied}) than direct ({direct})"
     );
+}
+
+/// asyncpg: 30 connections on a pool of 4, its statement cache, transactions, executemany and
+/// COPY from records.
+#[test]
+fn asyncpg_load_on_a_small_pool() {
+    let pg = PgServer::start();
+    let sluice = proxy(&pg);
+    let (conns, iters) = (30, 20);
+    let mut cmd = Command::new(tools::python());
+    cmd.arg(script("asyncpg_load.py"))
+        .args(["127.0.0.1", &sluice.port().to_string(), APPDB, APP.0, APP.1])
+        .args([conns.to_string(), iters.to_string()]);
+    let run = run_sampling(&pg, cmd, Duration::from_secs(240));
+    assert!(run.ok, "asyncpg load failed:\n{run}");
+    assert_pool_bounded(&run);
+    let result = run.result();
+    assert_eq!(result.int("ok"), conns, "{run}");
+    assert_eq!(result.int("errors"), 0, "{run}");
+    let db = direct(&pg, "select count(*), count(distinct thread) from apg_kv");
+    assert_eq!(db, format!("{}|{conns}", conns * iters));
+    let copied = direct(&pg, "select count(*) from apg_copy");
+    assert_eq!(copied, (conns * 2 * iters / 5).to_string());
 }
