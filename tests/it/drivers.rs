@@ -15,7 +15,7 @@ mod psycopg;
 mod users;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::postgres::{APP, APPDB, PgServer};
@@ -118,19 +118,10 @@ pub fn run_sampling_with(mut cmd: Command, limit: Duration, mut count: impl FnMu
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let started = Instant::now();
     let (mut max_backends, mut samples) = (0, 0);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
+    let status = wait_limited(&mut child, limit, || {
         max_backends = max_backends.max(count());
         samples += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    });
     let run = Run {
         ok: status.is_some_and(|s| s.success()),
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
@@ -150,6 +141,27 @@ pub fn run_sampling_with(mut cmd: Command, limit: Duration, mut count: impl FnMu
         run.samples
     );
     run
+}
+
+/// Waits for `child`, calling `tick` every 20 ms; kills it after `limit` (then `None`).
+pub fn wait_limited(
+    child: &mut Child,
+    limit: Duration,
+    mut tick: impl FnMut(),
+) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        tick();
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn assert_pool_bounded(run: &Run) {

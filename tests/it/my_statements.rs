@@ -64,7 +64,7 @@ fn load_data_local_infile() {
          select count(*), sum(id) from infile_t",
         csv.display()
     );
-    for port in [db.port(), sluice.port()] {
+    let cli_load = |port: u16| {
         let mut cmd = client();
         cmd.args([
             "--local-infile=1",
@@ -74,7 +74,10 @@ fn load_data_local_infile() {
             &port.to_string(),
         ])
         .args(["-u", APP.0, &format!("-p{}", APP.1), MY_APPDB, "-e", &sql]);
-        let (status, out, err) = command_output(&mut cmd);
+        command_output(&mut cmd)
+    };
+    for port in [db.port(), sluice.port()] {
+        let (status, out, err) = cli_load(port);
         assert!(status.success(), "port {port}: {err}");
         assert_eq!(out.trim(), "500\t125250", "port {port}");
     }
@@ -86,16 +89,7 @@ fn load_data_local_infile() {
         "role: read_write\n    local_infile: false\n",
     );
     let closed = Sluice::start_with_secrets(&yaml, &secrets);
-    let mut cmd = client();
-    cmd.args([
-        "--local-infile=1",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        &closed.port().to_string(),
-    ])
-    .args(["-u", APP.0, &format!("-p{}", APP.1), MY_APPDB, "-e", &sql]);
-    let (status, _, err) = command_output(&mut cmd);
+    let (status, _, err) = cli_load(closed.port());
     assert!(!status.success() && err.contains("ERROR 4166"), "{err}");
     assert_eq!(
         cli_at(

@@ -71,8 +71,10 @@ async fn bad_logins_get_postgres_sqlstates_and_harm_nobody() {
     let v2 = raw(&proxy, &[0, 0, 0, 8, 0, 2, 0, 0]);
     assert_eq!(v2.first(), Some(&b'E'));
     assert!(String::from_utf8_lossy(&v2).contains("0A000"));
+    // An impossible length is closed without a word, as PostgreSQL does ("invalid length of
+    // startup packet" is only logged): the peer may not speak the protocol at all.
     let huge = raw(&proxy, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]);
-    assert!(String::from_utf8_lossy(&huge).contains("08P01"), "{huge:?}");
+    assert!(huge.is_empty(), "{huge:?}");
     let no_user = raw(&proxy, &startup("", APPDB));
     assert!(String::from_utf8_lossy(&no_user).contains("28000"));
     // The session opened first never noticed.

@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Outcomes, compare, compat_dir};
+use crate::drivers::wait_limited;
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice};
 use crate::support::tools::{self, repo_root, run_ok};
@@ -51,18 +52,7 @@ fn run_file(node: &Path, pg: &Path, file: &Path, port: u16) -> (bool, String) {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > FILE_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_limited(&mut child, FILE_LIMIT, || {});
     let output = std::fs::read_to_string(log.path()).unwrap_or_default();
     let failed_case = output
         .lines()
