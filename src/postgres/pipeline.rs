@@ -27,9 +27,11 @@ enum Expect {
         stmt: Option<Arc<Statement>>,
         client_name: Option<Box<[u8]>>,
     },
-    /// The remapped statement bound or described, if any: retired if the server calls it stale.
-    Bind(Option<Arc<Statement>>),
-    Describe(Option<Arc<Statement>>),
+    /// The id of the remapped statement bound or described, if any: retired if the server
+    /// calls it stale. (An id, not a reference: taking one costs an atomic on a count that every
+    /// session of the pool shares.)
+    Bind(Option<u64>),
+    Describe(Option<u64>),
     /// A Bind or Describe of a statement the server called stale, sent under a name the server
     /// does not know so that it fails in place (and aborts a transaction, skips to Sync) as the
     /// session's own stale statement would: its error is replaced by the statement's.
@@ -81,8 +83,8 @@ fn starts_with_d_or_comment(sql: &[u8]) -> bool {
 
 /// What a Bind or Describe named.
 enum Named {
-    /// A remapped statement, and whether this connection had it prepared already.
-    Mapped(Arc<Statement>, bool),
+    /// A remapped statement's id, and whether this connection had it prepared already.
+    Mapped(u64, bool),
     /// A statement the server called stale, not prepared on this connection.
     Doomed(Arc<Statement>),
     /// The unnamed statement, a portal, or a name the session has no mapping for.
@@ -90,16 +92,16 @@ enum Named {
 }
 
 impl Named {
-    fn prepared(&self) -> Option<(&Arc<Statement>, bool)> {
+    fn prepared(&self) -> Option<(u64, bool)> {
         match self {
-            Named::Mapped(s, prepared) => Some((s, *prepared)),
+            Named::Mapped(id, prepared) => Some((*id, *prepared)),
             _ => None,
         }
     }
 
-    fn expect(self, plain: fn(Option<Arc<Statement>>) -> Expect) -> Expect {
+    fn expect(self, plain: fn(Option<u64>) -> Expect) -> Expect {
         match self {
-            Named::Mapped(s, _) => plain(Some(s)),
+            Named::Mapped(id, _) => plain(Some(id)),
             Named::Doomed(s) => Expect::Doomed(s),
             Named::Other => plain(None),
         }
@@ -516,22 +518,32 @@ impl Pipeline {
                 // The unnamed statement here is another session's (or none): never bind it.
                 wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
             }
-        } else if let Some(stmt) = self.statements.get(name).cloned() {
-            if stmt.settings && tag == b'B' {
+        } else if let Some(stmt) = self.statements.get(name) {
+            let (id, here) = (stmt.id, server.touch(stmt.id));
+            let settings = stmt.settings && tag == b'B';
+            if here && !settings {
+                // The steady state takes no reference: the count is shared by every session.
+                wire::renamed(sout, tag, head, &stmt.server_name, rest);
+                return Named::Mapped(id, true);
+            }
+            let stmt = stmt.clone();
+            if settings {
                 // Each execution of a statement that sets parameters is read back after.
                 let query = Reader::new(&stmt.parse_rest, "Parse")
                     .cstr()
                     .unwrap_or_default();
                 self.track(effects(query), query);
             }
-            if stmt.stale_error().is_some() && !server.touch(stmt.id) {
+            if !here && stmt.stale_error().is_some() {
                 // Prepared afresh it would run with a row shape the client never saw.
                 wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
                 return Named::Doomed(stmt);
             }
-            let prepared = self.ensure_prepared(&stmt, server, prefix, sout, cout);
+            if !here {
+                self.prepare(&stmt, server, prefix, sout, cout, None);
+            }
             wire::renamed(sout, tag, head, &stmt.server_name, rest);
-            return Named::Mapped(stmt, prepared);
+            return Named::Mapped(id, here);
         } else if name.starts_with(SERVER_NAME_PREFIX) {
             wire::renamed(sout, tag, head, unmapped(name), rest);
         } else {

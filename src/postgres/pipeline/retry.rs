@@ -22,10 +22,13 @@ use crate::postgres::wire::{self, status};
 #[derive(Debug, Default)]
 pub(super) struct Retry {
     state: State,
-    /// The statement the request binds or describes first.
-    stmt: Option<Arc<Statement>>,
+    /// The id of the statement the request binds or describes first.
+    stmt: Option<u64>,
     /// The client's messages of the request, from that Bind or Describe through its Sync.
     frames: BytesMut,
+    /// A Bind is recorded: a request of one Bind only is sent again, so that its Describe
+    /// speaks for the statement that failed.
+    bound: bool,
     /// The request (or its first message) describes what it runs: its answer tells the client
     /// the row shape, which a stale statement may have changed.
     describes: bool,
@@ -89,6 +92,11 @@ fn hidden(e: &Expect) -> bool {
 }
 
 impl Pipeline {
+    /// The statement with this id that the session maps a name to.
+    fn mapped(&self, id: u64) -> Option<Arc<Statement>> {
+        self.statements.values().find(|s| s.id == id).cloned()
+    }
+
     fn retry_state(&self) -> State {
         self.retry.as_deref().map_or(State::Off, |r| r.state)
     }
@@ -103,16 +111,11 @@ impl Pipeline {
     /// Follows a client message for the request that may be retried. `named`: the statement a
     /// Bind or Describe-statement names, and whether this connection had it prepared already
     /// (a statement prepared in this very request cannot be stale).
-    pub(super) fn record(
-        &mut self,
-        frame: &[u8],
-        named: Option<(&Arc<Statement>, bool)>,
-        cout: &mut BytesMut,
-    ) {
+    pub(super) fn record(&mut self, frame: &[u8], named: Option<(u64, bool)>, cout: &mut BytesMut) {
         let tag = frame[0];
         match self.retry_state() {
             State::Off => {
-                let Some((stmt, true)) = named else { return };
+                let Some((id, true)) = named else { return };
                 if self.status != status::IDLE
                     || self.executed
                     || !self.expect.iter().all(hidden)
@@ -122,8 +125,9 @@ impl Pipeline {
                 }
                 let r = self.retry.get_or_insert_with(Box::default);
                 r.state = State::Recording;
-                r.stmt = Some(stmt.clone());
+                r.stmt = Some(id);
                 r.describes = tag == b'D';
+                r.bound = tag == b'B';
                 r.frames.clear();
                 r.frames.extend_from_slice(frame);
             }
@@ -132,7 +136,10 @@ impl Pipeline {
                     return;
                 };
                 match tag {
-                    b'B' if one_shape(frame) => r.frames.extend_from_slice(frame),
+                    b'B' if !r.bound && one_shape(frame) => {
+                        r.bound = true;
+                        r.frames.extend_from_slice(frame);
+                    }
                     b'E' | b'H' => r.frames.extend_from_slice(frame),
                     b'D' => {
                         r.describes = true;
@@ -161,12 +168,13 @@ impl Pipeline {
     /// An ErrorResponse `frame` arrived: retires a statement the server calls stale, and says
     /// whether the error is swallowed for a retry.
     pub(super) fn on_error(&mut self, frame: &[u8], registry: &StatementRegistry) -> Verdict {
-        let stmt = match self.expect.front() {
-            Some(Expect::Bind(Some(s)) | Expect::Describe(Some(s))) => Some(s.clone()),
+        let id = match self.expect.front() {
+            Some(Expect::Bind(Some(id)) | Expect::Describe(Some(id))) => Some(*id),
             _ => None,
         };
-        let stale = stmt.is_some() && stale_plan(&frame[wire::FRAME_HEADER_LEN..]);
-        let Some(stmt) = stmt.filter(|_| stale) else {
+        let stale = id.is_some() && stale_plan(&frame[wire::FRAME_HEADER_LEN..]);
+        let stmt = id.filter(|_| stale).and_then(|id| self.mapped(id));
+        let Some(stmt) = stmt else {
             self.forwarded();
             return Verdict::Forward;
         };
@@ -178,8 +186,7 @@ impl Pipeline {
         registry.retire_stale(&stmt, frame);
         let ours = self.retry.as_deref_mut().filter(|r| {
             let unsynced = r.state == State::Recording && r.describes;
-            (r.state == State::Recorded || unsynced)
-                && r.stmt.as_ref().is_some_and(|s| Arc::ptr_eq(s, &stmt))
+            (r.state == State::Recorded || unsynced) && r.stmt == Some(stmt.id)
         });
         let Some(r) = ours else {
             self.forwarded();
@@ -236,12 +243,12 @@ impl Pipeline {
         };
         r.state = State::Done;
         let frames = std::mem::take(&mut r.frames);
-        if let Some(stale) = r.stmt.take() {
+        if let Some(stale) = r.stmt.take().and_then(|id| self.mapped(id)) {
             // The session's name now stands for a new statement, prepared afresh; the stale one
             // stays as it is for the sessions that still hold it, whose server answers for it.
             let fresh = registry.intern(&stale.parse_rest, stale.settings);
             for stmt in self.statements.values_mut() {
-                if Arc::ptr_eq(stmt, &stale) {
+                if stmt.id == stale.id {
                     *stmt = fresh.clone();
                 }
             }

@@ -291,3 +291,25 @@ fn a_pipeline_that_already_executed_is_not_sent_again() {
     assert_eq!(got, vec![s('2', ""), s('C', ""), s('E', "")]);
     assert_eq!(rig.sent(), vec![]);
 }
+
+#[test]
+fn a_request_of_two_binds_is_not_sent_again() {
+    let mut a = ServerStatements::default();
+    let mut rig = prepared(&mut a);
+    // The Describe speaks for the second portal: the first one's new row shape would go unsaid.
+    rig.client(
+        &mut a,
+        &[
+            bind("q"),
+            execute(),
+            bind("q"),
+            describe_portal(),
+            execute(),
+            sync(),
+        ],
+    );
+    rig.sent();
+    let got = rig.server(&mut a, &[stale(), ready(b'I')]);
+    assert_eq!(got, vec![s('E', ""), s('Z', "")]);
+    assert_eq!(rig.sent(), vec![]);
+}
