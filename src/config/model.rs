@@ -95,8 +95,8 @@ pub struct Endpoint {
     #[serde(default = "defaults::read_your_writes_timeout")]
     pub read_your_writes_timeout: Duration,
     /// MySQL endpoints: relay `LOAD DATA LOCAL INFILE` file requests to clients that announce
-    /// they can send files; `false` refuses them (error 4166), as a server with `local_infile`
-    /// off does.
+    /// they can send files; `false` does not pass that capability on, so the server refuses the
+    /// statement (4166 on MariaDB).
     #[serde(default = "defaults::yes")]
     pub local_infile: bool,
 }

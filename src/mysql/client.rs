@@ -369,7 +369,7 @@ async fn login_exchange(
     );
     info.database.clone_from(&hr.database);
     let kill = ep.kill.register(id, &key.user, info);
-    let mut session = Box::new(Session::new(
+    let session = Box::new(Session::new(
         id,
         ep.clone(),
         peer,
@@ -378,9 +378,6 @@ async fn login_exchange(
         hr.database.map(String::into_boxed_str),
         std::mem::take(&mut login.buf),
     ));
-    if negotiated & caps::LOCAL_FILES != 0 {
-        session.allow_local_infile();
-    }
     Ok(Step::Session(session, slot))
 }
 

@@ -105,8 +105,6 @@ pub struct Session {
     /// The client changed an option a connection reset keeps (COM_SET_OPTION): the connection
     /// may not go back to a pool.
     set_option: bool,
-    /// The client announced CLIENT_LOCAL_FILES and its endpoint allows `LOAD DATA LOCAL`.
-    local_infile: bool,
     cin: BytesMut,
     out: Vec<u8>,
     /// A rewritten command on its way to the server (reused).
@@ -145,17 +143,11 @@ impl Session {
             hold: Hold::None,
             long_data_lost: None,
             set_option: false,
-            local_infile: false,
             cin: leftover,
             out: Vec::new(),
             scratch: Vec::new(),
             lease: None,
         }
-    }
-
-    /// The client may send files for `LOAD DATA LOCAL INFILE`.
-    pub(super) fn allow_local_infile(&mut self) {
-        self.local_infile = true;
     }
 
     /// The session's whole life after login.
@@ -317,9 +309,6 @@ impl Session {
         let mut reply = Reply::new(kind, conn.deprecate_eof());
         let mut forwarded = false;
         let sent = tokio::time::Instant::now();
-        // A refused LOCAL INFILE: where the client's reply ends, and the sequence id of the
-        // error that replaces the rest.
-        let mut refused: Option<(usize, u8)> = None;
         let lost = if conn.write_command(command).await.is_err() {
             true
         } else {
@@ -340,33 +329,22 @@ impl Session {
                         break true;
                     }
                 }
-                if let Some((keep, _)) = refused {
-                    self.out.truncate(keep);
-                }
                 if reply.wants_file() {
-                    let request = wire::next_packet(&conn.buf).map(|p| (p.len, p.seq));
-                    let Some((len, seq)) = request else {
+                    // Only a connection opened for clients that announced CLIENT_LOCAL_FILES is
+                    // asked for a file (the capability is part of the pool's key).
+                    let Some(len) = wire::next_packet(&conn.buf).map(|p| p.len) else {
                         break true;
                     };
-                    let upload = if self.local_infile {
-                        self.out.extend_from_slice(&conn.buf[..len]);
-                        conn.buf.advance(len);
-                        forwarded = true;
-                        if client.write_all(&self.out).await.is_err() {
-                            self.out.clear();
-                            self.drop_lease();
-                            return Err(End::ClientGone);
-                        }
+                    self.out.extend_from_slice(&conn.buf[..len]);
+                    conn.buf.advance(len);
+                    forwarded = true;
+                    if client.write_all(&self.out).await.is_err() {
                         self.out.clear();
-                        Box::pin(infile::upload(client, conn, &mut self.cin)).await
-                    } else {
-                        // As a server that does not allow it: the client gets the error in the
-                        // request's place; the server, an empty file, and its answer is dropped.
-                        conn.buf.advance(len);
-                        refused = Some((self.out.len(), seq));
-                        infile::refuse(conn, seq).await
-                    };
-                    match upload {
+                        self.drop_lease();
+                        return Err(End::ClientGone);
+                    }
+                    self.out.clear();
+                    match Box::pin(infile::upload(client, conn, &mut self.cin)).await {
                         Ok(()) => reply.file_sent(),
                         Err(infile::Gone::Client) => {
                             // Mid-file: the server waits for the rest and can serve no one.
@@ -376,14 +354,6 @@ impl Session {
                         Err(infile::Gone::Server) => break true,
                     }
                     continue;
-                }
-                if reply.done()
-                    && streaming == 0
-                    && let Some((keep, seq)) = refused.take()
-                {
-                    self.out.truncate(keep);
-                    let (code, message) = infile::REFUSED;
-                    wire::write_err(&mut self.out, seq, code.0, code.1, message);
                 }
                 let complete = reply.done() && streaming == 0;
                 if complete || self.out.len() >= FLUSH_AT {

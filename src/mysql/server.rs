@@ -19,10 +19,7 @@ use crate::tls::Socket;
 /// Largest packet sluice reads whole from a server on the control plane.
 const MAX_CONTROL_PACKET: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
 /// What every server connection asks for, whatever the client did.
-/// LOCAL_FILES on every connection: pooled connections serve sessions that may send files; a
-/// session that may not gets the server's refusal from sluice instead.
 const BASE_CAPS: u32 = caps::LONG_PASSWORD
-    | caps::LOCAL_FILES
     | caps::LONG_FLAG
     | caps::PROTOCOL_41
     | caps::TRANSACTIONS

@@ -81,6 +81,17 @@ fn starts_with_d_or_comment(sql: &[u8]) -> bool {
         .is_some_and(|&b| matches!(b, b'd' | b'D' | b'-' | b'/'))
 }
 
+/// The client's extended-protocol messages since its last Sync (one byte: every session task
+/// holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    Synced,
+    /// Messages not yet followed by Sync.
+    Open,
+    /// ... and one of them was an Execute: an error now rolls its effects back.
+    Executed,
+}
+
 /// What a Bind or Describe named.
 enum Named {
     /// A remapped statement's id, and whether this connection had it prepared already.
@@ -122,10 +133,11 @@ pub struct Pipeline {
     session_id: u64,
     expect: VecDeque<Expect>,
     statements: HashMap<Box<[u8]>, Arc<Statement>>,
-    /// Client sent extended-protocol messages not yet followed by Sync.
-    unsynced: bool,
-    /// ... and one of them was an Execute: an error now rolls its effects back.
-    executed: bool,
+    /// Extended-protocol messages the client sent since its last Sync.
+    segment: Segment,
+    /// DDL ran and its transaction has not ended: other sessions may have planned statements on
+    /// the old schema since, stamped with the new epoch; it moves again when it ends.
+    ddl_open: bool,
     /// Transaction status of the last ReadyForQuery.
     pub status: u8,
     pub pinned: Option<PinReason>,
@@ -182,8 +194,8 @@ impl Pipeline {
             session_id,
             expect: VecDeque::new(),
             statements: HashMap::new(),
-            unsynced: false,
-            executed: false,
+            segment: Segment::Synced,
+            ddl_open: false,
             status: status::IDLE,
             pinned: None,
             internal_error: None,
@@ -204,7 +216,7 @@ impl Pipeline {
     /// The server connection may go back to the pool: nothing in flight, idle, not pinned.
     pub fn releasable(&self) -> bool {
         self.expect.is_empty()
-            && !self.unsynced
+            && self.segment == Segment::Synced
             && self.status == status::IDLE
             && self.pinned.is_none()
     }
@@ -222,7 +234,7 @@ impl Pipeline {
 
     /// Nothing is in flight (a pinned or in-transaction session may still hold the connection).
     pub fn quiet(&self) -> bool {
-        self.expect.is_empty() && !self.unsynced
+        self.expect.is_empty() && self.segment == Segment::Synced
     }
 
     /// Queues sluice's own simple query ahead of the client's messages.
@@ -273,7 +285,8 @@ impl Pipeline {
         if matches!(
             self.expect.front(),
             Some(Expect::Internal(_) | Expect::Resync)
-        ) {
+        ) || self.retry_swallowed()
+        {
             return None;
         }
         self.expect.iter().find_map(|e| match e {
@@ -298,6 +311,7 @@ impl Pipeline {
         let body = &frame[wire::FRAME_HEADER_LEN..];
         let mut pin = None;
         tracing::trace!(session = self.session_id, tag = %(tag as char), expect = self.expect.len(), "client message");
+        self.client_goes_on(cout);
         match tag {
             b'Q' => {
                 let sql = Reader::new(body, "Query").cstr()?;
@@ -311,7 +325,7 @@ impl Pipeline {
                     // Unpinned, nothing of the session lives on the server but remapped
                     // statements and tracked parameters: forgetting them is the whole effect.
                     // (Pinned, the server does it, and its CommandComplete says it happened.)
-                    self.forget_statements(registry);
+                    self.forget_statements();
                     self.discarded = Some(Discard::Local);
                     self.push(Expect::Synthetic(b'X', None), cout);
                     return Ok(None);
@@ -320,15 +334,10 @@ impl Pipeline {
                     // Remapped statements are freed by forgetting them; the server keeps its
                     // copy for other sessions, so sluice answers in the server's place.
                     Some(Deallocate::All) if self.pinned.is_none() => {
-                        self.forget_statements(registry);
+                        self.forget_statements();
                         self.push(Expect::Synthetic(b'A', None), cout);
                     }
-                    Some(Deallocate::Name(name)) if self.statements.contains_key(&name[..]) => {
-                        // Freed by its session: whatever changed under it, the next Parse of its
-                        // text plans afresh, as it would on the session's own connection.
-                        if let Some(stmt) = self.statements.remove(&name[..]) {
-                            registry.retire(&stmt);
-                        }
+                    Some(Deallocate::Name(name)) if self.statements.remove(&name[..]).is_some() => {
                         self.push(Expect::Synthetic(b'D', None), cout);
                     }
                     Some(Deallocate::Name(name)) if name.starts_with(SERVER_NAME_PREFIX) => {
@@ -354,12 +363,11 @@ impl Pipeline {
             }
             b'S' => {
                 sout.extend_from_slice(frame);
-                self.unsynced = false;
-                self.executed = false;
+                self.segment = Segment::Synced;
                 self.push(Expect::Ready(Instant::now()), cout);
             }
             b'P' => {
-                self.unsynced = true;
+                self.open_segment();
                 let mut r = Reader::new(body, "Parse");
                 let name = r.cstr()?;
                 let rest = r.rest();
@@ -401,7 +409,7 @@ impl Pipeline {
                 }
             }
             b'B' => {
-                self.unsynced = true;
+                self.open_segment();
                 let mut r = Reader::new(body, "Bind");
                 let portal = r.cstr()?;
                 let name = r.cstr()?;
@@ -417,12 +425,12 @@ impl Pipeline {
                     sout,
                     cout,
                 );
-                self.record(frame, named.prepared(), cout);
+                self.record(frame, named.prepared());
                 self.push(named.expect(Expect::Bind), cout);
                 return Ok(self.newly_pinned(pin));
             }
             b'D' => {
-                self.unsynced = true;
+                self.open_segment();
                 let mut r = Reader::new(body, "Describe");
                 let kind = r.u8()?;
                 let name = r.cstr()?;
@@ -432,12 +440,12 @@ impl Pipeline {
                     sout.extend_from_slice(frame);
                     Named::Other
                 };
-                self.record(frame, named.prepared(), cout);
+                self.record(frame, named.prepared());
                 self.push(named.expect(Expect::Describe), cout);
                 return Ok(self.newly_pinned(pin));
             }
             b'C' => {
-                self.unsynced = true;
+                self.open_segment();
                 let mut r = Reader::new(body, "Close");
                 let kind = r.u8()?;
                 let name = r.cstr()?;
@@ -465,19 +473,25 @@ impl Pipeline {
                 }
             }
             b'E' => {
-                self.unsynced = true;
+                self.open_segment();
                 sout.extend_from_slice(frame);
                 self.push(Expect::Execute, cout);
                 // After record(): the Execute of a request being recorded is its own.
-                self.record(frame, None, cout);
-                self.executed = true;
+                self.record(frame, None);
+                self.segment = Segment::Executed;
                 return Ok(self.newly_pinned(pin));
             }
             b'H' => sout.extend_from_slice(frame),
             _ => sout.extend_from_slice(frame),
         }
-        self.record(frame, None, cout);
+        self.record(frame, None);
         Ok(self.newly_pinned(pin))
+    }
+
+    fn open_segment(&mut self) {
+        if self.segment == Segment::Synced {
+            self.segment = Segment::Open;
+        }
     }
 
     /// `pin`, if it is the session's first.
@@ -487,12 +501,12 @@ impl Pipeline {
         Some(reason)
     }
 
-    /// The session freed all its statements (DEALLOCATE ALL, DISCARD ALL): retired, so the
-    /// next Parse of their text plans afresh.
-    fn forget_statements(&mut self, registry: &StatementRegistry) {
-        for stmt in self.statements.values() {
-            registry.retire(stmt);
-        }
+    /// The session freed all its statements (DEALLOCATE ALL, DISCARD ALL). They stay shared:
+    /// drivers free statements routinely (psycopg and Rails when their caches evict, Npgsql's
+    /// DISCARD ALL on every reopen), and retiring them would make every session prepare
+    /// again. What a schema change made stale is retired by the change (the epoch) or by the
+    /// server's error, whichever comes first.
+    fn forget_statements(&mut self) {
         self.statements.clear();
     }
 
@@ -552,7 +566,6 @@ impl Pipeline {
         Named::Other
     }
 
-    /// Prepares `stmt` here unless it is; returns whether it was.
     fn ensure_prepared(
         &mut self,
         stmt: &Arc<Statement>,
@@ -560,12 +573,10 @@ impl Pipeline {
         prefix: &str,
         sout: &mut BytesMut,
         cout: &mut BytesMut,
-    ) -> bool {
-        let prepared = server.touch(stmt.id);
-        if !prepared {
+    ) {
+        if !server.touch(stmt.id) {
             self.prepare(stmt, server, prefix, sout, cout, None);
         }
-        prepared
     }
 
     /// Sends a Parse under the server name; visible to the client only if the client asked.

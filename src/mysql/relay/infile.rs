@@ -1,21 +1,15 @@
 //! `LOAD DATA LOCAL INFILE`: the server asks the client for a file in the middle of a query's
 //! reply; the client's packets go to the server as they come, up to the empty packet that ends
-//! the file, without buffering the file. A client that did not announce CLIENT_LOCAL_FILES, or
-//! an endpoint with `local_infile: false`, is refused as a server that does not allow it would.
+//! the file, without buffering the file. Only clients that announced CLIENT_LOCAL_FILES (on
+//! endpoints with `local_infile: true`) get connections that have it; the server refuses
+//! everyone else itself, exactly as on a direct connection.
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
-use crate::mysql::errors::Code;
 use crate::mysql::server::ServerConn;
 use crate::mysql::wire::{self, MAX_PAYLOAD};
 use crate::tls::Socket;
-
-/// MariaDB's ER_LOAD_INFILE_CAPABILITY_DISABLED, as a server that refuses the file answers.
-pub(super) const REFUSED: (Code, &str) = (
-    (4166, "42000"),
-    "The used command is not allowed because the MariaDB server or client has disabled the local infile capability",
-);
 
 const READ_CHUNK: usize = 64 << 10;
 
@@ -77,13 +71,4 @@ pub(super) async fn upload(
             Ok(_) => {}
         }
     }
-}
-
-/// Ends the server's wait with an empty file: the server answers OK, which sluice drops.
-pub(super) async fn refuse(conn: &mut ServerConn, request_seq: u8) -> Result<(), Gone> {
-    let empty = [0, 0, 0, request_seq.wrapping_add(1)];
-    conn.stream
-        .write_all(&empty)
-        .await
-        .map_err(|_| Gone::Server)
 }

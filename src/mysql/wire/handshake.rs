@@ -193,7 +193,10 @@ pub fn parse_auth_switch(payload: &[u8]) -> Result<AuthSwitch, WireError> {
 }
 
 /// Client capability bits sluice may pass on to a server connection (the rest it sets itself).
+/// LOCAL_FILES too: a connection that has it serves only clients that announced it, so a server
+/// asks for a file only a client that can send one, and refuses everyone else itself.
 pub const FORWARDED_CAPS: u32 = caps::FOUND_ROWS
+    | caps::LOCAL_FILES
     | caps::IGNORE_SPACE
     | caps::MULTI_STATEMENTS
     | caps::MULTI_RESULTS

@@ -1,7 +1,7 @@
 //! What is left of a session's pipeline when its server connection is lost mid-request: the
 //! requests the client still waits on, and state that went with the server.
 
-use super::{Expect, Pipeline, status};
+use super::{Expect, Pipeline, Segment, status};
 
 /// The client-visible requests a lost connection leaves unanswered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +35,13 @@ impl Pipeline {
         }
         let cut = Cut {
             ready,
-            unsynced: self.unsynced,
+            unsynced: self.segment != Segment::Synced,
             in_transaction: self.status != status::IDLE,
         };
-        self.unsynced = false;
-        self.executed = false;
+        self.segment = Segment::Synced;
+        self.ddl_open = false;
+        // A request recorded, or whose error was swallowed, went with the server.
+        self.retry_off();
         self.status = status::IDLE;
         self.pinned = None;
         self.internal_error = None;

@@ -47,6 +47,11 @@ impl Pipeline {
                     .get(wire::FRAME_HEADER_LEN)
                     .copied()
                     .unwrap_or(status::IDLE);
+                if self.ddl_open && self.status == status::IDLE {
+                    // Committed (or rolled back) now: what others planned meanwhile is retired.
+                    self.ddl_open = false;
+                    registry.schema().changed();
+                }
                 self.on_ready(server, registry, prefix, sout, cout)
             }
             b'E' => {
@@ -159,16 +164,19 @@ impl Pipeline {
         if changes_schema(tag) {
             // Any shared statement may now plan differently than a fresh one would.
             registry.schema().changed();
+            // The status of this point is not known before the ReadyForQuery (a BEGIN may be in
+            // the same Query): the epoch moves again there if it is not in a transaction.
+            self.ddl_open = true;
             return;
         }
         match tag {
             b"DISCARD ALL" => {
-                self.forget_statements(registry);
+                self.forget_statements();
                 server.clear();
                 self.discarded = Some(Discard::Server);
             }
             b"DEALLOCATE ALL" => {
-                self.forget_statements(registry);
+                self.forget_statements();
                 server.clear();
             }
             // A client's DEALLOCATE of a name sluice does not map may have freed one of

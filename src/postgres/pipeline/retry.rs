@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{Expect, Pipeline};
+use super::{Expect, Pipeline, Segment};
 use crate::postgres::statements::{ServerStatements, Statement, StatementRegistry};
 use crate::postgres::wire::{self, status};
 
@@ -72,11 +72,42 @@ pub(super) fn stale_plan(body: &[u8]) -> bool {
     })
 }
 
-/// Whether `frame` fits any row shape: not a Bind that names a format per result column (it
-/// was written for the old shape; sent again, the server would reject it).
-fn one_shape(frame: &[u8]) -> bool {
-    frame[0] != b'B'
-        || wire::bind_result_formats(&frame[wire::FRAME_HEADER_LEN..]).is_ok_and(|n| n <= 1)
+/// A request's recorded frames beyond this are not worth keeping (nor their buffer).
+const MAX_RECORDED: usize = 8 << 10;
+
+/// Whether a Bind `frame` means the same to a statement planned afresh: at most one result
+/// format (a format per column was written for the old row shape; the server would reject
+/// it), and its parameters in text (a fresh plan may infer other types for parameters the
+/// client left unspecified, and binary values would be read as those).
+fn rebindable(frame: &[u8]) -> bool {
+    if frame[0] != b'B' {
+        return true;
+    }
+    frame.len() <= MAX_RECORDED
+        && wire::bind_formats(&frame[wire::FRAME_HEADER_LEN..])
+            .is_ok_and(|(text_params, results)| text_params && results <= 1)
+}
+
+/// Whether a Describe `frame` describes the recorded request's statement, or the portal of its
+/// Bind (named by the recorded frames' first Bind).
+fn describes(frame: &[u8], r: &Retry, named: Option<(u64, bool)>) -> bool {
+    let body = &frame[wire::FRAME_HEADER_LEN..];
+    match body.first() {
+        Some(b'S') => named.is_some_and(|(id, _)| Some(id) == r.stmt),
+        Some(b'P') if r.bound => {
+            let portal = &body[1..];
+            wire::Frames::new(&r.frames, usize::MAX)
+                .filter_map(Result::ok)
+                .find(|(_, f)| f.tag == b'B')
+                .is_some_and(|(at, f)| {
+                    let bind = f.body(&r.frames[at..]);
+                    bind.iter()
+                        .position(|&b| b == 0)
+                        .is_some_and(|end| portal.strip_suffix(b"\0") == Some(&bind[..end]))
+                })
+        }
+        _ => false,
+    }
 }
 
 /// What may be in flight ahead of a request that can be retried: sluice's own messages, and
@@ -101,25 +132,49 @@ impl Pipeline {
         self.retry.as_deref().map_or(State::Off, |r| r.state)
     }
 
-    fn retry_off(&mut self) {
+    /// The ReadyForQuery due next ends a request whose error was swallowed: it is not the
+    /// client's answer (and not a response time).
+    pub(super) fn retry_swallowed(&self) -> bool {
+        self.retry_state() == State::Failed
+    }
+
+    pub(super) fn retry_off(&mut self) {
         if let Some(r) = self.retry.as_deref_mut() {
             r.state = State::Off;
             r.stmt = None;
         }
     }
 
+    /// A client message arrived while a recorded request is still unanswered: that request can
+    /// no longer be sent again behind the client's back. One whose error was swallowed gets it
+    /// now, ahead of anything this message brings (its ReadyForQuery is still due, so nothing
+    /// else can be ahead of it). Called first for every client message.
+    #[inline]
+    pub(super) fn client_goes_on(&mut self, cout: &mut BytesMut) {
+        match self.retry_state() {
+            State::Recorded => self.retry_off(),
+            State::Failed => {
+                if let Some(r) = self.retry.as_deref() {
+                    cout.extend_from_slice(&r.error);
+                }
+                self.retry_off();
+            }
+            _ => {}
+        }
+    }
+
     /// Follows a client message for the request that may be retried. `named`: the statement a
     /// Bind or Describe-statement names, and whether this connection had it prepared already
     /// (a statement prepared in this very request cannot be stale).
-    pub(super) fn record(&mut self, frame: &[u8], named: Option<(u64, bool)>, cout: &mut BytesMut) {
+    pub(super) fn record(&mut self, frame: &[u8], named: Option<(u64, bool)>) {
         let tag = frame[0];
         match self.retry_state() {
             State::Off => {
                 let Some((id, true)) = named else { return };
                 if self.status != status::IDLE
-                    || self.executed
+                    || self.segment == Segment::Executed
                     || !self.expect.iter().all(hidden)
-                    || !one_shape(frame)
+                    || !rebindable(frame)
                 {
                     return;
                 }
@@ -135,16 +190,22 @@ impl Pipeline {
                 let Some(r) = self.retry.as_deref_mut() else {
                     return;
                 };
+                if r.frames.len() + frame.len() > MAX_RECORDED {
+                    self.retry_off();
+                    return;
+                }
                 match tag {
-                    b'B' if !r.bound && one_shape(frame) => {
+                    b'B' if !r.bound && rebindable(frame) => {
                         r.bound = true;
                         r.frames.extend_from_slice(frame);
                     }
-                    b'E' | b'H' => r.frames.extend_from_slice(frame),
-                    b'D' => {
+                    // Only a description of what the request runs, before it runs: the
+                    // statement itself, or the portal its Bind made.
+                    b'D' if describes(frame, r, named) => {
                         r.describes = true;
                         r.frames.extend_from_slice(frame);
                     }
+                    b'E' | b'H' if r.describes && r.bound => r.frames.extend_from_slice(frame),
                     b'S' if r.describes => {
                         r.frames.extend_from_slice(frame);
                         r.state = State::Recorded;
@@ -152,16 +213,7 @@ impl Pipeline {
                     _ => self.retry_off(),
                 }
             }
-            State::Recorded => self.retry_off(),
-            State::Failed => {
-                // The client goes on before the retry could start: it gets the error after all
-                // (nothing else can be ahead of it: the request's ReadyForQuery is still due).
-                if let Some(r) = self.retry.as_deref() {
-                    cout.extend_from_slice(&r.error);
-                }
-                self.retry_off();
-            }
-            State::Done => {}
+            State::Recorded | State::Failed | State::Done => {}
         }
     }
 

@@ -10,7 +10,7 @@ mod write;
 
 pub use frame::{FRAME_HEADER_LEN, Frame, Frames, WireError, declared_len, next_frame};
 pub use read::{
-    AuthRequest, BackendKeyData, ErrorFields, Reader, bind_result_formats, parse_auth_request,
+    AuthRequest, BackendKeyData, ErrorFields, Reader, bind_formats, parse_auth_request,
     parse_backend_key_data, parse_data_row, parse_error_fields, parse_parameter_status,
 };
 pub use startup::{

@@ -149,19 +149,22 @@ pub struct ErrorFields<'a> {
     pub routine: &'a str,
 }
 
-/// How many result-column formats a Bind names (0: all text, 1: one for every column, more:
-/// one per column, so the Bind fits one row shape only).
-pub fn bind_result_formats(body: &[u8]) -> Result<usize, WireError> {
+/// What a Bind says of its formats: whether every parameter is sent as text, and how many
+/// result-column formats it names (0: all text, 1: one for every column, more: one per column,
+/// so the Bind fits one row shape only).
+pub fn bind_formats(body: &[u8]) -> Result<(bool, usize), WireError> {
     let mut r = Reader::new(body, "Bind");
     r.cstr()?;
     r.cstr()?;
     let formats = usize::try_from(r.i16()?).map_err(|_| r.malformed())?;
-    r.take(2 * formats)?;
+    let codes = r.take(2 * formats)?;
+    let text = codes.iter().all(|&b| b == 0);
     for _ in 0..r.i16()? {
         let len = r.i32()?;
         r.take(usize::try_from(len).unwrap_or(0))?;
     }
-    usize::try_from(r.i16()?).map_err(|_| r.malformed())
+    let results = usize::try_from(r.i16()?).map_err(|_| r.malformed())?;
+    Ok((text, results))
 }
 
 pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields<'_>, WireError> {

@@ -4,7 +4,7 @@ usage: pymysql_infile.py HOST PORT USER PASSWORD DB DIR
 Writes its files under DIR. Loads 500 rows, then a file of 200,000 rows (about 5 MB: hundreds
 of 16 KiB packets), each checked by count and sum on the same connection; then what goes wrong:
 a missing file (PyMySQL sends an empty file and raises 1017 itself), a client without
-local_infile (the server, or sluice in its place, refuses: 4166), and a client that dies
+local_infile (the server refuses: 4166), and a client that dies
 half-way through its file (nothing of it may be loaded; a new connection works). Prints
 `RESULT {...}` with what each step saw.
 """

@@ -206,14 +206,45 @@ fn ddl_sluice_sees_gives_the_next_parse_a_new_statement() {
 }
 
 #[test]
-fn deallocate_all_gives_the_next_parse_a_new_statement() {
+fn deallocate_all_keeps_the_shared_statement_and_ddl_in_it_retires_again_at_commit() {
     let mut a = ServerStatements::default();
     let mut rig = prepared(&mut a);
+    // Drivers free statements routinely: that alone changes nothing for the others.
     rig.client(&mut a, &[frame(b'Q', b"DEALLOCATE ALL\0")]);
     assert_eq!(rig.sent(), vec![], "answered by sluice");
     rig.cout.clear();
     rig.client(&mut a, &[parse("q", "select * from t"), sync()]);
-    assert_eq!(rig.sent(), vec![s('P', "_sluice_t_2"), s('S', "")]);
+    assert_eq!(
+        rig.sent(),
+        vec![s('S', "")],
+        "the shared statement, answered from the cache"
+    );
+    rig.server(&mut a, &[ready(b'I')]);
+    // DDL in a transaction: retired at the ALTER, and again at the COMMIT, since others may
+    // have planned on the old schema in between.
+    rig.client(&mut a, &[frame(b'Q', b"begin; alter table t add c int\0")]);
+    rig.sent();
+    rig.server(
+        &mut a,
+        &[
+            frame(b'C', b"BEGIN\0"),
+            frame(b'C', b"ALTER TABLE\0"),
+            ready(b'T'),
+        ],
+    );
+    let during = rig.registry.intern(b"select * from t\0\0\0", false);
+    during.confirm();
+    rig.client(&mut a, &[frame(b'Q', b"commit\0")]);
+    rig.sent();
+    rig.server(&mut a, &[frame(b'C', b"COMMIT\0"), ready(b'I')]);
+    rig.client(&mut a, &[parse("p", "select * from t"), sync()]);
+    let sent = rig.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_ne!(
+        sent[0].1,
+        String::from_utf8_lossy(&during.server_name),
+        "planned afresh"
+    );
 }
 
 #[test]
@@ -312,4 +343,61 @@ fn a_request_of_two_binds_is_not_sent_again() {
     let got = rig.server(&mut a, &[stale(), ready(b'I')]);
     assert_eq!(got, vec![s('E', ""), s('Z', "")]);
     assert_eq!(rig.sent(), vec![]);
+}
+
+#[test]
+fn a_swallowed_error_is_dropped_with_a_lost_server() {
+    let mut a = ServerStatements::default();
+    let mut rig = prepared(&mut a);
+    rig.client(&mut a, &[bind("q"), describe_portal(), execute(), sync()]);
+    rig.sent();
+    assert_eq!(rig.server(&mut a, &[stale()]), vec![]);
+    rig.p.cut(); // the server is gone before its ReadyForQuery
+    let mut b = ServerStatements::default();
+    rig.client(&mut b, &[frame(b'Q', b"select 1\0")]);
+    assert_eq!(
+        tags(&rig.cout, false),
+        vec![],
+        "no old error ahead of the new request"
+    );
+}
+
+#[test]
+fn a_discard_all_after_a_swallowed_error_is_answered_after_it() {
+    let mut a = ServerStatements::default();
+    let mut rig = prepared(&mut a);
+    rig.client(&mut a, &[bind("q"), describe_portal(), execute(), sync()]);
+    rig.sent();
+    assert_eq!(rig.server(&mut a, &[stale()]), vec![]);
+    rig.client(&mut a, &[frame(b'Q', b"DISCARD ALL\0")]);
+    let got = rig.server(&mut a, &[ready(b'I')]);
+    assert_eq!(
+        got,
+        vec![s('E', ""), s('Z', ""), s('C', ""), s('Z', "")],
+        "the request's error and ReadyForQuery, then the DISCARD's answer"
+    );
+    assert_eq!(rig.sent(), vec![], "nothing sent again");
+}
+
+#[test]
+fn a_describe_after_the_execute_or_binary_parameters_are_not_sent_again() {
+    // The rows would come in the new shape before the description that tells it.
+    let mut a = ServerStatements::default();
+    let mut rig = prepared(&mut a);
+    rig.client(&mut a, &[bind("q"), execute(), describe_portal(), sync()]);
+    rig.sent();
+    assert_eq!(
+        rig.server(&mut a, &[stale(), ready(b'I')]),
+        vec![s('E', ""), s('Z', "")]
+    );
+    // A binary parameter was encoded for the old plan's inferred type.
+    let mut b = ServerStatements::default();
+    let mut rig = prepared(&mut b);
+    let binary = frame(b'B', b"\0q\0\0\x01\0\x01\0\x01\0\0\0\x04\0\0\0\x07\0\0");
+    rig.client(&mut b, &[binary, describe_portal(), execute(), sync()]);
+    rig.sent();
+    assert_eq!(
+        rig.server(&mut b, &[stale(), ready(b'I')]),
+        vec![s('E', ""), s('Z', "")]
+    );
 }
