@@ -94,25 +94,36 @@ enum Segment {
 
 /// What a Bind or Describe named.
 enum Named {
-    /// A remapped statement's id, and whether this connection had it prepared already.
-    Mapped(u64, bool),
+    /// A remapped statement.
+    Mapped(Bound),
     /// A statement the server called stale, not prepared on this connection.
     Doomed(Arc<Statement>),
     /// The unnamed statement, a portal, or a name the session has no mapping for.
     Other,
 }
 
+/// A remapped statement a Bind or Describe named.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    id: u64,
+    /// This connection had it prepared already (one prepared in the same request cannot be
+    /// stale).
+    here: bool,
+    /// Its Parse gave every parameter's type (`Statement::typed`).
+    typed: bool,
+}
+
 impl Named {
-    fn prepared(&self) -> Option<(u64, bool)> {
+    fn prepared(&self) -> Option<Bound> {
         match self {
-            Named::Mapped(id, prepared) => Some((*id, *prepared)),
+            Named::Mapped(b) => Some(*b),
             _ => None,
         }
     }
 
     fn expect(self, plain: fn(Option<u64>) -> Expect) -> Expect {
         match self {
-            Named::Mapped(id, _) => plain(Some(id)),
+            Named::Mapped(b) => plain(Some(b.id)),
             Named::Doomed(s) => Expect::Doomed(s),
             Named::Other => plain(None),
         }
@@ -533,12 +544,17 @@ impl Pipeline {
                 wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
             }
         } else if let Some(stmt) = self.statements.get(name) {
-            let (id, here) = (stmt.id, server.touch(stmt.id));
+            let here = server.touch(stmt.id);
+            let bound = Bound {
+                id: stmt.id,
+                here,
+                typed: stmt.typed,
+            };
             let settings = stmt.settings && tag == b'B';
             if here && !settings {
                 // The steady state takes no reference: the count is shared by every session.
                 wire::renamed(sout, tag, head, &stmt.server_name, rest);
-                return Named::Mapped(id, true);
+                return Named::Mapped(bound);
             }
             let stmt = stmt.clone();
             if settings {
@@ -557,7 +573,7 @@ impl Pipeline {
                 self.prepare(&stmt, server, prefix, sout, cout, None);
             }
             wire::renamed(sout, tag, head, &stmt.server_name, rest);
-            return Named::Mapped(id, here);
+            return Named::Mapped(bound);
         } else if name.starts_with(SERVER_NAME_PREFIX) {
             wire::renamed(sout, tag, head, unmapped(name), rest);
         } else {

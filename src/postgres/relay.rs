@@ -95,6 +95,10 @@ pub struct Session {
     /// The server was lost while the client sat in a transaction: its next request gets the
     /// error (true: the transaction surely rolled back).
     cut_failure: Option<bool>,
+    /// The server has accepted the session's parameters once. Until then a replay of them is
+    /// answered before the client's messages go out: refused (an invalid startup parameter),
+    /// the session ends as Postgres ends it at startup, and nothing of the client's has run.
+    settings_known: bool,
 }
 
 impl Session {
@@ -131,7 +135,13 @@ impl Session {
             commit_in_flight: false,
             server_fatal: false,
             cut_failure: None,
+            settings_known: false,
         }
+    }
+
+    /// The client's messages wait for the answer to the session's first parameter replay.
+    fn holding(&self) -> bool {
+        !self.settings_known && self.pipeline.internal()
     }
 
     /// The session's whole life after login.
@@ -253,6 +263,7 @@ impl Session {
                     format!("invalid session parameter: {error}"),
                 );
             }
+            self.settings_known |= !self.pipeline.internal();
             if let Some(discard) = self.pipeline.take_discard() {
                 self.on_discard(lease, discard);
             }
@@ -283,7 +294,9 @@ impl Session {
             }
             // A pump that stopped at the high-water mark left work that no socket event will
             // announce (the bytes are already read): go round again now that output drained.
-            if (self.sout.len() < HIGH_WATER && pending_input(&self.cin, self.client_streaming))
+            if (self.sout.len() < HIGH_WATER
+                && !self.holding()
+                && pending_input(&self.cin, self.client_streaming))
                 || (self.cout.len() < HIGH_WATER
                     && pending_input(&lease.buf, self.server_streaming))
             {
@@ -335,6 +348,9 @@ impl Session {
 
     /// Handles the complete client messages read so far.
     fn pump_client(&mut self, conn: &mut ServerConn) -> Result<(), Active> {
+        if self.holding() {
+            return Ok(());
+        }
         let mut cin = std::mem::take(&mut self.cin);
         let result = loop {
             if self.client_streaming > 0 {

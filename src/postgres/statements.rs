@@ -32,6 +32,8 @@ pub struct Statement {
     pub parse_rest: Bytes,
     /// Executing it may change session parameters (read back after each execution).
     pub settings: bool,
+    /// The Parse gave every parameter's type: planned afresh, it takes the same binary values.
+    pub typed: bool,
     /// A server of this pool has accepted this Parse, so a client's Parse of it can be
     /// answered without a server connection.
     confirmed: AtomicBool,
@@ -131,6 +133,7 @@ impl StatementRegistry {
             server_name: server_name(&self.prefix, id).into(),
             parse_rest: Bytes::copy_from_slice(parse_rest),
             settings,
+            typed: all_typed(parse_rest),
             confirmed: AtomicBool::new(false),
             epoch: self.schema.now(),
             retired: AtomicBool::new(false),
@@ -229,6 +232,18 @@ impl ServerStatements {
     }
 }
 
+/// Whether a Parse body after the name (query, NUL, count, type OIDs) names every type.
+fn all_typed(parse_rest: &[u8]) -> bool {
+    let Some(nul) = parse_rest.iter().position(|&b| b == 0) else {
+        return false;
+    };
+    let types = &parse_rest[nul + 1..];
+    types.len() >= 2
+        && types[2..]
+            .chunks(4)
+            .all(|oid| oid.len() == 4 && oid != [0, 0, 0, 0])
+}
+
 /// Server name of a statement id, for closing evicted statements.
 pub fn server_name(prefix: &str, id: u64) -> Vec<u8> {
     format!("{prefix}{id}").into_bytes()
@@ -266,6 +281,14 @@ mod tests {
         reg.retire(&b);
         let c = reg.intern(&a.parse_rest, false);
         assert_ne!(c.id, b.id);
+    }
+
+    #[test]
+    fn typed_means_every_parameter_type_given() {
+        assert!(all_typed(b"select 1\0\0\0"));
+        assert!(all_typed(b"select $1\0\0\x01\0\0\0\x17"));
+        assert!(!all_typed(b"select $1, $2\0\0\x02\0\0\0\x17\0\0\0\0"));
+        assert!(!all_typed(b"no nul"));
     }
 
     #[test]

@@ -124,3 +124,33 @@ fn a_bad_startup_length_is_closed_without_an_answer() {
         assert!(got.is_empty(), "port {port} answered {got:?}");
     }
 }
+
+/// A startup parameter the server refuses (`statement_timeout=banana`): direct, the login fails
+/// and nothing runs. Through sluice the login is answered from the pool's greeting, so the
+/// refusal comes at the first query; that query must never run (the parameter replay is
+/// answered before the client's messages go out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_startup_parameter_runs_nothing() {
+    let pg = PgServer::start();
+    pg.psql_db(
+        APPDB,
+        "create table refused (n int); grant all on refused to app;",
+    );
+    let sluice = Sluice::start_for(&pg, ProxyOptions::pool(2));
+    for _ in 0..20 {
+        let dsn = format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={APPDB} \
+             options='-c statement_timeout=banana'",
+            sluice.port(),
+            APP.0,
+            APP.1
+        );
+        let Ok((client, conn)) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await else {
+            continue;
+        };
+        tokio::spawn(conn);
+        let result = client.simple_query("insert into refused values (1)").await;
+        assert!(result.is_err(), "the insert ran: {result:?}");
+    }
+    assert_eq!(pg.psql_db(APPDB, "select count(*) from refused"), "0");
+}

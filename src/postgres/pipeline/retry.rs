@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{Expect, Pipeline, Segment};
+use super::{Bound, Expect, Pipeline, Segment};
 use crate::postgres::statements::{ServerStatements, Statement, StatementRegistry};
 use crate::postgres::wire::{self, status};
 
@@ -29,6 +29,8 @@ pub(super) struct Retry {
     /// A Bind is recorded: a request of one Bind only is sent again, so that its Describe
     /// speaks for the statement that failed.
     bound: bool,
+    /// The statement's Parse gave every parameter's type.
+    typed: bool,
     /// The request (or its first message) describes what it runs: its answer tells the client
     /// the row shape, which a stale statement may have changed.
     describes: bool,
@@ -77,23 +79,24 @@ const MAX_RECORDED: usize = 8 << 10;
 
 /// Whether a Bind `frame` means the same to a statement planned afresh: at most one result
 /// format (a format per column was written for the old row shape; the server would reject
-/// it), and its parameters in text (a fresh plan may infer other types for parameters the
-/// client left unspecified, and binary values would be read as those).
-fn rebindable(frame: &[u8]) -> bool {
+/// it), and parameters in text unless the statement's Parse gave every type (`typed`: a fresh
+/// plan may infer other types for parameters the client left unspecified, and binary values
+/// would be read as those).
+fn rebindable(frame: &[u8], typed: bool) -> bool {
     if frame[0] != b'B' {
         return true;
     }
     frame.len() <= MAX_RECORDED
         && wire::bind_formats(&frame[wire::FRAME_HEADER_LEN..])
-            .is_ok_and(|(text_params, results)| text_params && results <= 1)
+            .is_ok_and(|(text_params, results)| (text_params || typed) && results <= 1)
 }
 
 /// Whether a Describe `frame` describes the recorded request's statement, or the portal of its
 /// Bind (named by the recorded frames' first Bind).
-fn describes(frame: &[u8], r: &Retry, named: Option<(u64, bool)>) -> bool {
+fn describes(frame: &[u8], r: &Retry, named: Option<Bound>) -> bool {
     let body = &frame[wire::FRAME_HEADER_LEN..];
     match body.first() {
-        Some(b'S') => named.is_some_and(|(id, _)| Some(id) == r.stmt),
+        Some(b'S') => named.is_some_and(|b| Some(b.id) == r.stmt),
         Some(b'P') if r.bound => {
             let portal = &body[1..];
             wire::Frames::new(&r.frames, usize::MAX)
@@ -166,21 +169,24 @@ impl Pipeline {
     /// Follows a client message for the request that may be retried. `named`: the statement a
     /// Bind or Describe-statement names, and whether this connection had it prepared already
     /// (a statement prepared in this very request cannot be stale).
-    pub(super) fn record(&mut self, frame: &[u8], named: Option<(u64, bool)>) {
+    pub(super) fn record(&mut self, frame: &[u8], named: Option<Bound>) {
         let tag = frame[0];
         match self.retry_state() {
             State::Off => {
-                let Some((id, true)) = named else { return };
+                let Some(b) = named.filter(|b| b.here) else {
+                    return;
+                };
                 if self.status != status::IDLE
                     || self.segment == Segment::Executed
                     || !self.expect.iter().all(hidden)
-                    || !rebindable(frame)
+                    || !rebindable(frame, b.typed)
                 {
                     return;
                 }
                 let r = self.retry.get_or_insert_with(Box::default);
                 r.state = State::Recording;
-                r.stmt = Some(id);
+                r.typed = b.typed;
+                r.stmt = Some(b.id);
                 r.describes = tag == b'D';
                 r.bound = tag == b'B';
                 r.frames.clear();
@@ -195,7 +201,7 @@ impl Pipeline {
                     return;
                 }
                 match tag {
-                    b'B' if !r.bound && rebindable(frame) => {
+                    b'B' if !r.bound && rebindable(frame, r.typed) => {
                         r.bound = true;
                         r.frames.extend_from_slice(frame);
                     }

@@ -380,7 +380,7 @@ fn a_discard_all_after_a_swallowed_error_is_answered_after_it() {
 }
 
 #[test]
-fn a_describe_after_the_execute_or_binary_parameters_are_not_sent_again() {
+fn a_describe_after_the_execute_or_untyped_binary_parameters_are_not_sent_again() {
     // The rows would come in the new shape before the description that tells it.
     let mut a = ServerStatements::default();
     let mut rig = prepared(&mut a);
@@ -390,14 +390,20 @@ fn a_describe_after_the_execute_or_binary_parameters_are_not_sent_again() {
         rig.server(&mut a, &[stale(), ready(b'I')]),
         vec![s('E', ""), s('Z', "")]
     );
-    // A binary parameter was encoded for the old plan's inferred type.
-    let mut b = ServerStatements::default();
-    let mut rig = prepared(&mut b);
-    let binary = frame(b'B', b"\0q\0\0\x01\0\x01\0\x01\0\0\0\x04\0\0\0\x07\0\0");
-    rig.client(&mut b, &[binary, describe_portal(), execute(), sync()]);
-    rig.sent();
-    assert_eq!(
-        rig.server(&mut b, &[stale(), ready(b'I')]),
-        vec![s('E', ""), s('Z', "")]
-    );
+    // A binary parameter of a type the Parse left to the server was encoded for the old plan's
+    // inference; one whose type the Parse gave means the same to a fresh plan.
+    for (oid, retried) in [([0u8, 0, 0, 0], false), ([0, 0, 0, 23], true)] {
+        let mut b = ServerStatements::default();
+        let mut rig = Rig::new(1);
+        let mut body = b"q\0select * from t where id = $1\0\0\x01".to_vec();
+        body.extend_from_slice(&oid);
+        rig.client(&mut b, &[frame(b'P', &body), sync()]);
+        rig.sent();
+        rig.server(&mut b, &[frame(b'1', b""), ready(b'I')]);
+        let binary = frame(b'B', b"\0q\0\0\x01\0\x01\0\x01\0\0\0\x04\0\0\0\x07\0\0");
+        rig.client(&mut b, &[binary, describe_portal(), execute(), sync()]);
+        rig.sent();
+        let got = rig.server(&mut b, &[stale(), ready(b'I')]);
+        assert_eq!(got.is_empty(), retried, "type oid {oid:?}: {got:?}");
+    }
 }
