@@ -137,6 +137,7 @@ async fn a_refused_startup_parameter_runs_nothing() {
         "create table refused (n int); grant all on refused to app;",
     );
     let sluice = Sluice::start_for(&pg, ProxyOptions::pool(2));
+    let mut tried = 0;
     for _ in 0..20 {
         let dsn = format!(
             "host=127.0.0.1 port={} user={} password={} dbname={APPDB} \
@@ -151,6 +152,9 @@ async fn a_refused_startup_parameter_runs_nothing() {
         tokio::spawn(conn);
         let result = client.simple_query("insert into refused values (1)").await;
         assert!(result.is_err(), "the insert ran: {result:?}");
+        tried += 1;
     }
+    // sluice answers the login from its cache: the refusal comes at the first query.
+    assert_eq!(tried, 20, "logins refused");
     assert_eq!(pg.psql_db(APPDB, "select count(*) from refused"), "0");
 }
