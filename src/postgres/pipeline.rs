@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
 use super::settings::changes;
-use super::statements::{ServerStatements, Statement, StatementRegistry, server_name};
+use super::statements::{ServerStatements, Statement, StatementRegistry};
 use super::wire::{self, Reader, WireError, status};
 use crate::session::PinReason;
 
@@ -90,53 +90,6 @@ enum Segment {
     Open,
     /// ... and one of them was an Execute: an error now rolls its effects back.
     Executed,
-}
-
-/// What a Bind or Describe named.
-enum Named {
-    /// A remapped statement.
-    Mapped(Bound),
-    /// A statement the server called stale, not prepared on this connection.
-    Doomed(Arc<Statement>),
-    /// The unnamed statement, a portal, or a name the session has no mapping for.
-    Other,
-}
-
-/// A remapped statement a Bind or Describe named.
-#[derive(Debug, Clone, Copy)]
-struct Bound {
-    id: u64,
-    /// This connection had it prepared already (one prepared in the same request cannot be
-    /// stale).
-    here: bool,
-    /// Its Parse gave every parameter's type (`Statement::typed`).
-    typed: bool,
-}
-
-impl Named {
-    fn prepared(&self) -> Option<Bound> {
-        match self {
-            Named::Mapped(b) => Some(*b),
-            _ => None,
-        }
-    }
-
-    fn expect(self, plain: fn(Option<u64>) -> Expect) -> Expect {
-        match self {
-            Named::Mapped(b) => plain(Some(b.id)),
-            Named::Doomed(s) => Expect::Doomed(s),
-            Named::Other => plain(None),
-        }
-    }
-}
-
-/// The name to send for a statement name the session has no mapping for.
-fn unmapped(name: &[u8]) -> &[u8] {
-    if name.starts_with(SERVER_NAME_PREFIX) {
-        MISSING_UNNAMED
-    } else {
-        name
-    }
 }
 
 #[derive(Debug)]
@@ -484,7 +437,6 @@ impl Pipeline {
                 }
             }
             b'E' => {
-                self.open_segment();
                 sout.extend_from_slice(frame);
                 self.push(Expect::Execute, cout);
                 // After record(): the Execute of a request being recorded is its own.
@@ -521,112 +473,6 @@ impl Pipeline {
         self.statements.clear();
     }
 
-    /// Bind or Describe of a statement: renamed to its server name (prepared first if this
-    /// connection lacks it), or forwarded untouched when the session has no such mapping.
-    #[allow(clippy::too_many_arguments)]
-    fn forward_named(
-        &mut self,
-        tag: u8,
-        head: &[u8],
-        name: &[u8],
-        rest: &[u8],
-        frame: &[u8],
-        server: &mut ServerStatements,
-        prefix: &str,
-        sout: &mut BytesMut,
-        cout: &mut BytesMut,
-    ) -> Named {
-        if name.is_empty() {
-            if server.unnamed_owner == self.session_id {
-                sout.extend_from_slice(frame);
-            } else {
-                // The unnamed statement here is another session's (or none): never bind it.
-                wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
-            }
-        } else if let Some(stmt) = self.statements.get(name) {
-            let here = server.touch(stmt.id);
-            let bound = Bound {
-                id: stmt.id,
-                here,
-                typed: stmt.typed,
-            };
-            let settings = stmt.settings && tag == b'B';
-            if here && !settings {
-                // The steady state takes no reference: the count is shared by every session.
-                wire::renamed(sout, tag, head, &stmt.server_name, rest);
-                return Named::Mapped(bound);
-            }
-            let stmt = stmt.clone();
-            if settings {
-                // Each execution of a statement that sets parameters is read back after.
-                let query = Reader::new(&stmt.parse_rest, "Parse")
-                    .cstr()
-                    .unwrap_or_default();
-                self.track(effects(query), query);
-            }
-            if !here && stmt.stale_error().is_some() {
-                // Prepared afresh it would run with a row shape the client never saw.
-                wire::renamed(sout, tag, head, MISSING_UNNAMED, rest);
-                return Named::Doomed(stmt);
-            }
-            if !here {
-                self.prepare(&stmt, server, prefix, sout, cout, None);
-            }
-            wire::renamed(sout, tag, head, &stmt.server_name, rest);
-            return Named::Mapped(bound);
-        } else if name.starts_with(SERVER_NAME_PREFIX) {
-            wire::renamed(sout, tag, head, unmapped(name), rest);
-        } else {
-            sout.extend_from_slice(frame);
-        }
-        Named::Other
-    }
-
-    fn ensure_prepared(
-        &mut self,
-        stmt: &Arc<Statement>,
-        server: &mut ServerStatements,
-        prefix: &str,
-        sout: &mut BytesMut,
-        cout: &mut BytesMut,
-    ) {
-        if !server.touch(stmt.id) {
-            self.prepare(stmt, server, prefix, sout, cout, None);
-        }
-    }
-
-    /// Sends a Parse under the server name; visible to the client only if the client asked.
-    fn prepare(
-        &mut self,
-        stmt: &Arc<Statement>,
-        server: &mut ServerStatements,
-        prefix: &str,
-        sout: &mut BytesMut,
-        cout: &mut BytesMut,
-        client_name: Option<Box<[u8]>>,
-    ) {
-        if let Some(old) = server.insert(stmt.id) {
-            wire::close_statement(sout, &server_name(prefix, old));
-            self.push(
-                Expect::Close {
-                    visible: false,
-                    evicted: Some(old),
-                },
-                cout,
-            );
-        }
-        wire::parse_renamed(sout, &stmt.server_name, &stmt.parse_rest);
-        let visible = client_name.is_some();
-        self.push(
-            Expect::Parse {
-                visible,
-                stmt: Some(stmt.clone()),
-                client_name,
-            },
-            cout,
-        );
-    }
-
     /// Where a DISCARD ALL took effect since the last call (the relay resets parameters).
     pub fn take_discard(&mut self) -> Option<Discard> {
         self.discarded.take()
@@ -653,11 +499,13 @@ impl Pipeline {
 
 mod cut;
 mod local;
+mod naming;
 mod responses;
 mod retry;
 
 pub use cut::Cut;
 
+use naming::{Bound, Named, unmapped};
 use responses::synth;
 use retry::Retry;
 

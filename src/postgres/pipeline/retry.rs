@@ -275,12 +275,8 @@ impl Pipeline {
         sout: &mut BytesMut,
         cout: &mut BytesMut,
     ) -> bool {
-        let Some(r) = self.retry.as_deref_mut() else {
-            return true;
-        };
-        if r.state != State::Failed {
-            r.state = State::Off;
-            r.stmt = None;
+        if self.retry_state() != State::Failed {
+            self.retry_off();
             return true;
         }
         self.resend(server, registry, prefix, sout, cout);
