@@ -329,34 +329,11 @@ impl Session {
                         break true;
                     }
                 }
-                if reply.wants_file() {
-                    // Only a connection opened for clients that announced CLIENT_LOCAL_FILES is
-                    // asked for a file (the capability is part of the pool's key).
-                    let Some(len) = wire::next_packet(&conn.buf).map(|p| p.len) else {
-                        break true;
-                    };
-                    self.out.extend_from_slice(&conn.buf[..len]);
-                    conn.buf.advance(len);
-                    forwarded = true;
-                    if client.write_all(&self.out).await.is_err() {
-                        self.out.clear();
-                        self.drop_lease();
-                        return Err(End::ClientGone);
-                    }
-                    self.out.clear();
-                    match Box::pin(infile::upload(client, conn, &mut self.cin)).await {
-                        Ok(()) => reply.file_sent(),
-                        Err(infile::Gone::Client) => {
-                            // Mid-file: the server waits for the rest and can serve no one.
-                            self.drop_lease();
-                            return Err(End::ClientGone);
-                        }
-                        Err(infile::Gone::Server) => break true,
-                    }
-                    continue;
-                }
                 let complete = reply.done() && streaming == 0;
-                if complete || self.out.len() >= FLUSH_AT {
+                // The server's request for a local file goes out at once: nothing follows it
+                // until the client has sent the file.
+                let file = reply.wants_file();
+                if complete || file || self.out.len() >= FLUSH_AT {
                     forwarded |= !self.out.is_empty();
                     if client.write_all(&self.out).await.is_err() {
                         self.out.clear();
@@ -371,6 +348,20 @@ impl Session {
                     let m = &self.ep.cluster.metrics;
                     m.database_response_latency.observe(sent.elapsed());
                     break false;
+                }
+                if file {
+                    // Only a connection opened for clients that announced CLIENT_LOCAL_FILES is
+                    // asked for a file (the capability is part of the pool's key).
+                    match Box::pin(infile::upload(client, conn, &mut self.cin)).await {
+                        Ok(()) => reply.file_sent(),
+                        Err(infile::Gone::Client) => {
+                            // Mid-file: the server waits for the rest and can serve no one.
+                            self.drop_lease();
+                            return Err(End::ClientGone);
+                        }
+                        Err(infile::Gone::Server) => break true,
+                    }
+                    continue;
                 }
                 conn.buf.reserve(READ_CHUNK);
                 match conn.stream.read_buf(&mut conn.buf).await {
@@ -495,7 +486,7 @@ fn drain(
             *streaming -= n;
             continue;
         }
-        if reply.done() {
+        if reply.done() || reply.wants_file() {
             return Ok(());
         }
         let Some(p) = wire::next_packet(buf) else {
@@ -511,9 +502,6 @@ fn drain(
                 return Ok(());
             }
             reply.on_packet(&buf[wire::HEADER_LEN..p.len], plen)?;
-            if reply.wants_file() {
-                return Ok(()); // the request stays in `buf`: the session answers it
-            }
             let at = out.len();
             out.extend_from_slice(&buf[..p.len]);
             if std::mem::take(first)
