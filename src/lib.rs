@@ -9,7 +9,11 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod endpoint;
+pub mod errors;
 pub mod health;
+#[cfg(test)]
+mod layers;
 pub mod listener;
 pub mod metrics;
 pub mod mysql;
@@ -19,3 +23,4 @@ pub mod routing;
 pub mod session;
 pub mod shutdown;
 pub mod tls;
+pub mod topology;

@@ -10,17 +10,17 @@ use tokio::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Cidr;
-use crate::mysql::client::MyEndpoint;
+use crate::mysql::endpoint::MyEndpoint;
 use crate::postgres::client::PgEndpoint;
 
 /// An endpoint of either engine.
 #[derive(Debug, Clone)]
-pub enum Endpoint {
+pub enum AnyEndpoint {
     Postgres(Arc<PgEndpoint>),
     Mysql(Arc<MyEndpoint>),
 }
 
-impl Endpoint {
+impl AnyEndpoint {
     fn name(&self) -> &str {
         match self {
             Self::Postgres(ep) => &ep.name,
@@ -46,7 +46,7 @@ pub struct Admission {
 /// What a listening address serves now: a reload swaps it without closing the socket.
 #[derive(Debug)]
 pub struct Served {
-    pub endpoint: Endpoint,
+    pub endpoint: AnyEndpoint,
     pub admission: Admission,
 }
 
@@ -88,10 +88,10 @@ pub async fn accept_loop(
         endpoint.metrics().received.inc();
         let _ = stream.set_nodelay(true);
         match endpoint {
-            Endpoint::Postgres(ep) => {
+            AnyEndpoint::Postgres(ep) => {
                 sessions.spawn(crate::postgres::client::serve(stream, peer, ep.clone()));
             }
-            Endpoint::Mysql(ep) => {
+            AnyEndpoint::Mysql(ep) => {
                 sessions.spawn(crate::mysql::client::serve(stream, peer, ep.clone()));
             }
         }

@@ -44,7 +44,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match sluice::config::load(&file) {
+        Command::CheckConfig { file } => match sluice::app::preflight::load(&file) {
             Ok(_) => {
                 eprintln!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -90,7 +90,7 @@ fn run(path: PathBuf, format: LogFormat, watch: bool) -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-    let config = match sluice::config::load(&path) {
+    let preflight = match sluice::app::preflight::load(&path) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!(
@@ -103,7 +103,7 @@ fn run(path: PathBuf, format: LogFormat, watch: bool) -> ExitCode {
     };
     // One worker: a current-thread runtime does the same work without the work-stealing
     // scheduler's cross-thread bookkeeping on every wake-up.
-    let mut builder = match config.worker_threads() {
+    let mut builder = match preflight.config.worker_threads() {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -119,7 +119,7 @@ fn run(path: PathBuf, format: LogFormat, watch: bool) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match sluice::app::App::build(&config).await {
+        match sluice::app::App::build(&preflight).await {
             Ok(app) => {
                 let reload = sluice::app::ReloadSource { path, watch };
                 app.run(Some(reload), sluice::shutdown::signal()).await;

@@ -11,20 +11,21 @@ use arc_swap::ArcSwap;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Duration;
 
+use super::preflight::Preflight;
 use super::{App, AppError, Running, build, groups};
+use crate::auth::ServerAccess;
 use crate::auth::credentials::Credentials;
 use crate::auth::iam::signer::TokenSigner;
 use crate::auth::secrets_manager::AwsEnv;
 use crate::auth::users::{User, Users};
 use crate::config::TargetGroup;
 use crate::config::{Config, ConnectionPool, Endpoint as EndpointConfig, Engine, Role};
-use crate::listener::{self, Admission, Endpoint, Served};
+use crate::listener::{self, Admission, AnyEndpoint, Served};
 use crate::metrics::api::EndpointView;
 use crate::metrics::{EndpointMetrics, GroupStats};
-use crate::mysql::client::MyEndpoint;
 use crate::mysql::cluster::MyCluster;
-use crate::pool::ServerAccess;
-use crate::postgres::client::PgEndpoint;
+use crate::mysql::endpoint::MySide;
+use crate::postgres::client::PgSide;
 use crate::postgres::cluster::PgCluster;
 use crate::routing::Want;
 use crate::tls::{ClientTls, ServerConnector};
@@ -134,12 +135,16 @@ fn resizable(old: &TargetGroup, new: &TargetGroup) -> bool {
 async fn server_access(
     name: &str,
     group: &TargetGroup,
+    preflight: &Preflight,
     aws: &AwsEnv<'_>,
 ) -> Result<ServerAccess, AppError> {
-    let tls = ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
-        group: name.to_owned(),
-        source,
-    })?;
+    let tls = match preflight.server_tls.get(name) {
+        Some(tls) => tls.clone(),
+        None => ServerConnector::new(&group.server_tls).map_err(|source| AppError::ServerTls {
+            group: name.to_owned(),
+            source,
+        })?,
+    };
     let iam =
         match &group.server_iam {
             Some(iam) => {
@@ -157,13 +162,15 @@ async fn server_access(
 
 impl App {
     /// Makes `config` the one in force (the first one at start).
-    pub(super) async fn apply(&mut self, config: &Config) -> Result<(), AppError> {
+    pub(super) async fn apply(&mut self, preflight: &Preflight) -> Result<(), AppError> {
+        let config = &preflight.config;
         let prev = self.running.as_ref();
         let aws = AwsEnv::new(&config.secrets_manager);
-        let users = Arc::new(Users::reload(config, &aws, prev.map(|r| &*r.users)).await?);
+        let previous = prev.map(|r| &*r.users);
+        let users = Arc::new(Users::reload(config, &aws, previous, &preflight.preread).await?);
         let tls_changed = prev.is_none_or(|r| r.config.tls != config.tls);
-        let tls = match (&config.tls, tls_changed) {
-            (Some(files), true) => Some(Arc::new(ClientTls::load(files).map_err(AppError::Tls)?)),
+        let tls = match (&preflight.client_tls, tls_changed) {
+            (Some(loaded), true) => Some(loaded.clone()),
             (_, false) => prev.and_then(|r| r.client_tls.as_ref().map(|(t, _)| t.clone())),
             (None, true) => None,
         };
@@ -186,7 +193,7 @@ impl App {
             let plan = match old {
                 Some(g) if g.config == *group => Plan::Keep,
                 Some(g) if resizable(&g.config, group) => Plan::Resize,
-                _ => Plan::Build(server_access(name, group, &aws).await?, monitor),
+                _ => Plan::Build(server_access(name, group, preflight, &aws).await?, monitor),
             };
             plans.insert(name.clone(), plan);
         }
@@ -293,7 +300,10 @@ impl App {
         let mut group_views: Vec<_> = groups.iter().map(|(n, g)| g.cluster.view(n)).collect();
         group_views.sort_by(|a, b| a.name().cmp(b.name()));
         self.group_list.store(Arc::new(group_views));
-        let mut credentials: Vec<_> = users.credentials().cloned().collect();
+        let mut credentials: Vec<Arc<dyn crate::metrics::SecretReads>> = users
+            .credentials()
+            .map(|c| c.clone() as Arc<dyn crate::metrics::SecretReads>)
+            .collect();
         credentials.sort_by(|a, b| a.name().cmp(b.name()));
         self.credential_list.store(Arc::new(credentials));
         self.state.endpoints.store(Arc::new(views));
@@ -347,13 +357,13 @@ impl App {
         monitor: &Arc<User>,
     ) -> Group {
         let mut tasks = JoinSet::new();
-        let drain = &self.drain;
+        let shared = &self.shared;
         let cluster = match group.engine {
             Engine::Postgres => Engined::Pg(build::pg_cluster(
-                name, group, monitor, access, drain, &mut tasks,
+                name, group, monitor, access, shared, &mut tasks,
             )),
             Engine::Mysql => Engined::My(build::my_cluster(
-                name, group, monitor, access, drain, &mut tasks,
+                name, group, monitor, access, shared, &mut tasks,
             )),
         };
         Group {
@@ -390,7 +400,7 @@ impl App {
         tls: &Option<Arc<ClientTls>>,
         local: SocketAddr,
         metrics: &EndpointMetrics,
-    ) -> Endpoint {
+    ) -> AnyEndpoint {
         let want = match ep.role {
             Role::ReadWrite => Want::Writer,
             Role::ReadOnly => Want::Reader {
@@ -398,40 +408,36 @@ impl App {
             },
             Role::ReadWriteSplit => Want::Split,
         };
-        let ryw = ep.read_your_writes_timeout.as_std();
-        let idle = config.idle_client_timeout.as_std();
+        let shared = crate::endpoint::Endpoint {
+            name: ep.name.clone(),
+            group: ep.target_group.clone(),
+            want,
+            read_your_writes_timeout: ep.read_your_writes_timeout.as_std(),
+            users: users.clone(),
+            port: local.port(),
+            tls: tls.clone(),
+            require_tls: ep.require_tls,
+            idle_client_timeout: config.idle_client_timeout.as_std(),
+            metrics: metrics.clone(),
+            session_ids: self.session_ids.clone(),
+            engine: (),
+        };
         match cluster {
-            Engined::Pg(cluster) => Endpoint::Postgres(Arc::new(PgEndpoint {
-                name: ep.name.clone(),
-                group: ep.target_group.clone(),
-                cluster: cluster.clone(),
-                want,
-                read_your_writes_timeout: ryw,
-                users: users.clone(),
-                port: local.port(),
-                tls: tls.clone(),
-                require_tls: ep.require_tls,
-                cancel: self.cancel.clone(),
-                idle_client_timeout: idle,
-                session_ids: self.session_ids.clone(),
-                metrics: metrics.clone(),
-            })),
-            Engined::My(cluster) => Endpoint::Mysql(Arc::new(MyEndpoint {
-                name: ep.name.clone(),
-                group: ep.target_group.clone(),
-                cluster: cluster.clone(),
-                want,
-                read_your_writes_timeout: ryw,
-                users: users.clone(),
-                port: local.port(),
-                tls: tls.clone(),
-                require_tls: ep.require_tls,
-                local_infile: ep.local_infile,
-                kill: self.kill.clone(),
-                idle_client_timeout: idle,
-                session_ids: self.session_ids.clone(),
-                metrics: metrics.clone(),
-            })),
+            Engined::Pg(cluster) => {
+                let engine = PgSide {
+                    cluster: cluster.clone(),
+                    cancel: self.cancel.clone(),
+                };
+                AnyEndpoint::Postgres(Arc::new(shared.with_engine(engine)))
+            }
+            Engined::My(cluster) => {
+                let engine = MySide {
+                    cluster: cluster.clone(),
+                    kill: self.kill.clone(),
+                    local_infile: ep.local_infile,
+                };
+                AnyEndpoint::Mysql(Arc::new(shared.with_engine(engine)))
+            }
         }
     }
 }

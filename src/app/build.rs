@@ -9,17 +9,19 @@ use tokio::task::JoinSet;
 use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::ServerAccess;
 use crate::auth::users::{User, Users};
 use crate::config::{Config, ConnectionPool, TargetGroup};
 use crate::health::{self, Monitor, Thresholds, Timing};
 use crate::mysql::cluster::MyCluster;
 use crate::mysql::pools::MyPools;
 use crate::mysql::probe::MyProbe;
-use crate::pool::{Instance, Limit, PoolSettings, PooledConnection, ServerAccess};
+use crate::pool::{Instance, Limit, PoolSettings, PooledConnection};
 use crate::postgres::cluster::PgCluster;
 use crate::postgres::pools::{PgPools, Registries};
 use crate::postgres::probe::PgProbe;
 use crate::routing::{Cluster, Router};
+use crate::session::PinCounts;
 
 /// A listening socket with SO_REUSEADDR, so a restarted sluice can bind its port while
 /// connections it closed are still in TIME-WAIT (as PgBouncer and the databases do).
@@ -61,18 +63,26 @@ fn probe_timing(group: &TargetGroup) -> (Thresholds, Timing) {
     )
 }
 
+/// What every cluster holds a clone of: process-wide handles.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// Cancelled when sluice drains.
+    pub drain: CancellationToken,
+    pub pin_counts: Arc<PinCounts>,
+}
+
 /// Pools, router and probes of a Postgres target group.
 pub(super) fn pg_cluster(
     name: &str,
     group: &TargetGroup,
     monitor: &User,
     access: &ServerAccess,
-    drain: &CancellationToken,
+    shared: &Shared,
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
     let init_query = &group.connection_pool.init_query;
-    cluster(name, group, drain, tasks, |addr, instance, settings| {
+    cluster(name, group, shared, tasks, |addr, instance, settings| {
         let login = crate::postgres::server::ServerLogin {
             addr: addr.to_owned(),
             user: monitor.credential().secret.username.clone(),
@@ -94,11 +104,11 @@ pub(super) fn my_cluster(
     group: &TargetGroup,
     monitor: &User,
     access: &ServerAccess,
-    drain: &CancellationToken,
+    shared: &Shared,
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
     let init_query = &group.connection_pool.init_query;
-    cluster(name, group, drain, tasks, |addr, instance, settings| {
+    cluster(name, group, shared, tasks, |addr, instance, settings| {
         let login = crate::mysql::server::ServerLogin {
             addr: addr.to_owned(),
             user: monitor.credential().secret.username.clone(),
@@ -120,7 +130,7 @@ pub(super) fn my_cluster(
 fn cluster<C: PooledConnection, P>(
     name: &str,
     group: &TargetGroup,
-    drain: &CancellationToken,
+    shared: &Shared,
     tasks: &mut JoinSet<()>,
     mut each: impl FnMut(&str, Arc<Instance<C>>, PoolSettings) -> (Box<dyn health::Probe>, P),
 ) -> Arc<Cluster<P>> {
@@ -133,7 +143,13 @@ fn cluster<C: PooledConnection, P>(
         settings = s;
         tasks.spawn(trim_loop(instance.clone(), s));
         outstanding.push(instance.borrowed().clone());
-        let drain = instance.clone();
+        let drain: health::Drain = {
+            let instance = instance.clone();
+            Arc::new(move || {
+                let closed = instance.drain();
+                tracing::info!(instance = %instance.addr(), closed, "pools drained");
+            })
+        };
         let (probe, pools) = each(addr, instance, s);
         probes.push(health::Member { probe, drain });
         members.push(Arc::new(pools));
@@ -146,8 +162,9 @@ fn cluster<C: PooledConnection, P>(
         router,
         members: members.into(),
         settings,
-        drain: drain.clone(),
+        drain: shared.drain.clone(),
         metrics: Default::default(),
+        pin_counts: shared.pin_counts.clone(),
     })
 }
 

@@ -16,6 +16,9 @@ use tokio_util::task::TaskTracker;
 mod apply;
 mod build;
 mod groups;
+pub mod preflight;
+
+pub use preflight::Preflight;
 
 use crate::auth::users::{Users, UsersError};
 use crate::config::Config;
@@ -69,7 +72,8 @@ pub struct App {
     accepts: JoinSet<()>,
     /// Every client session, so a drain can wait for them.
     sessions: TaskTracker,
-    drain: CancellationToken,
+    /// Process-wide handles every cluster holds: the drain token and the pin counts.
+    shared: build::Shared,
     cancel: Arc<CancelRegistry>,
     kill: Arc<KillRegistry>,
     /// Process-wide: endpoints share pools, and a session id marks unnamed-statement ownership.
@@ -95,7 +99,8 @@ struct Running {
 }
 
 impl App {
-    pub async fn build(config: &Config) -> Result<Self, AppError> {
+    pub async fn build(preflight: &Preflight) -> Result<Self, AppError> {
+        let config = &preflight.config;
         let group_list = GroupList::default();
         let cancel = Arc::new(CancelRegistry::default());
         let kill = Arc::new(KillRegistry::default());
@@ -104,6 +109,8 @@ impl App {
         metrics.add_sessions(vec![cancel.clone(), kill.clone()], group_list.clone());
         let credential_list = CredentialList::default();
         metrics.add_credentials(credential_list.clone());
+        let pin_counts = Arc::new(crate::session::PinCounts::default());
+        metrics.add_pins(pin_counts.clone());
         let metrics = Arc::new(metrics);
         let token = match config
             .admin
@@ -129,7 +136,10 @@ impl App {
             tasks: JoinSet::new(),
             accepts: JoinSet::new(),
             sessions: TaskTracker::new(),
-            drain: CancellationToken::new(),
+            shared: build::Shared {
+                drain: CancellationToken::new(),
+                pin_counts,
+            },
             cancel,
             kill,
             session_ids: Arc::new(AtomicU64::new(0)),
@@ -140,7 +150,7 @@ impl App {
             admin: None,
             running: None,
         };
-        app.apply(config).await?;
+        app.apply(preflight).await?;
         if let Some(a) = &config.admin {
             let listener = build::bind(a.listen).map_err(|source| AppError::Bind {
                 endpoint: "admin".into(),
@@ -201,7 +211,7 @@ impl App {
     /// problems logged, and the running config stays.
     async fn reload(&mut self, source: &ReloadSource, why: &str) {
         tracing::info!(path = %source.path.display(), why, "reloading the config");
-        let config = match crate::config::load(&source.path) {
+        let preflight = match preflight::load(&source.path) {
             Ok(c) => c,
             Err(errors) => {
                 tracing::error!(
@@ -211,7 +221,7 @@ impl App {
                 return;
             }
         };
-        match self.apply(&config).await {
+        match self.apply(&preflight).await {
             Ok(()) => tracing::info!("config reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "config reload refused, the running config stays");
@@ -240,7 +250,7 @@ impl App {
         tokio::time::sleep(grace).await;
         self.accepts.shutdown().await;
         self.sessions.close();
-        self.drain.cancel();
+        self.shared.drain.cancel();
         tracing::info!(
             sessions = self.sessions.len(),
             "listeners closed; sessions end at their next transaction boundary"

@@ -16,7 +16,7 @@ use super::mysql::MysqlKeys;
 use super::scram::ScramKeys;
 use super::secret::{self, Secret};
 use super::secrets_manager;
-use crate::pool::ConnectError;
+use crate::errors::{ConnectError, Retry};
 
 /// Reads of the store caused by rejected logins are at least this far apart: a burst of
 /// rejections after a rotation costs one read, and a wrong password in the store cannot make
@@ -104,6 +104,11 @@ impl Credentials {
     pub async fn load(name: &str, source: Source) -> Result<Self, String> {
         let (current, pending) = read(&source).await?;
         Ok(Self::new(name, source, current, pending))
+    }
+
+    /// Credentials whose first read has been done already (by the preflight).
+    pub fn with_secret(name: &str, source: Source, secret: Secret) -> Self {
+        Self::new(name, source, secret, None)
     }
 
     pub fn fixed(name: &str, secret: Secret) -> Self {
@@ -252,7 +257,7 @@ impl Credentials {
             _ => versions.current.clone(),
         };
         let rejected = match attempt(first.clone()).await {
-            Err(e) if e.is_rejected_login() => e,
+            Err(e) if e.retry() == Retry::WithNewSecret => e,
             other => return other,
         };
         self.refresh_since(Instant::now()).await;
@@ -262,7 +267,7 @@ impl Credentials {
                 continue;
             }
             match attempt(other.clone()).await {
-                Err(e) if e.is_rejected_login() => {}
+                Err(e) if e.retry() == Retry::WithNewSecret => {}
                 other => {
                     if other.is_ok() {
                         self.pending_first.store(i == 1, Ordering::Relaxed);
@@ -306,6 +311,18 @@ async fn read(source: &Source) -> Result<(Secret, Option<Secret>), String> {
         Source::SecretsManager { client, id } => secrets_manager::fetch(client, id)
             .await
             .map(|f| (f.current, f.pending)),
+    }
+}
+
+impl crate::metrics::SecretReads for Credentials {
+    fn name(&self) -> &str {
+        Credentials::name(self)
+    }
+    fn rereads(&self) -> bool {
+        Credentials::rereads(self)
+    }
+    fn refresh_failures(&self) -> u64 {
+        Credentials::refresh_failures(self)
     }
 }
 

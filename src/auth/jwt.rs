@@ -61,13 +61,15 @@ pub fn read_jwks(path: &std::path::Path) -> Result<JwkSet, String> {
 }
 
 impl JwtVerifier {
-    pub fn new(config: &JwtConfig) -> Result<Self, String> {
-        Self::with_env(config, |name| std::env::var(name).ok())
+    /// `jwks`: the key set already read from `jwks_file`, if it was.
+    pub fn new(config: &JwtConfig, jwks: Option<JwkSet>) -> Result<Self, String> {
+        Self::with_env(config, jwks, |name| std::env::var(name).ok())
     }
 
     /// Like [`JwtVerifier::new`], with `env` standing for the environment.
     pub fn with_env(
         config: &JwtConfig,
+        jwks: Option<JwkSet>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let hs256 = match &config.hs256_secret_env {
@@ -80,7 +82,10 @@ impl JwtVerifier {
         };
         let stamp = modified(&config.jwks_file);
         Ok(Self {
-            jwks: ArcSwap::from_pointee(read_jwks(&config.jwks_file)?),
+            jwks: ArcSwap::from_pointee(match jwks {
+                Some(set) => set,
+                None => read_jwks(&config.jwks_file)?,
+            }),
             jwks_file: config.jwks_file.clone(),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),

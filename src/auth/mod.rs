@@ -1,5 +1,6 @@
 //! Client authentication and the credentials sluice logs in to databases with.
 
+mod access;
 pub mod credentials;
 pub mod iam;
 pub mod jwt;
@@ -9,3 +10,5 @@ pub mod scram;
 pub mod secret;
 pub mod secrets_manager;
 pub mod users;
+
+pub use access::ServerAccess;

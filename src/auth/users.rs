@@ -98,10 +98,23 @@ pub struct Users {
     jwt: Option<JwtVerifier>,
 }
 
+/// What the preflight already read from the files the config names, so a start or reload
+/// reads each once; anything missing here is read where it is needed.
+#[derive(Debug, Default)]
+pub struct Preread {
+    pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
+    /// `file:` secrets by (path, key).
+    pub secrets: HashMap<(std::path::PathBuf, String), Secret>,
+}
+
 impl Users {
     /// Reads every user's secret; `aws-secretsmanager:` ones through one client.
-    pub async fn load(config: &Config, aws: &AwsEnv<'_>) -> Result<Self, UsersError> {
-        Self::reload(config, aws, None).await
+    pub async fn load(
+        config: &Config,
+        aws: &AwsEnv<'_>,
+        preread: &Preread,
+    ) -> Result<Self, UsersError> {
+        Self::reload(config, aws, None, preread).await
     }
 
     /// Loads the users of `config`, keeping from `previous` what a reload must not disturb:
@@ -112,6 +125,7 @@ impl Users {
         config: &Config,
         aws: &AwsEnv<'_>,
         previous: Option<&Users>,
+        preread: &Preread,
     ) -> Result<Self, UsersError> {
         let mut by_name = HashMap::new();
         // One Secrets Manager client for all users, made only if one needs it.
@@ -151,13 +165,19 @@ impl Users {
                     }
                 }
             };
-            let credentials =
-                Credentials::load(&entry.username, source)
+            let read = match &entry.secret {
+                SecretRef::File { path, key } => preread.secrets.get(&(path.clone(), key.clone())),
+                SecretRef::AwsSecretsManager(_) => None,
+            };
+            let credentials = match read {
+                Some(secret) => Credentials::with_secret(&entry.username, source, secret.clone()),
+                None => Credentials::load(&entry.username, source)
                     .await
                     .map_err(|reason| UsersError::Secret {
                         user: entry.username.clone(),
                         reason,
-                    })?;
+                    })?,
+            };
             let user = User::for_entry(entry, Arc::new(credentials));
             by_name.insert(entry.username.clone(), Arc::new(user));
         }
@@ -183,7 +203,7 @@ impl Users {
             None => None,
         };
         let jwt = match &config.jwt {
-            Some(c) => Some(JwtVerifier::new(c).map_err(UsersError::Jwt)?),
+            Some(c) => Some(JwtVerifier::new(c, preread.jwks.clone()).map_err(UsersError::Jwt)?),
             None => None,
         };
         Ok(Self {

@@ -17,8 +17,28 @@ pub use duration::{Duration, ParseDurationError};
 pub use model::*;
 pub use secret_ref::{ParseSecretRefError, SecretRef};
 
+/// The files a config names, from whatever parts of it deserialized: config reads none of
+/// them, the caller's check does (`app::preflight`), and its problems join the others.
+#[derive(Debug, Default)]
+pub struct NamedFiles {
+    pub tls: Option<Tls>,
+    pub jwks: Option<std::path::PathBuf>,
+    /// By target group name.
+    pub server_tls: Vec<(String, ServerTls)>,
+    /// `file:` secrets: (index in `auth`, path, key).
+    pub secrets: Vec<(usize, std::path::PathBuf, String)>,
+}
+
+/// Checks the files a config names, returning a problem for each that will not do.
+pub type FileCheck<'a> = &'a mut dyn FnMut(&NamedFiles) -> Vec<Problem>;
+
 /// Reads and validates the config file at `path`; `file:` secrets resolve against its directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &mut |_| Vec::new())
+}
+
+/// [`load`], with `check` run on the files the config names.
+pub fn load_with(path: &Path, check: FileCheck<'_>) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![Problem::new(
             &[],
@@ -29,15 +49,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    parse(&text, base_dir)
+    parse_with(&text, base_dir, check)
 }
 
 /// Parses and validates config text; `base_dir` stands for the config file's directory.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    parse_with(text, base_dir, &mut |_| Vec::new())
+}
+
+/// [`parse`], with `check` run on the files the config names.
+pub fn parse_with(
+    text: &str,
+    base_dir: &Path,
+    check: FileCheck<'_>,
+) -> Result<Config, ConfigErrors> {
     let root = parse::yaml_to_value(text).map_err(|p| ConfigErrors(vec![p]))?;
     let mut problems = Vec::new();
     let parts = parse::parts(root, base_dir, &mut problems);
     validate::validate(&parts, &mut problems);
+    problems.extend(check(&parts.named_files()));
     // Structural and semantic problems of one element end up next to each other.
     problems.sort_by_cached_key(|p| document_order(&p.path));
     match parts.into_config() {

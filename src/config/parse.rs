@@ -32,6 +32,27 @@ pub(super) struct Parts {
 }
 
 impl Parts {
+    pub fn named_files(&self) -> super::NamedFiles {
+        let rest = self.rest.as_ref();
+        let server_tls = self.target_groups.iter().flatten();
+        let auth = self.auth.iter().flatten().enumerate();
+        super::NamedFiles {
+            tls: rest.and_then(|c| c.tls.clone()),
+            jwks: rest
+                .and_then(|c| c.jwt.as_ref())
+                .map(|j| j.jwks_file.clone()),
+            server_tls: server_tls
+                .filter_map(|(name, g)| Some((name.clone(), g.as_ref()?.server_tls.clone())))
+                .collect(),
+            secrets: auth
+                .filter_map(|(i, entry)| match &entry.as_ref()?.secret {
+                    super::SecretRef::File { path, key } => Some((i, path.clone(), key.clone())),
+                    super::SecretRef::AwsSecretsManager(_) => None,
+                })
+                .collect(),
+        }
+    }
+
     /// The whole config, when every part deserialized.
     pub fn into_config(self) -> Option<Config> {
         let mut config = self.rest?;

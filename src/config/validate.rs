@@ -8,8 +8,7 @@ use super::model::{
     AuthEntry, ClientAuth, ConnectionPool, Endpoint, Health, ServerTlsMode, TargetGroup,
 };
 use super::parse::Parts;
-use super::{Duration, Problem, SecretRef, Seg};
-use crate::auth::secret;
+use super::{Duration, Problem, Seg};
 
 pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
     let mut v = Validator { problems };
@@ -50,16 +49,6 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
         v.auth(auth, sections);
     }
     if let Some(rest) = &parts.rest {
-        if let Some(tls) = &rest.tls
-            && let Err(e) = crate::tls::ClientTls::load(tls)
-        {
-            v.report(&[Seg::key("tls")], &e.to_string());
-        }
-        if let Some(jwt) = &rest.jwt
-            && let Err(e) = crate::auth::jwt::read_jwks(&jwt.jwks_file)
-        {
-            v.report(&[Seg::key("jwt"), Seg::key("jwks_file")], &e);
-        }
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
         if rest.shutdown_grace > rest.shutdown_timeout {
             v.report(
@@ -180,9 +169,6 @@ impl Validator<'_> {
     }
 
     fn target_group(&mut self, path: &[Seg], group: &TargetGroup, auth_usernames: &[String]) {
-        if let Err(e) = crate::tls::ServerConnector::new(&group.server_tls) {
-            self.report(&at(path, "server_tls"), &e.to_string());
-        }
         if let Some(iam) = &group.server_iam {
             if iam.region.trim().is_empty() {
                 self.report(&at(path, "server_iam"), "region must not be empty");
@@ -299,15 +285,6 @@ impl Validator<'_> {
                     "client_auth jwt needs a `jwt` section",
                 ),
                 ClientAuth::Iam | ClientAuth::Jwt => {}
-            }
-            match &entry.secret {
-                SecretRef::File { path: file, key } => {
-                    if let Err(e) = secret::read_file(file, key) {
-                        self.report(&at(&path, "secret"), &e.to_string());
-                    }
-                }
-                // Read at start: check-config stays offline.
-                SecretRef::AwsSecretsManager(_) => {}
             }
         }
     }

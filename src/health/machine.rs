@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use tokio::time::{Duration, Instant};
 
-use crate::routing::{MemberView, Topology};
+use crate::topology::{MemberView, Topology};
 
 /// What one good probe found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

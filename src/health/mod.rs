@@ -27,10 +27,8 @@ pub trait Probe: Send + 'static {
 }
 
 /// Closes an instance's pools: idle connections now, leased ones when they come back, waiters
-/// told to route again.
-pub trait Drain: Send + Sync + 'static {
-    fn drain(&self);
-}
+/// told to route again. Handed in by `app`, so health never sees a pool.
+pub type Drain = Arc<dyn Fn() + Send + Sync>;
 
 /// Probe timings of a target group.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +49,7 @@ pub struct Monitor {
 /// One instance: how to probe it, and how to close its pools.
 pub struct Member {
     pub probe: Box<dyn Probe>,
-    pub drain: Arc<dyn Drain>,
+    pub drain: Drain,
 }
 
 impl std::fmt::Debug for Member {
@@ -77,7 +75,7 @@ impl Monitor {
             router,
             addrs: members.iter().map(|m| m.probe.addr().to_owned()).collect(),
         });
-        let drains: Arc<[Arc<dyn Drain>]> = members.iter().map(|m| m.drain.clone()).collect();
+        let drains: Arc<[Drain]> = members.iter().map(|m| m.drain.clone()).collect();
         for (i, member) in members.into_iter().enumerate() {
             tasks.spawn(monitor.clone().run(i, member.probe, drains.clone(), timing));
         }
@@ -88,7 +86,7 @@ impl Monitor {
         self: Arc<Self>,
         i: usize,
         mut probe: Box<dyn Probe>,
-        drains: Arc<[Arc<dyn Drain>]>,
+        drains: Arc<[Drain]>,
         timing: Timing,
     ) {
         let mut tick = tokio::time::interval(timing.interval);
@@ -117,7 +115,7 @@ impl Monitor {
         }
     }
 
-    fn observe(&self, i: usize, report: Option<ProbeReport>, drains: &[Arc<dyn Drain>]) {
+    fn observe(&self, i: usize, report: Option<ProbeReport>, drains: &[Drain]) {
         let (changes, topology) = {
             let mut m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
             let changes = m.observe(i, report, Instant::now());
@@ -139,7 +137,7 @@ impl Monitor {
         }
         self.router.publish(topology);
         for d in changes.drain {
-            drains[d].drain();
+            (drains[d])();
         }
     }
 }

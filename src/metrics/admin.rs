@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,44 +11,10 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use super::api::{self, EndpointView};
-use super::{GroupList, Metrics};
-use crate::session::SessionList;
-
-/// What the admin routes answer from.
-#[derive(Debug)]
-pub struct AdminState {
-    pub metrics: Arc<Metrics>,
-    pub groups: GroupList,
-    pub endpoints: arc_swap::ArcSwap<Vec<EndpointView>>,
-    /// The session registries of both engines.
-    pub sessions: Vec<Arc<dyn SessionList>>,
-    /// Set when shutdown begins: readiness turns false at once.
-    pub draining: AtomicBool,
-    /// `admin.ready_without_writer`: a group without a writer does not make sluice unready.
-    pub ready_without_writer: AtomicBool,
-    /// Required as `Authorization: Bearer` on /metrics and /v1/ when set.
-    pub token: Option<String>,
-}
+use super::api;
+pub use super::api::AdminState;
 
 impl AdminState {
-    /// Why sluice is not ready, or `None` when it is.
-    pub fn not_ready(&self) -> Option<String> {
-        if self.draining.load(Ordering::Relaxed) {
-            return Some("draining".into());
-        }
-        if self.ready_without_writer.load(Ordering::Relaxed) {
-            return None;
-        }
-        let groups = self.groups.load();
-        let missing: Vec<&str> = groups
-            .iter()
-            .filter(|g| g.topology().writer.is_none())
-            .map(|g| g.name())
-            .collect();
-        (!missing.is_empty()).then(|| format!("no writer known in {}", missing.join(", ")))
-    }
-
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return reply(

@@ -2,11 +2,13 @@
 //! `/v1/pools`, `/v1/sessions`. Built at request time from the same handles the scrape reads;
 //! nothing here holds a secret (user names only).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Serialize;
 
-use super::EndpointMetrics;
-use super::admin::AdminState;
-use crate::session::SessionRow;
+use super::{EndpointMetrics, GroupList, Metrics};
+use crate::session::{SessionList, SessionRow};
 
 /// An endpoint as configured, with its live client counts.
 #[derive(Debug, Clone)]
@@ -60,6 +62,41 @@ struct PoolJson {
     idle: usize,
     borrowed: usize,
     waiting: usize,
+}
+
+/// What the admin routes answer from.
+#[derive(Debug)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub groups: GroupList,
+    pub endpoints: arc_swap::ArcSwap<Vec<EndpointView>>,
+    /// The session registries of both engines.
+    pub sessions: Vec<Arc<dyn SessionList>>,
+    /// Set when shutdown begins: readiness turns false at once.
+    pub draining: AtomicBool,
+    /// `admin.ready_without_writer`: a group without a writer does not make sluice unready.
+    pub ready_without_writer: AtomicBool,
+    /// Required as `Authorization: Bearer` on /metrics and /v1/ when set.
+    pub token: Option<String>,
+}
+
+impl AdminState {
+    /// Why sluice is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("draining".into());
+        }
+        if self.ready_without_writer.load(Ordering::Relaxed) {
+            return None;
+        }
+        let groups = self.groups.load();
+        let missing: Vec<&str> = groups
+            .iter()
+            .filter(|g| g.topology().writer.is_none())
+            .map(|g| g.name())
+            .collect();
+        (!missing.is_empty()).then(|| format!("no writer known in {}", missing.join(", ")))
+    }
 }
 
 /// The body of a `/v1/` route, or `None` for an unknown one.

@@ -9,7 +9,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::routing::Topology;
+use crate::session::{PinCounts, PinReason};
+use crate::topology::Topology;
 
 /// One instance's pool counts, across its (database, user) pools.
 #[derive(Debug, Clone, Default)]
@@ -175,26 +176,6 @@ impl Collector for GroupCollector {
                 pick(m).encode(family.encode_family(&[("target_group", *group)])?)?;
             }
         }
-        type PickPins = fn(crate::session::PinReason) -> u64;
-        const PINS: [(&str, &str, PickPins); 2] = [
-            (
-                "session_pins",
-                "Sessions pinned to their server connection, by reason",
-                |r| crate::session::PIN_COUNTS.pins(r),
-            ),
-            (
-                "session_unpins",
-                "Pins lifted (the session's server state was gone), by reason",
-                |r| crate::session::PIN_COUNTS.unpins(r),
-            ),
-        ];
-        for (name, help, pick) in PINS {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for reason in crate::session::PinReason::ALL {
-                let labels = [("reason", reason.as_str())];
-                ConstCounter::new(pick(reason)).encode(family.encode_family(&labels)?)?;
-            }
-        }
         let mut family = encoder.encode_descriptor(
             "failovers",
             "Times the target group's writer changed to another instance",
@@ -204,6 +185,36 @@ impl Collector for GroupCollector {
         for (group, _, topology) in &snapshots {
             let labels = [("target_group", *group)];
             ConstCounter::new(topology.failovers).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `session_pins_total` and `session_unpins_total`, by reason, process-wide.
+#[derive(Debug)]
+pub(super) struct PinCollector(pub Arc<PinCounts>);
+
+impl Collector for PinCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type PickPins = fn(&PinCounts, PinReason) -> u64;
+        const PINS: [(&str, &str, PickPins); 2] = [
+            (
+                "session_pins",
+                "Sessions pinned to their server connection, by reason",
+                |counts, r| counts.pins(r),
+            ),
+            (
+                "session_unpins",
+                "Pins lifted (the session's server state was gone), by reason",
+                |counts, r| counts.unpins(r),
+            ),
+        ];
+        for (name, help, pick) in PINS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for reason in PinReason::ALL {
+                let labels = [("reason", reason.as_str())];
+                ConstCounter::new(pick(&self.0, reason)).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use groups::{GroupList, GroupStats, InstanceSnapshot};
-pub use sessions::CredentialList;
+pub use sessions::{CredentialList, SecretReads};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -160,6 +160,12 @@ impl Metrics {
 
     /// The target groups whose pool and probe state is read at each scrape (called once:
     /// each series must be one family across groups).
+    /// The pin and unpin counts every session adds to.
+    pub fn add_pins(&mut self, counts: std::sync::Arc<crate::session::PinCounts>) {
+        self.registry
+            .register_collector(Box::new(groups::PinCollector(counts)));
+    }
+
     pub fn add_groups(&mut self, groups: GroupList) {
         self.registry
             .register_collector(Box::new(groups::GroupCollector(groups)));

@@ -10,10 +10,17 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::GroupList;
-use crate::auth::credentials::Credentials;
+
+/// A user's secret as the scrape sees it: implemented by `auth`, which metrics does not import.
+pub trait SecretReads: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+    /// Whether the secret is read again (a file or Secrets Manager, not a fixed one).
+    fn rereads(&self) -> bool;
+    fn refresh_failures(&self) -> u64;
+}
 
 /// The credentials of the users in force; a reload swaps the list.
-pub type CredentialList = Arc<arc_swap::ArcSwap<Vec<Arc<Credentials>>>>;
+pub type CredentialList = Arc<arc_swap::ArcSwap<Vec<Arc<dyn SecretReads>>>>;
 
 /// Server connections held by sessions in a transaction, and by pinned sessions, per target
 /// group: counted from the session registries at scrape time.

@@ -1,6 +1,6 @@
 //! The MySQL error numbers and SQLSTATEs sluice answers with, and what a failed borrow becomes.
 
-use crate::pool::{BorrowError, ConnectError};
+use crate::errors::{BorrowError, ConnectError, Rejected};
 
 /// (errno, SQLSTATE)
 pub type Code = (u16, &'static str);
@@ -54,9 +54,14 @@ pub fn borrow_failure(e: &BorrowError) -> (Code, String) {
 /// re-prepare): the server's own errno, or a lost connection.
 pub fn refusal(e: &ConnectError) -> (Code, String) {
     match e {
-        ConnectError::Refused { code, message, .. } => {
+        ConnectError::Refused {
+            rejected,
+            code,
+            message,
+            ..
+        } => {
             let errno = code.parse().unwrap_or(UNKNOWN.0);
-            let state = if errno == BAD_DB.0 {
+            let state = if *rejected == Rejected::UnknownDatabase {
                 BAD_DB.1
             } else {
                 UNKNOWN.1

@@ -3,8 +3,10 @@
 
 pub mod client;
 pub mod cluster;
+pub mod endpoint;
 pub mod errors;
 pub mod kill;
+mod login;
 pub mod pinning;
 pub mod pools;
 pub mod probe;

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
 use super::state::{Dialect, Vars};
+use crate::auth::ServerAccess;
 use crate::auth::credentials::Credentials;
-use crate::pool::{
-    ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings, ServerAccess,
-};
+use crate::errors::ConnectError;
+use crate::pool::{ConnectFuture, Connector, Instance, Pool, PoolSettings};
 
 /// What a client's handshake decides about its server connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

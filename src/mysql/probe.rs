@@ -36,7 +36,7 @@ impl MyProbe {
 
     async fn run(&mut self) -> Result<ProbeReport, String> {
         let addr = self.login.addr.clone();
-        let fail = |e: crate::pool::ConnectError| e.to_string();
+        let fail = |e: crate::errors::ConnectError| e.to_string();
         // Taken out for the probe: one cut short by its timeout leaves a reply half read.
         let kept = self
             .conn

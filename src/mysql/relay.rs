@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::time::Duration;
 
-use super::client::MyEndpoint;
+use super::endpoint::MyEndpoint;
 use super::errors::{self, Code};
 use super::kill::KillHandle;
 use super::pools::MyPool;
@@ -218,7 +218,7 @@ impl Session {
                 wait = wait.min(SOFT_HOLD.saturating_sub(idle));
             }
             if self.cin.is_empty() {
-                if self.ep.cluster.drain.is_cancelled() && self.at_boundary() {
+                if self.ep.engine.cluster.drain.is_cancelled() && self.at_boundary() {
                     return Err(End::Drained);
                 }
                 // Nothing pending: wait for bytes before growing the buffer, or an idle client
@@ -226,7 +226,7 @@ impl Session {
                 let readable = tokio::select! {
                     biased;
                     r = tokio::time::timeout(wait, client.readable()) => r,
-                    () = self.ep.cluster.drain.cancelled(), if self.at_boundary() => continue,
+                    () = self.ep.engine.cluster.drain.cancelled(), if self.at_boundary() => continue,
                 };
                 match readable {
                     Ok(Ok(())) => {}
@@ -345,7 +345,7 @@ impl Session {
                     self.out.clear();
                 }
                 if complete {
-                    let m = &self.ep.cluster.metrics;
+                    let m = &self.ep.engine.cluster.metrics;
                     m.database_response_latency.observe(sent.elapsed());
                     break false;
                 }

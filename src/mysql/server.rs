@@ -11,9 +11,11 @@ use super::wire::{
 };
 use std::sync::Arc;
 
+use crate::auth::ServerAccess;
 use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::mysql::MysqlKeys;
-use crate::pool::{ConnectError, PooledConnection, ServerAccess};
+use crate::errors::{ConnectError, Rejected};
+use crate::pool::PooledConnection;
 use crate::tls::Socket;
 
 /// Largest packet sluice reads whole from a server on the control plane.
@@ -100,6 +102,12 @@ fn refused(addr: &str, payload: &[u8]) -> ConnectError {
     match wire::parse_err(payload) {
         Ok(e) => ConnectError::Refused {
             instance: addr.to_owned(),
+            rejected: match e.code {
+                1045 => Rejected::Credentials,
+                1049 => Rejected::UnknownDatabase,
+                1040 | 1203 => Rejected::TooManyConnections,
+                _ => Rejected::Other,
+            },
             code: e.code.to_string(),
             message: e.message,
         },
@@ -348,6 +356,7 @@ impl ServerConn {
         if reply.error.is_some() {
             return Err(ConnectError::Refused {
                 instance: addr.to_owned(),
+                rejected: Rejected::Other,
                 code: reply.error.unwrap_or(0).to_string(),
                 message: format!("internal query failed: {sql}"),
             });

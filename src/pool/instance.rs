@@ -364,13 +364,6 @@ impl<C: PooledConnection> Instance<C> {
     }
 }
 
-impl<C: PooledConnection> crate::health::Drain for Instance<C> {
-    fn drain(&self) {
-        let closed = Instance::drain(self);
-        tracing::info!(instance = %self.addr, closed, "pools drained");
-    }
-}
-
 /// The most recently used idle connection of pool `index` still within its lifetime; expired
 /// ones met on the way are moved to `doomed` (closed by the caller, outside the lock).
 fn pop_live_idle<C>(

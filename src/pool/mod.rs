@@ -5,19 +5,18 @@
 //! cap reached can evict an idle connection of a sibling pool and a release can hand its slot to
 //! the oldest waiter of any pool. The lock is never held across an await.
 
-mod access;
 mod instance;
 mod lease;
 
-pub use access::ServerAccess;
 pub use instance::{Instance, InstanceStats, Limit};
 pub use lease::Lease;
+
+use crate::errors::{BorrowError, ConnectError};
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use thiserror::Error;
 use tokio::time::{Duration, Instant};
 
 /// A server connection the pool can hold. `close` must not block: it may run under the
@@ -34,55 +33,6 @@ pub type ConnectFuture<'a, C> = Pin<Box<dyn Future<Output = Result<C, ConnectErr
 /// Opens new server connections for one pool (knows the instance, database, user and secret).
 pub trait Connector<C>: Send + Sync + 'static {
     fn connect(&self) -> ConnectFuture<'_, C>;
-}
-
-#[derive(Debug, Error, Clone)]
-pub enum ConnectError {
-    #[error("could not connect to {instance}: {reason}")]
-    Unreachable { instance: String, reason: String },
-    #[error("{instance} refused the login: {code} {message}")]
-    Refused {
-        instance: String,
-        code: String,
-        message: String,
-    },
-    #[error("timed out connecting to {instance}")]
-    Timeout { instance: String },
-    #[error("protocol error from {instance}: {reason}")]
-    Protocol { instance: String, reason: String },
-}
-
-impl ConnectError {
-    /// The database refused the credentials (PostgreSQL 28P01 / 28000, MySQL 1045): the
-    /// secret may have been rotated.
-    pub fn is_rejected_login(&self) -> bool {
-        matches!(self, Self::Refused { code, .. } if matches!(code.as_str(), "28P01" | "28000" | "1045"))
-    }
-}
-
-#[derive(Debug, Error, Clone)]
-pub enum BorrowError {
-    #[error("no server connection available in pool {pool} within {waited:?}")]
-    Timeout { pool: String, waited: Duration },
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("pool {pool} is closed")]
-    Closed { pool: String },
-    /// Routing found no instance in the role the transaction needs (no writer during a
-    /// failover, no usable reader) before the borrow timeout.
-    #[error("no {role} instance became available within {waited:?}")]
-    NoInstance {
-        role: &'static str,
-        waited: Duration,
-    },
-}
-
-impl ConnectError {
-    /// The instance could not be reached at all (down, restarting, partitioned): routing should
-    /// look again rather than fail the client.
-    pub fn unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
-    }
 }
 
 /// Timing settings of a pool.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -17,10 +17,9 @@ use super::pools::{PgPool, PgPools};
 use super::relay::Session;
 use super::server;
 use super::wire::{self, Startup, WireError};
-use crate::auth::users::{SessionSlot, Users};
-use crate::routing::Want;
+use crate::auth::users::SessionSlot;
 use crate::session::SessionInfo;
-use crate::tls::{ClientTls, Flavor, Socket};
+use crate::tls::{Flavor, Socket};
 
 mod auth;
 mod encoding;
@@ -30,30 +29,13 @@ use auth::authenticate;
 /// A client must finish startup and authentication within this time.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What one Postgres endpoint needs to serve its clients.
+pub type PgEndpoint = crate::endpoint::Endpoint<PgSide>;
+
+/// What a Postgres endpoint adds to the shared endpoint: its cluster and the cancel registry.
 #[derive(Debug)]
-pub struct PgEndpoint {
-    pub name: String,
-    /// Its target group's name (session listings and gauges are per group).
-    pub group: String,
+pub struct PgSide {
     pub cluster: Arc<PgCluster>,
-    /// What this endpoint's transactions need: the writer, a reader, or either (split).
-    pub want: Want,
-    /// Split endpoints: how long a read-only transaction waits for a caught-up reader.
-    pub read_your_writes_timeout: Duration,
-    pub users: Arc<Users>,
-    /// The port clients connect to: IAM tokens are signed for it.
-    pub port: u16,
-    /// The certificate offered to clients that send an SSLRequest; `None`: TLS is refused.
-    pub tls: Option<Arc<ClientTls>>,
-    /// Refuse clients that did not switch to TLS.
-    pub require_tls: bool,
     pub cancel: Arc<CancelRegistry>,
-    pub idle_client_timeout: Duration,
-    /// This endpoint's client-side series.
-    pub metrics: crate::metrics::EndpointMetrics,
-    /// Process-wide: endpoints share pools, and a session id marks unnamed-statement ownership.
-    pub session_ids: Arc<AtomicU64>,
 }
 
 /// Why a client was turned away: sent to it as a FATAL error, logged without secrets.
@@ -219,7 +201,7 @@ async fn login(
                 write(stream, b"N").await?;
             }
             Startup::Cancel { pid, key } => {
-                if let Some((peer, key)) = ep.cancel.lookup(pid, key)
+                if let Some((peer, key)) = ep.engine.cancel.lookup(pid, key)
                     && let Err(e) = server::send_cancel(peer, key).await
                 {
                     tracing::warn!(%peer, error = %e, "could not forward a cancel request");
@@ -286,12 +268,14 @@ async fn login(
             format!("too many connections for role \"{user_name}\" (max_client_connections {max})"),
         )
     })?;
-    let member = Box::pin(ep.cluster.route(ep.want)).await.map_err(|e| {
-        let (code, message) = errors::borrow_failure(&e);
-        tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
-        refuse(code, message)
-    })?;
-    let pools = &ep.cluster.members[member];
+    let member = Box::pin(ep.engine.cluster.route(ep.want))
+        .await
+        .map_err(|e| {
+            let (code, message) = errors::borrow_failure(&e);
+            tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
+            refuse(code, message)
+        })?;
+    let pools = &ep.engine.cluster.members[member];
     let pg = pools.get(
         &database,
         &user.credential().secret.username,
@@ -302,7 +286,7 @@ async fn login(
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     let mut info = SessionInfo::new(id, (&ep.name, &ep.group), &user_name, peer, stream.is_tls());
     info.database = Some(database.clone());
-    let cancel = ep.cancel.register(info);
+    let cancel = ep.engine.cancel.register(info);
     let mut out = BytesMut::with_capacity(512);
     wire::auth_ok(&mut out);
     for (name, value) in reported {
@@ -320,7 +304,7 @@ async fn login(
         Session::new(
             id,
             super::relay::Route {
-                cluster: ep.cluster.clone(),
+                cluster: ep.engine.cluster.clone(),
                 last_write: 0,
                 member: u16::try_from(member).unwrap_or(u16::MAX),
                 ryw_ms: u32::try_from(ep.read_your_writes_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -366,7 +350,7 @@ async fn reported_parameters<'a>(
         return Ok(r);
     }
     let lease = pg.pool.borrow().await.map_err(|e| {
-        if let crate::pool::BorrowError::Connect(_) = e {
+        if let crate::errors::BorrowError::Connect(_) = e {
             pools.forget(database, &pg.login.user);
         }
         let (code, message) = errors::borrow_failure(&e);
@@ -460,7 +444,11 @@ mod tests {
     /// a capped user's session slot 8).
     #[tokio::test]
     async fn a_session_task_stays_small() {
+        use std::sync::atomic::AtomicU64;
+
+        use crate::auth::users::Users;
         use crate::pool::{Instance, Limit, PoolSettings};
+        use crate::routing::Want;
         let instance = Arc::new(Instance::new("x:1".into(), Limit::Absolute(1), 50));
         let second = Duration::from_secs(1);
         let settings = PoolSettings::uniform(second);
@@ -468,26 +456,30 @@ mod tests {
             instance.borrowed().clone(),
         ));
         let pools = PgPools::new(instance, settings, String::new(), Default::default());
+        let cluster = Arc::new(PgCluster {
+            router,
+            members: Box::new([Arc::new(pools)]),
+            settings,
+            drain: Default::default(),
+            metrics: Default::default(),
+            pin_counts: Default::default(),
+        });
         let ep = Arc::new(PgEndpoint {
             name: "e".into(),
             group: "test".into(),
-            cluster: Arc::new(PgCluster {
-                router,
-                members: Box::new([Arc::new(pools)]),
-                settings,
-                drain: Default::default(),
-                metrics: Default::default(),
-            }),
             want: Want::Writer,
             read_your_writes_timeout: second,
             users: Arc::new(Users::default()),
             port: 0,
             tls: None,
             require_tls: false,
-            cancel: Arc::new(CancelRegistry::default()),
             idle_client_timeout: second,
             session_ids: Arc::new(AtomicU64::new(0)),
             metrics: Default::default(),
+            engine: PgSide {
+                cluster,
+                cancel: Arc::new(CancelRegistry::default()),
+            },
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())

@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 
 use super::wire;
-use crate::pool::{BorrowError, ConnectError};
+use crate::errors::{BorrowError, ConnectError, Rejected};
 
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 pub const INVALID_PASSWORD: &str = "28P01";
@@ -38,25 +38,27 @@ pub fn borrow_failure(e: &BorrowError) -> (&'static str, String) {
 }
 
 pub fn connect_failure(e: &ConnectError) -> (&'static str, String) {
-    match e {
-        // The database's own verdict on what the client asked for (e.g. 3D000 unknown database).
-        ConnectError::Refused { code, message, .. } if !code.starts_with("28") => {
-            (passed_through(code), message.clone())
-        }
+    let ConnectError::Refused {
+        rejected, message, ..
+    } = e
+    else {
+        return (CONNECTION_FAILURE, e.to_string());
+    };
+    // The database's own verdict on what the client asked for (e.g. 3D000 unknown database).
+    let code = match rejected {
         // sluice's secret was refused: the client's credentials were fine, sluice's were not.
-        ConnectError::Refused { instance, .. } => (
-            CONNECTION_FAILURE,
-            format!("sluice could not log in to {instance} with the configured secret"),
-        ),
-        _ => (CONNECTION_FAILURE, e.to_string()),
-    }
+        Rejected::Credentials => return (CONNECTION_FAILURE, credentials_refused(e)),
+        Rejected::UnknownDatabase => "3D000",
+        Rejected::TooManyConnections => TOO_MANY_CONNECTIONS,
+        Rejected::NotReady => CANNOT_CONNECT_NOW,
+        Rejected::Other => CONNECTION_FAILURE,
+    };
+    (code, message.clone())
 }
 
-/// A server's SQLSTATE that reaches the client as it is; any other becomes a connection failure.
-fn passed_through(code: &str) -> &'static str {
-    const KNOWN: [&str; 4] = ["3D000", TOO_MANY_CONNECTIONS, CONNECTION_FAILURE, "57P03"];
-    KNOWN
-        .into_iter()
-        .find(|k| *k == code)
-        .unwrap_or(CONNECTION_FAILURE)
+fn credentials_refused(e: &ConnectError) -> String {
+    let ConnectError::Refused { instance, .. } = e else {
+        return e.to_string();
+    };
+    format!("sluice could not log in to {instance} with the configured secret")
 }

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
 use super::statements::{SchemaEpoch, StatementRegistry};
+use crate::auth::ServerAccess;
 use crate::auth::credentials::Credentials;
-use crate::pool::{
-    ConnectError, ConnectFuture, Connector, Instance, Pool, PoolSettings, ServerAccess,
-};
+use crate::errors::ConnectError;
+use crate::pool::{ConnectFuture, Connector, Instance, Pool, PoolSettings};
 
 /// One (instance, database, user) pool and what sessions share through it.
 #[derive(Debug)]

@@ -10,9 +10,11 @@ use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData};
+use crate::auth::ServerAccess;
 use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::scram::{SaltedCache, ScramClient};
-use crate::pool::{ConnectError, PooledConnection, ServerAccess};
+use crate::errors::{ConnectError, Rejected};
+use crate::pool::PooledConnection;
 use crate::tls::Socket;
 
 /// Largest message sluice reads whole from a server on the control plane.
@@ -262,8 +264,16 @@ fn first_column(body: &[u8]) -> Option<String> {
 
 fn refused(login: &ServerLogin, body: &[u8]) -> ConnectError {
     let fields = wire::parse_error_fields(body).unwrap_or_default();
+    let rejected = match fields.code {
+        "28P01" | "28000" => Rejected::Credentials,
+        "3D000" => Rejected::UnknownDatabase,
+        "53300" => Rejected::TooManyConnections,
+        "57P03" => Rejected::NotReady,
+        _ => Rejected::Other,
+    };
     ConnectError::Refused {
         instance: login.addr.clone(),
+        rejected,
         code: fields.code.to_owned(),
         message: fields.message.to_owned(),
     }

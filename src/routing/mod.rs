@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::pool::{BorrowError, Lease, Pool, PoolSettings, PooledConnection};
+use crate::errors::BorrowError;
+use crate::pool::{Lease, Pool, PoolSettings, PooledConnection};
+pub use crate::topology::{MemberView, Topology};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
@@ -26,6 +28,8 @@ pub struct Cluster<P> {
     pub drain: tokio_util::sync::CancellationToken,
     /// The group's request-side series.
     pub metrics: Arc<crate::metrics::GroupMetrics>,
+    /// Pins and unpins by reason: process-wide, every cluster holds a clone.
+    pub pin_counts: Arc<crate::session::PinCounts>,
 }
 
 impl<P> Cluster<P> {
@@ -78,7 +82,7 @@ impl<P> Cluster<P> {
         match result {
             Ok(lease) => Ok(Some(lease)),
             Err(BorrowError::Closed { .. }) => Ok(None),
-            Err(BorrowError::Connect(e)) if e.unreachable() => {
+            Err(BorrowError::Connect(e)) if e.retry() == crate::errors::Retry::Elsewhere => {
                 let timeout = self.settings.borrow_timeout;
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                 if Instant::now() >= deadline {
@@ -91,26 +95,6 @@ impl<P> Cluster<P> {
             Err(e) => Err(e),
         }
     }
-}
-
-/// One instance as the probes last saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberView {
-    pub healthy: bool,
-    pub writable: bool,
-    /// Behind the writer; `None` when it cannot be told (no writer, no position).
-    pub lag: Option<Duration>,
-    pub position: Option<u64>,
-}
-
-/// What the probes know of a target group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Topology {
-    /// Grows with every snapshot.
-    pub epoch: u64,
-    pub writer: Option<usize>,
-    pub failovers: u64,
-    pub members: Box<[MemberView]>,
 }
 
 /// What a transaction needs.

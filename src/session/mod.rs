@@ -121,10 +121,14 @@ pub struct PinCounts {
     unpins: [AtomicU64; PinReason::ALL.len()],
 }
 
-pub static PIN_COUNTS: PinCounts = PinCounts {
-    pins: [const { AtomicU64::new(0) }; PinReason::ALL.len()],
-    unpins: [const { AtomicU64::new(0) }; PinReason::ALL.len()],
-};
+impl Default for PinCounts {
+    fn default() -> Self {
+        Self {
+            pins: [const { AtomicU64::new(0) }; PinReason::ALL.len()],
+            unpins: [const { AtomicU64::new(0) }; PinReason::ALL.len()],
+        }
+    }
+}
 
 impl PinCounts {
     pub fn pinned(&self, reason: PinReason) {
@@ -197,11 +201,11 @@ mod tests {
     fn every_reason_has_its_own_counter() {
         for (i, r) in PinReason::ALL.into_iter().enumerate() {
             assert_eq!(r as usize, i, "ALL is in declaration order");
-            let (pins, unpins) = (PIN_COUNTS.pins(r), PIN_COUNTS.unpins(r));
-            PIN_COUNTS.pinned(r);
-            assert_eq!(PIN_COUNTS.pins(r), pins + 1);
-            PIN_COUNTS.unpinned(r);
-            assert_eq!(PIN_COUNTS.unpins(r), unpins + 1);
+            let counts = PinCounts::default();
+            counts.pinned(r);
+            assert_eq!((counts.pins(r), counts.unpins(r)), (1, 0));
+            counts.unpinned(r);
+            assert_eq!((counts.pins(r), counts.unpins(r)), (1, 1));
         }
     }
 }

@@ -41,6 +41,7 @@ async fn file_credentials(password: &str) -> (tempfile::TempDir, std::path::Path
 fn rejected() -> ConnectError {
     ConnectError::Refused {
         instance: "db:5432".into(),
+        rejected: crate::errors::Rejected::Credentials,
         code: "28P01".into(),
         message: "password authentication failed".into(),
     }
@@ -79,7 +80,7 @@ async fn a_rejected_password_is_read_again_and_retried() {
     // same password is not offered twice.
     tried.lock().unwrap().clear();
     let err = database(&creds, "other", &tried).await.unwrap_err();
-    assert!(err.is_rejected_login());
+    assert_eq!(err.retry(), crate::errors::Retry::WithNewSecret);
     assert_eq!(*tried.lock().unwrap(), ["new"]);
 }
 
@@ -99,7 +100,7 @@ async fn other_failures_are_not_retried() {
         })
         .await
         .unwrap_err();
-    assert!(!err.is_rejected_login());
+    assert_ne!(err.retry(), crate::errors::Retry::WithNewSecret);
     assert_eq!(calls, 1);
 }
 

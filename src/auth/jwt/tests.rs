@@ -85,7 +85,10 @@ fn verifier(dir: &std::path::Path, claim: &str, hs256: bool) -> JwtVerifier {
         username_claim: claim.into(),
         hs256_secret_env: hs256.then(|| "JWT_SECRET".into()),
     };
-    JwtVerifier::with_env(&config, |_| Some("a shared secret of enough length".into())).unwrap()
+    JwtVerifier::with_env(&config, None, |_| {
+        Some("a shared secret of enough length".into())
+    })
+    .unwrap()
 }
 
 #[test]

@@ -2,7 +2,13 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use std::sync::atomic::AtomicU64;
+
+use crate::auth::users::Users;
+use crate::mysql::cluster::MyCluster;
+use crate::mysql::kill::KillRegistry;
 use crate::pool::{Instance, PoolSettings};
+use crate::routing::Want;
 
 /// An idle client costs its task: the login's state must not stay in it for the session.
 #[tokio::test]
@@ -18,27 +24,31 @@ async fn a_session_task_stays_small() {
         instance.borrowed().clone(),
     ));
     let pools = super::super::pools::MyPools::new(instance, settings, String::new());
+    let cluster = Arc::new(MyCluster {
+        router,
+        members: Box::new([Arc::new(pools)]),
+        settings,
+        drain: Default::default(),
+        metrics: Default::default(),
+        pin_counts: Default::default(),
+    });
     let ep = Arc::new(MyEndpoint {
         name: "e".into(),
         group: "test".into(),
-        cluster: Arc::new(MyCluster {
-            router,
-            members: Box::new([Arc::new(pools)]),
-            settings,
-            drain: Default::default(),
-            metrics: Default::default(),
-        }),
         want: Want::Writer,
         read_your_writes_timeout: second,
         users: Arc::new(Users::default()),
         port: 0,
         tls: None,
         require_tls: false,
-        local_infile: true,
-        kill: Arc::new(KillRegistry::default()),
         idle_client_timeout: second,
         session_ids: Arc::new(AtomicU64::new(0)),
         metrics: Default::default(),
+        engine: crate::mysql::endpoint::MySide {
+            cluster,
+            kill: Arc::new(KillRegistry::default()),
+            local_infile: true,
+        },
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap())

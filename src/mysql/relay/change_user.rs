@@ -7,8 +7,8 @@ use crate::tls::Socket;
 use bytes::BytesMut;
 
 use super::{End, Session};
-use crate::mysql::client::{Login, authenticate, check_schema};
 use crate::mysql::errors;
+use crate::mysql::login::{Login, authenticate, check_schema};
 use crate::mysql::pools::PoolKey;
 use crate::mysql::wire::{self, HandshakeResponse, OkPacket, Reader, WireError};
 
@@ -57,7 +57,10 @@ impl Session {
         };
         let user = match authenticate(&mut login, &ep, &request, &[], self.peer).await {
             Ok(user) => user,
-            Err(r) => return Err(login.refuse(r).await),
+            Err(r) => {
+                login.refuse(r).await;
+                return Err(End::ClientGone);
+            }
         };
         let key = PoolKey {
             user: user.credential().secret.username.clone(),
@@ -66,11 +69,13 @@ impl Session {
                 .filter(|c| *c != 0)
                 .unwrap_or(self.pool.login.collation),
         };
-        let pool = ep.cluster.members[self.member].get(&key, &user.credentials, &self.pool.dialect);
+        let pool =
+            ep.engine.cluster.members[self.member].get(&key, &user.credentials, &self.pool.dialect);
         if let Some(db) = &request.database
             && let Err(r) = check_schema(&pool, db).await
         {
-            return Err(login.refuse(r).await);
+            login.refuse(r).await;
+            return Err(End::ClientGone);
         }
         let mut out = Vec::with_capacity(16);
         let ok = OkPacket {
@@ -84,7 +89,7 @@ impl Session {
         let mut info = self.kill.target.info.clone();
         info.user.clone_from(&request.user);
         info.database.clone_from(&request.database);
-        self.kill = ep.kill.register(self.id, &key.user, info);
+        self.kill = ep.engine.kill.register(self.id, &key.user, info);
         self.pool = pool;
         self.schema = request.database.map(String::into_boxed_str);
         Ok(())

@@ -27,7 +27,7 @@ impl Session {
         let payload = &packet[wire::HEADER_LEN..];
         let counted = matches!(payload[0], command::QUERY | command::STMT_EXECUTE);
         if counted {
-            self.ep.cluster.metrics.query_requests.inc();
+            self.ep.engine.cluster.metrics.query_requests.inc();
         }
         if self.lease.is_none() {
             self.want = self.transaction_want(payload);
@@ -70,7 +70,7 @@ impl Session {
         result?;
         self.flush(client).await?;
         if counted {
-            let m = &self.ep.cluster.metrics;
+            let m = &self.ep.engine.cluster.metrics;
             m.query_response_latency.observe(received.elapsed());
         }
         if self.want == Want::Writer
@@ -276,7 +276,10 @@ impl Session {
     }
 
     pub(super) fn pin(&mut self, reason: PinReason) {
-        let pins = self.pins.get_or_insert_with(Default::default);
+        let counts = &self.ep.engine.cluster.pin_counts;
+        let pins = self
+            .pins
+            .get_or_insert_with(|| Box::new(super::Pins::new(counts.clone())));
         if pins.add(reason) {
             tracing::info!(session = self.id, reason = %reason, "session pinned");
         }

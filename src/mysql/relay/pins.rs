@@ -3,10 +3,14 @@
 //! deallocated, the last named lock released), or at a connection reset.
 
 use crate::mysql::pinning::Change;
-use crate::session::{PIN_COUNTS, PinReason};
+use std::sync::Arc;
 
-#[derive(Debug, Default)]
+use crate::session::{PinCounts, PinReason};
+
+#[derive(Debug)]
 pub struct Pins {
+    /// Process-wide counts by reason (the cluster's handle).
+    counts: Arc<PinCounts>,
     /// One bit per `PinReason`.
     reasons: u32,
     temp_tables: Vec<Box<[u8]>>,
@@ -20,11 +24,23 @@ pub struct Pins {
 }
 
 impl Pins {
+    pub fn new(counts: Arc<PinCounts>) -> Self {
+        Self {
+            counts,
+            reasons: 0,
+            temp_tables: Vec::new(),
+            prepared: Vec::new(),
+            locks: Vec::new(),
+            cursors: Vec::new(),
+            handlers: Vec::new(),
+        }
+    }
+
     pub fn add(&mut self, reason: PinReason) -> bool {
         let bit = 1 << reason as u32;
         let new = self.reasons & bit == 0;
         if new {
-            PIN_COUNTS.pinned(reason);
+            self.counts.pinned(reason);
         }
         self.reasons |= bit;
         new
@@ -34,7 +50,7 @@ impl Pins {
         let bit = 1 << reason as u32;
         if self.reasons & bit != 0 {
             self.reasons &= !bit;
-            PIN_COUNTS.unpinned(reason);
+            self.counts.unpinned(reason);
         }
     }
 
@@ -145,7 +161,7 @@ mod tests {
 
     #[test]
     fn pins_lift_when_their_names_are_gone() {
-        let mut p = Pins::default();
+        let mut p = Pins::new(Default::default());
         p.add(PinReason::TempObject);
         p.apply(
             &[Change::TempCreated(b"a"), Change::TempCreated(b"b")],

@@ -70,7 +70,7 @@ impl Session {
             return None;
         };
         let (gtid, seq) = (gtid.clone(), *seq);
-        let router = &self.ep.cluster.router;
+        let router = &self.ep.engine.cluster.router;
         let deadline = Instant::now() + self.ep.read_your_writes_timeout;
         // A reader the probes saw past the write needs no wait; else the least busy one waits
         // on the server, which answers the moment it applies the write.
@@ -80,10 +80,11 @@ impl Session {
             .or_else(|| router.reader(&snapshot, None))?;
         self.use_member(member);
         let mut unreachable_deadline = None;
-        let borrow = self
-            .ep
-            .cluster
-            .borrow_on(&self.pool.pool, member, &mut unreachable_deadline);
+        let borrow =
+            self.ep
+                .engine
+                .cluster
+                .borrow_on(&self.pool.pool, member, &mut unreachable_deadline);
         let mut lease = match tokio::time::timeout_at(deadline, borrow).await {
             Ok(Ok(Some(lease))) => lease,
             _ => return None,

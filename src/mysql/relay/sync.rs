@@ -2,12 +2,13 @@
 //! LAST_INSERT_ID() replayed when they differ, and the read-back after a statement changed them.
 
 use super::Session;
+use crate::errors::{BorrowError, ConnectError};
 use crate::mysql::errors::{self, Code};
 use crate::mysql::pools::MyPool;
 use crate::mysql::server::ServerConn;
 use crate::mysql::state::{Vars, effective};
 use crate::mysql::wire::command;
-use crate::pool::{BorrowError, ConnectError, Lease};
+use crate::pool::Lease;
 use crate::routing::Want;
 
 /// A replay the server refused: the client gets this as its command's ERR.
@@ -81,15 +82,15 @@ impl Session {
 
     /// The steady state: an idle connection on the instance routing picks, no future.
     fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
-        let member = self.ep.cluster.router.pick(self.want)?;
+        let member = self.ep.engine.cluster.router.pick(self.want)?;
         self.use_member(member);
-        self.ep.cluster.take_idle(&self.pool.pool)
+        self.ep.engine.cluster.take_idle(&self.pool.pool)
     }
 
     /// Switches the session to its pool on instance `member`.
     pub(super) fn use_member(&mut self, member: usize) {
         if member != self.member {
-            self.pool = self.ep.cluster.pool_like(member, &self.pool);
+            self.pool = self.ep.engine.cluster.pool_like(member, &self.pool);
             self.member = member;
         }
     }
@@ -101,7 +102,7 @@ impl Session {
             errors::borrow_failure(&e)
         };
         loop {
-            let cluster = &self.ep.cluster;
+            let cluster = &self.ep.engine.cluster;
             let member = match cluster.router.pick(self.want) {
                 Some(m) => m,
                 None => cluster
@@ -110,7 +111,7 @@ impl Session {
                     .map_err(|e| fail(self.id, e))?,
             };
             self.use_member(member);
-            let cluster = &self.ep.cluster;
+            let cluster = &self.ep.engine.cluster;
             match cluster
                 .borrow_on(&self.pool.pool, member, &mut deadline)
                 .await

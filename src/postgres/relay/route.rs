@@ -6,7 +6,8 @@ use bytes::Buf;
 use tokio::time::{Duration, Instant};
 
 use super::{RESET_TIMEOUT, Session};
-use crate::pool::{BorrowError, Lease};
+use crate::errors::BorrowError;
+use crate::pool::Lease;
 use crate::postgres::errors;
 use crate::postgres::scan::{Token, Words, is};
 use crate::postgres::server::ServerConn;

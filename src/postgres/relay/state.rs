@@ -7,7 +7,7 @@ use crate::postgres::pinning::PIN_CHECK_SQL;
 use crate::postgres::pipeline::{Discard, Purpose};
 use crate::postgres::server::ServerConn;
 use crate::postgres::settings::{put, read_back_sql, replay_sql};
-use crate::session::{PIN_COUNTS, PinReason};
+use crate::session::PinReason;
 
 impl Session {
     pub(super) fn on_borrow(&mut self, conn: &mut ServerConn) {
@@ -46,7 +46,7 @@ impl Session {
 
     pub(super) fn pin(&mut self, reason: PinReason) {
         tracing::info!(session = self.id, %reason, "session pinned");
-        PIN_COUNTS.pinned(reason);
+        self.route.cluster.pin_counts.pinned(reason);
     }
 
     /// Once a transaction is over: takes in what sluice's own queries found, and queues the
@@ -75,7 +75,7 @@ impl Session {
             && let Some(reason) = p.pinned.take()
         {
             tracing::info!(session = self.id, %reason, "session unpinned: nothing pins it on the server any more");
-            PIN_COUNTS.unpinned(reason);
+            self.route.cluster.pin_counts.unpinned(reason);
         }
         let mut names = tracked.touched;
         if std::mem::take(&mut p.reset_all) {

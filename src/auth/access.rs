@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::iam::signer::TokenSigner;
+use super::iam::signer::TokenSigner;
 use crate::tls::ServerConnector;
 
 #[derive(Debug, Clone)]
