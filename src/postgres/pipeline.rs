@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
 use super::settings::changes;
 use super::statements::{ServerStatements, Statement, StatementRegistry};
-use super::wire::{self, Reader, WireError, status};
+use super::wire::{self, Reader, WireError, frontend, status};
 use crate::session::PinReason;
 
 #[derive(Debug)]
@@ -51,10 +51,25 @@ enum Expect {
     Resync,
     /// A response sluice produces itself, in its place in the stream; for a ParseComplete, the
     /// client's statement name to forget if an earlier error means the Parse never happened.
-    Synthetic(u8, Option<Box<[u8]>>),
+    Synthetic(Reply, Option<Box<[u8]>>),
     /// sluice's own simple query: everything up to its ReadyForQuery is swallowed (rows kept
     /// for the purposes that read them).
     Internal(Purpose),
+}
+
+/// A response sluice gives in the server's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// A Parse of a statement this connection already has.
+    ParseComplete,
+    /// A Close of a statement the server keeps for other sessions.
+    CloseComplete,
+    /// `DEALLOCATE name` of a remapped statement: CommandComplete and ReadyForQuery.
+    Deallocated,
+    /// `DEALLOCATE ALL` of an unpinned session.
+    DeallocatedAll,
+    /// `DISCARD ALL` of an unpinned session: nothing of it lives on the server to discard.
+    DiscardedAll,
 }
 
 /// Why sluice runs a query of its own on the session's connection.
@@ -103,8 +118,7 @@ pub struct Pipeline {
     /// the old schema since, stamped with the new epoch; it moves again when it ends.
     ddl_open: bool,
     /// Transaction status of the last ReadyForQuery.
-    pub status: u8,
-    pub pinned: Option<PinReason>,
+    status: u8,
     /// Boxed, not a String: 8 bytes of every session task, and rarely set.
     internal_error: Option<Box<str>>,
     /// A DISCARD ALL took effect, here or on the server: the session's parameters are its
@@ -112,35 +126,62 @@ pub struct Pipeline {
     discarded: Option<Discard>,
     /// Parameter names and values in flight between statements and sluice's read-back;
     /// boxed because most sessions never change a parameter.
-    pub tracked: Option<Box<Tracked>>,
-    /// `RESET ALL` ran: every parameter sluice knows of must be read back.
-    pub reset_all: bool,
-    /// A parameter change sluice cannot name: the session keeps its connection until DISCARD ALL.
-    pub untracked: bool,
-    /// `LOAD` ran: the session keeps its connection for good.
-    pub loaded: bool,
-    /// A pinned session ran something that may have dropped what pins it.
-    pub pin_check_due: bool,
-    /// The connection must not serve anyone else (a `DEALLOCATE` sluice cannot attribute).
-    pub retire: bool,
-    /// The server refused the last read-back.
-    pub read_back_failed: bool,
-    /// Outcome of the last pin check: `Some(true)` when nothing pins the session any more.
-    pub pin_check: Option<bool>,
+    tracked: Option<Box<Tracked>>,
+    pins: PinState,
     /// How long the borrow for this transaction's first request waited (µs): part of that
     /// request's response time as the client sees it, taken at its ReadyForQuery.
-    pub borrow_wait_us: u32,
+    borrow_wait_us: u32,
     /// A request sluice may run again if the server calls its statement stale; boxed and kept
     /// once a session has used a prepared statement.
     retry: Option<Box<Retry>>,
 }
 
+/// What ties a session to its server connection, and the connection to no one else. One byte
+/// each: every session task holds them.
 #[derive(Debug, Default)]
-pub struct Tracked {
+struct PinState {
+    pinned: Option<PinReason>,
+    /// A parameter change sluice cannot name: the session keeps its connection until DISCARD ALL.
+    untracked: bool,
+    /// `LOAD` ran: the session keeps its connection for good.
+    loaded: bool,
+    /// A pinned session ran something that may have dropped what pins it.
+    check_due: bool,
+    /// Outcome of the last pin check: `Some(true)` when nothing pins the session any more.
+    check: Option<bool>,
+    /// The connection must not serve anyone else (a `DEALLOCATE` sluice cannot attribute, a
+    /// `RESET ALL` that undid the init query).
+    retire: bool,
+}
+
+/// Parameter tracking between a transaction's statements and sluice's read-back of them.
+#[derive(Debug, Default)]
+struct Tracked {
     /// Parameters the session may have changed since the last read-back.
-    pub touched: Vec<String>,
+    touched: Vec<String>,
     /// Rows of the last read-back: (name, value).
+    read_back: Vec<(String, Option<String>)>,
+    /// `RESET ALL` ran: every parameter sluice knows of must be read back.
+    reset_all: bool,
+    /// The server refused the last read-back.
+    read_back_failed: bool,
+}
+
+/// What the relay does once a transaction is over, as the pipeline's bookkeeping decided.
+#[derive(Debug, Default)]
+pub struct TransactionEnd {
+    /// Parameter values the read-back found (none when it failed).
     pub read_back: Vec<(String, Option<String>)>,
+    /// Parameters to read back now.
+    pub touched: Vec<String>,
+    /// `RESET ALL` ran: every parameter sluice knows of is to be read back too.
+    pub reset_all: bool,
+    /// The read-back failed, so the session is pinned now, for this reason.
+    pub pinned: Option<PinReason>,
+    /// The pin check found nothing holding the session: this pin is lifted.
+    pub unpinned: Option<PinReason>,
+    /// A pin check is due: the relay queues it.
+    pub check_pins: bool,
 }
 
 /// Where a `DISCARD ALL` took effect.
@@ -161,17 +202,10 @@ impl Pipeline {
             segment: Segment::Synced,
             ddl_open: false,
             status: status::IDLE,
-            pinned: None,
             internal_error: None,
             discarded: None,
             tracked: None,
-            reset_all: false,
-            untracked: false,
-            loaded: false,
-            pin_check_due: false,
-            retire: false,
-            read_back_failed: false,
-            pin_check: None,
+            pins: PinState::default(),
             borrow_wait_us: 0,
             retry: None,
         }
@@ -182,18 +216,14 @@ impl Pipeline {
         self.expect.is_empty()
             && self.segment == Segment::Synced
             && self.status == status::IDLE
-            && self.pinned.is_none()
+            && self.pins.pinned.is_none()
     }
 
     /// Something for the relay to do once the transaction is over (rare: after parameter
     /// changes, pin-releasing statements and sluice's own queries about them).
     #[inline]
     pub fn after_transaction_due(&self) -> bool {
-        self.tracked.is_some()
-            || self.reset_all
-            || self.pin_check_due
-            || self.read_back_failed
-            || self.pin_check.is_some()
+        self.tracked.is_some() || self.pins.check_due || self.pins.check.is_some()
     }
 
     /// Nothing is in flight (a pinned or in-transaction session may still hold the connection).
@@ -207,7 +237,7 @@ impl Pipeline {
         self.expect.push_back(Expect::Internal(purpose));
     }
 
-    pub fn tracked(&mut self) -> &mut Tracked {
+    fn tracked(&mut self) -> &mut Tracked {
         self.tracked.get_or_insert_with(Box::default)
     }
 
@@ -224,21 +254,23 @@ impl Pipeline {
                     }
                 }
             }
-            self.reset_all |= c.reset_all;
+            self.tracked().reset_all |= c.reset_all;
             if c.untracked {
-                self.untracked = true;
+                self.pins.untracked = true;
                 pin = pin.or(Some(PinReason::SetParameter));
             }
         }
-        self.loaded |= fx.permanent;
-        self.pin_check_due |= fx.unpin_hint;
+        self.pins.loaded |= fx.permanent;
+        self.pins.check_due |= fx.unpin_hint;
         pin
     }
 
     fn push(&mut self, e: Expect, cout: &mut BytesMut) {
         match e {
             // Nothing ahead of it: answer at once.
-            Expect::Synthetic(tag, _) if self.expect.is_empty() => synth(tag, self.status, cout),
+            Expect::Synthetic(reply, _) if self.expect.is_empty() => {
+                synth(reply, self.status, cout)
+            }
             e => self.expect.push_back(e),
         }
     }
@@ -277,32 +309,32 @@ impl Pipeline {
         tracing::trace!(session = self.session_id, tag = %(tag as char), expect = self.expect.len(), "client message");
         self.client_goes_on(cout);
         match tag {
-            b'Q' => {
+            frontend::QUERY => {
                 let sql = Reader::new(body, "Query").cstr()?;
                 // Most queries cannot be DISCARD or DEALLOCATE: skip both scans for them.
                 let maybe_reset = starts_with_d_or_comment(sql);
                 if maybe_reset
                     && discard_all(sql)
                     && self.status == status::IDLE
-                    && self.pinned.is_none()
+                    && self.pins.pinned.is_none()
                 {
                     // Unpinned, nothing of the session lives on the server but remapped
                     // statements and tracked parameters: forgetting them is the whole effect.
                     // (Pinned, the server does it, and its CommandComplete says it happened.)
                     self.forget_statements();
                     self.discarded = Some(Discard::Local);
-                    self.push(Expect::Synthetic(b'X', None), cout);
+                    self.push(Expect::Synthetic(Reply::DiscardedAll, None), cout);
                     return Ok(None);
                 }
                 match maybe_reset.then(|| deallocate(sql)).flatten() {
                     // Remapped statements are freed by forgetting them; the server keeps its
                     // copy for other sessions, so sluice answers in the server's place.
-                    Some(Deallocate::All) if self.pinned.is_none() => {
+                    Some(Deallocate::All) if self.pins.pinned.is_none() => {
                         self.forget_statements();
-                        self.push(Expect::Synthetic(b'A', None), cout);
+                        self.push(Expect::Synthetic(Reply::DeallocatedAll, None), cout);
                     }
                     Some(Deallocate::Name(name)) if self.statements.remove(&name[..]).is_some() => {
-                        self.push(Expect::Synthetic(b'D', None), cout);
+                        self.push(Expect::Synthetic(Reply::Deallocated, None), cout);
                     }
                     Some(Deallocate::Name(name)) if name.starts_with(SERVER_NAME_PREFIX) => {
                         let sql = format!(
@@ -321,16 +353,16 @@ impl Pipeline {
                     }
                 }
             }
-            b'F' => {
+            frontend::FUNCTION_CALL => {
                 sout.extend_from_slice(frame);
                 self.push(Expect::Ready(Instant::now()), cout);
             }
-            b'S' => {
+            frontend::SYNC => {
                 sout.extend_from_slice(frame);
                 self.segment = Segment::Synced;
                 self.push(Expect::Ready(Instant::now()), cout);
             }
-            b'P' => {
+            frontend::PARSE => {
                 self.open_segment();
                 let mut r = Reader::new(body, "Parse");
                 let name = r.cstr()?;
@@ -366,13 +398,16 @@ impl Pipeline {
                     let stmt = registry.intern(rest, fx.settings);
                     self.statements.insert(name.into(), stmt.clone());
                     if server.touch(stmt.id) {
-                        self.push(Expect::Synthetic(b'1', Some(name.into())), cout);
+                        self.push(
+                            Expect::Synthetic(Reply::ParseComplete, Some(name.into())),
+                            cout,
+                        );
                     } else {
                         self.prepare(&stmt, server, prefix, sout, cout, Some(name.into()));
                     }
                 }
             }
-            b'B' => {
+            frontend::BIND => {
                 self.open_segment();
                 let mut r = Reader::new(body, "Bind");
                 let portal = r.cstr()?;
@@ -393,12 +428,12 @@ impl Pipeline {
                 self.push(named.expect(Expect::Bind), cout);
                 return Ok(self.newly_pinned(pin));
             }
-            b'D' => {
+            frontend::DESCRIBE => {
                 self.open_segment();
                 let mut r = Reader::new(body, "Describe");
                 let kind = r.u8()?;
                 let name = r.cstr()?;
-                let named = if kind == b'S' {
+                let named = if kind == frontend::KIND_STATEMENT {
                     self.forward_named(tag, b"S", name, &[], frame, server, prefix, sout, cout)
                 } else {
                     sout.extend_from_slice(frame);
@@ -408,15 +443,15 @@ impl Pipeline {
                 self.push(named.expect(Expect::Describe), cout);
                 return Ok(self.newly_pinned(pin));
             }
-            b'C' => {
+            frontend::CLOSE => {
                 self.open_segment();
                 let mut r = Reader::new(body, "Close");
                 let kind = r.u8()?;
                 let name = r.cstr()?;
-                if kind == b'S' && self.statements.remove(name).is_some() {
+                if kind == frontend::KIND_STATEMENT && self.statements.remove(name).is_some() {
                     // The server keeps the statement for other sessions; the client sees it closed.
-                    self.push(Expect::Synthetic(b'3', None), cout);
-                } else if kind == b'S' {
+                    self.push(Expect::Synthetic(Reply::CloseComplete, None), cout);
+                } else if kind == frontend::KIND_STATEMENT {
                     wire::renamed(sout, tag, b"S", unmapped(name), &[]);
                     self.push(
                         Expect::Close {
@@ -436,7 +471,7 @@ impl Pipeline {
                     );
                 }
             }
-            b'E' => {
+            frontend::EXECUTE => {
                 sout.extend_from_slice(frame);
                 self.push(Expect::Execute, cout);
                 // After record(): the Execute of a request being recorded is its own.
@@ -444,7 +479,7 @@ impl Pipeline {
                 self.segment = Segment::Executed;
                 return Ok(self.newly_pinned(pin));
             }
-            b'H' => sout.extend_from_slice(frame),
+            frontend::FLUSH => sout.extend_from_slice(frame),
             _ => sout.extend_from_slice(frame),
         }
         self.record(frame, None);
@@ -459,8 +494,8 @@ impl Pipeline {
 
     /// `pin`, if it is the session's first.
     fn newly_pinned(&mut self, pin: Option<PinReason>) -> Option<PinReason> {
-        let reason = pin.filter(|_| self.pinned.is_none())?;
-        self.pinned = Some(reason);
+        let reason = pin.filter(|_| self.pins.pinned.is_none())?;
+        self.pins.pinned = Some(reason);
         Some(reason)
     }
 
@@ -489,6 +524,76 @@ impl Pipeline {
             return None;
         }
         self.internal_error.take()
+    }
+
+    /// Transaction status of the last ReadyForQuery.
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    pub fn pinned(&self) -> Option<PinReason> {
+        self.pins.pinned
+    }
+
+    /// Whether the connection may serve no one else; taken when it is released.
+    pub fn take_retire(&mut self) -> bool {
+        std::mem::take(&mut self.pins.retire)
+    }
+
+    pub fn retiring(&self) -> bool {
+        self.pins.retire
+    }
+
+    pub fn retire_connection(&mut self) {
+        self.pins.retire = true;
+    }
+
+    /// The session may have left state on the server that sluice cannot name (a pin, a
+    /// parameter change not read back yet): a reset is due before anyone else uses it.
+    pub fn server_state_unknown(&self) -> bool {
+        self.pins.pinned.is_some() || self.tracked.is_some()
+    }
+
+    /// A DISCARD ALL ran on the server: untracked changes are gone, and the pins may be too.
+    pub fn server_discarded(&mut self) {
+        self.pins.untracked = false;
+        self.pins.check_due = true;
+    }
+
+    /// How long this transaction's borrow waited (µs), told when the borrow succeeds.
+    pub fn set_borrow_wait(&mut self, us: u32) {
+        self.borrow_wait_us = us;
+    }
+
+    pub fn take_borrow_wait(&mut self) -> u32 {
+        std::mem::take(&mut self.borrow_wait_us)
+    }
+
+    /// Takes in what sluice's own queries found once a transaction is over, and says what the
+    /// relay does next (read back, check pins, count a pin or unpin).
+    pub fn end_transaction(&mut self) -> TransactionEnd {
+        let tracked = self.tracked.take().map(|t| *t).unwrap_or_default();
+        let mut end = TransactionEnd {
+            touched: tracked.touched,
+            reset_all: tracked.reset_all,
+            ..TransactionEnd::default()
+        };
+        let pins = &mut self.pins;
+        if tracked.read_back_failed {
+            pins.untracked = true;
+            if pins.pinned.is_none() {
+                pins.pinned = Some(PinReason::SetParameter);
+                end.pinned = pins.pinned;
+            }
+        } else {
+            end.read_back = tracked.read_back;
+        }
+        if pins.check.take() == Some(true) && !pins.untracked && !pins.loaded {
+            end.unpinned = pins.pinned.take();
+        }
+        let due = std::mem::take(&mut pins.check_due);
+        end.check_pins = due && pins.pinned.is_some() && !pins.untracked && !pins.loaded;
+        end
     }
 
     /// Statements the session has prepared (protocol level).

@@ -20,7 +20,7 @@ use super::pipeline::Pipeline;
 use super::pools::PgPool;
 use super::server::ServerConn;
 use super::settings::Settings;
-use super::wire::{self, status};
+use super::wire::{self, backend, frontend, status};
 use crate::pool::Lease;
 use crate::routing::Want;
 
@@ -46,6 +46,32 @@ enum Active {
     ClientGone,
     ServerGone,
     Fatal(&'static str, String),
+}
+
+/// Where a session is in its life after login; named after PgBouncer's client socket states
+/// (`CL_ACTIVE`, `CL_WAITING`), which its admin console shows and operators know.
+///
+/// ```text
+///            request                borrowed               released at a boundary
+///   Idle ──────────────▶ Borrowing ─────────▶ Active ─────────────────────────────▶ Idle
+///    ▲  ▲                    │ no connection     │ server lost mid-request
+///    │  └── Sync ── SkipToSync ◀─────────────────┤ (the client got its error)
+///    └─ next request errs ── Cut ◀───────────────┘ server lost inside a transaction
+/// ```
+/// One byte: it replaces two flags of every session task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// No server connection; waiting for the client (PgBouncer: an unlinked `CL_ACTIVE`).
+    Idle,
+    /// Waiting for a server connection for the request at the front (`CL_WAITING`).
+    Borrowing,
+    /// Holding a server connection and relaying both ways (`CL_ACTIVE` linked to `SV_ACTIVE`).
+    Active,
+    /// A failed request's messages are dropped up to its Sync, as Postgres does after an error.
+    SkipToSync,
+    /// The server was lost while the client sat in a transaction: its next request gets the
+    /// error (`rolled_back`: the transaction surely rolled back).
+    Cut { rolled_back: bool },
 }
 
 /// Where a session's transactions go: its target group, the instance it used last, and what
@@ -85,16 +111,12 @@ pub struct Session {
     /// The idle wait's timer, kept between waits of a busy session and re-armed only when it
     /// fires: arming a timer for every transaction showed up in profiles.
     idle_timer: Option<Pin<Box<Sleep>>>,
-    /// A failed request's messages are dropped up to its Sync, as Postgres does after an error.
-    skip_to_sync: bool,
+    phase: Phase,
     /// The client sent COMMIT (or the like) in this transaction: if the server is lost now,
     /// the outcome is unknown.
     commit_in_flight: bool,
     /// The server sent a FATAL error: the connection is as good as gone.
     server_fatal: bool,
-    /// The server was lost while the client sat in a transaction: its next request gets the
-    /// error (true: the transaction surely rolled back).
-    cut_failure: Option<bool>,
     /// The server has accepted the session's parameters once. Until then a replay of them is
     /// answered before the client's messages go out: refused (an invalid startup parameter),
     /// the session ends as Postgres ends it at startup, and nothing of the client's has run.
@@ -131,10 +153,9 @@ impl Session {
             client_streaming: 0,
             server_streaming: 0,
             idle_timer: None,
-            skip_to_sync: false,
+            phase: Phase::Idle,
             commit_in_flight: false,
             server_fatal: false,
-            cut_failure: None,
             settings_known: false,
         }
     }
@@ -175,14 +196,18 @@ impl Session {
                 }
                 Idle::Drained => return Some((errors::ADMIN_SHUTDOWN, DRAINED.into())),
             }
-            if self.skip_to_sync {
-                self.skip();
-                continue;
-            }
-            if let Some(rolled_back) = self.cut_failure.take() {
-                let (code, message) = cut_error(rolled_back);
-                self.fail_request(code, message);
-                continue;
+            match self.phase {
+                Phase::SkipToSync => {
+                    self.skip();
+                    continue;
+                }
+                Phase::Cut { rolled_back } => {
+                    self.phase = Phase::Idle;
+                    let (code, message) = cut_error(rolled_back);
+                    self.fail_request(code, message);
+                    continue;
+                }
+                Phase::Idle | Phase::Borrowing | Phase::Active => {}
             }
             let local =
                 self.pipeline
@@ -192,9 +217,11 @@ impl Session {
                 continue;
             }
             let want = self.transaction_want();
+            self.phase = Phase::Borrowing;
             let mut lease = match self.borrow(want).await {
                 Ok(lease) => lease,
                 Err(e) => {
+                    self.phase = Phase::Idle;
                     let (code, message) = errors::borrow_failure(&e);
                     tracing::warn!(session = self.id, pool = %self.pg.pool.name(), error = %e, "borrow failed");
                     self.fail_request(code, &message);
@@ -202,8 +229,10 @@ impl Session {
                 }
             };
             self.commit_in_flight = false;
+            self.phase = Phase::Active;
             self.on_borrow(&mut lease);
             let outcome = self.active(client, &mut lease).await;
+            self.phase = Phase::Idle;
             self.cancel.target.set(None);
             match outcome {
                 Active::Released => {
@@ -211,7 +240,7 @@ impl Session {
                         Box::pin(self.note_write(&mut lease)).await;
                     }
                     self.cancel.target.state.set(false, false);
-                    let retire = std::mem::take(&mut self.pipeline.retire);
+                    let retire = self.pipeline.take_retire();
                     let reusable = lease.buf.is_empty() && !lease.expired() && !retire;
                     lease.release(reusable);
                 }
@@ -224,7 +253,7 @@ impl Session {
                     drop(lease);
                     if self.server_streaming > 0
                         || self.client_streaming > 0
-                        || self.pipeline.pinned.is_some()
+                        || self.pipeline.pinned().is_some()
                     {
                         // Mid-message on one side, the stream cannot be brought back in step;
                         // a pinned session's state (temp tables, locks, LISTEN) went with the
@@ -274,7 +303,7 @@ impl Session {
                 return Active::ServerGone;
             }
             if self.pipeline.quiet()
-                && self.pipeline.status == status::IDLE
+                && self.pipeline.status() == status::IDLE
                 && self.sout.is_empty()
                 && self.client_streaming == 0
                 && self.server_streaming == 0
@@ -371,7 +400,7 @@ impl Session {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     let declared = wire::declared_len(&cin);
-                    if tag == b'd' && cin.len() >= STREAM_CHUNK {
+                    if tag == frontend::COPY_DATA && cin.len() >= STREAM_CHUNK {
                         self.sout.extend_from_slice(&cin);
                         self.client_streaming = declared - cin.len();
                         cin.clear();
@@ -392,14 +421,14 @@ impl Session {
                     ));
                 }
             };
-            if tag == b'X' {
+            if tag == frontend::TERMINATE {
                 break Err(Active::ClientGone);
             }
             let message = &cin[..frame.len];
-            if tag == b'Q' || tag == b'S' {
+            if tag == frontend::QUERY || tag == frontend::SYNC {
                 self.route.cluster.metrics.query_requests.inc();
             }
-            if (tag == b'Q' || tag == b'P') && !self.commit_in_flight {
+            if (tag == frontend::QUERY || tag == frontend::PARSE) && !self.commit_in_flight {
                 self.commit_in_flight = commits(tag, message);
             }
             match self.pipeline.client_message(
@@ -447,7 +476,9 @@ impl Session {
                 break;
             }
             match wire::next_frame(&sbuf, usize::MAX) {
-                Ok(Some(frame)) if frame.tag == b'E' && ends_session(&sbuf[..frame.len]) => {
+                Ok(Some(frame))
+                    if frame.tag == backend::ERROR_RESPONSE && ends_session(&sbuf[..frame.len]) =>
+                {
                     // The server ends this connection (shutdown, postmaster exit, a terminated
                     // backend): that is sluice's connection, not the client's session, so the
                     // client gets the lost-server error instead, and keeps its session.
@@ -463,7 +494,7 @@ impl Session {
                     break;
                 }
                 Ok(Some(frame)) => {
-                    let ready = frame.tag == b'Z';
+                    let ready = frame.tag == backend::READY_FOR_QUERY;
                     let sent = if ready {
                         self.pipeline.ready_sent()
                     } else {
@@ -480,14 +511,14 @@ impl Session {
                     sbuf.advance(frame.len);
                     if ready {
                         let p = &self.pipeline;
-                        let in_transaction = p.status != status::IDLE;
+                        let in_transaction = p.status() != status::IDLE;
                         self.cancel
                             .target
                             .state
-                            .set(in_transaction, p.pinned.is_some());
+                            .set(in_transaction, p.pinned().is_some());
                     }
                     if let Some(sent) = sent {
-                        let waited = std::mem::take(&mut self.pipeline.borrow_wait_us);
+                        let waited = self.pipeline.take_borrow_wait();
                         let m = &self.route.cluster.metrics;
                         let database = sent.elapsed();
                         m.database_response_latency.observe(database);
@@ -497,7 +528,7 @@ impl Session {
                 }
                 Ok(None) => {
                     let tag = sbuf[0];
-                    if (tag == b'D' || tag == b'd')
+                    if (tag == backend::DATA_ROW || tag == backend::COPY_DATA)
                         && sbuf.len() >= STREAM_CHUNK
                         && !self.pipeline.internal()
                     {
@@ -528,12 +559,10 @@ impl Session {
         }
         let login = &self.pg.login;
         let mut clean = true;
-        if self.pipeline.status != status::IDLE {
+        if self.pipeline.status() != status::IDLE {
             clean = timed(lease.simple_query(login, "ROLLBACK")).await;
         }
-        let p = &self.pipeline;
-        let unknown_state = p.pinned.is_some() || p.tracked.is_some() || p.reset_all;
-        if clean && unknown_state {
+        if clean && self.pipeline.server_state_unknown() {
             clean = timed(lease.simple_query(login, "DISCARD ALL")).await;
             lease.statements.clear();
             lease.settings.clear();
@@ -541,7 +570,7 @@ impl Session {
                 clean = timed(lease.simple_query(login, &self.pg.init_query)).await;
             }
         }
-        let reusable = clean && !lease.expired() && !self.pipeline.retire;
+        let reusable = clean && !lease.expired() && !self.pipeline.retiring();
         lease.release(reusable);
     }
 }

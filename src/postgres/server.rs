@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
-use super::wire::{self, AuthRequest, BackendKeyData};
+use super::wire::{self, AuthRequest, BackendKeyData, backend};
 use crate::auth::ServerAccess;
 use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::scram::{SaltedCache, ScramClient};
@@ -132,7 +132,9 @@ impl ServerConn {
         loop {
             let (tag, body) = self.read_message(login).await?;
             match tag {
-                b'R' => match wire::parse_auth_request(&body).map_err(|e| protocol(login, e))? {
+                backend::AUTHENTICATION => match wire::parse_auth_request(&body)
+                    .map_err(|e| protocol(login, e))?
+                {
                     AuthRequest::Ok => {}
                     AuthRequest::Cleartext => {
                         wire::password_message(&mut out, password.as_bytes());
@@ -176,18 +178,18 @@ impl ServerConn {
                         return Err(protocol(login, format!("unsupported auth request {code}")));
                     }
                 },
-                b'S' => {
+                backend::PARAMETER_STATUS => {
                     let (k, v) =
                         wire::parse_parameter_status(&body).map_err(|e| protocol(login, e))?;
                     self.reported.push((k.to_owned(), v.to_owned()));
                 }
-                b'K' => {
+                backend::BACKEND_KEY_DATA => {
                     self.key =
                         wire::parse_backend_key_data(&body).map_err(|e| protocol(login, e))?;
                 }
-                b'Z' => return Ok(()),
-                b'E' => return Err(refused(login, &body)),
-                b'N' => {}
+                backend::READY_FOR_QUERY => return Ok(()),
+                backend::ERROR_RESPONSE => return Err(refused(login, &body)),
+                backend::NOTICE_RESPONSE => {}
                 other => {
                     return Err(protocol(
                         login,
@@ -240,9 +242,9 @@ impl ServerConn {
         loop {
             let (tag, body) = self.read_message(login).await?;
             match tag {
-                b'D' => rows.push(first_column(&body)),
-                b'E' => failure = Some(refused(login, &body)),
-                b'Z' => return failure.map_or(Ok(rows), Err),
+                backend::DATA_ROW => rows.push(first_column(&body)),
+                backend::ERROR_RESPONSE => failure = Some(refused(login, &body)),
+                backend::READY_FOR_QUERY => return failure.map_or(Ok(rows), Err),
                 _ => {}
             }
         }
@@ -291,9 +293,9 @@ async fn start_tls(mut tcp: TcpStream, login: &ServerLogin) -> Result<Socket, Co
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await.map_err(io)?;
     match answer[0] {
-        b'S' => login.access.tls.connect(&login.addr, tcp).await.map_err(io),
-        b'N' if !login.access.tls.required() => Ok(Socket::Plain(tcp)),
-        b'N' => Err(protocol(
+        backend::SSL_ACCEPTED => login.access.tls.connect(&login.addr, tcp).await.map_err(io),
+        backend::SSL_REFUSED if !login.access.tls.required() => Ok(Socket::Plain(tcp)),
+        backend::SSL_REFUSED => Err(protocol(
             login,
             "the server does not accept TLS (server_tls requires it)",
         )),

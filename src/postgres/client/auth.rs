@@ -18,7 +18,7 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 async fn read_password(stream: &mut Socket, buf: &mut BytesMut) -> Result<BytesMut, Refusal> {
     loop {
         if let Some(frame) = wire::next_frame(buf, MAX_AUTH_MESSAGE)? {
-            if frame.tag != b'p' {
+            if frame.tag != wire::frontend::PASSWORD {
                 return Err(refuse(
                     errors::PROTOCOL_VIOLATION,
                     "expected a password response",

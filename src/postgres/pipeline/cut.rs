@@ -1,7 +1,7 @@
 //! What is left of a session's pipeline when its server connection is lost mid-request: the
 //! requests the client still waits on, and state that went with the server.
 
-use super::{Expect, Pipeline, Segment, status};
+use super::{Expect, PinState, Pipeline, Segment, status};
 
 /// The client-visible requests a lost connection leaves unanswered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +43,9 @@ impl Pipeline {
         // A request recorded, or whose error was swallowed, went with the server.
         self.retry_off();
         self.status = status::IDLE;
-        self.pinned = None;
+        self.pins = PinState::default();
         self.internal_error = None;
         self.tracked = None;
-        self.reset_all = false;
-        self.untracked = false;
-        self.loaded = false;
-        self.pin_check_due = false;
-        self.retire = false;
-        self.read_back_failed = false;
-        self.pin_check = None;
         cut
     }
 }

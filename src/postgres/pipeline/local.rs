@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use super::Pipeline;
 use crate::postgres::pinning::pin_reason;
 use crate::postgres::statements::StatementRegistry;
-use crate::postgres::wire::{self, Reader, status};
+use crate::postgres::wire::{self, Reader, frontend, status};
 
 impl Pipeline {
     /// Answers a batch of named Parse and Close-statement messages ending in Sync without a
@@ -19,7 +19,7 @@ impl Pipeline {
         registry: &StatementRegistry,
         cout: &mut BytesMut,
     ) -> usize {
-        if self.status != status::IDLE || !self.expect.is_empty() || self.pinned.is_some() {
+        if self.status != status::IDLE || !self.expect.is_empty() || self.pins.pinned.is_some() {
             return 0;
         }
         // First pass: check; nothing changes unless the whole batch qualifies.
@@ -29,15 +29,15 @@ impl Pipeline {
             let body = f.body(&cin[at..]);
             let mut r = Reader::new(body, "");
             let ok = match f.tag {
-                b'P' => r.cstr().is_ok_and(|name| {
+                frontend::PARSE => r.cstr().is_ok_and(|name| {
                     let query = Reader::new(r.rest(), "Parse").cstr().unwrap_or_default();
                     !name.is_empty()
                         && !self.statements.contains_key(name)
                         && pin_reason(query).is_none()
                         && registry.confirmed(r.rest()).is_some()
                 }),
-                b'C' => r.u8() == Ok(b'S'),
-                b'S' if count > 0 => {
+                frontend::CLOSE => r.u8() == Ok(frontend::KIND_STATEMENT),
+                frontend::SYNC if count > 0 => {
                     end = at + f.len;
                     break;
                 }
@@ -54,14 +54,14 @@ impl Pipeline {
             let Ok((at, f)) = item else { return 0 };
             let mut r = Reader::new(f.body(&cin[at..]), "");
             match f.tag {
-                b'P' => {
+                frontend::PARSE => {
                     let name = r.cstr().unwrap_or_default();
                     if let Some(stmt) = registry.confirmed(r.rest()) {
                         self.statements.insert(name.into(), stmt);
                     }
                     wire::parse_complete(cout);
                 }
-                b'C' => {
+                frontend::CLOSE => {
                     let _ = r.u8();
                     if let Ok(name) = r.cstr() {
                         self.statements.remove(name);

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use super::{Expect, MISSING_UNNAMED, Pipeline, SERVER_NAME_PREFIX};
 use crate::postgres::pinning::effects;
 use crate::postgres::statements::{ServerStatements, Statement, server_name};
-use crate::postgres::wire::{self, Reader};
+use crate::postgres::wire::{self, Reader, frontend};
 
 /// What a Bind or Describe named.
 pub(super) enum Named {
@@ -89,7 +89,7 @@ impl Pipeline {
                 here,
                 typed: stmt.typed,
             };
-            let settings = stmt.settings && tag == b'B';
+            let settings = stmt.settings && tag == frontend::BIND;
             if here && !settings {
                 // The steady state takes no reference: the count is shared by every session.
                 wire::renamed(sout, tag, head, &stmt.server_name, rest);

@@ -5,9 +5,9 @@
 use bytes::BytesMut;
 
 use super::retry::Verdict;
-use super::{Discard, Expect, Pipeline, Purpose};
+use super::{Discard, Expect, Pipeline, Purpose, Reply};
 use crate::postgres::statements::{ServerStatements, StatementRegistry};
-use crate::postgres::wire::{self, status};
+use crate::postgres::wire::{self, backend, status};
 
 impl Pipeline {
     /// Handles one complete server message, appending it to `cout` unless it answers sluice's
@@ -31,11 +31,11 @@ impl Pipeline {
             return false;
         }
         let forward = match tag {
-            b'Z' if matches!(self.expect.front(), Some(Expect::Resync)) => {
+            backend::READY_FOR_QUERY if matches!(self.expect.front(), Some(Expect::Resync)) => {
                 self.expect.pop_front();
                 false
             }
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 while let Some(e) = self.expect.pop_front() {
                     match e {
                         Expect::Ready(_) => break,
@@ -54,7 +54,7 @@ impl Pipeline {
                 }
                 self.on_ready(server, registry, prefix, sout, cout)
             }
-            b'E' => {
+            backend::ERROR_RESPONSE => {
                 if let Some(Expect::Doomed(stmt)) = self.expect.front()
                     && let Some(error) = stmt.stale_error()
                 {
@@ -76,7 +76,7 @@ impl Pipeline {
                 }
                 verdict == Verdict::Forward
             }
-            b'1' => match self.expect.pop_front() {
+            backend::PARSE_COMPLETE => match self.expect.pop_front() {
                 Some(Expect::Parse { visible, stmt, .. }) => {
                     if let Some(stmt) = stmt {
                         stmt.confirm();
@@ -85,21 +85,25 @@ impl Pipeline {
                 }
                 other => self.unexpected(other),
             },
-            b'2' => self.pop_if(|e| matches!(e, Expect::Bind(_))),
-            b'T' | b'n' => self.pop_if(|e| matches!(e, Expect::Describe(_))),
-            b'C' => {
+            backend::BIND_COMPLETE => self.pop_if(|e| matches!(e, Expect::Bind(_))),
+            backend::ROW_DESCRIPTION | backend::NO_DATA => {
+                self.pop_if(|e| matches!(e, Expect::Describe(_)))
+            }
+            backend::COMMAND_COMPLETE => {
                 self.command_complete(&frame[wire::FRAME_HEADER_LEN..], server, registry);
                 self.pop_if(|e| matches!(e, Expect::Execute))
             }
-            b'I' | b's' => self.pop_if(|e| matches!(e, Expect::Execute)),
-            b'3' => match self.expect.pop_front() {
+            backend::EMPTY_QUERY | backend::PORTAL_SUSPENDED => {
+                self.pop_if(|e| matches!(e, Expect::Execute))
+            }
+            backend::CLOSE_COMPLETE => match self.expect.pop_front() {
                 Some(Expect::Close { visible, .. }) => visible,
                 other => self.unexpected(other),
             },
             _ => true,
         };
         if forward {
-            if tag != b'Z' && tag != b'E' {
+            if tag != backend::READY_FOR_QUERY && tag != backend::ERROR_RESPONSE {
                 self.forwarded();
             }
             cout.extend_from_slice(frame);
@@ -111,10 +115,10 @@ impl Pipeline {
     /// The answer to sluice's own query: kept where its purpose needs it, never forwarded.
     fn internal_message(&mut self, purpose: Purpose, tag: u8, body: &[u8]) {
         match tag {
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 self.expect.pop_front();
             }
-            b'D' => {
+            backend::DATA_ROW => {
                 let Ok(cols) = wire::parse_data_row(body) else {
                     return;
                 };
@@ -130,22 +134,22 @@ impl Pipeline {
                             self.tracked().read_back.push((name, text(1)));
                         }
                     }
-                    Purpose::PinCheck => self.pin_check = Some(text(0).as_deref() == Some("0")),
+                    Purpose::PinCheck => self.pins.check = Some(text(0).as_deref() == Some("0")),
                     Purpose::Replay => {}
                 }
             }
-            b'E' => {
+            backend::ERROR_RESPONSE => {
                 let fields = wire::parse_error_fields(body).unwrap_or_default();
                 let error = format!("{} ({})", fields.message, fields.code);
                 match purpose {
                     Purpose::Replay => self.internal_error = Some(error.into()),
                     Purpose::ReadBack => {
                         tracing::warn!(session = self.session_id, %error, "reading session parameters back failed");
-                        self.read_back_failed = true;
+                        self.tracked().read_back_failed = true;
                     }
                     Purpose::PinCheck => {
                         tracing::warn!(session = self.session_id, %error, "pin check failed");
-                        self.pin_check = None;
+                        self.pins.check = None;
                     }
                 }
             }
@@ -181,7 +185,7 @@ impl Pipeline {
             }
             // A client's DEALLOCATE of a name sluice does not map may have freed one of
             // sluice's statements: this connection's bookkeeping can no longer be trusted.
-            b"DEALLOCATE" => self.retire = true,
+            b"DEALLOCATE" => self.pins.retire = true,
             _ => {}
         }
     }
@@ -229,7 +233,7 @@ impl Pipeline {
                     self.statements.remove(&name);
                 }
             }
-            Expect::Synthetic(b'1', Some(name)) => {
+            Expect::Synthetic(Reply::ParseComplete, Some(name)) => {
                 self.statements.remove(&name);
             }
             Expect::Close {
@@ -240,8 +244,8 @@ impl Pipeline {
     }
 
     fn emit_synthetic(&mut self, cout: &mut BytesMut) {
-        while let Some(Expect::Synthetic(tag, _)) = self.expect.front() {
-            synth(*tag, self.status, cout);
+        while let Some(Expect::Synthetic(reply, _)) = self.expect.front() {
+            synth(*reply, self.status, cout);
             self.expect.pop_front();
         }
     }
@@ -266,19 +270,14 @@ fn changes_schema(tag: &[u8]) -> bool {
 
 /// Writes a response sluice gives in the server's place; `status` is the transaction status
 /// as of this point in the stream.
-pub(super) fn synth(tag: u8, status: u8, cout: &mut BytesMut) {
-    match tag {
-        b'1' => wire::parse_complete(cout),
-        b'3' => wire::close_complete(cout),
-        b'D' | b'A' | b'X' => {
-            let tag: &[u8] = match tag {
-                b'A' => b"DEALLOCATE ALL",
-                b'X' => b"DISCARD ALL",
-                _ => b"DEALLOCATE",
-            };
-            wire::command_complete(cout, tag);
-            wire::ready_for_query(cout, status);
-        }
-        _ => {}
-    }
+pub(super) fn synth(reply: Reply, status: u8, cout: &mut BytesMut) {
+    let tag: &[u8] = match reply {
+        Reply::ParseComplete => return wire::parse_complete(cout),
+        Reply::CloseComplete => return wire::close_complete(cout),
+        Reply::Deallocated => b"DEALLOCATE",
+        Reply::DeallocatedAll => b"DEALLOCATE ALL",
+        Reply::DiscardedAll => b"DISCARD ALL",
+    };
+    wire::command_complete(cout, tag);
+    wire::ready_for_query(cout, status);
 }

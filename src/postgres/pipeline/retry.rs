@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{Bound, Expect, Pipeline, Segment};
+use super::{Bound, Expect, Pipeline, Reply, Segment};
 use crate::postgres::statements::{ServerStatements, Statement, StatementRegistry};
-use crate::postgres::wire::{self, status};
+use crate::postgres::wire::{self, frontend, status};
 
 #[derive(Debug, Default)]
 pub(super) struct Retry {
@@ -83,7 +83,7 @@ const MAX_RECORDED: usize = 8 << 10;
 /// plan may infer other types for parameters the client left unspecified, and binary values
 /// would be read as those).
 fn rebindable(frame: &[u8], typed: bool) -> bool {
-    if frame[0] != b'B' {
+    if frame[0] != frontend::BIND {
         return true;
     }
     frame.len() <= MAX_RECORDED
@@ -95,13 +95,13 @@ fn rebindable(frame: &[u8], typed: bool) -> bool {
 /// Bind (named by the recorded frames' first Bind).
 fn describes(frame: &[u8], r: &Retry, named: Option<Bound>) -> bool {
     let body = &frame[wire::FRAME_HEADER_LEN..];
-    match body.first() {
-        Some(b'S') => named.is_some_and(|b| Some(b.id) == r.stmt),
-        Some(b'P') if r.bound => {
+    match body.first().copied() {
+        Some(frontend::KIND_STATEMENT) => named.is_some_and(|b| Some(b.id) == r.stmt),
+        Some(frontend::KIND_PORTAL) if r.bound => {
             let portal = &body[1..];
             wire::Frames::new(&r.frames, usize::MAX)
                 .filter_map(Result::ok)
-                .find(|(_, f)| f.tag == b'B')
+                .find(|(_, f)| f.tag == frontend::BIND)
                 .is_some_and(|(at, f)| {
                     let bind = f.body(&r.frames[at..]);
                     bind.iter()
@@ -121,7 +121,7 @@ fn hidden(e: &Expect) -> bool {
         Expect::Internal(_)
             | Expect::Parse { visible: false, .. }
             | Expect::Close { visible: false, .. }
-            | Expect::Synthetic(b'1', _)
+            | Expect::Synthetic(Reply::ParseComplete, _)
     )
 }
 
@@ -187,8 +187,8 @@ impl Pipeline {
                 r.state = State::Recording;
                 r.typed = b.typed;
                 r.stmt = Some(b.id);
-                r.describes = tag == b'D';
-                r.bound = tag == b'B';
+                r.describes = tag == frontend::DESCRIBE;
+                r.bound = tag == frontend::BIND;
                 r.frames.clear();
                 r.frames.extend_from_slice(frame);
             }
@@ -201,18 +201,20 @@ impl Pipeline {
                     return;
                 }
                 match tag {
-                    b'B' if !r.bound && rebindable(frame, r.typed) => {
+                    frontend::BIND if !r.bound && rebindable(frame, r.typed) => {
                         r.bound = true;
                         r.frames.extend_from_slice(frame);
                     }
                     // Only a description of what the request runs, before it runs: the
                     // statement itself, or the portal its Bind made.
-                    b'D' if describes(frame, r, named) => {
+                    frontend::DESCRIBE if describes(frame, r, named) => {
                         r.describes = true;
                         r.frames.extend_from_slice(frame);
                     }
-                    b'E' | b'H' if r.describes && r.bound => r.frames.extend_from_slice(frame),
-                    b'S' if r.describes => {
+                    frontend::EXECUTE | frontend::FLUSH if r.describes && r.bound => {
+                        r.frames.extend_from_slice(frame)
+                    }
+                    frontend::SYNC if r.describes => {
                         r.frames.extend_from_slice(frame);
                         r.state = State::Recorded;
                     }

@@ -29,9 +29,10 @@ impl Session {
             if self.cin.len() >= wire::FRAME_HEADER_LEN {
                 let declared = wire::declared_len(&self.cin);
                 let whole = self.cin.len() >= declared;
-                let streams = self.cin[0] == b'd' && self.cin.len() >= STREAM_CHUNK;
+                let streams =
+                    self.cin[0] == wire::frontend::COPY_DATA && self.cin.len() >= STREAM_CHUNK;
                 if whole || streams || declared > MAX_BUFFERED_MESSAGE {
-                    return if self.cin[0] == b'X' {
+                    return if self.cin[0] == wire::frontend::TERMINATE {
                         Idle::Gone
                     } else {
                         Idle::Message

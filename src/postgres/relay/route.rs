@@ -5,13 +5,13 @@
 use bytes::Buf;
 use tokio::time::{Duration, Instant};
 
-use super::{RESET_TIMEOUT, Session};
+use super::{Phase, RESET_TIMEOUT, Session};
 use crate::errors::BorrowError;
 use crate::pool::Lease;
 use crate::postgres::errors;
 use crate::postgres::scan::{Token, Words, is};
 use crate::postgres::server::ServerConn;
-use crate::postgres::wire::{self, status};
+use crate::postgres::wire::{self, frontend, status};
 use crate::routing::Want;
 
 /// A lost server's error when the transaction certainly did not commit.
@@ -70,7 +70,8 @@ impl Session {
                 .await?
             {
                 let waited = started.elapsed().as_micros();
-                self.pipeline.borrow_wait_us = u32::try_from(waited).unwrap_or(u32::MAX);
+                self.pipeline
+                    .set_borrow_wait(u32::try_from(waited).unwrap_or(u32::MAX));
                 return Ok(lease);
             }
         }
@@ -152,7 +153,7 @@ impl Session {
         tracing::warn!(session = self.id, pool = %self.pg.pool.name(), code, in_flight = cut.ready, "server connection lost");
         if cut.ready == 0 && !cut.unsynced {
             if cut.in_transaction {
-                self.cut_failure = Some(rolled_back);
+                self.phase = Phase::Cut { rolled_back };
             }
             return;
         }
@@ -160,20 +161,25 @@ impl Session {
         for _ in 0..cut.ready {
             wire::ready_for_query(&mut self.cout, status::IDLE);
         }
-        self.skip_to_sync = cut.unsynced;
+        if cut.unsynced {
+            self.phase = Phase::SkipToSync;
+        }
     }
 
     /// Answers the request at the front of `cin` with an error, as Postgres answers a failed
     /// one: a simple Query at once, extended-protocol messages are skipped up to their Sync.
     pub(super) fn fail_request(&mut self, code: &str, message: &str) {
         wire::error_response(&mut self.cout, "ERROR", code, message);
-        if matches!(self.cin.first(), Some(b'Q' | b'F')) {
+        if matches!(
+            self.cin.first().copied(),
+            Some(frontend::QUERY | frontend::FUNCTION_CALL)
+        ) {
             if let Ok(Some(f)) = wire::next_frame(&self.cin, usize::MAX) {
                 self.cin.advance(f.len);
             }
             wire::ready_for_query(&mut self.cout, status::IDLE);
         } else {
-            self.skip_to_sync = true;
+            self.phase = Phase::SkipToSync;
             self.skip();
         }
     }
@@ -182,12 +188,12 @@ impl Session {
     pub(super) fn skip(&mut self) {
         while let Ok(Some(f)) = wire::next_frame(&self.cin, usize::MAX) {
             let tag = self.cin[0];
-            if tag == b'X' {
+            if tag == frontend::TERMINATE {
                 return; // the idle wait sees the Terminate
             }
             self.cin.advance(f.len);
-            if tag == b'S' {
-                self.skip_to_sync = false;
+            if tag == frontend::SYNC {
+                self.phase = Phase::Idle;
                 wire::ready_for_query(&mut self.cout, status::IDLE);
                 return;
             }
@@ -284,9 +290,9 @@ pub(super) fn commits(tag: u8, message: &[u8]) -> bool {
 fn query_text(tag: u8, message: &[u8]) -> Option<&[u8]> {
     let body = message.get(wire::FRAME_HEADER_LEN..)?;
     match tag {
-        b'Q' => Some(body),
+        frontend::QUERY => Some(body),
         // Parse: statement name, NUL, then the query text.
-        b'P' => body
+        frontend::PARSE => body
             .iter()
             .position(|&b| b == 0)
             .map(|nul| &body[nul + 1..]),

@@ -38,8 +38,7 @@ impl Session {
         self.settings = self.startup.to_vec();
         if discard == Discard::Server {
             conn.settings.clear();
-            self.pipeline.untracked = false;
-            self.pipeline.pin_check_due = true;
+            self.pipeline.server_discarded();
         }
         self.replay_settings(conn, discard == Discard::Server);
     }
@@ -52,48 +51,41 @@ impl Session {
     /// Once a transaction is over: takes in what sluice's own queries found, and queues the
     /// parameter read-back or pin check still due. Returns whether it queued a query.
     pub(super) fn after_transaction(&mut self, conn: &mut ServerConn) -> bool {
-        let p = &mut self.pipeline;
-        let tracked = p.tracked.take().map(|t| *t).unwrap_or_default();
-        let failed = std::mem::take(&mut p.read_back_failed);
-        if failed {
-            p.untracked = true;
-            if p.pinned.is_none() {
-                p.pinned = Some(PinReason::SetParameter);
-                self.pin(PinReason::SetParameter);
-            }
+        let end = self.pipeline.end_transaction();
+        if let Some(reason) = end.pinned {
+            self.pin(reason);
         }
-        let p = &mut self.pipeline;
-        for (name, value) in tracked.read_back.into_iter().filter(|_| !failed) {
+        for (name, value) in end.read_back {
             let name = name.to_lowercase();
             let value = value.filter(|v| !(name == "role" && v == "none"));
             put(&mut self.settings, &name, value.as_deref());
             put(&mut conn.settings, &name, value.as_deref());
         }
-        if p.pin_check.take() == Some(true)
-            && !p.untracked
-            && !p.loaded
-            && let Some(reason) = p.pinned.take()
-        {
+        if let Some(reason) = end.unpinned {
             tracing::info!(session = self.id, %reason, "session unpinned: nothing pins it on the server any more");
             self.route.cluster.pin_counts.unpinned(reason);
         }
-        let mut names = tracked.touched;
-        if std::mem::take(&mut p.reset_all) {
+        let mut names = end.touched;
+        if end.reset_all {
             // RESET ALL also undid what the init query set: such a connection serves no one else.
             names.extend(self.settings.iter().map(|(n, _)| n.clone()));
             names.extend(conn.settings.iter().map(|(n, _)| n.clone()));
-            p.retire |= !self.pg.init_query.is_empty();
+            if !self.pg.init_query.is_empty() {
+                self.pipeline.retire_connection();
+            }
         }
         let mut queued = false;
         if !names.is_empty() {
             names.sort();
             names.dedup();
-            p.internal_query(Purpose::ReadBack, &read_back_sql(&names), &mut self.sout);
+            let sql = read_back_sql(&names);
+            self.pipeline
+                .internal_query(Purpose::ReadBack, &sql, &mut self.sout);
             queued = true;
         }
-        let check = std::mem::take(&mut p.pin_check_due);
-        if check && p.pinned.is_some() && !p.untracked && !p.loaded {
-            p.internal_query(Purpose::PinCheck, PIN_CHECK_SQL, &mut self.sout);
+        if end.check_pins {
+            self.pipeline
+                .internal_query(Purpose::PinCheck, PIN_CHECK_SQL, &mut self.sout);
             queued = true;
         }
         queued

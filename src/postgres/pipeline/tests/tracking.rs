@@ -27,7 +27,7 @@ fn set_statements_are_tracked_and_executions_of_prepared_ones_too() {
     let mut a = ServerStatements::default();
     let q = frame(b'Q', b"SET app.tenant = 1; set local x.y = 2\0");
     rig.client(&mut a, &[q]);
-    assert!(rig.p.pinned.is_none());
+    assert!(rig.p.pins.pinned.is_none());
     assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
     rig.p.tracked = None;
     rig.client(
@@ -49,8 +49,8 @@ fn set_statements_are_tracked_and_executions_of_prepared_ones_too() {
         &mut a,
         &[frame(b'Q', b"select set_config(n, 'v', false) from t\0")],
     );
-    assert_eq!(rig.p.pinned, Some(PinReason::SetParameter));
-    assert!(rig.p.untracked);
+    assert_eq!(rig.p.pins.pinned, Some(PinReason::SetParameter));
+    assert!(rig.p.pins.untracked);
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn read_back_rows_and_pin_check_are_kept_not_forwarded() {
             ("app.x".to_owned(), None)
         ]
     );
-    assert_eq!(rig.p.pin_check, Some(true));
+    assert_eq!(rig.p.pins.check, Some(true));
     assert!(rig.p.quiet());
 }
 
@@ -109,7 +109,7 @@ fn resets_follow_the_servers_command_complete() {
         &mut a,
         &[complete("SELECT 1"), complete("DEALLOCATE"), ready(b'I')],
     );
-    assert!(rig.p.retire);
+    assert!(rig.p.pins.retire);
     // Unpinned DISCARD ALL is answered by sluice and resets the session's parameters.
     rig.client(&mut a, &[frame(b'Q', b"DISCARD ALL\0")]);
     assert_eq!(rig.p.take_discard(), Some(Discard::Local));
