@@ -599,6 +599,8 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
 mod idle;
 mod route;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use idle::Idle;
 use route::{commits, cut_error, ends_session};

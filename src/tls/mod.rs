@@ -2,6 +2,7 @@
 //! SIGHUP and when its files change, without touching running sessions) and the connector a
 //! target group uses for its instances (`disable` .. `verify-full`).
 
+pub mod memory;
 mod socket;
 mod verify;
 

@@ -16,11 +16,15 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::TcpStream;
 
+use super::memory::MemorySocket;
+
 /// A connected socket; the plain variant costs what a bare `TcpStream` does.
 #[derive(Debug)]
 pub enum Socket {
     Plain(TcpStream),
     Tls(Box<TlsSocket>),
+    /// An in-process pair's end: relays driven by scripted tests and fuzzers.
+    Memory(MemorySocket),
 }
 
 /// rustls state over a socket.
@@ -186,7 +190,7 @@ impl Socket {
     /// Encrypted bytes waiting for the socket to take them (never for plain sockets).
     pub fn pending_output(&self) -> bool {
         match self {
-            Self::Plain(_) => false,
+            Self::Plain(_) | Self::Memory(_) => false,
             Self::Tls(t) => t.conn.wants_write(),
         }
     }
@@ -197,6 +201,14 @@ impl Socket {
         let t = match self {
             Self::Plain(tcp) => return tcp.ready(interest).await,
             Self::Tls(t) => t,
+            Self::Memory(m) => {
+                // Writes never wait; a read waits for bytes or the peer's close.
+                if interest.is_writable() && (!interest.is_readable() || m.idle_and_open()) {
+                    return Ok(Ready::WRITABLE);
+                }
+                m.readable().await;
+                return Ok(Ready::READABLE);
+            }
         };
         loop {
             if interest.is_readable() && t.plain > 0 {
@@ -237,6 +249,7 @@ impl Socket {
         let stream = match self {
             Self::Plain(tcp) => tcp,
             Self::Tls(t) => return t.read_plain(buf, chunk),
+            Self::Memory(m) => return m.read_some(buf, chunk),
         };
         buf.reserve(chunk);
         let room = buf.capacity() - buf.len();
@@ -261,6 +274,7 @@ impl Socket {
             let n = match self {
                 Self::Plain(tcp) => tcp.try_write(buf),
                 Self::Tls(t) => t.write_plain(buf),
+                Self::Memory(m) => m.write(buf),
             };
             match n {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -284,6 +298,7 @@ impl Socket {
         match self {
             Self::Plain(tcp) => tcp.try_write(data),
             Self::Tls(t) => t.write_plain(data),
+            Self::Memory(m) => m.write(data),
         }
     }
 
@@ -316,6 +331,7 @@ impl Socket {
                     Ok(_) => return false,
                 }
             },
+            Self::Memory(m) => m.idle_and_open(),
         }
     }
 }
@@ -329,6 +345,12 @@ impl AsyncRead for Socket {
         let t = match self.get_mut() {
             Self::Plain(tcp) => return Pin::new(tcp).poll_read(cx, out),
             Self::Tls(t) => t,
+            Self::Memory(m) => {
+                ready!(m.poll_readable(cx));
+                let n = m.read_into(out.initialize_unfilled())?;
+                out.advance(n);
+                return Poll::Ready(Ok(()));
+            }
         };
         loop {
             match t.conn.reader().read(out.initialize_unfilled()) {
@@ -361,6 +383,7 @@ impl AsyncWrite for Socket {
         let t = match self.get_mut() {
             Self::Plain(tcp) => return Pin::new(tcp).poll_write(cx, data),
             Self::Tls(t) => t,
+            Self::Memory(m) => return Poll::Ready(m.write(data)),
         };
         loop {
             match t.write_plain(data) {
@@ -374,6 +397,7 @@ impl AsyncWrite for Socket {
         let t = match self.get_mut() {
             Self::Plain(tcp) => return Pin::new(tcp).poll_flush(cx),
             Self::Tls(t) => t,
+            Self::Memory(_) => return Poll::Ready(Ok(())),
         };
         loop {
             match t.flush_tls() {
@@ -395,6 +419,10 @@ impl AsyncWrite for Socket {
         match this {
             Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Self::Tls(t) => Pin::new(&mut t.tcp).poll_shutdown(cx),
+            Self::Memory(m) => {
+                m.shutdown();
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }

@@ -1,0 +1,637 @@
+//! The Postgres relay driven through in-memory sockets: a scripted client and scripted servers
+//! (handed out by the pool's connector), so cuts, skips to Sync, pins, drains and lost servers
+//! are checked in milliseconds, message by message, without a database.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Duration;
+
+use super::{Route, Session};
+use crate::errors::{ConnectError, Rejected};
+use crate::pool::{ConnectFuture, Connector, Instance, Limit, Pool, PoolSettings};
+use crate::postgres::cancel::CancelRegistry;
+use crate::postgres::cluster::PgCluster;
+use crate::postgres::pools::PgPool;
+use crate::postgres::server::{ServerConn, ServerLogin};
+use crate::postgres::statements::{SchemaEpoch, StatementRegistry};
+use crate::postgres::wire::{self, BackendKeyData, backend, frontend, status};
+use crate::routing::{Router, Want};
+use crate::session::{PinCounts, PinReason, SessionInfo};
+use crate::tls::Socket;
+use crate::tls::memory::{self, MemorySocket};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// One end of a scripted conversation, speaking whole Postgres frames.
+struct Peer {
+    sock: MemorySocket,
+    buf: BytesMut,
+}
+
+impl Peer {
+    fn new(sock: MemorySocket) -> Self {
+        Self {
+            sock,
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        write(&mut out);
+        self.sock.write(&out).unwrap();
+    }
+
+    /// The next whole frame: (tag, body).
+    async fn frame(&mut self) -> (u8, Vec<u8>) {
+        self.try_frame()
+            .await
+            .unwrap_or_else(|| panic!("the peer closed; unread: {:?}", self.buf))
+    }
+
+    /// The next frame, or `None` once the other side closed.
+    async fn try_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Ok(Some(f)) = wire::next_frame(&self.buf, usize::MAX) {
+                let frame = self.buf.split_to(f.len);
+                return Some((f.tag, frame[wire::FRAME_HEADER_LEN..].to_vec()));
+            }
+            tokio::time::timeout(WAIT, self.sock.readable())
+                .await
+                .expect("no frame within the wait");
+            if self.sock.read_some(&mut self.buf, 1 << 16).unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Tags of the next `n` frames.
+    async fn tags(&mut self, n: usize) -> Vec<u8> {
+        let mut tags = Vec::new();
+        for _ in 0..n {
+            tags.push(self.frame().await.0);
+        }
+        tags
+    }
+
+    /// Reads frames until the other side closes; returns their tags.
+    async fn until_closed(&mut self) -> Vec<u8> {
+        let mut tags = Vec::new();
+        while let Some((tag, _)) = self.try_frame().await {
+            tags.push(tag);
+        }
+        tags
+    }
+
+    /// A simple query arrives: its text.
+    async fn query(&mut self) -> String {
+        let (tag, body) = self.frame().await;
+        assert_eq!(tag, frontend::QUERY, "expected a Query");
+        String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()
+    }
+}
+
+fn frame(buf: &mut BytesMut, tag: u8, body: &[u8]) {
+    buf.put_u8(tag);
+    buf.put_i32(i32::try_from(body.len() + 4).unwrap());
+    buf.put_slice(body);
+}
+
+/// What a server answers to a statement: CommandComplete and ReadyForQuery.
+fn done(buf: &mut BytesMut, tag: &str, tx: u8) {
+    wire::command_complete(buf, tag.as_bytes());
+    wire::ready_for_query(buf, tx);
+}
+
+fn data_row(buf: &mut BytesMut, value: &str) {
+    let mut body = BytesMut::new();
+    body.put_i16(1);
+    body.put_i32(i32::try_from(value.len()).unwrap());
+    body.put_slice(value.as_bytes());
+    frame(buf, backend::DATA_ROW, &body);
+}
+
+/// Parse, Bind, Execute and Sync of an unnamed statement.
+fn extended(buf: &mut BytesMut, sql: &str) {
+    let mut parse = BytesMut::new();
+    parse.put_u8(0);
+    parse.put_slice(sql.as_bytes());
+    parse.put_slice(&[0, 0, 0]);
+    frame(buf, frontend::PARSE, &parse);
+    frame(buf, frontend::BIND, &[0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    frame(buf, frontend::EXECUTE, &[0, 0, 0, 0, 0]);
+    wire::sync(buf);
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+fn code(body: &[u8]) -> String {
+    wire::parse_error_fields(body).unwrap().code.to_owned()
+}
+
+/// Hands out scripted server connections: the test gets each one's far end.
+struct Scripted {
+    servers: mpsc::UnboundedSender<MemorySocket>,
+    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+}
+
+impl Connector<ServerConn> for Scripted {
+    fn connect(&self) -> ConnectFuture<'_, ServerConn> {
+        Box::pin(async move {
+            if let Some(e) = self.failures.lock().unwrap().pop_front() {
+                return Err(e);
+            }
+            let (ours, theirs) = memory::pair();
+            self.servers.send(theirs).unwrap();
+            Ok(ServerConn {
+                stream: Socket::Memory(ours),
+                buf: BytesMut::new(),
+                peer: "127.0.0.1:5432".parse().unwrap(),
+                key: BackendKeyData { pid: 7, key: 7 },
+                reported: Vec::new(),
+                settings: Vec::new(),
+                statements: Default::default(),
+            })
+        })
+    }
+}
+
+/// A target group of one scripted instance with a pool of `max` connections.
+struct Rig {
+    cluster: Arc<PgCluster>,
+    pool: Arc<PgPool>,
+    instance: Arc<Instance<ServerConn>>,
+    servers: mpsc::UnboundedReceiver<MemorySocket>,
+    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+    cancel: Arc<CancelRegistry>,
+}
+
+impl Rig {
+    fn new(max: usize) -> Self {
+        let instance = Arc::new(Instance::new("db:5432".into(), Limit::Absolute(max), 100));
+        let settings = PoolSettings::uniform(Duration::from_secs(2));
+        let (tx, servers) = mpsc::unbounded_channel();
+        let failures = Arc::new(Mutex::new(VecDeque::new()));
+        let connector = Scripted {
+            servers: tx,
+            failures: failures.clone(),
+        };
+        let pool = Pool::new(
+            "app@db".into(),
+            instance.clone(),
+            Box::new(connector),
+            settings,
+        );
+        let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
+        let login = ServerLogin {
+            addr: "db:5432".into(),
+            user: "app".into(),
+            credentials: Arc::new(crate::auth::credentials::Credentials::fixed("app", secret)),
+            database: "app".into(),
+            scram: Default::default(),
+            access: Default::default(),
+        };
+        let schema = Arc::new(SchemaEpoch::default());
+        let pool = Arc::new(PgPool {
+            pool,
+            login,
+            statements: Arc::new(StatementRegistry::new("_sluice_t_".into(), schema)),
+            prefix: "_sluice_t_".into(),
+            init_query: "".into(),
+            reported: Default::default(),
+        });
+        let cluster = Arc::new(PgCluster {
+            router: Arc::new(Router::fixed_writer(instance.borrowed().clone())),
+            members: Box::new([]),
+            settings,
+            drain: Default::default(),
+            metrics: Default::default(),
+            pin_counts: Arc::new(PinCounts::default()),
+        });
+        Self {
+            cluster,
+            pool,
+            instance,
+            servers,
+            failures,
+            cancel: Arc::default(),
+        }
+    }
+
+    /// A logged-in session and the client's end of it, served on its own task.
+    fn session(&self) -> (Peer, tokio::task::JoinHandle<Session>) {
+        let (client, ours) = memory::pair();
+        let info = SessionInfo::new(1, ("e", "g"), "app", "127.0.0.1:1".parse().unwrap(), false);
+        let route = Route {
+            cluster: self.cluster.clone(),
+            last_write: 0,
+            member: 0,
+            ryw_ms: 0,
+            want: Want::Writer,
+        };
+        let mut session = Session::new(
+            1,
+            route,
+            self.pool.clone(),
+            self.cancel.register(info),
+            Vec::new(),
+            BytesMut::new(),
+            Duration::from_secs(60),
+        );
+        let task = tokio::spawn(async move {
+            session.run(Socket::Memory(ours)).await;
+            session
+        });
+        (Peer::new(client), task)
+    }
+
+    /// The next server connection the pool opened.
+    async fn server(&mut self) -> Peer {
+        let sock = tokio::time::timeout(WAIT, self.servers.recv())
+            .await
+            .expect("no server connection opened")
+            .unwrap();
+        Peer::new(sock)
+    }
+
+    /// Open and idle connections of the instance, once the session had time to act.
+    async fn pool_after_settling(&self) -> (usize, usize) {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        let stats = self.instance.stats();
+        (stats.open, stats.idle)
+    }
+
+    fn fail_next_connect(&self) {
+        self.failures
+            .lock()
+            .unwrap()
+            .push_back(ConnectError::Refused {
+                instance: "db:5432".into(),
+                rejected: Rejected::TooManyConnections,
+                code: "53300".into(),
+                message: "sorry, too many clients already".into(),
+            });
+    }
+}
+
+#[tokio::test]
+async fn a_query_is_relayed_and_its_connection_released_at_ready_for_query() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| wire::query(b, "SELECT 1"));
+    let mut server = rig.server().await;
+    assert_eq!(server.query().await, "SELECT 1");
+    server.send(|b| {
+        data_row(b, "1");
+        done(b, "SELECT 1", status::IDLE);
+    });
+    let tags = client.tags(3).await;
+    assert_eq!(
+        tags,
+        [
+            backend::DATA_ROW,
+            backend::COMMAND_COMPLETE,
+            backend::READY_FOR_QUERY
+        ]
+    );
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (1, 1),
+        "released, kept open"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_keeps_its_connection_until_it_ends() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| wire::query(b, "BEGIN"));
+    let mut server = rig.server().await;
+    assert_eq!(server.query().await, "BEGIN");
+    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
+    client.tags(2).await;
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (1, 0),
+        "held inside the transaction"
+    );
+    client.send(|b| wire::query(b, "COMMIT"));
+    assert_eq!(server.query().await, "COMMIT", "the same connection");
+    server.send(|b| done(b, "COMMIT", status::IDLE));
+    client.tags(2).await;
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
+
+#[tokio::test]
+async fn pipelined_requests_get_their_answers_in_order_and_release_after_the_last() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| {
+        extended(b, "SELECT bad");
+        extended(b, "SELECT 2");
+    });
+    let mut server = rig.server().await;
+    let sent = server.tags(8).await;
+    let request = [
+        frontend::PARSE,
+        frontend::BIND,
+        frontend::EXECUTE,
+        frontend::SYNC,
+    ];
+    assert_eq!(sent, [request, request].concat());
+    server.send(|b| {
+        wire::error_response(b, "ERROR", "42703", "column \"bad\" does not exist");
+        wire::ready_for_query(b, status::IDLE);
+        wire::parse_complete(b);
+        frame(b, backend::BIND_COMPLETE, &[]);
+        data_row(b, "2");
+        done(b, "SELECT 1", status::IDLE);
+    });
+    let got = client.tags(7).await;
+    assert_eq!(
+        got,
+        [
+            backend::ERROR_RESPONSE,
+            backend::READY_FOR_QUERY,
+            backend::PARSE_COMPLETE,
+            backend::BIND_COMPLETE,
+            backend::DATA_ROW,
+            backend::COMMAND_COMPLETE,
+            backend::READY_FOR_QUERY
+        ]
+    );
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_failed_borrow_skips_the_request_to_its_sync_and_the_session_goes_on() {
+    let mut rig = Rig::new(1);
+    rig.fail_next_connect();
+    let (mut client, _task) = rig.session();
+    client.send(|b| {
+        extended(b, "SELECT 1");
+    });
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "53300")
+    );
+    assert_eq!(
+        client.frame().await.0,
+        backend::READY_FOR_QUERY,
+        "one, for the Sync"
+    );
+    client.send(|b| wire::query(b, "SELECT 2"));
+    let mut server = rig.server().await;
+    assert_eq!(
+        server.query().await,
+        "SELECT 2",
+        "nothing of the failed request reached it"
+    );
+    server.send(|b| done(b, "SELECT 1", status::IDLE));
+    assert_eq!(
+        client.tags(2).await,
+        [backend::COMMAND_COMPLETE, backend::READY_FOR_QUERY]
+    );
+}
+
+#[tokio::test]
+async fn a_server_lost_mid_request_errs_that_request_and_the_session_goes_on() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| wire::query(b, "UPDATE t SET x = 1"));
+    let mut server = rig.server().await;
+    server.query().await;
+    drop(server);
+    let (tag, body) = client.frame().await;
+    // Outside a transaction an autocommit statement may or may not have run.
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "08007")
+    );
+    assert_eq!(
+        client.frame().await,
+        (backend::READY_FOR_QUERY, vec![status::IDLE])
+    );
+    client.send(|b| wire::query(b, "SELECT 1"));
+    let mut again = rig.server().await;
+    assert_eq!(
+        again.query().await,
+        "SELECT 1",
+        "a new connection serves the session"
+    );
+}
+
+#[tokio::test]
+async fn a_server_lost_inside_a_transaction_fails_the_next_request_as_rolled_back() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| wire::query(b, "BEGIN"));
+    let mut server = rig.server().await;
+    server.query().await;
+    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
+    client.tags(2).await;
+    drop(server);
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (0, 0),
+        "the lost connection is gone"
+    );
+    client.send(|b| wire::query(b, "INSERT INTO t VALUES (1)"));
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "40001")
+    );
+    assert_eq!(client.frame().await.0, backend::READY_FOR_QUERY);
+    client.send(|b| wire::query(b, "SELECT 1"));
+    assert_eq!(rig.server().await.query().await, "SELECT 1");
+}
+
+#[tokio::test]
+async fn a_server_that_ends_its_connection_does_not_end_the_session() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| wire::query(b, "SELECT pg_sleep(10)"));
+    let mut server = rig.server().await;
+    server.query().await;
+    server.send(|b| {
+        wire::error_response(
+            b,
+            "FATAL",
+            "57P01",
+            "terminating connection due to administrator command",
+        );
+    });
+    let (tag, body) = client.frame().await;
+    assert_eq!(tag, backend::ERROR_RESPONSE);
+    assert_ne!(
+        code(&body),
+        "57P01",
+        "the server's FATAL is about sluice's connection"
+    );
+    assert_eq!(client.frame().await.0, backend::READY_FOR_QUERY);
+    client.send(|b| wire::query(b, "SELECT 1"));
+    assert_eq!(rig.server().await.query().await, "SELECT 1");
+}
+
+#[tokio::test]
+async fn listen_pins_and_unlisten_unpins_once_the_server_confirms() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| wire::query(b, "LISTEN jobs"));
+    let mut server = rig.server().await;
+    server.query().await;
+    server.send(|b| done(b, "LISTEN", status::IDLE));
+    client.tags(2).await;
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (1, 0),
+        "pinned: not released"
+    );
+    assert_eq!(rig.cluster.pin_counts.pins(PinReason::Listen), 1);
+    client.send(|b| wire::query(b, "UNLISTEN *"));
+    assert_eq!(server.query().await, "UNLISTEN *");
+    server.send(|b| done(b, "UNLISTEN", status::IDLE));
+    client.tags(2).await;
+    let check = server.query().await;
+    assert!(
+        check.contains("pg_listening_channels"),
+        "the pin check: {check}"
+    );
+    server.send(|b| {
+        data_row(b, "0");
+        done(b, "SELECT 1", status::IDLE);
+    });
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (1, 1),
+        "unpinned and released"
+    );
+    assert_eq!(rig.cluster.pin_counts.unpins(PinReason::Listen), 1);
+}
+
+#[tokio::test]
+async fn a_drain_ends_an_idle_session_with_admin_shutdown() {
+    let rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    rig.cluster.drain.cancel();
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "57P01")
+    );
+    assert!(client.until_closed().await.is_empty());
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_the_transaction_boundary() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send(|b| wire::query(b, "BEGIN"));
+    let mut server = rig.server().await;
+    server.query().await;
+    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
+    client.tags(2).await;
+    rig.cluster.drain.cancel();
+    client.send(|b| wire::query(b, "COMMIT"));
+    assert_eq!(server.query().await, "COMMIT", "the transaction finishes");
+    server.send(|b| done(b, "COMMIT", status::IDLE));
+    assert_eq!(
+        client.tags(2).await,
+        [backend::COMMAND_COMPLETE, backend::READY_FOR_QUERY]
+    );
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "57P01")
+    );
+    task.await.unwrap();
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (1, 1),
+        "its connection went back"
+    );
+}
+
+#[tokio::test]
+async fn a_client_gone_inside_a_transaction_is_rolled_back_and_its_connection_kept() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send(|b| wire::query(b, "BEGIN"));
+    let mut server = rig.server().await;
+    server.query().await;
+    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
+    client.tags(2).await;
+    drop(client);
+    assert_eq!(server.query().await, "ROLLBACK");
+    server.send(|b| done(b, "ROLLBACK", status::IDLE));
+    task.await.unwrap();
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
+
+#[tokio::test]
+async fn discard_all_of_an_unpinned_session_is_answered_without_the_server() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send(|b| {
+        wire::query(b, "DISCARD ALL");
+        wire::query(b, "SELECT 1");
+    });
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, &body[..]),
+        (backend::COMMAND_COMPLETE, &b"DISCARD ALL\0"[..])
+    );
+    assert_eq!(client.frame().await.0, backend::READY_FOR_QUERY);
+    let mut server = rig.server().await;
+    assert_eq!(
+        server.query().await,
+        "SELECT 1",
+        "the server never saw the DISCARD"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_message_ends_the_session_with_54000() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send(|b| {
+        b.put_u8(frontend::QUERY);
+        b.put_i32(i32::MAX);
+        b.put_slice(b"SELECT ");
+    });
+    let _server = rig.server().await;
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "54000")
+    );
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_terminate_ends_the_session_and_a_held_connection_is_reset() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send(|b| wire::query(b, "LISTEN jobs"));
+    let mut server = rig.server().await;
+    server.query().await;
+    server.send(|b| done(b, "LISTEN", status::IDLE));
+    client.tags(2).await;
+    client.send(wire::terminate);
+    assert_eq!(
+        server.query().await,
+        "DISCARD ALL",
+        "a pinned session's state is reset"
+    );
+    server.send(|b| done(b, "DISCARD ALL", status::IDLE));
+    task.await.unwrap();
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
