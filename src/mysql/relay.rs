@@ -32,6 +32,8 @@ mod pins;
 mod route;
 mod statements;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 pub use pins::Pins;
 

@@ -1,0 +1,425 @@
+//! The MySQL relay driven through in-memory sockets: a scripted client and scripted servers
+//! (handed out by the pool's connector), so statement and transaction pooling, lost servers,
+//! pins and drains are checked packet by packet, without a database.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio::time::Duration;
+
+use super::Session;
+use crate::auth::users::Users;
+use crate::endpoint::Endpoint;
+use crate::errors::{ConnectError, Rejected};
+use crate::mysql::cluster::MyCluster;
+use crate::mysql::endpoint::{MyEndpoint, MySide};
+use crate::mysql::kill::KillRegistry;
+use crate::mysql::pools::{MyPool, PoolKey};
+use crate::mysql::server::{ServerConn, ServerLogin};
+use crate::mysql::state::Dialect;
+use crate::mysql::wire::{self, OkPacket, caps, command, status};
+use crate::pool::{ConnectFuture, Connector, Instance, Limit, Pool, PoolSettings};
+use crate::routing::{Router, Want};
+use crate::session::{PinCounts, PinReason, SessionInfo};
+use crate::tls::Socket;
+use crate::tls::memory::{self, MemorySocket};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// One end of a scripted conversation, speaking whole MySQL packets.
+struct Peer {
+    sock: MemorySocket,
+    buf: BytesMut,
+}
+
+impl Peer {
+    fn new(sock: MemorySocket) -> Self {
+        Self {
+            sock,
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut out = Vec::new();
+        write(&mut out);
+        self.sock.write(&out).unwrap();
+    }
+
+    /// The next packet's (sequence id, payload), or `None` once the other side closed.
+    async fn try_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some(p) = wire::next_packet(&self.buf)
+                && self.buf.len() >= p.len
+            {
+                let packet = self.buf.split_to(p.len);
+                return Some((p.seq, packet[wire::HEADER_LEN..].to_vec()));
+            }
+            tokio::time::timeout(WAIT, self.sock.readable())
+                .await
+                .expect("no packet within the wait");
+            if self.sock.read_some(&mut self.buf, 1 << 16).unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn packet(&mut self) -> Vec<u8> {
+        self.try_packet().await.expect("the peer closed").1
+    }
+
+    /// A COM_QUERY arrives: its text.
+    async fn query(&mut self) -> String {
+        let p = self.packet().await;
+        assert_eq!(p[0], command::QUERY, "expected COM_QUERY, got {p:?}");
+        String::from_utf8_lossy(&p[1..]).into_owned()
+    }
+
+    /// The client sends a COM_QUERY.
+    fn send_query(&mut self, sql: &str) {
+        let mut payload = vec![command::QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        self.send(|out| wire::write_packet(out, 0, &payload));
+    }
+
+    /// The server answers OK with `status`.
+    fn ok(&mut self, status: u16) {
+        let ok = OkPacket {
+            status,
+            ..OkPacket::default()
+        };
+        self.send(|out| wire::write_ok(out, 1, &ok));
+    }
+
+    /// An ERR packet arrives: its error number.
+    async fn err(&mut self) -> u16 {
+        let p = self.packet().await;
+        assert_eq!(p[0], 0xff, "expected an ERR, got {p:?}");
+        u16::from_le_bytes([p[1], p[2]])
+    }
+
+    async fn is_ok(&mut self) -> bool {
+        self.packet().await[0] == 0x00
+    }
+}
+
+/// Hands out scripted server connections: the test gets each one's far end.
+struct Scripted {
+    servers: mpsc::UnboundedSender<MemorySocket>,
+    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+}
+
+impl Connector<ServerConn> for Scripted {
+    fn connect(&self) -> ConnectFuture<'_, ServerConn> {
+        Box::pin(async move {
+            if let Some(e) = self.failures.lock().unwrap().pop_front() {
+                return Err(e);
+            }
+            let (ours, theirs) = memory::pair();
+            self.servers.send(theirs).unwrap();
+            Ok(ServerConn {
+                stream: Socket::Memory(ours),
+                buf: BytesMut::new(),
+                thread_id: 11,
+                caps: caps::PROTOCOL_41 | caps::DEPRECATE_EOF | caps::TRANSACTIONS,
+                state: Default::default(),
+                pending: Vec::new(),
+            })
+        })
+    }
+}
+
+/// A target group of one scripted instance with a pool of `max` connections.
+struct Rig {
+    ep: Arc<MyEndpoint>,
+    pool: Arc<MyPool>,
+    instance: Arc<Instance<ServerConn>>,
+    servers: mpsc::UnboundedReceiver<MemorySocket>,
+    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+}
+
+impl Rig {
+    fn new(max: usize) -> Self {
+        let instance = Arc::new(Instance::new("db:3306".into(), Limit::Absolute(max), 100));
+        let settings = PoolSettings::uniform(Duration::from_secs(2));
+        let (tx, servers) = mpsc::unbounded_channel();
+        let failures = Arc::new(Mutex::new(VecDeque::new()));
+        let connector = Scripted {
+            servers: tx,
+            failures: failures.clone(),
+        };
+        let pool = Pool::new("app@db".into(), instance.clone(), Box::new(connector), settings);
+        let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
+        let login = ServerLogin {
+            addr: "db:3306".into(),
+            user: "app".into(),
+            credentials: Arc::new(crate::auth::credentials::Credentials::fixed("app", secret)),
+            caps: 0,
+            collation: 33,
+            access: Default::default(),
+        };
+        let pool = Arc::new(MyPool {
+            pool,
+            key: PoolKey {
+                user: "app".into(),
+                caps: 0,
+                collation: 33,
+            },
+            login,
+            addr: "db:3306".into(),
+            dialect: Arc::new(Dialect::for_version("10.11.6-MariaDB")),
+            init_query: "".into(),
+            baseline: Default::default(),
+            known_schemas: Mutex::new(HashSet::new()),
+        });
+        let cluster = Arc::new(MyCluster {
+            router: Arc::new(Router::fixed_writer(instance.borrowed().clone())),
+            members: Box::new([]),
+            settings,
+            drain: Default::default(),
+            metrics: Default::default(),
+            pin_counts: Arc::new(PinCounts::default()),
+        });
+        let ep = Arc::new(Endpoint {
+            name: "e".into(),
+            group: "g".into(),
+            want: Want::Writer,
+            read_your_writes_timeout: Duration::from_secs(1),
+            users: Arc::new(Users::default()),
+            port: 0,
+            tls: None,
+            require_tls: false,
+            idle_client_timeout: Duration::from_secs(60),
+            metrics: Default::default(),
+            session_ids: Default::default(),
+            engine: MySide {
+                cluster,
+                kill: Arc::new(KillRegistry::default()),
+                local_infile: false,
+            },
+        });
+        Self {
+            ep,
+            pool,
+            instance,
+            servers,
+            failures,
+        }
+    }
+
+    fn cluster(&self) -> &MyCluster {
+        &self.ep.engine.cluster
+    }
+
+    /// A logged-in session and the client's end of it, served on its own task.
+    fn session(&self) -> (Peer, tokio::task::JoinHandle<Session>) {
+        let (client, ours) = memory::pair();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let info = SessionInfo::new(1, ("e", "g"), "app", peer, false);
+        let kill = self.ep.engine.kill.register(1, "app", info);
+        let mut session = Session::new(
+            1,
+            self.ep.clone(),
+            peer,
+            (0, self.pool.clone()),
+            kill,
+            None,
+            BytesMut::new(),
+        );
+        let task = tokio::spawn(async move {
+            session.run(Socket::Memory(ours)).await;
+            session
+        });
+        (Peer::new(client), task)
+    }
+
+    async fn server(&mut self) -> Peer {
+        let sock = tokio::time::timeout(WAIT, self.servers.recv())
+            .await
+            .expect("no server connection opened")
+            .unwrap();
+        Peer::new(sock)
+    }
+
+    /// Open and idle connections of the instance, once the session had time to act.
+    async fn pool_after_settling(&self) -> (usize, usize) {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        let stats = self.instance.stats();
+        (stats.open, stats.idle)
+    }
+}
+
+const AUTOCOMMIT: u16 = status::AUTOCOMMIT;
+const IN_TRANS: u16 = status::AUTOCOMMIT | status::IN_TRANS;
+
+#[tokio::test]
+async fn a_statement_is_relayed_and_its_connection_released_after_its_ok() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("INSERT INTO t VALUES (1)");
+    let mut server = rig.server().await;
+    assert_eq!(server.query().await, "INSERT INTO t VALUES (1)");
+    server.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_transaction_keeps_its_connection_until_commit() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("BEGIN");
+    let mut server = rig.server().await;
+    server.query().await;
+    server.ok(IN_TRANS);
+    assert!(client.is_ok().await);
+    assert_eq!(rig.pool_after_settling().await, (1, 0), "held inside the transaction");
+    client.send_query("COMMIT");
+    assert_eq!(server.query().await, "COMMIT", "the same connection");
+    server.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_server_lost_before_its_reply_errs_the_statement_and_the_session_goes_on() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("UPDATE t SET x = 1");
+    let mut server = rig.server().await;
+    server.query().await;
+    drop(server);
+    // An autocommit statement may or may not have run.
+    assert_eq!(client.err().await, 1317);
+    client.send_query("SELECT 1");
+    assert_eq!(rig.server().await.query().await, "SELECT 1");
+}
+
+#[tokio::test]
+async fn a_server_lost_inside_a_transaction_fails_the_next_statement_as_rolled_back() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("BEGIN");
+    let mut server = rig.server().await;
+    server.query().await;
+    server.ok(IN_TRANS);
+    assert!(client.is_ok().await);
+    drop(server);
+    client.send_query("INSERT INTO t VALUES (2)");
+    assert_eq!(client.err().await, 1213, "retryable: the transaction rolled back");
+    client.send_query("SELECT 1");
+    assert_eq!(rig.server().await.query().await, "SELECT 1");
+}
+
+#[tokio::test]
+async fn a_failed_borrow_fails_the_statement_not_the_session() {
+    let mut rig = Rig::new(1);
+    rig.failures.lock().unwrap().push_back(ConnectError::Refused {
+        instance: "db:3306".into(),
+        rejected: Rejected::TooManyConnections,
+        code: "1040".into(),
+        message: "Too many connections".into(),
+    });
+    let (mut client, _task) = rig.session();
+    client.send_query("SELECT 1");
+    assert_eq!(client.err().await, 1040, "the server's own errno");
+    client.send_query("SELECT 2");
+    let mut server = rig.server().await;
+    assert_eq!(server.query().await, "SELECT 2");
+}
+
+#[tokio::test]
+async fn lock_tables_pins_and_unlock_tables_lifts_the_pin() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("LOCK TABLES t WRITE");
+    let mut server = rig.server().await;
+    server.query().await;
+    server.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+    assert_eq!(rig.pool_after_settling().await, (1, 0), "pinned");
+    assert_eq!(rig.cluster().pin_counts.pins(PinReason::LockTables), 1);
+    client.send_query("UNLOCK TABLES");
+    assert_eq!(server.query().await, "UNLOCK TABLES");
+    server.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+    assert_eq!(rig.pool_after_settling().await, (1, 1), "released");
+    assert_eq!(rig.cluster().pin_counts.unpins(PinReason::LockTables), 1);
+}
+
+#[tokio::test]
+async fn a_drain_closes_an_idle_session_without_a_word() {
+    let rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    rig.cluster().drain.cancel();
+    assert_eq!(client.try_packet().await, None, "closed, as a shutting-down server does");
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_the_transaction_boundary() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send_query("BEGIN");
+    let mut server = rig.server().await;
+    server.query().await;
+    server.ok(IN_TRANS);
+    assert!(client.is_ok().await);
+    rig.cluster().drain.cancel();
+    client.send_query("COMMIT");
+    assert_eq!(server.query().await, "COMMIT", "the transaction finishes");
+    server.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+    assert_eq!(client.try_packet().await, None);
+    task.await.unwrap();
+    assert_eq!(rig.pool_after_settling().await, (1, 1));
+}
+
+#[tokio::test]
+async fn a_client_gone_inside_a_transaction_resets_its_connection_before_reuse() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send_query("BEGIN");
+    let mut server = rig.server().await;
+    server.query().await;
+    server.ok(IN_TRANS);
+    assert!(client.is_ok().await);
+    drop(client);
+    let reset = server.packet().await;
+    assert_eq!(reset, [command::RESET_CONNECTION], "rolled back by a reset");
+    server.ok(AUTOCOMMIT);
+    // The reset is followed by the read-back of the connection's state.
+    assert!(server.query().await.starts_with("SELECT @@"));
+    drop(server);
+    task.await.unwrap();
+    assert_eq!(rig.pool_after_settling().await.1, 0, "an unanswered reset is not reused");
+}
+
+#[tokio::test]
+async fn a_malformed_reply_ends_its_server_connection_not_the_session() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("SELECT 1");
+    let mut server = rig.server().await;
+    server.query().await;
+    // An OK packet cut short after its header byte.
+    server.send(|out| wire::write_packet(out, 1, &[0x00]));
+    assert_eq!(client.err().await, 1317);
+    client.send_query("SELECT 2");
+    assert_eq!(rig.server().await.query().await, "SELECT 2");
+}
+
+#[tokio::test]
+async fn com_quit_ends_the_session_and_releases_nothing_it_did_not_hold() {
+    let rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send(|out| wire::write_packet(out, 0, &[command::QUIT]));
+    assert_eq!(client.try_packet().await, None);
+    task.await.unwrap();
+    assert_eq!(rig.pool_after_settling().await, (0, 0), "no server connection was opened");
+}
