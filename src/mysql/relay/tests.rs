@@ -151,7 +151,12 @@ impl Rig {
             servers: tx,
             failures: failures.clone(),
         };
-        let pool = Pool::new("app@db".into(), instance.clone(), Box::new(connector), settings);
+        let pool = Pool::new(
+            "app@db".into(),
+            instance.clone(),
+            Box::new(connector),
+            settings,
+        );
         let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
         let login = ServerLogin {
             addr: "db:3306".into(),
@@ -278,7 +283,11 @@ async fn a_transaction_keeps_its_connection_until_commit() {
     server.query().await;
     server.ok(IN_TRANS);
     assert!(client.is_ok().await);
-    assert_eq!(rig.pool_after_settling().await, (1, 0), "held inside the transaction");
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (1, 0),
+        "held inside the transaction"
+    );
     client.send_query("COMMIT");
     assert_eq!(server.query().await, "COMMIT", "the same connection");
     server.ok(AUTOCOMMIT);
@@ -311,7 +320,11 @@ async fn a_server_lost_inside_a_transaction_fails_the_next_statement_as_rolled_b
     assert!(client.is_ok().await);
     drop(server);
     client.send_query("INSERT INTO t VALUES (2)");
-    assert_eq!(client.err().await, 1213, "retryable: the transaction rolled back");
+    assert_eq!(
+        client.err().await,
+        1213,
+        "retryable: the transaction rolled back"
+    );
     client.send_query("SELECT 1");
     assert_eq!(rig.server().await.query().await, "SELECT 1");
 }
@@ -319,12 +332,15 @@ async fn a_server_lost_inside_a_transaction_fails_the_next_statement_as_rolled_b
 #[tokio::test]
 async fn a_failed_borrow_fails_the_statement_not_the_session() {
     let mut rig = Rig::new(1);
-    rig.failures.lock().unwrap().push_back(ConnectError::Refused {
-        instance: "db:3306".into(),
-        rejected: Rejected::TooManyConnections,
-        code: "1040".into(),
-        message: "Too many connections".into(),
-    });
+    rig.failures
+        .lock()
+        .unwrap()
+        .push_back(ConnectError::Refused {
+            instance: "db:3306".into(),
+            rejected: Rejected::TooManyConnections,
+            code: "1040".into(),
+            message: "Too many connections".into(),
+        });
     let (mut client, _task) = rig.session();
     client.send_query("SELECT 1");
     assert_eq!(client.err().await, 1040, "the server's own errno");
@@ -357,7 +373,11 @@ async fn a_drain_closes_an_idle_session_without_a_word() {
     let rig = Rig::new(1);
     let (mut client, task) = rig.session();
     rig.cluster().drain.cancel();
-    assert_eq!(client.try_packet().await, None, "closed, as a shutting-down server does");
+    assert_eq!(
+        client.try_packet().await,
+        None,
+        "closed, as a shutting-down server does"
+    );
     task.await.unwrap();
 }
 
@@ -371,6 +391,8 @@ async fn a_drain_waits_for_the_transaction_boundary() {
     server.ok(IN_TRANS);
     assert!(client.is_ok().await);
     rig.cluster().drain.cancel();
+    // The session sees the drain while it sits in its transaction.
+    rig.pool_after_settling().await;
     client.send_query("COMMIT");
     assert_eq!(server.query().await, "COMMIT", "the transaction finishes");
     server.ok(AUTOCOMMIT);
@@ -397,7 +419,11 @@ async fn a_client_gone_inside_a_transaction_resets_its_connection_before_reuse()
     assert!(server.query().await.starts_with("SELECT @@"));
     drop(server);
     task.await.unwrap();
-    assert_eq!(rig.pool_after_settling().await.1, 0, "an unanswered reset is not reused");
+    assert_eq!(
+        rig.pool_after_settling().await.1,
+        0,
+        "an unanswered reset is not reused"
+    );
 }
 
 #[tokio::test]
@@ -421,5 +447,9 @@ async fn com_quit_ends_the_session_and_releases_nothing_it_did_not_hold() {
     client.send(|out| wire::write_packet(out, 0, &[command::QUIT]));
     assert_eq!(client.try_packet().await, None);
     task.await.unwrap();
-    assert_eq!(rig.pool_after_settling().await, (0, 0), "no server connection was opened");
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (0, 0),
+        "no server connection was opened"
+    );
 }

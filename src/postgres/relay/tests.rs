@@ -540,6 +540,8 @@ async fn a_drain_waits_for_the_transaction_boundary() {
     server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
     client.tags(2).await;
     rig.cluster.drain.cancel();
+    // The session sees the drain while it sits in its transaction.
+    rig.pool_after_settling().await;
     client.send(|b| wire::query(b, "COMMIT"));
     assert_eq!(server.query().await, "COMMIT", "the transaction finishes");
     server.send(|b| done(b, "COMMIT", status::IDLE));
