@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Duration;
 
+use super::plan::{self, GroupPlan, Plan, listen_key};
 use super::preflight::Preflight;
 use super::{App, AppError, Running, build, groups};
 use crate::auth::ServerAccess;
-use crate::auth::credentials::Credentials;
 use crate::auth::iam::signer::TokenSigner;
 use crate::auth::secrets_manager::AwsEnv;
 use crate::auth::users::{User, Users};
@@ -34,8 +35,6 @@ use crate::tls::{ClientTls, ServerConnector};
 #[derive(Debug)]
 pub(super) struct Group {
     config: TargetGroup,
-    /// The probes' credentials: a new secret reference for the monitor user rebuilds the group.
-    monitor: Arc<Credentials>,
     cluster: Engined,
     /// Probe and idle-trim tasks: aborted once the group is retired and no session uses it.
     tasks: JoinSet<()>,
@@ -104,34 +103,6 @@ pub(super) struct Listening {
     task: AbortHandle,
 }
 
-/// Listening sockets are matched across reloads by address, so renaming an endpoint keeps its
-/// socket; port 0 (a fresh port each bind) is matched by name too.
-pub(super) fn listen_key(name: &str, addr: SocketAddr) -> String {
-    if addr.port() == 0 {
-        format!("{addr}#{name}")
-    } else {
-        addr.to_string()
-    }
-}
-
-/// What a reload does with a target group.
-enum Plan {
-    Keep,
-    /// Only the connection caps changed.
-    Resize,
-    Build(ServerAccess, Arc<User>),
-}
-
-/// Whether `new` differs from `old` in its connection caps alone.
-fn resizable(old: &TargetGroup, new: &TargetGroup) -> bool {
-    let mut like = new.clone();
-    let (cp, was) = (&mut like.connection_pool, &old.connection_pool);
-    cp.max_connections = was.max_connections;
-    cp.max_connections_percent = was.max_connections_percent;
-    cp.max_idle_connections_percent = was.max_idle_connections_percent;
-    like == *old
-}
-
 async fn server_access(
     name: &str,
     group: &TargetGroup,
@@ -160,117 +131,214 @@ async fn server_access(
     Ok(ServerAccess { tls, iam })
 }
 
+/// What the endpoints of a config are built from.
+struct Serving<'a> {
+    groups: &'a HashMap<String, Group>,
+    users: &'a Arc<Users>,
+    tls: &'a Option<Arc<ClientTls>>,
+    config: &'a Config,
+}
+
+/// What could fail, done: applying a config either gets this far or changes nothing.
+struct Prepared {
+    users: Arc<Users>,
+    /// The client TLS in force after this config.
+    tls: Option<Arc<ClientTls>>,
+    /// Groups to build, with how their instances are reached and who the probes log in as.
+    builds: HashMap<String, (ServerAccess, Arc<User>)>,
+    /// Newly bound listening sockets, by listen key.
+    bound: HashMap<String, TcpListener>,
+}
+
 impl App {
-    /// Makes `config` the one in force (the first one at start).
+    /// Makes `config` the one in force (the first one at start): what to do is planned from
+    /// the two configs, everything that can fail is prepared, then the rest is committed.
     pub(super) async fn apply(&mut self, preflight: &Preflight) -> Result<(), AppError> {
+        let config = &preflight.config;
+        let plan = plan::plan(self.running.as_ref().map(|r| &r.config), config);
+        for setting in &plan.restart_only {
+            tracing::warn!("{setting} changed: takes effect at the next restart");
+        }
+        let prepared = self.prepare(&plan, preflight).await?;
+        // Nothing below fails: the new config goes into force.
+        self.commit(plan, prepared, config);
+        Ok(())
+    }
+
+    async fn prepare(&self, plan: &Plan, preflight: &Preflight) -> Result<Prepared, AppError> {
         let config = &preflight.config;
         let prev = self.running.as_ref();
         let aws = AwsEnv::new(&config.secrets_manager);
         let previous = prev.map(|r| &*r.users);
         let users = Arc::new(Users::reload(config, &aws, previous, &preflight.preread).await?);
-        let tls_changed = prev.is_none_or(|r| r.config.tls != config.tls);
-        let tls = match (&preflight.client_tls, tls_changed) {
-            (Some(loaded), true) => Some(loaded.clone()),
-            (_, false) => prev.and_then(|r| r.client_tls.as_ref().map(|(t, _)| t.clone())),
-            (None, true) => None,
+        let tls = if plan.client_tls_changed {
+            preflight.client_tls.clone()
+        } else {
+            prev.and_then(|r| r.client_tls.as_ref().map(|(t, _)| t.clone()))
         };
-        let mut plans = HashMap::new();
-        for ep in &config.endpoints {
-            let name = &ep.target_group;
-            if plans.contains_key(name) {
-                continue;
-            }
+        let mut builds = HashMap::new();
+        for (name, decided) in &plan.groups {
             let group = &config.target_groups[name];
             let monitor = build::monitor_user(config, &users, group).ok_or_else(|| {
                 AppError::Unsupported {
-                    endpoint: ep.name.clone(),
+                    endpoint: name.clone(),
                     reason: "no auth entry for the probes to log in with".into(),
                 }
             })?;
-            let old = prev
-                .and_then(|r| r.groups.get(name))
-                .filter(|g| Arc::ptr_eq(&g.monitor, &monitor.credentials));
-            let plan = match old {
-                Some(g) if g.config == *group => Plan::Keep,
-                Some(g) if resizable(&g.config, group) => Plan::Resize,
-                _ => Plan::Build(server_access(name, group, preflight, &aws).await?, monitor),
-            };
-            plans.insert(name.clone(), plan);
+            if *decided == GroupPlan::Build {
+                let access = server_access(name, group, preflight, &aws).await?;
+                builds.insert(name.clone(), (access, monitor));
+            }
         }
         let mut bound = HashMap::new();
-        for ep in &config.endpoints {
-            let key = listen_key(&ep.name, ep.listen);
-            if prev.is_some_and(|r| r.listeners.contains_key(&key)) {
+        for (key, endpoint) in &plan.bind {
+            let Some(ep) = config.endpoints.iter().find(|e| &e.name == endpoint) else {
                 continue;
-            }
+            };
             let listener = build::bind(ep.listen).map_err(|source| AppError::Bind {
                 endpoint: ep.name.clone(),
                 addr: ep.listen,
                 source,
             })?;
-            bound.insert(key, listener);
+            bound.insert(key.clone(), listener);
         }
-        if let Some(r) = prev {
-            warn_restart_only(&r.config, config);
-        }
+        Ok(Prepared {
+            users,
+            tls,
+            builds,
+            bound,
+        })
+    }
 
-        // Nothing below fails: the new config goes into force.
+    fn commit(&mut self, plan: Plan, prepared: Prepared, config: &Config) {
+        let Prepared {
+            users,
+            tls,
+            mut builds,
+            bound,
+        } = prepared;
         let mut running = self.running.take();
-        let mut old_groups = running
+        let old_groups = running
             .as_mut()
             .map(|r| std::mem::take(&mut r.groups))
             .unwrap_or_default();
+        let groups = self.commit_groups(&plan, &mut builds, old_groups, config);
+        let old_listeners = running
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.listeners))
+            .unwrap_or_default();
+        let serving = Serving {
+            groups: &groups,
+            users: &users,
+            tls: &tls,
+            config,
+        };
+        let (listeners, views) = self.commit_listeners(&serving, bound, old_listeners);
+        self.publish(&groups, &users, views, config);
+        let (mut refresher, mut client_tls) = running
+            .map(|r| (r.refresher, r.client_tls))
+            .unwrap_or_default();
+        if let Some(old) = refresher.take() {
+            old.abort();
+        }
+        let stored: Vec<_> = users.from_secrets_manager().cloned().collect();
+        if !stored.is_empty() {
+            let every = config.secrets_manager.refresh_interval.as_std();
+            refresher = Some(
+                self.tasks
+                    .spawn(crate::auth::credentials::refresh_every(stored, every)),
+            );
+        }
+        if plan.client_tls_changed {
+            if let Some((_, watch)) = client_tls.take() {
+                watch.abort();
+            }
+            client_tls = tls.map(|t| {
+                let watch = self.tasks.spawn(t.clone().watch());
+                (t, watch)
+            });
+        }
+        self.running = Some(Running {
+            config: config.clone(),
+            users,
+            refresher,
+            client_tls,
+            groups,
+            listeners,
+        });
+    }
+
+    /// Keeps, resizes or builds each group the plan names; retires the rest.
+    fn commit_groups(
+        &mut self,
+        plan: &Plan,
+        builds: &mut HashMap<String, (ServerAccess, Arc<User>)>,
+        mut old: HashMap<String, Group>,
+        config: &Config,
+    ) -> HashMap<String, Group> {
         let mut groups = HashMap::new();
-        for (name, plan) in plans {
-            let group = &config.target_groups[&name];
-            let g = match (plan, old_groups.remove(&name)) {
-                (Plan::Keep, Some(g)) => g,
-                (Plan::Resize, Some(mut g)) => {
+        for (name, decided) in &plan.groups {
+            let group = &config.target_groups[name];
+            let g = match (decided, old.remove(name), builds.remove(name)) {
+                (GroupPlan::Keep, Some(g), _) => g,
+                (GroupPlan::Resize, Some(mut g), _) => {
                     g.cluster.resize(&group.connection_pool);
                     g.config = group.clone();
                     tracing::info!(target_group = %name, "connection caps changed");
                     g
                 }
-                (Plan::Build(access, monitor), old) => {
-                    if let Some(old) = old {
-                        self.retire(name.clone(), old);
+                (_, before, Some((access, monitor))) => {
+                    if let Some(before) = before {
+                        self.retire(name.clone(), before);
                     }
-                    self.build_group(&name, group, &access, &monitor)
+                    self.build_group(name, group, &access, &monitor)
                 }
-                // Keep and Resize were planned from a group that is there.
-                (_, None) => continue,
+                // Keep and Resize are planned from a group that is there; Build was prepared.
+                (_, before, None) => {
+                    if let Some(before) = before {
+                        self.retire(name.clone(), before);
+                    }
+                    continue;
+                }
             };
-            groups.insert(name, g);
+            groups.insert(name.clone(), g);
         }
-        for (name, g) in old_groups {
+        for (name, g) in old {
             self.retire(name, g);
         }
+        groups
+    }
 
-        let mut old_listeners = running
-            .as_mut()
-            .map(|r| std::mem::take(&mut r.listeners))
-            .unwrap_or_default();
+    /// Hands every endpoint's socket (kept or newly bound) the endpoint its new clients get;
+    /// closes the sockets the plan drops.
+    fn commit_listeners(
+        &mut self,
+        serving: &Serving<'_>,
+        mut bound: HashMap<String, TcpListener>,
+        mut old: HashMap<String, Listening>,
+    ) -> (HashMap<String, Listening>, Vec<EndpointView>) {
+        let config = serving.config;
         let mut listeners = HashMap::new();
         let mut views = Vec::new();
         for ep in &config.endpoints {
-            let Some(group) = groups.get(&ep.target_group) else {
+            let Some(group) = serving.groups.get(&ep.target_group) else {
                 continue;
             };
             let key = listen_key(&ep.name, ep.listen);
-            let local = match (old_listeners.get(&key), bound.get(&key)) {
+            let local = match (old.get(&key), bound.get(&key)) {
                 (Some(l), _) => l.local,
                 (None, Some(b)) => b.local_addr().unwrap_or(ep.listen),
                 (None, None) => continue,
             };
             let metrics = self.metrics.endpoint(&ep.name, &ep.target_group);
             let served = Served {
-                endpoint: self.endpoint(ep, config, &group.cluster, &users, &tls, local, &metrics),
+                endpoint: self.endpoint(ep, serving, &group.cluster, local, &metrics),
                 admission: Admission {
                     allowed: ep.allowed_cidrs.clone(),
                     handshakes_per_second: ep.max_handshakes_per_second,
                 },
             };
-            let listening = if let Some(l) = old_listeners.remove(&key) {
+            let listening = if let Some(l) = old.remove(&key) {
                 l.served.store(Arc::new(served));
                 l
             } else if let Some(socket) = bound.remove(&key) {
@@ -292,11 +360,21 @@ impl App {
             views.push(endpoint_view(ep, config, local, metrics));
             listeners.insert(key, listening);
         }
-        for (_, l) in old_listeners {
+        for (_, l) in old {
             l.task.abort();
             tracing::info!(listen = %l.local, "endpoint removed: no new clients; its sessions go on");
         }
+        (listeners, views)
+    }
 
+    /// What the admin API and the scrape read: groups, users' secrets, endpoints, readiness.
+    fn publish(
+        &self,
+        groups: &HashMap<String, Group>,
+        users: &Users,
+        views: Vec<EndpointView>,
+        config: &Config,
+    ) {
         let mut group_views: Vec<_> = groups.iter().map(|(n, g)| g.cluster.view(n)).collect();
         group_views.sort_by(|a, b| a.name().cmp(b.name()));
         self.group_list.store(Arc::new(group_views));
@@ -307,46 +385,13 @@ impl App {
         credentials.sort_by(|a, b| a.name().cmp(b.name()));
         self.credential_list.store(Arc::new(credentials));
         self.state.endpoints.store(Arc::new(views));
-        self.state.ready_without_writer.store(
-            config
-                .admin
-                .as_ref()
-                .is_some_and(|a| a.ready_without_writer),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-
-        let (mut refresher, mut client_tls) = running
-            .map(|r| (r.refresher, r.client_tls))
-            .unwrap_or_default();
-        if let Some(old) = refresher.take() {
-            old.abort();
-        }
-        let stored: Vec<_> = users.from_secrets_manager().cloned().collect();
-        if !stored.is_empty() {
-            let every = config.secrets_manager.refresh_interval.as_std();
-            refresher = Some(
-                self.tasks
-                    .spawn(crate::auth::credentials::refresh_every(stored, every)),
-            );
-        }
-        if tls_changed {
-            if let Some((_, watch)) = client_tls.take() {
-                watch.abort();
-            }
-            client_tls = tls.map(|t| {
-                let watch = self.tasks.spawn(t.clone().watch());
-                (t, watch)
-            });
-        }
-        self.running = Some(Running {
-            config: config.clone(),
-            users,
-            refresher,
-            client_tls,
-            groups,
-            listeners,
-        });
-        Ok(())
+        let ready_without_writer = config
+            .admin
+            .as_ref()
+            .is_some_and(|a| a.ready_without_writer);
+        self.state
+            .ready_without_writer
+            .store(ready_without_writer, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn build_group(
@@ -368,7 +413,6 @@ impl App {
         };
         Group {
             config: group.clone(),
-            monitor: monitor.credentials.clone(),
             cluster,
             tasks,
         }
@@ -390,17 +434,17 @@ impl App {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn endpoint(
         &self,
         ep: &EndpointConfig,
-        config: &Config,
+        serving: &Serving<'_>,
         cluster: &Engined,
-        users: &Arc<Users>,
-        tls: &Option<Arc<ClientTls>>,
         local: SocketAddr,
         metrics: &EndpointMetrics,
     ) -> AnyEndpoint {
+        let Serving {
+            users, tls, config, ..
+        } = serving;
         let want = match ep.role {
             Role::ReadWrite => Want::Writer,
             Role::ReadOnly => Want::Reader {
@@ -413,9 +457,9 @@ impl App {
             group: ep.target_group.clone(),
             want,
             read_your_writes_timeout: ep.read_your_writes_timeout.as_std(),
-            users: users.clone(),
+            users: Arc::clone(users),
             port: local.port(),
-            tls: tls.clone(),
+            tls: Option::clone(tls),
             require_tls: ep.require_tls,
             idle_client_timeout: config.idle_client_timeout.as_std(),
             metrics: metrics.clone(),
@@ -456,22 +500,5 @@ fn endpoint_view(
         role: ep.role.name(),
         require_tls: ep.require_tls,
         metrics,
-    }
-}
-
-/// Settings a running process cannot change: said, not silently ignored.
-fn warn_restart_only(old: &Config, new: &Config) {
-    if old.worker_threads != new.worker_threads {
-        tracing::warn!("worker_threads changed: takes effect at the next restart");
-    }
-    let admin = |c: &Config| {
-        c.admin
-            .as_ref()
-            .map(|a| (a.listen, a.bearer_token_env.clone()))
-    };
-    if admin(old) != admin(new) {
-        tracing::warn!(
-            "admin.listen or admin.bearer_token_env changed: takes effect at the next restart"
-        );
     }
 }

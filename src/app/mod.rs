@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 mod apply;
 mod build;
 mod groups;
+mod plan;
 pub mod preflight;
 
 pub use preflight::Preflight;
@@ -94,7 +95,7 @@ struct Running {
     refresher: Option<AbortHandle>,
     client_tls: Option<(Arc<ClientTls>, AbortHandle)>,
     groups: HashMap<String, apply::Group>,
-    /// By [`apply::listen_key`].
+    /// By [`plan::listen_key`].
     listeners: HashMap<String, apply::Listening>,
 }
 
