@@ -70,124 +70,150 @@ const POOL_GAUGES: [(&str, &str, Pick); 5] = [
     ),
 ];
 
+/// A group's name, its instances' pool counts and the probes' view of it, read once per scrape.
+type Snapshot<'a> = (&'a str, Vec<InstanceSnapshot>, Arc<Topology>);
+
 impl Collector for GroupCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let groups = self.0.load();
-        let snapshots: Vec<_> = groups
+        let snapshots: Vec<Snapshot<'_>> = groups
             .iter()
             .map(|g| (g.name(), g.instances(), g.topology()))
             .collect();
-        for (name, help, pick) in POOL_GAUGES {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (group, instances, _) in &snapshots {
-                for s in instances {
-                    let labels = [("target_group", *group), ("instance", s.addr.as_str())];
-                    let value = i64::try_from(pick(s)).unwrap_or(i64::MAX);
-                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "availability",
-            "1 when the instance's probe passes, by the role it has now (writer or reader)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (group, instances, topology) in &snapshots {
-            for (i, s) in instances.iter().enumerate() {
-                let Some(view) = topology.members.get(i) else {
-                    continue;
-                };
-                let role = if topology.writer == Some(i) {
-                    "writer"
-                } else {
-                    "reader"
-                };
-                let labels = [
-                    ("target_group", *group),
-                    ("instance", s.addr.as_str()),
-                    ("role", role),
-                ];
-                ConstGauge::new(i64::from(view.healthy)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "replica_lag_seconds",
-            "How far a reader is behind the writer, where it can be told",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (group, instances, topology) in &snapshots {
-            for (i, s) in instances.iter().enumerate() {
-                let Some(lag) = topology.members.get(i).and_then(|v| v.lag) else {
-                    continue;
-                };
-                let labels = [("target_group", *group), ("instance", s.addr.as_str())];
-                ConstGauge::new(lag.as_secs_f64()).encode(family.encode_family(&labels)?)?;
-            }
-        }
+        encode_pools(&mut encoder, &snapshots)?;
+        encode_topology(&mut encoder, &snapshots)?;
         let requests: Vec<_> = groups.iter().map(|g| (g.name(), g.requests())).collect();
-        type PickCounter = fn(&super::GroupMetrics) -> u64;
-        const COUNTERS: [(&str, &str, PickCounter); 3] = [
-            (
-                "database_connection_requests",
-                "Server connections asked of the pools (each routing attempt counts)",
-                |m| m.connection_requests.get(),
-            ),
-            (
-                "database_connections_setup_failed",
-                "Server connections that could not be opened",
-                |m| m.setup_failed.get(),
-            ),
-            (
-                "query_requests",
-                "Client requests: Postgres simple queries and Syncs, MySQL COM_QUERY and COM_STMT_EXECUTE",
-                |m| m.query_requests.get(),
-            ),
-        ];
-        for (name, help, pick) in COUNTERS {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (group, m) in &requests {
-                ConstCounter::new(pick(m))
-                    .encode(family.encode_family(&[("target_group", *group)])?)?;
-            }
-        }
-        type PickHistogram = fn(&super::GroupMetrics) -> &super::histogram::LatencyHistogram;
-        const HISTOGRAMS: [(&str, &str, PickHistogram); 3] = [
-            (
-                "borrow_latency_seconds",
-                "From asking for a server connection to holding one",
-                |m| &m.borrow_latency,
-            ),
-            (
-                "query_response_latency_seconds",
-                "From a request reaching sluice to its complete response, the borrow included",
-                |m| &m.query_response_latency,
-            ),
-            (
-                "query_database_response_latency_seconds",
-                "From a request going to the database to the database's complete response",
-                |m| &m.database_response_latency,
-            ),
-        ];
-        for (name, help, pick) in HISTOGRAMS {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for (group, m) in &requests {
-                pick(m).encode(family.encode_family(&[("target_group", *group)])?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "failovers",
-            "Times the target group's writer changed to another instance",
-            None,
-            MetricType::Counter,
-        )?;
-        for (group, _, topology) in &snapshots {
-            let labels = [("target_group", *group)];
-            ConstCounter::new(topology.failovers).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        encode_requests(&mut encoder, &requests)
     }
+}
+
+/// Per instance: the pool gauges.
+fn encode_pools(encoder: &mut DescriptorEncoder, snapshots: &[Snapshot<'_>]) -> std::fmt::Result {
+    for (name, help, pick) in POOL_GAUGES {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (group, instances, _) in snapshots {
+            for s in instances {
+                let labels = [("target_group", *group), ("instance", s.addr.as_str())];
+                let value = i64::try_from(pick(s)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the probes found: availability by role, replica lag, failovers.
+fn encode_topology(
+    encoder: &mut DescriptorEncoder,
+    snapshots: &[Snapshot<'_>],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "availability",
+        "1 when the instance's probe passes, by the role it has now (writer or reader)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (group, instances, topology) in snapshots {
+        for (i, s) in instances.iter().enumerate() {
+            let Some(view) = topology.members.get(i) else {
+                continue;
+            };
+            let role = if topology.writer == Some(i) {
+                "writer"
+            } else {
+                "reader"
+            };
+            let labels = [
+                ("target_group", *group),
+                ("instance", s.addr.as_str()),
+                ("role", role),
+            ];
+            ConstGauge::new(i64::from(view.healthy)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "replica_lag_seconds",
+        "How far a reader is behind the writer, where it can be told",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (group, instances, topology) in snapshots {
+        for (i, s) in instances.iter().enumerate() {
+            let Some(lag) = topology.members.get(i).and_then(|v| v.lag) else {
+                continue;
+            };
+            let labels = [("target_group", *group), ("instance", s.addr.as_str())];
+            ConstGauge::new(lag.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "failovers",
+        "Times the target group's writer changed to another instance",
+        None,
+        MetricType::Counter,
+    )?;
+    for (group, _, topology) in snapshots {
+        let labels = [("target_group", *group)];
+        ConstCounter::new(topology.failovers).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Per group: the request-side counters and latency histograms.
+fn encode_requests(
+    encoder: &mut DescriptorEncoder,
+    requests: &[(&str, Arc<super::GroupMetrics>)],
+) -> std::fmt::Result {
+    type PickCounter = fn(&super::GroupMetrics) -> u64;
+    const COUNTERS: [(&str, &str, PickCounter); 3] = [
+        (
+            "database_connection_requests",
+            "Server connections asked of the pools (each routing attempt counts)",
+            |m| m.connection_requests.get(),
+        ),
+        (
+            "database_connections_setup_failed",
+            "Server connections that could not be opened",
+            |m| m.setup_failed.get(),
+        ),
+        (
+            "query_requests",
+            "Client requests: Postgres simple queries and Syncs, MySQL COM_QUERY and COM_STMT_EXECUTE",
+            |m| m.query_requests.get(),
+        ),
+    ];
+    for (name, help, pick) in COUNTERS {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (group, m) in requests {
+            ConstCounter::new(pick(m))
+                .encode(family.encode_family(&[("target_group", *group)])?)?;
+        }
+    }
+    type PickHistogram = fn(&super::GroupMetrics) -> &super::histogram::LatencyHistogram;
+    const HISTOGRAMS: [(&str, &str, PickHistogram); 3] = [
+        (
+            "borrow_latency_seconds",
+            "From asking for a server connection to holding one",
+            |m| &m.borrow_latency,
+        ),
+        (
+            "query_response_latency_seconds",
+            "From a request reaching sluice to its complete response, the borrow included",
+            |m| &m.query_response_latency,
+        ),
+        (
+            "query_database_response_latency_seconds",
+            "From a request going to the database to the database's complete response",
+            |m| &m.database_response_latency,
+        ),
+    ];
+    for (name, help, pick) in HISTOGRAMS {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for (group, m) in requests {
+            pick(m).encode(family.encode_family(&[("target_group", *group)])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// `session_pins_total` and `session_unpins_total`, by reason, process-wide.

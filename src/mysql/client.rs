@@ -11,6 +11,7 @@ use tokio::time::{Duration, Instant};
 
 use super::endpoint::MyEndpoint;
 use super::errors;
+use super::kill;
 use super::login::{Login, NATIVE, Refusal, authenticate, check_schema, nonce, refuse};
 use super::pools::PoolKey;
 use super::relay::Session;
@@ -163,7 +164,10 @@ async fn login_exchange(
                 member,
                 salt: nonce(),
                 offered: (OFFERED | files) & server.caps | caps::LONG_PASSWORD | tls,
-                id: (ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1) as u32,
+                id: kill::connection_id(
+                    &ep.engine.kill,
+                    ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1,
+                ),
             });
             let greeting = Greeting {
                 version: server.version.clone(),
@@ -246,7 +250,7 @@ async fn login_exchange(
         login.stream.is_tls(),
     );
     info.database.clone_from(&hr.database);
-    let kill = ep.engine.kill.register(id, &key.user, info);
+    let kill = kill::register(&ep.engine.kill, id, &key.user, info);
     let session = Box::new(Session::new(
         id,
         ep.clone(),

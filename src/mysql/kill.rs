@@ -1,62 +1,25 @@
 //! `KILL QUERY <id>` routing: clients see sluice's connection ids, and a kill reaches the server
 //! thread running that session's statement right now, only for a session of the same user.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::session::{SessionInfo, SessionList, SessionRow, SessionState};
+use crate::session::SessionInfo;
+use crate::session::registry::{Entry, Handle, Registry, Running};
 
 /// Where a session's statement runs right now: (instance address, server thread id).
-#[derive(Debug)]
-pub struct KillTarget {
-    user: Box<str>,
-    current: Mutex<Option<(Arc<str>, u32)>>,
-    /// The session as /v1/sessions lists it.
-    pub info: SessionInfo,
-    pub state: SessionState,
-}
+pub type Thread = (Arc<str>, u32);
 
-impl KillTarget {
-    pub fn set(&self, target: Option<(Arc<str>, u32)>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = target;
+impl Running for Thread {
+    fn server(&self) -> String {
+        self.0.to_string()
     }
 }
 
-#[derive(Debug, Default)]
-pub struct KillRegistry {
-    sessions: Mutex<HashMap<u32, Arc<KillTarget>>>,
-}
-
+/// Sessions by the connection id their client was given.
+pub type KillRegistry = Registry<u32, Thread>;
 /// A session's registration; unregisters on drop.
-#[derive(Debug)]
-pub struct KillHandle {
-    registry: Arc<KillRegistry>,
-    pub id: u32,
-    pub target: Arc<KillTarget>,
-}
-
-impl KillHandle {
-    pub fn lookup(&self, id: u32, user: &str) -> KillLookup {
-        self.registry.lookup(id, user)
-    }
-}
-
-impl Drop for KillHandle {
-    fn drop(&mut self) {
-        let mut sessions = self
-            .registry
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        // A session that re-registered (COM_CHANGE_USER) keeps its id under the new handle.
-        if sessions
-            .get(&self.id)
-            .is_some_and(|t| Arc::ptr_eq(t, &self.target))
-        {
-            sessions.remove(&self.id);
-        }
-    }
-}
+pub type KillHandle = Handle<u32, Thread>;
+pub type KillTarget = Entry<Thread>;
 
 /// What a `KILL QUERY` for a sluice connection id resolves to.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,59 +31,37 @@ pub enum KillLookup {
     Running(Arc<str>, u32),
 }
 
-impl KillRegistry {
-    pub fn register(self: &Arc<Self>, id: u32, user: &str, info: SessionInfo) -> KillHandle {
-        let target = Arc::new(KillTarget {
-            user: user.into(),
-            current: Mutex::new(None),
-            info,
-            state: SessionState::default(),
-        });
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, target.clone());
-        KillHandle {
-            registry: self.clone(),
-            id,
-            target,
-        }
+/// The connection id a session is given for its 64-bit session id: the MySQL wire has 32 bits
+/// for it (the greeting, `CONNECTION_ID()`, `KILL`). The one place the id is narrowed: past
+/// 2^32 sessions the low bits repeat, so an id a live session holds (or 0, which clients read
+/// as none) is skipped rather than shared.
+pub fn connection_id(registry: &KillRegistry, session: u64) -> u32 {
+    let mut id = session as u32; // the low 32 bits, on purpose; checked below
+    while id == 0 || registry.contains(&id) {
+        id = id.wrapping_add(1);
     }
-
-    pub fn lookup(&self, id: u32, user: &str) -> KillLookup {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        match sessions.get(&id) {
-            Some(t) if &*t.user == user => {
-                match t.current.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                    Some((addr, thread)) => KillLookup::Running(addr, thread),
-                    None => KillLookup::Idle,
-                }
-            }
-            _ => KillLookup::Unknown,
-        }
-    }
+    id
 }
 
-impl SessionList for KillRegistry {
-    fn sessions(&self) -> Vec<SessionRow> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions
-            .values()
-            .map(|t| {
-                let (in_transaction, pinned) = t.state.get();
-                SessionRow {
-                    info: t.info.clone(),
-                    server: t
-                        .current
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .as_ref()
-                        .map(|(addr, _)| addr.to_string()),
-                    in_transaction,
-                    pinned,
-                }
-            })
-            .collect()
+/// Registers a session under the connection id its client was given (again after
+/// COM_CHANGE_USER, as a new user).
+pub fn register(
+    registry: &Arc<KillRegistry>,
+    id: u32,
+    user: &str,
+    info: SessionInfo,
+) -> KillHandle {
+    registry.replace(id, info, user)
+}
+
+/// The statement a `KILL QUERY <id>` from `user` would stop.
+pub fn lookup(registry: &KillRegistry, id: u32, user: &str) -> KillLookup {
+    match registry.get(&id) {
+        Some(t) if &*t.owner == user => match t.get() {
+            Some((addr, thread)) => KillLookup::Running(addr, thread),
+            None => KillLookup::Idle,
+        },
+        _ => KillLookup::Unknown,
     }
 }
 
@@ -128,23 +69,40 @@ impl SessionList for KillRegistry {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::session::SessionList;
+
+    fn info(id: u64) -> SessionInfo {
+        let peer = "127.0.0.1:40000".parse().unwrap();
+        SessionInfo::new(id, ("writer", "my"), "app", peer, false)
+    }
 
     #[test]
     fn only_a_running_session_of_the_same_user_resolves() {
         let registry = Arc::new(KillRegistry::default());
-        let peer = "127.0.0.1:40000".parse().unwrap();
-        let info = SessionInfo::new(7, ("writer", "my"), "app", peer, false);
-        let handle = registry.register(7, "app", info);
-        assert_eq!(registry.lookup(7, "app"), KillLookup::Idle);
+        let handle = register(&registry, 7, "app", info(7));
+        assert_eq!(lookup(&registry, 7, "app"), KillLookup::Idle);
         handle.target.set(Some(("db:3306".into(), 99)));
         assert_eq!(registry.sessions()[0].server.as_deref(), Some("db:3306"));
         assert_eq!(
-            registry.lookup(7, "app"),
+            lookup(&registry, 7, "app"),
             KillLookup::Running("db:3306".into(), 99)
         );
-        assert_eq!(registry.lookup(7, "other"), KillLookup::Unknown);
-        assert_eq!(registry.lookup(8, "app"), KillLookup::Unknown);
+        assert_eq!(lookup(&registry, 7, "other"), KillLookup::Unknown);
+        assert_eq!(lookup(&registry, 8, "app"), KillLookup::Unknown);
         drop(handle);
-        assert_eq!(registry.lookup(7, "app"), KillLookup::Unknown);
+        assert_eq!(lookup(&registry, 7, "app"), KillLookup::Unknown);
+    }
+
+    #[test]
+    fn connection_ids_past_32_bits_never_reach_a_live_session() {
+        let registry = Arc::new(KillRegistry::default());
+        assert_eq!(connection_id(&registry, 5), 5);
+        let live = register(&registry, 5, "app", info(5));
+        // 2^32 sessions later the low bits are 5 again: that id is taken.
+        assert_eq!(connection_id(&registry, (1 << 32) + 5), 6);
+        assert_eq!(connection_id(&registry, 1 << 32), 1, "0 is never given");
+        assert_eq!(connection_id(&registry, u64::from(u32::MAX)), u32::MAX);
+        drop(live);
+        assert_eq!(connection_id(&registry, (1 << 32) + 5), 5);
     }
 }

@@ -10,13 +10,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
-use super::cancel::CancelRegistry;
+use super::cancel::{CancelHandle, CancelRegistry};
 use super::cluster::PgCluster;
 use super::errors::{self, fatal};
 use super::pools::{PgPool, PgPools};
 use super::relay::Session;
 use super::server;
-use super::wire::{self, Startup, WireError};
+use super::settings::Settings;
+use super::wire::{self, Startup, StartupParams, WireError};
 use crate::auth::users::SessionSlot;
 use crate::session::SessionInfo;
 use crate::tls::{Flavor, Socket};
@@ -177,13 +178,14 @@ async fn turn_away(stream: &mut Socket, ep: &PgEndpoint, peer: SocketAddr, r: Re
 }
 
 /// Runs startup and authentication, up to the point where TLS must be switched on.
-async fn login(
+/// The client's StartupMessage, after any SSLRequest or GSSENCRequest it sent first; a
+/// CancelRequest or a switch to TLS ends the login here (`Err(step)`).
+async fn startup(
     stream: &mut Socket,
     buf: &mut BytesMut,
-    ep: &Arc<PgEndpoint>,
-    peer: SocketAddr,
-) -> Result<Step, Refusal> {
-    let params = loop {
+    ep: &PgEndpoint,
+) -> Result<Result<StartupParams, Step>, Refusal> {
+    loop {
         match read_startup(stream, buf).await? {
             request @ (Startup::Ssl | Startup::GssEnc) => {
                 // Bytes sent behind the request would be read as if they came through TLS
@@ -196,21 +198,29 @@ async fn login(
                 }
                 if matches!(request, Startup::Ssl) && ep.tls.is_some() && !stream.is_tls() {
                     write(stream, b"S").await?;
-                    return Ok(Step::StartTls);
+                    return Ok(Err(Step::StartTls));
                 }
                 write(stream, b"N").await?;
             }
             Startup::Cancel { pid, key } => {
-                if let Some((peer, key)) = ep.engine.cancel.lookup(pid, key)
+                if let Some((peer, key)) = super::cancel::lookup(&ep.engine.cancel, pid, key)
                     && let Err(e) = server::send_cancel(peer, key).await
                 {
                     tracing::warn!(%peer, error = %e, "could not forward a cancel request");
                 }
-                return Ok(Step::Cancel);
+                return Ok(Err(Step::Cancel));
             }
-            Startup::Startup { params } => break params,
+            Startup::Startup { params } => return Ok(Ok(params)),
         }
-    };
+    }
+}
+
+/// Who is logging in to what, from the startup parameters: (user, database, settings).
+fn identify(
+    ep: &PgEndpoint,
+    stream: &Socket,
+    params: &StartupParams,
+) -> Result<(String, String, Settings), Refusal> {
     if ep.require_tls && !stream.is_tls() {
         return Err(refuse(
             errors::INVALID_AUTHORIZATION,
@@ -245,8 +255,21 @@ async fn login(
         .filter(|d| !d.is_empty())
         .unwrap_or(&user_name)
         .to_owned();
-    let settings = session_settings(&params)?;
+    let settings = session_settings(params)?;
+    Ok((user_name, database, settings))
+}
 
+async fn login(
+    stream: &mut Socket,
+    buf: &mut BytesMut,
+    ep: &Arc<PgEndpoint>,
+    peer: SocketAddr,
+) -> Result<Step, Refusal> {
+    let params = match startup(stream, buf, ep).await? {
+        Ok(params) => params,
+        Err(step) => return Ok(step),
+    };
+    let (user_name, database, settings) = identify(ep, stream, &params)?;
     let user = match authenticate(stream, buf, ep, &user_name).await {
         Ok(user) => {
             let method = user.client_auth.name();
@@ -286,19 +309,8 @@ async fn login(
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     let mut info = SessionInfo::new(id, (&ep.name, &ep.group), &user_name, peer, stream.is_tls());
     info.database = Some(database.clone());
-    let cancel = ep.engine.cancel.register(info);
-    let mut out = BytesMut::with_capacity(512);
-    wire::auth_ok(&mut out);
-    for (name, value) in reported {
-        let value = settings
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map_or(value.as_str(), |(_, v)| v.as_str());
-        wire::parameter_status(&mut out, name, &normalize(name, value));
-    }
-    wire::backend_key_data(&mut out, cancel.key.pid, cancel.key.key);
-    wire::ready_for_query(&mut out, wire::status::IDLE);
-    write(stream, &out).await?;
+    let cancel = super::cancel::register(&ep.engine.cancel, info);
+    write(stream, &greeting(reported, &settings, &cancel)).await?;
     tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
     Ok(Step::Session(
         Session::new(
@@ -318,6 +330,23 @@ async fn login(
         ),
         slot,
     ))
+}
+
+/// AuthenticationOk, the server's parameters (the client's own values where it set them), the
+/// cancel key and ReadyForQuery: what a client waits for before its first query.
+fn greeting(reported: &[(String, String)], settings: &Settings, cancel: &CancelHandle) -> BytesMut {
+    let mut out = BytesMut::with_capacity(512);
+    wire::auth_ok(&mut out);
+    for (name, value) in reported {
+        let value = settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(value.as_str(), |(_, v)| v.as_str());
+        wire::parameter_status(&mut out, name, &normalize(name, value));
+    }
+    wire::backend_key_data(&mut out, cancel.key.pid, cancel.key.key);
+    wire::ready_for_query(&mut out, wire::status::IDLE);
+    out
 }
 
 async fn read_startup(stream: &mut Socket, buf: &mut BytesMut) -> Result<Startup, Refusal> {

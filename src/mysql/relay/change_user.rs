@@ -89,7 +89,7 @@ impl Session {
         let mut info = self.kill.target.info.clone();
         info.user.clone_from(&request.user);
         info.database.clone_from(&request.database);
-        self.kill = ep.engine.kill.register(self.id, &key.user, info);
+        self.kill = crate::mysql::kill::register(&ep.engine.kill, self.id, &key.user, info);
         self.pool = pool;
         self.schema = request.database.map(String::into_boxed_str);
         Ok(())

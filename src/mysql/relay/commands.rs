@@ -297,7 +297,7 @@ impl Session {
             }
         };
         let user = &self.pool.login.user;
-        match self.kill.lookup(id, user) {
+        match crate::mysql::kill::lookup(&self.ep.engine.kill, id, user) {
             KillLookup::Unknown => {
                 self.error(errors::NO_SUCH_THREAD, &format!("Unknown thread id: {id}"))
             }

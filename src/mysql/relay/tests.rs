@@ -224,7 +224,7 @@ impl Rig {
         let (client, ours) = memory::pair();
         let peer = "127.0.0.1:1".parse().unwrap();
         let info = SessionInfo::new(1, ("e", "g"), "app", peer, false);
-        let kill = self.ep.engine.kill.register(1, "app", info);
+        let kill = crate::mysql::kill::register(&self.ep.engine.kill, 1, "app", info);
         let mut session = Session::new(
             1,
             self.ep.clone(),

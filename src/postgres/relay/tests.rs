@@ -236,7 +236,7 @@ impl Rig {
             1,
             route,
             self.pool.clone(),
-            self.cancel.register(info),
+            crate::postgres::cancel::register(&self.cancel, info),
             Vec::new(),
             BytesMut::new(),
             Duration::from_secs(60),

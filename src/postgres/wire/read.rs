@@ -110,7 +110,7 @@ pub fn parse_parameter_status(body: &[u8]) -> Result<(&str, &str), WireError> {
     Ok((r.utf8()?, r.utf8()?))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackendKeyData {
     pub pid: i32,
     pub key: i32,

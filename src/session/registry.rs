@@ -1,0 +1,192 @@
+//! Live sessions by the key clients name them with (a Postgres cancel key, a MySQL connection
+//! id), each with where its work runs right now: what CancelRequest, `KILL QUERY` and
+//! `/v1/sessions` read. One generic for both engines; an entry leaves when its handle drops.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{SessionInfo, SessionList, SessionRow, SessionState};
+
+/// Where a session's work runs: the server it is on, as `/v1/sessions` shows it.
+pub trait Running: Clone + Send + Sync + std::fmt::Debug + 'static {
+    fn server(&self) -> String;
+}
+
+#[derive(Debug)]
+pub struct Entry<T> {
+    /// The session as `/v1/sessions` lists it.
+    pub info: SessionInfo,
+    pub state: SessionState,
+    /// Who may act on the session by its key besides the session itself (MySQL: the database
+    /// user; a `KILL QUERY` from another user finds nothing).
+    pub owner: Box<str>,
+    current: Mutex<Option<T>>,
+}
+
+impl<T: Clone> Entry<T> {
+    pub fn set(&self, current: Option<T>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = current;
+    }
+
+    /// Where the session's work runs now; `None` while it holds no server connection.
+    pub fn get(&self) -> Option<T> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct Registry<K, T> {
+    sessions: Mutex<HashMap<K, Arc<Entry<T>>>>,
+}
+
+impl<K, T> Default for Registry<K, T> {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A session's registration; unregisters on drop.
+#[derive(Debug)]
+pub struct Handle<K: Hash + Eq, T> {
+    registry: Arc<Registry<K, T>>,
+    pub key: K,
+    pub target: Arc<Entry<T>>,
+}
+
+impl<K: Hash + Eq, T> Drop for Handle<K, T> {
+    fn drop(&mut self) {
+        let mut sessions = self.registry.lock();
+        // A session that re-registered under its key (COM_CHANGE_USER) keeps it.
+        if sessions
+            .get(&self.key)
+            .is_some_and(|t| Arc::ptr_eq(t, &self.target))
+        {
+            sessions.remove(&self.key);
+        }
+    }
+}
+
+impl<K, T> Registry<K, T> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, Arc<Entry<T>>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<K: Hash + Eq + Clone, T> Registry<K, T> {
+    /// Registers a session under the first of `candidates` no live session holds.
+    pub fn register(
+        self: &Arc<Self>,
+        info: SessionInfo,
+        owner: &str,
+        candidates: impl FnMut() -> K,
+    ) -> Handle<K, T> {
+        let mut sessions = self.lock();
+        let key = std::iter::repeat_with(candidates)
+            .find(|k| !sessions.contains_key(k))
+            .unwrap_or_else(|| unreachable!("repeat_with never ends"));
+        self.insert(&mut sessions, key, info, owner)
+    }
+
+    /// Registers a session under `key`, in place of the entry there (the same session again).
+    pub fn replace(self: &Arc<Self>, key: K, info: SessionInfo, owner: &str) -> Handle<K, T> {
+        let mut sessions = self.lock();
+        self.insert(&mut sessions, key, info, owner)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        sessions: &mut HashMap<K, Arc<Entry<T>>>,
+        key: K,
+        info: SessionInfo,
+        owner: &str,
+    ) -> Handle<K, T> {
+        let target = Arc::new(Entry {
+            info,
+            state: SessionState::default(),
+            owner: owner.into(),
+            current: Mutex::new(None),
+        });
+        sessions.insert(key.clone(), target.clone());
+        Handle {
+            registry: self.clone(),
+            key,
+            target,
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<Arc<Entry<T>>> {
+        self.lock().get(key).cloned()
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.lock().contains_key(key)
+    }
+}
+
+impl<K, T> SessionList for Registry<K, T>
+where
+    K: Send + std::fmt::Debug + 'static,
+    T: Running,
+{
+    fn sessions(&self) -> Vec<SessionRow> {
+        self.lock()
+            .values()
+            .map(|t| {
+                let (in_transaction, pinned) = t.state.get();
+                SessionRow {
+                    info: t.info.clone(),
+                    server: t.get().map(|c| c.server()),
+                    in_transaction,
+                    pinned,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    impl Running for &'static str {
+        fn server(&self) -> String {
+            (*self).to_owned()
+        }
+    }
+
+    fn info(id: u64) -> SessionInfo {
+        SessionInfo::new(id, ("e", "g"), "app", "127.0.0.1:1".parse().unwrap(), false)
+    }
+
+    #[test]
+    fn keys_are_unique_among_live_sessions_and_freed_with_their_handle() {
+        let registry = Arc::new(Registry::<u32, &'static str>::default());
+        let mut next = [7, 7, 8].into_iter();
+        let a = registry.register(info(1), "app", || next.next().unwrap());
+        let b = registry.register(info(2), "app", || next.next().unwrap());
+        assert_eq!((a.key, b.key), (7, 8), "7 was taken");
+        b.target.set(Some("db:3306"));
+        let rows = registry.sessions();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().any(|r| r.server.as_deref() == Some("db:3306")));
+        drop(a);
+        assert!(!registry.contains(&7) && registry.contains(&8));
+        let again = registry.replace(8, info(2), "other");
+        drop(b);
+        assert_eq!(
+            registry.get(&8).unwrap().owner.as_ref(),
+            "other",
+            "the old handle does not remove its successor"
+        );
+        drop(again);
+        assert!(registry.sessions().is_empty());
+    }
+}
