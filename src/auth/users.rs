@@ -107,6 +107,66 @@ pub struct Preread {
     pub secrets: HashMap<(std::path::PathBuf, String), Secret>,
 }
 
+/// The user every unknown name is checked against, so a wrong name costs what a wrong
+/// password does and reveals nothing: its password is random and never told.
+fn decoy() -> Arc<User> {
+    let decoy_password: [u8; 16] = rand::random();
+    let decoy_secret = Secret {
+        username: String::new(),
+        password: format!("{decoy_password:?}"),
+        engine: None,
+        host: None,
+        port: None,
+    };
+    Arc::new(User {
+        name: String::new(),
+        client_auth: ClientAuth::Password,
+        method: PasswordAuthType::PostgresScramSha256,
+        credentials: Arc::new(Credentials::fixed("", decoy_secret)),
+        max_sessions: None,
+        sessions: Default::default(),
+        secret: None,
+    })
+}
+
+/// A new entry's credentials: its secret as the preflight read it, or read now.
+async fn first_read(
+    entry: &AuthEntry,
+    aws: &AwsEnv<'_>,
+    client: &tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+    preread: &Preread,
+) -> Result<Credentials, UsersError> {
+    let source = match &entry.secret {
+        SecretRef::File { path, key } => Source::File {
+            path: path.clone(),
+            key: key.clone(),
+        },
+        SecretRef::AwsSecretsManager(id) => {
+            let client = client
+                .get_or_init(|| async { aws_sdk_secretsmanager::Client::new(aws.config().await) })
+                .await;
+            Source::SecretsManager {
+                client: client.clone(),
+                id: id.clone(),
+            }
+        }
+    };
+    let read = match &entry.secret {
+        SecretRef::File { path, key } => preread.secrets.get(&(path.clone(), key.clone())),
+        SecretRef::AwsSecretsManager(_) => None,
+    };
+    let credentials = match read {
+        Some(secret) => Credentials::with_secret(&entry.username, source, secret.clone()),
+        None => Credentials::load(&entry.username, source)
+            .await
+            .map_err(|reason| UsersError::Secret {
+                user: entry.username.clone(),
+                reason,
+            })?,
+    };
+    Ok(credentials)
+}
+
 impl Users {
     /// Reads every user's secret; `aws-secretsmanager:` ones through one client.
     pub async fn load(
@@ -148,56 +208,10 @@ impl Users {
                 by_name.insert(entry.username.clone(), user);
                 continue;
             }
-            let source = match &entry.secret {
-                SecretRef::File { path, key } => Source::File {
-                    path: path.clone(),
-                    key: key.clone(),
-                },
-                SecretRef::AwsSecretsManager(id) => {
-                    let client = client
-                        .get_or_init(|| async {
-                            aws_sdk_secretsmanager::Client::new(aws.config().await)
-                        })
-                        .await;
-                    Source::SecretsManager {
-                        client: client.clone(),
-                        id: id.clone(),
-                    }
-                }
-            };
-            let read = match &entry.secret {
-                SecretRef::File { path, key } => preread.secrets.get(&(path.clone(), key.clone())),
-                SecretRef::AwsSecretsManager(_) => None,
-            };
-            let credentials = match read {
-                Some(secret) => Credentials::with_secret(&entry.username, source, secret.clone()),
-                None => Credentials::load(&entry.username, source)
-                    .await
-                    .map_err(|reason| UsersError::Secret {
-                        user: entry.username.clone(),
-                        reason,
-                    })?,
-            };
+            let credentials = first_read(entry, aws, &client, preread).await?;
             let user = User::for_entry(entry, Arc::new(credentials));
             by_name.insert(entry.username.clone(), Arc::new(user));
         }
-        let decoy_password: [u8; 16] = rand::random();
-        let decoy_secret = Secret {
-            username: String::new(),
-            password: format!("{decoy_password:?}"),
-            engine: None,
-            host: None,
-            port: None,
-        };
-        let decoy = Arc::new(User {
-            name: String::new(),
-            client_auth: ClientAuth::Password,
-            method: PasswordAuthType::PostgresScramSha256,
-            credentials: Arc::new(Credentials::fixed("", decoy_secret)),
-            max_sessions: None,
-            sessions: Default::default(),
-            secret: None,
-        });
         let iam = match &config.iam {
             Some(c) => Some(IamVerifier::new(c).map_err(UsersError::Iam)?),
             None => None,
@@ -208,7 +222,7 @@ impl Users {
         };
         Ok(Self {
             by_name,
-            decoy: Some(decoy),
+            decoy: Some(decoy()),
             iam,
             jwt,
         })

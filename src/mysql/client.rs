@@ -13,10 +13,10 @@ use super::endpoint::MyEndpoint;
 use super::errors;
 use super::kill;
 use super::login::{Login, NATIVE, Refusal, authenticate, check_schema, nonce, refuse};
-use super::pools::PoolKey;
+use super::pools::{MyPools, PoolKey, ServerInfo};
 use super::relay::Session;
 use super::wire::{self, Greeting, HandshakeResponse, OkPacket, caps};
-use crate::auth::users::SessionSlot;
+use crate::auth::users::{SessionSlot, User};
 use crate::session::SessionInfo;
 use crate::tls::{Flavor, Socket};
 
@@ -129,12 +129,13 @@ async fn login_or_turn_away(
     }
 }
 
-async fn login_exchange(
+/// Routes the login and sends sluice's greeting, once (after a switch to TLS the client's
+/// handshake response comes without a new greeting). Returns the instance's pools and facts.
+async fn greet<'e>(
     login: &mut Login<'_>,
-    ep: &Arc<MyEndpoint>,
-    peer: SocketAddr,
+    ep: &'e MyEndpoint,
     hello: &mut Option<Hello>,
-) -> Result<Step, Refusal> {
+) -> Result<(&'e MyPools, &'e ServerInfo), Refusal> {
     let member = match hello {
         Some(h) => h.member,
         None => Box::pin(ep.engine.cluster.route(ep.want))
@@ -150,10 +151,9 @@ async fn login_exchange(
         tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the server's greeting");
         refuse(errors::UNKNOWN, format!("sluice: {e}"))
     })?;
-    let mut out = Vec::with_capacity(128);
-    let h = match hello {
-        Some(h) => h,
-        None => {
+    if hello.is_none() {
+        let mut out = Vec::with_capacity(128);
+        {
             let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
             let files = if ep.engine.local_infile {
                 caps::LOCAL_FILES
@@ -182,10 +182,22 @@ async fn login_exchange(
             login.buf.reserve(512);
             login.seq = 1;
             login.send(&out).await?;
-            h
         }
+    }
+    Ok((pools, server))
+}
+
+async fn login_exchange(
+    login: &mut Login<'_>,
+    ep: &Arc<MyEndpoint>,
+    peer: SocketAddr,
+    hello: &mut Option<Hello>,
+) -> Result<Step, Refusal> {
+    let (pools, server) = greet(login, ep, hello).await?;
+    let Some(h) = hello.as_ref() else {
+        return Err(refuse(errors::HANDSHAKE, "no greeting was sent"));
     };
-    let (salt, offered, id) = (&h.salt[..], h.offered, h.id);
+    let (salt, offered, id, member) = (&h.salt[..], h.offered, h.id, h.member);
     let payload = login.read().await?;
     let hr = HandshakeResponse::parse(&payload)
         .map_err(|e| refuse(errors::HANDSHAKE, format!("Bad handshake: {e}")))?;
@@ -221,6 +233,33 @@ async fn login_exchange(
         )
     })?;
     let negotiated = hr.caps & offered;
+    let session = hand_over(
+        login,
+        ep,
+        peer,
+        (member, pools, server),
+        &hr,
+        negotiated,
+        &user,
+        id,
+    )
+    .await?;
+    Ok(Step::Session(session, slot))
+}
+
+/// The client is who it says: its pool, the schema it named, the OK that ends its login, and
+/// its session.
+#[allow(clippy::too_many_arguments)]
+async fn hand_over(
+    login: &mut Login<'_>,
+    ep: &Arc<MyEndpoint>,
+    peer: SocketAddr,
+    (member, pools, server): (usize, &MyPools, &ServerInfo),
+    hr: &HandshakeResponse,
+    negotiated: u32,
+    user: &User,
+    id: u32,
+) -> Result<Box<Session>, Refusal> {
     let key = PoolKey {
         user: user.credential().secret.username.clone(),
         caps: negotiated & wire::FORWARDED_CAPS,
@@ -234,7 +273,7 @@ async fn login_exchange(
     if let Some(db) = &hr.database {
         check_schema(&pool, db).await?;
     }
-    out.clear();
+    let mut out = Vec::with_capacity(16);
     let ok = OkPacket {
         status: wire::status::AUTOCOMMIT,
         ..OkPacket::default()
@@ -257,10 +296,10 @@ async fn login_exchange(
         peer,
         (member, pool),
         kill,
-        hr.database.map(String::into_boxed_str),
+        hr.database.as_deref().map(Box::from),
         std::mem::take(&mut login.buf),
     ));
-    Ok(Step::Session(session, slot))
+    Ok(session)
 }
 
 #[cfg(test)]

@@ -91,6 +91,70 @@ impl PooledConnection for ServerConn {
     }
 }
 
+/// The server's answers to the handshake response until its OK: auth switches, the
+/// caching_sha2_password fast path or full authentication (TLS only).
+async fn auth_exchange(
+    stream: &mut Socket,
+    buf: &mut BytesMut,
+    addr: &str,
+    keys: &MysqlKeys,
+    mut plugin: &'static str,
+) -> Result<(), ConnectError> {
+    let mut out = Vec::with_capacity(64);
+    loop {
+        let (seq, payload) = read_packet(stream, buf, addr).await?;
+        match payload.first() {
+            Some(0x00) => break,
+            Some(0xff) => return Err(refused(addr, &payload)),
+            Some(0xfe) => {
+                let switch = wire::parse_auth_switch(&payload).map_err(|e| protocol(addr, e))?;
+                plugin = match switch.plugin.as_str() {
+                    NATIVE => NATIVE,
+                    SHA2 => SHA2,
+                    // What RDS's AWSAuthenticationPlugin asks for: IAM tokens in clear.
+                    CLEAR if stream.is_tls() => CLEAR,
+                    CLEAR => {
+                        return Err(protocol(
+                            addr,
+                            "the server asks for a cleartext password, which only TLS may carry (set server_tls)",
+                        ));
+                    }
+                    other => {
+                        return Err(protocol(addr, format!("unsupported auth plugin {other}")));
+                    }
+                };
+                out.clear();
+                let auth = scramble(keys, plugin, &switch.data);
+                wire::write_packet(&mut out, seq.wrapping_add(1), &auth);
+                stream
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| unreachable(addr, e))?;
+            }
+            // caching_sha2_password: 3 = the fast path worked, OK follows.
+            Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&3) => {}
+            // 4 = full authentication: the password itself, which only TLS may carry.
+            Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&4) && stream.is_tls() => {
+                out.clear();
+                let password = scramble(keys, CLEAR, &[]);
+                wire::write_packet(&mut out, seq.wrapping_add(1), &password);
+                stream
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| unreachable(addr, e))?;
+            }
+            Some(0x01) => {
+                return Err(protocol(
+                    addr,
+                    "caching_sha2_password full authentication needs TLS (set server_tls)",
+                ));
+            }
+            _ => return Err(protocol(addr, "unexpected packet during login")),
+        }
+    }
+    Ok(())
+}
+
 fn protocol(addr: &str, reason: impl ToString) -> ConnectError {
     ConnectError::Protocol {
         instance: addr.to_owned(),
@@ -216,59 +280,7 @@ impl ServerConn {
             .write_all(&out)
             .await
             .map_err(|e| unreachable(addr, e))?;
-        let mut plugin = plugin;
-        loop {
-            let (seq, payload) = read_packet(&mut stream, &mut buf, addr).await?;
-            match payload.first() {
-                Some(0x00) => break,
-                Some(0xff) => return Err(refused(addr, &payload)),
-                Some(0xfe) => {
-                    let switch =
-                        wire::parse_auth_switch(&payload).map_err(|e| protocol(addr, e))?;
-                    plugin = match switch.plugin.as_str() {
-                        NATIVE => NATIVE,
-                        SHA2 => SHA2,
-                        // What RDS's AWSAuthenticationPlugin asks for: IAM tokens in clear.
-                        CLEAR if stream.is_tls() => CLEAR,
-                        CLEAR => {
-                            return Err(protocol(
-                                addr,
-                                "the server asks for a cleartext password, which only TLS may carry (set server_tls)",
-                            ));
-                        }
-                        other => {
-                            return Err(protocol(addr, format!("unsupported auth plugin {other}")));
-                        }
-                    };
-                    out.clear();
-                    let auth = scramble(keys, plugin, &switch.data);
-                    wire::write_packet(&mut out, seq.wrapping_add(1), &auth);
-                    stream
-                        .write_all(&out)
-                        .await
-                        .map_err(|e| unreachable(addr, e))?;
-                }
-                // caching_sha2_password: 3 = the fast path worked, OK follows.
-                Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&3) => {}
-                // 4 = full authentication: the password itself, which only TLS may carry.
-                Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&4) && stream.is_tls() => {
-                    out.clear();
-                    let password = scramble(keys, CLEAR, &[]);
-                    wire::write_packet(&mut out, seq.wrapping_add(1), &password);
-                    stream
-                        .write_all(&out)
-                        .await
-                        .map_err(|e| unreachable(addr, e))?;
-                }
-                Some(0x01) => {
-                    return Err(protocol(
-                        addr,
-                        "caching_sha2_password full authentication needs TLS (set server_tls)",
-                    ));
-                }
-                _ => return Err(protocol(addr, "unexpected packet during login")),
-            }
-        }
+        auth_exchange(&mut stream, &mut buf, addr, keys, plugin).await?;
         Ok(Self {
             stream,
             buf,

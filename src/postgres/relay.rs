@@ -196,24 +196,7 @@ impl Session {
                 }
                 Idle::Drained => return Some((errors::ADMIN_SHUTDOWN, DRAINED.into())),
             }
-            match self.phase {
-                Phase::SkipToSync => {
-                    self.skip();
-                    continue;
-                }
-                Phase::Cut { rolled_back } => {
-                    self.phase = Phase::Idle;
-                    let (code, message) = cut_error(rolled_back);
-                    self.fail_request(code, message);
-                    continue;
-                }
-                Phase::Idle | Phase::Borrowing | Phase::Active => {}
-            }
-            let local =
-                self.pipeline
-                    .answer_locally(&self.cin, &self.pg.statements, &mut self.cout);
-            if local > 0 {
-                self.cin.advance(local);
+            if self.answered_without_server() {
                 continue;
             }
             let want = self.transaction_want();
@@ -251,19 +234,9 @@ impl Session {
                 }
                 Active::ServerGone => {
                     drop(lease);
-                    if self.server_streaming > 0
-                        || self.client_streaming > 0
-                        || self.pipeline.pinned().is_some()
-                    {
-                        // Mid-message on one side, the stream cannot be brought back in step;
-                        // a pinned session's state (temp tables, locks, LISTEN) went with the
-                        // server, and going on would let the client believe it still holds it.
-                        return Some((
-                            errors::CONNECTION_FAILURE,
-                            "server closed the connection unexpectedly".into(),
-                        ));
+                    if let Some(end) = self.server_gone() {
+                        return Some(end);
                     }
-                    self.after_cut();
                 }
                 Active::Fatal(code, message) => {
                     drop(lease);
@@ -603,4 +576,4 @@ mod state;
 mod tests;
 
 use idle::Idle;
-use route::{commits, cut_error, ends_session};
+use route::{commits, ends_session};

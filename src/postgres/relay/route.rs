@@ -142,6 +142,49 @@ impl Session {
         }
     }
 
+    /// Handles the request at the front of `cin` without a server connection if it can be:
+    /// skipped to its Sync, failed for a cut transaction, or answered from what sluice knows.
+    #[inline]
+    pub(super) fn answered_without_server(&mut self) -> bool {
+        match self.phase {
+            Phase::SkipToSync => {
+                self.skip();
+                return true;
+            }
+            Phase::Cut { rolled_back } => {
+                self.phase = Phase::Idle;
+                let (code, message) = cut_error(rolled_back);
+                self.fail_request(code, message);
+                return true;
+            }
+            Phase::Idle | Phase::Borrowing | Phase::Active => {}
+        }
+        let local = self
+            .pipeline
+            .answer_locally(&self.cin, &self.pg.statements, &mut self.cout);
+        self.cin.advance(local);
+        local > 0
+    }
+
+    /// The server connection was lost: the session goes on after one error, unless it cannot
+    /// (the FATAL to end it with).
+    pub(super) fn server_gone(&mut self) -> Option<(&'static str, String)> {
+        if self.server_streaming > 0
+            || self.client_streaming > 0
+            || self.pipeline.pinned().is_some()
+        {
+            // Mid-message on one side, the stream cannot be brought back in step; a pinned
+            // session's state (temp tables, locks, LISTEN) went with the server, and going on
+            // would let the client believe it still holds it.
+            return Some((
+                errors::CONNECTION_FAILURE,
+                "server closed the connection unexpectedly".into(),
+            ));
+        }
+        self.after_cut();
+        None
+    }
+
     /// The server connection was lost with the session between or inside requests: the client
     /// gets one error for what was in flight (or for its next request) and keeps its session;
     /// the next transaction runs on whatever instance routing picks.
