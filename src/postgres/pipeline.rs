@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
-use super::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
+use super::pinning::Effects;
 use super::settings::changes;
 use super::statements::{ServerStatements, Statement, StatementRegistry};
 use super::wire::{self, Reader, WireError, frontend, status};
@@ -313,45 +313,10 @@ impl Pipeline {
                 let sql = Reader::new(body, "Query").cstr()?;
                 // Most queries cannot be DISCARD or DEALLOCATE: skip both scans for them.
                 let maybe_reset = starts_with_d_or_comment(sql);
-                if maybe_reset
-                    && discard_all(sql)
-                    && self.status == status::IDLE
-                    && self.pins.pinned.is_none()
-                {
-                    // Unpinned, nothing of the session lives on the server but remapped
-                    // statements and tracked parameters: forgetting them is the whole effect.
-                    // (Pinned, the server does it, and its CommandComplete says it happened.)
-                    self.forget_statements();
-                    self.discarded = Some(Discard::Local);
-                    self.push(Expect::Synthetic(Reply::DiscardedAll, None), cout);
+                if maybe_reset && self.discard_all_locally(sql, cout) {
                     return Ok(None);
                 }
-                match maybe_reset.then(|| deallocate(sql)).flatten() {
-                    // Remapped statements are freed by forgetting them; the server keeps its
-                    // copy for other sessions, so sluice answers in the server's place.
-                    Some(Deallocate::All) if self.pins.pinned.is_none() => {
-                        self.forget_statements();
-                        self.push(Expect::Synthetic(Reply::DeallocatedAll, None), cout);
-                    }
-                    Some(Deallocate::Name(name)) if self.statements.remove(&name[..]).is_some() => {
-                        self.push(Expect::Synthetic(Reply::Deallocated, None), cout);
-                    }
-                    Some(Deallocate::Name(name)) if name.starts_with(SERVER_NAME_PREFIX) => {
-                        let sql = format!(
-                            "DEALLOCATE \"{}\"",
-                            String::from_utf8_lossy(MISSING_UNNAMED)
-                        );
-                        wire::query(sout, &sql);
-                        self.push(Expect::Ready(Instant::now()), cout);
-                    }
-                    _ => {
-                        // Pinned, DEALLOCATE ALL frees SQL-level statements and sluice's with
-                        // them: its CommandComplete says so.
-                        pin = self.track(effects(sql), sql);
-                        sout.extend_from_slice(frame);
-                        self.push(Expect::Ready(Instant::now()), cout);
-                    }
-                }
+                pin = self.query(frame, sql, maybe_reset, sout, cout);
             }
             frontend::FUNCTION_CALL => {
                 sout.extend_from_slice(frame);
@@ -362,115 +327,19 @@ impl Pipeline {
                 self.segment = Segment::Synced;
                 self.push(Expect::Ready(Instant::now()), cout);
             }
-            frontend::PARSE => {
-                self.open_segment();
-                let mut r = Reader::new(body, "Parse");
-                let name = r.cstr()?;
-                let rest = r.rest();
-                let query = Reader::new(rest, "Parse").cstr()?;
-                if name.is_empty() {
-                    pin = self.track(effects(query), query);
-                    server.unnamed_owner = self.session_id;
-                    sout.extend_from_slice(frame);
-                    self.push(
-                        Expect::Parse {
-                            visible: true,
-                            stmt: None,
-                            client_name: None,
-                        },
-                        cout,
-                    );
-                } else if let Some(existing) = self.statements.get(name).cloned() {
-                    // Redefining a live name: make the server raise 42P05 as it would have.
-                    self.ensure_prepared(&existing, server, prefix, sout, cout);
-                    wire::parse_renamed(sout, &existing.server_name, rest);
-                    self.push(
-                        Expect::Parse {
-                            visible: true,
-                            stmt: None,
-                            client_name: None,
-                        },
-                        cout,
-                    );
-                } else {
-                    let fx = effects(query);
-                    pin = self.track(fx, query);
-                    let stmt = registry.intern(rest, fx.settings);
-                    self.statements.insert(name.into(), stmt.clone());
-                    if server.touch(stmt.id) {
-                        self.push(
-                            Expect::Synthetic(Reply::ParseComplete, Some(name.into())),
-                            cout,
-                        );
-                    } else {
-                        self.prepare(&stmt, server, prefix, sout, cout, Some(name.into()));
-                    }
-                }
-            }
-            frontend::BIND => {
-                self.open_segment();
-                let mut r = Reader::new(body, "Bind");
-                let portal = r.cstr()?;
-                let name = r.cstr()?;
-                let head = &body[..portal.len() + 1];
-                let named = self.forward_named(
-                    tag,
-                    head,
-                    name,
-                    r.rest(),
-                    frame,
-                    server,
-                    prefix,
-                    sout,
-                    cout,
-                );
+            frontend::PARSE => pin = self.parse(frame, (server, registry, prefix), sout, cout)?,
+            frontend::BIND | frontend::DESCRIBE => {
+                let named = self.bind_or_describe(frame, (server, prefix), sout, cout)?;
                 self.record(frame, named.prepared());
-                self.push(named.expect(Expect::Bind), cout);
-                return Ok(self.newly_pinned(pin));
-            }
-            frontend::DESCRIBE => {
-                self.open_segment();
-                let mut r = Reader::new(body, "Describe");
-                let kind = r.u8()?;
-                let name = r.cstr()?;
-                let named = if kind == frontend::KIND_STATEMENT {
-                    self.forward_named(tag, b"S", name, &[], frame, server, prefix, sout, cout)
+                let expect = if tag == frontend::BIND {
+                    named.expect(Expect::Bind)
                 } else {
-                    sout.extend_from_slice(frame);
-                    Named::Other
+                    named.expect(Expect::Describe)
                 };
-                self.record(frame, named.prepared());
-                self.push(named.expect(Expect::Describe), cout);
+                self.push(expect, cout);
                 return Ok(self.newly_pinned(pin));
             }
-            frontend::CLOSE => {
-                self.open_segment();
-                let mut r = Reader::new(body, "Close");
-                let kind = r.u8()?;
-                let name = r.cstr()?;
-                if kind == frontend::KIND_STATEMENT && self.statements.remove(name).is_some() {
-                    // The server keeps the statement for other sessions; the client sees it closed.
-                    self.push(Expect::Synthetic(Reply::CloseComplete, None), cout);
-                } else if kind == frontend::KIND_STATEMENT {
-                    wire::renamed(sout, tag, b"S", unmapped(name), &[]);
-                    self.push(
-                        Expect::Close {
-                            visible: true,
-                            evicted: None,
-                        },
-                        cout,
-                    );
-                } else {
-                    sout.extend_from_slice(frame);
-                    self.push(
-                        Expect::Close {
-                            visible: true,
-                            evicted: None,
-                        },
-                        cout,
-                    );
-                }
-            }
+            frontend::CLOSE => self.close(frame, sout, cout)?,
             frontend::EXECUTE => {
                 sout.extend_from_slice(frame);
                 self.push(Expect::Execute, cout);
@@ -605,12 +474,13 @@ impl Pipeline {
 mod cut;
 mod local;
 mod naming;
+mod requests;
 mod responses;
 mod retry;
 
 pub use cut::Cut;
 
-use naming::{Bound, Named, unmapped};
+use naming::Bound;
 use responses::synth;
 use retry::Retry;
 

@@ -371,22 +371,11 @@ impl Session {
             let tag = cin[0];
             let frame = match wire::next_frame(&cin, usize::MAX) {
                 Ok(Some(f)) => f,
-                Ok(None) => {
-                    let declared = wire::declared_len(&cin);
-                    if tag == frontend::COPY_DATA && cin.len() >= STREAM_CHUNK {
-                        self.sout.extend_from_slice(&cin);
-                        self.client_streaming = declared - cin.len();
-                        cin.clear();
-                        continue;
-                    }
-                    if declared > MAX_BUFFERED_MESSAGE {
-                        break Err(Active::Fatal(
-                            errors::PROGRAM_LIMIT,
-                            format!("message of {declared} bytes is too large"),
-                        ));
-                    }
-                    break Ok(());
-                }
+                Ok(None) => match self.partial_client_message(&mut cin) {
+                    Ok(true) => continue,
+                    Ok(false) => break Ok(()),
+                    Err(end) => break Err(end),
+                },
                 Err(e) => {
                     break Err(Active::Fatal(
                         errors::PROTOCOL_VIOLATION,
@@ -429,6 +418,25 @@ impl Session {
         };
         self.cin = cin;
         result
+    }
+
+    /// A client message not yet whole: a large CopyData streams on as it comes (`Ok(true)`:
+    /// pump on), one too large to buffer ends the session, anything else waits for its rest.
+    fn partial_client_message(&mut self, cin: &mut BytesMut) -> Result<bool, Active> {
+        let declared = wire::declared_len(cin);
+        if cin[0] == frontend::COPY_DATA && cin.len() >= STREAM_CHUNK {
+            self.sout.extend_from_slice(cin);
+            self.client_streaming = declared - cin.len();
+            cin.clear();
+            return Ok(true);
+        }
+        if declared > MAX_BUFFERED_MESSAGE {
+            return Err(Active::Fatal(
+                errors::PROGRAM_LIMIT,
+                format!("message of {declared} bytes is too large"),
+            ));
+        }
+        Ok(false)
     }
 
     /// Handles the complete server messages read so far.
