@@ -26,6 +26,36 @@ pub trait Probe: Send + 'static {
     fn probe(&mut self) -> ProbeFuture<'_>;
 }
 
+/// A probe's own server connection: kept between probes, opened again when the server closed
+/// it or the last probe failed (a probe cut short by its timeout leaves a reply half read, so
+/// the connection is taken out for each probe and only a completed one gives it back).
+#[derive(Debug)]
+pub struct ProbeConn<C>(Option<C>);
+
+impl<C> Default for ProbeConn<C> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<C: crate::pool::PooledConnection> ProbeConn<C> {
+    /// The kept connection if the server has not closed it, else a new one from `connect`.
+    pub async fn take<E: ToString>(
+        &mut self,
+        connect: impl Future<Output = Result<C, E>>,
+    ) -> Result<C, String> {
+        match self.0.take().and_then(|mut c| c.is_usable().then_some(c)) {
+            Some(c) => Ok(c),
+            None => connect.await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Gives back the connection of a probe that completed.
+    pub fn keep(&mut self, conn: C) {
+        self.0 = Some(conn);
+    }
+}
+
 /// Closes an instance's pools: idle connections now, leased ones when they come back, waiters
 /// told to route again. Handed in by `app`, so health never sees a pool.
 pub type Drain = Arc<dyn Fn() + Send + Sync>;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::server::{ServerConn, ServerLogin};
 use super::state::Dialect;
-use crate::health::{Probe, ProbeFuture, ProbeReport};
-use crate::pool::{Instance, PooledConnection};
+use crate::health::{Probe, ProbeConn, ProbeFuture, ProbeReport};
+use crate::pool::Instance;
 
 /// `gtid_current_pos` is the last applied transaction per domain on a primary and a replica
 /// alike, so positions compare across roles and across a promotion.
@@ -17,7 +17,7 @@ const MYSQL: &str = "SELECT @@global.read_only OR @@global.super_read_only, \
 #[derive(Debug)]
 pub struct MyProbe {
     login: ServerLogin,
-    conn: Option<ServerConn>,
+    conn: ProbeConn<ServerConn>,
     dialect: Option<Dialect>,
     instance: Arc<Instance<ServerConn>>,
     max_connections: Option<usize>,
@@ -27,7 +27,7 @@ impl MyProbe {
     pub fn new(login: ServerLogin, instance: Arc<Instance<ServerConn>>) -> Self {
         Self {
             login,
-            conn: None,
+            conn: ProbeConn::default(),
             dialect: None,
             instance,
             max_connections: None,
@@ -37,15 +37,7 @@ impl MyProbe {
     async fn run(&mut self) -> Result<ProbeReport, String> {
         let addr = self.login.addr.clone();
         let fail = |e: crate::errors::ConnectError| e.to_string();
-        // Taken out for the probe: one cut short by its timeout leaves a reply half read.
-        let kept = self
-            .conn
-            .take()
-            .and_then(|mut c| c.is_usable().then_some(c));
-        let mut conn = match kept {
-            Some(c) => c,
-            None => ServerConn::connect(&self.login).await.map_err(fail)?,
-        };
+        let mut conn = self.conn.take(ServerConn::connect(&self.login)).await?;
         let mariadb = match &self.dialect {
             Some(d) => d.mariadb,
             None => {
@@ -75,7 +67,7 @@ impl MyProbe {
             self.max_connections = Some(max);
             self.instance.learn_server_max(max);
         }
-        self.conn = Some(conn);
+        self.conn.keep(conn);
         Ok(ProbeReport {
             writable: !flag(0) && !flag(1),
             position,

@@ -7,6 +7,8 @@
 
 mod instance;
 mod lease;
+#[cfg(test)]
+pub mod scripted;
 
 pub use instance::{Instance, InstanceStats, Limit};
 pub use lease::Lease;

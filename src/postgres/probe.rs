@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::server::{ServerConn, ServerLogin};
-use crate::health::{Probe, ProbeFuture, ProbeReport};
-use crate::pool::{Instance, PooledConnection};
+use crate::health::{Probe, ProbeConn, ProbeFuture, ProbeReport};
+use crate::pool::Instance;
 
 /// The writer's position is its WAL *write* position: what a replica can reach. (The insert
 /// position can sit past a page header after a WAL switch that no replica ever replays, which
@@ -24,7 +24,7 @@ const SQL: &str = "SELECT concat_ws('|', pg_is_in_recovery(), \
 #[derive(Debug)]
 pub struct PgProbe {
     login: ServerLogin,
-    conn: Option<ServerConn>,
+    conn: ProbeConn<ServerConn>,
     instance: Arc<Instance<ServerConn>>,
     max_connections: Option<usize>,
 }
@@ -33,24 +33,14 @@ impl PgProbe {
     pub fn new(login: ServerLogin, instance: Arc<Instance<ServerConn>>) -> Self {
         Self {
             login,
-            conn: None,
+            conn: ProbeConn::default(),
             instance,
             max_connections: None,
         }
     }
 
     async fn run(&mut self) -> Result<ProbeReport, String> {
-        // Taken out for the probe: one cut short by its timeout leaves a reply half read.
-        let kept = self
-            .conn
-            .take()
-            .and_then(|mut c| c.is_usable().then_some(c));
-        let mut conn = match kept {
-            Some(c) => c,
-            None => ServerConn::connect(&self.login)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
+        let mut conn = self.conn.take(ServerConn::connect(&self.login)).await?;
         let row = conn
             .simple_query(&self.login, SQL)
             .await
@@ -61,7 +51,7 @@ impl PgProbe {
             self.max_connections = Some(max);
             self.instance.learn_server_max(max);
         }
-        self.conn = Some(conn);
+        self.conn.keep(conn);
         Ok(report)
     }
 }

@@ -3,11 +3,10 @@
 //! pins and drains are checked packet by packet, without a database.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use tokio::time::Duration;
 
 use super::Session;
@@ -21,51 +20,18 @@ use crate::mysql::pools::{MyPool, PoolKey};
 use crate::mysql::server::{ServerConn, ServerLogin};
 use crate::mysql::state::Dialect;
 use crate::mysql::wire::{self, OkPacket, caps, command, status};
-use crate::pool::{ConnectFuture, Connector, Instance, Limit, Pool, PoolSettings};
+use crate::pool::scripted::{self, Peer, Servers};
+use crate::pool::{Instance, Limit, Pool, PoolSettings};
 use crate::routing::{Router, Want};
 use crate::session::{PinCounts, PinReason, SessionInfo};
 use crate::tls::Socket;
 use crate::tls::memory::{self, MemorySocket};
 
-const WAIT: Duration = Duration::from_secs(5);
-
-/// One end of a scripted conversation, speaking whole MySQL packets.
-struct Peer {
-    sock: MemorySocket,
-    buf: BytesMut,
-}
-
-impl Peer {
-    fn new(sock: MemorySocket) -> Self {
-        Self {
-            sock,
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn send(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let mut out = Vec::new();
-        write(&mut out);
-        self.sock.write(&out).unwrap();
-    }
-
+/// A scripted side speaking whole MySQL packets.
+trait Packets {
+    fn send(&mut self, write: impl FnOnce(&mut Vec<u8>));
     /// The next packet's (sequence id, payload), or `None` once the other side closed.
-    async fn try_packet(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if let Some(p) = wire::next_packet(&self.buf)
-                && self.buf.len() >= p.len
-            {
-                let packet = self.buf.split_to(p.len);
-                return Some((p.seq, packet[wire::HEADER_LEN..].to_vec()));
-            }
-            tokio::time::timeout(WAIT, self.sock.readable())
-                .await
-                .expect("no packet within the wait");
-            if self.sock.read_some(&mut self.buf, 1 << 16).unwrap_or(0) == 0 {
-                return None;
-            }
-        }
-    }
+    async fn try_packet(&mut self) -> Option<(u8, Vec<u8>)>;
 
     async fn packet(&mut self) -> Vec<u8> {
         self.try_packet().await.expect("the peer closed").1
@@ -106,29 +72,31 @@ impl Peer {
     }
 }
 
-/// Hands out scripted server connections: the test gets each one's far end.
-struct Scripted {
-    servers: mpsc::UnboundedSender<MemorySocket>,
-    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+impl Packets for Peer {
+    fn send(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut out = Vec::new();
+        write(&mut out);
+        self.send_bytes(&out);
+    }
+
+    async fn try_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.next(|buf| {
+            let p = wire::next_packet(buf).filter(|p| buf.len() >= p.len)?;
+            let packet = buf.split_to(p.len);
+            Some((p.seq, packet[wire::HEADER_LEN..].to_vec()))
+        })
+        .await
+    }
 }
 
-impl Connector<ServerConn> for Scripted {
-    fn connect(&self) -> ConnectFuture<'_, ServerConn> {
-        Box::pin(async move {
-            if let Some(e) = self.failures.lock().unwrap().pop_front() {
-                return Err(e);
-            }
-            let (ours, theirs) = memory::pair();
-            self.servers.send(theirs).unwrap();
-            Ok(ServerConn {
-                stream: Socket::Memory(ours),
-                buf: BytesMut::new(),
-                thread_id: 11,
-                caps: caps::PROTOCOL_41 | caps::DEPRECATE_EOF | caps::TRANSACTIONS,
-                state: Default::default(),
-                pending: Vec::new(),
-            })
-        })
+fn server_conn(sock: MemorySocket) -> ServerConn {
+    ServerConn {
+        stream: Socket::Memory(sock),
+        buf: BytesMut::new(),
+        thread_id: 11,
+        caps: caps::PROTOCOL_41 | caps::DEPRECATE_EOF | caps::TRANSACTIONS,
+        state: Default::default(),
+        pending: Vec::new(),
     }
 }
 
@@ -137,20 +105,14 @@ struct Rig {
     ep: Arc<MyEndpoint>,
     pool: Arc<MyPool>,
     instance: Arc<Instance<ServerConn>>,
-    servers: mpsc::UnboundedReceiver<MemorySocket>,
-    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+    servers: Servers,
 }
 
 impl Rig {
     fn new(max: usize) -> Self {
         let instance = Arc::new(Instance::new("db:3306".into(), Limit::Absolute(max), 100));
         let settings = PoolSettings::uniform(Duration::from_secs(2));
-        let (tx, servers) = mpsc::unbounded_channel();
-        let failures = Arc::new(Mutex::new(VecDeque::new()));
-        let connector = Scripted {
-            servers: tx,
-            failures: failures.clone(),
-        };
+        let (connector, servers) = scripted::connector(server_conn);
         let pool = Pool::new(
             "app@db".into(),
             instance.clone(),
@@ -211,7 +173,6 @@ impl Rig {
             pool,
             instance,
             servers,
-            failures,
         }
     }
 
@@ -242,11 +203,7 @@ impl Rig {
     }
 
     async fn server(&mut self) -> Peer {
-        let sock = tokio::time::timeout(WAIT, self.servers.recv())
-            .await
-            .expect("no server connection opened")
-            .unwrap();
-        Peer::new(sock)
+        self.servers.next().await
     }
 
     /// Open and idle connections of the instance, once the session had time to act.
@@ -332,15 +289,12 @@ async fn a_server_lost_inside_a_transaction_fails_the_next_statement_as_rolled_b
 #[tokio::test]
 async fn a_failed_borrow_fails_the_statement_not_the_session() {
     let mut rig = Rig::new(1);
-    rig.failures
-        .lock()
-        .unwrap()
-        .push_back(ConnectError::Refused {
-            instance: "db:3306".into(),
-            rejected: Rejected::TooManyConnections,
-            code: "1040".into(),
-            message: "Too many connections".into(),
-        });
+    rig.servers.fail_next(ConnectError::Refused {
+        instance: "db:3306".into(),
+        rejected: Rejected::TooManyConnections,
+        code: "1040".into(),
+        message: "Too many connections".into(),
+    });
     let (mut client, _task) = rig.session();
     client.send_query("SELECT 1");
     assert_eq!(client.err().await, 1040, "the server's own errno");

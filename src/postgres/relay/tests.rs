@@ -3,16 +3,15 @@
 //! are checked in milliseconds, message by message, without a database.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use tokio::sync::mpsc;
 use tokio::time::Duration;
 
 use super::{Route, Session};
 use crate::errors::{ConnectError, Rejected};
-use crate::pool::{ConnectFuture, Connector, Instance, Limit, Pool, PoolSettings};
+use crate::pool::scripted::{self, Peer, Servers};
+use crate::pool::{Instance, Limit, Pool, PoolSettings};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::cluster::PgCluster;
 use crate::postgres::pools::PgPool;
@@ -24,49 +23,15 @@ use crate::session::{PinCounts, PinReason, SessionInfo};
 use crate::tls::Socket;
 use crate::tls::memory::{self, MemorySocket};
 
-const WAIT: Duration = Duration::from_secs(5);
-
-/// One end of a scripted conversation, speaking whole Postgres frames.
-struct Peer {
-    sock: MemorySocket,
-    buf: BytesMut,
-}
-
-impl Peer {
-    fn new(sock: MemorySocket) -> Self {
-        Self {
-            sock,
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn send(&mut self, write: impl FnOnce(&mut BytesMut)) {
-        let mut out = BytesMut::new();
-        write(&mut out);
-        self.sock.write(&out).unwrap();
-    }
+/// A scripted side speaking whole Postgres frames.
+trait Frames {
+    fn send(&mut self, write: impl FnOnce(&mut BytesMut));
+    /// The next frame, or `None` once the other side closed.
+    async fn try_frame(&mut self) -> Option<(u8, Vec<u8>)>;
 
     /// The next whole frame: (tag, body).
     async fn frame(&mut self) -> (u8, Vec<u8>) {
-        self.try_frame()
-            .await
-            .unwrap_or_else(|| panic!("the peer closed; unread: {:?}", self.buf))
-    }
-
-    /// The next frame, or `None` once the other side closed.
-    async fn try_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if let Ok(Some(f)) = wire::next_frame(&self.buf, usize::MAX) {
-                let frame = self.buf.split_to(f.len);
-                return Some((f.tag, frame[wire::FRAME_HEADER_LEN..].to_vec()));
-            }
-            tokio::time::timeout(WAIT, self.sock.readable())
-                .await
-                .expect("no frame within the wait");
-            if self.sock.read_some(&mut self.buf, 1 << 16).unwrap_or(0) == 0 {
-                return None;
-            }
-        }
+        self.try_frame().await.expect("the peer closed")
     }
 
     /// Tags of the next `n` frames.
@@ -92,6 +57,23 @@ impl Peer {
         let (tag, body) = self.frame().await;
         assert_eq!(tag, frontend::QUERY, "expected a Query");
         String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()
+    }
+}
+
+impl Frames for Peer {
+    fn send(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let mut out = BytesMut::new();
+        write(&mut out);
+        self.send_bytes(&out);
+    }
+
+    async fn try_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.next(|buf| {
+            let f = wire::next_frame(buf, usize::MAX).ok().flatten()?;
+            let frame = buf.split_to(f.len);
+            Some((f.tag, frame[wire::FRAME_HEADER_LEN..].to_vec()))
+        })
+        .await
     }
 }
 
@@ -132,30 +114,15 @@ fn code(body: &[u8]) -> String {
     wire::parse_error_fields(body).unwrap().code.to_owned()
 }
 
-/// Hands out scripted server connections: the test gets each one's far end.
-struct Scripted {
-    servers: mpsc::UnboundedSender<MemorySocket>,
-    failures: Arc<Mutex<VecDeque<ConnectError>>>,
-}
-
-impl Connector<ServerConn> for Scripted {
-    fn connect(&self) -> ConnectFuture<'_, ServerConn> {
-        Box::pin(async move {
-            if let Some(e) = self.failures.lock().unwrap().pop_front() {
-                return Err(e);
-            }
-            let (ours, theirs) = memory::pair();
-            self.servers.send(theirs).unwrap();
-            Ok(ServerConn {
-                stream: Socket::Memory(ours),
-                buf: BytesMut::new(),
-                peer: "127.0.0.1:5432".parse().unwrap(),
-                key: BackendKeyData { pid: 7, key: 7 },
-                reported: Vec::new(),
-                settings: Vec::new(),
-                statements: Default::default(),
-            })
-        })
+fn server_conn(sock: MemorySocket) -> ServerConn {
+    ServerConn {
+        stream: Socket::Memory(sock),
+        buf: BytesMut::new(),
+        peer: "127.0.0.1:5432".parse().unwrap(),
+        key: BackendKeyData { pid: 7, key: 7 },
+        reported: Vec::new(),
+        settings: Vec::new(),
+        statements: Default::default(),
     }
 }
 
@@ -164,8 +131,7 @@ struct Rig {
     cluster: Arc<PgCluster>,
     pool: Arc<PgPool>,
     instance: Arc<Instance<ServerConn>>,
-    servers: mpsc::UnboundedReceiver<MemorySocket>,
-    failures: Arc<Mutex<VecDeque<ConnectError>>>,
+    servers: Servers,
     cancel: Arc<CancelRegistry>,
 }
 
@@ -173,12 +139,7 @@ impl Rig {
     fn new(max: usize) -> Self {
         let instance = Arc::new(Instance::new("db:5432".into(), Limit::Absolute(max), 100));
         let settings = PoolSettings::uniform(Duration::from_secs(2));
-        let (tx, servers) = mpsc::unbounded_channel();
-        let failures = Arc::new(Mutex::new(VecDeque::new()));
-        let connector = Scripted {
-            servers: tx,
-            failures: failures.clone(),
-        };
+        let (connector, servers) = scripted::connector(server_conn);
         let pool = Pool::new(
             "app@db".into(),
             instance.clone(),
@@ -216,7 +177,6 @@ impl Rig {
             pool,
             instance,
             servers,
-            failures,
             cancel: Arc::default(),
         }
     }
@@ -250,11 +210,7 @@ impl Rig {
 
     /// The next server connection the pool opened.
     async fn server(&mut self) -> Peer {
-        let sock = tokio::time::timeout(WAIT, self.servers.recv())
-            .await
-            .expect("no server connection opened")
-            .unwrap();
-        Peer::new(sock)
+        self.servers.next().await
     }
 
     /// Open and idle connections of the instance, once the session had time to act.
@@ -267,15 +223,12 @@ impl Rig {
     }
 
     fn fail_next_connect(&self) {
-        self.failures
-            .lock()
-            .unwrap()
-            .push_back(ConnectError::Refused {
-                instance: "db:5432".into(),
-                rejected: Rejected::TooManyConnections,
-                code: "53300".into(),
-                message: "sorry, too many clients already".into(),
-            });
+        self.servers.fail_next(ConnectError::Refused {
+            instance: "db:5432".into(),
+            rejected: Rejected::TooManyConnections,
+            code: "53300".into(),
+            message: "sorry, too many clients already".into(),
+        });
     }
 }
 
