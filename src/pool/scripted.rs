@@ -107,3 +107,12 @@ impl Peer {
         }
     }
 }
+
+/// Open and idle connections of `instance`, once the tasks that use it had time to act.
+pub async fn settled<C: super::PooledConnection>(instance: &super::Instance<C>) -> (usize, usize) {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let stats = instance.stats();
+    (stats.open, stats.idle)
+}

@@ -208,11 +208,7 @@ impl Rig {
 
     /// Open and idle connections of the instance, once the session had time to act.
     async fn pool_after_settling(&self) -> (usize, usize) {
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
-        let stats = self.instance.stats();
-        (stats.open, stats.idle)
+        scripted::settled(&self.instance).await
     }
 }
 
