@@ -12,88 +12,23 @@ use tokio::net::TcpListener;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Duration;
 
+use super::groups::{GroupCluster, RunningGroup};
 use super::plan::{self, GroupPlan, Plan, listen_key};
 use super::preflight::Preflight;
-use super::{App, AppError, Running, build, groups};
+use super::{App, AppError, Running, build};
 use crate::auth::ServerAccess;
 use crate::auth::iam::signer::TokenSigner;
 use crate::auth::secrets_manager::AwsEnv;
 use crate::auth::users::{User, Users};
 use crate::config::TargetGroup;
-use crate::config::{Config, ConnectionPool, Endpoint as EndpointConfig, Engine, Role};
+use crate::config::{Config, Endpoint as EndpointConfig, Engine, Role};
 use crate::listener::{self, Admission, AnyEndpoint, Served};
+use crate::metrics::EndpointMetrics;
 use crate::metrics::api::EndpointView;
-use crate::metrics::{EndpointMetrics, GroupStats};
-use crate::mysql::cluster::MyCluster;
 use crate::mysql::endpoint::MySide;
 use crate::postgres::client::PgSide;
-use crate::postgres::cluster::PgCluster;
 use crate::routing::Want;
 use crate::tls::{ClientTls, ServerConnector};
-
-/// A target group in service.
-#[derive(Debug)]
-pub(super) struct Group {
-    config: TargetGroup,
-    cluster: Engined,
-    /// Probe and idle-trim tasks: aborted once the group is retired and no session uses it.
-    tasks: JoinSet<()>,
-}
-
-#[derive(Debug, Clone)]
-enum Engined {
-    Pg(Arc<PgCluster>),
-    My(Arc<MyCluster>),
-}
-
-impl Engined {
-    /// A reloaded cap, applied to the instances the open sessions use too.
-    fn resize(&self, cp: &ConnectionPool) {
-        let limit = build::limit(cp);
-        let idle = cp.max_idle_connections_percent;
-        match self {
-            Self::Pg(c) => c
-                .members
-                .iter()
-                .for_each(|m| m.instance.reconfigure(limit, idle)),
-            Self::My(c) => c
-                .members
-                .iter()
-                .for_each(|m| m.instance.reconfigure(limit, idle)),
-        }
-    }
-
-    fn view(&self, name: &str) -> Arc<dyn GroupStats> {
-        let name = name.to_owned();
-        match self {
-            Self::Pg(c) => Arc::new(groups::GroupView {
-                name,
-                cluster: c.clone(),
-            }),
-            Self::My(c) => Arc::new(groups::GroupView {
-                name,
-                cluster: c.clone(),
-            }),
-        }
-    }
-
-    /// Whether anything (an endpoint, a session) still holds the cluster, without holding it.
-    fn in_use(self) -> impl Fn() -> bool + Send + 'static {
-        let weak = match self {
-            Self::Pg(c) => Weak::Pg(Arc::downgrade(&c)),
-            Self::My(c) => Weak::My(Arc::downgrade(&c)),
-        };
-        move || match &weak {
-            Weak::Pg(w) => w.strong_count() > 0,
-            Weak::My(w) => w.strong_count() > 0,
-        }
-    }
-}
-
-enum Weak {
-    Pg(std::sync::Weak<PgCluster>),
-    My(std::sync::Weak<MyCluster>),
-}
 
 /// One listening socket and what it serves now.
 #[derive(Debug)]
@@ -133,7 +68,7 @@ async fn server_access(
 
 /// What the endpoints of a config are built from.
 struct Serving<'a> {
-    groups: &'a HashMap<String, Group>,
+    groups: &'a HashMap<String, RunningGroup>,
     users: &'a Arc<Users>,
     tls: &'a Option<Arc<ClientTls>>,
     config: &'a Config,
@@ -273,9 +208,9 @@ impl App {
         &mut self,
         plan: &Plan,
         builds: &mut HashMap<String, (ServerAccess, Arc<User>)>,
-        mut old: HashMap<String, Group>,
+        mut old: HashMap<String, RunningGroup>,
         config: &Config,
-    ) -> HashMap<String, Group> {
+    ) -> HashMap<String, RunningGroup> {
         let mut groups = HashMap::new();
         for (name, decided) in &plan.groups {
             let group = &config.target_groups[name];
@@ -370,7 +305,7 @@ impl App {
     /// What the admin API and the scrape read: groups, users' secrets, endpoints, readiness.
     fn publish(
         &self,
-        groups: &HashMap<String, Group>,
+        groups: &HashMap<String, RunningGroup>,
         users: &Users,
         views: Vec<EndpointView>,
         config: &Config,
@@ -400,18 +335,18 @@ impl App {
         group: &TargetGroup,
         access: &ServerAccess,
         monitor: &Arc<User>,
-    ) -> Group {
+    ) -> RunningGroup {
         let mut tasks = JoinSet::new();
         let shared = &self.shared;
         let cluster = match group.engine {
-            Engine::Postgres => Engined::Pg(build::pg_cluster(
+            Engine::Postgres => GroupCluster::Postgres(build::pg_cluster(
                 name, group, monitor, access, shared, &mut tasks,
             )),
-            Engine::Mysql => Engined::My(build::my_cluster(
+            Engine::Mysql => GroupCluster::Mysql(build::my_cluster(
                 name, group, monitor, access, shared, &mut tasks,
             )),
         };
-        Group {
+        RunningGroup {
             config: group.clone(),
             cluster,
             tasks,
@@ -420,8 +355,8 @@ impl App {
 
     /// Stops a replaced or removed group's probes and trimming once no endpoint or session
     /// holds its cluster any more (open sessions keep using it until they end).
-    fn retire(&mut self, name: String, group: Group) {
-        let Group { cluster, tasks, .. } = group;
+    fn retire(&mut self, name: String, group: RunningGroup) {
+        let RunningGroup { cluster, tasks, .. } = group;
         let in_use = cluster.in_use();
         tracing::info!(target_group = %name, "target group replaced: open sessions keep the old one");
         self.tasks.spawn(async move {
@@ -438,7 +373,7 @@ impl App {
         &self,
         ep: &EndpointConfig,
         serving: &Serving<'_>,
-        cluster: &Engined,
+        cluster: &GroupCluster,
         local: SocketAddr,
         metrics: &EndpointMetrics,
     ) -> AnyEndpoint {
@@ -467,14 +402,14 @@ impl App {
             engine: (),
         };
         match cluster {
-            Engined::Pg(cluster) => {
+            GroupCluster::Postgres(cluster) => {
                 let engine = PgSide {
                     cluster: cluster.clone(),
                     cancel: self.cancel.clone(),
                 };
                 AnyEndpoint::Postgres(Arc::new(shared.with_engine(engine)))
             }
-            Engined::My(cluster) => {
+            GroupCluster::Mysql(cluster) => {
                 let engine = MySide {
                     cluster: cluster.clone(),
                     kill: self.kill.clone(),

@@ -94,7 +94,7 @@ struct Running {
     users: Arc<Users>,
     refresher: Option<AbortHandle>,
     client_tls: Option<(Arc<ClientTls>, AbortHandle)>,
-    groups: HashMap<String, apply::Group>,
+    groups: HashMap<String, groups::RunningGroup>,
     /// By [`plan::listen_key`].
     listeners: HashMap<String, apply::Listening>,
 }
