@@ -57,6 +57,17 @@ enum Expect {
     Internal(Purpose),
 }
 
+impl Expect {
+    /// A Parse the server answers for the client, remapping nothing.
+    fn parse_through() -> Self {
+        Self::Parse {
+            visible: true,
+            stmt: None,
+            client_name: None,
+        }
+    }
+}
+
 /// A response sluice gives in the server's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reply {

@@ -62,21 +62,17 @@ impl MemorySocket {
 
     /// Up to `chunk` bytes now; `Ok(0)` once the peer closed and everything was read.
     pub fn read_some(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        let mut way = lock(&self.rx);
-        if way.buf.is_empty() {
-            return if way.closed {
-                Ok(0)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
-            };
-        }
-        let n = chunk.min(way.buf.len());
-        buf.extend_from_slice(&way.buf.split_to(n));
-        Ok(n)
+        self.take(chunk, |bytes| buf.extend_from_slice(bytes))
     }
 
     /// Copies what is waiting into `out`; `Ok(0)` at end of stream.
     pub fn read_into(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.take(out.len(), |bytes| out[..bytes.len()].copy_from_slice(bytes))
+    }
+
+    /// Hands up to `max` waiting bytes to `to`: `WouldBlock` while none wait and the peer is
+    /// open, `Ok(0)` once it closed.
+    fn take(&mut self, max: usize, to: impl FnOnce(&[u8])) -> io::Result<usize> {
         let mut way = lock(&self.rx);
         if way.buf.is_empty() {
             return if way.closed {
@@ -85,8 +81,8 @@ impl MemorySocket {
                 Err(io::ErrorKind::WouldBlock.into())
             };
         }
-        let n = out.len().min(way.buf.len());
-        out[..n].copy_from_slice(&way.buf.split_to(n));
+        let n = max.min(way.buf.len());
+        to(&way.buf.split_to(n));
         Ok(n)
     }
 

@@ -206,6 +206,16 @@ impl Rig {
         self.servers.next().await
     }
 
+    /// The client opens a transaction: the server connection it runs on.
+    async fn begin(&mut self, client: &mut Peer) -> Peer {
+        client.send_query("BEGIN");
+        let mut server = self.server().await;
+        assert_eq!(server.query().await, "BEGIN");
+        server.ok(IN_TRANS);
+        assert!(client.is_ok().await);
+        server
+    }
+
     /// Open and idle connections of the instance, once the session had time to act.
     async fn pool_after_settling(&self) -> (usize, usize) {
         scripted::settled(&self.instance).await
@@ -231,11 +241,7 @@ async fn a_statement_is_relayed_and_its_connection_released_after_its_ok() {
 async fn a_transaction_keeps_its_connection_until_commit() {
     let mut rig = Rig::new(1);
     let (mut client, _task) = rig.session();
-    client.send_query("BEGIN");
-    let mut server = rig.server().await;
-    server.query().await;
-    server.ok(IN_TRANS);
-    assert!(client.is_ok().await);
+    let mut server = rig.begin(&mut client).await;
     assert_eq!(
         rig.pool_after_settling().await,
         (1, 0),
@@ -266,11 +272,7 @@ async fn a_server_lost_before_its_reply_errs_the_statement_and_the_session_goes_
 async fn a_server_lost_inside_a_transaction_fails_the_next_statement_as_rolled_back() {
     let mut rig = Rig::new(1);
     let (mut client, _task) = rig.session();
-    client.send_query("BEGIN");
-    let mut server = rig.server().await;
-    server.query().await;
-    server.ok(IN_TRANS);
-    assert!(client.is_ok().await);
+    let server = rig.begin(&mut client).await;
     drop(server);
     client.send_query("INSERT INTO t VALUES (2)");
     assert_eq!(
@@ -335,11 +337,7 @@ async fn a_drain_closes_an_idle_session_without_a_word() {
 async fn a_drain_waits_for_the_transaction_boundary() {
     let mut rig = Rig::new(1);
     let (mut client, task) = rig.session();
-    client.send_query("BEGIN");
-    let mut server = rig.server().await;
-    server.query().await;
-    server.ok(IN_TRANS);
-    assert!(client.is_ok().await);
+    let mut server = rig.begin(&mut client).await;
     rig.cluster().drain.cancel();
     // The session sees the drain while it sits in its transaction.
     rig.pool_after_settling().await;
@@ -356,11 +354,7 @@ async fn a_drain_waits_for_the_transaction_boundary() {
 async fn a_client_gone_inside_a_transaction_resets_its_connection_before_reuse() {
     let mut rig = Rig::new(1);
     let (mut client, task) = rig.session();
-    client.send_query("BEGIN");
-    let mut server = rig.server().await;
-    server.query().await;
-    server.ok(IN_TRANS);
-    assert!(client.is_ok().await);
+    let mut server = rig.begin(&mut client).await;
     drop(client);
     let reset = server.packet().await;
     assert_eq!(reset, [command::RESET_CONNECTION], "rolled back by a reset");

@@ -86,36 +86,20 @@ impl Pipeline {
             pin = self.track(effects(query), query);
             server.unnamed_owner = self.session_id;
             sout.extend_from_slice(frame);
-            self.push(
-                Expect::Parse {
-                    visible: true,
-                    stmt: None,
-                    client_name: None,
-                },
-                cout,
-            );
+            self.push(Expect::parse_through(), cout);
         } else if let Some(existing) = self.statements.get(name).cloned() {
             // Redefining a live name: make the server raise 42P05 as it would have.
             self.ensure_prepared(&existing, server, prefix, sout, cout);
             wire::parse_renamed(sout, &existing.server_name, rest);
-            self.push(
-                Expect::Parse {
-                    visible: true,
-                    stmt: None,
-                    client_name: None,
-                },
-                cout,
-            );
+            self.push(Expect::parse_through(), cout);
         } else {
             let fx = effects(query);
             pin = self.track(fx, query);
             let stmt = registry.intern(rest, fx.settings);
             self.statements.insert(name.into(), stmt.clone());
             if server.touch(stmt.id) {
-                self.push(
-                    Expect::Synthetic(Reply::ParseComplete, Some(name.into())),
-                    cout,
-                );
+                let client_name = Some(name.into());
+                self.push(Expect::Synthetic(Reply::ParseComplete, client_name), cout);
             } else {
                 self.prepare(&stmt, server, prefix, sout, cout, Some(name.into()));
             }

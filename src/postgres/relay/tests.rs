@@ -213,6 +213,19 @@ impl Rig {
         self.servers.next().await
     }
 
+    /// The client opens a transaction: the server connection it runs on.
+    async fn begin(&mut self, client: &mut Peer) -> Peer {
+        client.send(|b| wire::query(b, "BEGIN"));
+        let mut server = self.server().await;
+        assert_eq!(server.query().await, "BEGIN");
+        server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
+        assert_eq!(
+            client.tags(2).await,
+            [backend::COMMAND_COMPLETE, backend::READY_FOR_QUERY]
+        );
+        server
+    }
+
     /// Open and idle connections of the instance, once the session had time to act.
     async fn pool_after_settling(&self) -> (usize, usize) {
         scripted::settled(&self.instance).await
@@ -259,11 +272,7 @@ async fn a_query_is_relayed_and_its_connection_released_at_ready_for_query() {
 async fn a_transaction_keeps_its_connection_until_it_ends() {
     let mut rig = Rig::new(1);
     let (mut client, _task) = rig.session();
-    client.send(|b| wire::query(b, "BEGIN"));
-    let mut server = rig.server().await;
-    assert_eq!(server.query().await, "BEGIN");
-    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
-    client.tags(2).await;
+    let mut server = rig.begin(&mut client).await;
     assert_eq!(
         rig.pool_after_settling().await,
         (1, 0),
@@ -380,11 +389,7 @@ async fn a_server_lost_mid_request_errs_that_request_and_the_session_goes_on() {
 async fn a_server_lost_inside_a_transaction_fails_the_next_request_as_rolled_back() {
     let mut rig = Rig::new(1);
     let (mut client, _task) = rig.session();
-    client.send(|b| wire::query(b, "BEGIN"));
-    let mut server = rig.server().await;
-    server.query().await;
-    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
-    client.tags(2).await;
+    let server = rig.begin(&mut client).await;
     drop(server);
     assert_eq!(
         rig.pool_after_settling().await,
@@ -483,11 +488,7 @@ async fn a_drain_ends_an_idle_session_with_admin_shutdown() {
 async fn a_drain_waits_for_the_transaction_boundary() {
     let mut rig = Rig::new(1);
     let (mut client, task) = rig.session();
-    client.send(|b| wire::query(b, "BEGIN"));
-    let mut server = rig.server().await;
-    server.query().await;
-    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
-    client.tags(2).await;
+    let mut server = rig.begin(&mut client).await;
     rig.cluster.drain.cancel();
     // The session sees the drain while it sits in its transaction.
     rig.pool_after_settling().await;
@@ -515,11 +516,7 @@ async fn a_drain_waits_for_the_transaction_boundary() {
 async fn a_client_gone_inside_a_transaction_is_rolled_back_and_its_connection_kept() {
     let mut rig = Rig::new(1);
     let (mut client, task) = rig.session();
-    client.send(|b| wire::query(b, "BEGIN"));
-    let mut server = rig.server().await;
-    server.query().await;
-    server.send(|b| done(b, "BEGIN", status::IN_TRANSACTION));
-    client.tags(2).await;
+    let mut server = rig.begin(&mut client).await;
     drop(client);
     assert_eq!(server.query().await, "ROLLBACK");
     server.send(|b| done(b, "ROLLBACK", status::IDLE));
