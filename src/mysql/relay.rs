@@ -335,6 +335,16 @@ impl Session {
                 // The server's request for a local file goes out at once: nothing follows it
                 // until the client has sent the file.
                 let file = reply.wants_file();
+                if file && conn.caps & wire::caps::LOCAL_FILES == 0 {
+                    // No server asks a connection opened without CLIENT_LOCAL_FILES for a file:
+                    // this one is not speaking MySQL, and its request must not reach a client.
+                    tracing::warn!(
+                        session = self.id,
+                        "the server asked for a local file it was not offered"
+                    );
+                    self.out.clear();
+                    break true;
+                }
                 if complete || file || self.out.len() >= FLUSH_AT {
                     forwarded |= !self.out.is_empty();
                     if client.write_all(&self.out).await.is_err() {

@@ -397,3 +397,21 @@ async fn com_quit_ends_the_session_and_releases_nothing_it_did_not_hold() {
         "no server connection was opened"
     );
 }
+
+#[tokio::test]
+async fn a_file_request_on_a_connection_without_local_files_ends_that_connection_only() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("SELECT 1");
+    let mut server = rig.server().await;
+    server.query().await;
+    // LOCAL INFILE request: only a connection opened with CLIENT_LOCAL_FILES may get one.
+    server.send(|out| wire::write_packet(out, 1, b"\xfb/etc/passwd"));
+    assert_eq!(
+        client.err().await,
+        1317,
+        "the client never sees the request"
+    );
+    client.send_query("SELECT 2");
+    assert_eq!(rig.server().await.query().await, "SELECT 2");
+}
