@@ -1,9 +1,12 @@
-//! sluice: a connection-pooling proxy for PostgreSQL (and, later, MySQL/MariaDB).
+//! sluice: a connection-pooling proxy for PostgreSQL and MySQL/MariaDB.
 //!
-//! Data flow: `listener` accepts, `postgres::client` runs the startup and authentication,
-//! `postgres::relay` forwards a session's transactions over server connections borrowed from
-//! `pool`, chosen by `routing`. `app` builds everything from the `config` and hands it down.
-//! `postgres::wire` is sans-IO and imports nothing else of the crate.
+//! Data flow: `listener` accepts, an engine's `client` runs the startup and authentication, its
+//! `relay` forwards a session's transactions over server connections borrowed from `pool`,
+//! on the instance `routing` picks from the `topology` that `health` publishes. `app` builds
+//! everything from the `config` (after its `preflight` read the files the config names) and
+//! hands it down. Shared by both engines: `endpoint`, `session` (and its registry), `errors`,
+//! `auth`, `tls`, `metrics`. The engines never import each other, the `wire` codecs import
+//! nothing of the crate, and no module cycle exists: `layers` checks all of it.
 
 pub mod app;
 pub mod audit;

@@ -115,8 +115,9 @@ impl App {
         for (name, decided) in &plan.groups {
             let group = &config.target_groups[name];
             let monitor = build::monitor_user(config, &users, group).ok_or_else(|| {
+                let endpoint = config.endpoints.iter().find(|e| &e.target_group == name);
                 AppError::Unsupported {
-                    endpoint: name.clone(),
+                    endpoint: endpoint.map_or_else(|| name.clone(), |e| e.name.clone()),
                     reason: "no auth entry for the probes to log in with".into(),
                 }
             })?;

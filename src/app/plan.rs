@@ -3,7 +3,7 @@
 //! and what only a restart changes. No I/O, so every case is a unit test; `apply` then prepares
 //! what can fail and commits the rest.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::config::{Config, SecretRef, TargetGroup};
@@ -22,12 +22,8 @@ pub(super) enum GroupPlan {
 pub(super) struct Plan {
     /// The target groups the new config's endpoints use.
     pub groups: BTreeMap<String, GroupPlan>,
-    /// Groups in service that the new config no longer uses.
-    pub retire: BTreeSet<String>,
     /// Listening sockets to bind, by [`listen_key`], with the endpoint that gets each.
     pub bind: BTreeMap<String, String>,
-    /// Listening sockets no endpoint uses any more.
-    pub close: BTreeSet<String>,
     /// The client certificate files changed: load and watch the new ones.
     pub client_tls_changed: bool,
     /// Settings that changed but take effect only at a restart.
@@ -64,7 +60,8 @@ fn resizable(old: &TargetGroup, new: &TargetGroup) -> bool {
     like == *old
 }
 
-/// What applying `new` on top of `old` (none at start) does.
+/// What applying `new` on top of `old` (none at start) does. Groups and sockets the new config
+/// no longer uses are what commit finds left over: retired, closed.
 pub(super) fn plan(old: Option<&Config>, new: &Config) -> Plan {
     let mut plan = Plan {
         client_tls_changed: old.is_none_or(|o| o.tls != new.tls),
@@ -92,24 +89,12 @@ pub(super) fn plan(old: Option<&Config>, new: &Config) -> Plan {
             .map(|ep| (listen_key(&ep.name, ep.listen), ep.name.clone()))
             .collect()
     };
-    let (was, now) = (old.map(keys).unwrap_or_default(), keys(new));
-    plan.bind = now
-        .iter()
-        .filter(|(k, _)| !was.contains_key(*k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    plan.close = was
-        .keys()
-        .filter(|k| !now.contains_key(*k))
-        .cloned()
+    let was = old.map(keys).unwrap_or_default();
+    plan.bind = keys(new)
+        .into_iter()
+        .filter(|(k, _)| !was.contains_key(k))
         .collect();
     if let Some(old) = old {
-        plan.retire = old
-            .target_groups
-            .keys()
-            .filter(|n| !plan.groups.contains_key(*n))
-            .cloned()
-            .collect();
         plan.restart_only = restart_only(old, new);
     }
     plan
@@ -170,20 +155,20 @@ auth:
         assert_eq!(p.groups, BTreeMap::from([("pg".into(), GroupPlan::Build)]));
         let bound: Vec<_> = p.bind.values().map(String::as_str).collect();
         assert_eq!(bound, ["reader", "writer"]);
-        assert!(p.client_tls_changed && p.close.is_empty() && p.retire.is_empty());
+        assert!(p.client_tls_changed);
     }
 
     #[test]
     fn the_same_config_keeps_everything() {
         let p = plan(Some(&config(BASE)), &config(BASE));
-        assert_eq!(p.groups["pg"], GroupPlan::Keep);
-        assert!(p.bind.is_empty() && p.close.is_empty() && !p.client_tls_changed);
-        assert!(p.restart_only.is_empty());
         assert_eq!(
-            p.retire,
-            BTreeSet::from(["unused".into()]),
-            "no endpoint uses it"
+            p.groups.len(),
+            1,
+            "a group no endpoint uses is not planned: {p:?}"
         );
+        assert_eq!(p.groups["pg"], GroupPlan::Keep);
+        assert!(p.bind.is_empty() && !p.client_tls_changed);
+        assert!(p.restart_only.is_empty());
     }
 
     #[test]
@@ -213,15 +198,13 @@ auth:
     fn endpoints_keep_their_socket_by_address_and_port_zero_by_name() {
         let renamed = BASE.replace("name: writer", "name: primary");
         let p = plan(Some(&config(BASE)), &config(&renamed));
-        assert!(p.bind.is_empty() && p.close.is_empty(), "{p:?}");
+        assert!(p.bind.is_empty(), "{p:?}");
         let renamed = BASE.replace("name: reader", "name: replicas");
         let p = plan(Some(&config(BASE)), &config(&renamed));
         assert_eq!(p.bind.values().collect::<Vec<_>>(), ["replicas"]);
-        assert_eq!(p.close, BTreeSet::from(["127.0.0.1:0#reader".into()]));
         let moved = BASE.replace("127.0.0.1:6432", "127.0.0.1:6433");
         let p = plan(Some(&config(BASE)), &config(&moved));
         assert_eq!(p.bind.keys().collect::<Vec<_>>(), ["127.0.0.1:6433"]);
-        assert_eq!(p.close, BTreeSet::from(["127.0.0.1:6432".into()]));
     }
 
     #[test]
