@@ -1,6 +1,6 @@
 //! The crate's layering, checked by reading `src/`: no cycle between top-level modules or
 //! between the modules inside one of them, no engine importing the other, no wire codec
-//! importing the crate, and no process-wide mutable static. Test code is not counted.
+//! importing the crate or tokio, and no process-wide mutable static. Test code is not counted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -184,6 +184,12 @@ fn graph(src: &Path) -> (Graph, Vec<String>) {
         statics(rel, &code, &mut problems);
         let top = &module[0];
         let wire = module.get(1).is_some_and(|m| m == "wire");
+        if wire && code.contains("tokio::") {
+            problems.push(format!(
+                "{}: a wire codec uses tokio (wire modules do no I/O)",
+                rel.display()
+            ));
+        }
         for to in references(&module, &code) {
             let Some(target) = to.first() else { continue };
             if wire && !to.starts_with(&module[..2]) {
@@ -346,7 +352,7 @@ mod tests {
         write(
             src,
             "postgres/wire/frame.rs",
-            "use super::read::R;\nuse crate::pool::Lease;\n",
+            "use super::read::R;\nuse crate::pool::Lease;\nuse tokio::net::TcpStream;\n",
         );
         write(
             src,
@@ -371,6 +377,7 @@ mod tests {
         );
         assert!(has("static COUNTS"), "{found:#?}");
         assert!(!has("NAME"), "{found:#?}");
-        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(has("wire codec uses tokio"), "{found:#?}");
+        assert_eq!(found.len(), 6, "{found:#?}");
     }
 }

@@ -57,7 +57,7 @@ impl<C: crate::pool::PooledConnection> ProbeConn<C> {
 }
 
 /// Closes an instance's pools: idle connections now, leased ones when they come back, waiters
-/// told to route again. Handed in by `app`, so health never sees a pool.
+/// told to route again. Handed in by `app`: health decides when, never how.
 pub type Drain = Arc<dyn Fn() + Send + Sync>;
 
 /// Probe timings of a target group.

@@ -73,26 +73,3 @@ pub mod command {
     pub const STMT_FETCH: u8 = 0x1c;
     pub const RESET_CONNECTION: u8 = 0x1f;
 }
-
-#[cfg(test)]
-mod tests {
-    /// The codec stays sans-IO: no wire file may reach into the rest of the crate or a socket.
-    #[test]
-    fn wire_imports_nothing_else_of_the_crate() {
-        let files = [
-            ("handshake.rs", include_str!("handshake.rs")),
-            ("packet.rs", include_str!("packet.rs")),
-            ("response.rs", include_str!("response.rs")),
-            ("reply.rs", include_str!("reply.rs")),
-            ("mod.rs", include_str!("mod.rs")),
-        ];
-        for (name, text) in files {
-            for line in text.lines().map(str::trim_start) {
-                if line.starts_with("use ") {
-                    let outside = line.contains("crate::") && !line.contains("crate::mysql::wire");
-                    assert!(!outside && !line.contains("tokio"), "{name}: {line}");
-                }
-            }
-        }
-    }
-}

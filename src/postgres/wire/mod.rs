@@ -1,6 +1,7 @@
 //! Sans-IO PostgreSQL protocol 3.0: bytes in, frames out, and the few messages sluice builds or reads.
 //!
-//! Nothing here touches a socket or imports the rest of the crate, so it can be unit-tested
+//! Nothing here touches a socket or imports the rest of the crate (`src/layers.rs` checks), so
+//! it can be unit-tested
 //! with byte literals, fuzzed and benchmarked without a database.
 
 mod frame;
@@ -72,32 +73,4 @@ pub mod status {
     pub const IDLE: u8 = b'I';
     pub const IN_TRANSACTION: u8 = b'T';
     pub const FAILED: u8 = b'E';
-}
-
-#[cfg(test)]
-mod tests {
-    /// The codec stays sans-IO: no wire file may reach into the rest of the crate or a socket.
-    #[test]
-    fn wire_imports_nothing_else_of_the_crate() {
-        let files = [
-            ("frame.rs", include_str!("frame.rs")),
-            ("read.rs", include_str!("read.rs")),
-            ("startup.rs", include_str!("startup.rs")),
-            ("write.rs", include_str!("write.rs")),
-            ("mod.rs", include_str!("mod.rs")),
-        ];
-        for (name, text) in files {
-            let uses = text
-                .lines()
-                .map(str::trim_start)
-                .filter(|l| l.starts_with("use "));
-            for line in uses {
-                let outside = line.contains("crate::") && !line.contains("crate::postgres::wire");
-                assert!(
-                    !outside && !line.contains("tokio"),
-                    "{name} imports outside the wire module: {line}"
-                );
-            }
-        }
-    }
 }
