@@ -1,8 +1,7 @@
 //! Sans-IO PostgreSQL protocol 3.0: bytes in, frames out, and the few messages sluice builds or reads.
 //!
 //! Nothing here touches a socket or imports the rest of the crate (`src/layers.rs` checks), so
-//! it can be unit-tested
-//! with byte literals, fuzzed and benchmarked without a database.
+//! it can be unit-tested with byte literals, fuzzed and benchmarked without a database.
 
 mod frame;
 mod read;
