@@ -32,6 +32,29 @@ pub struct Servers {
     failures: Arc<Mutex<VecDeque<ConnectError>>>,
 }
 
+/// A scripted instance at `addr` with a cap of `max` connections and one pool on it, whose
+/// connections `make` builds from in-memory sockets.
+pub fn instance<C: super::PooledConnection>(
+    addr: &str,
+    max: usize,
+    make: fn(MemorySocket) -> C,
+) -> (Arc<super::Instance<C>>, super::Pool<C>, Servers) {
+    let instance = Arc::new(super::Instance::new(
+        addr.into(),
+        super::Limit::Absolute(max),
+        100,
+    ));
+    let (connector, servers) = connector(make);
+    let settings = super::PoolSettings::uniform(Duration::from_secs(2));
+    let pool = super::Pool::new(
+        format!("app@{addr}"),
+        instance.clone(),
+        Box::new(connector),
+        settings,
+    );
+    (instance, pool, servers)
+}
+
 pub fn connector<C: Send + 'static>(make: fn(MemorySocket) -> C) -> (Scripted<C>, Servers) {
     let (tx, opened) = mpsc::unbounded_channel();
     let failures = Arc::new(Mutex::new(VecDeque::new()));

@@ -21,7 +21,7 @@ use crate::mysql::server::{ServerConn, ServerLogin};
 use crate::mysql::state::Dialect;
 use crate::mysql::wire::{self, OkPacket, caps, command, status};
 use crate::pool::scripted::{self, Peer, Servers};
-use crate::pool::{Instance, Limit, Pool, PoolSettings};
+use crate::pool::{Instance, PoolSettings};
 use crate::routing::{Router, Want};
 use crate::session::{PinCounts, PinReason, SessionInfo};
 use crate::tls::Socket;
@@ -110,15 +110,8 @@ struct Rig {
 
 impl Rig {
     fn new(max: usize) -> Self {
-        let instance = Arc::new(Instance::new("db:3306".into(), Limit::Absolute(max), 100));
+        let (instance, pool, servers) = scripted::instance("db:3306", max, server_conn);
         let settings = PoolSettings::uniform(Duration::from_secs(2));
-        let (connector, servers) = scripted::connector(server_conn);
-        let pool = Pool::new(
-            "app@db".into(),
-            instance.clone(),
-            Box::new(connector),
-            settings,
-        );
         let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
         let login = ServerLogin {
             addr: "db:3306".into(),

@@ -11,7 +11,7 @@ use tokio::time::Duration;
 use super::{Route, Session};
 use crate::errors::{ConnectError, Rejected};
 use crate::pool::scripted::{self, Peer, Servers};
-use crate::pool::{Instance, Limit, Pool, PoolSettings};
+use crate::pool::{Instance, PoolSettings};
 use crate::postgres::cancel::CancelRegistry;
 use crate::postgres::cluster::PgCluster;
 use crate::postgres::pools::PgPool;
@@ -137,15 +137,8 @@ struct Rig {
 
 impl Rig {
     fn new(max: usize) -> Self {
-        let instance = Arc::new(Instance::new("db:5432".into(), Limit::Absolute(max), 100));
+        let (instance, pool, servers) = scripted::instance("db:5432", max, server_conn);
         let settings = PoolSettings::uniform(Duration::from_secs(2));
-        let (connector, servers) = scripted::connector(server_conn);
-        let pool = Pool::new(
-            "app@db".into(),
-            instance.clone(),
-            Box::new(connector),
-            settings,
-        );
         let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
         let login = ServerLogin {
             addr: "db:5432".into(),
