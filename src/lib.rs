@@ -14,6 +14,8 @@ pub mod auth;
 pub mod config;
 pub mod endpoint;
 pub mod errors;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz_entry;
 pub mod health;
 #[cfg(test)]
 mod layers;

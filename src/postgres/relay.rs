@@ -584,4 +584,6 @@ mod state;
 mod tests;
 
 use idle::Idle;
+#[cfg(any(test, fuzzing))]
+pub(crate) use route::transaction_access;
 use route::{commits, ends_session};

@@ -249,7 +249,7 @@ impl Session {
 /// `SET TRANSACTION ... READ ONLY`; `Some(false)` for READ WRITE; `None` when it says neither
 /// (the session default decides). Words inside literals, comments and quoted identifiers do not
 /// count, and a later statement of the query does not speak for the transaction's start.
-pub(super) fn transaction_access(sql: &[u8]) -> Option<bool> {
+pub(crate) fn transaction_access(sql: &[u8]) -> Option<bool> {
     let mut words = Words::new(sql);
     let mut word = || match words.next_token() {
         Some(Token::Word(w)) => Some(Some(w)),

@@ -1,0 +1,187 @@
+//! The fuzz targets' entry points: bytes in, sluice's own parsers and session bookkeeping run on
+//! them, invariants checked (not just "no panic"). `fuzz/fuzz_targets/*.rs` call these under
+//! cargo-fuzz; the unit tests replay every file of `fuzz/corpus/<target>/` through them, so the
+//! corpora are regression tests without any fuzzing tool.
+
+use bytes::BytesMut;
+
+use crate::mysql::wire as my;
+use crate::postgres::pipeline::Pipeline;
+use crate::postgres::statements::{SchemaEpoch, ServerStatements, StatementRegistry};
+use crate::postgres::wire as pg;
+
+/// What sluice may add on its own per message it handles (its replay and read-back queries,
+/// a renamed statement name, an error text): output beyond this is unbounded buffering.
+const SLACK_PER_MESSAGE: usize = 4096;
+
+/// The target names, each with its entry function; the corpus of each is `fuzz/corpus/<name>`.
+pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+    ("pg_startup", pg_startup),
+    ("pg_session", pg_session),
+    ("mysql_packets", mysql_packets),
+    ("mysql_reply", mysql_reply),
+    ("sql_scanners", sql_scanners),
+    ("scram_server", scram_server),
+];
+
+/// A client's first bytes: SSLRequest, GSSENCRequest, CancelRequest or StartupMessage, as the
+/// login reads them, then its first messages.
+pub fn pg_startup(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let before = buf.len();
+    if let Ok(Some(_)) = pg::read_startup(&mut buf) {
+        assert!(
+            buf.len() < before,
+            "a startup packet was read without consuming it"
+        );
+    }
+    for frame in pg::Frames::new(&buf, 1 << 20) {
+        let Ok((at, f)) = frame else { break };
+        assert!(at + f.len <= buf.len(), "a frame reaches past its input");
+    }
+}
+
+/// A session's pipeline driven by both sides: each record is a direction byte (even: the
+/// client, odd: the server) and one whole frame. The bookkeeping must answer, rename or forward
+/// without panicking and without buffering more than it was given.
+pub fn pg_session(data: &[u8]) {
+    let schema = std::sync::Arc::new(SchemaEpoch::default());
+    let registry = StatementRegistry::new("_sluice_f_".into(), schema);
+    let mut server = ServerStatements::default();
+    let mut pipeline = Pipeline::new(1);
+    let (mut sout, mut cout) = (BytesMut::new(), BytesMut::new());
+    let mut rest = data;
+    let mut handled = 0usize;
+    while let Some((&direction, more)) = rest.split_first() {
+        let Ok(Some(f)) = pg::next_frame(more, 1 << 20) else {
+            break;
+        };
+        let frame = &more[..f.len];
+        rest = &more[f.len..];
+        handled += 1;
+        if direction % 2 == 0 {
+            let args = (&mut server, &registry, "_sluice_f_");
+            if pipeline
+                .client_message(frame, args.0, args.1, args.2, &mut sout, &mut cout)
+                .is_err()
+            {
+                break; // the session ends with 08P01, as it does in the relay
+            }
+        } else {
+            pipeline.server_message(
+                frame,
+                &mut server,
+                &registry,
+                "_sluice_f_",
+                &mut sout,
+                &mut cout,
+            );
+        }
+        let bound = data.len() + handled * SLACK_PER_MESSAGE;
+        assert!(sout.len() + cout.len() <= bound, "unbounded output");
+        if pipeline.releasable() {
+            assert_eq!(
+                pipeline.status(),
+                pg::status::IDLE,
+                "released inside a transaction"
+            );
+            assert!(pipeline.pinned().is_none(), "released while pinned");
+        }
+    }
+}
+
+/// What a MySQL client or server sends at login: handshake response, greeting, ERR, auth switch.
+pub fn mysql_packets(data: &[u8]) {
+    let _ = my::HandshakeResponse::parse(data);
+    let _ = my::Greeting::parse(data);
+    let _ = my::parse_err(data);
+    let _ = my::parse_ok(data);
+    let _ = my::parse_auth_switch(data);
+}
+
+/// A server's reply to a command, walked packet by packet as the relay walks it: the first byte
+/// picks the command's kind and DEPRECATE_EOF, the rest are packets.
+pub fn mysql_reply(data: &[u8]) {
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
+    let kind = match head % 5 {
+        0 => my::ReplyKind::Query,
+        1 => my::ReplyKind::Prepare,
+        2 => my::ReplyKind::FieldList,
+        3 => my::ReplyKind::Fetch,
+        _ => my::ReplyKind::Single,
+    };
+    let mut reply = my::Reply::new(kind, head & 0x80 != 0);
+    while let Some(p) = my::next_packet(rest) {
+        if rest.len() < p.len || reply.done() {
+            break;
+        }
+        let payload = &rest[my::HEADER_LEN..p.len];
+        if reply.on_packet(payload, payload.len()).is_err() {
+            break; // the relay ends that server connection
+        }
+        rest = &rest[p.len..];
+    }
+}
+
+/// The SQL scanners of both engines (pins, tracked state, read-only detection): total on any
+/// bytes, including invalid UTF-8, unterminated quotes and comments.
+pub fn sql_scanners(data: &[u8]) {
+    let _ = crate::postgres::pinning::effects(data);
+    let _ = crate::postgres::pinning::pin_reason(data);
+    let _ = crate::postgres::pinning::deallocate(data);
+    let _ = crate::postgres::pinning::discard_all(data);
+    let _ = crate::postgres::settings::changes(data);
+    let _ = crate::postgres::relay::transaction_access(data);
+    for escapes in [true, false] {
+        let fx = crate::mysql::pinning::effects_in(data, escapes);
+        let _ = fx.pins().count();
+    }
+}
+
+/// sluice as SCRAM-SHA-256 server: a client-first and a client-final message, split at the
+/// first NUL. Only the right proof may pass.
+pub fn scram_server(data: &[u8]) {
+    use crate::auth::scram::{ScramExchange, ScramKeys};
+    let (first, last) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(mut exchange) = ScramExchange::start(first) else {
+        return;
+    };
+    let keys = ScramKeys::for_fuzzing("pencil");
+    let _ = exchange.server_first(&keys);
+    assert!(
+        exchange.finish(&keys, last).is_err(),
+        "a proof made without the password passed"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Every corpus file of every target, through its entry point: what the fuzzers found and
+    /// kept stays a regression test.
+    #[test]
+    fn every_corpus_file_replays() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        for (name, run) in TARGETS {
+            let dir = root.join(name);
+            let files: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert!(!files.is_empty(), "{name}: the corpus is empty");
+            for file in files {
+                let data = std::fs::read(&file).unwrap();
+                let replay = std::panic::catch_unwind(|| run(&data));
+                assert!(replay.is_ok(), "{name}: {} fails", file.display());
+            }
+        }
+    }
+}
