@@ -14,8 +14,11 @@ use crate::postgres::wire as pg;
 /// a renamed statement name, an error text): output beyond this is unbounded buffering.
 const SLACK_PER_MESSAGE: usize = 4096;
 
+/// An entry point: one input, checked.
+pub type Entry = fn(&[u8]);
+
 /// The target names, each with its entry function; the corpus of each is `fuzz/corpus/<name>`.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Entry); 6] = [
     ("pg_startup", pg_startup),
     ("pg_session", pg_session),
     ("mysql_packets", mysql_packets),
