@@ -121,3 +121,14 @@ put("sql_scanners", b"select '\xff\xfe unterminated")
 put("scram_server", b"n,,n=,r=rOprNGfwEbeRWgbNEkqO\0c=biws,r=rOprNGfwEbeRWgbNEkqO,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
 put("scram_server", b"y,,n=app,r=abc\0")
 put("scram_server", b"p=tls-server-end-point,,n=,r=x\0c=eSws,r=x,p=AAAA")
+
+# config: the committed examples and a few broken ones
+for name in ["sluice.example.yaml", "demo.yaml.in"]:
+    path = os.path.join(os.path.dirname(ROOT), "..", "config", name)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            put("config", f.read())
+put("config", b"endpoints: []\n")
+put("config", b"endpoints:\n  - name: w\n    listen: 127.0.0.1:6432\n    target_group: pg\ntarget_groups:\n  pg:\n    engine: postgres\n    instances: [db:5432]\nauth:\n  - username: app\n    secret: file:s.yaml#app\n")
+put("config", b"a: &a [*a, *a]\n")
+put("config", b"target_groups: {pg: {engine: mysql, instances: ['[::1]:99999']}}\n")

@@ -18,13 +18,14 @@ const SLACK_PER_MESSAGE: usize = 4096;
 pub type Entry = fn(&[u8]);
 
 /// The target names, each with its entry function; the corpus of each is `fuzz/corpus/<name>`.
-pub const TARGETS: [(&str, Entry); 6] = [
+pub const TARGETS: [(&str, Entry); 7] = [
     ("pg_startup", pg_startup),
     ("pg_session", pg_session),
     ("mysql_packets", mysql_packets),
     ("mysql_reply", mysql_reply),
     ("sql_scanners", sql_scanners),
     ("scram_server", scram_server),
+    ("config", config),
 ];
 
 /// A client's first bytes: SSLRequest, GSSENCRequest, CancelRequest or StartupMessage, as the
@@ -160,6 +161,28 @@ pub fn scram_server(data: &[u8]) {
         exchange.finish(&keys, last).is_err(),
         "a proof made without the password passed"
     );
+}
+
+/// The config loader on any text: every problem reported with a path, never a panic, and a
+/// config it accepts is one it accepts again (validation does not depend on the order it ran).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let base = std::path::Path::new("/nonexistent");
+    match crate::config::parse(text, base) {
+        Ok(_) => assert!(
+            crate::config::parse(text, base).is_ok(),
+            "accepted once only"
+        ),
+        Err(errors) => {
+            assert!(!errors.0.is_empty(), "refused without a problem");
+            assert!(
+                errors.0.iter().all(|p| !p.path.is_empty()),
+                "a problem without a path"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
