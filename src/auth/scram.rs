@@ -11,7 +11,7 @@ use thiserror::Error;
 
 mod client;
 
-pub use client::{SaltedCache, ScramClient};
+pub use client::{MAX_ITERATIONS, SaltedCache, ScramClient, ServerFirst};
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 const ITERATIONS: u32 = 4096;
@@ -28,6 +28,8 @@ pub enum ScramError {
     Nonce,
     #[error("password authentication failed")]
     BadProof,
+    #[error("the server asks for {0} SCRAM iterations, more than sluice runs ({max})", max = client::MAX_ITERATIONS)]
+    TooManyIterations(u32),
 }
 
 /// What a SCRAM server must know of a password: salt, iteration count and the two keys.

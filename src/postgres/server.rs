@@ -135,6 +135,11 @@ impl ServerConn {
                 backend::AUTHENTICATION => match wire::parse_auth_request(&body)
                     .map_err(|e| protocol(login, e))?
                 {
+                    // A server that ends SCRAM without its final message never proved it
+                    // knows the password: it may be an impostor.
+                    AuthRequest::Ok if scram.is_some() => {
+                        return Err(protocol(login, "the server skipped SCRAM's final message"));
+                    }
                     AuthRequest::Ok => {}
                     AuthRequest::Cleartext => {
                         wire::password_message(&mut out, password.as_bytes());
@@ -162,9 +167,9 @@ impl ServerConn {
                         let s = scram
                             .as_mut()
                             .ok_or_else(|| protocol(login, "unexpected SASL"))?;
-                        let answer = s
-                            .answer(data, password, &login.scram)
-                            .map_err(|e| protocol(login, e))?;
+                        let first = s.read_server_first(data).map_err(|e| protocol(login, e))?;
+                        let salted = login.scram.salted(password, &first).await;
+                        let answer = s.answer(&first, &salted);
                         wire::sasl_response(&mut out, answer.as_bytes());
                         self.send(login, &mut out).await?;
                     }

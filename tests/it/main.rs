@@ -15,6 +15,7 @@ mod support;
 
 mod admin_api;
 mod admission;
+mod attacks;
 mod compat;
 mod deploy;
 mod drivers;

@@ -7,12 +7,20 @@ use super::sluice::Sluice;
 /// Logs in to sluice's first endpoint as `(user, password)`; the connection task is spawned.
 pub async fn connect(
     proxy: &Sluice,
+    login: (&str, &str),
+    db: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    connect_port(proxy.port(), login, db).await
+}
+
+/// Logs in to whatever listens on `port` as `(user, password)`; the connection task is spawned.
+pub async fn connect_port(
+    port: u16,
     (user, password): (&str, &str),
     db: &str,
 ) -> Result<Client, tokio_postgres::Error> {
     let dsn = format!(
-        "host=127.0.0.1 port={} user={user} password={password} dbname={db} connect_timeout=10",
-        proxy.port()
+        "host=127.0.0.1 port={port} user={user} password={password} dbname={db} connect_timeout=10"
     );
     let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await?;
     tokio::spawn(conn);

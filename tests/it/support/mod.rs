@@ -9,6 +9,7 @@
 //!   MariaDB primary with a GTID replica ([`cluster::MariaCluster`]): kill -9, promotion, lag.
 //! - [`sluice::Sluice`]: runs `sluice run --config ...` and waits until it listens.
 //! - [`client`]: a tokio-postgres login to sluice and query helpers.
+//! - [`fake`]: scripted fake servers and a tampering relay, for the attack tests.
 //! - [`tools`]: the Python driver venv (psycopg, PyMySQL, mysql-connector-python), pgjdbc,
 //!   java, free ports, command helpers.
 //!
@@ -17,6 +18,7 @@
 pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod fake;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;

@@ -1,0 +1,1 @@
+//! Hostile PostgreSQL clients.

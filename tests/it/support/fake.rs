@@ -1,0 +1,192 @@
+//! Fake database servers for the attack tests: a listener whose every connection is handed to a
+//! script, so a test can play a malicious or broken PostgreSQL or MySQL server, and a tampering
+//! relay in front of a real one that answers chosen requests with crafted bytes.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// A listener on a free loopback port; each accepted connection runs `script` on its own thread.
+#[derive(Debug)]
+pub struct FakeServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    /// Every byte each connection's peer sent, kept by the scripts that record.
+    pub received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeServer {
+    pub fn start(
+        script: impl Fn(TcpStream, &Mutex<Vec<u8>>) + Send + Sync + 'static,
+    ) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let (stop2, accepted2, received2) = (stop.clone(), accepted.clone(), received.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                accepted2.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+                let (script, received) = (script.clone(), received2.clone());
+                thread::spawn(move || script(conn, &received));
+            }
+        });
+        FakeServer {
+            port,
+            stop,
+            accepted,
+            received,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// What the scripts recorded, lossily as text.
+    pub fn received_text(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Reads a PostgreSQL client's startup packet, answering `N` to an SSLRequest first; None when
+/// the peer closed or sent a CancelRequest.
+pub fn pg_startup(s: &mut TcpStream) -> Option<Vec<u8>> {
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).checked_sub(4)?];
+        s.read_exact(&mut body).ok()?;
+        match body.get(..4) {
+            Some([0x04, 0xd2, 0x16, 0x2f]) => s.write_all(b"N").ok()?,
+            Some([0x04, 0xd2, 0x16, 0x2e]) => return None,
+            _ => return Some(body),
+        }
+    }
+}
+
+/// Reads one tagged PostgreSQL message: (tag, body).
+pub fn pg_read(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len.checked_sub(4)?];
+    s.read_exact(&mut body).ok()?;
+    Some((head[0], body))
+}
+
+/// A tagged PostgreSQL message.
+pub fn pg_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend(u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+    m.extend(body);
+    m
+}
+
+/// An Authentication message of `code` with `data`.
+pub fn pg_auth(code: u32, data: &[u8]) -> Vec<u8> {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend(data);
+    pg_message(b'R', &body)
+}
+
+/// What a tampering relay does with the server's answer to a request that matched.
+#[derive(Debug, Clone)]
+pub enum Tamper {
+    /// Sends these bytes instead of the answer, then keeps the connection open, discarding.
+    Replace(Vec<u8>),
+    /// Sends these bytes instead of the answer, then closes both sides.
+    ReplaceAndClose(Vec<u8>),
+    /// Passes the answer on, then sends these bytes after `delay`, unasked.
+    Append(Vec<u8>, Duration),
+}
+
+/// A relay to the real server at `upstream` that passes everything on, except that when a
+/// chunk from sluice contains `marker`, the server's answer is handled as `tamper` says.
+pub fn tampering_relay(upstream: u16, marker: &'static [u8], tamper: Tamper) -> FakeServer {
+    FakeServer::start(move |client, _| {
+        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        let tripped = Arc::new(AtomicBool::new(false));
+        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let flag = tripped.clone();
+        let up = thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = c_read.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                // Set before the request goes on, so the answer cannot overtake the flag.
+                if buf[..n].windows(marker.len()).any(|w| w == marker) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                if s_write.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = s_write.shutdown(Shutdown::Write);
+        });
+        let (mut s_read, mut c_write) = (server, client);
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = s_read.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if !tripped.swap(false, Ordering::SeqCst) {
+                if c_write.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                continue;
+            }
+            match &tamper {
+                Tamper::Replace(bytes) => {
+                    let _ = c_write.write_all(bytes);
+                    while matches!(s_read.read(&mut buf), Ok(n) if n > 0) {}
+                    break;
+                }
+                Tamper::ReplaceAndClose(bytes) => {
+                    let _ = c_write.write_all(bytes);
+                    let _ = c_write.shutdown(Shutdown::Both);
+                    let _ = s_read.shutdown(Shutdown::Both);
+                    break;
+                }
+                Tamper::Append(bytes, delay) => {
+                    let _ = c_write.write_all(&buf[..n]);
+                    thread::sleep(*delay);
+                    let _ = c_write.write_all(bytes);
+                }
+            }
+        }
+        let _ = c_write.shutdown(Shutdown::Both);
+        let _ = up.join();
+    })
+}
