@@ -164,7 +164,7 @@ fn arguments<'t, 'a>(t: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
 pub fn read_back_sql(names: &[String]) -> String {
     let list: Vec<String> = names.iter().map(|n| format!("E'{}'", quote(n))).collect();
     format!(
-        "SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[{}]::text[]) AS n",
+        "SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) AS n",
         list.join(", ")
     )
 }

@@ -8,6 +8,7 @@ use crate::support::tools::free_port;
 
 mod my_clients;
 mod pg_clients;
+mod pg_routing;
 mod servers;
 
 /// `yaml` (from `config_for*`) with a second endpoint, `evil`, on a free port in front of a

@@ -21,7 +21,7 @@ fn raw(proxy: &Sluice, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn startup(user: &str, db: &str) -> Vec<u8> {
+pub(crate) fn startup(user: &str, db: &str) -> Vec<u8> {
     let mut body = vec![0, 3, 0, 0];
     for (k, v) in [("user", user), ("database", db)] {
         body.extend_from_slice(k.as_bytes());
@@ -433,7 +433,7 @@ async fn large_results_reach_a_slow_reader_and_large_copies_pass() {
     assert!(out.is_empty() || out.contains("400000"), "{out}");
 }
 
-fn login_raw_port(port: u16) -> TcpStream {
+pub(crate) fn login_raw_port(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(&startup(MD5USER.0, APPDB)).unwrap();

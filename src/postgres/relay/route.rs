@@ -130,7 +130,9 @@ impl Session {
         // asynchronous (synchronous_commit = off), unlike the write position. Should it sit past
         // a page header no replica replays yet, the read waits out the timeout on the writer:
         // slower, never stale.
-        let sql = "SELECT pg_current_wal_insert_lsn()::text";
+        // Qualified: the session's search_path may put its own objects first (PgBouncer
+        // CVE-2025-12819).
+        let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
         let read = tokio::time::timeout(RESET_TIMEOUT, lease.simple_query(&self.pg.login, sql));
         if let Ok(Ok(rows)) = read.await
             && let Some(lsn) = rows

@@ -58,7 +58,7 @@ fn read_back_quotes_names() {
     assert_eq!(
         read_back_sql(&["a'b".into(), "search_path".into()]),
         "SELECT n, pg_catalog.current_setting(n, true) FROM \
-         pg_catalog.unnest(ARRAY[E'a''b', E'search_path']::text[]) AS n"
+         pg_catalog.unnest(ARRAY[E'a''b', E'search_path']::pg_catalog.text[]) AS n"
     );
 }
 
