@@ -13,7 +13,7 @@ use crate::support::mariadb::{APP, MY_APPDB, MY_OTHERDB, MariaDb, cli_at, sysben
 use crate::support::sluice::{ProxyOptions, Sluice};
 use crate::support::tools::{self, command_output};
 
-fn proxy(db: &MariaDb, pool: u32, auth: &str) -> Sluice {
+pub(crate) fn proxy(db: &MariaDb, pool: u32, auth: &str) -> Sluice {
     Sluice::start_for_mariadb(
         db,
         ProxyOptions {
@@ -239,7 +239,7 @@ fn sysbench_over_a_small_pool() {
 }
 
 /// Reads one packet (header + payload) from a raw socket.
-fn read_packet(s: &mut TcpStream) -> Vec<u8> {
+pub(crate) fn read_packet(s: &mut TcpStream) -> Vec<u8> {
     let mut header = [0u8; 4];
     s.read_exact(&mut header).unwrap();
     let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
@@ -384,7 +384,7 @@ fn binary_statements_belong_to_their_schema_and_pin_like_text() {
 
 /// A client logged in to sluice by hand (mysql_native_password, schema appdb) with the base
 /// capabilities plus `extra`.
-fn raw_login(port: u16, extra: u32) -> TcpStream {
+pub(crate) fn raw_login(port: u16, extra: u32) -> TcpStream {
     use sluice::auth::mysql::MysqlKeys;
     use sluice::mysql::wire::{Greeting, HandshakeResponse, caps};
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -412,7 +412,7 @@ fn raw_login(port: u16, extra: u32) -> TcpStream {
 }
 
 /// Sends one command packet (sequence 0).
-fn send_command(s: &mut TcpStream, payload: &[u8]) {
+pub(crate) fn send_command(s: &mut TcpStream, payload: &[u8]) {
     let mut out = Vec::new();
     sluice::mysql::wire::write_packet(&mut out, 0, payload);
     s.write_all(&out).unwrap();
