@@ -128,6 +128,9 @@ pub struct Pipeline {
     /// DDL ran and its transaction has not ended: other sessions may have planned statements on
     /// the old schema since, stamped with the new epoch; it moves again when it ends.
     ddl_open: bool,
+    /// The server answered something no request asked for: its connection cannot be trusted
+    /// to line up with requests any more (the next session could read this one's rows).
+    out_of_order: bool,
     /// Transaction status of the last ReadyForQuery.
     status: u8,
     /// Boxed, not a String: 8 bytes of every session task, and rarely set.
@@ -212,6 +215,7 @@ impl Pipeline {
             statements: HashMap::new(),
             segment: Segment::Synced,
             ddl_open: false,
+            out_of_order: false,
             status: status::IDLE,
             internal_error: None,
             discarded: None,
@@ -418,6 +422,11 @@ impl Pipeline {
     /// Whether the connection may serve no one else; taken when it is released.
     pub fn take_retire(&mut self) -> bool {
         std::mem::take(&mut self.pins.retire)
+    }
+
+    /// The server sent a response out of order since the last call.
+    pub fn take_out_of_order(&mut self) -> bool {
+        std::mem::take(&mut self.out_of_order)
     }
 
     pub fn retiring(&self) -> bool {

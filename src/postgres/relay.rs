@@ -490,6 +490,10 @@ impl Session {
                         &mut self.cout,
                     );
                     sbuf.advance(frame.len);
+                    if self.pipeline.take_out_of_order() {
+                        self.server_broke(&mut sbuf, "a response out of order");
+                        break;
+                    }
                     if ready {
                         let p = &self.pipeline;
                         let in_transaction = p.status() != status::IDLE;
@@ -519,13 +523,26 @@ impl Session {
                         sbuf.clear();
                         continue;
                     }
+                    if wire::declared_len(&sbuf) > MAX_BUFFERED_MESSAGE {
+                        self.server_broke(&mut sbuf, "a message too large to buffer");
+                    }
                     break;
                 }
-                // A server never sends a negative length; stop reading and let the session end.
-                Err(_) => break,
+                Err(_) => {
+                    self.server_broke(&mut sbuf, "a message with an impossible length");
+                    break;
+                }
             }
         }
         conn.buf = sbuf;
+    }
+
+    /// A server that sent what no PostgreSQL sends loses its connection; the client gets the
+    /// lost-server error and keeps its session, as when the server ends the connection itself.
+    fn server_broke(&mut self, sbuf: &mut BytesMut, what: &str) {
+        tracing::warn!("the server sent {what}; closing that server connection");
+        sbuf.clear();
+        self.server_fatal = true;
     }
 
     /// The client left while holding a server connection: keep it only if it can be made clean.

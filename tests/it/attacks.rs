@@ -12,15 +12,16 @@ mod pg_routing;
 mod servers;
 
 /// `yaml` (from `config_for*`) with a second endpoint, `evil`, on a free port in front of a
-/// second target group of `engine` whose one instance is `addr`; returns the config and the port.
-fn with_group(yaml: &str, engine: &str, addr: &str) -> (String, u16) {
+/// second target group of `engine` whose one instance is `addr`, with `extra` group keys (each
+/// line indented by four); returns the config and the port.
+fn with_group(yaml: &str, engine: &str, addr: &str, extra: &str) -> (String, u16) {
     let port = free_port();
     let mut endpoint = String::new();
     let _ = write!(
         endpoint,
         "  - name: evil\n    listen: 127.0.0.1:{port}\n    target_group: evil\n    role: read_write\n\
          target_groups:\n  evil:\n    engine: {engine}\n    instances: [{addr}]\n    \
-         monitor_user: monitor\n    health: {{ interval: 1s }}\n    connection_pool:\n      \
+         monitor_user: monitor\n    health: {{ interval: 1s }}\n{extra}    connection_pool:\n      \
          max_connections: 2\n      connection_borrow_timeout: 5s\n"
     );
     (yaml.replacen("target_groups:\n", &endpoint, 1), port)

@@ -197,12 +197,15 @@ impl Pipeline {
         true
     }
 
+    /// Not forwarded: the relay ends this server connection and the client gets the
+    /// lost-server error, never a reply that lines up with the wrong request.
     fn unexpected(&mut self, popped: Option<Expect>) -> bool {
         tracing::warn!(?popped, "server response out of order");
         if let Some(e) = popped {
             self.expect.push_front(e);
         }
-        true
+        self.out_of_order = true;
+        false
     }
 
     /// An error ends the current message and the server skips the rest up to Sync.

@@ -11,7 +11,9 @@ use tokio::time::timeout;
 
 use super::with_group;
 use crate::support::client::{connect, connect_port, scalar};
-use crate::support::fake::{FakeServer, pg_auth, pg_read, pg_startup};
+use crate::support::fake::{
+    FakeServer, Tamper, pg_auth, pg_message, pg_read, pg_startup, tampering_relay,
+};
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
 
@@ -50,7 +52,7 @@ async fn cve_2026_6666_a_servers_scram_iteration_bomb_stalls_no_other_pool() {
         )
     });
     let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
-    let (yaml, evil_port) = with_group(&yaml, "postgres", &bomb.addr());
+    let (yaml, evil_port) = with_group(&yaml, "postgres", &bomb.addr(), "");
     let proxy = Sluice::start_with_secrets(&yaml, &secrets);
     let good = timeout(Duration::from_secs(10), connect(&proxy, APP, APPDB))
         .await
@@ -86,4 +88,152 @@ async fn cve_2026_6666_a_servers_scram_iteration_bomb_stalls_no_other_pool() {
         proxy.log_contents().contains("iteration"),
         "the refusal is logged"
     );
+}
+
+/// The config of `opts` for `pg`, its one instance reached through `relay` instead.
+fn through(yaml: &str, real: u16, relay: &FakeServer) -> String {
+    yaml.replace(&format!(":{real}]"), &format!(":{}]", relay.port()))
+}
+
+/// A malicious or broken PostgreSQL: an ErrorResponse declaring 2 GiB, a reply cut in the
+/// middle of a message, a ParseComplete nobody asked for, and rows sent unasked after a
+/// transaction ended. Each ends that server connection only: its client gets an error or its
+/// answer, sluice stays up, and the next session on the pool never sees the strays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malicious_postgres_server_replies_end_only_their_own_connection() {
+    let pg = PgServer::start();
+    let stray = [
+        pg_message(
+            b'T',
+            b"\0\x01?column?\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0",
+        ),
+        pg_message(b'D', b"\0\x01\0\0\0\x04LEAK"),
+        pg_message(b'C', b"SELECT 1\0"),
+        pg_message(b'Z', b"I"),
+    ]
+    .concat();
+    let relay = tampering_relay(
+        pg.port(),
+        vec![
+            (
+                b"evil_big",
+                Tamper::Replace(vec![b'E', 0x7f, 0xff, 0xff, 0xf0, b'S']),
+            ),
+            (
+                b"evil_cut",
+                Tamper::ReplaceAndClose(b"T\0\0\0\x30\0\x01colu".to_vec()),
+            ),
+            (
+                b"evil_order",
+                Tamper::Replace([pg_message(b'1', b""), pg_message(b'Z', b"I")].concat()),
+            ),
+            (
+                b"evil_extra",
+                Tamper::Append(stray, Duration::from_millis(300)),
+            ),
+        ],
+    );
+    let (yaml, secrets) = config_for(&pg, &ProxyOptions::pool(1));
+    let mut proxy = Sluice::start_with_secrets(&through(&yaml, pg.port(), &relay), &secrets);
+    let bystander = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(scalar(&bystander, "select 'before'").await, "before");
+    for marker in ["evil_big", "evil_cut", "evil_order"] {
+        let c = connect(&proxy, APP, APPDB).await.unwrap();
+        let sql = format!("select '{marker}'");
+        let answer = timeout(Duration::from_secs(10), c.simple_query(&sql))
+            .await
+            .unwrap_or_else(|_| panic!("{marker}: no answer and no error"));
+        assert!(
+            answer.is_err(),
+            "{marker}: a broken reply passed as an answer"
+        );
+        // The attacked session goes on, on a new server connection.
+        let again = timeout(Duration::from_secs(10), scalar(&c, "select 'again'")).await;
+        assert_eq!(again.as_deref(), Ok("again"), "{marker}");
+    }
+    let first = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(scalar(&first, "select 'evil_extra'").await, "evil_extra");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let next = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(
+        scalar(&next, "select 'clean'").await,
+        "clean",
+        "a stray reached the next session"
+    );
+    assert_eq!(scalar(&bystander, "select 'after'").await, "after");
+    assert!(proxy.try_wait().is_none(), "sluice exited");
+}
+
+/// MySQL BACKRONYM (CVE-2015-3152) and PostgreSQL's `sslmode=require` downgrade: a server (or
+/// a man in the middle) that refuses TLS while `server_tls` requires it gets nothing more, not
+/// even the user name, and the client gets an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cve_2015_3152_backronym_a_server_refusing_tls_gets_no_credentials() {
+    let pg = PgServer::start();
+    let refuses = FakeServer::start(|mut s: TcpStream, received: &Mutex<Vec<u8>>| {
+        // pg_startup answers N to the SSLRequest; whatever follows is recorded.
+        if let Some(startup) = pg_startup(&mut s) {
+            received.lock().unwrap().extend(startup);
+        }
+    });
+    let no_ssl = FakeServer::start(|mut s: TcpStream, received: &Mutex<Vec<u8>>| {
+        let greeting = sluice::mysql::wire::Greeting {
+            version: "5.5.5-10.11.0-MariaDB".into(),
+            connection_id: 7,
+            nonce: b"abcdefghijklmnopqrst".to_vec(),
+            caps: sluice::mysql::wire::caps::PROTOCOL_41
+                | sluice::mysql::wire::caps::SECURE_CONNECTION
+                | sluice::mysql::wire::caps::PLUGIN_AUTH,
+            charset: 45,
+            status: 2,
+            plugin: "mysql_native_password".into(),
+        };
+        let mut out = Vec::new();
+        greeting.write(&mut out);
+        let _ = s.write_all(&out);
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+        received.lock().unwrap().extend(rest);
+    });
+    let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
+    let (yaml, pg_port) = with_group(
+        &yaml,
+        "postgres",
+        &refuses.addr(),
+        "    server_tls: { mode: require }\n",
+    );
+    let yaml = yaml.replacen("- name: evil", "- name: evil2", 1);
+    let (yaml, my_port) = with_group(
+        &yaml.replacen("  evil:\n", "  evil2:\n", 1).replacen(
+            "target_group: evil\n",
+            "target_group: evil2\n",
+            1,
+        ),
+        "mysql",
+        &no_ssl.addr(),
+        "    server_tls: { mode: require }\n",
+    );
+    let proxy = Sluice::start_with_secrets(&yaml, &secrets);
+    let login = timeout(Duration::from_secs(20), connect_port(pg_port, APP, APPDB)).await;
+    assert!(
+        matches!(login, Ok(Err(_))),
+        "a login behind a TLS-refusing server must fail"
+    );
+    let my_login = timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            crate::support::mariadb::cli_at(my_port, APP.0, APP.1, "appdb", "SELECT 1")
+        }),
+    )
+    .await;
+    assert!(matches!(my_login, Ok(Ok(Err(_)))), "{my_login:?}");
+    assert!(
+        refuses.accepted() > 0 && no_ssl.accepted() > 0,
+        "never asked"
+    );
+    for text in [refuses.received_text(), no_ssl.received_text()] {
+        assert!(text.is_empty(), "sent after TLS was refused: {text:?}");
+    }
+    let good = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(scalar(&good, "select 1").await, "1");
 }

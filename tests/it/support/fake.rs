@@ -130,15 +130,18 @@ pub enum Tamper {
 }
 
 /// A relay to the real server at `upstream` that passes everything on, except that when a
-/// chunk from sluice contains `marker`, the server's answer is handled as `tamper` says.
-pub fn tampering_relay(upstream: u16, marker: &'static [u8], tamper: Tamper) -> FakeServer {
+/// chunk from sluice contains a rule's marker, the server's answer is handled as its `Tamper`
+/// says.
+pub fn tampering_relay(upstream: u16, rules: Vec<(&'static [u8], Tamper)>) -> FakeServer {
+    let rules = Arc::new(rules);
     FakeServer::start(move |client, _| {
         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
             return;
         };
-        let tripped = Arc::new(AtomicBool::new(false));
+        // Which rule the request on its way matched, plus one; 0 for none.
+        let tripped = Arc::new(AtomicUsize::new(0));
         let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        let flag = tripped.clone();
+        let (flag, matcher) = (tripped.clone(), rules.clone());
         let up = thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             while let Ok(n) = c_read.read(&mut buf) {
@@ -146,10 +149,14 @@ pub fn tampering_relay(upstream: u16, marker: &'static [u8], tamper: Tamper) -> 
                     break;
                 }
                 // Set before the request goes on, so the answer cannot overtake the flag.
-                if buf[..n].windows(marker.len()).any(|w| w == marker) {
-                    flag.store(true, Ordering::SeqCst);
+                let chunk = &buf[..n];
+                if let Some(i) = matcher
+                    .iter()
+                    .position(|(m, _)| chunk.windows(m.len()).any(|w| w == *m))
+                {
+                    flag.store(i + 1, Ordering::SeqCst);
                 }
-                if s_write.write_all(&buf[..n]).is_err() {
+                if s_write.write_all(chunk).is_err() {
                     break;
                 }
             }
@@ -161,13 +168,14 @@ pub fn tampering_relay(upstream: u16, marker: &'static [u8], tamper: Tamper) -> 
             if n == 0 {
                 break;
             }
-            if !tripped.swap(false, Ordering::SeqCst) {
+            let rule = tripped.swap(0, Ordering::SeqCst);
+            if rule == 0 {
                 if c_write.write_all(&buf[..n]).is_err() {
                     break;
                 }
                 continue;
             }
-            match &tamper {
+            match &rules[rule - 1].1 {
                 Tamper::Replace(bytes) => {
                     let _ = c_write.write_all(bytes);
                     while matches!(s_read.read(&mut buf), Ok(n) if n > 0) {}
