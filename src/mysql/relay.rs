@@ -309,6 +309,7 @@ impl Session {
         };
         let conn: &mut ServerConn = lease;
         let mut reply = Reply::new(kind, conn.deprecate_eof());
+        reply.starts_after(wire::last_seq(command));
         let mut forwarded = false;
         let sent = tokio::time::Instant::now();
         let lost = if conn.write_command(command).await.is_err() {
@@ -513,6 +514,7 @@ fn drain(
             if buf.len() < p.len {
                 return Ok(());
             }
+            reply.check_seq(p.seq)?;
             reply.on_packet(&buf[wire::HEADER_LEN..p.len], plen)?;
             let at = out.len();
             out.extend_from_slice(&buf[..p.len]);
@@ -524,6 +526,7 @@ fn drain(
             buf.advance(p.len);
         } else {
             *first = false;
+            reply.check_seq(p.seq)?;
             reply.on_packet(&buf[wire::HEADER_LEN..wire::HEADER_LEN + plen.min(1)], plen)?;
             let n = p.len.min(buf.len());
             out.extend_from_slice(&buf[..n]);

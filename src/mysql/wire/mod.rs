@@ -9,8 +9,8 @@ mod response;
 
 pub use handshake::{AuthSwitch, FORWARDED_CAPS, Greeting, HandshakeResponse, parse_auth_switch};
 pub use packet::{
-    HEADER_LEN, MAX_PAYLOAD, Packet, PacketWriter, Reader, WireError, next_packet, put_lenenc_int,
-    put_lenenc_str, write_packet,
+    HEADER_LEN, MAX_PAYLOAD, Packet, PacketWriter, Reader, WireError, last_seq, next_packet,
+    put_lenenc_int, put_lenenc_str, write_packet,
 };
 pub use reply::{PrepareOk, Reply, ReplyKind};
 pub use response::{

@@ -44,6 +44,17 @@ pub fn next_packet(buf: &[u8]) -> Option<Packet> {
     })
 }
 
+/// The sequence id of the last whole packet in `bytes` (0 when there is none): a reply's
+/// first packet carries the next one.
+pub fn last_seq(bytes: &[u8]) -> u8 {
+    let (mut at, mut seq) = (0, 0);
+    while let Some(p) = next_packet(&bytes[at..]).filter(|p| at + p.len <= bytes.len()) {
+        seq = p.seq;
+        at += p.len;
+    }
+    seq
+}
+
 /// Appends one packet with `payload` (callers keep payloads under `MAX_PAYLOAD`).
 pub fn write_packet(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
     let w = PacketWriter::begin(out, seq);

@@ -48,6 +48,10 @@ pub struct Reply {
     deprecate_eof: bool,
     /// The previous packet was full-size: this one continues it and is not classified.
     continuing: bool,
+    /// The sequence id the next packet must carry (the command was 0); after a local file the
+    /// server counts on from the client's last packet, so the next one sets it again.
+    seq: u8,
+    seq_from_next: bool,
     /// The status of the last OK/EOF seen (the response's final state once done).
     pub end: Option<OkPacket>,
     /// The error code, when the response ended with ERR.
@@ -69,6 +73,8 @@ impl Reply {
             phase,
             deprecate_eof,
             continuing: false,
+            seq: 1,
+            seq_from_next: false,
             end: None,
             error: None,
             prepared: None,
@@ -86,8 +92,27 @@ impl Reply {
         self.phase == Phase::Infile
     }
 
+    /// The command took sequence ids up to `seq` (more than 0 when it ran over packets).
+    pub fn starts_after(&mut self, seq: u8) {
+        self.seq = seq.wrapping_add(1);
+    }
+
+    /// Checks a packet's sequence id: a server never skips or repeats one, and one that does
+    /// is out of step with its requests (the next reply could be an earlier request's).
+    pub fn check_seq(&mut self, seq: u8) -> Result<(), WireError> {
+        if std::mem::take(&mut self.seq_from_next) {
+            self.seq = seq;
+        }
+        if seq != self.seq {
+            return Err(WireError::Malformed("response packet sequence"));
+        }
+        self.seq = seq.wrapping_add(1);
+        Ok(())
+    }
+
     /// The file (or the empty packet that refuses it) went to the server: its OK or ERR follows.
     pub fn file_sent(&mut self) {
+        self.seq_from_next = true;
         if self.phase == Phase::Infile {
             self.phase = Phase::Start;
             self.results -= 1; // the OK that follows answers the same statement

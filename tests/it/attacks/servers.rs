@@ -10,12 +10,14 @@ use std::time::Duration;
 use tokio::time::timeout;
 
 use super::with_group;
+use crate::my_proxy::{raw_login, read_packet, send_command};
 use crate::support::client::{connect, connect_port, scalar};
 use crate::support::fake::{
     FakeServer, Tamper, pg_auth, pg_message, pg_read, pg_startup, tampering_relay,
 };
+use crate::support::mariadb::MariaDb;
 use crate::support::postgres::{APP, APPDB, PgServer};
-use crate::support::sluice::{ProxyOptions, Sluice, config_for};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for, config_for_mariadb};
 
 /// A fake PostgreSQL that offers SCRAM-SHA-256 and answers the client-first with
 /// `server_first(client_nonce)`, then records whatever the client sends next.
@@ -236,4 +238,79 @@ async fn cve_2015_3152_backronym_a_server_refusing_tls_gets_no_credentials() {
     }
     let good = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&good, "select 1").await, "1");
+}
+
+/// Runs `sql` on a raw MySQL session (no DEPRECATE_EOF): the rows' packets, or the ERR code.
+fn my_query(s: &mut TcpStream, sql: &str) -> Result<Vec<Vec<u8>>, u16> {
+    let mut payload = vec![3u8];
+    payload.extend(sql.as_bytes());
+    send_command(s, &payload);
+    let first = read_packet(s);
+    match first[0] {
+        0xff => return Err(u16::from_le_bytes([first[1], first[2]])),
+        0x00 => return Ok(Vec::new()),
+        _ => {}
+    }
+    while read_packet(s)[0] != 0xfe {}
+    let mut rows = Vec::new();
+    loop {
+        let p = read_packet(s);
+        match p[0] {
+            0xfe if p.len() < 9 => return Ok(rows),
+            0xff => return Err(u16::from_le_bytes([p[1], p[2]])),
+            _ => rows.push(p),
+        }
+    }
+}
+
+/// A malicious or broken MariaDB: a reply cut inside a packet, an OK with a sequence id out of
+/// order, and an OK sent unasked after a reply. Each ends that server connection only; the
+/// attacked session gets an ERR and goes on, the next session never reads the stray.
+#[test]
+fn malicious_mysql_server_replies_end_only_their_own_connection() {
+    let db = MariaDb::start();
+    let relay = tampering_relay(
+        db.port(),
+        vec![
+            (b"evil_cut", Tamper::ReplaceAndClose(vec![9, 0, 0, 1, 1, 0])),
+            (
+                b"evil_order",
+                Tamper::Replace(vec![7, 0, 0, 7, 0, 0, 0, 2, 0, 0, 0]),
+            ),
+            (
+                b"evil_extra",
+                Tamper::Append(
+                    vec![7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0],
+                    Duration::from_millis(300),
+                ),
+            ),
+        ],
+    );
+    let (yaml, secrets) = config_for_mariadb(&db, &ProxyOptions::pool(1));
+    let mut sluice = Sluice::start_with_secrets(&through(&yaml, db.port(), &relay), &secrets);
+    let port = sluice.port();
+    let mut bystander = raw_login(port, 0);
+    assert!(my_query(&mut bystander, "SELECT 'before'").is_ok());
+    for marker in ["evil_cut", "evil_order"] {
+        let mut s = raw_login(port, 0);
+        let answer = my_query(&mut s, &format!("SELECT '{marker}'"));
+        assert!(
+            answer.is_err(),
+            "{marker}: a broken reply passed as an answer"
+        );
+        let again = my_query(&mut s, "SELECT 'again'").expect(marker);
+        assert_eq!(again.len(), 1, "{marker}");
+    }
+    let mut first = raw_login(port, 0);
+    assert_eq!(
+        my_query(&mut first, "SELECT 'evil_extra'").unwrap().len(),
+        1
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let mut next = raw_login(port, 0);
+    let rows = my_query(&mut next, "SELECT 'clean'").expect("the next session");
+    assert_eq!(rows.len(), 1, "a stray OK reached the next session");
+    assert!(String::from_utf8_lossy(&rows[0]).contains("clean"));
+    assert!(my_query(&mut bystander, "SELECT 'after'").is_ok());
+    assert!(sluice.try_wait().is_none(), "sluice exited");
 }

@@ -186,3 +186,27 @@ fn single_packet_replies_and_garbage() {
     let mut r = Reply::new(ReplyKind::Query, false);
     assert!(r.on_packet(b"\x00\x01", 2).is_err(), "truncated OK");
 }
+
+#[test]
+fn sequence_ids_count_on_from_the_command() {
+    let mut command = Vec::new();
+    write_packet(&mut command, 0, &[0x03; 10]);
+    assert_eq!(crate::mysql::wire::last_seq(&command), 0);
+    write_packet(&mut command, 1, b"rest");
+    assert_eq!(crate::mysql::wire::last_seq(&command), 1);
+    let mut r = Reply::new(ReplyKind::Query, false);
+    r.starts_after(1);
+    assert!(r.check_seq(1).is_err(), "a repeated id");
+    let mut r = Reply::new(ReplyKind::Query, false);
+    r.starts_after(1);
+    r.check_seq(2).unwrap();
+    assert!(r.check_seq(4).is_err(), "a skipped id");
+    let mut r = Reply::new(ReplyKind::Query, false);
+    r.starts_after(255);
+    r.check_seq(0).unwrap();
+    // After a local file the server counts on from the client's packets.
+    r.file_sent();
+    r.check_seq(9).unwrap();
+    r.check_seq(10).unwrap();
+    assert!(r.check_seq(12).is_err());
+}
