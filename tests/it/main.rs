@@ -34,4 +34,5 @@ mod prometheus;
 mod reload;
 mod secrets_manager;
 mod tls;
+mod tls_scan;
 mod token_auth;

@@ -112,7 +112,7 @@ pub fn venv_dir() -> PathBuf {
 /// cryptography for caching_sha2_password / sha256_password over plain TCP) and
 /// mysql-connector-python, boto3 (RDS IAM auth tokens, minted as Lambda code does), moto's
 /// Secrets Manager server, and PyYAML with kubernetes-validate for deploy/check.py.
-const PY_PACKAGES: [&str; 10] = [
+const PY_PACKAGES: [&str; 11] = [
     "psycopg[binary]",
     "asyncpg",
     "pytest",
@@ -123,9 +123,10 @@ const PY_PACKAGES: [&str; 10] = [
     "moto[server]",
     "PyYAML",
     "kubernetes-validate",
+    "sslyze==6.3.1",
 ];
 const PY_IMPORTS: &str = "import psycopg, asyncpg, pytest, pymysql, mysql.connector, cryptography, boto3, \
-     moto.server, yaml, kubernetes_validate";
+     moto.server, yaml, kubernetes_validate, sslyze";
 
 /// A python interpreter with `PY_PACKAGES` installed. The venv is created (or, when a package
 /// is missing, e.g. in a venv from before it was added, completed) at most once per process,
