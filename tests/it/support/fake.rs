@@ -23,7 +23,11 @@ impl FakeServer {
     pub fn start(
         script: impl Fn(TcpStream, &Mutex<Vec<u8>>) + Send + Sync + 'static,
     ) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A port from free_port, never the kernel's pick: that could be one free_port has just
+        // handed to a sluice that is about to listen on it.
+        let listener = (0..20)
+            .find_map(|_| TcpListener::bind(("127.0.0.1", super::tools::free_port())).ok())
+            .expect("a free port for a fake server");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -195,6 +199,56 @@ pub fn tampering_relay(upstream: u16, rules: Vec<(&'static [u8], Tamper)>) -> Fa
             }
         }
         let _ = c_write.shutdown(Shutdown::Both);
+        let _ = up.join();
+    })
+}
+
+/// What a chaos relay does to the bytes it passes while `on`: cuts them into `segment`-byte
+/// writes with `delay` before each (slow drips, one-byte segments, stalls).
+#[derive(Debug)]
+pub struct Chaos {
+    pub on: AtomicBool,
+    pub segment: usize,
+    pub delay: Duration,
+}
+
+/// A relay to the real server at `upstream` that passes every byte, both ways, as `chaos` says.
+pub fn chaos_relay(upstream: u16, chaos: Arc<Chaos>) -> FakeServer {
+    FakeServer::start(move |client, _| {
+        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        let _ = server.set_nodelay(true);
+        let _ = client.set_nodelay(true);
+        let pump = |mut from: TcpStream, mut to: TcpStream, chaos: Arc<Chaos>| {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let step = if chaos.on.load(Ordering::SeqCst) {
+                    chaos.segment.max(1)
+                } else {
+                    n
+                };
+                for piece in buf[..n].chunks(step) {
+                    if step < n || chaos.on.load(Ordering::SeqCst) {
+                        thread::sleep(chaos.delay);
+                    }
+                    if to.write_all(piece).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = to.shutdown(Shutdown::Both);
+        };
+        let (c2, s2, ch) = (
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            chaos.clone(),
+        );
+        let up = thread::spawn(move || pump(c2, s2, ch));
+        pump(server, client, chaos.clone());
         let _ = up.join();
     })
 }

@@ -351,6 +351,33 @@ impl PgServer {
         }
     }
 
+    /// Freezes the server, SIGSTOP to the postmaster and every backend: TCP connections are
+    /// still accepted (by the kernel's backlog) and nothing is answered, a hung server. Returns
+    /// the processes [`PgServer::thaw`] resumes.
+    pub fn freeze(&self) -> Vec<u32> {
+        let Some(pm) = self.pid() else {
+            return Vec::new();
+        };
+        let signal = |pid: u32| {
+            let _ = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status();
+        };
+        signal(pm);
+        let mut pids = children_of(pm);
+        pids.iter().for_each(|&p| signal(p));
+        pids.insert(0, pm);
+        pids
+    }
+
+    pub fn thaw(pids: &[u32]) {
+        for pid in pids {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Ends recovery (`pg_ctl promote`) and waits until the server takes writes.
     pub fn promote(&self) {
         run_ok(
