@@ -122,6 +122,36 @@ put("scram_server", b"n,,n=,r=rOprNGfwEbeRWgbNEkqO\0c=biws,r=rOprNGfwEbeRWgbNEkq
 put("scram_server", b"y,,n=app,r=abc\0")
 put("scram_server", b"p=tls-server-end-point,,n=,r=x\0c=eSws,r=x,p=AAAA")
 
+# scram_client: server-first NUL server-final (the client's nonce is fixed for fuzzing)
+N = b"fuzzNONCEfuzzNONCEfuzz"
+put("scram_client", b"r=" + N + b"3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096\0v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+put("scram_client", b"r=" + N + b"x,s=AAAA,i=4294967295\0")
+put("scram_client", b"r=" + N + b"x,s=AAAA,i=1000001\0e=other-error")
+put("scram_client", b"r=someoneelse,s=AAAA,i=4096\0")
+
+# mysql_auth: a 20-byte nonce then a client's scramble; AuthSwitchRequests as servers send them
+NONCE = b"abcdefghijklmnopqrst"
+put("mysql_auth", NONCE + bytes(range(20)))
+put("mysql_auth", NONCE + bytes(range(32)))
+put("mysql_auth", NONCE)
+put("mysql_auth", b"\xfemysql_native_password\0" + NONCE + b"\0")
+put("mysql_auth", b"\xfecaching_sha2_password\0" + NONCE + b"\0")
+put("mysql_auth", b"\xfemysql_clear_password\0")
+
+# auth_tokens: an RDS IAM token NUL a JWT (neither signed with the target's secrets)
+IAM = (b"db.example.internal:5432/?Action=connect&DBUser=app&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+       b"&X-Amz-Credential=AKIAFUZZ%2F20270115%2Fus-east-1%2Frds-db%2Faws4_request"
+       b"&X-Amz-Date=20270115T080000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
+       b"&X-Amz-Signature=" + b"0" * 64)
+def b64url(raw):
+    import base64
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+JWT_BODY = b'{"sub":"app","iss":"https://issuer.example","aud":"sluice","exp":1900000000}'
+for alg in [b"HS256", b"RS256", b"none", b"ES256"]:
+    jwt = b64url(b'{"alg":"' + alg + b'","typ":"JWT"}') + b"." + b64url(JWT_BODY) + b".c2ln"
+    put("auth_tokens", IAM + b"\0" + jwt)
+put("auth_tokens", b"db.example.internal:5432/?Action=connect\0a.b.c")
+
 # config: the committed examples and a few broken ones
 for name in ["sluice.example.yaml", "demo.yaml.in"]:
     path = os.path.join(os.path.dirname(ROOT), "..", "config", name)

@@ -18,7 +18,7 @@ const SLACK_PER_MESSAGE: usize = 4096;
 pub type Entry = fn(&[u8]);
 
 /// The target names, each with its entry function; the corpus of each is `fuzz/corpus/<name>`.
-pub const TARGETS: [(&str, Entry); 7] = [
+pub const TARGETS: [(&str, Entry); 10] = [
     ("pg_startup", pg_startup),
     ("pg_session", pg_session),
     ("mysql_packets", mysql_packets),
@@ -26,7 +26,18 @@ pub const TARGETS: [(&str, Entry); 7] = [
     ("sql_scanners", sql_scanners),
     ("scram_server", scram_server),
     ("config", config),
+    ("scram_client", scram_client),
+    ("mysql_auth", mysql_auth),
+    ("auth_tokens", auth_tokens),
 ];
+
+/// `data` split at its first NUL.
+fn split_nul(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[]),
+    }
+}
 
 /// A client's first bytes: SSLRequest, GSSENCRequest, CancelRequest or StartupMessage, as the
 /// login reads them, then its first messages.
@@ -148,10 +159,7 @@ pub fn sql_scanners(data: &[u8]) {
 /// first NUL. Only the right proof may pass.
 pub fn scram_server(data: &[u8]) {
     use crate::auth::scram::{ScramExchange, ScramKeys};
-    let (first, last) = match data.iter().position(|&b| b == 0) {
-        Some(at) => (&data[..at], &data[at + 1..]),
-        None => (data, &[][..]),
-    };
+    let (first, last) = split_nul(data);
     let Ok(mut exchange) = ScramExchange::start(first) else {
         return;
     };
@@ -161,6 +169,99 @@ pub fn scram_server(data: &[u8]) {
         exchange.finish(&keys, last).is_err(),
         "a proof made without the password passed"
     );
+}
+
+/// sluice as SCRAM-SHA-256 client of a server: a server-first and a server-final message,
+/// split at the first NUL. The count asked for is bounded before anything is derived, and no
+/// server-final made without the password passes.
+pub fn scram_client(data: &[u8]) {
+    use crate::auth::scram::{MAX_ITERATIONS, ScramClient};
+    let (first, last) = split_nul(data);
+    let mut client = ScramClient::for_fuzzing();
+    let Ok(server_first) = client.read_server_first(first) else {
+        return;
+    };
+    assert!(
+        server_first.iterations() <= MAX_ITERATIONS,
+        "an unbounded derivation"
+    );
+    // The salted password as if derived: the exchange, not PBKDF2, is what is fuzzed.
+    let _ = client.answer(&server_first, &[7; 32]);
+    assert!(
+        client.finish(last).is_err(),
+        "a server signature made without the password passed"
+    );
+}
+
+/// The MySQL password exchanges sluice checks: a 20-byte nonce, then a client's
+/// mysql_native_password or caching_sha2_password response; and an AuthSwitchRequest as a
+/// server sends it. Only the right scramble may pass.
+pub fn mysql_auth(data: &[u8]) {
+    use crate::auth::mysql::MysqlKeys;
+    let _ = my::parse_auth_switch(data);
+    let Some((nonce, response)) = data.split_at_checked(20) else {
+        return;
+    };
+    let keys = MysqlKeys::derive("pencil");
+    if response != keys.native(nonce).as_slice() {
+        assert!(
+            !keys.verify_native(nonce, response),
+            "a wrong native scramble passed"
+        );
+    }
+    if response != keys.sha2(nonce).as_slice() {
+        assert!(
+            !keys.verify_sha2(nonce, response),
+            "a wrong sha2 scramble passed"
+        );
+    }
+}
+
+/// Token logins: an RDS IAM auth token and a JWT from any text (split at the first NUL). No
+/// token a fuzzer makes carries a valid signature, so every one is refused, without a panic.
+pub fn auth_tokens(data: &[u8]) {
+    use crate::auth::iam::IamVerifier;
+    use crate::auth::jwt::JwtVerifier;
+    use crate::config::{IamConfig, IamCredential, IamGrant, JwtConfig};
+    let (iam, jwt) = split_nul(data);
+    let iam_config = IamConfig {
+        region: "us-east-1".into(),
+        endpoint_host: "db.example.internal".into(),
+        credentials: vec![IamCredential {
+            access_key_id: "AKIAFUZZ".into(),
+            secret_access_key_env: "FUZZ_SECRET".into(),
+            principal: "arn:aws:iam::123456789012:role/app".into(),
+        }],
+        policy: vec![IamGrant {
+            principal: "*".into(),
+            db_users: vec!["*".into()],
+        }],
+    };
+    let secret = |_: &str| Some("fuzz-secret-key".to_owned());
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    if let (Ok(token), Ok(v)) = (
+        std::str::from_utf8(iam),
+        IamVerifier::with_env(&iam_config, secret),
+    ) {
+        assert!(
+            v.verify(token, "app", 5432, now).is_err(),
+            "a forged IAM token passed"
+        );
+    }
+    let jwt_config = JwtConfig {
+        jwks_file: "/nonexistent/jwks.json".into(),
+        issuer: "https://issuer.example".into(),
+        audience: "sluice".into(),
+        username_claim: "sub".into(),
+        hs256_secret_env: Some("FUZZ_HS256".into()),
+    };
+    let keys = jsonwebtoken::jwk::JwkSet { keys: Vec::new() };
+    if let (Ok(token), Ok(v)) = (
+        std::str::from_utf8(jwt),
+        JwtVerifier::with_env(&jwt_config, Some(keys), secret),
+    ) {
+        assert!(v.verify(token, "app").is_err(), "a forged JWT passed");
+    }
 }
 
 /// The config loader on any text: every problem reported with a path, never a panic, and a

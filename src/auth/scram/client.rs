@@ -70,6 +70,12 @@ pub struct ServerFirst {
     iterations: u32,
 }
 
+impl ServerFirst {
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+}
+
 /// One login's exchange: client-first, then the proof for server-first, then the check of
 /// the server's signature.
 #[derive(Debug)]
@@ -90,6 +96,15 @@ impl ScramClient {
         let nonce: [u8; 18] = rand::random();
         Self {
             client_first: format!("n,,n=,r={}", B64.encode(nonce)),
+            server_signature: [0; 32],
+        }
+    }
+
+    /// An exchange with a fixed nonce, so a fuzzer can write server-firsts that extend it.
+    #[cfg(any(test, fuzzing))]
+    pub fn for_fuzzing() -> Self {
+        Self {
+            client_first: "n,,n=,r=fuzzNONCEfuzzNONCEfuzz".to_owned(),
             server_signature: [0; 32],
         }
     }
