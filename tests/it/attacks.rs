@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::support::certs::Certs;
 use crate::support::tools::free_port;
 
 mod my_clients;
@@ -27,20 +28,22 @@ fn with_group(yaml: &str, engine: &str, addr: &str, extra: &str) -> (String, u16
     (yaml.replacen("target_groups:\n", &endpoint, 1), port)
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// CPU time a process has used, user plus system, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_name = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after_name.split(' ').collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// `yaml` with a client-facing certificate from a fresh test CA (kept alive by the caller).
+fn with_client_tls(yaml: &str) -> (String, Certs) {
+    let certs = Certs::new("attack");
+    let leaf = certs.leaf("sluice", &["127.0.0.1"], None);
+    let yaml = format!(
+        "{yaml}tls: {{ cert: {}, key: {} }}\n",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    (yaml, certs)
 }

@@ -15,7 +15,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::support::fake::{Chaos, chaos_relay};
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
-use crate::support::tools::is_root;
+use crate::support::tools::{is_root, rss_kib};
 
 const ACCOUNTS: i64 = 10;
 const TOTAL: i64 = ACCOUNTS * 1000;
@@ -250,15 +250,6 @@ async fn under_load(pg: &PgServer, proxy: &Sluice, port: u16, fault: impl std::f
         after < base + 64 * 1024,
         "RSS {base} KiB before, {after} KiB after"
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn proxy_for(pg: &PgServer, instance_port: u16) -> Sluice {

@@ -10,7 +10,7 @@ use crate::pg_proxy::{client, processed};
 use crate::support::mariadb::{self, MariaDb, MariaOptions};
 use crate::support::postgres::{APPDB, MD5USER, PgOptions, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice};
-use crate::support::tools::command_output;
+use crate::support::tools::{command_output, rss_kib};
 
 const POOL: u32 = 20;
 
@@ -19,15 +19,6 @@ fn soak_seconds() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn pool_options() -> ProxyOptions {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use sluice::auth::mysql::MysqlKeys;
 use sluice::mysql::wire::{Greeting, HandshakeResponse, caps, write_packet};
 
+use super::with_client_tls;
 use crate::my_proxy::{proxy, raw_login, read_packet, send_command};
-use crate::support::certs::Certs;
 use crate::support::mariadb::{APP, MONITOR, MY_APPDB, MariaDb, cli_at};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
 
@@ -65,14 +65,8 @@ fn is_err(bytes: &[u8]) -> bool {
 #[test]
 fn cve_2021_3935_mysql_twin_plaintext_behind_the_ssl_request_is_never_a_login() {
     let db = MariaDb::start();
-    let certs = Certs::new("attack");
-    let leaf = certs.leaf("sluice", &["127.0.0.1"], None);
     let (yaml, secrets) = config_for_mariadb(&db, &ProxyOptions::default());
-    let yaml = format!(
-        "{yaml}tls: {{ cert: {}, key: {} }}\n",
-        leaf.cert.display(),
-        leaf.key.display()
-    );
+    let (yaml, _certs) = with_client_tls(&yaml);
     let proxy = Sluice::start_with_secrets(&yaml, &secrets);
     let (mut s, greeting) = greeted(proxy.port());
     assert_ne!(greeting.caps & caps::SSL, 0, "TLS is offered");

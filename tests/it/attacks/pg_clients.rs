@@ -9,12 +9,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use sluice::postgres::wire;
 
-use super::{cpu_ticks, rss_kib};
+use super::{cpu_ticks, with_client_tls};
 use crate::pg_faults::{login_raw_port, startup};
-use crate::support::certs::Certs;
 use crate::support::client::{connect, scalar};
 use crate::support::postgres::{APP, APPDB, MD5USER, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
+use crate::support::tools::rss_kib;
 
 /// What sluice sends until it closes the connection; `closed` is false when it was still
 /// waiting for more after the 5 s read timeout (the hole these tests look for).
@@ -80,14 +80,8 @@ const AUTH_OK: [u8; 9] = [b'R', 0, 0, 0, 8, 0, 0, 0, 0];
 #[test]
 fn cve_2021_3935_plaintext_pipelined_behind_sslrequest_is_never_read() {
     let pg = PgServer::start();
-    let certs = Certs::new("attack");
-    let leaf = certs.leaf("sluice", &["127.0.0.1"], None);
     let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
-    let yaml = format!(
-        "{yaml}tls: {{ cert: {}, key: {} }}\n",
-        leaf.cert.display(),
-        leaf.key.display()
-    );
+    let (yaml, _certs) = with_client_tls(&yaml);
     let proxy = Sluice::start_with_secrets(&yaml, &secrets);
     for injected in [startup(MD5USER.0, APPDB), b"Q\0\0\0\x0dselect 1\0".to_vec()] {
         let mut attack = SSL_REQUEST.to_vec();

@@ -269,3 +269,13 @@ pub fn append_file(path: &Path, text: &str) {
     f.write_all(text.as_bytes())
         .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
 }
+
+/// Resident memory of a process in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
