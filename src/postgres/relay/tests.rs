@@ -378,6 +378,36 @@ async fn a_server_lost_mid_request_errs_that_request_and_the_session_goes_on() {
     );
 }
 
+/// A server that answers what nobody asked (an extra ParseComplete), or declares a message
+/// too large to buffer, or a negative length, loses its connection: the stray never reaches
+/// the client, the connection never goes back to the pool, and the session goes on.
+#[tokio::test]
+async fn a_server_reply_out_of_order_or_impossible_ends_only_that_connection() {
+    let strays: [&[u8]; 3] = [
+        &[backend::PARSE_COMPLETE, 0, 0, 0, 4],
+        &[backend::ERROR_RESPONSE, 0x7f, 0xff, 0xff, 0xf0, b'S'],
+        &[backend::DATA_ROW, 0xff, 0xff, 0xff, 0xfe],
+    ];
+    for stray in strays {
+        let mut rig = Rig::new(1);
+        let (mut client, _task) = rig.session();
+        client.send(|b| wire::query(b, "SELECT 1"));
+        let mut server = rig.server().await;
+        server.query().await;
+        server.send(|b| b.put_slice(stray));
+        let (tag, body) = client.frame().await;
+        assert_eq!(
+            (tag, code(&body).as_str()),
+            (backend::ERROR_RESPONSE, "08007"),
+            "{stray:?}"
+        );
+        assert_eq!(client.frame().await.0, backend::READY_FOR_QUERY);
+        assert_eq!(rig.pool_after_settling().await, (0, 0), "{stray:?} pooled");
+        client.send(|b| wire::query(b, "SELECT 2"));
+        assert_eq!(rig.server().await.query().await, "SELECT 2", "{stray:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_server_lost_inside_a_transaction_fails_the_next_request_as_rolled_back() {
     let mut rig = Rig::new(1);
