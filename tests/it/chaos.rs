@@ -3,7 +3,8 @@
 //! statement, a fault fires at the server. Afterwards no acknowledged commit is lost or
 //! doubled, the total never moved, no session saw another's state, every operation ended with
 //! a result or an error within its timeout, and sluice's memory is back near its baseline.
-//! Faults: a frozen server, killed sockets, 1-byte segments, and the writer killed with -9.
+//! Faults: a frozen server, killed sockets, 1-byte segments, the writer killed with -9, and
+//! Secrets Manager stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,10 @@ use tokio::time::timeout;
 use tokio_postgres::{Client, NoTls};
 
 use crate::failover::cluster_config;
+use crate::secrets_manager::stored_config;
 use crate::support::cluster::PgCluster;
 use crate::support::fake::{Chaos, chaos_relay};
+use crate::support::moto::Moto;
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
 use crate::support::tools::{is_root, rss_kib};
@@ -292,16 +295,17 @@ async fn under_load(pg: &PgServer, proxy: &Sluice, port: u16, fault: impl std::f
     load.finish(pg).await;
 }
 
+fn options() -> ProxyOptions {
+    ProxyOptions {
+        pool_size: 8,
+        borrow_timeout: "50s".into(),
+        health_interval: Some("500ms".into()),
+        ..ProxyOptions::default()
+    }
+}
+
 fn proxy_for(pg: &PgServer, instance_port: u16) -> Sluice {
-    let (yaml, secrets) = config_for(
-        pg,
-        &ProxyOptions {
-            pool_size: 8,
-            borrow_timeout: "50s".into(),
-            health_interval: Some("500ms".into()),
-            ..ProxyOptions::default()
-        },
-    );
+    let (yaml, secrets) = config_for(pg, &options());
     let yaml = yaml.replace(&format!(":{}]", pg.port()), &format!(":{instance_port}]"));
     Sluice::start_with_secrets(&yaml, &secrets)
 }
@@ -402,4 +406,28 @@ async fn the_writer_killed_and_its_synchronous_standby_promoted_loses_and_leaks_
     });
     println!("{before} commits acknowledged before the kill");
     load.finish(cluster.member(1)).await;
+}
+
+/// Secrets Manager (moto) stopped for 10 s while sluice re-reads the app's secret every second
+/// and recycles server connections every second: the secret it holds keeps client and server
+/// logins going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_stopped_loses_and_leaks_nothing() {
+    let pg = PgServer::start();
+    let mut moto = Moto::start();
+    moto.owner("create", "sluice/app", Some(APP));
+    let (yaml, secrets) = config_for(&pg, &options());
+    let yaml = stored_config(&yaml, &moto, "1s");
+    let proxy = Sluice::start_with_env(&yaml, &secrets, &moto.env());
+    under_load(&pg, &proxy, proxy.port(), async {
+        tokio::task::block_in_place(|| moto.stop());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    assert!(
+        proxy
+            .log_contents()
+            .contains("secret refresh failed; cached credentials stay in use"),
+        "the re-reads failed while moto was down, and were logged"
+    );
 }

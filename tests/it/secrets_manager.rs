@@ -17,7 +17,7 @@ const NEW_PASSWORD: &str = "rotated-password-1";
 
 /// Points the `app` entry at Secrets Manager, recycles server connections every second (so
 /// new logins happen throughout the rotation) and re-reads secrets every `refresh`.
-fn stored_config(yaml: &str, moto: &Moto, refresh: &str) -> String {
+pub(crate) fn stored_config(yaml: &str, moto: &Moto, refresh: &str) -> String {
     let yaml = yaml
         .replace(
             "secret: file:secrets.yaml#app\n",
