@@ -233,3 +233,62 @@ fn mariadb_tls_on_both_sides_and_plaintext_refused() {
         "{err}"
     );
 }
+
+/// The certificate swapped and re-read (SIGHUP) five times while pgbench opens a TLS
+/// connection per transaction (`-C`, verify-full): every handshake gets one certificate or
+/// the other, and no transaction fails.
+#[test]
+fn a_certificate_reloaded_under_load_fails_no_connection() {
+    let certs = Certs::new("reload");
+    let leaf = certs.leaf("sluice", &["localhost"], None);
+    let spare = [
+        certs.leaf("sluice-b", &["localhost"], None),
+        certs.leaf("sluice-c", &["localhost"], None),
+    ];
+    let pg = PgServer::start();
+    let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
+    let proxy = Sluice::start_with_secrets(&with_tls(&yaml, &leaf, "{ mode: disable }"), &secrets);
+    let bench = |args: &[&str]| {
+        let mut cmd = client(&pg, &proxy, "pgbench", APP);
+        cmd.env("PGHOST", "localhost")
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", certs.ca())
+            .args(args);
+        cmd
+    };
+    let (status, _, err) = command_output(&mut bench(&["-i", "-q", "-s", "1"]));
+    assert!(status.success(), "pgbench -i over TLS: {err}");
+    let run = bench(&["-n", "-S", "-C", "-c", "4", "-j", "2", "-T", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_secs(2));
+        let next = &spare[i % 2];
+        std::fs::copy(&next.cert, &leaf.cert).unwrap();
+        std::fs::copy(&next.key, &leaf.key).unwrap();
+        let hup = Command::new("kill")
+            .args(["-HUP", &proxy.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+    }
+    let out = run.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert!(processed(&stdout) > 200, "{stdout}");
+    assert!(
+        proxy
+            .log_contents()
+            .matches("TLS certificate reloaded")
+            .count()
+            >= 5,
+        "each SIGHUP re-read the certificate:\n{}",
+        proxy.log_contents()
+    );
+}
