@@ -3,8 +3,8 @@
 //! statement, a fault fires at the server. Afterwards no acknowledged commit is lost or
 //! doubled, the total never moved, no session saw another's state, every operation ended with
 //! a result or an error within its timeout, and sluice's memory is back near its baseline.
-//! Faults: a frozen server, killed sockets, 1-byte segments, the writer killed with -9, and
-//! Secrets Manager stopped.
+//! Faults: a frozen server, killed sockets, 1-byte segments, a held partition, the writer
+//! killed with -9, and Secrets Manager stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -353,9 +353,9 @@ async fn server_sockets_killed_with_ss_k_lose_and_leak_nothing() {
 async fn one_byte_segments_and_drips_between_sluice_and_server_lose_nothing() {
     let pg = PgServer::start();
     let chaos = Arc::new(Chaos {
-        on: AtomicBool::new(false),
         segment: 1,
         delay: Duration::from_millis(2),
+        ..Chaos::default()
     });
     let relay = chaos_relay(pg.port(), chaos.clone());
     let proxy = proxy_for(&pg, relay.port());
@@ -430,4 +430,20 @@ async fn secrets_manager_stopped_loses_and_leaks_nothing() {
             .contains("secret refresh failed; cached credentials stay in use"),
         "the re-reads failed while moto was down, and were logged"
     );
+}
+
+/// A partition between sluice and the server for 20 s, with every connection left open and
+/// every byte held (no FIN, no RST: what a DROP rule does while TCP retransmits), then healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_held_for_20_s_then_healed_loses_and_leaks_nothing() {
+    let pg = PgServer::start();
+    let chaos = Arc::new(Chaos::default());
+    let relay = chaos_relay(pg.port(), chaos.clone());
+    let proxy = proxy_for(&pg, relay.port());
+    under_load(&pg, &proxy, proxy.port(), async {
+        chaos.hold.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        chaos.hold.store(false, Ordering::SeqCst);
+    })
+    .await;
 }

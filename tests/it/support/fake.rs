@@ -204,10 +204,12 @@ pub fn tampering_relay(upstream: u16, rules: Vec<(&'static [u8], Tamper)>) -> Fa
 }
 
 /// What a chaos relay does to the bytes it passes while `on`: cuts them into `segment`-byte
-/// writes with `delay` before each (slow drips, one-byte segments, stalls).
-#[derive(Debug)]
+/// writes with `delay` before each (slow drips, one-byte segments). While `hold`, nothing
+/// passes either way and both sockets stay open, as in a network partition that TCP rides out.
+#[derive(Debug, Default)]
 pub struct Chaos {
     pub on: AtomicBool,
+    pub hold: AtomicBool,
     pub segment: usize,
     pub delay: Duration,
 }
@@ -232,6 +234,9 @@ pub fn chaos_relay(upstream: u16, chaos: Arc<Chaos>) -> FakeServer {
                     n
                 };
                 for piece in buf[..n].chunks(step) {
+                    while chaos.hold.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(10));
+                    }
                     if step < n || chaos.on.load(Ordering::SeqCst) {
                         thread::sleep(chaos.delay);
                     }
