@@ -17,6 +17,7 @@ mod admin_api;
 mod admission;
 mod attacks;
 mod chaos;
+mod chaos_mysql;
 mod compat;
 mod deploy;
 mod drivers;
