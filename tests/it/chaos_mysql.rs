@@ -1,7 +1,8 @@
 //! Faults under load for the MySQL engine, with the same checkers as `chaos` (a PyMySQL
 //! workload, `drivers/mysql_chaos.py`): no acknowledged insert lost or doubled, the bank total
 //! constant, each session's user variable and temporary table its own, every operation
-//! answered within 60 s. Faults: mariadbd frozen, its sockets killed, a held partition.
+//! answered within 60 s. Faults: mariadbd frozen, its sockets killed, a held partition, and
+//! the writer killed with -9.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::drivers::{Summary, script};
+use crate::failover::cluster_config;
+use crate::support::cluster::MariaCluster;
 use crate::support::fake::{Chaos, chaos_relay};
 use crate::support::mariadb::{APP, MY_APPDB, MariaDb};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
@@ -32,8 +35,23 @@ fn proxy(db: &MariaDb, instance_port: u16) -> Sluice {
     Sluice::start_with_secrets(&yaml, &secrets)
 }
 
-/// Runs the workload for `SECONDS` through `proxy`, with `fault` fired 4 s in; then checks.
+/// The workload running through sluice.
+struct Load {
+    child: std::process::Child,
+    pid: u32,
+    base: u64,
+}
+
+/// Runs `fault` 4 s into the workload, then checks.
 fn under_load(db: &MariaDb, proxy: &Sluice, fault: impl FnOnce()) {
+    let load = start(db, proxy);
+    fault();
+    finish(load, db);
+}
+
+/// Creates the tables on the writer `db` and starts the workload (for `SECONDS`) through
+/// `proxy`; returns 4 s in.
+fn start(db: &MariaDb, proxy: &Sluice) -> Load {
     db.sql(&format!(
         "USE {MY_APPDB}; CREATE TABLE ledger (writer INT, seq INT); \
          CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT); \
@@ -56,8 +74,17 @@ fn under_load(db: &MariaDb, proxy: &Sluice, fault: impl FnOnce()) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    fault();
-    let out = child.wait_with_output().unwrap();
+    Load {
+        child,
+        pid: proxy.pid(),
+        base,
+    }
+}
+
+/// Waits for the workload and checks what it saw against the writer `db`.
+fn finish(load: Load, db: &MariaDb) {
+    let (base, pid) = (load.base, load.pid);
+    let out = load.child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "));
     let seen = Summary(
@@ -95,7 +122,7 @@ fn under_load(db: &MariaDb, proxy: &Sluice, fault: impl FnOnce()) {
     assert!(lost.is_empty(), "acknowledged inserts lost: {lost:?}");
     let total = db.sql(&format!("SELECT SUM(balance) FROM {MY_APPDB}.accounts"));
     assert_eq!(total, TOTAL.to_string());
-    let after = rss_kib(proxy.pid());
+    let after = rss_kib(pid);
     assert!(after < base + 64 * 1024, "RSS {base} KiB, then {after} KiB");
 }
 
@@ -175,4 +202,35 @@ fn mariadb_behind_a_partition_held_for_10_s_loses_and_leaks_nothing() {
         std::thread::sleep(Duration::from_secs(10));
         chaos.hold.store(false, Ordering::SeqCst);
     });
+}
+
+/// kill -9 of the MariaDB writer and its semi-synchronous replica promoted (after applying
+/// what it received, as `MariaCluster::promote` does): no acknowledged insert may be lost.
+#[test]
+fn the_mariadb_writer_killed_and_its_semi_sync_replica_promoted_loses_and_leaks_nothing() {
+    let mut cluster = MariaCluster::start();
+    cluster.primary().sql(
+        "SET GLOBAL rpl_semi_sync_master_enabled = ON; \
+         SET GLOBAL rpl_semi_sync_master_timeout = 600000; \
+         SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC;",
+    );
+    cluster.member(1).sql(
+        "SET GLOBAL rpl_semi_sync_slave_enabled = ON; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD;",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster
+        .primary()
+        .sql("SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'")
+        .split_whitespace()
+        .last()
+        != Some("1")
+    {
+        assert!(std::time::Instant::now() < deadline, "no semi-sync replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sluice = Sluice::start(&cluster_config("mysql", &cluster.addrs(), "100ms", ""));
+    let load = start(cluster.primary(), &sluice);
+    cluster.kill9(0);
+    cluster.promote(1);
+    finish(load, cluster.member(1));
 }
