@@ -44,74 +44,82 @@ def close(c):
     return None
 
 
-def writer(i):
-    c, seq = None, 0
-    while time.time() < END:
-        started = time.time()
-        try:
-            if c is None:
-                c = connect()
-            seq += 1
-            c.cursor().execute("INSERT INTO ledger VALUES (%s, %s)", (i, seq))
-            with LOCK:
-                SEEN["acked"].append([i, seq])
-        except Exception as e:
-            failed(e, started)
-            with LOCK:
-                SEEN["unknown"] += 1
-            c = close(c)
-
-
-def bank(auditor):
-    c, n = None, 0
-    while time.time() < END:
-        started = time.time()
-        try:
-            if c is None:
-                c = connect()
-            cur = c.cursor()
-            n += 1
-            if auditor:
-                cur.execute("SELECT SUM(balance) FROM accounts")
-                total = int(cur.fetchone()[0])
-                with LOCK:
-                    SEEN["audits"] += 1
-                    if total != TOTAL:
-                        SEEN["wrong_totals"].append(total)
-            else:
-                a, b = n % ACCOUNTS, (n * 7 + 3) % ACCOUNTS
-                c.begin()
-                cur.execute("UPDATE accounts SET balance = balance - 1 WHERE id = %s", (a,))
-                cur.execute("UPDATE accounts SET balance = balance + 1 WHERE id = %s", (b,))
-                c.commit()
-                with LOCK:
-                    SEEN["transfers"] += 1
-        except Exception as e:
-            failed(e, started)
-            c = close(c)
-
-
-def identity(i):
+def forever(step, setup=None, on_error=None):
+    """Runs step(connection) until the end, logging in again (and running setup) after a loss."""
     c = None
     while time.time() < END:
         started = time.time()
         try:
             if c is None:
                 c = connect()
-                cur = c.cursor()
-                cur.execute("SET @me = %s", (i,))
-                cur.execute("CREATE TEMPORARY TABLE me (id INT)")
-                cur.execute("INSERT INTO me VALUES (%s)", (i,))
-            cur = c.cursor()
-            cur.execute("SELECT @me, (SELECT id FROM me)")
-            me, row = cur.fetchone()
-            with LOCK:
-                SEEN["identity_checks"] += 1
-                if int(me) != i or int(row) != i:
-                    SEEN["leaks"].append(f"session {i} saw @me={me} and me.id={row}")
+                if setup:
+                    setup(c.cursor())
+            step(c)
         except Exception as e:
             failed(e, started)
+            if on_error:
+                on_error()
             c = close(c)
+
+
+def writer(i):
+    seq = [0]
+
+    def insert(c):
+        seq[0] += 1
+        c.cursor().execute("INSERT INTO ledger VALUES (%s, %s)", (i, seq[0]))
+        with LOCK:
+            SEEN["acked"].append([i, seq[0]])
+
+    def unknown():
+        with LOCK:
+            SEEN["unknown"] += 1
+
+    forever(insert, on_error=unknown)
+
+
+def bank(auditor):
+    n = [0]
+
+    def audit(c):
+        cur = c.cursor()
+        cur.execute("SELECT SUM(balance) FROM accounts")
+        total = int(cur.fetchone()[0])
+        with LOCK:
+            SEEN["audits"] += 1
+            if total != TOTAL:
+                SEEN["wrong_totals"].append(total)
+
+    def transfer(c):
+        n[0] += 1
+        a, b = n[0] % ACCOUNTS, (n[0] * 7 + 3) % ACCOUNTS
+        cur = c.cursor()
+        c.begin()
+        cur.execute("UPDATE accounts SET balance = balance - 1 WHERE id = %s", (a,))
+        cur.execute("UPDATE accounts SET balance = balance + 1 WHERE id = %s", (b,))
+        c.commit()
+        with LOCK:
+            SEEN["transfers"] += 1
+
+    forever(audit if auditor else transfer)
+
+
+def identity(i):
+    def setup(cur):
+        cur.execute("SET @me = %s", (i,))
+        cur.execute("CREATE TEMPORARY TABLE me (id INT)")
+        cur.execute("INSERT INTO me VALUES (%s)", (i,))
+
+    def check(c):
+        cur = c.cursor()
+        cur.execute("SELECT @me, (SELECT id FROM me)")
+        me, row = cur.fetchone()
+        with LOCK:
+            SEEN["identity_checks"] += 1
+            if int(me) != i or int(row) != i:
+                SEEN["leaks"].append(f"session {i} saw @me={me} and me.id={row}")
+
+    forever(check, setup=setup)
 
 
 threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
