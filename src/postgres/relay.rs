@@ -544,37 +544,6 @@ impl Session {
         sbuf.clear();
         self.server_fatal = true;
     }
-
-    /// The client left while holding a server connection: keep it only if it can be made clean.
-    async fn clean_up(&mut self, mut lease: Lease<ServerConn>) {
-        if !self.pipeline.quiet()
-            || !self.sout.is_empty()
-            || !lease.buf.is_empty()
-            || self.server_streaming > 0
-            || self.client_streaming > 0
-        {
-            return; // mid-message: dropping the lease closes it and the server rolls back
-        }
-        let login = &self.pg.login;
-        let mut clean = true;
-        if self.pipeline.status() != status::IDLE {
-            clean = timed(lease.simple_query(login, "ROLLBACK")).await;
-        }
-        if clean && self.pipeline.server_state_unknown() {
-            clean = timed(lease.simple_query(login, "DISCARD ALL")).await;
-            lease.statements.clear();
-            lease.settings.clear();
-            if clean && !self.pg.init_query.is_empty() {
-                clean = timed(lease.simple_query(login, &self.pg.init_query)).await;
-            }
-        }
-        let reusable = clean && !lease.expired() && !self.pipeline.retiring();
-        lease.release(reusable);
-    }
-}
-
-async fn timed<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> bool {
-    matches!(tokio::time::timeout(RESET_TIMEOUT, f).await, Ok(Ok(_)))
 }
 
 /// Whether `buf` holds something a pump can process now: streamed bytes or a whole message.
@@ -594,6 +563,7 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
     }
 }
 
+mod clean_up;
 mod idle;
 mod route;
 mod state;
