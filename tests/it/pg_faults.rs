@@ -123,8 +123,9 @@ fn login_raw(proxy: &Sluice) -> TcpStream {
     login_raw_port(proxy.port())
 }
 
-/// Answers the MD5 challenge for md5user and reads up to ReadyForQuery.
-fn finish_md5_login(s: &mut TcpStream) {
+/// Answers the MD5 challenge for md5user and reads up to ReadyForQuery; returns what came
+/// after the password (AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery).
+pub(crate) fn finish_md5_login(s: &mut TcpStream) -> Vec<u8> {
     let mut head = [0u8; 13];
     s.read_exact(&mut head).unwrap();
     assert_eq!(head[0], b'R');
@@ -146,6 +147,7 @@ fn finish_md5_login(s: &mut TcpStream) {
         s.read_exact(&mut byte).unwrap();
         seen.push(byte[0]);
     }
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

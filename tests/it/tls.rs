@@ -60,6 +60,17 @@ fn pg_with_tls(cert: &Leaf) -> PgServer {
     })
 }
 
+/// Copies `next` over the files sluice serves (`leaf`) and tells it to re-read them (SIGHUP).
+fn swap_in(next: &Leaf, leaf: &Leaf, proxy: &Sluice) {
+    std::fs::copy(&next.cert, &leaf.cert).unwrap();
+    std::fs::copy(&next.key, &leaf.key).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 const SERVER_SIDE_SSL: &str = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
 
 #[test]
@@ -91,13 +102,7 @@ fn postgres_verify_full_on_both_sides_plaintext_refused_and_certificate_reloaded
     // A certificate from another CA, swapped in place, is served after SIGHUP.
     let other = Certs::new("rotated");
     let next = other.leaf("sluice", &["localhost"], None);
-    std::fs::copy(&next.cert, &leaf.cert).unwrap();
-    std::fs::copy(&next.key, &leaf.key).unwrap();
-    let status = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    swap_in(&next, &leaf, &proxy);
     let mut served = false;
     for _ in 0..50 {
         if psql(
@@ -266,13 +271,7 @@ fn a_certificate_reloaded_under_load_fails_no_connection() {
     for i in 0..5 {
         std::thread::sleep(Duration::from_secs(2));
         let next = &spare[i % 2];
-        std::fs::copy(&next.cert, &leaf.cert).unwrap();
-        std::fs::copy(&next.key, &leaf.key).unwrap();
-        let hup = Command::new("kill")
-            .args(["-HUP", &proxy.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(hup.success());
+        swap_in(next, &leaf, &proxy);
     }
     let out = run.wait_with_output().unwrap();
     let (stdout, stderr) = (

@@ -10,8 +10,9 @@ use bytes::BytesMut;
 use sluice::postgres::wire;
 
 use super::{cpu_ticks, with_client_tls};
-use crate::pg_faults::{login_raw_port, startup};
+use crate::pg_faults::{finish_md5_login, login_raw_port, startup};
 use crate::support::client::{connect, scalar};
+use crate::support::fake::pg_message;
 use crate::support::postgres::{APP, APPDB, MD5USER, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for};
 use crate::support::tools::rss_kib;
@@ -160,7 +161,7 @@ async fn cve_2026_6664_6668_107348_lying_lengths_close_at_once() {
         body.extend(b"n,,n=,r=abc");
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(&startup(APP.0, APPDB)).unwrap();
-        s.write_all(&wire_message(b'p', &body)).unwrap();
+        s.write_all(&pg_message(b'p', &body)).unwrap();
         let answer = read_to_close(&mut s);
         assert!(answer.closed, "SASL inner length {len:#x}: still waiting");
         let text = answer.text();
@@ -191,13 +192,6 @@ async fn cve_2026_6664_6668_107348_lying_lengths_close_at_once() {
     assert_eq!(scalar(&bystander, "select 'unharmed'").await, "unharmed");
     let grown = rss_kib(proxy.pid()).saturating_sub(rss_before);
     assert!(grown < 32 * 1024, "sluice grew by {grown} KiB");
-}
-
-fn wire_message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend(u32::try_from(body.len() + 4).unwrap().to_be_bytes());
-    m.extend(body);
-    m
 }
 
 /// PgBouncer CVE-2026-107349: startup `options` such as `-c=` sent its parser into a loop.
@@ -249,7 +243,7 @@ fn cancel_key_guessing_cancels_nothing() {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(&startup(MD5USER.0, APPDB)).unwrap();
     let (pid, key) = md5_login_keeping_key(&mut s);
-    s.write_all(&wire_message(b'Q', b"select pg_sleep(4)\0"))
+    s.write_all(&pg_message(b'Q', b"select pg_sleep(4)\0"))
         .unwrap();
     let port = proxy.port();
     let guessers: Vec<_> = (0..4u32)
@@ -287,30 +281,11 @@ fn cancel_key_guessing_cancels_nothing() {
 
 /// Answers md5user's MD5 challenge and reads up to ReadyForQuery; returns the BackendKeyData.
 fn md5_login_keeping_key(s: &mut TcpStream) -> (u32, u32) {
-    let mut seen = Vec::new();
-    finish_md5_login_recording(s, &mut seen);
+    let seen = finish_md5_login(s);
     let at = seen
         .windows(5)
         .position(|w| w == [b'K', 0, 0, 0, 12])
         .unwrap();
     let word = |i: usize| u32::from_be_bytes(seen[i..i + 4].try_into().unwrap());
     (word(at + 5), word(at + 9))
-}
-
-fn finish_md5_login_recording(s: &mut TcpStream, seen: &mut Vec<u8>) {
-    let mut head = [0u8; 13];
-    s.read_exact(&mut head).unwrap();
-    let hash = postgres_protocol::authentication::md5_hash(
-        MD5USER.0.as_bytes(),
-        MD5USER.1.as_bytes(),
-        [head[9], head[10], head[11], head[12]],
-    );
-    let mut body = hash.into_bytes();
-    body.push(0);
-    s.write_all(&wire_message(b'p', &body)).unwrap();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(&[b'Z', 0, 0, 0, 5, b'I']) {
-        s.read_exact(&mut byte).unwrap();
-        seen.push(byte[0]);
-    }
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::tools::{append_file, command_output, free_port, is_root, run_ok, tail};
+use super::tools::{
+    append_file, children_of, command_output, free_port, is_root, run_ok, stat_fields, tail,
+};
 
 /// Test roles created on every server: (name, password).
 pub const APP: (&str, &str) = ("app", "app-secret");
@@ -429,31 +431,10 @@ impl Drop for PgServer {
     }
 }
 
-/// Pids whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| stat_fields(pid).is_some_and(|(_, ppid)| ppid == parent))
-        .collect()
-}
-
 /// True while `pid` exists and is not a zombie (an orphaned postmaster is reaped by whoever
 /// pid 1 is, which may be never).
 fn alive(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|(state, _)| state != 'Z')
-}
-
-/// (state, ppid) from /proc/<pid>/stat; the command name may hold spaces and parentheses, so
-/// the fields are counted from the last `)`.
-fn stat_fields(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 /// A SQL string literal.
