@@ -162,3 +162,30 @@ put("config", b"endpoints: []\n")
 put("config", b"endpoints:\n  - name: w\n    listen: 127.0.0.1:6432\n    target_group: pg\ntarget_groups:\n  pg:\n    engine: postgres\n    instances: [db:5432]\nauth:\n  - username: app\n    secret: file:s.yaml#app\n")
 put("config", b"a: &a [*a, *a]\n")
 put("config", b"target_groups: {pg: {engine: mysql, instances: ['[::1]:99999']}}\n")
+
+# pg_relay: a pool-size byte, then steps. A client request is (session, kind); 6/7 k: server k
+# answers one/all; 8 k tag len body: a made-up server message; 9 k kind: a notice, parameter
+# or notification; 10 k: server k closes; 11 p: a pause; 12 s: client s leaves.
+def relay(*steps):
+    return bytes(b for step in steps for b in step)
+
+
+def raw(tag, body):
+    return (8, 0, tag[0], len(body)) + tuple(body)
+
+
+ANSWER = (7, 0)
+S0, S1 = 0, 1
+for pool in (0, 1):
+    put("pg_relay", relay((pool,), (S0, 0), ANSWER, (S1, 0), ANSWER))  # two autocommit SELECTs
+    put("pg_relay", relay((pool,), (S0, 1), ANSWER, (S1, 0), ANSWER, (S0, 2), ANSWER, ANSWER))
+    put("pg_relay", relay((pool,), (S0, 8), ANSWER, (S1, 9, 0), (S1, 10, 0), ANSWER, (S0, 10, 0), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 1), ANSWER, (S0, 13), ANSWER, (S0, 11), ANSWER, (S0, 3), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 4), ANSWER, (S1, 0), ANSWER, (S0, 0), ANSWER, (S0, 7), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 6), ANSWER, (S1, 0), (11, 3), ANSWER, (S0, 15)))
+    put("pg_relay", relay((pool,), (S0, 1), ANSWER, (10, 0), (S0, 0), ANSWER, (S0, 3), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 0), raw(b"Z", b"I"), ANSWER, (S1, 0), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 1), ANSWER, (12, 0), ANSWER, (11, 5), (S1, 0), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 0), (9, 0, 2), ANSWER, (9, 0, 0), (S1, 12), (S1, 11), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 9, 1), (S0, 12), (6, 0), (S1, 0), (6, 0), (S0, 11), ANSWER))
+    put("pg_relay", relay((pool,), (S0, 1), ANSWER, raw(b"E", b"SERROR\0C57P01\0Mx\0\0"), (S1, 0), ANSWER))

@@ -10,6 +10,11 @@ use crate::postgres::pipeline::Pipeline;
 use crate::postgres::statements::{SchemaEpoch, ServerStatements, StatementRegistry};
 use crate::postgres::wire as pg;
 
+mod pg_relay;
+mod script;
+
+pub use pg_relay::pg_relay;
+
 /// What sluice may add on its own per message it handles (its replay and read-back queries,
 /// a renamed statement name, an error text): output beyond this is unbounded buffering.
 const SLACK_PER_MESSAGE: usize = 4096;
@@ -18,7 +23,7 @@ const SLACK_PER_MESSAGE: usize = 4096;
 pub type Entry = fn(&[u8]);
 
 /// The target names, each with its entry function; the corpus of each is `fuzz/corpus/<name>`.
-pub const TARGETS: [(&str, Entry); 10] = [
+pub const TARGETS: [(&str, Entry); 11] = [
     ("pg_startup", pg_startup),
     ("pg_session", pg_session),
     ("mysql_packets", mysql_packets),
@@ -29,6 +34,7 @@ pub const TARGETS: [(&str, Entry); 10] = [
     ("scram_client", scram_client),
     ("mysql_auth", mysql_auth),
     ("auth_tokens", auth_tokens),
+    ("pg_relay", pg_relay),
 ];
 
 /// `data` split at its first NUL.

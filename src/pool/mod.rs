@@ -7,7 +7,7 @@
 
 mod instance;
 mod lease;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub mod scripted;
 
 pub use instance::{Instance, InstanceStats, Limit};

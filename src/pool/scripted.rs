@@ -89,6 +89,11 @@ impl Servers {
         Peer::new(sock)
     }
 
+    /// A server connection the pool opened since the last call, if any, without waiting.
+    pub fn try_next(&mut self) -> Option<Peer> {
+        self.opened.try_recv().ok().map(Peer::new)
+    }
+
     /// The next connect fails with `e`.
     pub fn fail_next(&self, e: ConnectError) {
         self.failures.lock().unwrap().push_back(e);

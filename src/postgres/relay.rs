@@ -219,12 +219,13 @@ impl Session {
             self.cancel.target.set(None);
             match outcome {
                 Active::Released => {
+                    let mut fit = true;
                     if self.route.want == Want::Split && want == Want::Writer {
-                        Box::pin(self.note_write(&mut lease)).await;
+                        fit = Box::pin(self.note_write(&mut lease)).await;
                     }
                     self.cancel.target.state.set(false, false);
                     let retire = self.pipeline.take_retire();
-                    let reusable = lease.buf.is_empty() && !lease.expired() && !retire;
+                    let reusable = fit && lease.buf.is_empty() && !lease.expired() && !retire;
                     lease.release(reusable);
                 }
                 Active::ClientGone => {
@@ -565,6 +566,8 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
 
 mod clean_up;
 mod idle;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod rig;
 mod route;
 mod state;
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::statements::ServerStatements;
-use super::wire::{self, AuthRequest, BackendKeyData, backend};
+use super::wire::{self, AuthRequest, BackendKeyData, backend, status};
 use crate::auth::ServerAccess;
 use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::scram::{SaltedCache, ScramClient};
@@ -233,7 +233,9 @@ impl ServerConn {
         }
     }
 
-    /// Runs a simple query to completion and returns the first column of each row.
+    /// Runs a simple query to completion and returns the first column of each row. sluice's
+    /// own queries run on idle connections and must leave them idle: a server still in a
+    /// transaction afterwards is an error (the caller closes that connection).
     pub async fn simple_query(
         &mut self,
         login: &ServerLogin,
@@ -249,6 +251,12 @@ impl ServerConn {
             match tag {
                 backend::DATA_ROW => rows.push(first_column(&body)),
                 backend::ERROR_RESPONSE => failure = Some(refused(login, &body)),
+                backend::READY_FOR_QUERY if body.first() != Some(&status::IDLE) => {
+                    return Err(protocol(
+                        login,
+                        "still in a transaction after sluice's query",
+                    ));
+                }
                 backend::READY_FOR_QUERY => return failure.map_or(Ok(rows), Err),
                 _ => {}
             }

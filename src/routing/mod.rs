@@ -148,7 +148,7 @@ impl Router {
 
     /// A router whose single instance is the writer from the start, for unit tests that need an
     /// endpoint without probes.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub fn fixed_writer(outstanding: Arc<AtomicUsize>) -> Self {
         let r = Self::new(Box::new([outstanding]), Duration::MAX);
         r.publish(Topology {

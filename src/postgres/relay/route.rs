@@ -125,7 +125,9 @@ impl Session {
     }
 
     /// Split endpoints: remembers where the writer's WAL is after this session's transaction.
-    pub(super) async fn note_write(&mut self, lease: &mut Lease<ServerConn>) {
+    /// False when the connection is no longer fit to pool (the read failed or timed out with
+    /// its answer still to come).
+    pub(super) async fn note_write(&mut self, lease: &mut Lease<ServerConn>) -> bool {
         // The insert position: past this transaction's commit record even when the commit was
         // asynchronous (synchronous_commit = off), unlike the write position. Should it sit past
         // a page header no replica replays yet, the read waits out the timeout on the writer:
@@ -134,14 +136,17 @@ impl Session {
         // CVE-2025-12819).
         let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text";
         let read = tokio::time::timeout(RESET_TIMEOUT, lease.simple_query(&self.pg.login, sql));
-        if let Ok(Ok(rows)) = read.await
-            && let Some(lsn) = rows
-                .first()
-                .and_then(|r| r.as_deref())
-                .and_then(crate::postgres::probe::parse_lsn)
+        let Ok(Ok(rows)) = read.await else {
+            return false;
+        };
+        if let Some(lsn) = rows
+            .first()
+            .and_then(|r| r.as_deref())
+            .and_then(crate::postgres::probe::parse_lsn)
         {
             self.route.last_write = lsn;
         }
+        true
     }
 
     /// Handles the request at the front of `cin` without a server connection if it can be:

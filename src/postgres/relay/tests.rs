@@ -5,25 +5,13 @@
 
 mod servers;
 
-use std::sync::Arc;
-
 use bytes::{BufMut, BytesMut};
-use tokio::time::Duration;
 
-use super::{Route, Session};
+use super::rig::Rig;
 use crate::errors::{ConnectError, Rejected};
-use crate::pool::scripted::{self, Peer, Servers};
-use crate::pool::{Instance, PoolSettings};
-use crate::postgres::cancel::CancelRegistry;
-use crate::postgres::cluster::PgCluster;
-use crate::postgres::pools::PgPool;
-use crate::postgres::server::{ServerConn, ServerLogin};
-use crate::postgres::statements::{SchemaEpoch, StatementRegistry};
-use crate::postgres::wire::{self, BackendKeyData, backend, frontend, status};
-use crate::routing::{Router, Want};
-use crate::session::{PinCounts, PinReason, SessionInfo};
-use crate::tls::Socket;
-use crate::tls::memory::{self, MemorySocket};
+use crate::pool::scripted::{self, Peer};
+use crate::postgres::wire::{self, backend, frontend, status};
+use crate::session::PinReason;
 
 /// A scripted side speaking whole Postgres frames.
 trait Frames {
@@ -116,91 +104,10 @@ fn code(body: &[u8]) -> String {
     wire::parse_error_fields(body).unwrap().code.to_owned()
 }
 
-fn server_conn(sock: MemorySocket) -> ServerConn {
-    ServerConn {
-        stream: Socket::Memory(sock),
-        buf: BytesMut::new(),
-        peer: "127.0.0.1:5432".parse().unwrap(),
-        key: BackendKeyData { pid: 7, key: 7 },
-        reported: Vec::new(),
-        settings: Vec::new(),
-        statements: Default::default(),
-    }
-}
-
-/// A target group of one scripted instance with a pool of `max` connections.
-struct Rig {
-    cluster: Arc<PgCluster>,
-    pool: Arc<PgPool>,
-    instance: Arc<Instance<ServerConn>>,
-    servers: Servers,
-    cancel: Arc<CancelRegistry>,
-}
-
 impl Rig {
-    fn new(max: usize) -> Self {
-        let (instance, pool, servers) = scripted::instance("db:5432", max, server_conn);
-        let settings = PoolSettings::uniform(Duration::from_secs(2));
-        let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
-        let login = ServerLogin {
-            addr: "db:5432".into(),
-            user: "app".into(),
-            credentials: Arc::new(crate::auth::credentials::Credentials::fixed("app", secret)),
-            database: "app".into(),
-            scram: Default::default(),
-            access: Default::default(),
-        };
-        let schema = Arc::new(SchemaEpoch::default());
-        let pool = Arc::new(PgPool {
-            pool,
-            login,
-            statements: Arc::new(StatementRegistry::new("_sluice_t_".into(), schema)),
-            prefix: "_sluice_t_".into(),
-            init_query: "".into(),
-            reported: Default::default(),
-        });
-        let cluster = Arc::new(PgCluster {
-            router: Arc::new(Router::fixed_writer(instance.borrowed().clone())),
-            members: Box::new([]),
-            settings,
-            drain: Default::default(),
-            metrics: Default::default(),
-            pin_counts: Arc::new(PinCounts::default()),
-        });
-        Self {
-            cluster,
-            pool,
-            instance,
-            servers,
-            cancel: Arc::default(),
-        }
-    }
-
     /// A logged-in session and the client's end of it, served on its own task.
-    fn session(&self) -> (Peer, tokio::task::JoinHandle<Session>) {
-        let (client, ours) = memory::pair();
-        let info = SessionInfo::new(1, ("e", "g"), "app", "127.0.0.1:1".parse().unwrap(), false);
-        let route = Route {
-            cluster: self.cluster.clone(),
-            last_write: 0,
-            member: 0,
-            ryw_ms: 0,
-            want: Want::Writer,
-        };
-        let mut session = Session::new(
-            1,
-            route,
-            self.pool.clone(),
-            crate::postgres::cancel::register(&self.cancel, info),
-            Vec::new(),
-            BytesMut::new(),
-            Duration::from_secs(60),
-        );
-        let task = tokio::spawn(async move {
-            session.run(Socket::Memory(ours)).await;
-            session
-        });
-        (Peer::new(client), task)
+    fn session(&self) -> (Peer, tokio::task::JoinHandle<super::Session>) {
+        self.session_numbered(1)
     }
 
     /// The next server connection the pool opened.

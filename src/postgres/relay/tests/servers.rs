@@ -111,3 +111,23 @@ async fn a_server_that_ends_its_connection_does_not_end_the_session() {
     client.send(|b| wire::query(b, "SELECT 1"));
     assert_eq!(rig.server().await.query().await, "SELECT 1");
 }
+
+/// Found by the `pg_relay` fuzz target: a server that answers the ROLLBACK of a departed
+/// client's transaction with ReadyForQuery 'T' (still in a transaction) had that connection
+/// pooled, so the next session would have run inside it. sluice's own queries must leave a
+/// connection idle, or it is closed.
+#[tokio::test]
+async fn a_server_still_in_a_transaction_after_sluices_rollback_is_not_pooled() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    let mut server = rig.begin(&mut client).await;
+    drop(client);
+    assert_eq!(server.query().await, "ROLLBACK");
+    server.send(|b| done(b, "ROLLBACK", status::IN_TRANSACTION));
+    task.await.unwrap();
+    assert_eq!(
+        rig.pool_after_settling().await,
+        (0, 0),
+        "a connection inside a transaction went back to the pool"
+    );
+}

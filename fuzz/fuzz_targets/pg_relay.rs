@@ -1,0 +1,4 @@
+//! Fuzz target `pg_relay`: see `sluice::fuzz_entry::pg_relay` for what it drives and checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sluice::fuzz_entry::pg_relay(data));
