@@ -60,6 +60,7 @@ struct World {
 impl World {
     /// Plays one step of the script; returns how long to let things run after it.
     fn step(&mut self, op: u8, script: &mut Script<'_>) -> Option<Duration> {
+        script::trace("step", b'#', &[op]);
         match op % 16 {
             0..=5 | 13..=15 => {
                 let s = usize::from(op) % SESSIONS;
@@ -119,7 +120,7 @@ impl World {
     /// Reads what sluice wrote to every side, picks up new server connections, checks.
     fn observe(&mut self, rig: &mut Rig) {
         while let Some(peer) = rig.servers.try_next() {
-            self.servers.push(Server::new(peer));
+            self.servers.push(Server::new(self.servers.len(), peer));
         }
         for server in &mut self.servers {
             server.read();
@@ -163,11 +164,11 @@ impl World {
     /// answer or an error; then every client leaves, and every session must end and every
     /// connection come back.
     async fn end(mut self, rig: &mut Rig) {
-        self.serve_for(Duration::from_secs(10), rig).await;
+        self.serve_until_quiet(rig).await;
         for client in &mut self.clients {
             client.probe();
         }
-        self.serve_for(Duration::from_secs(80), rig).await;
+        self.serve_until_quiet(rig).await;
         for client in &self.clients {
             assert!(
                 client.peer.is_none() || client.answered,
@@ -178,7 +179,7 @@ impl World {
         for client in &mut self.clients {
             client.peer = None;
         }
-        self.serve_for(Duration::from_secs(80), rig).await;
+        self.serve_until_quiet(rig).await;
         for (s, task) in self.tasks.iter().enumerate() {
             assert!(task.is_finished(), "session {s} outlived its client");
         }
@@ -189,17 +190,34 @@ impl World {
         );
     }
 
-    async fn serve_for(&mut self, total: Duration, rig: &mut Rig) {
-        let step = Duration::from_millis(500);
-        let mut passed = Duration::ZERO;
-        while passed < total {
+    /// Honest servers answer everything until nothing moves, even after the relay's timers
+    /// (borrow, reset) had time to fire.
+    async fn serve_until_quiet(&mut self, rig: &mut Rig) {
+        const TIMERS: Duration = Duration::from_secs(6);
+        for _ in 0..200 {
+            let before = self.moved();
             for server in &mut self.servers {
                 server.answer(usize::MAX);
             }
-            script::settle(step).await;
-            passed += step;
+            script::settle(Duration::from_millis(1)).await;
             self.observe(rig);
+            if self.moved() == before {
+                script::settle(TIMERS).await;
+                self.observe(rig);
+                if self.moved() == before {
+                    return;
+                }
+            }
         }
+    }
+
+    /// Bytes moved so far, and sides closed: anything that changes is progress.
+    fn moved(&self) -> (usize, usize, usize) {
+        let (to_clients, to_servers) = self.totals();
+        let open = self.clients.iter().filter(|c| c.peer.is_some()).count()
+            + self.servers.iter().filter(|s| s.peer.is_some()).count()
+            + self.servers.len();
+        (to_clients, to_servers, open)
     }
 }
 
@@ -347,6 +365,9 @@ impl Client {
     }
 
     fn send(&mut self, bytes: &[u8]) {
+        for (tag, body) in frames(&mut BytesMut::from(bytes), "harness") {
+            script::trace(&format!("client {} sent", self.id), tag, &body);
+        }
         if let Some(peer) = &mut self.peer {
             self.sent += bytes.len();
             self.requests += 1;
@@ -371,6 +392,7 @@ impl Client {
         let open = drain(peer);
         self.got += peer.buf.len() - before;
         for (tag, body) in frames(&mut peer.buf, "client") {
+            script::trace(&format!("client {} got", self.id), tag, &body);
             for s in markers_in(&body, SESSIONS) {
                 assert_eq!(s, self.id, "session {} got session {s}'s row", self.id);
             }
@@ -387,13 +409,18 @@ impl Client {
 /// A server connection played by the harness: a small honest Postgres that answers each
 /// request in order (rows echo the asking session's marker), unless the script makes it lie.
 struct Server {
+    index: usize,
     peer: Option<Peer>,
     pending: VecDeque<(u8, BytesMut)>,
     status: u8,
     /// After an error in an extended batch, everything up to Sync is skipped.
     skipping: bool,
-    /// The session whose request came last: an Execute's rows are its.
+    /// The session whose batch (the requests since the last ReadyForQuery) this is.
     asker: Option<usize>,
+    /// A ReadyForQuery went out: the next request starts a batch.
+    batch_done: bool,
+    /// The portal a Bind made, with the session its parameter names: an Execute's rows.
+    portal: Option<Option<usize>>,
     /// The session whose transaction is open on this connection.
     owner: Option<usize>,
     /// Only harness-made messages so far: its view of the conversation is sluice's.
@@ -404,13 +431,16 @@ struct Server {
 }
 
 impl Server {
-    fn new(peer: Peer) -> Self {
+    fn new(index: usize, peer: Peer) -> Self {
         Self {
+            index,
             peer: Some(peer),
             pending: VecDeque::new(),
             status: status::IDLE,
             skipping: false,
             asker: None,
+            batch_done: true,
+            portal: None,
             owner: None,
             honest: true,
             sent: 0,
@@ -425,6 +455,7 @@ impl Server {
         let open = drain(peer);
         self.got += peer.buf.len() - before;
         for (tag, body) in frames(&mut peer.buf, "server") {
+            script::trace(&format!("server {} got", self.index), tag, &body);
             let asker = markers_in(&body, SESSIONS).last();
             if let (Some(m), true) = (asker, self.honest) {
                 if let Some(o) = self.owner.filter(|&o| o != m) {
@@ -463,12 +494,15 @@ impl Server {
         self.sent += bytes.len();
         self.messages += 1;
         for (tag, body) in frames(&mut BytesMut::from(bytes), "harness") {
+            script::trace(&format!("server {} sent", self.index), tag, &body);
             if tag == backend::READY_FOR_QUERY {
                 self.status = body.first().copied().unwrap_or(status::IDLE);
                 self.owner = match self.status {
                     status::IDLE => None,
                     _ => self.owner.or(self.asker),
                 };
+                self.batch_done = true;
+                self.portal = None;
             }
         }
         if peer.sock.write(bytes).is_err() {
@@ -482,8 +516,10 @@ impl Server {
             let Some((tag, body)) = self.pending.pop_front() else {
                 return;
             };
-            if let Some(m) = markers_in(&body, SESSIONS).last() {
-                self.asker = Some(m);
+            let m = markers_in(&body, SESSIONS).last();
+            if self.batch_done || m.is_some() {
+                self.asker = m;
+                self.batch_done = false;
             }
             let mut out = BytesMut::new();
             self.reply(tag, &body, &mut out);
@@ -529,13 +565,22 @@ impl Server {
                 self.skipping = true;
             }
             frontend::PARSE => wire::parse_complete(out),
-            frontend::BIND => frame(out, backend::BIND_COMPLETE, &[]),
-            frontend::DESCRIBE => frame(out, backend::NO_DATA, &[]),
-            frontend::EXECUTE => {
-                let m = self.asker.map(script::marker).unwrap_or_default();
-                data_row(out, m.as_bytes());
-                wire::command_complete(out, b"SELECT 1");
+            frontend::BIND => {
+                self.portal = Some(markers_in(body, SESSIONS).last());
+                frame(out, backend::BIND_COMPLETE, &[]);
             }
+            frontend::DESCRIBE => frame(out, backend::NO_DATA, &[]),
+            frontend::EXECUTE => match self.portal {
+                Some(bound) => {
+                    let m = bound.map(script::marker).unwrap_or_default();
+                    data_row(out, m.as_bytes());
+                    wire::command_complete(out, b"SELECT 1");
+                }
+                None => {
+                    failed(out, &mut self.status);
+                    self.skipping = true;
+                }
+            },
             frontend::CLOSE => wire::close_complete(out),
             frontend::SYNC => {
                 self.skipping = false;
