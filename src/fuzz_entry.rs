@@ -12,6 +12,7 @@ use crate::postgres::wire as pg;
 
 mod pg_relay;
 mod script;
+mod world;
 
 pub use pg_relay::pg_relay;
 

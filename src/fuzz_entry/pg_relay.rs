@@ -1,227 +1,65 @@
-//! Fuzz target `pg_relay`: the Postgres relay's session state machine, whole. Two client
-//! sessions share a pool of one or two scripted server connections over the in-memory seam;
-//! the input is a script of client requests, server answers (a small honest server, or
-//! made-up messages), closes and pauses. Checked after every step and at the end: no session
-//! sees another's rows, a connection inside one session's transaction (or with its request
-//! unanswered) gets no other session's request, output stays bounded by input, every client
-//! request gets an answer or a clear error, every session ends once its client leaves, and
-//! every server connection comes back to the pool.
-
-use std::collections::VecDeque;
+//! Fuzz target `pg_relay`: the Postgres relay's session state machine, whole, in the world of
+//! `world.rs`. Its honest server is a small Postgres: it answers each request in order (rows
+//! echo the asking session's marker), skips to Sync after an error, and tracks the
+//! transaction status it reports.
 
 use bytes::{BufMut, BytesMut};
-use tokio::time::Duration;
+use tokio::task::AbortHandle;
 
 use super::script::{self, Script, markers_in, unmarked};
+use super::world::{self, Engine, Ledger, SESSIONS, Side};
+use crate::pool::InstanceStats;
 use crate::pool::scripted::Peer;
 use crate::postgres::relay::rig::Rig;
 use crate::postgres::wire::{self, backend, frontend, status};
 
-const SESSIONS: usize = 2;
-/// What sluice may add per message it handles (its own queries, a re-prepared statement's
-/// name, an error text).
-const SLACK_PER_MESSAGE: usize = 4096;
-
 pub fn pg_relay(data: &[u8]) {
-    script::play(run(Script::new(data)));
+    world::run::<Pg>(data);
 }
 
-async fn run(mut script: Script<'_>) {
-    let max = 1 + usize::from(script.byte().unwrap_or(0) % 2);
-    let mut rig = Rig::new(max);
-    let mut world = World {
-        clients: Vec::new(),
-        servers: Vec::new(),
-        tasks: Vec::new(),
-        max,
-    };
-    for s in 0..SESSIONS {
+struct Pg;
+
+impl Engine for Pg {
+    type Rig = Rig;
+    type Server = PgServer;
+
+    fn rig(max: usize) -> Rig {
+        Rig::new(max)
+    }
+
+    fn session(rig: &Rig, s: usize) -> (Peer, AbortHandle) {
         let (peer, task) = rig.session_numbered(s as u64 + 1);
-        world.clients.push(Client::new(s, peer));
-        world.tasks.push(task);
-    }
-    while let Some(op) = script.byte() {
-        let Some(pause) = world.step(op, &mut script) else {
-            break;
-        };
-        script::settle(pause).await;
-        world.observe(&mut rig);
-    }
-    world.end(&mut rig).await;
-}
-
-struct World {
-    clients: Vec<Client>,
-    servers: Vec<Server>,
-    tasks: Vec<tokio::task::JoinHandle<crate::postgres::relay::Session>>,
-    max: usize,
-}
-
-impl World {
-    /// Plays one step of the script; returns how long to let things run after it.
-    fn step(&mut self, op: u8, script: &mut Script<'_>) -> Option<Duration> {
-        script::trace("step", b'#', &[op]);
-        match op % 16 {
-            0..=5 | 13..=15 => {
-                let s = usize::from(op) % SESSIONS;
-                let out = request(s, script)?;
-                self.clients[s].send(&out);
-            }
-            6 => {
-                let k = script.byte()?;
-                self.server(k)?.answer(1);
-            }
-            7 => {
-                let k = script.byte()?;
-                self.server(k)?.answer(usize::MAX);
-            }
-            8 => {
-                let k = script.byte()?;
-                let tag = script.byte()?;
-                let body = unmarked(script.bytes()?);
-                let mut out = BytesMut::new();
-                frame(&mut out, tag, &body);
-                let server = self.server(k)?;
-                server.honest = false;
-                server.send(&out);
-            }
-            9 => {
-                let k = script.byte()?;
-                let kind = script.byte()?;
-                let mut out = BytesMut::new();
-                match kind % 3 {
-                    0 => wire::notice_response(&mut out, "01000", "a notice"),
-                    1 => wire::parameter_status(&mut out, "TimeZone", "UTC"),
-                    _ => notification(&mut out),
-                }
-                self.server(k)?.send(&out);
-            }
-            10 => {
-                let k = script.byte()?;
-                self.server(k)?.peer = None;
-            }
-            11 => return script.pause(),
-            _ => {
-                let s = usize::from(script.byte()?) % SESSIONS;
-                self.clients[s].peer = None;
-            }
-        }
-        Some(Duration::from_millis(1))
+        (peer, task.abort_handle())
     }
 
-    fn server(&mut self, k: u8) -> Option<&mut Server> {
-        let open: Vec<usize> = (0..self.servers.len())
-            .filter(|&i| self.servers[i].peer.is_some())
-            .collect();
-        let at = *open.get(usize::from(k) % open.len().max(1))?;
-        Some(&mut self.servers[at])
+    fn next_server(rig: &mut Rig) -> Option<Peer> {
+        rig.servers.try_next()
     }
 
-    /// Reads what sluice wrote to every side, picks up new server connections, checks.
-    fn observe(&mut self, rig: &mut Rig) {
-        while let Some(peer) = rig.servers.try_next() {
-            self.servers.push(Server::new(self.servers.len(), peer));
-        }
-        for server in &mut self.servers {
-            server.read();
-        }
-        for client in &mut self.clients {
-            client.read();
-        }
-        let (to_clients, to_servers) = self.totals();
-        let (from_clients, from_servers) = (
-            self.clients.iter().map(|c| c.sent).sum::<usize>(),
-            self.servers.iter().map(|s| s.sent).sum::<usize>(),
-        );
-        let messages: usize = self.clients.iter().map(|c| c.requests).sum::<usize>()
-            + self.servers.iter().map(|s| s.messages).sum::<usize>()
-            + 8;
-        assert!(
-            to_clients <= from_servers + messages * SLACK_PER_MESSAGE,
-            "unbounded output to clients: {to_clients} bytes for {from_servers}"
-        );
-        assert!(
-            to_servers <= from_clients * (self.max + 1) + messages * SLACK_PER_MESSAGE,
-            "unbounded output to servers: {to_servers} bytes for {from_clients}"
-        );
-        let stats = rig.instance.stats();
-        assert!(
-            stats.open <= self.max,
-            "{} connections over a cap of {}",
-            stats.open,
-            self.max
-        );
+    fn stats(rig: &Rig) -> InstanceStats {
+        rig.instance.stats()
     }
 
-    fn totals(&self) -> (usize, usize) {
-        (
-            self.clients.iter().map(|c| c.got).sum(),
-            self.servers.iter().map(|s| s.got).sum(),
-        )
+    fn request(s: usize, script: &mut Script<'_>) -> Option<Vec<u8>> {
+        request(s, script).map(|b| b.to_vec())
     }
 
-    /// Honest servers from here on: each client still there asks once more and must get an
-    /// answer or an error; then every client leaves, and every session must end and every
-    /// connection come back.
-    async fn end(mut self, rig: &mut Rig) {
-        self.serve_until_quiet(rig).await;
-        for client in &mut self.clients {
-            client.probe();
-        }
-        self.serve_until_quiet(rig).await;
-        for client in &self.clients {
-            assert!(
-                client.peer.is_none() || client.answered,
-                "session {} got no answer to its request",
-                client.id
-            );
-        }
-        for client in &mut self.clients {
-            client.peer = None;
-        }
-        self.serve_until_quiet(rig).await;
-        for (s, task) in self.tasks.iter().enumerate() {
-            assert!(task.is_finished(), "session {s} outlived its client");
-        }
-        let stats = rig.instance.stats();
-        assert_eq!(
-            stats.open, stats.idle,
-            "a server connection never came back"
-        );
+    fn probe(s: usize) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        wire::sync(&mut out);
+        wire::query(&mut out, &format!("SELECT '{}'", script::marker(s)));
+        out.to_vec()
     }
 
-    /// Honest servers answer everything until nothing moves, even after the relay's timers
-    /// (borrow, reset) had time to fire.
-    async fn serve_until_quiet(&mut self, rig: &mut Rig) {
-        const TIMERS: Duration = Duration::from_secs(6);
-        for _ in 0..200 {
-            let before = self.moved();
-            for server in &mut self.servers {
-                server.answer(usize::MAX);
-            }
-            script::settle(Duration::from_millis(1)).await;
-            self.observe(rig);
-            if self.moved() == before {
-                script::settle(TIMERS).await;
-                self.observe(rig);
-                if self.moved() == before {
-                    return;
-                }
-            }
-        }
+    fn messages(buf: &mut BytesMut, to: &str) -> Vec<(u8, BytesMut)> {
+        frames(buf, to)
     }
 
-    /// Bytes moved so far, and sides closed: anything that changes is progress.
-    fn moved(&self) -> (usize, usize, usize) {
-        let (to_clients, to_servers) = self.totals();
-        let open = self.clients.iter().filter(|c| c.peer.is_some()).count()
-            + self.servers.iter().filter(|s| s.peer.is_some()).count()
-            + self.servers.len();
-        (to_clients, to_servers, open)
+    fn is_answer(tag: u8, _: &[u8]) -> bool {
+        tag == backend::READY_FOR_QUERY || tag == backend::ERROR_RESPONSE
     }
 }
 
-/// A client request the script picks, marked with its session.
 fn request(s: usize, script: &mut Script<'_>) -> Option<BytesMut> {
     let m = script::marker(s);
     let mut out = BytesMut::new();
@@ -330,204 +168,93 @@ fn frames(buf: &mut BytesMut, to: &str) -> Vec<(u8, BytesMut)> {
     }
 }
 
-/// Reads what waits on `peer`: `false` once the other end closed.
-fn drain(peer: &mut Peer) -> bool {
-    loop {
-        match peer.sock.read_some(&mut peer.buf, 1 << 16) {
-            Ok(0) => return false,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
-struct Client {
-    id: usize,
-    peer: Option<Peer>,
-    sent: usize,
-    got: usize,
-    requests: usize,
-    /// Whether a ReadyForQuery or ErrorResponse came after the last probe.
-    answered: bool,
-}
-
-impl Client {
-    fn new(id: usize, peer: Peer) -> Self {
-        Self {
-            id,
-            peer: Some(peer),
-            sent: 0,
-            got: 0,
-            requests: 0,
-            answered: false,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        for (tag, body) in frames(&mut BytesMut::from(bytes), "harness") {
-            script::trace(&format!("client {} sent", self.id), tag, &body);
-        }
-        if let Some(peer) = &mut self.peer {
-            self.sent += bytes.len();
-            self.requests += 1;
-            if peer.sock.write(bytes).is_err() {
-                self.peer = None;
-            }
-        }
-    }
-
-    /// Ends whatever extended batch is open and asks a simple query.
-    fn probe(&mut self) {
-        let mut out = BytesMut::new();
-        wire::sync(&mut out);
-        wire::query(&mut out, &format!("SELECT '{}'", script::marker(self.id)));
-        self.send(&out);
-        self.answered = false;
-    }
-
-    fn read(&mut self) {
-        let Some(peer) = &mut self.peer else { return };
-        let before = peer.buf.len();
-        let open = drain(peer);
-        self.got += peer.buf.len() - before;
-        for (tag, body) in frames(&mut peer.buf, "client") {
-            script::trace(&format!("client {} got", self.id), tag, &body);
-            for s in markers_in(&body, SESSIONS) {
-                assert_eq!(s, self.id, "session {} got session {s}'s row", self.id);
-            }
-            if tag == backend::READY_FOR_QUERY || tag == backend::ERROR_RESPONSE {
-                self.answered = true;
-            }
-        }
-        if !open {
-            self.peer = None;
-        }
-    }
-}
-
-/// A server connection played by the harness: a small honest Postgres that answers each
-/// request in order (rows echo the asking session's marker), unless the script makes it lie.
-struct Server {
-    index: usize,
-    peer: Option<Peer>,
-    pending: VecDeque<(u8, BytesMut)>,
+/// A server connection played by the harness: a small honest Postgres, unless the script
+/// makes it lie.
+struct PgServer {
+    side: Side,
+    ledger: Ledger,
     status: u8,
     /// After an error in an extended batch, everything up to Sync is skipped.
     skipping: bool,
-    /// The session whose batch (the requests since the last ReadyForQuery) this is.
-    asker: Option<usize>,
-    /// A ReadyForQuery went out: the next request starts a batch.
-    batch_done: bool,
     /// The portal a Bind made, with the session its parameter names: an Execute's rows.
     portal: Option<Option<usize>>,
-    /// The session whose transaction is open on this connection.
-    owner: Option<usize>,
-    /// Only harness-made messages so far: its view of the conversation is sluice's.
-    honest: bool,
-    sent: usize,
-    got: usize,
-    messages: usize,
 }
 
-impl Server {
-    fn new(index: usize, peer: Peer) -> Self {
+impl world::Server for PgServer {
+    fn new(side: Side) -> Self {
         Self {
-            index,
-            peer: Some(peer),
-            pending: VecDeque::new(),
+            side,
+            ledger: Ledger::default(),
             status: status::IDLE,
             skipping: false,
-            asker: None,
-            batch_done: true,
             portal: None,
-            owner: None,
-            honest: true,
-            sent: 0,
-            got: 0,
-            messages: 0,
         }
+    }
+
+    fn side(&mut self) -> &mut Side {
+        &mut self.side
     }
 
     fn read(&mut self) {
-        let Some(peer) = &mut self.peer else { return };
-        let before = peer.buf.len();
-        let open = drain(peer);
-        self.got += peer.buf.len() - before;
-        for (tag, body) in frames(&mut peer.buf, "server") {
-            script::trace(&format!("server {} got", self.index), tag, &body);
-            let asker = markers_in(&body, SESSIONS).last();
-            if let (Some(m), true) = (asker, self.honest) {
-                if let Some(o) = self.owner.filter(|&o| o != m) {
-                    panic!("session {m}'s request reached session {o}'s transaction");
-                }
-                let waiting = self
-                    .pending
-                    .iter()
-                    .flat_map(|(_, b)| markers_in(b, SESSIONS));
-                if let Some(o) = waiting.filter(|&o| o != m).last() {
-                    panic!("session {m}'s request reached a connection still serving {o}");
-                }
-            }
-            self.pending.push_back((tag, body));
-        }
-        if !open {
-            self.peer = None;
-        }
-    }
-
-    /// Sends messages the script made up: a ReadyForQuery among them ends the oldest request
-    /// that waits for one, as sluice reads it.
-    fn send(&mut self, bytes: &[u8]) {
-        for (tag, _) in frames(&mut BytesMut::from(bytes), "harness") {
-            if tag == backend::READY_FOR_QUERY
-                && let Some(at) = self.pending.iter().position(|(t, _)| ends_request(*t))
-            {
-                self.pending.drain(..=at);
-            }
-        }
-        self.write(bytes);
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let Some(peer) = &mut self.peer else { return };
-        self.sent += bytes.len();
-        self.messages += 1;
-        for (tag, body) in frames(&mut BytesMut::from(bytes), "harness") {
-            script::trace(&format!("server {} sent", self.index), tag, &body);
-            if tag == backend::READY_FOR_QUERY {
-                self.status = body.first().copied().unwrap_or(status::IDLE);
-                self.owner = match self.status {
-                    status::IDLE => None,
-                    _ => self.owner.or(self.asker),
-                };
-                self.batch_done = true;
-                self.portal = None;
-            }
-        }
-        if peer.sock.write(bytes).is_err() {
-            self.peer = None;
+        for (tag, body) in self.side.read::<Pg>("server") {
+            script::trace(&format!("server {} got", self.side.index), tag, &body);
+            self.ledger.received(tag, body);
         }
     }
 
     /// Answers up to `n` of the requests that wait, as Postgres would.
     fn answer(&mut self, n: usize) {
         for _ in 0..n {
-            let Some((tag, body)) = self.pending.pop_front() else {
+            let Some((tag, body)) = self.ledger.next() else {
                 return;
             };
-            let m = markers_in(&body, SESSIONS).last();
-            if self.batch_done || m.is_some() {
-                self.asker = m;
-                self.batch_done = false;
-            }
             let mut out = BytesMut::new();
             self.reply(tag, &body, &mut out);
             self.write(&out);
-            if self.peer.is_none() {
+            if self.side.peer.is_none() {
                 return;
             }
         }
+    }
+
+    fn made_up(&mut self, script: &mut Script<'_>) -> Option<()> {
+        let tag = script.byte()?;
+        let mut out = BytesMut::new();
+        frame(&mut out, tag, &unmarked(script.bytes()?));
+        self.ledger.honest = false;
+        // A ReadyForQuery ends the oldest request that waits for one, as sluice reads it.
+        if tag == backend::READY_FOR_QUERY {
+            let pending = &mut self.ledger.pending;
+            if let Some(at) = pending.iter().position(|(t, _)| ends_request(*t)) {
+                pending.drain(..=at);
+            }
+        }
+        self.write(&out);
+        Some(())
+    }
+
+    fn unasked(&mut self, kind: u8) {
+        let mut out = BytesMut::new();
+        match kind % 3 {
+            0 => wire::notice_response(&mut out, "01000", "a notice"),
+            1 => wire::parameter_status(&mut out, "TimeZone", "UTC"),
+            _ => notification(&mut out),
+        }
+        self.write(&out);
+    }
+}
+
+impl PgServer {
+    fn write(&mut self, bytes: &[u8]) {
+        for (tag, body) in frames(&mut BytesMut::from(bytes), "harness") {
+            script::trace(&format!("server {} sent", self.side.index), tag, &body);
+            if tag == backend::READY_FOR_QUERY {
+                self.status = body.first().copied().unwrap_or(status::IDLE);
+                self.ledger.batch_ended(self.status != status::IDLE);
+                self.portal = None;
+            }
+        }
+        self.side.write(bytes);
     }
 
     fn reply(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) {
@@ -587,13 +314,13 @@ impl Server {
                 wire::ready_for_query(out, self.status);
             }
             frontend::FLUSH | frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {}
-            frontend::TERMINATE => self.peer = None,
+            frontend::TERMINATE => self.side.peer = None,
             _ => {
                 wire::error_response(out, "FATAL", "08P01", "invalid frontend message type");
-                self.pending.clear();
+                self.ledger.pending.clear();
                 self.write(out);
                 out.clear();
-                self.peer = None;
+                self.side.peer = None;
             }
         }
     }

@@ -6,6 +6,8 @@ use std::future::Future;
 
 use tokio::time::Duration;
 
+use crate::pool::scripted::Peer;
+
 /// The input, consumed front to back; once it is used up every read is `None` and the script
 /// ends.
 #[derive(Debug)]
@@ -96,5 +98,17 @@ pub fn trace(side: &str, tag: u8, body: &[u8]) {
             tag as char,
             String::from_utf8_lossy(body)
         );
+    }
+}
+
+/// Reads what waits on `peer`: `false` once the other end closed.
+pub fn drain(peer: &mut Peer) -> bool {
+    loop {
+        match peer.sock.read_some(&mut peer.buf, 1 << 16) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
     }
 }

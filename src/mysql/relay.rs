@@ -29,6 +29,8 @@ mod change_user;
 mod commands;
 mod infile;
 mod pins;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod rig;
 mod route;
 mod statements;
 mod sync;

@@ -35,8 +35,8 @@ pub fn server_conn(sock: MemorySocket) -> ServerConn {
 }
 
 /// A target group of one scripted instance with a pool of `max` connections.
-/// The pool's secret, derived once: its SCRAM keys would cost a fuzz run most of its time.
-fn credentials() -> Arc<Credentials> {
+/// The pools' secret, derived once: its SCRAM keys would cost a fuzz run most of its time.
+pub fn credentials() -> Arc<Credentials> {
     static ONCE: OnceLock<Arc<Credentials>> = OnceLock::new();
     ONCE.get_or_init(|| {
         let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
