@@ -189,3 +189,21 @@ for pool in (0, 1):
     put("pg_relay", relay((pool,), (S0, 0), (9, 0, 2), ANSWER, (9, 0, 0), (S1, 12), (S1, 11), ANSWER))
     put("pg_relay", relay((pool,), (S0, 9, 1), (S0, 12), (6, 0), (S1, 0), (6, 0), (S0, 11), ANSWER))
     put("pg_relay", relay((pool,), (S0, 1), ANSWER, raw(b"E", b"SERROR\0C57P01\0Mx\0\0"), (S1, 0), ANSWER))
+
+# mysql_relay: the same steps; a made-up server packet is (8, k, seq, first byte, len, body),
+# and a request's kinds are those of `My::request`.
+def my_raw(seq, body):
+    return (8, 0, seq, body[0], len(body) - 1) + tuple(body[1:])
+
+
+for pool in (0, 1):
+    put("mysql_relay", relay((pool,), (S0, 0), ANSWER, (S1, 0), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 1), ANSWER, (S1, 0), ANSWER, (S0, 2), ANSWER, ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 4), ANSWER, (S1, 0), ANSWER, (S0, 0), ANSWER, (S0, 12), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 6), ANSWER, (S1, 0), (11, 3), ANSWER, (S0, 7), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 1), ANSWER, (10, 0), (S0, 0), ANSWER, (S0, 3), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 1), ANSWER, (12, 0), ANSWER, (11, 5), (S1, 0), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 9), ANSWER, (S0, 10), ANSWER, (S1, 8), (S1, 11), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 5), ANSWER, (S0, 14), ANSWER, (S0, 2), (9, 0, 0), (S0, 0), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 0), my_raw(1, b"\x00\x00\x00\x03\x00\x00\x00"), ANSWER, (S1, 0), ANSWER))
+    put("mysql_relay", relay((pool,), (S0, 1), ANSWER, my_raw(0, b"\xff\x1f\x10#HY000x"), (S1, 15), (S0, 0), ANSWER))

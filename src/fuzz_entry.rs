@@ -10,10 +10,12 @@ use crate::postgres::pipeline::Pipeline;
 use crate::postgres::statements::{SchemaEpoch, ServerStatements, StatementRegistry};
 use crate::postgres::wire as pg;
 
+mod mysql_relay;
 mod pg_relay;
 mod script;
 mod world;
 
+pub use mysql_relay::mysql_relay;
 pub use pg_relay::pg_relay;
 
 /// What sluice may add on its own per message it handles (its replay and read-back queries,
@@ -24,7 +26,7 @@ const SLACK_PER_MESSAGE: usize = 4096;
 pub type Entry = fn(&[u8]);
 
 /// The target names, each with its entry function; the corpus of each is `fuzz/corpus/<name>`.
-pub const TARGETS: [(&str, Entry); 11] = [
+pub const TARGETS: [(&str, Entry); 12] = [
     ("pg_startup", pg_startup),
     ("pg_session", pg_session),
     ("mysql_packets", mysql_packets),
@@ -36,6 +38,7 @@ pub const TARGETS: [(&str, Entry); 11] = [
     ("mysql_auth", mysql_auth),
     ("auth_tokens", auth_tokens),
     ("pg_relay", pg_relay),
+    ("mysql_relay", mysql_relay),
 ];
 
 /// `data` split at its first NUL.

@@ -10,6 +10,9 @@ type ModPath = Vec<String>;
 
 /// Statics that may hold process-wide state: the allocator, which holds none of sluice's.
 const ALLOWED_STATICS: [&str; 1] = ["ALLOC"];
+/// Modules built only for tests and fuzzing (`cfg(any(test, fuzzing))`): the scripted seam
+/// the relays are driven through, and the fuzz targets' entry points. Counted as test code.
+const TEST_SUPPORT: [&str; 3] = ["scripted", "rig", "fuzz_entry"];
 
 #[derive(Debug, Default)]
 struct Graph {
@@ -36,7 +39,9 @@ fn module_of(rel: &Path) -> (ModPath, bool) {
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned())
         .collect();
-    let test = parts.iter().any(|p| p == "tests");
+    let test = parts
+        .iter()
+        .any(|p| p == "tests" || TEST_SUPPORT.contains(&p.as_str()));
     if parts.last().is_some_and(|p| p == "mod") {
         parts.pop();
     }

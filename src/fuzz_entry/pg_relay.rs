@@ -195,6 +195,10 @@ impl world::Server for PgServer {
         &mut self.side
     }
 
+    fn honest(&self) -> bool {
+        self.ledger.honest
+    }
+
     fn read(&mut self) {
         for (tag, body) in self.side.read::<Pg>("server") {
             script::trace(&format!("server {} got", self.side.index), tag, &body);

@@ -44,6 +44,9 @@ pub trait Engine {
 pub trait Server {
     fn new(side: Side) -> Self;
     fn side(&mut self) -> &mut Side;
+    /// Whether only harness-made messages went out: one that lied may leave sluice waiting
+    /// for what never comes, as a direct client would.
+    fn honest(&self) -> bool;
     /// Reads what sluice sent and checks whose it is.
     fn read(&mut self);
     /// Answers up to `n` of the requests that wait.
@@ -222,10 +225,17 @@ impl<E: Engine> World<E> {
         (to_clients, to_servers)
     }
 
-    /// Honest servers from here on: each client still there asks once more and must get an
-    /// answer or an error; then every client leaves, and every session must end and every
+    /// Honest servers from here on (the others close): each client still there asks once more
+    /// and must get an answer or an error; then every client leaves, and every session must end and every
     /// connection come back.
     async fn end(mut self, rig: &mut E::Rig) {
+        // A server that lied (more results announced, a copy begun) may leave its session
+        // waiting: it goes away, and that session must then hear of it.
+        for server in &mut self.servers {
+            if !server.honest() {
+                server.side().peer = None;
+            }
+        }
         self.serve_until_quiet(rig).await;
         for client in &mut self.clients {
             client.probe::<E>();

@@ -3,18 +3,29 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tokio::time::Duration;
 
 use super::{ConnectFuture, Connector};
+use crate::auth::credentials::Credentials;
 use crate::errors::ConnectError;
 use crate::tls::memory::{self, MemorySocket};
 
 /// How long a scripted side waits for the relay before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The pools' secret, derived once: its SCRAM keys would cost a fuzz run most of its time.
+pub fn credentials() -> Arc<Credentials> {
+    static ONCE: OnceLock<Arc<Credentials>> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
+        Arc::new(Credentials::fixed("app", secret))
+    })
+    .clone()
+}
 
 /// Opens server connections over in-memory pairs; `make` wraps sluice's end in the engine's
 /// connection type, the far end goes to [`Servers`].

@@ -51,7 +51,7 @@ impl Rig {
         let login = ServerLogin {
             addr: "db:3306".into(),
             user: "app".into(),
-            credentials: crate::postgres::relay::rig::credentials(),
+            credentials: scripted::credentials(),
             caps: 0,
             collation: 33,
             access: Default::default(),
@@ -102,10 +102,6 @@ impl Rig {
             instance,
             servers,
         }
-    }
-
-    pub fn cluster(&self) -> &MyCluster {
-        &self.ep.engine.cluster
     }
 
     /// Session `id`'s client end; its task ends when the client leaves.

@@ -7,7 +7,7 @@ use crate::mysql::errors::{self, Code};
 use crate::mysql::pools::MyPool;
 use crate::mysql::server::ServerConn;
 use crate::mysql::state::{Vars, effective};
-use crate::mysql::wire::command;
+use crate::mysql::wire::{command, status};
 use crate::pool::Lease;
 use crate::routing::Want;
 
@@ -220,7 +220,14 @@ async fn read_state(
 /// the variables read back (a reset restores global defaults, not the handshake's).
 pub(super) async fn reset_server(pool: &MyPool, conn: &mut ServerConn) -> Result<(), ConnectError> {
     let addr = pool.login.addr.as_str();
-    conn.command(addr, command::RESET_CONNECTION, &[]).await?;
+    let ok = conn.command(addr, command::RESET_CONNECTION, &[]).await?;
+    if ok.status & status::IN_TRANS != 0 {
+        // A reset ends every transaction; a server that says otherwise is not pooled.
+        return Err(ConnectError::Protocol {
+            instance: addr.into(),
+            reason: "still in a transaction after COM_RESET_CONNECTION".into(),
+        });
+    }
     let stale: Vec<u32> = conn.state.statements.drain().map(|(_, id)| id).collect();
     drop(stale); // the reset closed them on the server
     conn.state.last_insert_id = 0;

@@ -73,6 +73,10 @@ impl Packets for Peer {
 }
 
 impl Rig {
+    fn cluster(&self) -> &crate::mysql::cluster::MyCluster {
+        &self.ep.engine.cluster
+    }
+
     /// A logged-in session and the client's end of it, served on its own task.
     fn session(&self) -> (Peer, tokio::task::JoinHandle<Session>) {
         self.session_numbered(1)
@@ -290,4 +294,23 @@ async fn a_file_request_on_a_connection_without_local_files_ends_that_connection
     );
     client.send_query("SELECT 2");
     assert_eq!(rig.server().await.query().await, "SELECT 2");
+}
+
+/// The MySQL twin of what the `pg_relay` fuzz target found: a server still in a transaction
+/// after sluice's COM_RESET_CONNECTION is closed, never pooled.
+#[tokio::test]
+async fn a_server_still_in_a_transaction_after_its_reset_is_not_pooled() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    let mut server = rig.begin(&mut client).await;
+    drop(client);
+    assert_eq!(server.packet().await, [command::RESET_CONNECTION]);
+    server.ok(IN_TRANS);
+    let quit = server.try_packet().await.map(|(_, p)| p);
+    assert!(
+        matches!(quit.as_deref(), None | Some([command::QUIT])),
+        "the connection is closed, not read back: {quit:?}"
+    );
+    task.await.unwrap();
+    assert_eq!(rig.pool_after_settling().await, (0, 0));
 }

@@ -2,13 +2,12 @@
 //! the relay's unit tests and the `pg_relay` fuzz target build their sessions on it.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::time::Duration;
 
 use super::{Route, Session};
-use crate::auth::credentials::Credentials;
 use crate::pool::scripted::{self, Peer, Servers};
 use crate::pool::{Instance, PoolSettings};
 use crate::postgres::cancel::CancelRegistry;
@@ -35,16 +34,6 @@ pub fn server_conn(sock: MemorySocket) -> ServerConn {
 }
 
 /// A target group of one scripted instance with a pool of `max` connections.
-/// The pools' secret, derived once: its SCRAM keys would cost a fuzz run most of its time.
-pub fn credentials() -> Arc<Credentials> {
-    static ONCE: OnceLock<Arc<Credentials>> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
-        Arc::new(Credentials::fixed("app", secret))
-    })
-    .clone()
-}
-
 pub struct Rig {
     pub cluster: Arc<PgCluster>,
     pub pool: Arc<PgPool>,
@@ -60,7 +49,7 @@ impl Rig {
         let login = ServerLogin {
             addr: "db:5432".into(),
             user: "app".into(),
-            credentials: credentials(),
+            credentials: scripted::credentials(),
             database: "app".into(),
             scram: Default::default(),
             access: Default::default(),
