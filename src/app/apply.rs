@@ -63,7 +63,11 @@ async fn server_access(
             }
             None => None,
         };
-    Ok(ServerAccess { tls, iam })
+    Ok(ServerAccess {
+        tls,
+        iam,
+        tcp_user_timeout: group.connection_pool.tcp_user_timeout.as_std(),
+    })
 }
 
 /// What the endpoints of a config are built from.

@@ -304,6 +304,11 @@ pub struct ConnectionPool {
     /// Bound on connecting and logging in to an instance.
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
+    /// A server connection whose sent bytes go unacknowledged this long (or whose keepalive
+    /// probes go unanswered: a dead host, a partition, a half-open path) is closed and its
+    /// client told; 0s leaves it to the kernel (about 15 minutes).
+    #[serde(default = "defaults::tcp_user_timeout")]
+    pub tcp_user_timeout: Duration,
     /// SQL run once on each new server connection.
     #[serde(default)]
     pub init_query: String,
@@ -329,6 +334,7 @@ impl Default for ConnectionPool {
             idle_timeout: defaults::idle_timeout(),
             max_connection_lifetime: defaults::max_connection_lifetime(),
             connect_timeout: defaults::connect_timeout(),
+            tcp_user_timeout: defaults::tcp_user_timeout(),
             init_query: String::new(),
         }
     }
@@ -463,6 +469,9 @@ mod defaults {
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn tcp_user_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn health_interval() -> Duration {
         Duration::from_secs(1)

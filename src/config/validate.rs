@@ -242,6 +242,16 @@ impl Validator<'_> {
             pool.max_connection_lifetime,
         );
         self.positive(&at(path, "connect_timeout"), pool.connect_timeout);
+        let user_timeout = pool.tcp_user_timeout.as_std();
+        if !user_timeout.is_zero()
+            && !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+                .contains(&user_timeout)
+        {
+            self.report(
+                &at(path, "tcp_user_timeout"),
+                "must be 0s (the kernel's) or between 1s and 1h",
+            );
+        }
     }
 
     fn health(&mut self, path: &[Seg], health: &Health) {

@@ -242,6 +242,7 @@ impl ServerConn {
             .await
             .map_err(|e| unreachable(addr, e))?;
         let _ = tcp.set_nodelay(true);
+        login.access.tune(&tcp).map_err(|e| unreachable(addr, e))?;
         let mut buf = BytesMut::with_capacity(4096);
         let (_, payload) = read_packet(&mut tcp, &mut buf, addr).await?;
         if payload.first() == Some(&0xff) {

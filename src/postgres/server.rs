@@ -103,6 +103,7 @@ impl ServerConn {
         };
         let tcp = TcpStream::connect(&login.addr).await.map_err(unreachable)?;
         tcp.set_nodelay(true).map_err(unreachable)?;
+        login.access.tune(&tcp).map_err(unreachable)?;
         let peer = tcp.peer_addr().map_err(unreachable)?;
         let stream = start_tls(tcp, login).await?;
         let mut conn = Self {

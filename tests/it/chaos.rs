@@ -174,7 +174,7 @@ async fn identity(port: u16, id: i32, stop: Arc<AtomicBool>, seen: Arc<Mutex<See
 }
 
 /// The workload running through sluice.
-struct Load {
+pub(crate) struct Load {
     pid: u32,
     base: u64,
     stop: Arc<AtomicBool>,
@@ -185,7 +185,7 @@ struct Load {
 impl Load {
     /// Creates the tables on the writer `pg` and starts the clients against `port`; returns
     /// once they have run for 3 s.
-    async fn start(pg: &PgServer, proxy: &Sluice, port: u16) -> Load {
+    pub(crate) async fn start(pg: &PgServer, proxy: &Sluice, port: u16) -> Load {
         pg.psql_db(
             APPDB,
             &format!(
@@ -227,7 +227,7 @@ impl Load {
 
     /// Lets the clients run 5 s more (after the fault), stops them, and checks what they saw
     /// against the database's writer `pg`.
-    async fn finish(self, pg: &PgServer) {
+    pub(crate) async fn finish(self, pg: &PgServer) {
         let at_fault_end = self.seen.lock().await.acked.len();
         tokio::time::sleep(Duration::from_secs(5)).await;
         self.stop.store(true, Ordering::SeqCst);
@@ -304,7 +304,7 @@ fn options() -> ProxyOptions {
     }
 }
 
-fn proxy_for(pg: &PgServer, instance_port: u16) -> Sluice {
+pub(crate) fn proxy_for(pg: &PgServer, instance_port: u16) -> Sluice {
     let (yaml, secrets) = config_for(pg, &options());
     let yaml = yaml.replace(&format!(":{}]", pg.port()), &format!(":{instance_port}]"));
     Sluice::start_with_secrets(&yaml, &secrets)

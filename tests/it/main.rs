@@ -27,6 +27,7 @@ mod lifecycle;
 mod metrics;
 mod my_proxy;
 mod my_statements;
+mod partition;
 mod pg_config;
 mod pg_faults;
 mod pg_protocol;

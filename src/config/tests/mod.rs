@@ -72,6 +72,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(pool.idle_timeout, Duration::from_secs(600));
     assert_eq!(pool.max_connection_lifetime, Duration::from_secs(3600));
     assert_eq!(pool.connect_timeout, Duration::from_secs(5));
+    assert_eq!(pool.tcp_user_timeout, Duration::from_secs(30));
     assert_eq!(pool.init_query, "");
     assert_eq!(g.health, Health::default());
     assert_eq!(g.health.interval, Duration::from_secs(1));
@@ -363,5 +364,27 @@ fn role_and_engine_names_are_the_words_the_config_uses() {
     }
     for engine in [Engine::Postgres, Engine::Mysql] {
         assert_eq!(engine.name(), word(serde_json::to_value(engine).unwrap()));
+    }
+}
+
+#[test]
+fn tcp_user_timeout_is_off_or_between_a_second_and_an_hour() {
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "instances: [127.0.0.1:5432]\n",
+            &format!(
+                "instances: [127.0.0.1:5432]\n    connection_pool: {{ tcp_user_timeout: {v} }}\n"
+            ),
+        )
+    };
+    for ok in ["0s", "1s", "30s", "1h"] {
+        assert_eq!(problems(&with(ok)), Vec::<String>::new(), "{ok}");
+    }
+    for bad in ["500ms", "2h"] {
+        assert_eq!(
+            one_problem(&with(bad)),
+            "target_groups.pg.connection_pool.tcp_user_timeout: must be 0s (the kernel's) or between 1s and 1h",
+            "{bad}"
+        );
     }
 }

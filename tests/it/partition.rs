@@ -1,0 +1,93 @@
+//! Partitions made by the kernel: nftables rules in a network namespace the test creates, never
+//! in the machine's own (other services share it). The outer test makes the namespace and runs
+//! this test binary again inside it, where PostgreSQL, sluice and the checked workload of
+//! `chaos.rs` all live on the namespace's own loopback; there a DROP rule toward the writer
+//! (no answer, no RST: a dead host or a half-open path) holds longer than a client's patience,
+//! then a REJECT rule answers every packet with a reset.
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::chaos::{Load, proxy_for};
+use crate::support::postgres::PgServer;
+use crate::support::tools::{is_root, run_ok};
+
+/// The namespace the outer test ran in (its inode): the inner run refuses to touch nftables
+/// without it, or in it.
+const NETNS: &str = "SLUICE_TEST_NETNS";
+
+/// Deletes the namespace (and every rule and process-free socket in it) on drop.
+struct Namespace(String);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn nftables_drop_and_reject_toward_the_writer_lose_nothing_and_hang_no_client() {
+    if !is_root() || Command::new("nft").arg("--version").output().is_err() {
+        println!("skipped: needs root and nftables (scripts/test installs it)");
+        return;
+    }
+    let ns = Namespace(format!("sluice-it-{}", std::process::id()));
+    run_ok(Command::new("ip").args(["netns", "add", &ns.0]));
+    run_ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "partition::inside_the_namespace", "--ignored"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(NETNS, netns_inode().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the run inside the namespace failed");
+}
+
+/// Which network namespace this process is in.
+fn netns_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+}
+
+/// Runs `nft` in this process's namespace.
+fn nft(args: &str) {
+    run_ok(Command::new("nft").args(args.split(' ')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run inside its own network namespace by the test above"]
+async fn inside_the_namespace() {
+    let outer = std::env::var(NETNS).expect("only inside the namespace the outer test makes");
+    assert_ne!(
+        netns_inode().to_string(),
+        outer,
+        "refusing to add rules to the namespace the tests were started in"
+    );
+    nft("add table inet sluice_chaos");
+    nft("add chain inet sluice_chaos out { type filter hook output priority 0 ; }");
+
+    let pg = PgServer::start();
+    let proxy = proxy_for(&pg, pg.port());
+    let load = Load::start(&pg, &proxy, proxy.port()).await;
+    let port = pg.port();
+    // Both ways, so established connections go silent: sluice's writes are never
+    // acknowledged and the server's replies never arrive. Longer than a client waits for one
+    // operation: only sluice giving up on the dead path keeps clients from hanging.
+    nft(&format!(
+        "add rule inet sluice_chaos out tcp dport {port} drop"
+    ));
+    nft(&format!(
+        "add rule inet sluice_chaos out tcp sport {port} drop"
+    ));
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    nft("flush chain inet sluice_chaos out");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    nft(&format!(
+        "add rule inet sluice_chaos out tcp dport {port} reject with tcp reset"
+    ));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    nft("flush chain inet sluice_chaos out");
+    load.finish(&pg).await;
+}
