@@ -101,6 +101,8 @@ struct MyServer {
     side: Side,
     ledger: Ledger,
     in_transaction: bool,
+    /// What COM_INIT_DB selected: DATABASE() reads it.
+    schema: Option<Vec<u8>>,
 }
 
 impl world::Server for MyServer {
@@ -109,6 +111,7 @@ impl world::Server for MyServer {
             side,
             ledger: Ledger::default(),
             in_transaction: false,
+            schema: None,
         }
     }
 
@@ -223,8 +226,11 @@ impl MyServer {
                 self.in_transaction = false;
                 self.ok(reply);
             }
+            command::INIT_DB => {
+                self.schema = Some(body[1..].to_vec());
+                self.ok(reply);
+            }
             command::PING
-            | command::INIT_DB
             | command::STMT_RESET
             | command::SET_OPTION
             | command::STMT_EXECUTE => self.ok(reply),
@@ -256,14 +262,15 @@ impl MyServer {
         self.ok(reply);
     }
 
-    /// One row: the query's text under a marked SELECT, `1` per column under sluice's own.
+    /// One row: the query's text under a marked SELECT; under sluice's own, `1` per column
+    /// and the schema (or NULL) for DATABASE().
     fn rows(&mut self, sql: &str, reply: &mut Reply) {
         let list = sql.split(" FROM ").next().unwrap_or(sql);
-        let columns = if sql.contains('~') {
-            1
-        } else {
-            1 + list.matches(',').count()
+        let items: Vec<&str> = match sql.contains('~') {
+            true => vec![sql],
+            false => list.split(',').collect(),
         };
+        let columns = items.len();
         reply.packet(&[columns as u8]);
         for _ in 0..columns {
             let mut def = Vec::new();
@@ -274,9 +281,15 @@ impl MyServer {
             reply.packet(&def);
         }
         let mut row = Vec::new();
-        for _ in 0..columns {
-            let value = if sql.contains('~') { sql } else { "1" };
-            wire::put_lenenc_str(&mut row, value.as_bytes());
+        for item in items {
+            match item {
+                _ if sql.contains('~') => wire::put_lenenc_str(&mut row, sql.as_bytes()),
+                _ if item.contains("DATABASE()") => match &self.schema {
+                    Some(schema) => wire::put_lenenc_str(&mut row, schema),
+                    None => row.push(0xfb),
+                },
+                _ => wire::put_lenenc_str(&mut row, b"1"),
+            }
         }
         reply.packet(&row);
         let mut end = vec![0xfe, 0, 0];

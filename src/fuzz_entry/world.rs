@@ -263,15 +263,17 @@ impl<E: Engine> World<E> {
     }
 
     /// Honest servers answer everything until nothing moves, even after the relay's timers
-    /// (borrow, reset) had time to fire.
+    /// (borrow, reset) had time to fire. A MySQL session's commands go one round each, so the
+    /// bound is above the longest script's; each round lets time pass, so a session waiting
+    /// behind another's queue times out as it would.
     async fn serve_until_quiet(&mut self, rig: &mut E::Rig) {
         const TIMERS: Duration = Duration::from_secs(6);
-        for _ in 0..200 {
+        for _ in 0..4096 {
             let before = self.moved();
             for server in &mut self.servers {
                 server.answer(usize::MAX);
             }
-            script::settle(Duration::from_millis(1)).await;
+            script::settle(Duration::from_millis(10)).await;
             self.observe(rig);
             if self.moved() == before {
                 script::settle(TIMERS).await;
