@@ -21,7 +21,7 @@ const ACCOUNTS: i64 = 10;
 const TOTAL: i64 = ACCOUNTS * 1000;
 const SECONDS: u64 = 35;
 
-fn proxy(db: &MariaDb, instance_port: u16) -> Sluice {
+pub(crate) fn proxy(db: &MariaDb, instance_port: u16) -> Sluice {
     let (yaml, secrets) = config_for_mariadb(
         db,
         &ProxyOptions {
@@ -36,7 +36,7 @@ fn proxy(db: &MariaDb, instance_port: u16) -> Sluice {
 }
 
 /// The workload running through sluice.
-struct Load {
+pub(crate) struct Load {
     child: std::process::Child,
     pid: u32,
     base: u64,
@@ -52,6 +52,11 @@ fn under_load(db: &MariaDb, proxy: &Sluice, fault: impl FnOnce()) {
 /// Creates the tables on the writer `db` and starts the workload (for `SECONDS`) through
 /// `proxy`; returns 4 s in.
 fn start(db: &MariaDb, proxy: &Sluice) -> Load {
+    start_for(db, proxy, SECONDS)
+}
+
+/// [`start`], with the workload running for `seconds`.
+pub(crate) fn start_for(db: &MariaDb, proxy: &Sluice, seconds: u64) -> Load {
     db.sql(&format!(
         "USE {MY_APPDB}; CREATE TABLE ledger (writer INT, seq INT); \
          CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT); \
@@ -68,7 +73,7 @@ fn start(db: &MariaDb, proxy: &Sluice) -> Load {
             APP.1,
             MY_APPDB,
         ])
-        .args([SECONDS.to_string(), ACCOUNTS.to_string(), TOTAL.to_string()])
+        .args([seconds.to_string(), ACCOUNTS.to_string(), TOTAL.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,7 +87,7 @@ fn start(db: &MariaDb, proxy: &Sluice) -> Load {
 }
 
 /// Waits for the workload and checks what it saw against the writer `db`.
-fn finish(load: Load, db: &MariaDb) {
+pub(crate) fn finish(load: Load, db: &MariaDb) {
     let (base, pid) = (load.base, load.pid);
     let out = load.child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

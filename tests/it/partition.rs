@@ -3,15 +3,18 @@
 //! this test binary again inside it, where PostgreSQL, sluice and the checked workload of
 //! `chaos.rs` all live on the namespace's own loopback; there a DROP rule toward the writer
 //! (no answer, no RST: a dead host or a half-open path) holds longer than a client's patience,
-//! then a REJECT rule answers every packet with a reset.
+//! then a REJECT rule answers every packet with a reset. The same for MariaDB, with the PyMySQL
+//! workload of `chaos_mysql.rs`.
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::chaos::{Load, proxy_for};
+use crate::chaos_mysql;
+use crate::support::mariadb::MariaDb;
 use crate::support::postgres::PgServer;
-use crate::support::tools::{is_root, run_ok};
+use crate::support::tools::{self, is_root, run_ok};
 
 /// The namespace the outer test ran in (its inode): the inner run refuses to touch nftables
 /// without it, or in it.
@@ -27,19 +30,31 @@ impl Drop for Namespace {
 }
 
 #[test]
-fn nftables_drop_and_reject_toward_the_writer_lose_nothing_and_hang_no_client() {
+fn nftables_drop_and_reject_toward_postgres_lose_nothing_and_hang_no_client() {
+    run_inside_a_namespace("inside_the_namespace_postgres");
+}
+
+#[test]
+fn nftables_drop_and_reject_toward_mariadb_lose_nothing_and_hang_no_client() {
+    run_inside_a_namespace("inside_the_namespace_mariadb");
+}
+
+/// Makes a namespace of its own and runs the ignored test `inner` of this binary inside it.
+fn run_inside_a_namespace(inner: &str) {
     if !is_root() || Command::new("nft").arg("--version").output().is_err() {
         println!("skipped: needs root and nftables (scripts/test installs it)");
         return;
     }
-    let ns = Namespace(format!("sluice-it-{}", std::process::id()));
+    // The namespace has loopback only: the venv is made (from PyPI) out here.
+    tools::python();
+    let ns = Namespace(format!("sluice-it-{}-{}", std::process::id(), &inner[21..]));
     run_ok(Command::new("ip").args(["netns", "add", &ns.0]));
     run_ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
     let status = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "partition::inside_the_namespace", "--ignored"])
-        .args(["--nocapture", "--test-threads=1"])
+        .args(["--exact", &format!("partition::{inner}"), "--ignored"])
+        .arg("--nocapture")
         .env(NETNS, netns_inode().to_string())
         .status()
         .unwrap();
@@ -56,9 +71,9 @@ fn nft(args: &str) {
     run_ok(Command::new("nft").args(args.split(' ')));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run inside its own network namespace by the test above"]
-async fn inside_the_namespace() {
+/// Checks that this process runs in the namespace the outer test made, and makes the chain the
+/// faults go in.
+fn in_the_namespace() {
     let outer = std::env::var(NETNS).expect("only inside the namespace the outer test makes");
     assert_ne!(
         netns_inode().to_string(),
@@ -67,14 +82,13 @@ async fn inside_the_namespace() {
     );
     nft("add table inet sluice_chaos");
     nft("add chain inet sluice_chaos out { type filter hook output priority 0 ; }");
+}
 
-    let pg = PgServer::start();
-    let proxy = proxy_for(&pg, pg.port());
-    let load = Load::start(&pg, &proxy, proxy.port()).await;
-    let port = pg.port();
-    // Both ways, so established connections go silent: sluice's writes are never
-    // acknowledged and the server's replies never arrive. Longer than a client waits for one
-    // operation: only sluice giving up on the dead path keeps clients from hanging.
+/// Toward the server on `port`: DROP both ways (established connections go silent: sluice's
+/// writes are never acknowledged and the server's replies never arrive) for longer than a
+/// client waits for one operation, so only sluice giving up on the dead path keeps clients
+/// from hanging; then REJECT with a reset; then healed.
+async fn drop_then_reject(port: u16) {
     nft(&format!(
         "add rule inet sluice_chaos out tcp dport {port} drop"
     ));
@@ -89,5 +103,27 @@ async fn inside_the_namespace() {
     ));
     tokio::time::sleep(Duration::from_secs(10)).await;
     nft("flush chain inet sluice_chaos out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run inside its own network namespace by the test above"]
+async fn inside_the_namespace_postgres() {
+    in_the_namespace();
+    let pg = PgServer::start();
+    let proxy = proxy_for(&pg, pg.port());
+    let load = Load::start(&pg, &proxy, proxy.port()).await;
+    drop_then_reject(pg.port()).await;
     load.finish(&pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run inside its own network namespace by the test above"]
+async fn inside_the_namespace_mariadb() {
+    in_the_namespace();
+    let db = MariaDb::start();
+    let proxy = chaos_mysql::proxy(&db, db.port());
+    // The workload outlasts the faults (4 s in, 85 s long) by 15 s of healed running.
+    let load = tokio::task::block_in_place(|| chaos_mysql::start_for(&db, &proxy, 105));
+    drop_then_reject(db.port()).await;
+    tokio::task::block_in_place(|| chaos_mysql::finish(load, &db));
 }
