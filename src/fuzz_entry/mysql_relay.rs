@@ -230,10 +230,9 @@ impl MyServer {
                 self.schema = Some(body[1..].to_vec());
                 self.ok(reply);
             }
-            command::PING
-            | command::STMT_RESET
-            | command::SET_OPTION
-            | command::STMT_EXECUTE => self.ok(reply),
+            command::PING | command::STMT_RESET | command::SET_OPTION | command::STMT_EXECUTE => {
+                self.ok(reply)
+            }
             command::STMT_PREPARE => {
                 // Statement 1: no columns, no parameters, so nothing follows.
                 let mut p = vec![0x00];

@@ -6,11 +6,12 @@ use crate::tls::Socket;
 use bytes::Buf;
 
 use super::{End, Hold, Session, sync};
-use crate::mysql::errors;
+use crate::mysql::errors::{self, Code};
 use crate::mysql::kill::KillLookup;
 use crate::mysql::pinning::{self, Effects, Kill};
 use crate::mysql::server::ServerConn;
 use crate::mysql::wire::{self, Reply, ReplyKind, command, status};
+use crate::pool::PooledConnection;
 use crate::routing::Want;
 use crate::session::PinReason;
 
@@ -91,6 +92,10 @@ impl Session {
 
     /// Borrows (and syncs) a connection for a command; a refused replay becomes the command's ERR.
     pub(super) async fn lease_for_command(&mut self) -> Result<bool, End> {
+        if let Some((code, message)) = self.check_held()? {
+            self.error(code, message);
+            return Ok(false);
+        }
         match self.ensure_lease().await {
             Ok(()) => {
                 // This command is the one a hold kept the connection for.
@@ -102,6 +107,42 @@ impl Session {
                 Ok(false)
             }
         }
+    }
+
+    /// A connection the session held between commands (a transaction, a pin, a hold for SHOW
+    /// WARNINGS) must have stayed silent: bytes the server sent unasked would be read as the
+    /// next command's reply, and the real one would reach whoever borrows the connection next.
+    /// A pool checks this at every borrow; a held connection is checked here. One that spoke or
+    /// closed goes, and what the session kept on it decides what the client hears: nothing (a
+    /// new connection serves the command), its transaction rolled back, or, with session state
+    /// gone, the end of the session. Returns the command's error, if any.
+    pub(super) fn check_held(&mut self) -> Result<Option<(Code, &'static str)>, End> {
+        let Some(lease) = self.lease.as_mut() else {
+            return Ok(None);
+        };
+        if lease.is_usable() {
+            return Ok(None);
+        }
+        tracing::warn!(
+            session = self.id,
+            "the server spoke unasked or closed while its connection was held between commands"
+        );
+        self.drop_lease();
+        if self.pins.is_some() || self.hold == Hold::Hard {
+            return Err(End::Fatal(
+                errors::CONNECTION_KILLED,
+                "sluice: the server connection was lost; the session's state went with it".into(),
+            ));
+        }
+        self.hold = Hold::None;
+        if self.status & status::IN_TRANS != 0 {
+            self.status &= !status::IN_TRANS;
+            return Ok(Some((
+                errors::CUT_ROLLED_BACK,
+                "sluice: the server connection was lost between statements: the transaction was rolled back and can be retried",
+            )));
+        }
+        Ok(None)
     }
 
     /// Reads the continuation packets of a command whose first packet was full-size, up to

@@ -111,7 +111,8 @@ impl Session {
             return Ok(());
         }
         let leased = if long_data {
-            self.ensure_lease().await.is_ok()
+            // No reply to send: a held connection that broke loses the data, said at EXECUTE.
+            self.check_held()?.is_none() && self.ensure_lease().await.is_ok()
         } else {
             self.lease_for_command().await?
         };

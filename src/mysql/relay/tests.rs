@@ -314,3 +314,57 @@ async fn a_server_still_in_a_transaction_after_its_reset_is_not_pooled() {
     task.await.unwrap();
     assert_eq!(rig.pool_after_settling().await, (0, 0));
 }
+
+/// Found by the `mysql_relay` fuzz target: a connection held between commands (for SHOW
+/// WARNINGS, a transaction or a pin) on which the server spoke unasked. The stray OK was read as
+/// the answer to the session's next command, the connection went back to the pool with that
+/// command's real reply still to come, and the next session received it.
+#[tokio::test]
+async fn a_server_speaking_unasked_on_a_held_connection_answers_no_later_command() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    client.send_query("INSERT INTO t VALUES (1)");
+    let mut server = rig.server().await;
+    server.query().await;
+    let warned = OkPacket {
+        status: AUTOCOMMIT,
+        warnings: 1,
+        ..OkPacket::default()
+    };
+    server.send(|out| wire::write_ok(out, 1, &warned));
+    assert!(client.is_ok().await, "held for SHOW WARNINGS");
+    server.ok(AUTOCOMMIT);
+    client.send_query("SELECT 'mine'");
+    let mut fresh = rig.server().await;
+    assert_eq!(
+        fresh.query().await,
+        "SELECT 'mine'",
+        "asked on a new connection"
+    );
+    let quit = server.try_packet().await.map(|(_, p)| p);
+    assert!(
+        matches!(quit.as_deref(), None | Some([command::QUIT])),
+        "the connection that spoke unasked is closed, unread by anyone: {quit:?}"
+    );
+    fresh.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+}
+
+/// The same inside a transaction: what the server said cannot be trusted, so the transaction
+/// is lost and the client is told it rolled back.
+#[tokio::test]
+async fn a_server_speaking_unasked_inside_a_transaction_rolls_it_back() {
+    let mut rig = Rig::new(1);
+    let (mut client, _task) = rig.session();
+    let mut server = rig.begin(&mut client).await;
+    server.ok(IN_TRANS);
+    client.send_query("INSERT INTO t VALUES (2)");
+    assert_eq!(client.err().await, 1213, "rolled back, retryable");
+    let quit = server.try_packet().await.map(|(_, p)| p);
+    assert!(
+        matches!(quit.as_deref(), None | Some([command::QUIT])),
+        "{quit:?}"
+    );
+    client.send_query("SELECT 1");
+    assert_eq!(rig.server().await.query().await, "SELECT 1");
+}
