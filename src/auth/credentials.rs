@@ -115,11 +115,31 @@ impl Credentials {
         Self::new(name, Source::Fixed, secret, None)
     }
 
+    /// A fixed secret whose SCRAM keys take one iteration: for the scripted rigs, which never
+    /// check a password, and where 4096 iterations would cost a fuzz run most of its time.
+    #[cfg(any(test, fuzzing))]
+    pub fn fixed_unstretched(name: &str, secret: Secret) -> Self {
+        let fast = super::scram::ScramKeys::for_fuzzing("");
+        let current = Arc::new(Credential::derive(name, secret, Some(&fast)));
+        Self::with_versions(
+            name,
+            Source::Fixed,
+            Versions {
+                current,
+                pending: None,
+            },
+        )
+    }
+
     fn new(name: &str, source: Source, current: Secret, pending: Option<Secret>) -> Self {
+        Self::with_versions(name, source, derive(name, current, pending))
+    }
+
+    fn with_versions(name: &str, source: Source, versions: Versions) -> Self {
         Self {
             name: name.to_owned(),
             source,
-            versions: ArcSwap::from_pointee(derive(name, current, pending)),
+            versions: ArcSwap::from_pointee(versions),
             pending_first: AtomicBool::new(false),
             refreshed: tokio::sync::Mutex::new(None),
             failures: AtomicU64::new(0),

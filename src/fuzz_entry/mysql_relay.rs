@@ -125,7 +125,7 @@ impl world::Server for MyServer {
 
     fn read(&mut self) {
         for (first, body) in self.side.read::<My>("server") {
-            script::trace(&format!("server {} got", self.side.index), first, &body);
+            self.side.trace("server", "got", first, &body);
             self.ledger.received(first, body);
         }
     }
@@ -188,9 +188,9 @@ impl Reply {
 
 impl MyServer {
     fn write(&mut self, bytes: &[u8]) {
-        if script::tracing() {
+        if self.side.tracing() {
             for (first, body) in My::messages(&mut BytesMut::from(bytes), "harness") {
-                script::trace(&format!("server {} sent", self.side.index), first, &body);
+                self.side.trace("server", "sent", first, &body);
             }
         }
         self.side.write(bytes);

@@ -201,7 +201,7 @@ impl world::Server for PgServer {
 
     fn read(&mut self) {
         for (tag, body) in self.side.read::<Pg>("server") {
-            script::trace(&format!("server {} got", self.side.index), tag, &body);
+            self.side.trace("server", "got", tag, &body);
             self.ledger.received(tag, body);
         }
     }
@@ -251,7 +251,7 @@ impl world::Server for PgServer {
 impl PgServer {
     fn write(&mut self, bytes: &[u8]) {
         for (tag, body) in frames(&mut BytesMut::from(bytes), "harness") {
-            script::trace(&format!("server {} sent", self.side.index), tag, &body);
+            self.side.trace("server", "sent", tag, &body);
             if tag == backend::READY_FOR_QUERY {
                 self.status = body.first().copied().unwrap_or(status::IDLE);
                 self.ledger.batch_ended(self.status != status::IDLE);

@@ -88,19 +88,7 @@ pub fn unmarked(bytes: &[u8]) -> Vec<u8> {
 /// Whether `SLUICE_FUZZ_TRACE` is set: the relay targets then print each step and message, to
 /// read a finding (`SLUICE_FUZZ_TRACE=1 cargo fuzz run -s none <target> <crash file>`).
 pub fn tracing() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("SLUICE_FUZZ_TRACE").is_some())
-}
-
-/// What one side saw or did, for a finding's reader.
-pub fn trace(side: &str, tag: u8, body: &[u8]) {
-    if tracing() {
-        eprintln!(
-            "{side}: {} {:?}",
-            tag as char,
-            String::from_utf8_lossy(body)
-        );
-    }
+    std::env::var_os("SLUICE_FUZZ_TRACE").is_some()
 }
 
 /// Reads what waits on `peer`: `false` once the other end closed.

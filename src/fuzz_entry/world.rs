@@ -66,16 +66,31 @@ pub struct Side {
     pub sent: usize,
     pub got: usize,
     pub messages: usize,
+    /// `SLUICE_FUZZ_TRACE`: print what crosses this end.
+    trace: bool,
 }
 
 impl Side {
-    fn new(index: usize, peer: Peer) -> Self {
+    fn new(index: usize, peer: Peer, trace: bool) -> Self {
         Self {
             index,
             peer: Some(peer),
             sent: 0,
             got: 0,
             messages: 0,
+            trace,
+        }
+    }
+
+    pub fn tracing(&self) -> bool {
+        self.trace
+    }
+
+    /// Prints one message that crossed this end, when tracing: `what` is e.g. "server 2 got".
+    pub fn trace(&self, side: &str, what: &str, first: u8, body: &[u8]) {
+        if self.trace {
+            let text = String::from_utf8_lossy(body);
+            eprintln!("{side} {} {what}: {} {text:?}", self.index, first as char);
         }
     }
 
@@ -114,10 +129,13 @@ pub fn run<E: Engine>(data: &[u8]) {
             servers: Vec::new(),
             tasks: Vec::new(),
             max,
+            trace: script::tracing(),
         };
         for s in 0..SESSIONS {
             let (peer, task) = E::session(&rig, s);
-            world.clients.push(Client::new(s, peer));
+            world
+                .clients
+                .push(Client::new(Side::new(s, peer, world.trace)));
             world.tasks.push(task);
         }
         while let Some(op) = script.byte() {
@@ -136,12 +154,15 @@ struct World<E: Engine> {
     servers: Vec<E::Server>,
     tasks: Vec<AbortHandle>,
     max: usize,
+    trace: bool,
 }
 
 impl<E: Engine> World<E> {
     /// Plays one step of the script; returns how long to let things run after it.
     fn step(&mut self, op: u8, script: &mut Script<'_>) -> Option<Duration> {
-        script::trace("step", b'#', &[op]);
+        if self.trace {
+            eprintln!("step {op}");
+        }
         match op % 16 {
             0..=5 | 13..=15 => {
                 let s = usize::from(op) % SESSIONS;
@@ -183,7 +204,7 @@ impl<E: Engine> World<E> {
     /// Reads what sluice wrote to every side, picks up new server connections, checks.
     fn observe(&mut self, rig: &mut E::Rig) {
         while let Some(peer) = E::next_server(rig) {
-            let side = Side::new(self.servers.len(), peer);
+            let side = Side::new(self.servers.len(), peer, self.trace);
             self.servers.push(E::Server::new(side));
         }
         for server in &mut self.servers {
@@ -308,17 +329,17 @@ struct Client {
 }
 
 impl Client {
-    fn new(id: usize, peer: Peer) -> Self {
+    fn new(side: Side) -> Self {
         Self {
-            side: Side::new(id, peer),
+            side,
             answered: false,
         }
     }
 
     fn send<E: Engine>(&mut self, bytes: &[u8]) {
-        if script::tracing() {
+        if self.side.tracing() {
             for (first, body) in E::messages(&mut BytesMut::from(bytes), "harness") {
-                script::trace(&format!("client {} sent", self.side.index), first, &body);
+                self.side.trace("client", "sent", first, &body);
             }
         }
         self.side.write(bytes);
@@ -332,7 +353,7 @@ impl Client {
     fn read<E: Engine>(&mut self) {
         let id = self.side.index;
         for (first, body) in self.side.read::<E>("client") {
-            script::trace(&format!("client {id} got"), first, &body);
+            self.side.trace("client", "got", first, &body);
             for s in markers_in(&body, SESSIONS) {
                 assert_eq!(s, id, "session {id} got session {s}'s row");
             }

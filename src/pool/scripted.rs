@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
@@ -17,14 +17,10 @@ use crate::tls::memory::{self, MemorySocket};
 /// How long a scripted side waits for the relay before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// The pools' secret, derived once: its SCRAM keys would cost a fuzz run most of its time.
+/// The pools' secret, with SCRAM keys of one iteration (the rigs check no password).
 pub fn credentials() -> Arc<Credentials> {
-    static ONCE: OnceLock<Arc<Credentials>> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
-        Arc::new(Credentials::fixed("app", secret))
-    })
-    .clone()
+    let secret = serde_json::from_str(r#"{"username": "app", "password": "pw"}"#).unwrap();
+    Arc::new(Credentials::fixed_unstretched("app", secret))
 }
 
 /// Opens server connections over in-memory pairs; `make` wraps sluice's end in the engine's
