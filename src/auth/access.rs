@@ -45,9 +45,11 @@ impl ServerAccess {
         }
         let sock = SockRef::from(tcp);
         sock.set_tcp_user_timeout(Some(timeout))?;
+        // The kernel counts keepalive times in whole seconds, and refuses 0.
+        let second = Duration::from_secs(1);
         let keepalive = TcpKeepalive::new()
-            .with_time(timeout / 2)
-            .with_interval((timeout / 6).max(Duration::from_secs(1)))
+            .with_time((timeout / 2).max(second))
+            .with_interval((timeout / 6).max(second))
             .with_retries(3);
         sock.set_tcp_keepalive(&keepalive)
     }

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use crate::chaos::{Load, proxy_for};
 use crate::chaos_mysql;
-use crate::support::mariadb::MariaDb;
-use crate::support::postgres::PgServer;
+use crate::support::client::{connect, scalar};
+use crate::support::mariadb::{self, MY_APPDB, MariaDb};
+use crate::support::postgres::{APP, APPDB, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for, config_for_mariadb};
 use crate::support::tools::{self, is_root, run_ok};
 
 /// The namespace the outer test ran in (its inode): the inner run refuses to touch nftables
@@ -126,4 +128,41 @@ async fn inside_the_namespace_mariadb() {
     let load = tokio::task::block_in_place(|| chaos_mysql::start_for(&db, &proxy, 105));
     drop_then_reject(db.port()).await;
     tokio::task::block_in_place(|| chaos_mysql::finish(load, &db));
+}
+
+/// `tcp_user_timeout` ends dead paths, not slow queries: a server busy for several timeouts
+/// still acknowledges what sluice sent and answers its keepalives, so its query completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_outlasting_tcp_user_timeout_several_times_is_not_cut() {
+    let short = |yaml: String| {
+        yaml.replace(
+            "connection_borrow_timeout: 10s\n",
+            "connection_borrow_timeout: 10s\n      tcp_user_timeout: 1s\n",
+        )
+    };
+    let pg = PgServer::start();
+    let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
+    assert!(short(yaml.clone()) != yaml, "the setting went in");
+    let proxy = Sluice::start_with_secrets(&short(yaml), &secrets);
+    let client = connect(&proxy, (APP.0, APP.1), APPDB).await.unwrap();
+    let slept = scalar(&client, "SELECT pg_sleep(6)::text || 'done'").await;
+    assert_eq!(slept, "done");
+
+    let db = MariaDb::start();
+    let (yaml, secrets) = config_for_mariadb(&db, &ProxyOptions::default());
+    let proxy = Sluice::start_with_secrets(&short(yaml), &secrets);
+    let out = tokio::task::block_in_place(|| {
+        mariadb::cli_at(
+            proxy.port(),
+            mariadb::APP.0,
+            mariadb::APP.1,
+            MY_APPDB,
+            "SELECT SLEEP(6)",
+        )
+    });
+    assert_eq!(
+        out,
+        Ok("0".to_owned()),
+        "SLEEP returns 0 when not interrupted"
+    );
 }
