@@ -154,8 +154,12 @@ impl world::Server for MyServer {
         let mut out = Vec::new();
         wire::write_packet(&mut out, seq, &payload);
         self.ledger.honest = false;
+        // An OK or ERR ends the oldest command that waits for a reply, as sluice reads it.
         if matches!(first, 0x00 | 0xff) {
-            self.ledger.pending.pop_front();
+            let pending = &mut self.ledger.pending;
+            if let Some(at) = pending.iter().position(|(c, _)| expects_reply(*c)) {
+                pending.remove(at);
+            }
         }
         self.write(&out);
         Some(())
@@ -297,4 +301,12 @@ impl MyServer {
         reply.packet(&end);
         reply.ends = true;
     }
+}
+
+/// Commands a server answers (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA and COM_QUIT get none).
+fn expects_reply(command: u8) -> bool {
+    !matches!(
+        command,
+        command::STMT_CLOSE | command::STMT_SEND_LONG_DATA | command::QUIT
+    )
 }

@@ -232,6 +232,8 @@ impl Reply {
                     self.phase = Phase::Done;
                 }
             }
+            // COM_STMT_PREPARE is answered by PREPARE_OK or ERR, never a result set.
+            (ReplyKind::Prepare, _) => return Err(WireError::Malformed("COM_STMT_PREPARE reply")),
             (ReplyKind::Query, 0xfb) => self.phase = Phase::Infile,
             (_, 0xfb) => return Err(WireError::Malformed("LOCAL INFILE request")),
             _ => {

@@ -185,6 +185,13 @@ fn single_packet_replies_and_garbage() {
     );
     let mut r = Reply::new(ReplyKind::Query, false);
     assert!(r.on_packet(b"\x00\x01", 2).is_err(), "truncated OK");
+    // Found by the mysql_relay fuzz target: a result set is no answer to COM_STMT_PREPARE,
+    // and taken as one it let a query's rows answer another session's PREPARE.
+    let mut r = Reply::new(ReplyKind::Prepare, true);
+    assert!(
+        r.on_packet(b"\x01", 1).is_err(),
+        "a PREPARE is answered by PREPARE_OK or ERR only"
+    );
 }
 
 #[test]
