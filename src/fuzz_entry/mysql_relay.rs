@@ -119,15 +119,8 @@ impl world::Server for MyServer {
         &mut self.side
     }
 
-    fn honest(&self) -> bool {
-        self.ledger.honest
-    }
-
-    fn read(&mut self) {
-        for (first, body) in self.side.read::<My>("server") {
-            self.side.trace("server", "got", first, &body);
-            self.ledger.received(first, body);
-        }
+    fn ledger(&mut self) -> &mut Ledger {
+        &mut self.ledger
     }
 
     fn answer(&mut self, n: usize) {

@@ -195,15 +195,8 @@ impl world::Server for PgServer {
         &mut self.side
     }
 
-    fn honest(&self) -> bool {
-        self.ledger.honest
-    }
-
-    fn read(&mut self) {
-        for (tag, body) in self.side.read::<Pg>("server") {
-            self.side.trace("server", "got", tag, &body);
-            self.ledger.received(tag, body);
-        }
+    fn ledger(&mut self) -> &mut Ledger {
+        &mut self.ledger
     }
 
     /// Answers up to `n` of the requests that wait, as Postgres would.

@@ -44,11 +44,8 @@ pub trait Engine {
 pub trait Server {
     fn new(side: Side) -> Self;
     fn side(&mut self) -> &mut Side;
-    /// Whether only harness-made messages went out: one that lied may leave sluice waiting
-    /// for what never comes, as a direct client would.
-    fn honest(&self) -> bool;
-    /// Reads what sluice sent and checks whose it is.
-    fn read(&mut self);
+    /// What it was asked and whose it is: the world files each request sluice sends there.
+    fn ledger(&mut self) -> &mut Ledger;
     /// Answers up to `n` of the requests that wait.
     fn answer(&mut self, n: usize);
     /// Sends a message the script makes up; the server is no longer honest.
@@ -86,7 +83,8 @@ impl Side {
         self.trace
     }
 
-    /// Prints one message that crossed this end, when tracing: `what` is e.g. "server 2 got".
+    /// Prints one message that crossed this end, when tracing: `side` is "client" or
+    /// "server", `what` is "sent" or "got".
     pub fn trace(&self, side: &str, what: &str, first: u8, body: &[u8]) {
         if self.trace {
             let text = String::from_utf8_lossy(body);
@@ -96,6 +94,9 @@ impl Side {
 
     pub fn write(&mut self, bytes: &[u8]) {
         let Some(peer) = &mut self.peer else { return };
+        if bytes.is_empty() {
+            return; // a command with no reply: no message to count toward the slack
+        }
         self.sent += bytes.len();
         self.messages += 1;
         if peer.sock.write(bytes).is_err() {
@@ -208,7 +209,10 @@ impl<E: Engine> World<E> {
             self.servers.push(E::Server::new(side));
         }
         for server in &mut self.servers {
-            server.read();
+            for (first, body) in server.side().read::<E>("server") {
+                server.side().trace("server", "got", first, &body);
+                server.ledger().received(first, body);
+            }
         }
         for client in &mut self.clients {
             client.read::<E>();
@@ -247,13 +251,13 @@ impl<E: Engine> World<E> {
     }
 
     /// Honest servers from here on (the others close): each client still there asks once more
-    /// and must get an answer or an error; then every client leaves, and every session must end and every
-    /// connection come back.
+    /// and must get an answer or an error; then every client leaves, and every session must end
+    /// and every connection come back.
     async fn end(mut self, rig: &mut E::Rig) {
         // A server that lied (more results announced, a copy begun) may leave its session
         // waiting: it goes away, and that session must then hear of it.
         for server in &mut self.servers {
-            if !server.honest() {
+            if !server.ledger().honest {
                 server.side().peer = None;
             }
         }
@@ -375,7 +379,8 @@ pub struct Ledger {
     batch_done: bool,
     /// The session whose transaction is open on this connection.
     owner: Option<usize>,
-    /// Only harness-made messages so far: its view of the conversation is sluice's.
+    /// Only harness-made messages so far: its view of the conversation is sluice's. One that
+    /// lied may also leave sluice waiting for what never comes, as a direct client would.
     pub honest: bool,
 }
 

@@ -49,7 +49,8 @@ fn run_inside_a_namespace(inner: &str) {
     }
     // The namespace has loopback only: the venv is made (from PyPI) out here.
     tools::python();
-    let ns = Namespace(format!("sluice-it-{}-{}", std::process::id(), &inner[21..]));
+    let engine = inner.trim_start_matches("inside_the_namespace_");
+    let ns = Namespace(format!("sluice-it-{}-{engine}", std::process::id()));
     run_ok(Command::new("ip").args(["netns", "add", &ns.0]));
     run_ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
     let status = Command::new("ip")
