@@ -13,6 +13,7 @@ that the bench scripts parse.
 
 import asyncio
 import hashlib
+import os
 import struct
 import sys
 import time
@@ -180,7 +181,9 @@ async def main() -> int:
     started = time.monotonic()
     clients = await asyncio.gather(*(one() for _ in range(count)))
     connect_s = time.monotonic() - started
-    await asyncio.sleep(3)  # let the pooler settle (timers, lazy allocations)
+    # Let the pooler settle: timers, lazy allocations, sessions parked after a second idle, and
+    # the allocator handing freed pages back (jemalloc's decay: 10 s).
+    await asyncio.sleep(float(os.environ.get("IDLE_SETTLE_SECONDS", "3")))
     after = vm_rss_kib(pid)
     # The sessions are real: a few of them still answer a query after the measurement.
     for reader, writer in clients[:: max(1, count // 10)]:

@@ -69,6 +69,7 @@ pub(super) struct Shared {
     /// Cancelled when sluice drains.
     pub drain: CancellationToken,
     pub pin_counts: Arc<PinCounts>,
+    pub parking: Option<crate::session::park::Parking>,
 }
 
 /// Pools, router and probes of a Postgres target group.
@@ -165,6 +166,7 @@ fn cluster<C: PooledConnection, P>(
         drain: shared.drain.clone(),
         metrics: Default::default(),
         pin_counts: shared.pin_counts.clone(),
+        parking: shared.parking.clone(),
     })
 }
 

@@ -27,6 +27,7 @@ use crate::metrics::admin::{self, AdminState};
 use crate::metrics::{CredentialList, GroupList, Metrics};
 use crate::mysql::kill::KillRegistry;
 use crate::postgres::cancel::CancelRegistry;
+use crate::session::park::Lot;
 use crate::tls::{ClientTls, TlsError};
 
 #[derive(Debug, Error)]
@@ -73,8 +74,10 @@ pub struct App {
     accepts: JoinSet<()>,
     /// Every client session, so a drain can wait for them.
     sessions: TaskTracker,
-    /// Process-wide handles every cluster holds: the drain token and the pin counts.
+    /// Process-wide handles every cluster holds: the drain token, the pin counts, the lot.
     shared: build::Shared,
+    /// Where idle sessions wait without a task; stopped when the app is dropped.
+    _lot: Option<Lot>,
     cancel: Arc<CancelRegistry>,
     kill: Arc<KillRegistry>,
     /// Process-wide: endpoints share pools, and a session id marks unnamed-statement ownership.
@@ -105,7 +108,20 @@ impl App {
         let group_list = GroupList::default();
         let cancel = Arc::new(CancelRegistry::default());
         let kill = Arc::new(KillRegistry::default());
+        let sessions = TaskTracker::new();
+        let drain = CancellationToken::new();
+        let lot = match Lot::start(sessions.clone()) {
+            Ok(lot) => Some(lot),
+            Err(e) => {
+                tracing::warn!(error = %e, "idle sessions will wait in their tasks: no thread for the lot");
+                None
+            }
+        };
+        let parking = lot.as_ref().map(Lot::parking);
         let mut metrics = Metrics::new();
+        if let Some(parking) = &parking {
+            metrics.add_parked(parking.clone());
+        }
         metrics.add_groups(group_list.clone());
         metrics.add_sessions(vec![cancel.clone(), kill.clone()], group_list.clone());
         let credential_list = CredentialList::default();
@@ -136,11 +152,13 @@ impl App {
         let mut app = Self {
             tasks: JoinSet::new(),
             accepts: JoinSet::new(),
-            sessions: TaskTracker::new(),
+            sessions,
             shared: build::Shared {
-                drain: CancellationToken::new(),
+                drain: drain.clone(),
                 pin_counts,
+                parking: parking.clone(),
             },
+            _lot: lot,
             cancel,
             kill,
             session_ids: Arc::new(AtomicU64::new(0)),
@@ -151,6 +169,12 @@ impl App {
             admin: None,
             running: None,
         };
+        if let Some(parking) = parking {
+            app.tasks.spawn(async move {
+                drain.cancelled().await;
+                parking.drain();
+            });
+        }
         app.apply(preflight).await?;
         if let Some(a) = &config.admin {
             let listener = build::bind(a.listen).map_err(|source| AppError::Bind {

@@ -182,6 +182,12 @@ impl Metrics {
             .register_collector(Box::new(sessions::SessionCollector { sessions, groups }));
     }
 
+    /// The lot's parked sessions, counted at each scrape.
+    pub fn add_parked(&mut self, parking: crate::session::park::Parking) {
+        self.registry
+            .register_collector(Box::new(sessions::ParkedCollector(parking)));
+    }
+
     /// The users whose failed secret reads are counted at each scrape.
     pub fn add_credentials(&mut self, credentials: CredentialList) {
         self.registry

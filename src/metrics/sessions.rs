@@ -1,5 +1,6 @@
 //! Series counted at scrape time from the session registries and the users' credentials:
-//! connections held in a transaction or by a pinned session, and failed secret refreshes.
+//! connections held in a transaction or by a pinned session, parked sessions, and failed secret
+//! refreshes.
 
 use std::sync::Arc;
 
@@ -87,5 +88,22 @@ impl Collector for CredentialCollector {
             ConstCounter::new(c.refresh_failures()).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+/// Idle sessions waiting in the lot, without a task of their own.
+#[derive(Debug)]
+pub(super) struct ParkedCollector(pub crate::session::park::Parking);
+
+impl Collector for ParkedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = encoder.encode_descriptor(
+            "client_sessions_parked",
+            "Idle client sessions parked: waiting without a task, their socket watched by the lot",
+            None,
+            MetricType::Gauge,
+        )?;
+        let parked = i64::try_from(self.0.parked()).unwrap_or(i64::MAX);
+        ConstGauge::new(parked).encode(family)
     }
 }

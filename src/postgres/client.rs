@@ -9,17 +9,19 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::cancel::{CancelHandle, CancelRegistry};
 use super::cluster::PgCluster;
 use super::errors::{self, fatal};
 use super::pools::{PgPool, PgPools};
-use super::relay::Session;
+use super::relay::{Outcome, Session};
 use super::server;
 use super::settings::Settings;
 use super::wire::{self, Startup, StartupParams, WireError};
 use crate::auth::users::SessionSlot;
 use crate::session::SessionInfo;
+use crate::session::park::Resume;
 use crate::tls::{Flavor, Socket};
 
 mod auth;
@@ -88,7 +90,7 @@ impl From<WireError> for Refusal {
 }
 
 /// Serves one accepted client connection to the end. An `async move` block rather than an
-/// `async fn`, which would keep its arguments twice in the task: this future is what an idle
+/// `async fn`, which would keep its arguments twice in the task: this future is what a busy
 /// client costs.
 #[allow(clippy::manual_async_fn)]
 pub fn serve(
@@ -98,17 +100,67 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // Boxed: the handshake's state is large and short-lived; inline it would stay in the
-        // task's allocation for the whole session. The session then lives here once and `run`
-        // borrows it.
-        let Some((stream, mut session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
+        // task's allocation for the whole session.
+        let Some((stream, session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
         else {
             return;
         };
-        // Counted open in the login (boxed) and closed here with what `run` reports: a local
-        // kept across `run` would grow every session's task.
-        let tls = session.run(stream).await;
-        ep.metrics.session_closed(tls);
-        drop(slot);
+        live(
+            Box::new(Life {
+                session,
+                _slot: slot,
+                ep,
+            }),
+            stream,
+        )
+        .await;
+    }
+}
+
+/// A logged-in session and what it keeps to its end (counted open in the login, closed here).
+/// Boxed: parking it moves a pointer, and it is all a parked session keeps.
+struct Life {
+    session: Session,
+    /// Held for its drop: the user's session count.
+    _slot: Option<SessionSlot>,
+    ep: Arc<PgEndpoint>,
+}
+
+/// Runs a session until it ends or parks.
+async fn live(mut life: Box<Life>, client: Socket) {
+    match life.session.run(client).await {
+        Outcome::Closed { tls } => life.ep.metrics.session_closed(tls),
+        Outcome::Park(tcp) => park(life, tcp),
+    }
+}
+
+fn park(life: Box<Life>, tcp: TcpStream) {
+    let Some(parking) = life.ep.engine.cluster.parking.clone() else {
+        return life.ep.metrics.session_closed(false);
+    };
+    let deadline = life.session.idle_deadline();
+    match tcp.into_std() {
+        // Refused only while the app is being dropped: the session ends with it.
+        Ok(client) => drop(parking.park(client, life, deadline)),
+        Err(e) => {
+            tracing::warn!(error = %e, "an idle session could not leave the runtime; closed");
+            life.ep.metrics.session_closed(false);
+        }
+    }
+}
+
+impl Resume for Life {
+    fn resume(self: Box<Self>, client: std::net::TcpStream, token: TaskTrackerToken) {
+        tokio::spawn(async move {
+            let _token = token;
+            match TcpStream::from_std(client) {
+                Ok(tcp) => live(self, Socket::Plain(tcp)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a parked session could not resume; closed");
+                    self.ep.metrics.session_closed(false);
+                }
+            }
+        });
     }
 }
 
@@ -492,6 +544,7 @@ mod tests {
             drain: Default::default(),
             metrics: Default::default(),
             pin_counts: Default::default(),
+            parking: None,
         });
         let ep = Arc::new(PgEndpoint {
             name: "e".into(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::tls::Socket;
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
-use tokio::time::{Duration, Sleep};
+use tokio::time::{Duration, Instant, Sleep};
 
 use super::cancel::CancelHandle;
 use super::cluster::PgCluster;
@@ -38,6 +38,22 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAINED: &str =
     "terminating connection due to administrator command (sluice is shutting down)";
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// How a session's run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Closed {
+        tls: bool,
+    },
+    /// Idle over plain TCP long enough to wait without a task: its client, for the lot.
+    Park(tokio::net::TcpStream),
+}
+
+/// Why `serve` stopped: the session ended (with a FATAL error to send, if any), or parks.
+enum Stop {
+    End(Option<(&'static str, String)>),
+    Park,
+}
 
 /// How an active phase ended.
 #[derive(Debug)]
@@ -111,6 +127,9 @@ pub struct Session {
     /// The idle wait's timer, kept between waits of a busy session and re-armed only when it
     /// fires: arming a timer for every transaction showed up in profiles.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// When the idle wait that parked the session began: its idle timeout counts from there
+    /// when it resumes.
+    idle_since: Option<Instant>,
     phase: Phase,
     /// The client sent COMMIT (or the like) in this transaction: if the server is lost now,
     /// the outcome is unknown.
@@ -153,6 +172,7 @@ impl Session {
             client_streaming: 0,
             server_streaming: 0,
             idle_timer: None,
+            idle_since: None,
             phase: Phase::Idle,
             commit_in_flight: false,
             server_fatal: false,
@@ -165,36 +185,56 @@ impl Session {
         !self.settings_known && self.pipeline.internal()
     }
 
-    /// The session's whole life after login.
-    /// Serves the session to its end; returns whether the client used TLS.
-    pub async fn run(&mut self, mut client: Socket) -> bool {
-        let end = self.serve(&mut client).await;
+    /// Serves the session until it ends or, idle over plain TCP, parks.
+    pub async fn run(&mut self, mut client: Socket) -> Outcome {
+        let end = match self.serve(&mut client).await {
+            Stop::Park => match client {
+                Socket::Plain(tcp) => return Outcome::Park(tcp),
+                // Only a plain client parks (`wait_idle`); ended here just in case.
+                other => {
+                    client = other;
+                    None
+                }
+            },
+            Stop::End(end) => end,
+        };
         if let Some((code, message)) = end {
             tracing::info!(session = self.id, code, %message, "session ended by sluice");
             fatal(&mut self.cout, code, &message);
             let _ = client.write_all(&self.cout).await;
         }
         tracing::debug!(session = self.id, "session closed");
-        client.is_tls()
+        Outcome::Closed {
+            tls: client.is_tls(),
+        }
     }
 
-    /// Serves transactions until the client leaves; returns a FATAL error to send, if any.
-    async fn serve(&mut self, client: &mut Socket) -> Option<(&'static str, String)> {
+    /// The session's idle timeout falls due then, if it parks now.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        self.idle_since?.checked_add(self.idle_timeout)
+    }
+
+    /// Serves transactions until the client leaves (with a FATAL error to send, if any) or the
+    /// session parks.
+    async fn serve(&mut self, client: &mut Socket) -> Stop {
         loop {
             if client.write_all(&self.cout).await.is_err() {
-                return None;
+                return Stop::End(None);
             }
             self.cout.clear();
             match self.wait_idle(client).await {
                 Idle::Message => {}
-                Idle::Gone => return None,
+                Idle::Gone => return Stop::End(None),
                 Idle::TimedOut => {
-                    return Some((
+                    return Stop::End(Some((
                         errors::IDLE_SESSION_TIMEOUT,
                         "terminating connection due to idle client timeout".into(),
-                    ));
+                    )));
                 }
-                Idle::Drained => return Some((errors::ADMIN_SHUTDOWN, DRAINED.into())),
+                Idle::Drained => {
+                    return Stop::End(Some((errors::ADMIN_SHUTDOWN, DRAINED.into())));
+                }
+                Idle::Park => return Stop::Park,
             }
             if self.answered_without_server() {
                 continue;
@@ -231,17 +271,17 @@ impl Session {
                 Active::ClientGone => {
                     // Boxed for the same reason as the login: rare, and large inline.
                     Box::pin(self.clean_up(lease)).await;
-                    return None;
+                    return Stop::End(None);
                 }
                 Active::ServerGone => {
                     drop(lease);
                     if let Some(end) = self.server_gone() {
-                        return Some(end);
+                        return Stop::End(Some(end));
                     }
                 }
                 Active::Fatal(code, message) => {
                     drop(lease);
-                    return Some((code, message));
+                    return Stop::End(Some((code, message)));
                 }
             }
         }

@@ -30,6 +30,9 @@ pub struct Cluster<P> {
     pub metrics: Arc<crate::metrics::GroupMetrics>,
     /// Pins and unpins by reason: process-wide, every cluster holds a clone.
     pub pin_counts: Arc<crate::session::PinCounts>,
+    /// Where idle plain-TCP sessions wait without a task; `None` (tests, fuzzing): they wait
+    /// in their task.
+    pub parking: Option<crate::session::park::Parking>,
 }
 
 impl<P> Cluster<P> {

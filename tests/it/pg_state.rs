@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::metrics::{get, sample};
 use crate::support::client::{code, connect, scalar};
 use crate::support::postgres::{APP, APPDB, PgServer};
-use crate::support::sluice::{ProxyOptions, Sluice};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for};
+use crate::support::tools::free_port;
 
 /// Every row value (or the SQLSTATE) a simple query returns, as one string.
 async fn outcome(c: &Client, sql: &str) -> String {
@@ -261,4 +263,52 @@ async fn pins_lift_when_the_state_that_caused_them_is_gone() {
     assert!(log.contains("session unpinned"), "{log}");
     drop(a);
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// A session idle for over a second parks (no task; its socket watched by the lot) and comes
+/// back with everything it had: tracked parameters, prepared statements, its cancel key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_parked_while_idle_comes_back_with_its_state() {
+    let pg = PgServer::start();
+    let (yaml, secrets) = config_for(&pg, &ProxyOptions::pool(2));
+    let admin = free_port();
+    let yaml = format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n");
+    let proxy = Sluice::start_with_secrets(&yaml, &secrets);
+    let parked = |scrape: &str| sample(scrape, "sluice_client_sessions_parked");
+    let c = connect(&proxy, APP, APPDB).await.unwrap();
+    c.batch_execute("SET search_path = parked_schema, public; SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    let statement = c.prepare("SELECT $1::int + 1").await.unwrap();
+    let other = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(parked(&get(admin, "/metrics").1), Some(0.0));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        parked(&get(admin, "/metrics").1),
+        Some(2.0),
+        "both idle sessions parked"
+    );
+    let row = c.query_one(&statement, &[&41i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    assert_eq!(
+        outcome(&c, "SHOW search_path").await,
+        "parked_schema, public"
+    );
+    assert_eq!(outcome(&c, "SHOW TimeZone").await, "Asia/Tokyo");
+    assert_eq!(
+        outcome(&other, "SHOW TimeZone").await,
+        outcome(&direct(&pg).await, "SHOW TimeZone").await
+    );
+    assert_eq!(parked(&get(admin, "/metrics").1), Some(0.0));
+    // A parked session's long query can still be cancelled by its key.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cancel = c.cancel_token();
+    let slow = tokio::spawn(async move { outcome(&c, "SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "error 57014");
 }

@@ -31,6 +31,7 @@ async fn a_session_task_stays_small() {
         drain: Default::default(),
         metrics: Default::default(),
         pin_counts: Default::default(),
+        parking: None,
     });
     let ep = Arc::new(MyEndpoint {
         name: "e".into(),

@@ -77,6 +77,7 @@ impl Rig {
             drain: Default::default(),
             metrics: Default::default(),
             pin_counts: Arc::new(PinCounts::default()),
+            parking: None,
         });
         let ep = Arc::new(Endpoint {
             name: "e".into(),

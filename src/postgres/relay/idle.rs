@@ -1,5 +1,5 @@
 //! The idle wait of a session: no server connection held, the client's next message awaited,
-//! buffers dropped after a second, the idle timeout, and the drain's wake-up.
+//! buffers dropped after a second and then parked, the idle timeout, and the drain's wake-up.
 
 use tokio::time::Instant;
 
@@ -17,12 +17,17 @@ pub(super) enum Idle {
     TimedOut,
     /// sluice is draining and the client had nothing pending.
     Drained,
+    /// Idle long enough over plain TCP: the session waits in the lot, without its task.
+    Park,
 }
 
 impl Session {
     /// Waits for the client's next message without a server connection.
     pub(super) async fn wait_idle(&mut self, client: &mut Socket) -> Idle {
-        let since = Instant::now();
+        let started = Instant::now();
+        // A resumed session's idle time counts from before it parked; its next park from now,
+        // since its socket's readiness reaches the runtime only after the first poll.
+        let since = self.idle_since.take().unwrap_or(started);
         loop {
             // Borrow only for a whole message: a client that sends a header and stalls must not
             // hold a server connection (large CopyData streams; oversized ones fail at once).
@@ -49,13 +54,24 @@ impl Session {
                 .unwrap_or_else(|| since + NEVER);
             if !holds_buffers {
                 // Long idle: a timer for this wait alone, inside the task, so an idle client
-                // costs no separate allocation.
+                // costs no separate allocation; a plain client still idle after a second parks.
+                let parks =
+                    self.route.cluster.parking.is_some() && matches!(client, Socket::Plain(_));
+                let wake_at = if parks {
+                    timeout_at.min(started + SHRINK_AFTER)
+                } else {
+                    timeout_at
+                };
                 tokio::select! {
                     biased;
-                    r = tokio::time::timeout_at(timeout_at, client.readable()) => match r {
+                    r = tokio::time::timeout_at(wake_at, client.readable()) => match r {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return Idle::Gone,
-                        Err(_) => return Idle::TimedOut,
+                        Err(_) if wake_at >= timeout_at => return Idle::TimedOut,
+                        Err(_) => {
+                            self.idle_since = Some(since);
+                            return Idle::Park;
+                        }
                     },
                     () = self.route.cluster.drain.cancelled() => continue,
                 }

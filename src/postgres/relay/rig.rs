@@ -70,6 +70,7 @@ impl Rig {
             drain: Default::default(),
             metrics: Default::default(),
             pin_counts: Arc::new(PinCounts::default()),
+            parking: None,
         });
         Self {
             cluster,
@@ -101,7 +102,7 @@ impl Rig {
             Duration::from_secs(60),
         );
         let task = tokio::spawn(async move {
-            session.run(Socket::Memory(ours)).await;
+            let _ = session.run(Socket::Memory(ours)).await;
             session
         });
         (Peer::new(client), task)
