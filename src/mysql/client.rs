@@ -8,16 +8,18 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::endpoint::MyEndpoint;
 use super::errors;
 use super::kill;
 use super::login::{Login, NATIVE, Refusal, authenticate, check_schema, nonce, refuse};
 use super::pools::{MyPools, PoolKey, ServerInfo};
-use super::relay::Session;
+use super::relay::{Outcome, Session};
 use super::wire::{self, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{SessionSlot, User};
 use crate::session::SessionInfo;
+use crate::session::park::Resume;
 use crate::tls::{Flavor, Socket};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,7 +45,7 @@ const OFFERED: u32 = caps::LONG_PASSWORD
     | caps::DEPRECATE_EOF;
 
 /// Serves one accepted client connection to the end. An `async move` block rather than an
-/// `async fn`, which would keep its arguments twice in the task: this future is what an idle
+/// `async fn`, which would keep its arguments twice in the task: this future is what a busy
 /// client costs.
 #[allow(clippy::manual_async_fn)]
 pub fn serve(
@@ -53,15 +55,65 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // Boxed: the login's state is large and short-lived; inline it would stay in the task.
-        let Some((stream, mut session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
+        let Some((stream, session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
         else {
             return;
         };
-        // Counted open in the login (boxed) and closed with what `run` reports: a local kept
-        // across `run` would grow every session's task.
-        let tls = session.run(stream).await;
-        ep.metrics.session_closed(tls);
-        drop(slot);
+        live(
+            Box::new(Life {
+                session: *session,
+                _slot: slot,
+            }),
+            stream,
+        )
+        .await;
+    }
+}
+
+/// A logged-in session and what it keeps to its end (counted open in the login, closed here).
+/// Boxed: parking it moves a pointer, and it is all a parked session keeps.
+struct Life {
+    session: Session,
+    /// Held for its drop: the user's session count.
+    _slot: Option<SessionSlot>,
+}
+
+/// Runs a session until it ends or parks.
+async fn live(mut life: Box<Life>, client: Socket) {
+    match life.session.run(client).await {
+        Outcome::Closed { tls } => life.session.endpoint().metrics.session_closed(tls),
+        Outcome::Park(tcp) => park(life, tcp),
+    }
+}
+
+fn park(life: Box<Life>, tcp: TcpStream) {
+    let ep = life.session.endpoint().clone();
+    let Some(parking) = ep.engine.cluster.parking.clone() else {
+        return ep.metrics.session_closed(false);
+    };
+    let deadline = life.session.idle_deadline();
+    match tcp.into_std() {
+        // Refused only while the app is being dropped: the session ends with it.
+        Ok(client) => drop(parking.park(client, life, deadline)),
+        Err(e) => {
+            tracing::warn!(error = %e, "an idle session could not leave the runtime; closed");
+            ep.metrics.session_closed(false);
+        }
+    }
+}
+
+impl Resume for Life {
+    fn resume(self: Box<Self>, client: std::net::TcpStream, token: TaskTrackerToken) {
+        tokio::spawn(async move {
+            let _token = token;
+            match TcpStream::from_std(client) {
+                Ok(tcp) => live(self, Socket::Plain(tcp)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a parked session could not resume; closed");
+                    self.session.endpoint().metrics.session_closed(false);
+                }
+            }
+        });
     }
 }
 

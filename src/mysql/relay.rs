@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::tls::Socket;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use super::endpoint::MyEndpoint;
 use super::errors::{self, Code};
@@ -59,6 +59,18 @@ pub enum End {
     Drained,
     /// Sent to the client as an ERR packet, then the connection is closed.
     Fatal(Code, String),
+    /// Idle over plain TCP with no server connection: the session waits in the lot.
+    Park,
+}
+
+/// How a session's run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Closed {
+        tls: bool,
+    },
+    /// Idle long enough to wait without a task: its client, for the lot.
+    Park(tokio::net::TcpStream),
 }
 
 use route::LastWrite;
@@ -114,6 +126,8 @@ pub struct Session {
     /// A rewritten command on its way to the server (reused).
     scratch: Vec<u8>,
     lease: Option<Lease<ServerConn>>,
+    /// When the idle wait that parked the session began: its idle timeout counts from there.
+    idle_since: Option<Instant>,
 }
 
 impl Session {
@@ -151,12 +165,12 @@ impl Session {
             out: Vec::new(),
             scratch: Vec::new(),
             lease: None,
+            idle_since: None,
         }
     }
 
-    /// The session's whole life after login.
-    /// Serves the session to its end; returns whether the client used TLS.
-    pub async fn run(&mut self, mut client: Socket) -> bool {
+    /// Serves the session until it ends or, idle over plain TCP, parks.
+    pub async fn run(&mut self, mut client: Socket) -> Outcome {
         let end = loop {
             match self.next_command(&mut client).await {
                 Ok(Some(len)) => {
@@ -168,6 +182,13 @@ impl Session {
                 Err(end) => break end,
             }
         };
+        if let End::Park = end {
+            match client {
+                Socket::Plain(tcp) => return Outcome::Park(tcp),
+                // Only a plain client parks (`next_command`).
+                other => client = other,
+            }
+        }
         if let Some(lease) = self.lease.take() {
             Box::pin(self.clean_up(lease)).await;
         }
@@ -178,12 +199,24 @@ impl Session {
             let _ = client.write_all(&self.out).await;
         }
         tracing::debug!(session = self.id, "session closed");
-        client.is_tls()
+        Outcome::Closed {
+            tls: client.is_tls(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Arc<MyEndpoint> {
+        &self.ep
+    }
+
+    /// The session's idle timeout falls due then, if it parks now.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        self.idle_since?.checked_add(self.ep.idle_client_timeout)
     }
 
     /// Waits for the client's next command packet; `Ok(None)` when the client left.
     async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
-        let started = tokio::time::Instant::now();
+        // A resumed session's idle time counts from before it parked.
+        let started = self.idle_since.take().unwrap_or_else(Instant::now);
         loop {
             if let Some(p) = wire::next_packet(&self.cin) {
                 if p.seq != 0 {
@@ -239,6 +272,14 @@ impl Session {
                         self.cin = BytesMut::new();
                         self.out = Vec::new();
                         self.scratch = Vec::new();
+                        // Only from a wait that began here: a resumed session's socket is
+                        // not known readable to the runtime until it has waited once.
+                        if self.ep.engine.cluster.parking.is_some()
+                            && matches!(client, Socket::Plain(_))
+                        {
+                            self.idle_since = Some(started);
+                            return Err(End::Park);
+                        }
                         continue;
                     }
                     Err(_) => continue,

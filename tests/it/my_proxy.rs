@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::drivers::{Run, run_sampling_with, script};
 use crate::support::mariadb::{APP, MY_APPDB, MY_OTHERDB, MariaDb, cli_at, sysbench};
-use crate::support::sluice::{ProxyOptions, Sluice};
-use crate::support::tools::{self, command_output};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
+use crate::support::tools::{self, command_output, free_port};
 
 pub(crate) fn proxy(db: &MariaDb, pool: u32, auth: &str) -> Sluice {
     Sluice::start_for_mariadb(
@@ -577,4 +577,38 @@ fn a_killed_server_gives_every_client_an_error_and_sluice_survives() {
     assert!(stdout.contains("RESULT "), "{stdout}");
     eprintln!("{stdout}");
     assert!(sluice.try_wait().is_none(), "sluice is still running");
+}
+
+#[test]
+fn a_session_parked_while_idle_comes_back_with_its_state() {
+    let db = MariaDb::start();
+    let opts = ProxyOptions {
+        pool_size: 2,
+        borrow_timeout: "60s".into(),
+        client_auth_type: "mysql_native_password".into(),
+        ..ProxyOptions::default()
+    };
+    let (yaml, secrets) = config_for_mariadb(&db, &opts);
+    let admin = free_port();
+    let yaml = format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n");
+    let sluice = Sluice::start_with_secrets(&yaml, &secrets);
+    let admin = admin.to_string();
+    let r = run(
+        &db,
+        python(
+            "myconnector_parked.py",
+            sluice.port(),
+            &[MY_APPDB, admin.as_str()],
+        ),
+        60,
+    );
+    let s = r.result();
+    assert!(s.int("checks") >= 4, "{r}");
+    assert_eq!(s["before"].as_f64(), Some(0.0), "{r}");
+    assert_eq!(
+        s["during"].as_f64(),
+        Some(2.0),
+        "both idle sessions parked: {r}"
+    );
+    assert_eq!(s["after"].as_f64(), Some(0.0), "{r}");
 }

@@ -121,7 +121,7 @@ impl Rig {
             BytesMut::new(),
         );
         let task = tokio::spawn(async move {
-            session.run(Socket::Memory(ours)).await;
+            let _ = session.run(Socket::Memory(ours)).await;
             session
         });
         (Peer::new(client), task)
