@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Load comparison: pgbench against a private PostgreSQL directly, through PgBouncer and through sluice, plus idle-client memory.
+# Load comparison: pgbench against a private PostgreSQL directly, through HAProxy (a bare TCP hop), PgBouncer and sluice, with latency percentiles, plus idle-client memory.
 #
 # Starts everything it needs in a temporary directory (PostgreSQL as the `postgres` OS user,
-# PgBouncer as `postgres` too, sluice as the caller), runs pgbench -S at 1/16/64 clients and
-# -S -C (a new md5-authenticated connection per transaction) against the three targets
-# interleaved, R times each, then -S in the extended and prepared query modes (-M), and prints
-# markdown tables of median TPS, ratios, CPU use and the RSS an idle authenticated client costs
-# each pooler. Tears everything down on exit.
+# PgBouncer as `postgres` too, HAProxy and sluice as the caller), runs pgbench -S at 1/16/64
+# clients and -S -C (a new md5-authenticated connection per transaction) against the targets
+# interleaved, R times each, then -S in the extended and prepared query modes (-M), then -S at a
+# fixed rate (-R) with 1,000 and 10,000 clients through the poolers only (PostgreSQL itself allows
+# 200 connections), and prints markdown tables of median TPS, ratios, CPU use, per-transaction
+# latency (p50/p99 from pgbench --log) and the RSS an idle authenticated client costs each
+# pooler. Tears everything down on exit.
+#
+# HAProxy (Debian's, TCP mode, one thread, no pooling: each client gets its own server
+# connection) is the floor of any proxy hop: what relaying bytes through a second process costs.
 #
 # PgBouncer supports protocol-level prepared statements in transaction mode only from 1.21
 # (max_prepared_statements); with an older one, -M prepared runs against direct and sluice only
@@ -22,7 +27,12 @@
 #   BENCH_CLIENTS="1 16 64" client counts for the -S runs
 #   BENCH_CONNECT_CLIENTS=16  clients for the -S -C run
 #   BENCH_MODE_CLIENTS="16 64" client counts for the -S -M extended / -M prepared runs
+#   BENCH_MANY_CLIENTS="1000 10000" client counts for the fixed-rate -S runs (poolers only; "" skips)
+#   BENCH_MANY_RATE=2000    their total rate, transactions per second (pgbench -R)
+#   BENCH_HAPROXY=1         0 leaves HAProxy out
 #   BENCH_IDLE_CLIENTS=5000 idle clients for the memory measurement (0 skips it)
+#   BENCH_IDLE_SETTLE=12    seconds the idle clients sit before RSS is read (sluice parks idle
+#                           sessions after 1 s; jemalloc hands freed pages back after ~10 s)
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
@@ -38,6 +48,10 @@ CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
 CONNECT_CLIENTS=${BENCH_CONNECT_CLIENTS:-16}
 MODE_CLIENTS=${BENCH_MODE_CLIENTS:-"16 64"}
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
+MANY_CLIENTS=${BENCH_MANY_CLIENTS-"1000 10000"}
+MANY_RATE=${BENCH_MANY_RATE:-2000}
+USE_HAPROXY=${BENCH_HAPROXY:-1}
+IDLE_SETTLE=${BENCH_IDLE_SETTLE:-12}
 JOBS=${BENCH_JOBS:-2}
 KEEP=${BENCH_KEEP:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,13 +84,13 @@ TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$TMP"
 chown postgres: "$TMP"
 mkdir -p "$TMP/logs"
-SLUICE_PID="" SLUICE_B_PID="" PGB_PID="" PG_STARTED=0
+SLUICE_PID="" SLUICE_B_PID="" PGB_PID="" HAP_PID="" PG_STARTED=0
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $SLUICE_PID $SLUICE_B_PID; do
+    for pid in $SLUICE_PID $SLUICE_B_PID $HAP_PID; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null; fi
     done
     if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
@@ -170,7 +184,7 @@ auth_type = md5
 auth_file = $TMP/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
-max_client_conn = 10000
+max_client_conn = 20000
 logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
 ; sluice does not log each connection either
@@ -190,6 +204,32 @@ PGB_PID=$(cat "$TMP/pgbouncer.pid")
 pgb_files=$(awk '/^Max open files/ { print $4 }' "/proc/$PGB_PID/limits")
 (( pgb_files >= IDLE_CLIENTS + 100 )) || die "PgBouncer may open only $pgb_files files"
 wait_ready "$PGB_PORT" PgBouncer
+
+# ---------------------------------------------------------------- HAProxy
+HAP_PORT=""
+if [[ $USE_HAPROXY == 1 ]] && command -v haproxy >/dev/null; then
+    HAP_PORT=$(free_port)
+    cat >"$TMP/haproxy.cfg" <<EOF
+# benches/load/compare.sh: a bare TCP hop, one thread, no pooling
+global
+    nbthread 1
+    maxconn 20000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend pg
+    bind 127.0.0.1:$HAP_PORT
+    default_backend pg
+backend pg
+    server pg 127.0.0.1:$PG_PORT
+EOF
+    log "HAProxy $(haproxy -v | head -n1 | awk '{print $3}') on port $HAP_PORT"
+    haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/logs/haproxy.log" 2>&1 &
+    HAP_PID=$!
+    wait_ready "$HAP_PORT" HAProxy
+fi
 
 # ---------------------------------------------------------------- sluice
 SLUICE_PORT=$(free_port)
@@ -257,7 +297,7 @@ if (( IDLE_CLIENTS > 0 )); then
     for target in pgbouncer sluice; do
         if [[ $target == pgbouncer ]]; then port=$PGB_PORT pid=$PGB_PID; else port=$SLUICE_PORT pid=$SLUICE_PID; fi
         log "idle-client memory: $IDLE_CLIENTS authenticated clients on $target (pid $pid)"
-        out=$("$PYTHON" "$HERE/idle_clients.py" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
+        out=$(IDLE_SETTLE_SECONDS=$IDLE_SETTLE "$PYTHON" "$HERE/idle_clients.py" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
             "$IDLE_CLIENTS" "$pid" 2>"$TMP/logs/idle-$target.log") \
             || { cat "$TMP/logs/idle-$target.log" >&2; die "idle-client test against $target failed"; }
         log "  $out"
@@ -269,19 +309,21 @@ fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 TARGETS=(direct pgbouncer sluice)
-port_of() { case $1 in direct) echo "$PG_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; esac; }
-pid_of() { case $1 in pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; esac; }
+pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; *) echo "" ;; esac; }
 
 WORKLOADS=()
 for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
 WORKLOADS+=("SC:$CONNECT_CLIENTS")
 for c in $MODE_CLIENTS; do WORKLOADS+=("E:$c" "P:$c"); done
+for c in $MANY_CLIENTS; do WORKLOADS+=("R:$c"); done
 label() {
     local kind=${1%%:*} c=${1##*:}
     case $kind in
         SC) echo "-S -C, $c clients" ;;
         E) echo "-S -M extended, $c clients" ;;
         P) echo "-S -M prepared, $c clients" ;;
+        R) echo "-S -R $MANY_RATE, $c clients" ;;
         *) echo "-S, $c clients" ;;
     esac
 }
@@ -290,21 +332,40 @@ PGB_VERSION=$(pgbouncer --version | head -n1 | awk '{print $2}')
 PGB_PREPARED=0
 if printf '1.21\n%s\n' "$PGB_VERSION" | sort -V -C; then PGB_PREPARED=1; fi
 targets_of() {
-    local b=""
+    local b="" h=""
     [[ -n $SLUICE_BIN_B ]] && b=" sluice_b"
-    if [[ ${1%%:*} == P && $PGB_PREPARED == 0 ]]; then echo "direct sluice$b"; else echo "direct pgbouncer sluice$b"; fi
+    [[ -n $HAP_PORT ]] && h=" haproxy"
+    case ${1%%:*} in
+        # PostgreSQL allows 200 connections: only poolers serve thousands of clients.
+        R) echo "pgbouncer sluice$b" ;;
+        P) if [[ $PGB_PREPARED == 0 ]]; then echo "direct$h sluice$b"; else echo "direct$h pgbouncer sluice$b"; fi ;;
+        *) echo "direct$h pgbouncer sluice$b" ;;
+    esac
 }
 
 # Voluntary context switches of all threads of a process (a thread parking and being woken).
 proc_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { v += $2 } END { print v + 0 }'; }
 
-# One pgbench run. Appends: workload, repeat, target, tps, pooler %CPU (of one core), pooler
-# CPU microseconds per transaction, pooler voluntary context switches per transaction,
-# postgres %CPU, machine busy %.
+# p50 and p99 transaction latency in ms from pgbench --log files (time plus any schedule lag:
+# what the client waited, from when the transaction was due).
+latency() {
+    cat "$@" 2>/dev/null | awk '{ print $3 + ($7 == "" ? 0 : $7) }' | sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print "- -"; exit }
+            i50 = int(NR * 0.50); if (i50 < 1) i50 = 1
+            i99 = int(NR * 0.99); if (i99 < 1) i99 = 1
+            printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
+        }'
+}
+
+# One pgbench run. Appends: workload, repeat, target, tps, proxy %CPU (of one core), proxy
+# CPU microseconds per transaction, proxy voluntary context switches per transaction,
+# postgres %CPU, machine busy %, p50 ms, p99 ms.
 run_one() {
     local workload=$1 rep=$2 target=$3
     local kind=${workload%%:*} c=${workload##*:}
-    local port pid j flags logf t0 t1 p0=0 p1=0 s0=0 s1=0 g0 g1 m0 m1 mt0 mt1 tps txs pcpu pus pcs gcpu mbusy
+    local port pid j flags logf t0 t1 p0=0 p1=0 s0=0 s1=0 g0 g1 m0 m1 mt0 mt1 tps txs pcpu pus pcs gcpu mbusy lat
     port=$(port_of "$target"); pid=$(pid_of "$target")
     j=$(( c < JOBS ? c : JOBS ))
     flags=(-n -S -T "$DURATION" -c "$c" -j "$j")
@@ -312,8 +373,11 @@ run_one() {
         SC) flags+=(-C) ;;
         E) flags+=(-M extended) ;;
         P) flags+=(-M prepared) ;;
+        R) flags+=(-R "$MANY_RATE") ;;
     esac
     logf="$TMP/logs/pgbench-$kind-$c-$target-$rep.log"
+    rm -f "$TMP"/logs/lat.*
+    flags+=(--log --log-prefix="$TMP/logs/lat")
     if [[ -n $pid ]]; then p0=$(proc_ticks "$pid"); s0=$(proc_switches "$pid"); fi
     g0=$(pg_ticks); read -r m0 mt0 < <(machine_ticks); t0=$(date +%s.%N)
     if PGPASSWORD=$BENCH_PASSWORD pgbench "${flags[@]}" -h 127.0.0.1 -p "$port" -U $BENCH_USER $BENCH_DB \
@@ -329,6 +393,8 @@ run_one() {
     g1=$(pg_ticks)
     if [[ -n $pid ]]; then p1=$(proc_ticks "$pid"); s1=$(proc_switches "$pid"); fi
     [[ -z $tps ]] && tps=ERR
+    lat=$(latency "$TMP"/logs/lat.*)
+    rm -f "$TMP"/logs/lat.*
     [[ -z ${txs:-} || ${txs:-0} == 0 ]] && txs=1
     if [[ -n $pid ]]; then
         pcpu=$(awk -v a="$p0" -v b="$p1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b-a)/hz/(t1-t0)*100 }')
@@ -343,8 +409,8 @@ run_one() {
         log "  $target: pgbench FAILED, see below"
         tail -n 5 "$logf" >&2
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$rep" "$target" "$tps" "$pcpu" "$pus" "$pcs" "$gcpu" "$mbusy" >>"$RESULTS"
-    log "  $(label "$workload") run $rep $target: tps=$tps pooler_cpu=${pcpu}% (${pus}us/tx, ${pcs} vcsw/tx) postgres_cpu=${gcpu}% machine_busy=${mbusy}%"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$rep" "$target" "$tps" "$pcpu" "$pus" "$pcs" "$gcpu" "$mbusy" ${lat% *} ${lat#* } >>"$RESULTS"
+    log "  $(label "$workload") run $rep $target: tps=$tps proxy_cpu=${pcpu}% (${pus}us/tx, ${pcs} vcsw/tx) postgres_cpu=${gcpu}% machine_busy=${mbusy}% p50/p99=${lat/ //}ms"
 }
 
 log "pgbench: ${#WORKLOADS[@]} workloads x $REPEAT repeats x up to 4 targets x ${DURATION}s"
@@ -377,16 +443,17 @@ cores=$(nproc)
 rev=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 echo
 echo "sluice $rev ($SLUICE_BIN, built $(date -u -r "$SLUICE_BIN" +%Y-%m-%dT%H:%MZ));" \
-    "PgBouncer $(pgbouncer --version | head -n1 | awk '{print $2}'); $("$PG_BIN/postgres" --version);" \
+    "PgBouncer $(pgbouncer --version | head -n1 | awk '{print $2}'); HAProxy ${HAP_PORT:+$(haproxy -v | head -n1 | awk '{print $3}')}; $("$PG_BIN/postgres" --version);" \
     "$cores cores ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "## pgbench: median TPS of $REPEAT interleaved runs of ${DURATION}s (pool size $POOL_SIZE, md5 auth, $cores cores)"
 echo
-echo "| workload | direct | PgBouncer | sluice | sluice/PgBouncer | sluice/direct |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| workload | direct | HAProxy | PgBouncer | sluice | sluice/PgBouncer | sluice/HAProxy | sluice/direct |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for workload in "${WORKLOADS[@]}"; do
-    d=$(median "$workload" direct 4); b=$(median "$workload" pgbouncer 4); s=$(median "$workload" sluice 4)
-    echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$b") | $(fmt "$s") | $(ratio "$s" "$b") | $(ratio "$s" "$d") |"
+    d=$(median "$workload" direct 4); h=$(median "$workload" haproxy 4)
+    b=$(median "$workload" pgbouncer 4); s=$(median "$workload" sluice 4)
+    echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$h") | $(fmt "$b") | $(fmt "$s") | $(ratio "$s" "$b") | $(ratio "$s" "$h") | $(ratio "$s" "$d") |"
 done
 if [[ $PGB_PREPARED == 0 ]]; then
     echo
@@ -397,17 +464,30 @@ fi
 echo
 echo "## CPU during the runs (medians)"
 echo
-echo "Pooler: % of one core, CPU µs per transaction (per connection with -C), voluntary context"
+echo "Proxy: % of one core, CPU µs per transaction (per connection with -C), voluntary context"
 echo "switches per transaction. postgres: % of one core, all backends. Machine: busy % of all $cores cores."
 echo
-echo "| workload | PgBouncer %cpu, µs/tx, cs/tx | sluice %cpu, µs/tx, cs/tx | postgres %cpu (direct / PgBouncer / sluice) | machine busy % (direct / PgBouncer / sluice) |"
-echo "|---|---:|---:|---:|---:|"
+echo "| workload | HAProxy %cpu, µs/tx, cs/tx | PgBouncer %cpu, µs/tx, cs/tx | sluice %cpu, µs/tx, cs/tx | postgres %cpu (direct / HAProxy / PgBouncer / sluice) | machine busy % (direct / HAProxy / PgBouncer / sluice) |"
+echo "|---|---:|---:|---:|---:|---:|"
 for workload in "${WORKLOADS[@]}"; do
     echo "| $(label "$workload")" \
+        "| $(median "$workload" haproxy 5), $(median "$workload" haproxy 6), $(median "$workload" haproxy 7)" \
         "| $(median "$workload" pgbouncer 5), $(median "$workload" pgbouncer 6), $(median "$workload" pgbouncer 7)" \
         "| $(median "$workload" sluice 5), $(median "$workload" sluice 6), $(median "$workload" sluice 7)" \
-        "| $(median "$workload" direct 8) / $(median "$workload" pgbouncer 8) / $(median "$workload" sluice 8)" \
-        "| $(median "$workload" direct 9) / $(median "$workload" pgbouncer 9) / $(median "$workload" sluice 9) |"
+        "| $(median "$workload" direct 8) / $(median "$workload" haproxy 8) / $(median "$workload" pgbouncer 8) / $(median "$workload" sluice 8)" \
+        "| $(median "$workload" direct 9) / $(median "$workload" haproxy 9) / $(median "$workload" pgbouncer 9) / $(median "$workload" sluice 9) |"
+done
+echo
+echo "## Latency per transaction (ms, medians over the runs of each run's p50 and p99; pgbench --log)"
+echo
+echo "| workload | direct p50 / p99 | HAProxy p50 / p99 | PgBouncer p50 / p99 | sluice p50 / p99 | sluice/PgBouncer p99 |"
+echo "|---|---:|---:|---:|---:|---:|"
+for workload in "${WORKLOADS[@]}"; do
+    row="| $(label "$workload")"
+    for t in direct haproxy pgbouncer sluice; do
+        row+=" | $(median "$workload" $t 10) / $(median "$workload" $t 11)"
+    done
+    echo "$row | $(ratio "$(median "$workload" sluice 11)" "$(median "$workload" pgbouncer 11)") |"
 done
 if [[ -n $SLUICE_BIN_B ]]; then
     echo
@@ -437,7 +517,7 @@ if [[ -n $MEM_ROWS ]]; then
     done <<<"$MEM_ROWS"
 fi
 echo
-echo "## Raw runs (workload, repeat, target, tps, pooler %cpu, pooler µs/tx, pooler cs/tx, postgres %cpu, machine busy %)"
+echo "## Raw runs (workload, repeat, target, tps, proxy %cpu, proxy µs/tx, proxy cs/tx, postgres %cpu, machine busy %, p50 ms, p99 ms)"
 echo
 echo '```'
 cat "$RESULTS"

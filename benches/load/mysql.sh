@@ -28,6 +28,7 @@
 #   BENCH_RECONNECT_THREADS=16  thread counts for the new-connection-per-transaction run ("" skips)
 #   BENCH_TABLES=4 BENCH_TABLE_SIZE=10000   sysbench dataset
 #   BENCH_IDLE_CLIENTS=5000     idle clients for the memory measurement, on each target (0 skips it)
+#   BENCH_IDLE_SETTLE=12        seconds they sit idle before RSS is read
 #   BENCH_ONLY_IDLE=0           1 skips every sysbench run (and the sysbench prepare)
 #   BENCH_TARGETS="direct sluice"  "direct" alone measures MariaDB only (no sluice started)
 #   BENCH_KEEP=0                1 keeps the temp dir (logs, configs) for inspection
@@ -42,6 +43,9 @@ DISABLE_THREADS=${BENCH_DISABLE_THREADS-16}
 RECONNECT_THREADS=${BENCH_RECONNECT_THREADS-16}
 if [[ ${BENCH_ONLY_IDLE:-0} == 1 ]]; then THREADS="" DISABLE_THREADS="" RECONNECT_THREADS=""; fi
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
+# Seconds the idle clients sit before RSS is read: sluice parks idle sessions after 1 s, and
+# jemalloc hands the freed pages back after ~10 s.
+IDLE_SETTLE=${BENCH_IDLE_SETTLE:-12}
 TABLES=${BENCH_TABLES:-4}
 TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
 TARGETS=${BENCH_TARGETS:-"direct sluice"}
@@ -242,7 +246,7 @@ if (( IDLE_CLIENTS > 0 )); then
             port=$SLUICE_PORT pid=$SLUICE_PID
         fi
         log "idle-client memory: $IDLE_CLIENTS authenticated clients on $target (pid $pid)"
-        out=$(python3 "$IDLE_PY" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
+        out=$(IDLE_SETTLE_SECONDS=$IDLE_SETTLE python3 "$IDLE_PY" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
             "$IDLE_CLIENTS" "$pid" mysql 2>"$TMP/logs/idle-$target.log") \
             || { cat "$TMP/logs/idle-$target.log" >&2; die "idle-client test against $target failed"; }
         [[ $target == direct ]] && mariadb_su -e "SET GLOBAL max_connections = 200"
