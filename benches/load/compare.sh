@@ -213,7 +213,7 @@ if [[ $USE_HAPROXY == 1 ]] && command -v haproxy >/dev/null; then
 # benches/load/compare.sh: a bare TCP hop, one thread, no pooling
 global
     nbthread 1
-    maxconn 20000
+    maxconn 5000
 defaults
     mode tcp
     timeout connect 5s
