@@ -29,6 +29,8 @@ pub struct Endpoint<E> {
     /// Refuse clients that did not switch to TLS.
     pub require_tls: bool,
     pub idle_client_timeout: Duration,
+    /// An idle plain-TCP session parks after this long; `None`: never.
+    pub idle_client_park_after: Option<Duration>,
     /// This endpoint's client-side series.
     pub metrics: EndpointMetrics,
     /// Process-wide: endpoints share pools, and a session id marks what a session owns there.
@@ -50,6 +52,7 @@ impl Endpoint<()> {
             tls: self.tls,
             require_tls: self.require_tls,
             idle_client_timeout: self.idle_client_timeout,
+            idle_client_park_after: self.idle_client_park_after,
             metrics: self.metrics,
             session_ids: self.session_ids,
             engine,

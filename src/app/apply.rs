@@ -402,6 +402,8 @@ impl App {
             tls: Option::clone(tls),
             require_tls: ep.require_tls,
             idle_client_timeout: config.idle_client_timeout.as_std(),
+            idle_client_park_after: Some(config.idle_client_park_after.as_std())
+                .filter(|d| !d.is_zero()),
             metrics: metrics.clone(),
             session_ids: self.session_ids.clone(),
             engine: (),

@@ -171,13 +171,14 @@ pub(crate) fn format_path(path: &[Seg]) -> String {
 
 /// Sort key: section in `Config` field order, then the element within it.
 fn document_order(path: &str) -> (usize, usize, String) {
-    const SECTIONS: [&str; 9] = [
+    const SECTIONS: [&str; 10] = [
         "(root)",
         "endpoints",
         "target_groups",
         "auth",
         "admin",
         "idle_client_timeout",
+        "idle_client_park_after",
         "shutdown_grace",
         "shutdown_timeout",
         "worker_threads",

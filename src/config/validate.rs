@@ -50,6 +50,13 @@ pub(super) fn validate(parts: &Parts, problems: &mut Vec<Problem>) {
     }
     if let Some(rest) = &parts.rest {
         v.positive(&[Seg::key("idle_client_timeout")], rest.idle_client_timeout);
+        let park = rest.idle_client_park_after.as_std();
+        if !park.is_zero() && park < std::time::Duration::from_secs(1) {
+            v.report(
+                &[Seg::key("idle_client_park_after")],
+                "must be 0s (never park) or at least 1s (an idle session keeps its buffers for a second first)",
+            );
+        }
         if rest.shutdown_grace > rest.shutdown_timeout {
             v.report(
                 &[Seg::key("shutdown_grace")],

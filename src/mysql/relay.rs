@@ -215,8 +215,15 @@ impl Session {
 
     /// Waits for the client's next command packet; `Ok(None)` when the client left.
     async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
-        // A resumed session's idle time counts from before it parked.
+        // A resumed session's idle time counts from before it parked; its next park from now,
+        // since its socket's readiness reaches the runtime only after a first wait.
         let started = self.idle_since.take().unwrap_or_else(Instant::now);
+        let park_at = self
+            .ep
+            .idle_client_park_after
+            .filter(|_| self.ep.engine.cluster.parking.is_some())
+            .filter(|_| matches!(client, Socket::Plain(_)))
+            .and_then(|after| Instant::now().checked_add(after));
         loop {
             if let Some(p) = wire::next_packet(&self.cin) {
                 if p.seq != 0 {
@@ -254,6 +261,9 @@ impl Session {
             if self.hold == Hold::Soft && self.lease.is_some() {
                 wait = wait.min(SOFT_HOLD.saturating_sub(idle));
             }
+            if let Some(at) = park_at.filter(|_| self.lease.is_none()) {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
             if self.cin.is_empty() {
                 if self.ep.engine.cluster.drain.is_cancelled() && self.at_boundary() {
                     return Err(End::Drained);
@@ -272,15 +282,14 @@ impl Session {
                         self.cin = BytesMut::new();
                         self.out = Vec::new();
                         self.scratch = Vec::new();
-                        // Only from a wait that began here: a resumed session's socket is
-                        // not known readable to the runtime until it has waited once.
-                        if self.ep.engine.cluster.parking.is_some()
-                            && matches!(client, Socket::Plain(_))
-                        {
-                            self.idle_since = Some(started);
-                            return Err(End::Park);
-                        }
                         continue;
+                    }
+                    Err(_)
+                        if self.lease.is_none()
+                            && park_at.is_some_and(|at| Instant::now() >= at) =>
+                    {
+                        self.idle_since = Some(started);
+                        return Err(End::Park);
                     }
                     Err(_) => continue,
                 }

@@ -15,7 +15,7 @@ use super::cancel::{CancelHandle, CancelRegistry};
 use super::cluster::PgCluster;
 use super::errors::{self, fatal};
 use super::pools::{PgPool, PgPools};
-use super::relay::{Outcome, Session};
+use super::relay::{IdleLimits, Outcome, Session};
 use super::server;
 use super::settings::Settings;
 use super::wire::{self, Startup, StartupParams, WireError};
@@ -378,7 +378,10 @@ async fn login(
             cancel,
             settings,
             std::mem::take(buf),
-            ep.idle_client_timeout,
+            IdleLimits {
+                timeout: ep.idle_client_timeout,
+                park_after: ep.idle_client_park_after,
+            },
         ),
         slot,
     ))
@@ -556,6 +559,7 @@ mod tests {
             tls: None,
             require_tls: false,
             idle_client_timeout: second,
+            idle_client_park_after: None,
             session_ids: Arc::new(AtomicU64::new(0)),
             metrics: Default::default(),
             engine: PgSide {

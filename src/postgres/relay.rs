@@ -90,6 +90,13 @@ pub(super) enum Phase {
     Cut { rolled_back: bool },
 }
 
+/// How long a session may sit idle: until it is closed, and until it parks (`None`: never).
+#[derive(Debug, Clone, Copy)]
+pub struct IdleLimits {
+    pub timeout: Duration,
+    pub park_after: Option<Duration>,
+}
+
 /// Where a session's transactions go: its target group, the instance it used last, and what
 /// its endpoint needs.
 #[derive(Debug)]
@@ -119,7 +126,7 @@ pub struct Session {
     cin: BytesMut,
     cout: BytesMut,
     sout: BytesMut,
-    idle_timeout: Duration,
+    idle: IdleLimits,
     /// Bytes of a client message still to stream to the server.
     client_streaming: usize,
     /// Bytes of a server message still to stream to the client.
@@ -150,7 +157,7 @@ impl Session {
         cancel: CancelHandle,
         startup: Settings,
         leftover: BytesMut,
-        idle_timeout: Duration,
+        idle: IdleLimits,
     ) -> Self {
         Self {
             id,
@@ -168,7 +175,7 @@ impl Session {
             },
             cout: BytesMut::new(),
             sout: BytesMut::new(),
-            idle_timeout,
+            idle,
             client_streaming: 0,
             server_streaming: 0,
             idle_timer: None,
@@ -211,7 +218,7 @@ impl Session {
 
     /// The session's idle timeout falls due then, if it parks now.
     pub fn idle_deadline(&self) -> Option<Instant> {
-        self.idle_since?.checked_add(self.idle_timeout)
+        self.idle_since?.checked_add(self.idle.timeout)
     }
 
     /// Serves transactions until the client leaves (with a FATAL error to send, if any) or the

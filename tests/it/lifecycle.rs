@@ -49,7 +49,10 @@ async fn sigterm_drains_postgres_sessions_at_transaction_boundaries() {
     );
     let (yaml, secrets) = config_for(&pg, &ProxyOptions::pool(4));
     let admin = free_port();
-    let yaml = format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n{DRAIN}");
+    // The idle session parks before the drain reaches it: the lot hands it back to be closed.
+    let yaml = format!(
+        "{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n{DRAIN}idle_client_park_after: 1s\n"
+    );
     let mut proxy = Sluice::start_with_secrets(&yaml, &secrets);
     wait_readyz(admin, 200, 10);
 

@@ -305,6 +305,7 @@ fn borrow_and_idle_timeouts_fail_clearly() {
             borrow_timeout: "1s".into(),
             client_auth_type: "mysql_native_password".into(),
             idle_client_timeout: Some("2s".into()),
+            idle_client_park_after: Some("1s".into()),
             ..ProxyOptions::default()
         },
     );
@@ -590,7 +591,8 @@ fn a_session_parked_while_idle_comes_back_with_its_state() {
     };
     let (yaml, secrets) = config_for_mariadb(&db, &opts);
     let admin = free_port();
-    let yaml = format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n");
+    let yaml =
+        format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\nidle_client_park_after: 1s\n");
     let sluice = Sluice::start_with_secrets(&yaml, &secrets);
     let admin = admin.to_string();
     let r = run(

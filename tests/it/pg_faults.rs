@@ -285,6 +285,8 @@ async fn idle_client_timeout_closes_only_idle_sessions() {
         &pg,
         ProxyOptions {
             idle_client_timeout: Some("1500ms".into()),
+            // The idle one parks first: its timeout then comes from the lot.
+            idle_client_park_after: Some("1s".into()),
             ..Default::default()
         },
     );

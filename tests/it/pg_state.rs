@@ -272,7 +272,8 @@ async fn a_session_parked_while_idle_comes_back_with_its_state() {
     let pg = PgServer::start();
     let (yaml, secrets) = config_for(&pg, &ProxyOptions::pool(2));
     let admin = free_port();
-    let yaml = format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\n");
+    let yaml =
+        format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\nidle_client_park_after: 1s\n");
     let proxy = Sluice::start_with_secrets(&yaml, &secrets);
     let parked = |scrape: &str| sample(scrape, "sluice_client_sessions_parked");
     let c = connect(&proxy, APP, APPDB).await.unwrap();

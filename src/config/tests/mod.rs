@@ -115,7 +115,7 @@ fn four_problems_in_four_sections_are_all_reported() {
             "    secret: file:",
             "    client_auth: jwt\n    secret: file:",
         )
-        + "idle_client_timeout: 0s\n";
+        + "idle_client_timeout: 0s\nidle_client_park_after: 500ms\n";
     assert_eq!(
         paths(&text),
         [
@@ -123,6 +123,7 @@ fn four_problems_in_four_sections_are_all_reported() {
             "target_groups.pg.health.interval",
             "auth[0].client_auth",
             "idle_client_timeout",
+            "idle_client_park_after",
         ]
     );
 }

@@ -43,6 +43,7 @@ async fn a_session_task_stays_small() {
         tls: None,
         require_tls: false,
         idle_client_timeout: second,
+        idle_client_park_after: None,
         session_ids: Arc::new(AtomicU64::new(0)),
         metrics: Default::default(),
         engine: crate::mysql::endpoint::MySide {

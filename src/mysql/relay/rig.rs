@@ -89,6 +89,7 @@ impl Rig {
             tls: None,
             require_tls: false,
             idle_client_timeout: Duration::from_secs(60),
+            idle_client_park_after: None,
             metrics: Default::default(),
             session_ids: Default::default(),
             engine: MySide {

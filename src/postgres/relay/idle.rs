@@ -50,17 +50,21 @@ impl Session {
             let holds_buffers = self.cin.capacity() > 0 || self.cout.capacity() > 0;
             // A configured timeout beyond what the clock can add means "never".
             let timeout_at = since
-                .checked_add(self.idle_timeout)
+                .checked_add(self.idle.timeout)
                 .unwrap_or_else(|| since + NEVER);
             if !holds_buffers {
                 // Long idle: a timer for this wait alone, inside the task, so an idle client
-                // costs no separate allocation; a plain client still idle after a second parks.
-                let parks =
-                    self.route.cluster.parking.is_some() && matches!(client, Socket::Plain(_));
-                let wake_at = if parks {
-                    timeout_at.min(started + SHRINK_AFTER)
-                } else {
-                    timeout_at
+                // costs no separate allocation; a plain client idle past `park_after` parks.
+                let park_after = self
+                    .idle
+                    .park_after
+                    .filter(|_| self.route.cluster.parking.is_some())
+                    .filter(|_| matches!(client, Socket::Plain(_)));
+                let wake_at = match park_after {
+                    Some(after) => started
+                        .checked_add(after)
+                        .map_or(timeout_at, |at| timeout_at.min(at)),
+                    None => timeout_at,
                 };
                 tokio::select! {
                     biased;

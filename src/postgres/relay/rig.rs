@@ -99,7 +99,10 @@ impl Rig {
             crate::postgres::cancel::register(&self.cancel, info),
             Vec::new(),
             BytesMut::new(),
-            Duration::from_secs(60),
+            crate::postgres::relay::IdleLimits {
+                timeout: Duration::from_secs(60),
+                park_after: None,
+            },
         );
         let task = tokio::spawn(async move {
             let _ = session.run(Socket::Memory(ours)).await;

@@ -22,6 +22,8 @@ pub struct ProxyOptions {
     pub client_auth_type: String,
     /// Top-level `idle_client_timeout`, e.g. "2s".
     pub idle_client_timeout: Option<String>,
+    /// Top-level `idle_client_park_after`, e.g. "1s".
+    pub idle_client_park_after: Option<String>,
     /// `health.interval` of the target group, e.g. "100ms" (omitted when None).
     pub health_interval: Option<String>,
 }
@@ -43,6 +45,7 @@ impl Default for ProxyOptions {
             borrow_timeout: "10s".into(),
             client_auth_type: "postgres_scram_sha_256".into(),
             idle_client_timeout: None,
+            idle_client_park_after: None,
             health_interval: None,
         }
     }
@@ -90,6 +93,9 @@ pub fn config_for(pg: &PgServer, opts: &ProxyOptions) -> (String, String) {
              client_password_auth_type: {kind}\n    secret: file:secrets.yaml#{user}\n"
         );
     }
+    if let Some(t) = &opts.idle_client_park_after {
+        let _ = writeln!(y, "idle_client_park_after: {t}");
+    }
     if let Some(t) = &opts.idle_client_timeout {
         let _ = writeln!(y, "idle_client_timeout: {t}");
     }
@@ -119,6 +125,9 @@ pub fn config_for_mariadb(db: &MariaDb, opts: &ProxyOptions) -> (String, String)
         kind = opts.client_auth_type,
         monitor = MONITOR.0,
     );
+    if let Some(t) = &opts.idle_client_park_after {
+        let _ = writeln!(y, "idle_client_park_after: {t}");
+    }
     if let Some(t) = &opts.idle_client_timeout {
         let _ = writeln!(y, "idle_client_timeout: {t}");
     }
