@@ -194,6 +194,28 @@ impl Validator<'_> {
         if group.instances.is_empty() {
             self.report(&at(path, "instances"), "at least one instance is required");
         }
+        let unix = group
+            .instances
+            .iter()
+            .any(|i| crate::tls::unix_path(i).is_some());
+        // Neither engine's socket carries TLS here, and RDS is never on the same host.
+        if unix
+            && !matches!(
+                group.server_tls.mode,
+                ServerTlsMode::Disable | ServerTlsMode::Prefer
+            )
+        {
+            self.report(
+                &at(path, "server_tls"),
+                "a unix: instance has no TLS: set server_tls.mode to disable or prefer",
+            );
+        }
+        if unix && group.server_iam.is_some() {
+            self.report(
+                &at(path, "server_iam"),
+                "a unix: instance cannot take IAM tokens (they are for RDS over TLS)",
+            );
+        }
         let mut seen = BTreeSet::new();
         for (k, instance) in group.instances.iter().enumerate() {
             let mut ipath = at(path, "instances");
@@ -309,6 +331,15 @@ impl Validator<'_> {
 
 /// `host:port` or `[v6]:port`, port 1-65535; the host is resolved at connect time.
 fn check_instance(instance: &str) -> Result<(), &'static str> {
+    if let Some(path) = crate::tls::unix_path(instance) {
+        return if path.starts_with('/') && !path.ends_with('/') {
+            Ok(())
+        } else {
+            Err(
+                "a Unix-domain socket is `unix:` and the socket file's absolute path, e.g. unix:/var/run/postgresql/.s.PGSQL.5432",
+            )
+        };
+    }
     let (host, port) = instance
         .rsplit_once(':')
         .ok_or("expected host:port, e.g. 127.0.0.1:5432 or db.internal:5432")?;

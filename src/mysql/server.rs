@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::state::ConnState;
 use super::wire::{
@@ -16,7 +16,7 @@ use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::mysql::MysqlKeys;
 use crate::errors::{ConnectError, Rejected};
 use crate::pool::PooledConnection;
-use crate::tls::Socket;
+use crate::tls::{Socket, unix_path};
 
 /// Largest packet sluice reads whole from a server on the control plane.
 const MAX_CONTROL_PACKET: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
@@ -181,15 +181,21 @@ fn refused(addr: &str, payload: &[u8]) -> ConnectError {
 
 /// Reads the server's greeting only: its version string and capabilities, no login.
 pub async fn greeting(addr: &str) -> Result<Greeting, ConnectError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| unreachable(addr, e))?;
+    let mut stream = open(addr).await.map_err(|e| unreachable(addr, e))?;
     let mut buf = BytesMut::new();
     let (_, payload) = read_packet(&mut stream, &mut buf, addr).await?;
     if payload.first() == Some(&0xff) {
         return Err(refused(addr, &payload));
     }
     Greeting::parse(&payload).map_err(|e| protocol(addr, e))
+}
+
+/// A socket to `addr`: TCP, or a Unix-domain socket for a `unix:/path` instance.
+async fn open(addr: &str) -> std::io::Result<Socket> {
+    match unix_path(addr) {
+        Some(path) => Ok(Socket::Unix(UnixStream::connect(path).await?)),
+        None => Ok(Socket::Plain(TcpStream::connect(addr).await?)),
+    }
 }
 
 fn unreachable(addr: &str, e: std::io::Error) -> ConnectError {
@@ -238,13 +244,13 @@ impl ServerConn {
         let token = (login.access.token(addr, &login.user).await).map_err(|e| protocol(addr, e))?;
         let token_keys = token.as_deref().map(MysqlKeys::derive);
         let keys = token_keys.as_ref().unwrap_or(&cred.mysql);
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| unreachable(addr, e))?;
-        let _ = tcp.set_nodelay(true);
-        login.access.tune(&tcp).map_err(|e| unreachable(addr, e))?;
+        let mut socket = open(addr).await.map_err(|e| unreachable(addr, e))?;
+        if let Socket::Plain(tcp) = &socket {
+            let _ = tcp.set_nodelay(true);
+            login.access.tune(tcp).map_err(|e| unreachable(addr, e))?;
+        }
         let mut buf = BytesMut::with_capacity(4096);
-        let (_, payload) = read_packet(&mut tcp, &mut buf, addr).await?;
+        let (_, payload) = read_packet(&mut socket, &mut buf, addr).await?;
         if payload.first() == Some(&0xff) {
             return Err(refused(addr, &payload));
         }
@@ -258,7 +264,7 @@ impl ServerConn {
             ));
         }
         let mut wanted = (BASE_CAPS | login.caps) & (greeting.caps | caps::LONG_PASSWORD);
-        let (mut stream, seq) = start_tls(tcp, login, &greeting, &mut wanted).await?;
+        let (mut stream, seq) = start_tls(socket, login, &greeting, &mut wanted).await?;
         let plugin = if greeting.plugin == SHA2 {
             SHA2
         } else {
@@ -415,12 +421,16 @@ impl ServerConn {
 /// Switches to TLS after the greeting when wanted and offered: an SSLRequest (the first 32
 /// bytes of a HandshakeResponse) as packet 1, the handshake, then the response as packet 2.
 async fn start_tls(
-    mut tcp: TcpStream,
+    socket: Socket,
     login: &ServerLogin,
     greeting: &Greeting,
     wanted: &mut u32,
 ) -> Result<(Socket, u8), ConnectError> {
     let addr = login.addr.as_str();
+    // A Unix-domain socket stays on the host: no TLS (validation refuses modes that need it).
+    let Socket::Plain(mut tcp) = socket else {
+        return Ok((socket, 1));
+    };
     if !login.access.tls.wanted() || greeting.caps & caps::SSL == 0 {
         if login.access.tls.required() {
             return Err(protocol(

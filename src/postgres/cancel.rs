@@ -1,15 +1,15 @@
 //! CancelRequest routing: sluice issues its own backend keys and forwards a cancel to the server
 //! connection serving that session at that moment, and nowhere else.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::server::ServerAddr;
 use super::wire::BackendKeyData;
 use crate::session::SessionInfo;
 use crate::session::registry::{Entry, Handle, Registry, Running};
 
 /// Where a session's query runs right now: the server connection's address and backend key.
-pub type Backend = (SocketAddr, BackendKeyData);
+pub type Backend = (ServerAddr, BackendKeyData);
 
 impl Running for Backend {
     fn server(&self) -> String {
@@ -93,10 +93,10 @@ mod tests {
             "idle session: nothing to cancel"
         );
         let server = (
-            "127.0.0.1:5432".parse().unwrap(),
+            ServerAddr::Tcp("127.0.0.1:5432".parse().unwrap()),
             BackendKeyData { pid: 42, key: 7 },
         );
-        handle.target.set(Some(server));
+        handle.target.set(Some(server.clone()));
         assert_eq!(lookup(&registry, pid, key), Some(server));
         let listed = registry.sessions();
         assert_eq!(listed.len(), 1);

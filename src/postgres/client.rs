@@ -256,7 +256,7 @@ async fn startup(
             }
             Startup::Cancel { pid, key } => {
                 if let Some((peer, key)) = super::cancel::lookup(&ep.engine.cancel, pid, key)
-                    && let Err(e) = server::send_cancel(peer, key).await
+                    && let Err(e) = server::send_cancel(&peer, key).await
                 {
                     tracing::warn!(%peer, error = %e, "could not forward a cancel request");
                 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData, backend, status};
@@ -16,6 +16,7 @@ use crate::auth::scram::{SaltedCache, ScramClient};
 use crate::errors::{ConnectError, Rejected};
 use crate::pool::PooledConnection;
 use crate::tls::Socket;
+use crate::tls::unix_path;
 
 /// Largest message sluice reads whole from a server on the control plane.
 const MAX_CONTROL_MESSAGE: usize = 16 << 20;
@@ -44,12 +45,29 @@ impl std::fmt::Debug for ServerLogin {
     }
 }
 
+/// Where a server connection goes: what a CancelRequest for its backend must reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    Tcp(SocketAddr),
+    /// A Unix-domain socket's path (`unix:/path` instances).
+    Unix(Arc<str>),
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => a.fmt(f),
+            Self::Unix(path) => write!(f, "unix:{path}"),
+        }
+    }
+}
+
 pub struct ServerConn {
     pub stream: Socket,
     /// Bytes read from the server and not yet handled; kept with the connection so an idle
     /// client session holds no buffer.
     pub buf: BytesMut,
-    pub peer: SocketAddr,
+    pub peer: ServerAddr,
     pub key: BackendKeyData,
     /// ParameterStatus values the server reported at login.
     pub reported: Vec<(String, String)>,
@@ -101,11 +119,17 @@ impl ServerConn {
             instance: login.addr.clone(),
             reason: e.to_string(),
         };
-        let tcp = TcpStream::connect(&login.addr).await.map_err(unreachable)?;
-        tcp.set_nodelay(true).map_err(unreachable)?;
-        login.access.tune(&tcp).map_err(unreachable)?;
-        let peer = tcp.peer_addr().map_err(unreachable)?;
-        let stream = start_tls(tcp, login).await?;
+        let (stream, peer) = if let Some(path) = unix_path(&login.addr) {
+            // PostgreSQL offers no TLS on its socket (validation refuses modes that need it).
+            let unix = UnixStream::connect(path).await.map_err(unreachable)?;
+            (Socket::Unix(unix), ServerAddr::Unix(path.into()))
+        } else {
+            let tcp = TcpStream::connect(&login.addr).await.map_err(unreachable)?;
+            tcp.set_nodelay(true).map_err(unreachable)?;
+            login.access.tune(&tcp).map_err(unreachable)?;
+            let peer = tcp.peer_addr().map_err(unreachable)?;
+            (start_tls(tcp, login).await?, ServerAddr::Tcp(peer))
+        };
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -318,8 +342,11 @@ async fn start_tls(mut tcp: TcpStream, login: &ServerLogin) -> Result<Socket, Co
 }
 
 /// Sends a CancelRequest for the backend behind `key` at `peer`.
-pub async fn send_cancel(peer: SocketAddr, key: BackendKeyData) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(peer).await?;
+pub async fn send_cancel(peer: &ServerAddr, key: BackendKeyData) -> std::io::Result<()> {
+    let mut stream = match peer {
+        ServerAddr::Tcp(addr) => Socket::Plain(TcpStream::connect(addr).await?),
+        ServerAddr::Unix(path) => Socket::Unix(UnixStream::connect(&**path).await?),
+    };
     let mut buf = BytesMut::with_capacity(16);
     wire::cancel_request(&mut buf, key.pid, key.key);
     stream.write_all(&buf).await?;

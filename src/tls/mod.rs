@@ -16,7 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-pub use socket::{Socket, TlsSocket};
+pub use socket::{Socket, TlsSocket, unix_path};
 
 use crate::config::{ServerTls, ServerTlsMode, Tls};
 

@@ -1,4 +1,5 @@
-//! A client or server socket, plain TCP or TLS over TCP, with both ways sessions drive one:
+//! A client or server socket, plain TCP, TLS over TCP or a Unix-domain socket to a local
+//! instance, with both ways sessions drive one:
 //! readiness plus non-blocking reads and writes (the Postgres relay's pumps) and
 //! `AsyncRead`/`AsyncWrite` (logins and the MySQL relay).
 //!
@@ -14,7 +15,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::memory::MemorySocket;
 
@@ -25,6 +26,13 @@ pub enum Socket {
     Tls(Box<TlsSocket>),
     /// An in-process pair's end: relays driven by scripted tests and fuzzers.
     Memory(MemorySocket),
+    /// A Unix-domain socket to an instance on the same host (`unix:/path` instances).
+    Unix(UnixStream),
+}
+
+/// The socket path of a `unix:/path` instance address; `None` for `host:port`.
+pub fn unix_path(addr: &str) -> Option<&str> {
+    addr.strip_prefix("unix:")
 }
 
 /// rustls state over a socket.
@@ -190,7 +198,7 @@ impl Socket {
     /// Encrypted bytes waiting for the socket to take them (never for plain sockets).
     pub fn pending_output(&self) -> bool {
         match self {
-            Self::Plain(_) | Self::Memory(_) => false,
+            Self::Plain(_) | Self::Memory(_) | Self::Unix(_) => false,
             Self::Tls(t) => t.conn.wants_write(),
         }
     }
@@ -200,6 +208,7 @@ impl Socket {
     pub async fn ready(&mut self, interest: Interest) -> io::Result<Ready> {
         let t = match self {
             Self::Plain(tcp) => return tcp.ready(interest).await,
+            Self::Unix(unix) => return unix.ready(interest).await,
             Self::Tls(t) => t,
             Self::Memory(m) => {
                 // Writes never wait; a read waits for bytes or the peer's close.
@@ -246,25 +255,32 @@ impl Socket {
     /// read is reported to tokio as `WouldBlock`, which clears readiness as of the snapshot
     /// taken before the read: no wasted `recv` after every message.
     pub fn read_some(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        let stream = match self {
-            Self::Plain(tcp) => tcp,
-            Self::Tls(t) => return t.read_plain(buf, chunk),
-            Self::Memory(m) => return m.read_some(buf, chunk),
-        };
-        buf.reserve(chunk);
-        let room = buf.capacity() - buf.len();
-        let mut got = 0;
-        let result = stream.try_io(Interest::READABLE, || {
-            got = stream.try_read_buf(buf)?;
-            if got > 0 && got < room {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        });
-        match result {
-            Err(e) if got == 0 => Err(e),
-            _ => Ok(got),
+        // The same for both stream kinds; a macro since they share no trait for `try_io`.
+        macro_rules! short_read_clears_readiness {
+            ($stream:expr) => {{
+                let stream = $stream;
+                buf.reserve(chunk);
+                let room = buf.capacity() - buf.len();
+                let mut got = 0;
+                let result = stream.try_io(Interest::READABLE, || {
+                    got = stream.try_read_buf(buf)?;
+                    if got > 0 && got < room {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(())
+                    }
+                });
+                match result {
+                    Err(e) if got == 0 => Err(e),
+                    _ => Ok(got),
+                }
+            }};
+        }
+        match self {
+            Self::Plain(tcp) => short_read_clears_readiness!(tcp),
+            Self::Unix(unix) => short_read_clears_readiness!(unix),
+            Self::Tls(t) => t.read_plain(buf, chunk),
+            Self::Memory(m) => m.read_some(buf, chunk),
         }
     }
 
@@ -273,6 +289,7 @@ impl Socket {
         while !buf.is_empty() {
             let n = match self {
                 Self::Plain(tcp) => tcp.try_write(buf),
+                Self::Unix(unix) => unix.try_write(buf),
                 Self::Tls(t) => t.write_plain(buf),
                 Self::Memory(m) => m.write(buf),
             };
@@ -297,6 +314,7 @@ impl Socket {
     pub fn try_write(&mut self, data: &[u8]) -> io::Result<usize> {
         match self {
             Self::Plain(tcp) => tcp.try_write(data),
+            Self::Unix(unix) => unix.try_write(data),
             Self::Tls(t) => t.write_plain(data),
             Self::Memory(m) => m.write(data),
         }
@@ -323,6 +341,10 @@ impl Socket {
                 let mut probe = [0u8; 1];
                 matches!(tcp.try_read(&mut probe), Err(e) if would_block(&e))
             }
+            Self::Unix(unix) => {
+                let mut probe = [0u8; 1];
+                matches!(unix.try_read(&mut probe), Err(e) if would_block(&e))
+            }
             Self::Tls(t) => loop {
                 match t.fill() {
                     // Records that carried no data (a session ticket) leave it open.
@@ -344,6 +366,7 @@ impl AsyncRead for Socket {
     ) -> Poll<io::Result<()>> {
         let t = match self.get_mut() {
             Self::Plain(tcp) => return Pin::new(tcp).poll_read(cx, out),
+            Self::Unix(unix) => return Pin::new(unix).poll_read(cx, out),
             Self::Tls(t) => t,
             Self::Memory(m) => {
                 ready!(m.poll_readable(cx));
@@ -382,6 +405,7 @@ impl AsyncWrite for Socket {
     ) -> Poll<io::Result<usize>> {
         let t = match self.get_mut() {
             Self::Plain(tcp) => return Pin::new(tcp).poll_write(cx, data),
+            Self::Unix(unix) => return Pin::new(unix).poll_write(cx, data),
             Self::Tls(t) => t,
             Self::Memory(m) => return Poll::Ready(m.write(data)),
         };
@@ -396,6 +420,7 @@ impl AsyncWrite for Socket {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let t = match self.get_mut() {
             Self::Plain(tcp) => return Pin::new(tcp).poll_flush(cx),
+            Self::Unix(unix) => return Pin::new(unix).poll_flush(cx),
             Self::Tls(t) => t,
             Self::Memory(_) => return Poll::Ready(Ok(())),
         };
@@ -418,6 +443,7 @@ impl AsyncWrite for Socket {
         ready!(Pin::new(&mut *this).poll_flush(cx))?;
         match this {
             Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Unix(unix) => Pin::new(unix).poll_shutdown(cx),
             Self::Tls(t) => Pin::new(&mut t.tcp).poll_shutdown(cx),
             Self::Memory(m) => {
                 m.shutdown();

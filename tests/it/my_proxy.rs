@@ -614,3 +614,40 @@ fn a_session_parked_while_idle_comes_back_with_its_state() {
     );
     assert_eq!(s["after"].as_f64(), Some(0.0), "{r}");
 }
+
+/// The sidecar case: the instance is MariaDB's Unix-domain socket; the server sees sluice's
+/// connections as `localhost` (a socket), never a TCP peer.
+#[test]
+fn an_instance_on_a_unix_socket_pools() {
+    let db = MariaDb::start();
+    let opts = ProxyOptions {
+        pool_size: 2,
+        borrow_timeout: "60s".into(),
+        client_auth_type: "mysql_native_password".into(),
+        ..ProxyOptions::default()
+    };
+    let (yaml, secrets) = config_for_mariadb(&db, &opts);
+    let tcp = format!("{}:{}", db.host(), db.port());
+    let socket = format!("unix:{}", db.socket().display());
+    assert!(yaml.contains(&tcp));
+    let sluice = Sluice::start_with_secrets(&yaml.replace(&tcp, &socket), &secrets);
+    for i in 0..4 {
+        assert_eq!(
+            cli_at(
+                sluice.port(),
+                APP.0,
+                APP.1,
+                MY_APPDB,
+                &format!("SELECT {i} + 40")
+            )
+            .unwrap(),
+            (i + 40).to_string()
+        );
+    }
+    let hosts =
+        db.sql("SELECT DISTINCT host FROM information_schema.processlist WHERE user = 'app'");
+    assert_eq!(
+        hosts, "localhost",
+        "sluice's pooled connections come over the socket"
+    );
+}

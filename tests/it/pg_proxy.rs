@@ -269,3 +269,52 @@ pub(crate) fn processed(pgbench_out: &str) -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The sidecar case: the instance is PostgreSQL's Unix-domain socket. Sessions pool over it,
+/// the server sees socket connections (no client address), and a cancel reaches the backend
+/// through the same socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_a_unix_socket_pools_and_cancels() {
+    let pg = PgServer::start();
+    let (yaml, secrets) = crate::support::sluice::config_for(&pg, &ProxyOptions::pool(2));
+    let tcp = format!("{}:{}", pg.host(), pg.port());
+    let socket = format!("unix:{}/.s.PGSQL.{}", pg.socket_dir().display(), pg.port());
+    assert!(yaml.contains(&tcp));
+    let proxy = Sluice::start_with_secrets(&yaml.replace(&tcp, &socket), &secrets);
+    let c = crate::support::client::connect(&proxy, APP, APPDB)
+        .await
+        .unwrap();
+    let other = crate::support::client::connect(&proxy, APP, APPDB)
+        .await
+        .unwrap();
+    c.batch_execute("SET application_name = 'over-the-socket'")
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::support::client::scalar(&c, "SELECT current_setting('application_name')").await,
+        "over-the-socket"
+    );
+    assert_eq!(
+        crate::support::client::scalar(&other, "SELECT 'pooled'").await,
+        "pooled"
+    );
+    let by_socket = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' AND client_addr IS NULL",
+    );
+    let by_tcp = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' AND client_addr IS NOT NULL",
+    );
+    assert!(by_socket.trim().parse::<u32>().unwrap() >= 1, "{by_socket}");
+    assert_eq!(by_tcp.trim(), "0");
+
+    let cancel = c.cancel_token();
+    let slow = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the cancel reached the backend over the socket")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(crate::support::client::code(&err), "57014");
+}

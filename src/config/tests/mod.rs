@@ -389,3 +389,28 @@ fn tcp_user_timeout_is_off_or_between_a_second_and_an_hour() {
         );
     }
 }
+
+#[test]
+fn unix_socket_instances_need_an_absolute_path_and_no_tls() {
+    let ok = MINIMAL.replace(
+        "[127.0.0.1:5432]",
+        "[\"unix:/var/run/postgresql/.s.PGSQL.5432\", 127.0.0.1:5433]",
+    );
+    assert_eq!(problems(&ok), Vec::<String>::new());
+    let text = MINIMAL
+        .replace(
+            "[127.0.0.1:5432]",
+            "[\"unix:/var/run/postgresql/.s.PGSQL.5432\", \"unix:relative.sock\"]",
+        )
+        .replace(
+            "    engine: postgres\n",
+            "    engine: postgres\n    server_tls: {mode: require}\n",
+        );
+    assert_eq!(
+        problems(&text),
+        [
+            "target_groups.pg.server_tls: a unix: instance has no TLS: set server_tls.mode to disable or prefer",
+            "target_groups.pg.instances[1]: invalid instance `unix:relative.sock`: a Unix-domain socket is `unix:` and the socket file's absolute path, e.g. unix:/var/run/postgresql/.s.PGSQL.5432",
+        ]
+    );
+}

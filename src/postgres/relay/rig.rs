@@ -25,7 +25,7 @@ pub fn server_conn(sock: MemorySocket) -> ServerConn {
     ServerConn {
         stream: Socket::Memory(sock),
         buf: BytesMut::new(),
-        peer: "127.0.0.1:5432".parse().unwrap(),
+        peer: crate::postgres::server::ServerAddr::Tcp("127.0.0.1:5432".parse().unwrap()),
         key: BackendKeyData { pid: 7, key: 7 },
         reported: Vec::new(),
         settings: Vec::new(),

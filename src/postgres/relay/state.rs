@@ -11,7 +11,7 @@ use crate::session::PinReason;
 
 impl Session {
     pub(super) fn on_borrow(&mut self, conn: &mut ServerConn) {
-        self.cancel.target.set(Some((conn.peer, conn.key)));
+        self.cancel.target.set(Some((conn.peer.clone(), conn.key)));
         self.replay_settings(conn, false);
     }
 
