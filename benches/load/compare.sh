@@ -36,6 +36,8 @@
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
+#   BENCH_UNIX=1            0 leaves out sluice_unix: a second sluice reaching PostgreSQL over
+#                           its Unix-domain socket (the sidecar case), clients still on TCP
 #   SLUICE_BIN_B=           a second sluice binary (another commit): run as a fourth target,
 #                           interleaved with the others, and compared with SLUICE_BIN (A/B)
 set -euo pipefail
@@ -58,6 +60,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
 SLUICE_BIN_B=${SLUICE_BIN_B:-}
+USE_UNIX=${BENCH_UNIX:-1}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x $ROOT/target/test-venv/bin/python ]]; then PYTHON=$ROOT/target/test-venv/bin/python; else PYTHON=python3; fi
@@ -84,13 +87,13 @@ TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 chmod 755 "$TMP"
 chown postgres: "$TMP"
 mkdir -p "$TMP/logs"
-SLUICE_PID="" SLUICE_B_PID="" PGB_PID="" HAP_PID="" PG_STARTED=0
+SLUICE_PID="" SLUICE_B_PID="" SLUICE_U_PID="" SLUICE_U_PORT="" PGB_PID="" HAP_PID="" PG_STARTED=0
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $SLUICE_PID $SLUICE_B_PID $HAP_PID; do
+    for pid in $SLUICE_PID $SLUICE_B_PID $SLUICE_U_PID $HAP_PID; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null; fi
     done
     if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
@@ -151,6 +154,7 @@ EOF
 cat >"$TMP/pgdata/pg_hba.conf" <<EOF
 # benches/load/compare.sh: the superuser over the private socket, the bench role with md5 over TCP
 local all postgres trust
+local all $BENCH_USER md5
 host all $BENCH_USER 127.0.0.1/32 md5
 EOF
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$TMP/pgdata" -l "$TMP/pg.log" -w -t 60 start >/dev/null
@@ -266,6 +270,17 @@ log "sluice ($SLUICE_BIN) on port $SLUICE_PORT"
 "$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 SLUICE_PID=$!
 wait_ready "$SLUICE_PORT" sluice
+if [[ $USE_UNIX == 1 ]]; then
+    SLUICE_U_PORT=$(free_port)
+    sed -e "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$SLUICE_U_PORT/" \
+        -e "s|instances: \[127.0.0.1:$PG_PORT\]|instances: [\"unix:$TMP/.s.PGSQL.$PG_PORT\"]|" \
+        "$TMP/sluice.yaml" >"$TMP/sluice-unix.yaml"
+    grep -q 'unix:' "$TMP/sluice-unix.yaml" || die "sluice-unix.yaml names no socket"
+    log "sluice over PostgreSQL's Unix socket on port $SLUICE_U_PORT"
+    "$SLUICE_BIN" run --config "$TMP/sluice-unix.yaml" >"$TMP/sluice-unix.log" 2>&1 &
+    SLUICE_U_PID=$!
+    wait_ready "$SLUICE_U_PORT" "sluice (unix)"
+fi
 if [[ -n $SLUICE_BIN_B ]]; then
     SLUICE_B_PORT=$(free_port)
     sed "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$SLUICE_B_PORT/" "$TMP/sluice.yaml" >"$TMP/sluice-b.yaml"
@@ -309,8 +324,8 @@ fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 TARGETS=(direct pgbouncer sluice)
-port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; esac; }
-pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; esac; }
+pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; *) echo "" ;; esac; }
 
 WORKLOADS=()
 for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
@@ -334,6 +349,7 @@ if printf '1.21\n%s\n' "$PGB_VERSION" | sort -V -C; then PGB_PREPARED=1; fi
 targets_of() {
     local b="" h=""
     [[ -n $SLUICE_BIN_B ]] && b=" sluice_b"
+    [[ -n $SLUICE_U_PORT ]] && b+=" sluice_unix"
     [[ -n $HAP_PORT ]] && h=" haproxy"
     case ${1%%:*} in
         # PostgreSQL allows 200 connections: only poolers serve thousands of clients.
@@ -489,6 +505,18 @@ for workload in "${WORKLOADS[@]}"; do
     done
     echo "$row | $(ratio "$(median "$workload" sluice 11)" "$(median "$workload" pgbouncer 11)") |"
 done
+if [[ -n $SLUICE_U_PORT ]]; then
+    echo
+    echo "## sluice to PostgreSQL over its Unix socket (the sidecar case), clients on TCP as above"
+    echo
+    echo "| workload | sluice TPS | sluice_unix TPS | unix/TCP | sluice µs/tx | sluice_unix µs/tx | postgres %cpu (sluice / sluice_unix) | sluice_unix/PgBouncer TPS |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for workload in "${WORKLOADS[@]}"; do
+        a=$(median "$workload" sluice 4); u=$(median "$workload" sluice_unix 4)
+        au=$(median "$workload" sluice 6); uu=$(median "$workload" sluice_unix 6)
+        echo "| $(label "$workload") | $(fmt "$a") | $(fmt "$u") | $(ratio "$u" "$a") | $au | $uu | $(median "$workload" sluice 8) / $(median "$workload" sluice_unix 8) | $(ratio "$u" "$(median "$workload" pgbouncer 4)") |"
+    done
+fi
 if [[ -n $SLUICE_BIN_B ]]; then
     echo
     echo "## A/B: sluice A ($SLUICE_BIN) and sluice B ($SLUICE_BIN_B), interleaved in the runs above"
