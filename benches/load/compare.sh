@@ -31,8 +31,9 @@
 #   BENCH_MANY_RATE=2000    their total rate, transactions per second (pgbench -R)
 #   BENCH_HAPROXY=1         0 leaves HAProxy out
 #   BENCH_IDLE_CLIENTS=5000 idle clients for the memory measurement (0 skips it)
-#   BENCH_IDLE_SETTLE=12    seconds the idle clients sit before RSS is read (sluice parks idle
-#                           sessions after 1 s; jemalloc hands freed pages back after ~10 s)
+#   BENCH_IDLE_SETTLE=45    seconds the idle clients sit before RSS is read (sluice parks idle
+#                           sessions after idle_client_park_after, 30 s; jemalloc hands the
+#                           freed pages back ~10 s later)
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
@@ -53,7 +54,7 @@ IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
 MANY_CLIENTS=${BENCH_MANY_CLIENTS-"1000 10000"}
 MANY_RATE=${BENCH_MANY_RATE:-2000}
 USE_HAPROXY=${BENCH_HAPROXY:-1}
-IDLE_SETTLE=${BENCH_IDLE_SETTLE:-12}
+IDLE_SETTLE=${BENCH_IDLE_SETTLE:-45}
 JOBS=${BENCH_JOBS:-2}
 KEEP=${BENCH_KEEP:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

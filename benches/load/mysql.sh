@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load comparison for the MySQL engine: sysbench against a private MariaDB directly and through
-# sluice, plus idle-client memory.
+# Load comparison for the MySQL engine: sysbench against a private MariaDB directly, through
+# HAProxy (TCP mode, one thread: the floor of any proxy hop, since no MySQL pooler is packaged)
+# and through sluice, plus idle-client memory.
 #
 # Starts everything it needs in a temporary directory (MariaDB as the `mysql` OS user, sluice as
 # the caller), fills 4 sbtest tables once (sysbench prepare + prewarm), then runs sysbench
@@ -28,9 +29,10 @@
 #   BENCH_RECONNECT_THREADS=16  thread counts for the new-connection-per-transaction run ("" skips)
 #   BENCH_TABLES=4 BENCH_TABLE_SIZE=10000   sysbench dataset
 #   BENCH_IDLE_CLIENTS=5000     idle clients for the memory measurement, on each target (0 skips it)
-#   BENCH_IDLE_SETTLE=12        seconds they sit idle before RSS is read
+#   BENCH_IDLE_SETTLE=45        seconds they sit idle before RSS is read (sluice parks them after 30 s)
 #   BENCH_ONLY_IDLE=0           1 skips every sysbench run (and the sysbench prepare)
-#   BENCH_TARGETS="direct sluice"  "direct" alone measures MariaDB only (no sluice started)
+#   BENCH_TARGETS="direct haproxy sluice"  ("direct sluice" without haproxy installed);
+#                               "direct" alone measures MariaDB only (no sluice started)
 #   BENCH_KEEP=0                1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_BIN=target/release/sluice   MARIADBD=/usr/sbin/mariadbd
 set -euo pipefail
@@ -43,12 +45,13 @@ DISABLE_THREADS=${BENCH_DISABLE_THREADS-16}
 RECONNECT_THREADS=${BENCH_RECONNECT_THREADS-16}
 if [[ ${BENCH_ONLY_IDLE:-0} == 1 ]]; then THREADS="" DISABLE_THREADS="" RECONNECT_THREADS=""; fi
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
-# Seconds the idle clients sit before RSS is read: sluice parks idle sessions after 1 s, and
+# Seconds the idle clients sit before RSS is read: sluice parks idle sessions after 30 s, and
 # jemalloc hands the freed pages back after ~10 s.
-IDLE_SETTLE=${BENCH_IDLE_SETTLE:-12}
+IDLE_SETTLE=${BENCH_IDLE_SETTLE:-45}
 TABLES=${BENCH_TABLES:-4}
 TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
-TARGETS=${BENCH_TARGETS:-"direct sluice"}
+if command -v haproxy >/dev/null; then DEFAULT_TARGETS="direct haproxy sluice"; else DEFAULT_TARGETS="direct sluice"; fi
+TARGETS=${BENCH_TARGETS:-$DEFAULT_TARGETS}
 KEEP=${BENCH_KEEP:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -63,9 +66,9 @@ BENCH_DB=bench
 die() { echo "mysql.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
-WITH_SLUICE=0
+WITH_SLUICE=0 WITH_HAPROXY=0
 for t in $TARGETS; do
-    case $t in direct) ;; sluice) WITH_SLUICE=1 ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
+    case $t in direct) ;; sluice) WITH_SLUICE=1 ;; haproxy) WITH_HAPROXY=1 ;; *) die "unknown target '$t' in BENCH_TARGETS" ;; esac
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (MariaDB is started as the mysql user)"
 id mysql >/dev/null 2>&1 || die "no mysql OS user (apt-get install mariadb-server)"
@@ -92,7 +95,7 @@ mkdir -p "$TMP/logs" "$TMP/mariadb"
 chown mysql: "$TMP/mariadb"
 MDIR=$TMP/mariadb
 SOCK=$MDIR/mysqld.sock
-SLUICE_PID="" MARIADB_PID="" RUNUSER_PID=""
+SLUICE_PID="" MARIADB_PID="" RUNUSER_PID="" HAP_PID="" HAP_PORT=""
 
 stop_pid() {   # pid, seconds to wait after SIGTERM before SIGKILL
     local pid=$1 grace=$2
@@ -107,6 +110,7 @@ cleanup() {
     if [[ -n $SLUICE_PID ]] && kill -0 "$SLUICE_PID" 2>/dev/null; then
         stop_pid "$SLUICE_PID" 10; wait "$SLUICE_PID" 2>/dev/null
     fi
+    if [[ -n $HAP_PID ]]; then stop_pid "$HAP_PID" 5; wait "$HAP_PID" 2>/dev/null; fi
     if [[ -n $MARIADB_PID ]]; then stop_pid "$MARIADB_PID" 60; fi
     # runuser waits for mariadbd; if mariadbd never wrote its pid file, stop runuser itself.
     if [[ -n $RUNUSER_PID ]]; then
@@ -228,12 +232,38 @@ EOF
     wait_ready "$SLUICE_PORT" sluice "$SLUICE_PID"
 fi
 
+if (( WITH_HAPROXY )); then
+    HAP_PORT=$(free_port)
+    cat >"$TMP/haproxy.cfg" <<EOF
+# benches/load/mysql.sh: a bare TCP hop, one thread, no pooling
+global
+    nbthread 1
+    maxconn 5000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend maria
+    bind 127.0.0.1:$HAP_PORT
+    default_backend maria
+backend maria
+    server maria 127.0.0.1:$MARIADB_PORT
+EOF
+    log "HAProxy $(haproxy -v | head -n1 | awk '{print $3}') on port $HAP_PORT"
+    haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/logs/haproxy.log" 2>&1 &
+    HAP_PID=$!
+    wait_ready "$HAP_PORT" HAProxy "$HAP_PID"
+fi
+
 # ---------------------------------------------------------------- idle clients
 # Logged-in clients that sit idle: sluice holds no server connection for them (the pool is
 # shared; only the first login's schema check borrows one), mariadbd a thread each.
 MEM_ROWS=""
 if (( IDLE_CLIENTS > 0 )); then
     for target in $TARGETS; do
+        # HAProxy holds a MariaDB connection per client: its idle cost is mariadbd's.
+        [[ $target == haproxy ]] && continue
         if [[ $target == direct ]]; then
             port=$MARIADB_PORT pid=$MARIADB_PID
             files=$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")
@@ -280,13 +310,15 @@ label() {
     esac
     echo "$kind, $threads threads, ps $ps"
 }
-port_of() { case $1 in direct) echo "$MARIADB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; esac; }
+port_of() { case $1 in direct) echo "$MARIADB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; haproxy) echo "$HAP_PORT" ;; esac; }
+proxy_pid() { case $1 in sluice) echo "$SLUICE_PID" ;; haproxy) echo "$HAP_PID" ;; *) echo "" ;; esac; }
 
 # One sysbench run. Appends: workload, repeat, target, tps, p95 ms, ignored errors/s,
-# sluice %CPU (of one core), sluice CPU µs per transaction, MariaDB %CPU.
+# proxy (sluice or HAProxy) %CPU (of one core), proxy CPU µs per transaction, MariaDB %CPU.
 run_one() {
     local workload=$1 rep=$2 target=$3
-    local kind threads ps script logf t0 t1 s0=0 s1=0 m0 m1 tps p95 errs txs scpu sus mcpu
+    local kind threads ps script logf t0 t1 s0=0 s1=0 m0 m1 tps p95 errs txs scpu sus mcpu ppid
+    ppid=$(proxy_pid "$target")
     IFS=: read -r kind threads ps <<<"$workload"
     case $kind in
         ro) script=oltp_read_only ;;
@@ -294,7 +326,7 @@ run_one() {
         rc) script=$RECONNECT_LUA ;;
     esac
     logf="$TMP/logs/sysbench-$kind-$threads-$ps-$target-$rep.log"
-    [[ -n $SLUICE_PID ]] && s0=$(proc_ticks "$SLUICE_PID")
+    [[ -n $ppid ]] && s0=$(proc_ticks "$ppid")
     m0=$(proc_ticks "$MARIADB_PID"); t0=$(date +%s.%N)
     if sysbench "$script" "${SB_COMMON[@]}" --mysql-port="$(port_of "$target")" --threads="$threads" \
         --time="$SECONDS_PER_RUN" --db-ps-mode="$ps" --percentile=95 --report-interval=0 run \
@@ -308,14 +340,14 @@ run_one() {
     fi
     t1=$(date +%s.%N)
     m1=$(proc_ticks "$MARIADB_PID")
-    if [[ -n $SLUICE_PID ]]; then
-        kill -0 "$SLUICE_PID" 2>/dev/null || die "sluice exited during the $target run of $(label "$workload")"
-        s1=$(proc_ticks "$SLUICE_PID")
+    if [[ -n $ppid ]]; then
+        kill -0 "$ppid" 2>/dev/null || die "$target exited during its run of $(label "$workload")"
+        s1=$(proc_ticks "$ppid")
     fi
     [[ -z $tps ]] && tps=ERR
     [[ $tps == ERR ]] && p95=ERR errs=ERR
     [[ -z ${txs:-} || ${txs:-0} == 0 ]] && txs=1
-    if [[ $target == sluice ]]; then
+    if [[ -n $ppid ]]; then
         scpu=$(awk -v a="$s0" -v b="$s1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b-a)/hz/(t1-t0)*100 }')
         sus=$(awk -v a="$s0" -v b="$s1" -v n="$txs" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", (b-a)/hz/n*1e6 }')
     else
@@ -328,7 +360,7 @@ run_one() {
         if [[ $target == sluice ]]; then echo "--- sluice log tail" >&2; tail -n 10 "$TMP/sluice.log" >&2; fi
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$rep" "$target" "$tps" "${p95:-ERR}" "${errs:-ERR}" "$scpu" "$sus" "$mcpu" >>"$RESULTS"
-    log "  $(label "$workload") run $rep $target: tps=$tps p95=${p95}ms errors/s=$errs sluice_cpu=${scpu}% (${sus}us/tx) mariadb_cpu=${mcpu}%"
+    log "  $(label "$workload") run $rep $target: tps=$tps p95=${p95}ms errors/s=$errs proxy_cpu=${scpu}% (${sus}us/tx) mariadb_cpu=${mcpu}%"
 }
 
 read -r -a targets <<<"$TARGETS"
@@ -373,14 +405,15 @@ if (( ${#WORKLOADS[@]} )); then
     echo "## sysbench: medians of $REPEAT interleaved runs of ${SECONDS_PER_RUN}s" \
         "(sluice pool $POOL, mysql_native_password, $TABLES tables x $TABLE_SIZE rows, $cores cores)"
     echo
-    echo "| workload | direct TPS | sluice TPS | sluice/direct | direct p95 ms | sluice p95 ms | sluice %cpu, µs/tx | MariaDB %cpu (direct / sluice) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | direct TPS | HAProxy TPS | sluice TPS | sluice/direct | sluice/HAProxy | p95 ms (direct / HAProxy / sluice) | HAProxy %cpu, µs/tx | sluice %cpu, µs/tx | MariaDB %cpu (direct / HAProxy / sluice) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for workload in "${WORKLOADS[@]}"; do
-        d=$(median "$workload" direct 4); s=$(median "$workload" sluice 4)
-        echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$s") | $(ratio "$s" "$d")" \
-            "| $(fmt "$(median "$workload" direct 5)" 2) | $(fmt "$(median "$workload" sluice 5)" 2)" \
+        d=$(median "$workload" direct 4); h=$(median "$workload" haproxy 4); s=$(median "$workload" sluice 4)
+        echo "| $(label "$workload") | $(fmt "$d") | $(fmt "$h") | $(fmt "$s") | $(ratio "$s" "$d") | $(ratio "$s" "$h")" \
+            "| $(fmt "$(median "$workload" direct 5)" 2) / $(fmt "$(median "$workload" haproxy 5)" 2) / $(fmt "$(median "$workload" sluice 5)" 2)" \
+            "| $(fmt "$(median "$workload" haproxy 7)"), $(fmt "$(median "$workload" haproxy 8)" 1)" \
             "| $(fmt "$(median "$workload" sluice 7)"), $(fmt "$(median "$workload" sluice 8)" 1)" \
-            "| $(fmt "$(median "$workload" direct 9)") / $(fmt "$(median "$workload" sluice 9)") |"
+            "| $(fmt "$(median "$workload" direct 9)") / $(fmt "$(median "$workload" haproxy 9)") / $(fmt "$(median "$workload" sluice 9)") |"
     done
     echo
     echo "oltp_* transactions are BEGIN, 14 (read-only) or 18 (read/write) statements, COMMIT; ps auto"
@@ -405,7 +438,7 @@ if [[ -n $MEM_ROWS ]]; then
 fi
 if (( ${#WORKLOADS[@]} )); then
     echo
-    echo "## Raw runs (workload, repeat, target, tps, p95 ms, ignored errors/s, sluice %cpu, sluice µs/tx, MariaDB %cpu)"
+    echo "## Raw runs (workload, repeat, target, tps, p95 ms, ignored errors/s, proxy %cpu, proxy µs/tx, MariaDB %cpu)"
     echo
     echo '```'
     cat "$RESULTS"
