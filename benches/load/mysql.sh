@@ -27,6 +27,7 @@
 #   BENCH_THREADS="1 16 64"     thread counts for oltp_read_only / oltp_read_write (ps auto, "" skips)
 #   BENCH_DISABLE_THREADS=16    thread counts for oltp_read_only --db-ps-mode=disable ("" skips)
 #   BENCH_RECONNECT_THREADS=16  thread counts for the new-connection-per-transaction run ("" skips)
+#   BENCH_POINT_THREADS="1 16"  thread counts for oltp_point_select, one statement per transaction ("" skips)
 #   BENCH_TABLES=4 BENCH_TABLE_SIZE=10000   sysbench dataset
 #   BENCH_IDLE_CLIENTS=5000     idle clients for the memory measurement, on each target (0 skips it)
 #   BENCH_IDLE_SETTLE=45        seconds they sit idle before RSS is read (sluice parks them after 30 s)
@@ -43,7 +44,8 @@ POOL=${BENCH_POOL:-16}
 THREADS=${BENCH_THREADS-"1 16 64"}
 DISABLE_THREADS=${BENCH_DISABLE_THREADS-16}
 RECONNECT_THREADS=${BENCH_RECONNECT_THREADS-16}
-if [[ ${BENCH_ONLY_IDLE:-0} == 1 ]]; then THREADS="" DISABLE_THREADS="" RECONNECT_THREADS=""; fi
+POINT_THREADS=${BENCH_POINT_THREADS-"1 16"}
+if [[ ${BENCH_ONLY_IDLE:-0} == 1 ]]; then THREADS="" DISABLE_THREADS="" RECONNECT_THREADS="" POINT_THREADS=""; fi
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
 # Seconds the idle clients sit before RSS is read: sluice parks idle sessions after 30 s, and
 # jemalloc hands the freed pages back after ~10 s.
@@ -73,7 +75,7 @@ done
 [[ $(id -u) -eq 0 ]] || die "run as root (MariaDB is started as the mysql user)"
 id mysql >/dev/null 2>&1 || die "no mysql OS user (apt-get install mariadb-server)"
 [[ -x $MARIADBD ]] || die "no mariadbd at $MARIADBD (apt-get install mariadb-server)"
-SYSBENCH_RUNS=$(echo $THREADS $DISABLE_THREADS $RECONNECT_THREADS)
+SYSBENCH_RUNS=$(echo $THREADS $DISABLE_THREADS $RECONNECT_THREADS $POINT_THREADS)
 for tool in mariadb-install-db mariadb python3 ${SYSBENCH_RUNS:+sysbench}; do
     command -v $tool >/dev/null || die "$tool not installed (apt-get install mariadb-server mariadb-client sysbench)"
 done
@@ -300,6 +302,7 @@ for c in $THREADS; do WORKLOADS+=("ro:$c:auto"); done
 for c in $THREADS; do WORKLOADS+=("rw:$c:auto"); done
 for c in $DISABLE_THREADS; do WORKLOADS+=("ro:$c:disable"); done
 for c in $RECONNECT_THREADS; do WORKLOADS+=("rc:$c:auto"); done
+for c in $POINT_THREADS; do WORKLOADS+=("pt:$c:auto"); done
 label() {
     local kind threads ps
     IFS=: read -r kind threads ps <<<"$1"
@@ -307,6 +310,7 @@ label() {
         ro) kind=oltp_read_only ;;
         rw) kind=oltp_read_write ;;
         rc) kind="point select, new connection per tx" ;;
+        pt) kind=oltp_point_select ;;
     esac
     echo "$kind, $threads threads, ps $ps"
 }
@@ -324,6 +328,7 @@ run_one() {
         ro) script=oltp_read_only ;;
         rw) script=oltp_read_write ;;
         rc) script=$RECONNECT_LUA ;;
+        pt) script=oltp_point_select ;;
     esac
     logf="$TMP/logs/sysbench-$kind-$threads-$ps-$target-$rep.log"
     [[ -n $ppid ]] && s0=$(proc_ticks "$ppid")

@@ -239,6 +239,12 @@ pub struct JwtConfig {
     pub hs256_secret_env: Option<String>,
 }
 
+/// The socket path of a `unix:/path` instance (a Unix-domain socket on this host); `None` for
+/// `host:port`.
+pub fn unix_path(instance: &str) -> Option<&str> {
+    instance.strip_prefix("unix:")
+}
+
 /// How sluice secures its connections to the instances (libpq's `sslmode` words).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -197,7 +197,7 @@ impl Validator<'_> {
         let unix = group
             .instances
             .iter()
-            .any(|i| crate::tls::unix_path(i).is_some());
+            .any(|i| super::unix_path(i).is_some());
         // Neither engine's socket carries TLS here, and RDS is never on the same host.
         if unix
             && !matches!(
@@ -331,7 +331,7 @@ impl Validator<'_> {
 
 /// `host:port` or `[v6]:port`, port 1-65535; the host is resolved at connect time.
 fn check_instance(instance: &str) -> Result<(), &'static str> {
-    if let Some(path) = crate::tls::unix_path(instance) {
+    if let Some(path) = super::unix_path(instance) {
         return if path.starts_with('/') && !path.ends_with('/') {
             Ok(())
         } else {

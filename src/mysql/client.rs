@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::endpoint::MyEndpoint;
 use super::errors;
@@ -19,7 +18,7 @@ use super::relay::{Outcome, Session};
 use super::wire::{self, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{SessionSlot, User};
 use crate::session::SessionInfo;
-use crate::session::park::Resume;
+use crate::session::park::{self, Parkable};
 use crate::tls::{Flavor, Socket};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -55,18 +54,20 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // Boxed: the login's state is large and short-lived; inline it would stay in the task.
-        let Some((stream, session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
-        else {
-            return;
-        };
-        live(
-            Box::new(Life {
+        // A block, so the login's bindings end before the session's await: a binding still in
+        // scope there keeps its room in the task even after it was moved out.
+        let (stream, life) = {
+            let Some((stream, session, slot)) = Box::pin(login_or_turn_away(tcp, &ep, peer)).await
+            else {
+                return;
+            };
+            let life = Box::new(Life {
                 session: *session,
                 _slot: slot,
-            }),
-            stream,
-        )
-        .await;
+            });
+            (stream, life)
+        };
+        live(life, stream).await;
     }
 }
 
@@ -78,42 +79,34 @@ struct Life {
     _slot: Option<SessionSlot>,
 }
 
-/// Runs a session until it ends or parks.
-async fn live(mut life: Box<Life>, client: Socket) {
-    match life.session.run(client).await {
-        Outcome::Closed { tls } => life.session.endpoint().metrics.session_closed(tls),
-        Outcome::Park(tcp) => park(life, tcp),
-    }
-}
-
-fn park(life: Box<Life>, tcp: TcpStream) {
-    let ep = life.session.endpoint().clone();
-    let Some(parking) = ep.engine.cluster.parking.clone() else {
-        return ep.metrics.session_closed(false);
-    };
-    let deadline = life.session.idle_deadline();
-    match tcp.into_std() {
-        // Refused only while the app is being dropped: the session ends with it.
-        Ok(client) => drop(parking.park(client, life, deadline)),
-        Err(e) => {
-            tracing::warn!(error = %e, "an idle session could not leave the runtime; closed");
-            ep.metrics.session_closed(false);
+/// Runs a session until it ends or parks. An `async move` block, as `serve`: the task keeps
+/// `client` once.
+#[allow(clippy::manual_async_fn)]
+fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut client = client;
+        match (life.session.run(&mut client).await, client) {
+            (Outcome::Park, Socket::Plain(tcp)) => {
+                let parking = life.session.endpoint().engine.cluster.parking.clone();
+                park::park(parking.as_ref(), life, tcp);
+            }
+            (Outcome::Closed { tls }, _) => life.session.endpoint().metrics.session_closed(tls),
+            (Outcome::Park, _) => life.session.endpoint().metrics.session_closed(false),
         }
     }
 }
 
-impl Resume for Life {
-    fn resume(self: Box<Self>, client: std::net::TcpStream, token: TaskTrackerToken) {
-        tokio::spawn(async move {
-            let _token = token;
-            match TcpStream::from_std(client) {
-                Ok(tcp) => live(self, Socket::Plain(tcp)).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a parked session could not resume; closed");
-                    self.session.endpoint().metrics.session_closed(false);
-                }
-            }
-        });
+impl Parkable for Life {
+    fn live(self: Box<Self>, client: TcpStream) -> impl Future<Output = ()> + Send {
+        live(self, Socket::Plain(client))
+    }
+
+    fn closed(&self) {
+        self.session.endpoint().metrics.session_closed(false);
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.session.idle_deadline()
     }
 }
 

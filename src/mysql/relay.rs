@@ -69,8 +69,9 @@ pub enum Outcome {
     Closed {
         tls: bool,
     },
-    /// Idle long enough to wait without a task: its client, for the lot.
-    Park(tokio::net::TcpStream),
+    /// Idle long enough over plain TCP to wait without a task: the caller hands its client to
+    /// the lot.
+    Park,
 }
 
 use route::LastWrite;
@@ -128,6 +129,8 @@ pub struct Session {
     lease: Option<Lease<ServerConn>>,
     /// When the idle wait that parked the session began: its idle timeout counts from there.
     idle_since: Option<Instant>,
+    /// When the current idle wait parks the session, if it may.
+    park_at: Option<Instant>,
 }
 
 impl Session {
@@ -166,15 +169,18 @@ impl Session {
             scratch: Vec::new(),
             lease: None,
             idle_since: None,
+            park_at: None,
         }
     }
 
     /// Serves the session until it ends or, idle over plain TCP, parks.
-    pub async fn run(&mut self, mut client: Socket) -> Outcome {
+    /// The caller keeps the client socket (borrowed here, 8 bytes of the task rather than the
+    /// socket twice), so it can park it.
+    pub async fn run(&mut self, client: &mut Socket) -> Outcome {
         let end = loop {
-            match self.next_command(&mut client).await {
+            match self.next_command(client).await {
                 Ok(Some(len)) => {
-                    if let Err(end) = self.command(&mut client, len).await {
+                    if let Err(end) = self.command(client, len).await {
                         break end;
                     }
                 }
@@ -182,12 +188,9 @@ impl Session {
                 Err(end) => break end,
             }
         };
-        if let End::Park = end {
-            match client {
-                Socket::Plain(tcp) => return Outcome::Park(tcp),
-                // Only a plain client parks (`next_command`).
-                other => client = other,
-            }
+        // Only a plain client parks (`next_command`); anything else closes.
+        if matches!(end, End::Park) && matches!(client, Socket::Plain(_)) {
+            return Outcome::Park;
         }
         if let Some(lease) = self.lease.take() {
             Box::pin(self.clean_up(lease)).await;
@@ -218,7 +221,8 @@ impl Session {
         // A resumed session's idle time counts from before it parked; its next park from now,
         // since its socket's readiness reaches the runtime only after a first wait.
         let started = self.idle_since.take().unwrap_or_else(Instant::now);
-        let park_at = self
+        // In the session, not a local: every local across an await grows every session's task.
+        self.park_at = self
             .ep
             .idle_client_park_after
             .filter(|_| self.ep.engine.cluster.parking.is_some())
@@ -261,7 +265,7 @@ impl Session {
             if self.hold == Hold::Soft && self.lease.is_some() {
                 wait = wait.min(SOFT_HOLD.saturating_sub(idle));
             }
-            if let Some(at) = park_at.filter(|_| self.lease.is_none()) {
+            if let Some(at) = self.park_at.filter(|_| self.lease.is_none()) {
                 wait = wait.min(at.saturating_duration_since(Instant::now()));
             }
             if self.cin.is_empty() {
@@ -286,7 +290,7 @@ impl Session {
                     }
                     Err(_)
                         if self.lease.is_none()
-                            && park_at.is_some_and(|at| Instant::now() >= at) =>
+                            && self.park_at.is_some_and(|at| Instant::now() >= at) =>
                     {
                         self.idle_since = Some(started);
                         return Err(End::Park);

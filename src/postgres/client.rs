@@ -9,7 +9,6 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::cancel::{CancelHandle, CancelRegistry};
 use super::cluster::PgCluster;
@@ -21,7 +20,7 @@ use super::settings::Settings;
 use super::wire::{self, Startup, StartupParams, WireError};
 use crate::auth::users::SessionSlot;
 use crate::session::SessionInfo;
-use crate::session::park::Resume;
+use crate::session::park::{self, Parkable};
 use crate::tls::{Flavor, Socket};
 
 mod auth;
@@ -126,41 +125,32 @@ struct Life {
     ep: Arc<PgEndpoint>,
 }
 
-/// Runs a session until it ends or parks.
-async fn live(mut life: Box<Life>, client: Socket) {
-    match life.session.run(client).await {
-        Outcome::Closed { tls } => life.ep.metrics.session_closed(tls),
-        Outcome::Park(tcp) => park(life, tcp),
-    }
-}
-
-fn park(life: Box<Life>, tcp: TcpStream) {
-    let Some(parking) = life.ep.engine.cluster.parking.clone() else {
-        return life.ep.metrics.session_closed(false);
-    };
-    let deadline = life.session.idle_deadline();
-    match tcp.into_std() {
-        // Refused only while the app is being dropped: the session ends with it.
-        Ok(client) => drop(parking.park(client, life, deadline)),
-        Err(e) => {
-            tracing::warn!(error = %e, "an idle session could not leave the runtime; closed");
-            life.ep.metrics.session_closed(false);
+/// Runs a session until it ends or parks. An `async move` block, as `serve`: the task keeps
+/// `client` once.
+#[allow(clippy::manual_async_fn)]
+fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send {
+    async move {
+        match life.session.run(client).await {
+            Outcome::Closed { tls } => life.ep.metrics.session_closed(tls),
+            Outcome::Park(tcp) => {
+                let parking = life.ep.engine.cluster.parking.clone();
+                park::park(parking.as_ref(), life, tcp);
+            }
         }
     }
 }
 
-impl Resume for Life {
-    fn resume(self: Box<Self>, client: std::net::TcpStream, token: TaskTrackerToken) {
-        tokio::spawn(async move {
-            let _token = token;
-            match TcpStream::from_std(client) {
-                Ok(tcp) => live(self, Socket::Plain(tcp)).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a parked session could not resume; closed");
-                    self.ep.metrics.session_closed(false);
-                }
-            }
-        });
+impl Parkable for Life {
+    fn live(self: Box<Self>, client: TcpStream) -> impl Future<Output = ()> + Send {
+        live(self, Socket::Plain(client))
+    }
+
+    fn closed(&self) {
+        self.ep.metrics.session_closed(false);
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.session.idle_deadline()
     }
 }
 

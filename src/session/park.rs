@@ -30,6 +30,52 @@ pub trait Resume: Send + 'static {
     fn resume(self: Box<Self>, client: TcpStream, token: TaskTrackerToken);
 }
 
+/// What the lot needs of an engine's session (its state boxed with what it keeps to its end).
+pub trait Parkable: Send + Sized + 'static {
+    /// Runs the session again on its client, from its idle wait, until it ends or parks.
+    fn live(self: Box<Self>, client: tokio::net::TcpStream) -> impl Future<Output = ()> + Send;
+    /// Counts the session closed: it could neither park nor resume.
+    fn closed(&self);
+    /// When its idle timeout falls due.
+    fn idle_deadline(&self) -> Option<Instant>;
+}
+
+impl<S: Parkable> Resume for S {
+    fn resume(self: Box<Self>, client: TcpStream, token: TaskTrackerToken) {
+        tokio::spawn(async move {
+            let _token = token;
+            match tokio::net::TcpStream::from_std(client) {
+                Ok(tcp) => self.live(tcp).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a parked session could not resume; closed");
+                    self.closed();
+                }
+            }
+        });
+    }
+}
+
+/// Parks `session`, whose run stopped idle on `client`; without a lot (or if its socket
+/// cannot leave the runtime) the session ends.
+pub fn park<S: Parkable>(
+    parking: Option<&Parking>,
+    session: Box<S>,
+    client: tokio::net::TcpStream,
+) {
+    let Some(parking) = parking else {
+        return session.closed();
+    };
+    let deadline = session.idle_deadline();
+    match client.into_std() {
+        // Refused only while the app is being dropped: the session ends with it.
+        Ok(client) => drop(parking.park(client, session, deadline)),
+        Err(e) => {
+            tracing::warn!(error = %e, "an idle session could not leave the runtime; closed");
+            session.closed();
+        }
+    }
+}
+
 const WAKER: Token = Token(usize::MAX);
 
 struct Parked {

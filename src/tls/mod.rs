@@ -16,7 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-pub use socket::{Socket, TlsSocket, unix_path};
+pub use crate::config::unix_path;
+pub use socket::{Socket, TlsSocket};
 
 use crate::config::{ServerTls, ServerTlsMode, Tls};
 

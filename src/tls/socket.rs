@@ -30,11 +30,6 @@ pub enum Socket {
     Unix(UnixStream),
 }
 
-/// The socket path of a `unix:/path` instance address; `None` for `host:port`.
-pub fn unix_path(addr: &str) -> Option<&str> {
-    addr.strip_prefix("unix:")
-}
-
 /// rustls state over a socket.
 pub struct TlsSocket {
     tcp: TcpStream,

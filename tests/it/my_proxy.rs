@@ -14,15 +14,16 @@ use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
 use crate::support::tools::{self, command_output, free_port};
 
 pub(crate) fn proxy(db: &MariaDb, pool: u32, auth: &str) -> Sluice {
-    Sluice::start_for_mariadb(
-        db,
-        ProxyOptions {
-            pool_size: pool,
-            borrow_timeout: "60s".into(),
-            client_auth_type: auth.into(),
-            ..ProxyOptions::default()
-        },
-    )
+    Sluice::start_for_mariadb(db, options(pool, auth))
+}
+
+fn options(pool: u32, auth: &str) -> ProxyOptions {
+    ProxyOptions {
+        pool_size: pool,
+        borrow_timeout: "60s".into(),
+        client_auth_type: auth.into(),
+        ..ProxyOptions::default()
+    }
 }
 
 pub fn python(name: &str, port: u16, extra: &[&str]) -> Command {
@@ -583,13 +584,7 @@ fn a_killed_server_gives_every_client_an_error_and_sluice_survives() {
 #[test]
 fn a_session_parked_while_idle_comes_back_with_its_state() {
     let db = MariaDb::start();
-    let opts = ProxyOptions {
-        pool_size: 2,
-        borrow_timeout: "60s".into(),
-        client_auth_type: "mysql_native_password".into(),
-        ..ProxyOptions::default()
-    };
-    let (yaml, secrets) = config_for_mariadb(&db, &opts);
+    let (yaml, secrets) = config_for_mariadb(&db, &options(2, "mysql_native_password"));
     let admin = free_port();
     let yaml =
         format!("{yaml}admin: {{ listen: 127.0.0.1:{admin} }}\nidle_client_park_after: 1s\n");
@@ -620,13 +615,7 @@ fn a_session_parked_while_idle_comes_back_with_its_state() {
 #[test]
 fn an_instance_on_a_unix_socket_pools() {
     let db = MariaDb::start();
-    let opts = ProxyOptions {
-        pool_size: 2,
-        borrow_timeout: "60s".into(),
-        client_auth_type: "mysql_native_password".into(),
-        ..ProxyOptions::default()
-    };
-    let (yaml, secrets) = config_for_mariadb(&db, &opts);
+    let (yaml, secrets) = config_for_mariadb(&db, &options(2, "mysql_native_password"));
     let tcp = format!("{}:{}", db.host(), db.port());
     let socket = format!("unix:{}", db.socket().display());
     assert!(yaml.contains(&tcp));

@@ -59,8 +59,10 @@ async fn a_session_task_stays_small() {
     let peer = client.local_addr().unwrap();
     let size = std::mem::size_of_val(&serve(client, peer, ep));
     let session = std::mem::size_of::<Session>();
+    // 1,024 until sessions could park (issue 20); the hand-over to the lot grew the busy task,
+    // and an idle session past `idle_client_park_after` has no task at all.
     assert!(
-        size <= 1024,
+        size <= 1056,
         "a session task is {size} bytes (Session {session})"
     );
 }
