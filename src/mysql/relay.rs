@@ -219,15 +219,24 @@ impl Session {
     /// Waits for the client's next command packet; `Ok(None)` when the client left.
     async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
         // A resumed session's idle time counts from before it parked; its next park from now,
-        // since its socket's readiness reaches the runtime only after a first wait.
-        let started = self.idle_since.take().unwrap_or_else(Instant::now);
+        // since its socket's readiness reaches the runtime only after a first wait. One clock
+        // read per command, as before parking.
+        let resumed = self.idle_since.take();
+        let started = resumed.unwrap_or_else(Instant::now);
         // In the session, not a local: every local across an await grows every session's task.
         self.park_at = self
             .ep
             .idle_client_park_after
             .filter(|_| self.ep.engine.cluster.parking.is_some())
             .filter(|_| matches!(client, Socket::Plain(_)))
-            .and_then(|after| Instant::now().checked_add(after));
+            .and_then(|after| {
+                let from = if resumed.is_some() {
+                    Instant::now()
+                } else {
+                    started
+                };
+                from.checked_add(after)
+            });
         loop {
             if let Some(p) = wire::next_packet(&self.cin) {
                 if p.seq != 0 {

@@ -124,7 +124,24 @@ impl Session {
         }
         let server_id = match Box::pin(self.server_statement(&key)).await {
             Ok(sid) => sid,
-            Err((code, message)) => {
+            Err((mut code, mut message)) => {
+                if self.lease.is_none() {
+                    // The connection broke under sluice's own command and was closed: the
+                    // session's pins and transaction went with it, as when a server is lost.
+                    if self.pins.is_some() {
+                        return Err(End::Fatal(
+                            errors::CONNECTION_KILLED,
+                            "sluice: the server connection broke; the session's state went with it"
+                                .into(),
+                        ));
+                    }
+                    if self.status & wire::status::IN_TRANS != 0 {
+                        self.status &= !wire::status::IN_TRANS;
+                        self.hold = super::Hold::None;
+                        code = errors::CUT_ROLLED_BACK;
+                        message = "sluice: the server connection broke: the transaction was rolled back and can be retried".into();
+                    }
+                }
                 if long_data {
                     self.long_data_lost = Some(id);
                 } else {
@@ -162,18 +179,33 @@ impl Session {
             return Ok(sid);
         }
         let switch = key.schema.is_some() && key.schema != conn.state.schema;
+        let mut prepared = Ok(None);
         if let (true, Some(db)) = (switch, &key.schema) {
-            conn.use_schema(&addr, db)
-                .await
-                .map_err(|e| errors::refusal(&e))?;
+            prepared = conn.use_schema(&addr, db).await.map(|()| None);
         }
-        let prepared = conn.prepare(&addr, &key.sql).await;
-        if let (true, Some(db)) = (switch, &session_schema) {
-            conn.use_schema(&addr, db)
-                .await
-                .map_err(|e| errors::refusal(&e))?;
+        if prepared.is_ok() {
+            prepared = conn.prepare(&addr, &key.sql).await.map(Some);
         }
-        let ok = prepared.map_err(|e| errors::refusal(&e))?;
+        if let (true, Some(db), false) = (switch, &session_schema, broken(&prepared))
+            && let Err(e) = conn.use_schema(&addr, db).await
+        {
+            prepared = Err(e);
+        }
+        if broken(&prepared) {
+            // A reply out of protocol (or none) to sluice's own command: what the server sends
+            // next cannot be matched to a request, so the connection must never serve anyone
+            // again. Found by the mysql_relay fuzz target: pooled, it gave the next session
+            // the rest of this one's replies.
+            self.drop_lease();
+        }
+        let ok = match prepared {
+            Ok(Some(ok)) => ok,
+            Ok(None) => return Err((errors::UNKNOWN, "sluice: no statement prepared".into())),
+            Err(e) => return Err(errors::refusal(&e)),
+        };
+        let Some(conn) = self.lease.as_mut() else {
+            return Err((errors::UNKNOWN, "sluice: no server connection".into()));
+        };
         let key = Arc::new(StatementKey {
             schema: key.schema.clone(),
             sql: key.sql.clone(),
@@ -369,6 +401,12 @@ pub(super) fn execute_packet(
     out.extend_from_slice(&payload[flag_at + 1..]);
     w.finish(out);
     true
+}
+
+/// Whether sluice's own command left the connection out of step with its replies: anything but
+/// success or the server's own ERR (which ends a reply cleanly).
+fn broken<T>(result: &Result<T, crate::errors::ConnectError>) -> bool {
+    matches!(result, Err(e) if !matches!(e, crate::errors::ConnectError::Refused { .. }))
 }
 
 #[cfg(test)]
