@@ -37,6 +37,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+pub(super) use pins::Hold;
 pub use pins::Pins;
 
 /// Largest command packet read whole; a bigger one continues in further packets, forwarded raw.
@@ -76,19 +77,6 @@ pub enum Outcome {
 
 use route::LastWrite;
 use statements::Prepared;
-
-/// Why a session keeps its connection for the next command although no transaction is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub(super) enum Hold {
-    #[default]
-    None,
-    /// SHOW WARNINGS, FOUND_ROWS() read the previous statement's result: kept briefly, since an
-    /// idle client must not occupy a server connection for long to make them exact.
-    Soft,
-    /// `SET TRANSACTION`, long data: state on the connection that must not reach another
-    /// session, kept until the command that consumes it.
-    Hard,
-}
 
 #[derive(Debug)]
 pub struct Session {

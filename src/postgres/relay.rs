@@ -23,6 +23,7 @@ use super::settings::Settings;
 use super::wire::{self, backend, frontend, status};
 use crate::pool::Lease;
 use crate::routing::Want;
+pub use idle::{IdleLimits, Outcome};
 
 /// A message that must be inspected is buffered whole up to this size.
 const MAX_BUFFERED_MESSAGE: usize = 64 << 20;
@@ -38,22 +39,6 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAINED: &str =
     "terminating connection due to administrator command (sluice is shutting down)";
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-/// How a session's run ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Closed {
-        tls: bool,
-    },
-    /// Idle over plain TCP long enough to wait without a task: its client, for the lot.
-    Park(tokio::net::TcpStream),
-}
-
-/// Why `serve` stopped: the session ended (with a FATAL error to send, if any), or parks.
-enum Stop {
-    End(Option<(&'static str, String)>),
-    Park,
-}
 
 /// How an active phase ended.
 #[derive(Debug)]
@@ -88,13 +73,6 @@ pub(super) enum Phase {
     /// The server was lost while the client sat in a transaction: its next request gets the
     /// error (`rolled_back`: the transaction surely rolled back).
     Cut { rolled_back: bool },
-}
-
-/// How long a session may sit idle: until it is closed, and until it parks (`None`: never).
-#[derive(Debug, Clone, Copy)]
-pub struct IdleLimits {
-    pub timeout: Duration,
-    pub park_after: Option<Duration>,
 }
 
 /// Where a session's transactions go: its target group, the instance it used last, and what
@@ -214,11 +192,6 @@ impl Session {
         Outcome::Closed {
             tls: client.is_tls(),
         }
-    }
-
-    /// The session's idle timeout falls due then, if it parks now.
-    pub fn idle_deadline(&self) -> Option<Instant> {
-        self.idle_since?.checked_add(self.idle.timeout)
     }
 
     /// Serves transactions until the client leaves (with a FATAL error to send, if any) or the
@@ -620,7 +593,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-use idle::Idle;
+use idle::{Idle, Stop};
 #[cfg(any(test, fuzzing))]
 pub(crate) use route::transaction_access;
 use route::{commits, ends_session};

@@ -155,6 +155,19 @@ fn remove_name(names: &mut Vec<Box<[u8]>>, name: &[u8]) {
     names.retain(|n| **n != *name);
 }
 
+/// Why a session keeps its connection for the next command although no transaction is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(in crate::mysql) enum Hold {
+    #[default]
+    None,
+    /// SHOW WARNINGS, FOUND_ROWS() read the previous statement's result: kept briefly, since an
+    /// idle client must not occupy a server connection for long to make them exact.
+    Soft,
+    /// `SET TRANSACTION`, long data: state on the connection that must not reach another
+    /// session, kept until the command that consumes it.
+    Hard,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

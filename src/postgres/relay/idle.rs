@@ -1,12 +1,35 @@
 //! The idle wait of a session: no server connection held, the client's next message awaited,
 //! buffers dropped after a second and then parked, the idle timeout, and the drain's wake-up.
 
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use super::{MAX_BUFFERED_MESSAGE, NEVER, READ_CHUNK, SHRINK_AFTER, STREAM_CHUNK, Session};
 use crate::postgres::wire;
 use crate::tls::Socket;
 use bytes::BytesMut;
+
+/// How long a session may sit idle: until it is closed, and until it parks (`None`: never).
+#[derive(Debug, Clone, Copy)]
+pub struct IdleLimits {
+    pub timeout: Duration,
+    pub park_after: Option<Duration>,
+}
+
+/// How a session's run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Closed {
+        tls: bool,
+    },
+    /// Idle over plain TCP long enough to wait without a task: its client, for the lot.
+    Park(tokio::net::TcpStream),
+}
+
+/// Why `serve` stopped: the session ended (with a FATAL error to send, if any), or parks.
+pub(super) enum Stop {
+    End(Option<(&'static str, String)>),
+    Park,
+}
 
 /// How an idle wait ended.
 pub(super) enum Idle {
@@ -22,6 +45,11 @@ pub(super) enum Idle {
 }
 
 impl Session {
+    /// The session's idle timeout falls due then, if it parks now.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        self.idle_since?.checked_add(self.idle.timeout)
+    }
+
     /// Waits for the client's next message without a server connection.
     pub(super) async fn wait_idle(&mut self, client: &mut Socket) -> Idle {
         let started = Instant::now();
