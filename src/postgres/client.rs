@@ -130,12 +130,14 @@ struct Life {
 #[allow(clippy::manual_async_fn)]
 fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send {
     async move {
-        match life.session.run(client).await {
-            Outcome::Closed { tls } => life.ep.metrics.session_closed(tls),
-            Outcome::Park(tcp) => {
+        let mut client = client;
+        match (life.session.run(&mut client).await, client) {
+            (Outcome::Park, Socket::Plain(tcp)) => {
                 let parking = life.ep.engine.cluster.parking.clone();
                 park::park(parking.as_ref(), life, tcp);
             }
+            (Outcome::Closed { tls }, _) => life.ep.metrics.session_closed(tls),
+            (Outcome::Park, _) => life.ep.metrics.session_closed(false),
         }
     }
 }

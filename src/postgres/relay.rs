@@ -171,16 +171,12 @@ impl Session {
     }
 
     /// Serves the session until it ends or, idle over plain TCP, parks.
-    pub async fn run(&mut self, mut client: Socket) -> Outcome {
-        let end = match self.serve(&mut client).await {
-            Stop::Park => match client {
-                Socket::Plain(tcp) => return Outcome::Park(tcp),
-                // Only a plain client parks (`wait_idle`); ended here just in case.
-                other => {
-                    client = other;
-                    None
-                }
-            },
+    /// The caller keeps the client socket, so it can park it (as the MySQL relay's `run`).
+    pub async fn run(&mut self, client: &mut Socket) -> Outcome {
+        let end = match self.serve(client).await {
+            // Only a plain client parks (`wait_idle`); anything else closes.
+            Stop::Park if matches!(client, Socket::Plain(_)) => return Outcome::Park,
+            Stop::Park => None,
             Stop::End(end) => end,
         };
         if let Some((code, message)) = end {

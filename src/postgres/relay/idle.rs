@@ -21,8 +21,9 @@ pub enum Outcome {
     Closed {
         tls: bool,
     },
-    /// Idle over plain TCP long enough to wait without a task: its client, for the lot.
-    Park(tokio::net::TcpStream),
+    /// Idle long enough over plain TCP to wait without a task: the caller hands its client to
+    /// the lot.
+    Park,
 }
 
 /// Why `serve` stopped: the session ended (with a FATAL error to send, if any), or parks.

@@ -105,7 +105,7 @@ impl Rig {
             },
         );
         let task = tokio::spawn(async move {
-            let _ = session.run(Socket::Memory(ours)).await;
+            let _ = session.run(&mut Socket::Memory(ours)).await;
             session
         });
         (Peer::new(client), task)
