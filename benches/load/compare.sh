@@ -36,6 +36,8 @@
 #                           freed pages back ~10 s later)
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
+#   BENCH_HOLD=0            1 starts the targets, prints their ports and PIDs and waits until
+#                           interrupted, running nothing: for perf and strace by hand
 #   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
 #   BENCH_UNIX=1            0 leaves out sluice_unix: a second sluice reaching PostgreSQL over
 #                           its Unix-domain socket (the sidecar case), clients still on TCP
@@ -57,6 +59,7 @@ USE_HAPROXY=${BENCH_HAPROXY:-1}
 IDLE_SETTLE=${BENCH_IDLE_SETTLE:-45}
 JOBS=${BENCH_JOBS:-2}
 KEEP=${BENCH_KEEP:-0}
+HOLD=${BENCH_HOLD:-0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
@@ -289,6 +292,14 @@ if [[ -n $SLUICE_BIN_B ]]; then
     "$SLUICE_BIN_B" run --config "$TMP/sluice-b.yaml" >"$TMP/sluice-b.log" 2>&1 &
     SLUICE_B_PID=$!
     wait_ready "$SLUICE_B_PORT" "sluice B"
+fi
+
+if [[ $HOLD == 1 ]]; then
+    # For profiling (perf record -p, strace -c -p): everything stays up until interrupted.
+    echo "holding: postgres $PG_PORT (pid $PG_PID), pgbouncer $PGB_PORT (pid $PGB_PID)," \
+        "haproxy ${HAP_PORT:--} (pid ${HAP_PID:--}), sluice $SLUICE_PORT (pid $SLUICE_PID)," \
+        "sluice B ${SLUICE_B_PORT:--} (pid ${SLUICE_B_PID:--}); user $BENCH_USER password $BENCH_PASSWORD db $BENCH_DB" >&2
+    while true; do sleep 3600; done
 fi
 
 # ---------------------------------------------------------------- CPU accounting

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::tls::Socket;
-use bytes::{Buf, BytesMut};
+use crate::tls::{Socket, consume};
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::time::{Duration, Instant};
 
@@ -271,10 +271,12 @@ impl Session {
                 }
                 // Nothing pending: wait for bytes before growing the buffer, or an idle client
                 // would hold a fresh read buffer for as long as it sleeps.
+                // While `shrink` is due the timeout fires within SHRINK_AFTER and the check above
+                // sees a drain then: no waiter-list locks on the drain token per command.
                 let readable = tokio::select! {
                     biased;
                     r = tokio::time::timeout(wait, client.readable()) => r,
-                    () = self.ep.engine.cluster.drain.cancelled(), if self.at_boundary() => continue,
+                    () = self.ep.engine.cluster.drain.cancelled(), if !shrink && self.at_boundary() => continue,
                 };
                 match readable {
                     Ok(Ok(())) => {}
@@ -501,7 +503,7 @@ impl Session {
         }
         if let Some(lease) = self.lease.take() {
             self.kill.target.set(None);
-            let reusable = lease.buf.is_empty() && !lease.expired();
+            let reusable = lease.buf.is_empty();
             lease.release(reusable);
         }
     }
@@ -519,7 +521,7 @@ impl Session {
                 .await
                 .is_ok_and(|r| r.is_ok());
         }
-        let reusable = clean && !lease.expired() && !self.set_option;
+        let reusable = clean && !self.set_option;
         lease.release(reusable);
     }
 
@@ -548,7 +550,7 @@ fn drain(
                 return Ok(());
             }
             out.extend_from_slice(&buf[..n]);
-            buf.advance(n);
+            consume(buf, n);
             *streaming -= n;
             continue;
         }
@@ -576,14 +578,14 @@ fn drain(
             {
                 out[at + 5..at + 9].copy_from_slice(&id.to_le_bytes());
             }
-            buf.advance(p.len);
+            consume(buf, p.len);
         } else {
             *first = false;
             reply.check_seq(p.seq)?;
             reply.on_packet(&buf[wire::HEADER_LEN..wire::HEADER_LEN + plen.min(1)], plen)?;
             let n = p.len.min(buf.len());
             out.extend_from_slice(&buf[..n]);
-            buf.advance(n);
+            consume(buf, n);
             *streaming = p.len - n;
         }
     }

@@ -19,7 +19,10 @@ pub enum Limit {
 }
 
 pub(super) struct Pooled<C> {
-    pub(super) conn: C,
+    /// Boxed: a connection moves between the idle list, the lease and a waiter's grant on
+    /// every borrow, and a move of the box is a pointer, not a copy of the whole connection
+    /// (callgrind: copies of the unboxed one were a twentieth of the relay's instructions).
+    pub(super) conn: Box<C>,
     pub(super) created: Instant,
     /// The instance's drain generation when the connection was opened; an older one is closed
     /// when it comes back.
@@ -29,7 +32,7 @@ pub(super) struct Pooled<C> {
 impl<C> Pooled<C> {
     pub(super) fn new(conn: C, generation: u64) -> Self {
         Self {
-            conn,
+            conn: Box::new(conn),
             created: Instant::now(),
             generation,
         }
@@ -294,22 +297,21 @@ impl<C: PooledConnection> Instance<C> {
         max_lifetime: Duration,
     ) {
         let mut doomed = None;
+        // One clock read for the lifetime check and the idle stamp, outside the lock.
+        let now = Instant::now();
         {
             let mut st = self.lock();
             let st = &mut *st;
             let keep = reusable
                 && conn.generation == st.generation
-                && conn.created.elapsed() < max_lifetime
+                && now.saturating_duration_since(conn.created) < max_lifetime
                 && st.open <= st.max
                 && !waited_longer_elsewhere(st, index);
             if keep {
                 let mut conn = conn;
                 loop {
                     let Some(w) = st.pools[index].waiters.pop_front() else {
-                        st.pools[index].idle.push_back(Idle {
-                            conn,
-                            since: Instant::now(),
-                        });
+                        st.pools[index].idle.push_back(Idle { conn, since: now });
                         break;
                     };
                     match w.tx.send(Grant::Conn(conn)) {

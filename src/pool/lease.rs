@@ -2,8 +2,6 @@
 
 use std::ops::{Deref, DerefMut};
 
-use tokio::time::Instant;
-
 use super::instance::Pooled;
 use super::{Pool, PooledConnection};
 
@@ -33,17 +31,8 @@ impl<C: PooledConnection> Lease<C> {
         &self.pool
     }
 
-    /// When the server connection was opened.
-    pub fn created(&self) -> Instant {
-        self.conn.as_ref().map_or_else(Instant::now, |c| c.created)
-    }
-
-    /// True once the connection has outlived `max_connection_lifetime`.
-    pub fn expired(&self) -> bool {
-        self.created().elapsed() >= self.pool.settings().max_lifetime
-    }
-
-    /// Returns the connection: `reusable` only when it is clean (idle, no session state).
+    /// Returns the connection: `reusable` only when it is clean (idle, no session state). One
+    /// past `max_connection_lifetime` is closed by the pool, which reads the clock anyway.
     pub fn release(mut self, reusable: bool) {
         if let Some(conn) = self.conn.take() {
             self.pool.instance().lease_returned();

@@ -220,10 +220,6 @@ impl<C: PooledConnection> Pool<C> {
             .instance
             .put(inner.index, conn, reusable, inner.settings.max_lifetime);
     }
-
-    fn settings(&self) -> &PoolSettings {
-        &self.inner.settings
-    }
 }
 
 /// A waiter's place in the queue. Dropped before it took its grant (timeout, or the borrowing

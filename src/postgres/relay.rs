@@ -8,8 +8,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::tls::Socket;
-use bytes::{Buf, BytesMut};
+use crate::tls::{Socket, consume};
+use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::time::{Duration, Instant, Sleep};
 
@@ -241,7 +241,7 @@ impl Session {
                     }
                     self.cancel.target.state.set(false, false);
                     let retire = self.pipeline.take_retire();
-                    let reusable = fit && lease.buf.is_empty() && !lease.expired() && !retire;
+                    let reusable = fit && lease.buf.is_empty() && !retire;
                     lease.release(reusable);
                 }
                 Active::ClientGone => {
@@ -378,7 +378,7 @@ impl Session {
                     break Ok(());
                 }
                 self.sout.extend_from_slice(&cin[..n]);
-                cin.advance(n);
+                consume(&mut cin, n);
                 self.client_streaming -= n;
                 continue;
             }
@@ -431,7 +431,7 @@ impl Session {
                     ));
                 }
             }
-            cin.advance(frame.len);
+            consume(&mut cin, frame.len);
         };
         self.cin = cin;
         result
@@ -466,7 +466,7 @@ impl Session {
                     break;
                 }
                 self.cout.extend_from_slice(&sbuf[..n]);
-                sbuf.advance(n);
+                consume(&mut sbuf, n);
                 self.server_streaming -= n;
                 continue;
             }
@@ -506,7 +506,7 @@ impl Session {
                         &mut self.sout,
                         &mut self.cout,
                     );
-                    sbuf.advance(frame.len);
+                    consume(&mut sbuf, frame.len);
                     if self.pipeline.take_out_of_order() {
                         self.server_broke(&mut sbuf, "a response out of order");
                         break;

@@ -65,6 +65,65 @@ impl Write for TryIo<'_> {
     }
 }
 
+/// The two kinds of plain stream: both poll readiness the same way.
+trait PollReady {
+    fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl PollReady for TcpStream {
+    fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+    fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_ready(cx)
+    }
+}
+
+impl PollReady for UnixStream {
+    fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+    fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_ready(cx)
+    }
+}
+
+/// Readiness through the stream's one waker slot per direction rather than tokio's `ready()`
+/// future, which queues a node on the socket's waiter list (a lock to add, another to remove)
+/// on every wait: callgrind counted that future among the relay's costliest parts. Only the
+/// session that owns a socket waits on it, so one slot per direction is enough; a waker left in
+/// a slot after a `select!` dropped this future at worst wakes its task once for nothing.
+fn poll_ready_plain(
+    stream: &impl PollReady,
+    cx: &mut Context<'_>,
+    interest: Interest,
+) -> Poll<io::Result<Ready>> {
+    if interest.is_readable()
+        && let Poll::Ready(r) = stream.poll_read(cx)
+    {
+        return Poll::Ready(r.map(|()| Ready::READABLE));
+    }
+    if interest.is_writable()
+        && let Poll::Ready(r) = stream.poll_write(cx)
+    {
+        return Poll::Ready(r.map(|()| Ready::WRITABLE));
+    }
+    Poll::Pending
+}
+
+/// Drops the first `n` bytes of `buf`. All of them: cleared instead of advanced, so the buffer
+/// keeps its start and the next read's `reserve` finds room without moving anything (an
+/// advanced-to-empty buffer is compacted by `reserve` on every transaction otherwise).
+#[inline]
+pub fn consume(buf: &mut BytesMut, n: usize) {
+    if n >= buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -202,8 +261,12 @@ impl Socket {
     /// also mean "plaintext already decrypted", and queued records are sent while waiting.
     pub async fn ready(&mut self, interest: Interest) -> io::Result<Ready> {
         let t = match self {
-            Self::Plain(tcp) => return tcp.ready(interest).await,
-            Self::Unix(unix) => return unix.ready(interest).await,
+            Self::Plain(tcp) => {
+                return std::future::poll_fn(|cx| poll_ready_plain(tcp, cx, interest)).await;
+            }
+            Self::Unix(unix) => {
+                return std::future::poll_fn(|cx| poll_ready_plain(unix, cx, interest)).await;
+            }
             Self::Tls(t) => t,
             Self::Memory(m) => {
                 // Writes never wait; a read waits for bytes or the peer's close.
@@ -290,7 +353,7 @@ impl Socket {
             };
             match n {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf.advance(n),
+                Ok(n) => consume(buf, n),
                 Err(e) if would_block(&e) => return Ok(()),
                 Err(e) => return Err(e),
             }

@@ -2,8 +2,7 @@
 //! STMT_RESET or RESET_CONNECTION), remapped (the COM_STMT_* family), intercepted (KILL) or
 //! forwarded, and what the reply changes for the session afterwards.
 
-use crate::tls::Socket;
-use bytes::Buf;
+use crate::tls::{Socket, consume};
 
 use super::{End, Hold, Session, sync};
 use crate::mysql::errors::{self, Code};
@@ -166,7 +165,7 @@ impl Session {
                     && self.cin.len() >= p.len
                 {
                     into.extend_from_slice(&self.cin[..p.len]);
-                    self.cin.advance(p.len);
+                    consume(&mut self.cin, p.len);
                     last = p;
                     break;
                 }
@@ -375,7 +374,7 @@ impl Session {
         if let Some(mut lease) = self.lease.take() {
             self.kill.target.set(None);
             let ok = sync::reset_server(&self.pool, &mut lease).await.is_ok() && !self.set_option;
-            let reusable = ok && !lease.expired();
+            let reusable = ok;
             lease.release(reusable);
         }
         self.start_over();

@@ -30,7 +30,7 @@ impl Session {
                 clean = timed(lease.simple_query(login, &self.pg.init_query)).await;
             }
         }
-        let reusable = clean && !lease.expired() && !self.pipeline.retiring();
+        let reusable = clean && !self.pipeline.retiring();
         lease.release(reusable);
     }
 }

@@ -24,11 +24,10 @@ impl<'a> Reader<'a> {
 
     /// A NUL-terminated string, without its NUL.
     pub fn cstr(&mut self) -> Result<&'a [u8], WireError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(self.malformed())?;
+        // std's word-at-a-time search: a query's text is read here on every Query and Parse.
+        let end = std::ffi::CStr::from_bytes_until_nul(self.buf)
+            .map_err(|_| self.malformed())?
+            .count_bytes();
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
