@@ -36,6 +36,7 @@
 #                           freed pages back ~10 s later)
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
+#   SLUICE_LOG=sluice=info,sluice::audit=warn   sluice's RUST_LOG (the audit lines off)
 #   BENCH_HOLD=0            1 starts the targets, prints their ports and PIDs and waits until
 #                           interrupted, running nothing: for perf and strace by hand
 #   SLUICE_BIN=target/release/sluice   PG_BIN=/usr/lib/postgresql/15/bin   PYTHON=target/test-venv/bin/python
@@ -60,6 +61,9 @@ IDLE_SETTLE=${BENCH_IDLE_SETTLE:-45}
 JOBS=${BENCH_JOBS:-2}
 KEEP=${BENCH_KEEP:-0}
 HOLD=${BENCH_HOLD:-0}
+# Without the per-connection audit lines, as PgBouncer runs with log_connections = 0: two log
+# lines per login were about 30 % of sluice's instructions in the -C run (docs/authentication.md).
+SLUICE_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
@@ -195,7 +199,7 @@ default_pool_size = $POOL_SIZE
 max_client_conn = 20000
 logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
-; sluice does not log each connection either
+; sluice runs with its audit lines (connect, auth_success) off too: SLUICE_LOG below
 log_connections = 0
 log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
@@ -271,7 +275,7 @@ chmod 600 "$TMP/secrets.yaml"
 "$SLUICE_BIN" check-config "$TMP/sluice.yaml" >"$TMP/logs/check-config.log" 2>&1 \
     || { cat "$TMP/logs/check-config.log" >&2; die "sluice check-config failed"; }
 log "sluice ($SLUICE_BIN) on port $SLUICE_PORT"
-"$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+RUST_LOG=$SLUICE_LOG "$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
 SLUICE_PID=$!
 wait_ready "$SLUICE_PORT" sluice
 if [[ $USE_UNIX == 1 ]]; then
@@ -281,7 +285,7 @@ if [[ $USE_UNIX == 1 ]]; then
         "$TMP/sluice.yaml" >"$TMP/sluice-unix.yaml"
     grep -q 'unix:' "$TMP/sluice-unix.yaml" || die "sluice-unix.yaml names no socket"
     log "sluice over PostgreSQL's Unix socket on port $SLUICE_U_PORT"
-    "$SLUICE_BIN" run --config "$TMP/sluice-unix.yaml" >"$TMP/sluice-unix.log" 2>&1 &
+    RUST_LOG=$SLUICE_LOG "$SLUICE_BIN" run --config "$TMP/sluice-unix.yaml" >"$TMP/sluice-unix.log" 2>&1 &
     SLUICE_U_PID=$!
     wait_ready "$SLUICE_U_PORT" "sluice (unix)"
 fi
@@ -289,7 +293,7 @@ if [[ -n $SLUICE_BIN_B ]]; then
     SLUICE_B_PORT=$(free_port)
     sed "s/127.0.0.1:$SLUICE_PORT/127.0.0.1:$SLUICE_B_PORT/" "$TMP/sluice.yaml" >"$TMP/sluice-b.yaml"
     log "sluice B ($SLUICE_BIN_B) on port $SLUICE_B_PORT"
-    "$SLUICE_BIN_B" run --config "$TMP/sluice-b.yaml" >"$TMP/sluice-b.log" 2>&1 &
+    RUST_LOG=$SLUICE_LOG "$SLUICE_BIN_B" run --config "$TMP/sluice-b.yaml" >"$TMP/sluice-b.log" 2>&1 &
     SLUICE_B_PID=$!
     wait_ready "$SLUICE_B_PORT" "sluice B"
 fi

@@ -229,7 +229,7 @@ EOF
     "$SLUICE_BIN" check-config "$TMP/sluice.yaml" >"$TMP/logs/check-config.log" 2>&1 \
         || { cat "$TMP/logs/check-config.log" >&2; die "sluice check-config failed"; }
     log "sluice ($SLUICE_BIN) on port $SLUICE_PORT, pool $POOL"
-    "$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
+    RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} "$SLUICE_BIN" run --config "$TMP/sluice.yaml" >"$TMP/sluice.log" 2>&1 &
     SLUICE_PID=$!
     wait_ready "$SLUICE_PORT" sluice "$SLUICE_PID"
 fi

@@ -2,8 +2,21 @@
 
 use md5::{Digest, Md5};
 
+/// Lower-case hex into `out`: runs on every md5 login, where a `format!` per byte showed up
+/// among the connect storm's costs.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::new();
+    push_hex(&mut out, bytes);
+    out
 }
 
 /// The inner hash PostgreSQL stores (`md5(password + user)`), computed once per secret.
@@ -20,7 +33,10 @@ pub fn expected_response(stored: &str, salt: [u8; 4]) -> String {
         .chain_update(stored)
         .chain_update(salt)
         .finalize();
-    format!("md5{}", hex(&outer))
+    let mut out = String::with_capacity(3 + 2 * outer.len());
+    out.push_str("md5");
+    push_hex(&mut out, &outer);
+    out
 }
 
 #[cfg(test)]
