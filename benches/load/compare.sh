@@ -101,6 +101,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    [[ -n ${HOLD_SLEEP:-} ]] && kill "$HOLD_SLEEP" 2>/dev/null
     for pid in $SLUICE_PID $SLUICE_B_PID $SLUICE_U_PID $HAP_PID; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null; fi
     done
@@ -302,8 +303,10 @@ if [[ $HOLD == 1 ]]; then
     # For profiling (perf record -p, strace -c -p): everything stays up until interrupted.
     echo "holding: postgres $PG_PORT (pid $PG_PID), pgbouncer $PGB_PORT (pid $PGB_PID)," \
         "haproxy ${HAP_PORT:--} (pid ${HAP_PID:--}), sluice $SLUICE_PORT (pid $SLUICE_PID)," \
-        "sluice B ${SLUICE_B_PORT:--} (pid ${SLUICE_B_PID:--}); user $BENCH_USER password $BENCH_PASSWORD db $BENCH_DB" >&2
-    while true; do sleep 3600; done
+        "sluice B ${SLUICE_B_PORT:--} (pid ${SLUICE_B_PID:--}); user $BENCH_USER password $BENCH_PASSWORD db $BENCH_DB;" \
+        "sluice config $TMP/sluice.yaml (benches/load/instructions.sh takes it)" >&2
+    # In the background and waited on, so the EXIT trap runs at once on a signal.
+    while true; do sleep 3600 & HOLD_SLEEP=$!; wait $HOLD_SLEEP; done
 fi
 
 # ---------------------------------------------------------------- CPU accounting

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# User-space instructions per transaction of one sluice binary, counted by callgrind: the A/B
+# figure that the shared 2-core machine's timing noise (10-25 % between runs) cannot blur.
+#
+# Against the private PostgreSQL that `BENCH_HOLD=1 benches/load/compare.sh` keeps up (it prints
+# the sluice config's path), this starts BIN under `valgrind --tool=callgrind` on a free port,
+# warms it up with 100 transactions per client, zeroes the counters, runs pgbench for
+# INSTR_TX transactions per client (16 clients), dumps, and prints instructions per transaction.
+# Counts repeat within about 0.5 % run to run. Kernel time is not counted: read it beside a
+# timed run (compare.sh's CPU column), never instead of one.
+#
+#   benches/load/instructions.sh /tmp/sluice-bench.XXXX/sluice.yaml target/release/sluice [pgbench flags]
+#   (flags default to -S; e.g. "-S -M extended", or "-S -C" with INSTR_TX=300)
+# Environment: INSTR_TX=1000, INSTR_KEEP=0 (1 keeps the callgrind output for callgrind_annotate),
+# SLUICE_LOG=sluice=info,sluice::audit=warn (as compare.sh runs sluice).
+set -euo pipefail
+CONFIG=${1:?sluice config from BENCH_HOLD=1 compare.sh}
+BIN=${2:?sluice binary}
+shift 2
+FLAGS=("$@")
+(( ${#FLAGS[@]} )) || FLAGS=(-S)
+TX=${INSTR_TX:-1000}
+command -v valgrind >/dev/null || { echo "instructions.sh: valgrind not installed" >&2; exit 1; }
+password=$(awk '/password/ { print $NF }' "$(dirname "$CONFIG")/secrets.yaml" | tr -d "\"'")
+export PGPASSWORD=${password:-bench-md5-password}
+OUT=$(mktemp -d /tmp/sluice-instr.XXXXXX)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -E "s/listen: 127\.0\.0\.1:[0-9]+/listen: 127.0.0.1:$PORT/" "$CONFIG" >"$OUT/sluice.yaml"
+cp "$(dirname "$CONFIG")/secrets.yaml" "$OUT/"
+VG=""
+cleanup() {
+    [[ -n $VG ]] && kill "$VG" 2>/dev/null && wait "$VG" 2>/dev/null
+    [[ ${INSTR_KEEP:-0} == 1 ]] && echo "kept $OUT" >&2 || rm -rf "$OUT"
+}
+trap cleanup EXIT
+RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/callgrind.out" "$BIN" run --config "$OUT/sluice.yaml" >"$OUT/sluice.log" 2>&1 &
+VG=$!
+pg() { pgbench -n "${FLAGS[@]}" -c 16 -j 2 -t "$1" -h 127.0.0.1 -p "$PORT" -U bench bench; }
+for _ in $(seq 300); do
+    psql -X -q -h 127.0.0.1 -p "$PORT" -U bench -d bench -tAc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.2
+done
+pg 100 >/dev/null 2>&1
+callgrind_control -z "$VG" >/dev/null
+pg "$TX" >"$OUT/pgbench.log" 2>&1
+callgrind_control -d "$VG" >/dev/null
+sleep 1
+tx=$(awk '/actually processed/ { split($NF, a, "/"); print a[1] }' "$OUT/pgbench.log")
+dump=$(ls -t "$OUT"/callgrind.out.* | head -n1)
+ir=$(awk '/^summary:|^totals:/ { print $2; exit }' "$dump")
+echo "$(basename "$BIN") ${FLAGS[*]}: $tx transactions, $((ir / tx)) instructions per transaction (user space)"
