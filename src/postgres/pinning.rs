@@ -83,10 +83,6 @@ pub fn effects(sql: &[u8]) -> Effects {
                 None => {}
             }
         }
-        if !may_matter(word) {
-            prev = word;
-            continue;
-        }
         if is(word, "pg_advisory_lock")
             || is(word, "pg_try_advisory_lock")
             || is(word, "pg_advisory_lock_shared")
@@ -107,49 +103,6 @@ pub fn effects(sql: &[u8]) -> Effects {
         prev = word;
     }
     out
-}
-
-/// Every word the loop in `effects` looks for after a statement's first words; a word added
-/// there must be added here (a test checks the loop's words against this filter).
-const ANYWHERE: [&str; 17] = [
-    "pg_advisory_lock",
-    "pg_try_advisory_lock",
-    "pg_advisory_lock_shared",
-    "pg_try_advisory_lock_shared",
-    "set_config",
-    "pg_temp",
-    "temp",
-    "temporary",
-    "hold",
-    "drop",
-    "discard",
-    "unlisten",
-    "deallocate",
-    "close",
-    "pg_advisory_unlock",
-    "pg_advisory_unlock_all",
-    "pg_advisory_unlock_shared",
-];
-
-/// Lengths (as bits) of the `ANYWHERE` words by their first letter, lowercased.
-const BY_LETTER: [u32; 26] = {
-    let mut t = [0u32; 26];
-    let mut i = 0;
-    while i < ANYWHERE.len() {
-        let w = ANYWHERE[i].as_bytes();
-        t[(w[0] - b'a') as usize] |= 1 << w.len();
-        i += 1;
-    }
-    t
-};
-
-/// False for a word that is surely none of `ANYWHERE`: one table lookup, where comparing it
-/// with each of them cost most of the scan of a plain query.
-fn may_matter(word: &[u8]) -> bool {
-    let first = word[0].to_ascii_lowercase();
-    first.is_ascii_lowercase()
-        && word.len() < 32
-        && BY_LETTER[usize::from(first - b'a')] & (1 << word.len()) != 0
 }
 
 /// Words of statements that may drop what pins a session (checked on the server after).
@@ -269,33 +222,6 @@ fn second_words(stmt: &[&[u8]; 4], index: usize) -> Option<Leading> {
 mod tests {
     use super::*;
     use PinReason::*;
-
-    #[test]
-    fn every_word_the_scan_compares_passes_the_filter() {
-        // The words `effects` and `releases` compare `word` with, read from this source, so a
-        // word added to the loop but not to ANYWHERE fails here.
-        let source = include_str!("pinning.rs");
-        let body = &source[source.find("pub fn effects").expect("effects in source")
-            ..source
-                .find("/// What a `DEALLOCATE`")
-                .expect("deallocate in source")];
-        let mut seen = 0;
-        for part in body.split("is(word, \"").skip(1) {
-            let word = &part[..part.find('"').expect("closing quote")];
-            assert!(
-                may_matter(word.as_bytes()),
-                "{word} is compared but not in ANYWHERE"
-            );
-            assert!(may_matter(word.to_uppercase().as_bytes()), "{word}");
-            seen += 1;
-        }
-        assert!(seen >= ANYWHERE.len(), "only {seen} compared words found");
-        for word in [
-            "select", "abalance", "from", "where", "aid", "x", "_x", "1", "é",
-        ] {
-            assert!(!may_matter(word.as_bytes()), "{word}");
-        }
-    }
 
     #[test]
     fn pins() {
