@@ -35,6 +35,8 @@
 #   BENCH_TARGETS="direct haproxy sluice"  ("direct sluice" without haproxy installed);
 #                               "direct" alone measures MariaDB only (no sluice started)
 #   BENCH_KEEP=0                1 keeps the temp dir (logs, configs) for inspection
+#   BENCH_HOLD=0                1 starts the targets (tables filled), prints their ports, PIDs
+#                               and a sysbench command line, and waits until interrupted
 #   SLUICE_BIN=target/release/sluice   MARIADBD=/usr/sbin/mariadbd
 set -euo pipefail
 
@@ -109,6 +111,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    [[ -n ${HOLD_SLEEP:-} ]] && kill "$HOLD_SLEEP" 2>/dev/null
     if [[ -n $SLUICE_PID ]] && kill -0 "$SLUICE_PID" 2>/dev/null; then
         stop_pid "$SLUICE_PID" 10; wait "$SLUICE_PID" 2>/dev/null
     fi
@@ -256,6 +259,15 @@ EOF
     haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/logs/haproxy.log" 2>&1 &
     HAP_PID=$!
     wait_ready "$HAP_PORT" HAProxy "$HAP_PID"
+fi
+
+if [[ ${BENCH_HOLD:-0} == 1 ]]; then
+    # For profiling by hand (perf record -p, strace -c -p, callgrind): everything stays up.
+    echo "holding: mariadb $MARIADB_PORT (pid $MARIADB_PID), haproxy ${HAP_PORT:--} (pid ${HAP_PID:--})," \
+        "sluice $SLUICE_PORT (pid ${SLUICE_PID:--}), sluice config $TMP/sluice.yaml; sysbench:" \
+        "sysbench oltp_point_select ${SB_COMMON[*]} --mysql-port=$SLUICE_PORT --threads=16 --time=10 run" >&2
+    # In the background and waited on, so the EXIT trap runs at once on a signal.
+    while true; do sleep 3600 & HOLD_SLEEP=$!; wait $HOLD_SLEEP; done
 fi
 
 # ---------------------------------------------------------------- idle clients
