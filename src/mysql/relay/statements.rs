@@ -49,10 +49,7 @@ impl Session {
         };
         self.next_statement = self.next_statement.wrapping_add(1).max(1);
         self.last_prepared = id;
-        let key = Arc::new(StatementKey {
-            schema: self.schema.clone(),
-            sql: sql.into(),
-        });
+        let key = Arc::new(StatementKey::new(self.schema.clone(), sql.into()));
         let stateful = pinning::effects_in(sql, self.backslash_escapes()) != Effects::default();
         self.statements.insert(
             id,
@@ -206,10 +203,7 @@ impl Session {
         let Some(conn) = self.lease.as_mut() else {
             return Err((errors::UNKNOWN, "sluice: no server connection".into()));
         };
-        let key = Arc::new(StatementKey {
-            schema: key.schema.clone(),
-            sql: key.sql.clone(),
-        });
+        let key = Arc::new(StatementKey::new(key.schema.clone(), key.sql.clone()));
         remember(conn, key, ok.statement_id);
         Ok(ok.statement_id)
     }
@@ -415,10 +409,7 @@ mod tests {
 
     fn prepared(sql: &[u8], params: u16) -> Prepared {
         Prepared {
-            key: Arc::new(StatementKey {
-                schema: None,
-                sql: sql.into(),
-            }),
+            key: Arc::new(StatementKey::new(None, sql.into())),
             params,
             stateful: false,
             types: None,

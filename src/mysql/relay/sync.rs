@@ -130,7 +130,12 @@ impl Session {
         }
         match self.pool.baseline.get() {
             Some(baseline) => {
-                effective(&conn.state.vars, baseline) != effective(&self.vars, baseline)
+                // Both at the baseline (the common case) is the same object: no field compare.
+                let (have, want) = (
+                    effective(&conn.state.vars, baseline),
+                    effective(&self.vars, baseline),
+                );
+                !std::ptr::eq(have, want) && have != want
             }
             None => false,
         }
