@@ -374,8 +374,7 @@ impl Session {
         if let Some(mut lease) = self.lease.take() {
             self.kill.target.set(None);
             let ok = sync::reset_server(&self.pool, &mut lease).await.is_ok() && !self.set_option;
-            let reusable = ok;
-            lease.release(reusable);
+            lease.release(ok);
         }
         self.start_over();
         self.ok();

@@ -166,7 +166,10 @@ impl Session {
 
     /// The server's id for `key` on the held connection, preparing it there (in the schema it
     /// was first prepared in) if this connection has not seen it.
-    async fn server_statement(&mut self, key: &StatementKey) -> Result<u32, super::sync::Refused> {
+    async fn server_statement(
+        &mut self,
+        key: &Arc<StatementKey>,
+    ) -> Result<u32, super::sync::Refused> {
         let addr = self.pool.addr.clone();
         let session_schema = self.schema.clone();
         let Some(conn) = self.lease.as_mut() else {
@@ -203,8 +206,7 @@ impl Session {
         let Some(conn) = self.lease.as_mut() else {
             return Err((errors::UNKNOWN, "sluice: no server connection".into()));
         };
-        let key = Arc::new(StatementKey::new(key.schema.clone(), key.sql.clone()));
-        remember(conn, key, ok.statement_id);
+        remember(conn, Arc::clone(key), ok.statement_id);
         Ok(ok.statement_id)
     }
 
