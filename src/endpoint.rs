@@ -14,9 +14,10 @@ use crate::tls::ClientTls;
 
 #[derive(Debug)]
 pub struct Endpoint<E> {
-    pub name: String,
+    /// Shared with every session's listing entry, as is the group's name.
+    pub name: Arc<str>,
     /// Its target group's name (session listings and gauges are per group).
-    pub group: String,
+    pub group: Arc<str>,
     /// What this endpoint's transactions need: the writer, a reader, or either (split).
     pub want: Want,
     /// Split endpoints: how long a read after a write waits for a reader that applied it.

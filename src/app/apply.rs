@@ -393,8 +393,8 @@ impl App {
             Role::ReadWriteSplit => Want::Split,
         };
         let shared = crate::endpoint::Endpoint {
-            name: ep.name.clone(),
-            group: ep.target_group.clone(),
+            name: ep.name.as_str().into(),
+            group: ep.target_group.as_str().into(),
             want,
             read_your_writes_timeout: ep.read_your_writes_timeout.as_std(),
             users: Arc::clone(users),

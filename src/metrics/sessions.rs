@@ -42,7 +42,7 @@ impl Collector for SessionCollector {
             if row.server.is_none() && !row.pinned {
                 continue;
             }
-            let c = counts.entry(row.info.target_group.clone()).or_default();
+            let c = counts.entry(row.info.target_group.to_string()).or_default();
             c.0 += i64::from(row.in_transaction);
             c.1 += i64::from(row.pinned);
         }

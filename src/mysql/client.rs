@@ -14,7 +14,7 @@ use super::errors;
 use super::kill;
 use super::login::{Login, NATIVE, Refusal, authenticate, check_schema, nonce, refuse};
 use super::pools::{MyPools, PoolKey, ServerInfo};
-use super::relay::{Outcome, Session};
+use super::relay::{Dormant, Outcome, Session};
 use super::wire::{self, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{SessionSlot, User};
 use crate::session::SessionInfo;
@@ -72,10 +72,17 @@ pub fn serve(
 }
 
 /// A logged-in session and what it keeps to its end (counted open in the login, closed here).
-/// Boxed: parking it moves a pointer, and it is all a parked session keeps.
+/// Boxed: the session's task holds a pointer.
 struct Life {
     session: Session,
     /// Held for its drop: the user's session count.
+    _slot: Option<SessionSlot>,
+}
+
+/// A parked session: its compact form and what it keeps to its end; all a parked client costs
+/// besides its socket and the lot's slot.
+struct Parked {
+    session: Dormant,
     _slot: Option<SessionSlot>,
 }
 
@@ -87,8 +94,13 @@ fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send 
         let mut client = client;
         match (life.session.run(&mut client).await, client) {
             (Outcome::Park, Socket::Plain(tcp)) => {
-                let parking = life.session.endpoint().engine.cluster.parking.clone();
-                park::park(parking.as_ref(), life, tcp);
+                let Life { session, _slot } = *life;
+                let parking = session.endpoint().engine.cluster.parking.clone();
+                let parked = Box::new(Parked {
+                    session: session.into_dormant(),
+                    _slot,
+                });
+                park::park(parking.as_ref(), parked, tcp);
             }
             (Outcome::Closed { tls }, _) => life.session.endpoint().metrics.session_closed(tls),
             (Outcome::Park, _) => life.session.endpoint().metrics.session_closed(false),
@@ -96,9 +108,14 @@ fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send 
     }
 }
 
-impl Parkable for Life {
+impl Parkable for Parked {
     fn live(self: Box<Self>, client: TcpStream) -> impl Future<Output = ()> + Send {
-        live(self, Socket::Plain(client))
+        let Parked { session, _slot } = *self;
+        let life = Box::new(Life {
+            session: session.wake(),
+            _slot,
+        });
+        live(life, Socket::Plain(client))
     }
 
     fn closed(&self) {
@@ -151,7 +168,7 @@ async fn login_or_turn_away(
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
                     return None;
                 };
-                let who = (ep.name.as_str(), peer);
+                let who = (&*ep.name, peer);
                 stream = tls
                     .accept_by(deadline, Flavor::Mysql, tcp, &early, who)
                     .await?;

@@ -73,7 +73,7 @@ mod tests {
 
     fn info(id: u64) -> SessionInfo {
         let peer = "127.0.0.1:40000".parse().unwrap();
-        SessionInfo::new(id, ("writer", "my"), "app", peer, false)
+        SessionInfo::new(id, (&"writer".into(), &"my".into()), "app", peer, false)
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use crate::tls::{Socket, consume};
 use bytes::BytesMut;
+use std::pin::Pin;
 use tokio::io::AsyncReadExt;
-use tokio::time::{Duration, Instant};
+
+use tokio::time::{Duration, Instant, Sleep};
 
 use super::endpoint::MyEndpoint;
 use super::errors::{self, Code};
@@ -27,6 +29,8 @@ use crate::routing::Want;
 
 mod change_user;
 mod commands;
+mod dormant;
+mod idle;
 mod infile;
 mod pins;
 #[cfg(any(test, fuzzing))]
@@ -37,6 +41,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use dormant::Dormant;
 pub(super) use pins::Hold;
 pub use pins::Pins;
 
@@ -119,6 +124,10 @@ pub struct Session {
     idle_since: Option<Instant>,
     /// When the current idle wait parks the session, if it may.
     park_at: Option<Instant>,
+    /// The wait between a busy session's commands: kept from one wait to the next and re-armed
+    /// only when it fires, as the Postgres relay's (a timer armed per command showed in
+    /// profiles); dropped with the buffers once the session idles.
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Session {
@@ -158,6 +167,7 @@ impl Session {
             lease: None,
             idle_since: None,
             park_at: None,
+            idle_timer: None,
         }
     }
 
@@ -197,130 +207,6 @@ impl Session {
 
     pub fn endpoint(&self) -> &Arc<MyEndpoint> {
         &self.ep
-    }
-
-    /// The session's idle timeout falls due then, if it parks now.
-    pub fn idle_deadline(&self) -> Option<Instant> {
-        self.idle_since?.checked_add(self.ep.idle_client_timeout)
-    }
-
-    /// Waits for the client's next command packet; `Ok(None)` when the client left.
-    async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
-        // A resumed session's idle time counts from before it parked; its next park from now,
-        // since its socket's readiness reaches the runtime only after a first wait. One clock
-        // read per command, as before parking.
-        let resumed = self.idle_since.take();
-        let started = resumed.unwrap_or_else(Instant::now);
-        // In the session, not a local: every local across an await grows every session's task.
-        self.park_at = self
-            .ep
-            .idle_client_park_after
-            .filter(|_| self.ep.engine.cluster.parking.is_some())
-            .filter(|_| matches!(client, Socket::Plain(_)))
-            .and_then(|after| {
-                let from = if resumed.is_some() {
-                    Instant::now()
-                } else {
-                    started
-                };
-                from.checked_add(after)
-            });
-        loop {
-            if let Some(p) = wire::next_packet(&self.cin) {
-                if p.seq != 0 {
-                    return Err(End::Fatal(
-                        errors::OUT_OF_ORDER,
-                        "Got packets out of order".into(),
-                    ));
-                }
-                if p.payload_len() == 0 {
-                    return Err(End::Fatal(errors::HANDSHAKE, "empty command packet".into()));
-                }
-                if self.cin.len() >= p.len {
-                    return Ok(Some(p.len));
-                }
-            }
-            let idle = started.elapsed();
-            let idle_timeout = self.ep.idle_client_timeout;
-            if idle >= idle_timeout {
-                return Err(End::Fatal(
-                    errors::IDLE_TIMEOUT,
-                    "The client was disconnected by sluice because of inactivity (idle_client_timeout)".into(),
-                ));
-            }
-            if self.hold == Hold::Soft && self.lease.is_some() && idle >= SOFT_HOLD {
-                self.hold = Hold::None;
-                self.maybe_release();
-            }
-            // Holding no server connection and idle for a while: give back the buffers.
-            let shrink = self.lease.is_none() && self.cin.is_empty() && idle < SHRINK_AFTER;
-            let mut wait = if shrink {
-                SHRINK_AFTER - idle
-            } else {
-                idle_timeout - idle
-            };
-            if self.hold == Hold::Soft && self.lease.is_some() {
-                wait = wait.min(SOFT_HOLD.saturating_sub(idle));
-            }
-            if let Some(at) = self.park_at.filter(|_| self.lease.is_none()) {
-                wait = wait.min(at.saturating_duration_since(Instant::now()));
-            }
-            if self.cin.is_empty() {
-                if self.ep.engine.cluster.drain.is_cancelled() && self.at_boundary() {
-                    return Err(End::Drained);
-                }
-                // Nothing pending: wait for bytes before growing the buffer, or an idle client
-                // would hold a fresh read buffer for as long as it sleeps.
-                // While `shrink` is due the timeout fires within SHRINK_AFTER and the check above
-                // sees a drain then: no waiter-list locks on the drain token per command.
-                let readable = tokio::select! {
-                    biased;
-                    r = tokio::time::timeout(wait, client.readable()) => r,
-                    () = self.ep.engine.cluster.drain.cancelled(), if !shrink && self.at_boundary() => continue,
-                };
-                match readable {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Ok(None),
-                    Err(_) if shrink => {
-                        self.cin = BytesMut::new();
-                        self.out = Vec::new();
-                        self.scratch = Vec::new();
-                        continue;
-                    }
-                    Err(_)
-                        if self.lease.is_none()
-                            && self.park_at.is_some_and(|at| Instant::now() >= at) =>
-                    {
-                        self.idle_since = Some(started);
-                        return Err(End::Park);
-                    }
-                    Err(_) => continue,
-                }
-                self.cin.reserve(READ_CHUNK);
-                match client.read_some(&mut self.cin, READ_CHUNK) {
-                    Ok(0) => return Ok(None),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Ok(None),
-                }
-                continue;
-            }
-            self.cin.reserve(
-                READ_CHUNK
-                    .min(MAX_COMMAND - self.cin.len().min(MAX_COMMAND))
-                    .max(64),
-            );
-            match tokio::time::timeout(wait, client.read_buf(&mut self.cin)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(_)) => {}
-                Err(_) if shrink => {
-                    self.cin = BytesMut::new();
-                    self.out = Vec::new();
-                    self.scratch = Vec::new();
-                }
-                Err(_) => {}
-            }
-        }
     }
 
     /// Writes what is queued for the client.

@@ -71,7 +71,7 @@ mod tests {
             .map(|i| {
                 register(
                     &registry,
-                    SessionInfo::new(i, ("w", "pg"), "app", peer, false),
+                    SessionInfo::new(i, (&"w".into(), &"pg".into()), "app", peer, false),
                 )
             })
             .collect();
@@ -84,7 +84,7 @@ mod tests {
         let peer = "127.0.0.1:40000".parse().unwrap();
         let handle = register(
             &registry,
-            SessionInfo::new(1, ("writer", "pg"), "app", peer, false),
+            SessionInfo::new(1, (&"writer".into(), &"pg".into()), "app", peer, false),
         );
         let (pid, key) = (handle.key.pid, handle.key.key);
         assert_eq!(

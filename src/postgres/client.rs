@@ -14,9 +14,8 @@ use super::cancel::{CancelHandle, CancelRegistry};
 use super::cluster::PgCluster;
 use super::errors::{self, fatal};
 use super::pools::{PgPool, PgPools};
-use super::relay::{IdleLimits, Outcome, Session};
+use super::relay::{Dormant, IdleLimits, Outcome, Session};
 use super::server;
-use super::settings::Settings;
 use super::wire::{self, Startup, StartupParams, WireError};
 use crate::auth::users::SessionSlot;
 use crate::session::SessionInfo;
@@ -117,12 +116,27 @@ pub fn serve(
 }
 
 /// A logged-in session and what it keeps to its end (counted open in the login, closed here).
-/// Boxed: parking it moves a pointer, and it is all a parked session keeps.
+/// Boxed: the session's task holds a pointer.
 struct Life {
     session: Session,
     /// Held for its drop: the user's session count.
     _slot: Option<SessionSlot>,
     ep: Arc<PgEndpoint>,
+}
+
+/// A parked session: its compact form and what it keeps to its end; all a parked client costs
+/// besides its socket and the lot's slot.
+struct Parked {
+    session: Dormant,
+    _slot: Option<SessionSlot>,
+    ep: Arc<PgEndpoint>,
+}
+
+fn idle_limits(ep: &PgEndpoint) -> IdleLimits {
+    IdleLimits {
+        timeout: ep.idle_client_timeout,
+        park_after: ep.idle_client_park_after,
+    }
 }
 
 /// Runs a session until it ends or parks. An `async move` block, as `serve`: the task keeps
@@ -133,8 +147,14 @@ fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send 
         let mut client = client;
         match (life.session.run(&mut client).await, client) {
             (Outcome::Park, Socket::Plain(tcp)) => {
-                let parking = life.ep.engine.cluster.parking.clone();
-                park::park(parking.as_ref(), life, tcp);
+                let Life { session, _slot, ep } = *life;
+                let parking = ep.engine.cluster.parking.clone();
+                let parked = Box::new(Parked {
+                    session: session.into_dormant(),
+                    _slot,
+                    ep,
+                });
+                park::park(parking.as_ref(), parked, tcp);
             }
             (Outcome::Closed { tls }, _) => life.ep.metrics.session_closed(tls),
             (Outcome::Park, _) => life.ep.metrics.session_closed(false),
@@ -142,9 +162,15 @@ fn live(mut life: Box<Life>, client: Socket) -> impl Future<Output = ()> + Send 
     }
 }
 
-impl Parkable for Life {
+impl Parkable for Parked {
     fn live(self: Box<Self>, client: TcpStream) -> impl Future<Output = ()> + Send {
-        live(self, Socket::Plain(client))
+        let Parked { session, _slot, ep } = *self;
+        let life = Box::new(Life {
+            session: session.wake(idle_limits(&ep)),
+            _slot,
+            ep,
+        });
+        live(life, Socket::Plain(client))
     }
 
     fn closed(&self) {
@@ -152,7 +178,7 @@ impl Parkable for Life {
     }
 
     fn idle_deadline(&self) -> Option<Instant> {
-        self.session.idle_deadline()
+        self.session.idle_deadline(idle_limits(&self.ep))
     }
 }
 
@@ -186,7 +212,7 @@ async fn login_or_turn_away(
                 let (Socket::Plain(tcp), Some(tls)) = (stream, &ep.tls) else {
                     return None;
                 };
-                let who = (ep.name.as_str(), peer);
+                let who = (&*ep.name, peer);
                 stream = tls
                     .accept_by(deadline, Flavor::Postgres, tcp, &[], who)
                     .await?;
@@ -259,12 +285,11 @@ async fn startup(
     }
 }
 
-/// Who is logging in to what, from the startup parameters: (user, database, settings).
-fn identify(
-    ep: &PgEndpoint,
-    stream: &Socket,
-    params: &StartupParams,
-) -> Result<(String, String, Settings), Refusal> {
+/// (user, database, session parameters sorted by name)
+type Identity = (String, String, Vec<(String, String)>);
+
+/// Who is logging in to what, from the startup parameters.
+fn identify(ep: &PgEndpoint, stream: &Socket, params: &StartupParams) -> Result<Identity, Refusal> {
     if ep.require_tls && !stream.is_tls() {
         return Err(refuse(
             errors::INVALID_AUTHORIZATION,
@@ -349,6 +374,7 @@ async fn login(
         &user.credentials,
     );
     let reported = reported_parameters(pools, &pg, &database).await?;
+    let settings = pg.share(settings);
 
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     let mut info = SessionInfo::new(id, (&ep.name, &ep.group), &user_name, peer, stream.is_tls());
@@ -370,10 +396,7 @@ async fn login(
             cancel,
             settings,
             std::mem::take(buf),
-            IdleLimits {
-                timeout: ep.idle_client_timeout,
-                park_after: ep.idle_client_park_after,
-            },
+            idle_limits(ep),
         ),
         slot,
     ))
@@ -381,7 +404,11 @@ async fn login(
 
 /// AuthenticationOk, the server's parameters (the client's own values where it set them), the
 /// cancel key and ReadyForQuery: what a client waits for before its first query.
-fn greeting(reported: &[(String, String)], settings: &Settings, cancel: &CancelHandle) -> BytesMut {
+fn greeting(
+    reported: &[(String, String)],
+    settings: &[(String, String)],
+    cancel: &CancelHandle,
+) -> BytesMut {
     let mut out = BytesMut::with_capacity(512);
     wire::auth_ok(&mut out);
     for (name, value) in reported {

@@ -152,7 +152,7 @@ pub struct Pipeline {
 
 /// What ties a session to its server connection, and the connection to no one else. One byte
 /// each: every session task holds them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct PinState {
     pinned: Option<PinReason>,
     /// A parameter change sluice cannot name: the session keeps its connection until DISCARD ALL.
@@ -224,6 +224,38 @@ impl Pipeline {
             borrow_wait_us: 0,
             retry: None,
         }
+    }
+
+    /// Whether nothing distinguishes it from `Pipeline::new`'s but its id and the last borrow's
+    /// wait: a parked session then keeps no pipeline and starts a new one when it resumes.
+    /// Every field is named here, so a new one must say whether it survives an idle wait.
+    pub fn pristine(&self) -> bool {
+        let Self {
+            session_id: _,
+            expect,
+            statements,
+            segment,
+            ddl_open,
+            out_of_order,
+            status: ready,
+            internal_error,
+            discarded,
+            tracked,
+            pins,
+            borrow_wait_us: _,
+            retry,
+        } = self;
+        expect.is_empty()
+            && statements.is_empty()
+            && *segment == Segment::Synced
+            && !ddl_open
+            && !out_of_order
+            && *ready == status::IDLE
+            && internal_error.is_none()
+            && discarded.is_none()
+            && tracked.is_none()
+            && *pins == PinState::default()
+            && retry.is_none()
     }
 
     /// The server connection may go back to the pool: nothing in flight, idle, not pinned.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::server::{ServerConn, ServerLogin};
+use super::settings::Settings;
 use super::statements::{SchemaEpoch, StatementRegistry};
 use crate::auth::ServerAccess;
 use crate::auth::credentials::Credentials;
@@ -25,6 +26,24 @@ pub struct PgPool {
     /// The ParameterStatus set of this pool's server, learned from its first connection, so a
     /// connecting client is answered without a server connection.
     pub reported: OnceLock<Vec<(String, String)>>,
+    /// The startup parameters of the last session that logged in: handed to the next one
+    /// that sent the same, so a fleet of one application's clients shares one copy.
+    pub(super) startup: Mutex<Settings>,
+}
+
+impl PgPool {
+    /// `settings` (sorted, as `Settings::from_sorted` takes them) as a copy shared with the
+    /// sessions before that sent the same.
+    pub fn share(&self, settings: Vec<(String, String)>) -> Settings {
+        if settings.is_empty() {
+            return Settings::default();
+        }
+        let mut last = self.startup.lock().unwrap_or_else(|e| e.into_inner());
+        if **last != *settings {
+            *last = Settings::from_sorted(settings);
+        }
+        last.clone()
+    }
 }
 
 struct PgConnector {
@@ -175,6 +194,7 @@ impl PgPools {
             prefix: self.registries.prefix.clone(),
             init_query: self.init_query.clone(),
             reported: OnceLock::new(),
+            startup: Mutex::default(),
         });
         pools
             .entry(database.to_owned())

@@ -23,6 +23,7 @@ use super::settings::Settings;
 use super::wire::{self, backend, frontend, status};
 use crate::pool::Lease;
 use crate::routing::Want;
+pub use dormant::Dormant;
 pub use idle::{IdleLimits, Outcome};
 
 /// A message that must be inspected is buffered whole up to this size.
@@ -97,7 +98,7 @@ pub struct Session {
     pg: Arc<PgPool>,
     cancel: CancelHandle,
     /// Parameters from the startup packet: what DISCARD ALL returns the session to.
-    startup: Box<[(String, String)]>,
+    startup: Settings,
     /// Parameters the session has now (startup ones plus tracked changes).
     settings: Settings,
     pipeline: Pipeline,
@@ -143,7 +144,7 @@ impl Session {
             pg,
             cancel,
             settings: startup.clone(),
-            startup: startup.into_boxed_slice(),
+            startup,
             pipeline: Pipeline::new(id),
             // The login's buffer stays only if the client already sent more.
             cin: if leftover.is_empty() {
@@ -581,6 +582,7 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
 }
 
 mod clean_up;
+mod dormant;
 mod idle;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod rig;

@@ -8,6 +8,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::settings::Settings;
 use super::statements::ServerStatements;
 use super::wire::{self, AuthRequest, BackendKeyData, backend, status};
 use crate::auth::ServerAccess;
@@ -72,7 +73,7 @@ pub struct ServerConn {
     /// ParameterStatus values the server reported at login.
     pub reported: Vec<(String, String)>,
     /// Session parameters sluice has set on this connection (beyond its defaults).
-    pub settings: Vec<(String, String)>,
+    pub settings: Settings,
     pub statements: ServerStatements,
 }
 
@@ -136,7 +137,7 @@ impl ServerConn {
             peer,
             key: BackendKeyData { pid: 0, key: 0 },
             reported: Vec::new(),
-            settings: Vec::new(),
+            settings: Settings::default(),
             statements: ServerStatements::default(),
         };
         let token =

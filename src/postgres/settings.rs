@@ -6,10 +6,53 @@
 //! rolled-back `SET`, a `SET` that failed, `SET x TO DEFAULT` and role defaults all come out as
 //! Postgres itself resolved them.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use super::scan::{Token, Words, is};
 
-/// `(name, value)` pairs sorted by name; names in lower case.
-pub type Settings = Vec<(String, String)>;
+/// `(name, value)` pairs sorted by name; names in lower case. Shared and copied on change: a
+/// session's startup parameters, its current ones and those of the server connection it last
+/// set them on are one allocation until one of them changes, and a pool hands sessions that log
+/// in with the same parameters one copy (`PgPool::share`). A JDBC client sends five of them:
+/// ten strings, twice, in every idle session otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Settings(Option<Arc<[(String, String)]>>);
+
+impl Settings {
+    /// From pairs already sorted by name, without duplicates.
+    pub fn from_sorted(pairs: Vec<(String, String)>) -> Self {
+        Self((!pairs.is_empty()).then(|| pairs.into()))
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// Whether both are the same allocation (or both empty): equal without comparing.
+    pub fn same(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
+    }
+}
+
+impl Deref for Settings {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other) || **self == **other
+    }
+}
+
+impl Eq for Settings {}
 
 /// What a query string may do to session parameters.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -175,7 +218,7 @@ pub fn read_back_sql(names: &[String]) -> String {
 /// `set_config` takes the raw string as a startup parameter would (lists like search_path).
 pub fn replay_sql(
     have: &[(String, String)],
-    want: &Settings,
+    want: &[(String, String)],
     init: &str,
     rerun_init: bool,
 ) -> String {
@@ -213,19 +256,23 @@ fn quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "''")
 }
 
-/// Sets `name` to `value` (None: removes it) in sorted `settings`.
+/// Sets `name` to `value` (None: removes it) in `settings`; a copy only if it changes.
 pub fn put(settings: &mut Settings, name: &str, value: Option<&str>) {
-    match (
-        settings.binary_search_by(|(n, _)| n.as_str().cmp(name)),
-        value,
-    ) {
-        (Ok(i), Some(v)) => v.clone_into(&mut settings[i].1),
+    let at = settings.binary_search_by(|(n, _)| n.as_str().cmp(name));
+    let mut pairs = match (at, value) {
+        (Ok(i), Some(v)) if settings[i].1 == v => return,
+        (Err(_), None) => return,
+        _ => settings.to_vec(),
+    };
+    match (at, value) {
+        (Ok(i), Some(v)) => v.clone_into(&mut pairs[i].1),
         (Ok(i), None) => {
-            settings.remove(i);
+            pairs.remove(i);
         }
-        (Err(i), Some(v)) => settings.insert(i, (name.to_owned(), v.to_owned())),
+        (Err(i), Some(v)) => pairs.insert(i, (name.to_owned(), v.to_owned())),
         (Err(_), None) => {}
     }
+    *settings = Settings::from_sorted(pairs);
 }
 
 #[cfg(test)]

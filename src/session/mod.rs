@@ -6,6 +6,7 @@ pub mod registry;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// What `/v1/sessions` shows of a session: fixed at login, never touched on the hot path. No
@@ -13,8 +14,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionInfo {
     pub id: u64,
-    pub endpoint: String,
-    pub target_group: String,
+    /// Shared with the endpoint: most of an idle session's listing is these names.
+    pub endpoint: Arc<str>,
+    pub target_group: Arc<str>,
     pub user: String,
     pub database: Option<String>,
     pub client: SocketAddr,
@@ -26,7 +28,7 @@ pub struct SessionInfo {
 impl SessionInfo {
     pub fn new(
         id: u64,
-        (endpoint, target_group): (&str, &str),
+        (endpoint, target_group): (&Arc<str>, &Arc<str>),
         user: &str,
         client: SocketAddr,
         tls: bool,
@@ -36,8 +38,8 @@ impl SessionInfo {
             .map_or(0, |d| d.as_secs());
         Self {
             id,
-            endpoint: endpoint.into(),
-            target_group: target_group.into(),
+            endpoint: Arc::clone(endpoint),
+            target_group: Arc::clone(target_group),
             user: user.to_owned(),
             database: None,
             client,

@@ -163,7 +163,13 @@ mod tests {
     }
 
     fn info(id: u64) -> SessionInfo {
-        SessionInfo::new(id, ("e", "g"), "app", "127.0.0.1:1".parse().unwrap(), false)
+        SessionInfo::new(
+            id,
+            (&"e".into(), &"g".into()),
+            "app",
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+        )
     }
 
     #[test]

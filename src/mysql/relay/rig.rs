@@ -110,7 +110,7 @@ impl Rig {
     pub fn session_numbered(&self, id: u32) -> (Peer, tokio::task::JoinHandle<Session>) {
         let (client, ours) = memory::pair();
         let peer = "127.0.0.1:1".parse().unwrap();
-        let info = SessionInfo::new(id.into(), ("e", "g"), "app", peer, false);
+        let info = SessionInfo::new(id.into(), (&"e".into(), &"g".into()), "app", peer, false);
         let kill = crate::mysql::kill::register(&self.ep.engine.kill, id, "app", info);
         let mut session = Session::new(
             id,

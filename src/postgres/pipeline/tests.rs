@@ -188,6 +188,25 @@ fn named_statement_is_renamed_and_reprepared_on_another_connection() {
     );
 }
 
+/// A parked session keeps its pipeline only when it holds something: a simple query leaves
+/// nothing behind, a named statement must survive the park.
+#[test]
+fn a_pipeline_is_pristine_until_it_holds_a_statement() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    assert!(rig.p.pristine());
+    rig.client(&mut a, &[frame(b'Q', b"select 1\0")]);
+    rig.sent();
+    assert!(!rig.p.pristine(), "a request in flight");
+    rig.server(&mut a, &[frame(b'C', b"SELECT 1\0"), ready(b'I')]);
+    assert!(rig.p.pristine(), "answered, nothing kept");
+    rig.client(&mut a, &[parse("q", "select 1"), sync()]);
+    rig.sent();
+    rig.server(&mut a, &[frame(b'1', b""), ready(b'I')]);
+    assert!(rig.p.releasable());
+    assert!(!rig.p.pristine(), "the named statement is kept");
+}
+
 #[test]
 fn describe_without_a_replayed_parse_supavisor_1174() {
     let mut rig = Rig::new(1);

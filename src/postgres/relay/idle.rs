@@ -46,11 +46,6 @@ pub(super) enum Idle {
 }
 
 impl Session {
-    /// The session's idle timeout falls due then, if it parks now.
-    pub fn idle_deadline(&self) -> Option<Instant> {
-        self.idle_since?.checked_add(self.idle.timeout)
-    }
-
     /// Waits for the client's next message without a server connection.
     pub(super) async fn wait_idle(&mut self, client: &mut Socket) -> Idle {
         let started = Instant::now();

@@ -28,7 +28,7 @@ pub fn server_conn(sock: MemorySocket) -> ServerConn {
         peer: crate::postgres::server::ServerAddr::Tcp("127.0.0.1:5432".parse().unwrap()),
         key: BackendKeyData { pid: 7, key: 7 },
         reported: Vec::new(),
-        settings: Vec::new(),
+        settings: Default::default(),
         statements: Default::default(),
     }
 }
@@ -62,6 +62,7 @@ impl Rig {
             prefix: "_sluice_t_".into(),
             init_query: "".into(),
             reported: Default::default(),
+            startup: Default::default(),
         });
         let cluster = Arc::new(PgCluster {
             router: Arc::new(Router::fixed_writer(instance.borrowed().clone())),
@@ -84,7 +85,13 @@ impl Rig {
     /// Session `id`'s client end; its task ends when the client leaves.
     pub fn session_numbered(&self, id: u64) -> (Peer, tokio::task::JoinHandle<Session>) {
         let (client, ours) = memory::pair();
-        let info = SessionInfo::new(id, ("e", "g"), "app", "127.0.0.1:1".parse().unwrap(), false);
+        let info = SessionInfo::new(
+            id,
+            (&"e".into(), &"g".into()),
+            "app",
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+        );
         let route = Route {
             cluster: self.cluster.clone(),
             last_write: 0,
@@ -97,7 +104,7 @@ impl Rig {
             route,
             self.pool.clone(),
             crate::postgres::cancel::register(&self.cancel, info),
-            Vec::new(),
+            Default::default(),
             BytesMut::new(),
             crate::postgres::relay::IdleLimits {
                 timeout: Duration::from_secs(60),

@@ -35,7 +35,7 @@ impl Session {
 
     /// A DISCARD ALL returned the session to its startup parameters.
     pub(super) fn on_discard(&mut self, conn: &mut ServerConn, discard: Discard) {
-        self.settings = self.startup.to_vec();
+        self.settings = self.startup.clone();
         if discard == Discard::Server {
             conn.settings.clear();
             self.pipeline.server_discarded();
@@ -60,6 +60,10 @@ impl Session {
             let value = value.filter(|v| !(name == "role" && v == "none"));
             put(&mut self.settings, &name, value.as_deref());
             put(&mut conn.settings, &name, value.as_deref());
+        }
+        // Shared again, so the next borrow compares pointers.
+        if conn.settings == self.settings {
+            conn.settings.clone_from(&self.settings);
         }
         if let Some(reason) = end.unpinned {
             tracing::info!(session = self.id, %reason, "session unpinned: nothing pins it on the server any more");

@@ -143,6 +143,29 @@ impl Rig {
     }
 }
 
+/// Sessions that log in with the same parameters share one copy: what a thousand idle JDBC
+/// clients would otherwise hold ten strings each of, twice.
+#[tokio::test]
+async fn sessions_with_the_same_startup_parameters_share_one_copy() {
+    use crate::postgres::settings::Settings;
+    let rig = Rig::new(1);
+    let jdbc = || {
+        vec![
+            ("application_name".to_owned(), "app".to_owned()),
+            ("timezone".to_owned(), "UTC".to_owned()),
+        ]
+    };
+    let a = rig.pool.share(jdbc());
+    let b = rig.pool.share(jdbc());
+    assert!(a.same(&b), "the second login got the first one's copy");
+    let other = rig
+        .pool
+        .share(vec![("application_name".into(), "cron".into())]);
+    assert!(!other.same(&a) && other != a);
+    assert_eq!(a[1], ("timezone".to_owned(), "UTC".to_owned()));
+    assert!(rig.pool.share(Vec::new()).same(&Settings::default()));
+}
+
 #[tokio::test]
 async fn a_query_is_relayed_and_its_connection_released_at_ready_for_query() {
     let mut rig = Rig::new(1);

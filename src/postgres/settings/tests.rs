@@ -81,24 +81,31 @@ fn replay_sets_what_differs_and_resets_what_is_gone() {
     assert_eq!(replay_sql(&want, &want, "SET jit = off", false), "");
     // A reset undoes the init query's SETs too: it runs again, then every wanted value.
     assert_eq!(
-        replay_sql(&have, &have[..1].to_vec(), "SET jit = off", false),
+        replay_sql(&have, &have[..1], "SET jit = off", false),
         "RESET \"timezone\"; SET jit = off; \
          SELECT pg_catalog.set_config(E'application_name', E'old', false)"
     );
-    assert_eq!(
-        replay_sql(&[], &vec![], "SET jit = off", true),
-        "SET jit = off"
-    );
+    assert_eq!(replay_sql(&[], &[], "SET jit = off", true), "SET jit = off");
 }
 
 #[test]
 fn put_keeps_settings_sorted() {
-    let mut s = Settings::new();
+    let mut s = Settings::default();
     put(&mut s, "b", Some("1"));
     put(&mut s, "a", Some("2"));
     put(&mut s, "b", Some("3"));
     put(&mut s, "c", None);
-    assert_eq!(s, [("a".into(), "2".into()), ("b".into(), "3".into())]);
+    assert_eq!(*s, [("a".into(), "2".into()), ("b".into(), "3".into())]);
+    let shared = s.clone();
+    put(&mut s, "b", Some("3"));
+    assert!(s.same(&shared), "an unchanged value keeps the shared copy");
     put(&mut s, "a", None);
-    assert_eq!(s, [("b".into(), "3".into())]);
+    assert_eq!(*s, [("b".into(), "3".into())]);
+    assert_eq!(
+        *shared,
+        [("a".into(), "2".into()), ("b".into(), "3".into())],
+        "copied on change"
+    );
+    put(&mut s, "b", None);
+    assert!(s.same(&Settings::default()), "empty holds no allocation");
 }

@@ -1,0 +1,161 @@
+//! The wait for a client's next command: buffers given back after a second without a server
+//! connection, soft holds given up, the idle timeout, parking, and the drain's wake-up.
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::time::{Duration, Instant};
+
+use super::{End, Hold, MAX_COMMAND, READ_CHUNK, SHRINK_AFTER, SOFT_HOLD, Session};
+use crate::mysql::{errors, wire};
+use crate::tls::Socket;
+
+/// A configured timeout beyond what the clock can add means "never".
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+impl Session {
+    /// Waits for the client's next command packet; `Ok(None)` when the client left.
+    pub(super) async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
+        // A resumed session's idle time counts from before it parked; its next park from now,
+        // since its socket's readiness reaches the runtime only after a first wait. One clock
+        // read per command while the client keeps up.
+        let resumed = self.idle_since.take();
+        let mut now = Instant::now();
+        let started = resumed.unwrap_or(now);
+        // In the session, not a local: every local across an await grows every session's task.
+        self.park_at = self
+            .ep
+            .idle_client_park_after
+            .filter(|_| self.ep.engine.cluster.parking.is_some())
+            .filter(|_| matches!(client, Socket::Plain(_)))
+            .and_then(|after| now.checked_add(after));
+        let mut fresh = true;
+        loop {
+            if let Some(p) = wire::next_packet(&self.cin) {
+                if p.seq != 0 {
+                    return Err(End::Fatal(
+                        errors::OUT_OF_ORDER,
+                        "Got packets out of order".into(),
+                    ));
+                }
+                if p.payload_len() == 0 {
+                    return Err(End::Fatal(errors::HANDSHAKE, "empty command packet".into()));
+                }
+                if self.cin.len() >= p.len {
+                    return Ok(Some(p.len));
+                }
+            }
+            if !fresh {
+                now = Instant::now();
+            }
+            fresh = false;
+            let idle = now.saturating_duration_since(started);
+            let idle_timeout = self.ep.idle_client_timeout;
+            if idle >= idle_timeout {
+                return Err(End::Fatal(
+                    errors::IDLE_TIMEOUT,
+                    "The client was disconnected by sluice because of inactivity (idle_client_timeout)".into(),
+                ));
+            }
+            if self.hold == Hold::Soft && self.lease.is_some() && idle >= SOFT_HOLD {
+                self.hold = Hold::None;
+                self.maybe_release();
+            }
+            // Holding no server connection and idle for a while: give back the buffers.
+            let shrink = self.lease.is_none() && self.cin.is_empty() && idle < SHRINK_AFTER;
+            let mut wait = if shrink {
+                SHRINK_AFTER - idle
+            } else {
+                idle_timeout - idle
+            };
+            if self.hold == Hold::Soft && self.lease.is_some() {
+                wait = wait.min(SOFT_HOLD.saturating_sub(idle));
+            }
+            if let Some(at) = self.park_at.filter(|_| self.lease.is_none()) {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+            let due = now.checked_add(wait).unwrap_or_else(|| now + NEVER);
+            if !self.cin.is_empty() {
+                // Part of a command is here: read the rest under the same limits.
+                self.cin.reserve(
+                    READ_CHUNK
+                        .min(MAX_COMMAND - self.cin.len().min(MAX_COMMAND))
+                        .max(64),
+                );
+                match tokio::time::timeout_at(due, client.read_buf(&mut self.cin)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                    Ok(Ok(_)) | Err(_) => continue,
+                }
+            }
+            if self.ep.engine.cluster.drain.is_cancelled() && self.at_boundary() {
+                return Err(End::Drained);
+            }
+            // Nothing pending: wait for bytes before growing the buffer, or an idle client would
+            // hold a fresh read buffer for as long as it sleeps.
+            if shrink || self.lease.is_some() {
+                // A busy session: the kept timer, due within its first idle second so that one
+                // armed by an earlier command fires early and is re-armed then, not now.
+                let busy_until = started + SHRINK_AFTER;
+                let due = if now < busy_until {
+                    due.min(busy_until)
+                } else {
+                    due
+                };
+                // While `shrink` is due the timer fires within SHRINK_AFTER and the check above
+                // sees a drain then: no waiter-list locks on the drain token per command.
+                let drain = !shrink && self.at_boundary();
+                let timer = self
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                // (Elapsed: it fired for a limit the loop's top has dealt with since.)
+                if timer.deadline() > due || timer.is_elapsed() {
+                    timer.as_mut().reset(due);
+                }
+                tokio::select! {
+                    biased;
+                    r = client.readable() => {
+                        if r.is_err() {
+                            return Ok(None);
+                        }
+                    }
+                    () = timer.as_mut() => {
+                        now = Instant::now();
+                        fresh = true;
+                        if now < due {
+                            timer.as_mut().reset(due);
+                        } else if shrink {
+                            self.cin = BytesMut::new();
+                            self.out = Vec::new();
+                            self.scratch = Vec::new();
+                            self.idle_timer = None;
+                        }
+                        continue;
+                    }
+                    () = self.ep.engine.cluster.drain.cancelled(), if drain => continue,
+                }
+            } else {
+                // Long idle: a timer for this wait alone, none kept while the client sleeps.
+                let readable = tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(due, client.readable()) => r,
+                    () = self.ep.engine.cluster.drain.cancelled(), if self.at_boundary() => continue,
+                };
+                match readable {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ok(None),
+                    Err(_) if self.park_at.is_some_and(|at| Instant::now() >= at) => {
+                        self.idle_since = Some(started);
+                        return Err(End::Park);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            self.cin.reserve(READ_CHUNK);
+            match client.read_some(&mut self.cin, READ_CHUNK) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
