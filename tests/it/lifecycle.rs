@@ -58,6 +58,7 @@ async fn sigterm_drains_postgres_sessions_at_transaction_boundaries() {
 
     let idle = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&idle, "SELECT 1").await, "1");
+    let recent = connect(&proxy, APP, APPDB).await.unwrap();
     let busy = connect(&proxy, APP, APPDB).await.unwrap();
     busy.batch_execute("BEGIN; INSERT INTO drained VALUES (1)")
         .await
@@ -74,9 +75,21 @@ async fn sigterm_drains_postgres_sessions_at_transaction_boundaries() {
     let late = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&late, "SELECT 2").await, "2");
 
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // A session busy half a second before the drain begins: its wait does not watch the drain
+    // for its first idle second, so it closes then, not at shutdown_timeout.
+    tokio::time::sleep_until((signalled + Duration::from_millis(1500)).into()).await;
+    assert_eq!(scalar(&recent, "SELECT 3").await, "3");
+    tokio::time::sleep_until((signalled + Duration::from_millis(3000)).into()).await;
     let err = idle.simple_query("SELECT 1").await.unwrap_err();
     assert!(idle.is_closed(), "the idle session was not closed: {err}");
+    let deadline = signalled + Duration::from_millis(4000);
+    while !recent.is_closed() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recent.is_closed(),
+        "a session busy just before the drain was still open 2 s into it"
+    );
     let refused = connect(&proxy, APP, APPDB).await;
     assert!(refused.is_err(), "a new client got in after the grace");
     // The transaction that was open at SIGTERM is allowed to finish and commit.
@@ -118,6 +131,9 @@ fn sigterm_drains_mysql_sessions_and_cuts_off_at_shutdown_timeout() {
     assert!(status.success(), "{out}{err}");
     // 2013: lost connection, as when a MySQL server shuts down; 2003: cannot connect.
     assert!(out.contains("idle session closed 2013"), "{out}");
+    // Its last command half a second before the drain, checked 1.5 s after: closed within its
+    // busy second, not left to shutdown_timeout.
+    assert!(out.contains("recent session closed 2013"), "{out}");
     assert!(out.contains("new client refused 2003"), "{out}");
     assert!(out.contains("transaction committed"), "{out}");
     let status = wait_exit(&mut proxy, Duration::from_secs(10));
