@@ -31,6 +31,8 @@
 #   BENCH_MANY_RATE=2000    their total rate, transactions per second (pgbench -R)
 #   BENCH_HAPROXY=1         0 leaves HAProxy out
 #   BENCH_IDLE_CLIENTS=5000 idle clients for the memory measurement (0 skips it)
+#   BENCH_IDLE_PARAMS=      startup parameters each idle client sends besides user and database
+#                           ("name=value ..."; pgjdbc's set is in docs/benchmarks.md)
 #   BENCH_IDLE_SETTLE=45    seconds the idle clients sit before RSS is read (sluice parks idle
 #                           sessions after idle_client_park_after, 30 s; jemalloc hands the
 #                           freed pages back ~10 s later)
@@ -331,7 +333,7 @@ if (( IDLE_CLIENTS > 0 )); then
     for target in pgbouncer sluice; do
         if [[ $target == pgbouncer ]]; then port=$PGB_PORT pid=$PGB_PID; else port=$SLUICE_PORT pid=$SLUICE_PID; fi
         log "idle-client memory: $IDLE_CLIENTS authenticated clients on $target (pid $pid)"
-        out=$(IDLE_SETTLE_SECONDS=$IDLE_SETTLE "$PYTHON" "$HERE/idle_clients.py" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
+        out=$(IDLE_SETTLE_SECONDS=$IDLE_SETTLE IDLE_STARTUP_PARAMS=${BENCH_IDLE_PARAMS:-} "$PYTHON" "$HERE/idle_clients.py" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
             "$IDLE_CLIENTS" "$pid" 2>"$TMP/logs/idle-$target.log") \
             || { cat "$TMP/logs/idle-$target.log" >&2; die "idle-client test against $target failed"; }
         log "  $out"

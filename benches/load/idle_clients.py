@@ -9,6 +9,10 @@ AuthenticationOk, then reads until ReadyForQuery. MySQL: HandshakeV10, Handshake
 mysql_native_password (following an AuthSwitchRequest to it if asked), then the OK packet.
 Every client must be logged in, not merely an accepted socket. Prints one line `key=value ...`
 that the bench scripts parse.
+
+IDLE_STARTUP_PARAMS (PostgreSQL only): space-separated `name=value` pairs added to each
+StartupMessage, e.g. what pgjdbc sends: "client_encoding=UTF8 DateStyle=ISO TimeZone=UTC
+extra_float_digits=2 application_name=PostgreSQL_JDBC_Driver". Default: none (as pgbench).
 """
 
 import asyncio
@@ -47,7 +51,11 @@ def frame(tag: bytes, body: bytes) -> bytes:
 
 async def pg_login(host, port, user, password, database):
     reader, writer = await asyncio.open_connection(host, port)
-    params = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0\0"
+    params = b"user\0" + user.encode() + b"\0database\0" + database.encode() + b"\0"
+    for pair in os.environ.get("IDLE_STARTUP_PARAMS", "").split():
+        name, _, value = pair.partition("=")
+        params += name.encode() + b"\0" + value.encode() + b"\0"
+    params += b"\0"
     body = struct.pack("!i", 196608) + params
     writer.write(struct.pack("!i", len(body) + 4) + body)
     await writer.drain()

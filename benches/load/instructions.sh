@@ -11,6 +11,11 @@
 #
 #   benches/load/instructions.sh /tmp/sluice-bench.XXXX/sluice.yaml target/release/sluice [pgbench flags]
 #   (flags default to -S; e.g. "-S -M extended", or "-S -C" with INSTR_TX=300)
+#
+# MySQL: with the config `BENCH_HOLD=1 benches/load/mysql.sh` prints, the same with sysbench
+# (16 threads, its tables as mysql.sh prepared them); the arguments after the binary are the
+# sysbench test and flags (default oltp_point_select), INSTR_TX counts events in all, and the
+# figure is per event (one statement for oltp_point_select).
 # Environment: INSTR_TX=1000, INSTR_KEEP=0 (1 keeps the callgrind output for callgrind_annotate),
 # SLUICE_LOG=sluice=info,sluice::audit=warn (as compare.sh runs sluice).
 set -euo pipefail
@@ -21,7 +26,14 @@ FLAGS=("$@")
 (( ${#FLAGS[@]} )) || FLAGS=(-S)
 TX=${INSTR_TX:-1000}
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind not installed" >&2; exit 1; }
-password=$(awk '/password/ { print $NF }' "$(dirname "$CONFIG")/secrets.yaml" | tr -d "\"'")
+password=$(awk '/password/ { print $NF }' "$(dirname "$CONFIG")/secrets.yaml" | tr -d "\"'}")
+MYSQL=0
+grep -q 'engine: mysql' "$CONFIG" && MYSQL=1
+if (( MYSQL )); then
+    (( ${#FLAGS[@]} )) && [[ ${FLAGS[0]} != -S ]] || FLAGS=(oltp_point_select)
+    TX=${INSTR_TX:-16000}
+    command -v sysbench >/dev/null || { echo "instructions.sh: sysbench not installed" >&2; exit 1; }
+fi
 export PGPASSWORD=${password:-bench-md5-password}
 OUT=$(mktemp -d /tmp/sluice-instr.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -36,17 +48,33 @@ trap cleanup EXIT
 RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} valgrind --tool=callgrind \
     --callgrind-out-file="$OUT/callgrind.out" "$BIN" run --config "$OUT/sluice.yaml" >"$OUT/sluice.log" 2>&1 &
 VG=$!
-pg() { pgbench -n "${FLAGS[@]}" -c 16 -j 2 -t "$1" -h 127.0.0.1 -p "$PORT" -U bench bench; }
+if (( MYSQL )); then
+    pg() {
+        sysbench "${FLAGS[@]}" --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$PORT" \
+            --mysql-user=bench --mysql-password="$password" --mysql-db=bench --tables=4 \
+            --table-size=10000 --threads=16 --time=0 --events="$1" run
+    }
+    ready() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$PORT"; }
+    WARM=1600
+else
+    pg() { pgbench -n "${FLAGS[@]}" -c 16 -j 2 -t "$1" -h 127.0.0.1 -p "$PORT" -U bench bench; }
+    ready() { psql -X -q -h 127.0.0.1 -p "$PORT" -U bench -d bench -tAc 'select 1'; }
+    WARM=100
+fi
 for _ in $(seq 300); do
-    psql -X -q -h 127.0.0.1 -p "$PORT" -U bench -d bench -tAc 'select 1' >/dev/null 2>&1 && break
+    ready >/dev/null 2>&1 && break
     sleep 0.2
 done
-pg 100 >/dev/null 2>&1
-callgrind_control -z "$VG" >/dev/null
+pg "$WARM" >/dev/null 2>&1
+callgrind_control -z "$VG" >/dev/null 2>&1
 pg "$TX" >"$OUT/pgbench.log" 2>&1
-callgrind_control -d "$VG" >/dev/null
+callgrind_control -d "$VG" >/dev/null 2>&1
 sleep 1
-tx=$(awk '/actually processed/ { split($NF, a, "/"); print a[1] }' "$OUT/pgbench.log")
+if (( MYSQL )); then
+    tx=$(awk '/total number of events:/ { print $NF }' "$OUT/pgbench.log")
+else
+    tx=$(awk '/actually processed/ { split($NF, a, "/"); print a[1] }' "$OUT/pgbench.log")
+fi
 dump=$(ls -t "$OUT"/callgrind.out.* | head -n1)
 ir=$(awk '/^summary:|^totals:/ { print $2; exit }' "$dump")
 echo "$(basename "$BIN") ${FLAGS[*]}: $tx transactions, $((ir / tx)) instructions per transaction (user space)"
