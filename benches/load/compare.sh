@@ -33,9 +33,11 @@
 #   BENCH_IDLE_CLIENTS=5000 idle clients for the memory measurement (0 skips it)
 #   BENCH_IDLE_PARAMS=      startup parameters each idle client sends besides user and database
 #                           ("name=value ..."; pgjdbc's set is in docs/benchmarks.md)
-#   BENCH_IDLE_SETTLE=45    seconds the idle clients sit before RSS is read (sluice parks idle
-#                           sessions after idle_client_park_after, 30 s; jemalloc hands the
-#                           freed pages back ~10 s later)
+#   BENCH_IDLE_SETTLE=75    seconds the idle clients sit before RSS is read: sluice parks idle
+#                           sessions after idle_client_park_after (30 s), and jemalloc hands
+#                           the freed pages back over its dirty-page decay (10 s) as its
+#                           background thread gets to them: about 30 s more. At 45 s about a
+#                           third of a KiB per client was still on its way back.
 #   BENCH_JOBS=2            pgbench -j (capped at the client count)
 #   BENCH_KEEP=0            1 keeps the temp dir (logs, configs) for inspection
 #   SLUICE_LOG=sluice=info,sluice::audit=warn   sluice's RUST_LOG (the audit lines off)
@@ -59,7 +61,7 @@ IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
 MANY_CLIENTS=${BENCH_MANY_CLIENTS-"1000 10000"}
 MANY_RATE=${BENCH_MANY_RATE:-2000}
 USE_HAPROXY=${BENCH_HAPROXY:-1}
-IDLE_SETTLE=${BENCH_IDLE_SETTLE:-45}
+IDLE_SETTLE=${BENCH_IDLE_SETTLE:-75}
 JOBS=${BENCH_JOBS:-2}
 KEEP=${BENCH_KEEP:-0}
 HOLD=${BENCH_HOLD:-0}
@@ -328,10 +330,12 @@ pg_ticks() {
 machine_ticks() { awk '/^cpu / { t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t }' /proc/stat; }
 
 # ---------------------------------------------------------------- idle clients
+port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; esac; }
+pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; *) echo "" ;; esac; }
 MEM_ROWS=""
 if (( IDLE_CLIENTS > 0 )); then
-    for target in pgbouncer sluice; do
-        if [[ $target == pgbouncer ]]; then port=$PGB_PORT pid=$PGB_PID; else port=$SLUICE_PORT pid=$SLUICE_PID; fi
+    for target in pgbouncer sluice ${SLUICE_BIN_B:+sluice_b}; do
+        port=$(port_of $target) pid=$(pid_of $target)
         log "idle-client memory: $IDLE_CLIENTS authenticated clients on $target (pid $pid)"
         out=$(IDLE_SETTLE_SECONDS=$IDLE_SETTLE IDLE_STARTUP_PARAMS=${BENCH_IDLE_PARAMS:-} "$PYTHON" "$HERE/idle_clients.py" 127.0.0.1 "$port" $BENCH_USER $BENCH_PASSWORD $BENCH_DB \
             "$IDLE_CLIENTS" "$pid" 2>"$TMP/logs/idle-$target.log") \
@@ -345,8 +349,6 @@ fi
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 TARGETS=(direct pgbouncer sluice)
-port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; esac; }
-pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; *) echo "" ;; esac; }
 
 WORKLOADS=()
 for c in $CLIENTS; do WORKLOADS+=("S:$c"); done

@@ -30,7 +30,8 @@
 #   BENCH_POINT_THREADS="1 16"  thread counts for oltp_point_select, one statement per transaction ("" skips)
 #   BENCH_TABLES=4 BENCH_TABLE_SIZE=10000   sysbench dataset
 #   BENCH_IDLE_CLIENTS=5000     idle clients for the memory measurement, on each target (0 skips it)
-#   BENCH_IDLE_SETTLE=45        seconds they sit idle before RSS is read (sluice parks them after 30 s)
+#   BENCH_IDLE_SETTLE=75        seconds they sit idle before RSS is read (sluice parks them after 30 s;
+#                               jemalloc hands the freed pages back over the next ~30 s)
 #   BENCH_ONLY_IDLE=0           1 skips every sysbench run (and the sysbench prepare)
 #   BENCH_TARGETS="direct haproxy sluice"  ("direct sluice" without haproxy installed);
 #                               "direct" alone measures MariaDB only (no sluice started)
@@ -51,7 +52,7 @@ if [[ ${BENCH_ONLY_IDLE:-0} == 1 ]]; then THREADS="" DISABLE_THREADS="" RECONNEC
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-5000}
 # Seconds the idle clients sit before RSS is read: sluice parks idle sessions after 30 s, and
 # jemalloc hands the freed pages back after ~10 s.
-IDLE_SETTLE=${BENCH_IDLE_SETTLE:-45}
+IDLE_SETTLE=${BENCH_IDLE_SETTLE:-75}
 TABLES=${BENCH_TABLES:-4}
 TABLE_SIZE=${BENCH_TABLE_SIZE:-10000}
 if command -v haproxy >/dev/null; then DEFAULT_TARGETS="direct haproxy sluice"; else DEFAULT_TARGETS="direct sluice"; fi

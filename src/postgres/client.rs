@@ -545,6 +545,19 @@ mod tests {
     /// added 32 bytes: the session's cluster, instance and a lost server's pending error; TLS
     /// 96: a socket's readiness wait also carries its TLS branch, and the select holds two;
     /// a capped user's session slot 8).
+    /// A parked session is this one allocation besides its socket and the lot's slot: it
+    /// must stay far below the running session's `Life` (a 448-byte size class), since idle
+    /// clients by the thousand are mostly parked ones.
+    #[test]
+    fn a_parked_session_stays_small() {
+        let (parked, life) = (std::mem::size_of::<Parked>(), std::mem::size_of::<Life>());
+        eprintln!("Parked {parked} bytes, Life {life}");
+        assert!(
+            parked <= 160,
+            "Parked grew to {parked} bytes (a 160-byte size class today)"
+        );
+    }
+
     #[tokio::test]
     async fn a_session_task_stays_small() {
         use std::sync::atomic::AtomicU64;

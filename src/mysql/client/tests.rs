@@ -10,6 +10,18 @@ use crate::mysql::kill::KillRegistry;
 use crate::pool::{Instance, PoolSettings};
 use crate::routing::Want;
 
+/// A parked session is this one allocation besides its socket and the lot's slot, far below
+/// the running session's `Life`: idle clients by the thousand are mostly parked ones.
+#[test]
+fn a_parked_session_stays_small() {
+    let (parked, life) = (std::mem::size_of::<Parked>(), std::mem::size_of::<Life>());
+    eprintln!("Parked {parked} bytes, Life {life}");
+    assert!(
+        parked <= 256,
+        "Parked grew to {parked} bytes (a 256-byte size class today)"
+    );
+}
+
 /// An idle client costs its task: the login's state must not stay in it for the session.
 #[tokio::test]
 async fn a_session_task_stays_small() {
