@@ -23,16 +23,17 @@ CONFIG=${1:?sluice config from BENCH_HOLD=1 compare.sh}
 BIN=${2:?sluice binary}
 shift 2
 FLAGS=("$@")
-(( ${#FLAGS[@]} )) || FLAGS=(-S)
-TX=${INSTR_TX:-1000}
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind not installed" >&2; exit 1; }
 password=$(awk '/password/ { print $NF }' "$(dirname "$CONFIG")/secrets.yaml" | tr -d "\"'}")
 MYSQL=0
 grep -q 'engine: mysql' "$CONFIG" && MYSQL=1
 if (( MYSQL )); then
-    (( ${#FLAGS[@]} )) && [[ ${FLAGS[0]} != -S ]] || FLAGS=(oltp_point_select)
+    (( ${#FLAGS[@]} )) || FLAGS=(oltp_point_select)
     TX=${INSTR_TX:-16000}
     command -v sysbench >/dev/null || { echo "instructions.sh: sysbench not installed" >&2; exit 1; }
+else
+    (( ${#FLAGS[@]} )) || FLAGS=(-S)
+    TX=${INSTR_TX:-1000}
 fi
 export PGPASSWORD=${password:-bench-md5-password}
 OUT=$(mktemp -d /tmp/sluice-instr.XXXXXX)

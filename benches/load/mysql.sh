@@ -19,7 +19,7 @@
 #
 # Builds nothing. Run as root from the crate root, after `cargo build --release`:
 #   benches/load/mysql.sh                      # about 13 minutes with the defaults
-#   BENCH_ONLY_IDLE=1 benches/load/mysql.sh    # the idle-client memory table only, about 1 minute
+#   BENCH_ONLY_IDLE=1 benches/load/mysql.sh    # the idle-client memory table only, about 4 minutes
 # Environment (defaults):
 #   BENCH_REPEAT=3              runs of each (workload, target)
 #   BENCH_SECONDS=15            seconds per sysbench run

@@ -539,12 +539,6 @@ fn normalize<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
 mod tests {
     use super::*;
 
-    /// What an idle client costs is mostly this future: tokio allocates it once per session
-    /// task. PgBouncer measures 0.8 KiB per idle client here (docs/benchmarks.md); this budget
-    /// stops the future from growing back while that gap is closed (routing through failovers
-    /// added 32 bytes: the session's cluster, instance and a lost server's pending error; TLS
-    /// 96: a socket's readiness wait also carries its TLS branch, and the select holds two;
-    /// a capped user's session slot 8).
     /// A parked session is this one allocation besides its socket and the lot's slot: it
     /// must stay far below the running session's `Life` (a 448-byte size class), since idle
     /// clients by the thousand are mostly parked ones.
@@ -558,6 +552,12 @@ mod tests {
         );
     }
 
+    /// What an idle client costs is mostly this future: tokio allocates it once per session
+    /// task. PgBouncer measures 0.8 KiB per idle client here (docs/benchmarks.md); this budget
+    /// stops the future from growing back while that gap is closed (routing through failovers
+    /// added 32 bytes: the session's cluster, instance and a lost server's pending error; TLS
+    /// 96: a socket's readiness wait also carries its TLS branch, and the select holds two;
+    /// a capped user's session slot 8).
     #[tokio::test]
     async fn a_session_task_stays_small() {
         use std::sync::atomic::AtomicU64;
