@@ -1,7 +1,9 @@
 //! Many clients for a while: 10,000 Postgres clients (pgbench, md5, rate-limited) and 2,000
 //! MySQL clients (sysbench) over pools of 20. No failed transaction, server connections never
 //! past the pool, and sluice's memory bounded and reported. `SLUICE_SOAK_SECONDS` (default
-//! 60) sets how long each runs; docs/reliability.md has the 30-minute run.
+//! 60) sets how long each runs; docs/reliability.md has the 30-minute run. Ignored in a plain
+//! `cargo test`: beside the other tests on two cores the Postgres soak fell to 58 % of its
+//! schedule, so scripts/test runs them alone with `--ignored`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -59,6 +61,7 @@ fn report(what: &str, clients: u64, base: u64, peak: u64, after: u64) -> String 
 }
 
 #[test]
+#[ignore = "drives thousands of clients: scripts/test runs the soaks in a step of their own, alone"]
 fn ten_thousand_postgres_clients_over_a_pool_of_20() {
     let _turn = one_soak_at_a_time();
     let pg = PgServer::start_with(PgOptions {
@@ -123,6 +126,7 @@ fn ten_thousand_postgres_clients_over_a_pool_of_20() {
 }
 
 #[test]
+#[ignore = "drives thousands of clients: scripts/test runs the soaks in a step of their own, alone"]
 fn two_thousand_mysql_clients_over_a_pool_of_20() {
     let _turn = one_soak_at_a_time();
     let db = MariaDb::start_with(MariaOptions {
