@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Outcomes, compare, compat_dir, rerun_differences};
+use super::{Outcomes, Via, compare, compat_dir, rerun_differences};
 use crate::drivers::wait_limited;
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice};
@@ -113,11 +113,14 @@ fn node_postgres_suite_direct_and_through_sluice() {
 
     let server = PgServer::start();
     let sluice = Sluice::start_for(&server, ProxyOptions::pool(4));
-    let direct = run(&node, &pg_dir, &files, server.port(), "direct");
+    let mut direct = run(&node, &pg_dir, &files, server.port(), "direct");
     let mut proxied = run(&node, &pg_dir, &files, sluice.port(), "sluice");
-    rerun_differences("node-postgres", &direct, &mut proxied, |ids| {
+    rerun_differences("node-postgres", &mut direct, &mut proxied, |ids, via| {
         let again: Vec<PathBuf> = ids.iter().map(|id| pg_dir.join(id)).collect();
-        run(&node, &pg_dir, &again, sluice.port(), "sluice again")
+        match via {
+            Via::Direct => run(&node, &pg_dir, &again, server.port(), "direct again"),
+            Via::Sluice => run(&node, &pg_dir, &again, sluice.port(), "sluice again"),
+        }
     });
     if only.is_empty() {
         compare("node-postgres", &direct, &proxied);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Outcomes, compare, compat_dir, junit, rerun_differences};
+use super::{Outcomes, Via, compare, compat_dir, junit, rerun_differences};
 use crate::drivers::run_sampling_with;
 use crate::support::mariadb::{MONITOR, MariaDb};
 use crate::support::sluice::{Sluice, default_secrets};
@@ -123,10 +123,11 @@ fn pymysql_suite_direct_and_through_sluice() {
             .arg(dir.path()),
     );
     let suite = dir.path().join("pymysql");
-    let direct = run(&db, &suite, db.port(), "direct", &[]);
+    let mut direct = run(&db, &suite, db.port(), "direct", &[]);
     let mut proxied = run(&db, &suite, sluice.port(), "sluice", &[]);
-    rerun_differences("pymysql", &direct, &mut proxied, |ids| {
-        run(&db, &suite, sluice.port(), "sluice-again", ids)
+    rerun_differences("pymysql", &mut direct, &mut proxied, |ids, via| match via {
+        Via::Direct => run(&db, &suite, db.port(), "direct-again", ids),
+        Via::Sluice => run(&db, &suite, sluice.port(), "sluice-again", ids),
     });
     compare("pymysql", &direct, &proxied);
 }
