@@ -18,6 +18,7 @@ use crate::mysql::pools::MyPools;
 use crate::mysql::probe::MyProbe;
 use crate::pool::{Instance, Limit, PoolSettings, PooledConnection};
 use crate::postgres::cluster::PgCluster;
+use crate::postgres::listen::Listeners;
 use crate::postgres::pools::{PgPools, Registries};
 use crate::postgres::probe::PgProbe;
 use crate::routing::{Cluster, Router};
@@ -82,6 +83,10 @@ pub(super) fn pg_cluster(
     tasks: &mut JoinSet<()>,
 ) -> Arc<PgCluster> {
     let registries = Arc::new(Registries::default());
+    let backlog = group.connection_pool.notification_backlog;
+    let listeners = Arc::new(Listeners::new(
+        usize::try_from(backlog).unwrap_or(usize::MAX),
+    ));
     let init_query = &group.connection_pool.init_query;
     cluster(name, group, shared, tasks, |addr, instance, settings| {
         let login = crate::postgres::server::ServerLogin {
@@ -91,9 +96,11 @@ pub(super) fn pg_cluster(
             database: "postgres".into(),
             scram: Default::default(),
             access: access.clone(),
+            role: crate::postgres::server::Role::Probe,
         };
         let probe = Box::new(PgProbe::new(login, instance.clone()));
         let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone())
+            .with_listeners(listeners.clone())
             .with_access(access.clone());
         (probe, pools)
     })
@@ -118,6 +125,7 @@ pub(super) fn my_cluster(
             // utf8_general_ci: every MySQL and MariaDB version knows it.
             collation: 33,
             access: access.clone(),
+            program_name: crate::mysql::server::PROBE_PROGRAM,
         };
         let probe = Box::new(MyProbe::new(login, instance.clone()));
         let pools =

@@ -323,6 +323,10 @@ pub struct ConnectionPool {
     /// SQL run once on each new server connection.
     #[serde(default)]
     pub init_query: String,
+    /// Postgres: notifications a listening session may fall behind (in a long transaction, or
+    /// a client that does not read) before it is closed with an error (54000).
+    #[serde(default = "defaults::notification_backlog")]
+    pub notification_backlog: u32,
 }
 
 impl Default for SecretsManager {
@@ -346,6 +350,7 @@ impl Default for ConnectionPool {
             max_connection_lifetime: defaults::max_connection_lifetime(),
             connect_timeout: defaults::connect_timeout(),
             tcp_user_timeout: defaults::tcp_user_timeout(),
+            notification_backlog: defaults::notification_backlog(),
             init_query: String::new(),
         }
     }
@@ -488,6 +493,9 @@ mod defaults {
     }
     pub fn tcp_user_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn notification_backlog() -> u32 {
+        10_000
     }
     pub fn health_interval() -> Duration {
         Duration::from_secs(1)

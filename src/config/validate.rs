@@ -281,6 +281,12 @@ impl Validator<'_> {
                 "must be 0s (the kernel's) or between 1s and 1h",
             );
         }
+        if !(1..=10_000_000).contains(&pool.notification_backlog) {
+            self.report(
+                &at(path, "notification_backlog"),
+                "must be between 1 and 10000000",
+            );
+        }
     }
 
     fn health(&mut self, path: &[Seg], health: &Health) {

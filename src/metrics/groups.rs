@@ -165,7 +165,7 @@ fn encode_requests(
     requests: &[(&str, Arc<super::GroupMetrics>)],
 ) -> std::fmt::Result {
     type PickCounter = fn(&super::GroupMetrics) -> u64;
-    const COUNTERS: [(&str, &str, PickCounter); 3] = [
+    const COUNTERS: [(&str, &str, PickCounter); 5] = [
         (
             "database_connection_requests",
             "Server connections asked of the pools (each routing attempt counts)",
@@ -181,7 +181,41 @@ fn encode_requests(
             "Client requests: Postgres simple queries and Syncs, MySQL COM_QUERY and COM_STMT_EXECUTE",
             |m| m.query_requests.get(),
         ),
+        (
+            "notifications_delivered",
+            "Postgres notifications handed to listening client sessions",
+            |m| m.notifications_delivered.get(),
+        ),
+        (
+            "notification_backlog_closed_sessions",
+            "Listening sessions closed for falling notification_backlog notifications behind",
+            |m| m.notification_backlog_closed.get(),
+        ),
     ];
+    type PickGauge = fn(&super::GroupMetrics) -> i64;
+    const GAUGES: [(&str, &str, PickGauge); 3] = [
+        (
+            "listening_sessions",
+            "Client sessions subscribed to at least one Postgres notification channel",
+            |m| m.listening_sessions.get(),
+        ),
+        (
+            "listen_channels",
+            "Channels the listening connections LISTEN on for their sessions",
+            |m| m.listen_channels.get(),
+        ),
+        (
+            "listener_connections",
+            "Server connections that LISTEN for client sessions (one per database and user)",
+            |m| m.listener_connections.get(),
+        ),
+    ];
+    for (name, help, pick) in GAUGES {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (group, m) in requests {
+            ConstGauge::new(pick(m)).encode(family.encode_family(&[("target_group", *group)])?)?;
+        }
+    }
     for (name, help, pick) in COUNTERS {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (group, m) in requests {

@@ -72,6 +72,14 @@ pub struct GroupMetrics {
     pub query_response_latency: histogram::LatencyHistogram,
     /// From a request going to the database to the database's complete response.
     pub database_response_latency: histogram::LatencyHistogram,
+    /// Postgres LISTEN without pinning: sessions with at least one subscription, channels the
+    /// listening connections LISTEN on, those connections, notifications handed to clients,
+    /// and sessions closed for falling `notification_backlog` behind.
+    pub listening_sessions: Gauge,
+    pub listen_channels: Gauge,
+    pub listener_connections: Gauge,
+    pub notifications_delivered: Counter,
+    pub notification_backlog_closed: Counter,
 }
 
 /// The registry and the families handles are taken from.

@@ -166,6 +166,7 @@ impl MyPools {
             caps: key.caps,
             collation: key.collation,
             access: self.access.clone(),
+            program_name: super::server::POOL_PROGRAM,
         };
         let baseline = Arc::new(OnceLock::new());
         let connector = MyConnector {

@@ -46,6 +46,27 @@ pub struct ServerLogin {
     pub collation: u8,
     /// TLS and `server_iam`, as the target group says.
     pub access: ServerAccess,
+    /// The `program_name` connection attribute: what the connection is for, for operators
+    /// (`performance_schema.session_connect_attrs`).
+    pub program_name: &'static str,
+}
+
+/// `program_name` of pooled connections (and the KILL QUERY connections opened beside them).
+pub const POOL_PROGRAM: &str = "sluice pool";
+/// `program_name` of probe connections.
+pub const PROBE_PROGRAM: &str = "sluice probe";
+
+/// The CONNECT_ATTRS block: `_client_name` and `program_name`, each a length-prefixed key and
+/// value (all shorter than 251 bytes, so one length byte each).
+fn connect_attrs(program_name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    for (key, value) in [("_client_name", "sluice"), ("program_name", program_name)] {
+        for s in [key, value] {
+            out.push(u8::try_from(s.len()).unwrap_or(250));
+            out.extend_from_slice(&s.as_bytes()[..s.len().min(250)]);
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -278,7 +299,7 @@ impl ServerConn {
             auth: scramble(keys, plugin, &greeting.nonce),
             database: None,
             plugin: Some(plugin.to_owned()),
-            attrs: b"\x0c_client_name\x06sluice".to_vec(),
+            attrs: connect_attrs(login.program_name),
             ssl_request: false,
         };
         let mut out = Vec::with_capacity(256);

@@ -460,8 +460,15 @@ async fn reported_parameters<'a>(
         tracing::warn!(pool = %pg.pool.name(), error = %e, "first server connection failed");
         refuse(code, message)
     })?;
-    let reported = lease.reported.clone();
+    let mut reported = lease.reported.clone();
     lease.release(true);
+    // sluice's own name for its connections is not the client's: one that sets none sees
+    // Postgres' default, as directly.
+    for (name, value) in &mut reported {
+        if name == "application_name" {
+            value.clear();
+        }
+    }
     Ok(pg.reported.get_or_init(|| reported))
 }
 

@@ -4,6 +4,7 @@ pub mod cancel;
 pub mod client;
 pub mod cluster;
 pub mod errors;
+pub mod listen;
 pub mod pinning;
 pub mod pipeline;
 pub mod pools;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
+use super::listen::sql::Op;
 use super::pinning::Effects;
 use super::settings::changes;
 use super::statements::{ServerStatements, Statement, StatementRegistry};
@@ -55,6 +56,9 @@ enum Expect {
     /// sluice's own simple query: everything up to its ReadyForQuery is swallowed (rows kept
     /// for the purposes that read them).
     Internal(Purpose),
+    /// Ahead of the CommandComplete of a statement that changes the session's subscriptions
+    /// (or its savepoints while changes are pending): the change, taken in when it completes.
+    Statement(Box<Op>),
 }
 
 impl Expect {
@@ -148,6 +152,8 @@ pub struct Pipeline {
     /// A request sluice may run again if the server calls its statement stale; boxed and kept
     /// once a session has used a prepared statement.
     retry: Option<Box<Retry>>,
+    /// Subscription changes on their way to commit; boxed once a session sends LISTEN/UNLISTEN.
+    listen: Option<Box<ListenTrack>>,
 }
 
 /// What ties a session to its server connection, and the connection to no one else. One byte
@@ -223,6 +229,7 @@ impl Pipeline {
             pins: PinState::default(),
             borrow_wait_us: 0,
             retry: None,
+            listen: None,
         }
     }
 
@@ -244,6 +251,7 @@ impl Pipeline {
             pins,
             borrow_wait_us: _,
             retry,
+            listen,
         } = self;
         expect.is_empty()
             && statements.is_empty()
@@ -256,6 +264,7 @@ impl Pipeline {
             && tracked.is_none()
             && *pins == PinState::default()
             && retry.is_none()
+            && listen.is_none()
     }
 
     /// The server connection may go back to the pool: nothing in flight, idle, not pinned.
@@ -376,6 +385,11 @@ impl Pipeline {
             }
             frontend::PARSE => pin = self.parse(frame, (server, registry, prefix), sout, cout)?,
             frontend::BIND | frontend::DESCRIBE => {
+                if tag == frontend::BIND && self.listen.is_some() {
+                    let mut r = Reader::new(body, "Bind");
+                    let (portal, statement) = (r.cstr()?, r.cstr()?);
+                    self.bound(portal, statement);
+                }
                 let named = self.bind_or_describe(frame, (server, prefix), sout, cout)?;
                 self.record(frame, named.prepared());
                 let expect = if tag == frontend::BIND {
@@ -389,6 +403,9 @@ impl Pipeline {
             frontend::CLOSE => self.close(frame, sout, cout)?,
             frontend::EXECUTE => {
                 sout.extend_from_slice(frame);
+                if self.listen.is_some() {
+                    self.executing(Reader::new(body, "Execute").cstr()?);
+                }
                 self.push(Expect::Execute, cout);
                 // After record(): the Execute of a request being recorded is its own.
                 self.record(frame, None);
@@ -524,6 +541,7 @@ impl Pipeline {
 }
 
 mod cut;
+mod listen;
 mod local;
 mod naming;
 mod requests;
@@ -532,6 +550,7 @@ mod retry;
 
 pub use cut::Cut;
 
+use listen::ListenTrack;
 use naming::Bound;
 use responses::synth;
 use retry::Retry;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use super::listen::Listeners;
 use super::server::{ServerConn, ServerLogin};
 use super::settings::Settings;
 use super::statements::{SchemaEpoch, StatementRegistry};
@@ -29,6 +30,8 @@ pub struct PgPool {
     /// The startup parameters of the last session that logged in: handed to the next one
     /// that sent the same, so a fleet of one application's clients shares one copy.
     pub(super) startup: Mutex<Settings>,
+    /// The target group's listening hubs (shared by every instance's pools).
+    pub listeners: Arc<Listeners>,
 }
 
 impl PgPool {
@@ -128,6 +131,7 @@ pub struct PgPools {
     settings: PoolSettings,
     init_query: Arc<str>,
     registries: Arc<Registries>,
+    listeners: Arc<Listeners>,
     access: ServerAccess,
     /// By database, then login user: looked up with `&str`, no allocation per login.
     pools: Mutex<HashMap<String, HashMap<String, Arc<PgPool>>>>,
@@ -145,9 +149,17 @@ impl PgPools {
             settings,
             init_query: init_query.into(),
             registries,
+            listeners: Arc::default(),
             access: ServerAccess::default(),
             pools: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Shares the target group's listening hubs (one per database and user across instances).
+    #[must_use]
+    pub fn with_listeners(mut self, listeners: Arc<Listeners>) -> Self {
+        self.listeners = listeners;
+        self
     }
 
     /// Reaches the instance as the target group's `server_tls` and `server_iam` say.
@@ -175,6 +187,7 @@ impl PgPools {
             database: database.to_owned(),
             scram: Default::default(),
             access: self.access.clone(),
+            role: super::server::Role::Pool,
         };
         let connector = PgConnector {
             login: login.clone(),
@@ -195,6 +208,7 @@ impl PgPools {
             init_query: self.init_query.clone(),
             reported: OnceLock::new(),
             startup: Mutex::default(),
+            listeners: self.listeners.clone(),
         });
         pools
             .entry(database.to_owned())
@@ -216,5 +230,11 @@ impl PgPools {
 
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
+    }
+}
+
+impl super::listen::Addressed for PgPools {
+    fn addr(&self) -> &str {
+        self.instance.addr()
     }
 }

@@ -40,6 +40,8 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAINED: &str =
     "terminating connection due to administrator command (sluice is shutting down)";
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// How long a session's last words (a FATAL error) may take to write.
+const FINAL_WRITE: Duration = Duration::from_secs(5);
 
 /// How an active phase ended.
 #[derive(Debug)]
@@ -126,6 +128,8 @@ pub struct Session {
     /// answered before the client's messages go out: refused (an invalid startup parameter),
     /// the session ends as Postgres ends it at startup, and nothing of the client's has run.
     settings_known: bool,
+    /// Subscriptions (LISTEN) and the inbox of their notifications; such a session never parks.
+    listening: Option<Box<Listening>>,
 }
 
 impl Session {
@@ -163,6 +167,7 @@ impl Session {
             commit_in_flight: false,
             server_fatal: false,
             settings_known: false,
+            listening: None,
         }
     }
 
@@ -183,7 +188,9 @@ impl Session {
         if let Some((code, message)) = end {
             tracing::info!(session = self.id, code, %message, "session ended by sluice");
             fatal(&mut self.cout, code, &message);
-            let _ = client.write_all(&self.cout).await;
+            // Bounded: a client that stopped reading (a listener behind on its notifications)
+            // must not hold the session open.
+            let _ = tokio::time::timeout(FINAL_WRITE, client.write_all(&self.cout)).await;
         }
         tracing::debug!(session = self.id, "session closed");
         Outcome::Closed {
@@ -195,12 +202,22 @@ impl Session {
     /// session parks.
     async fn serve(&mut self, client: &mut Socket) -> Stop {
         loop {
-            if client.write_all(&self.cout).await.is_err() {
+            if self.listening.is_some() {
+                if let Err(end) = self.write_listening(client).await {
+                    return Stop::End(end);
+                }
+            } else if client.write_all(&self.cout).await.is_err() {
                 return Stop::End(None);
             }
             self.cout.clear();
             match self.wait_idle(client).await {
                 Idle::Message => {}
+                Idle::Notified => {
+                    if let Err(end) = self.deliver() {
+                        return Stop::End(Some(end));
+                    }
+                    continue;
+                }
                 Idle::Gone => return Stop::End(None),
                 Idle::TimedOut => {
                     return Stop::End(Some((
@@ -270,6 +287,9 @@ impl Session {
                 return end;
             }
             self.pump_server(lease);
+            if self.pipeline.listen_due() {
+                self.apply_listen().await;
+            }
             if self.server_fatal {
                 self.server_fatal = false;
                 return Active::ServerGone;
@@ -299,6 +319,9 @@ impl Session {
                 && self.client_streaming == 0
                 && self.server_streaming == 0
             {
+                if let Err((code, message)) = self.deliver() {
+                    return Active::Fatal(code, message);
+                }
                 if self.pipeline.after_transaction_due() && self.after_transaction(lease) {
                     continue;
                 }
@@ -337,6 +360,14 @@ impl Session {
             let (from_client, ready) = tokio::select! {
                 r = client.ready(client_wants.unwrap_or(Interest::READABLE)), if client_wants.is_some() => (true, r),
                 r = lease.stream.ready(server_wants.unwrap_or(Interest::READABLE)), if server_wants.is_some() => (false, r),
+                // Notifications wait for the transaction's end (the loop's top delivers them),
+                // but a session that falls too far behind is closed now.
+                () = listening::arrived(self.listening.as_deref()) => {
+                    if self.fell_behind() && let Err((code, message)) = self.deliver() {
+                        return Active::Fatal(code, message);
+                    }
+                    continue;
+                }
             };
             let gone = if from_client {
                 Active::ClientGone
@@ -584,6 +615,7 @@ fn interest(read: bool, write: bool) -> Option<Interest> {
 mod clean_up;
 mod dormant;
 mod idle;
+mod listening;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod rig;
 mod route;
@@ -592,6 +624,7 @@ mod state;
 mod tests;
 
 use idle::{Idle, Stop};
+use listening::Listening;
 #[cfg(any(test, fuzzing))]
 pub(crate) use route::transaction_access;
 use route::{commits, ends_session};

@@ -34,6 +34,28 @@ pub struct ServerLogin {
     pub scram: Arc<SaltedCache>,
     /// TLS and `server_iam`, as the target group says.
     pub access: ServerAccess,
+    /// What the connection is for, shown to operators as its `application_name`.
+    pub role: Role,
+}
+
+/// What sluice opens a server connection for: `pg_stat_activity` shows it as the connection's
+/// `application_name` (until a session sets its own on a pooled one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Pool,
+    Probe,
+    Listener,
+}
+
+impl Role {
+    pub fn application_name(self) -> &'static str {
+        match self {
+            Self::Pool => "sluice pool",
+            Self::Probe => "sluice probe",
+            Self::Listener => "sluice listener",
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerLogin {
@@ -151,7 +173,11 @@ impl ServerConn {
         let mut out = BytesMut::new();
         wire::startup_message(
             &mut out,
-            &[("user", &login.user), ("database", &login.database)],
+            &[
+                ("user", &login.user),
+                ("database", &login.database),
+                ("application_name", login.role.application_name()),
+            ],
         );
         self.send(login, &mut out).await?;
         let mut scram: Option<ScramClient> = None;

@@ -55,6 +55,7 @@ impl Rig {
             caps: 0,
             collation: 33,
             access: Default::default(),
+            program_name: crate::mysql::server::POOL_PROGRAM,
         };
         let pool = Arc::new(MyPool {
             pool,

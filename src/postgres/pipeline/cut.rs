@@ -46,6 +46,7 @@ impl Pipeline {
         self.pins = PinState::default();
         self.internal_error = None;
         self.tracked = None;
+        self.listen_cut();
         cut
     }
 }

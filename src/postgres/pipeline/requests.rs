@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 use tokio::time::Instant;
 
+use super::listen;
 use super::naming::{Named, unmapped};
 use super::{Discard, Expect, MISSING_UNNAMED, Pipeline, Reply, SERVER_NAME_PREFIX};
 use crate::postgres::pinning::{Deallocate, deallocate, discard_all, effects};
@@ -20,6 +21,7 @@ impl Pipeline {
             return false;
         }
         self.forget_statements();
+        self.listen_discarded();
         self.discarded = Some(Discard::Local);
         self.push(Expect::Synthetic(Reply::DiscardedAll, None), cout);
         true
@@ -58,8 +60,16 @@ impl Pipeline {
             _ => {
                 // Pinned, DEALLOCATE ALL frees SQL-level statements and sluice's with them: its
                 // CommandComplete says so.
-                let pin = self.track(effects(sql), sql);
-                sout.extend_from_slice(frame);
+                let mut fx = effects(sql);
+                let looked = self.look(&mut fx, sql);
+                let pin = self.track(fx, sql);
+                match looked.listen_at {
+                    Some(at) => listen::query_unlisten(sout, sql, at),
+                    None => sout.extend_from_slice(frame),
+                }
+                if let Some(op) = looked.op {
+                    self.expect.push_back(Expect::Statement(Box::new(op)));
+                }
                 self.push(Expect::Ready(Instant::now()), cout);
                 pin
             }
@@ -80,12 +90,25 @@ impl Pipeline {
         self.open_segment();
         let mut r = Reader::new(body, "Parse");
         let name = r.cstr()?;
-        let rest = r.rest();
+        let mut rest = r.rest();
         let query = Reader::new(rest, "Parse").cstr()?;
+        let mut fx = effects(query);
+        let looked = self.look(&mut fx, query);
+        let unlisten;
+        if let Some(at) = looked.listen_at {
+            unlisten = listen::rest_unlisten(rest, at);
+            rest = &unlisten;
+        }
+        let rewritten = looked.listen_at.is_some();
+        self.parsed(name, looked.op);
         if name.is_empty() {
-            pin = self.track(effects(query), query);
+            pin = self.track(fx, query);
             server.unnamed_owner = self.session_id;
-            sout.extend_from_slice(frame);
+            if rewritten {
+                wire::parse_renamed(sout, name, rest);
+            } else {
+                sout.extend_from_slice(frame);
+            }
             self.push(Expect::parse_through(), cout);
         } else if let Some(existing) = self.statements.get(name).cloned() {
             // Redefining a live name: make the server raise 42P05 as it would have.
@@ -93,7 +116,6 @@ impl Pipeline {
             wire::parse_renamed(sout, &existing.server_name, rest);
             self.push(Expect::parse_through(), cout);
         } else {
-            let fx = effects(query);
             pin = self.track(fx, query);
             let stmt = registry.intern(rest, fx.settings);
             self.statements.insert(name.into(), stmt.clone());

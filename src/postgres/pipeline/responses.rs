@@ -47,6 +47,7 @@ impl Pipeline {
                     .get(wire::FRAME_HEADER_LEN)
                     .copied()
                     .unwrap_or(status::IDLE);
+                self.listen_ready(self.status == status::IDLE);
                 if self.ddl_open && self.status == status::IDLE {
                     // Committed (or rolled back) now: what others planned meanwhile is retired.
                     self.ddl_open = false;
@@ -64,6 +65,7 @@ impl Pipeline {
                     self.emit_synthetic(cout);
                     return true;
                 }
+                self.listen_failed();
                 let verdict = self.on_error(frame, registry);
                 self.fail_until_sync(server);
                 if verdict == Verdict::ResendNow {
@@ -90,7 +92,22 @@ impl Pipeline {
                 self.pop_if(|e| matches!(e, Expect::Describe(_)))
             }
             backend::COMMAND_COMPLETE => {
-                self.command_complete(&frame[wire::FRAME_HEADER_LEN..], server, registry);
+                let mut listed = false;
+                if let Some(Expect::Statement(_)) = self.expect.front()
+                    && let Some(Expect::Statement(op)) = self.expect.pop_front()
+                {
+                    listed = true;
+                    if self.statement_completed(*op) {
+                        // The server ran the no-op UNLISTEN sent in its place.
+                        self.pop_if(|e| matches!(e, Expect::Execute));
+                        self.forwarded();
+                        wire::command_complete(cout, b"LISTEN");
+                        self.emit_synthetic(cout);
+                        return true;
+                    }
+                }
+                let body = &frame[wire::FRAME_HEADER_LEN..];
+                self.command_complete(body, listed, server, registry);
                 self.pop_if(|e| matches!(e, Expect::Execute))
             }
             backend::EMPTY_QUERY | backend::PORTAL_SUSPENDED => {
@@ -161,6 +178,7 @@ impl Pipeline {
     fn command_complete(
         &mut self,
         body: &[u8],
+        listed: bool,
         server: &mut ServerStatements,
         registry: &StatementRegistry,
     ) {
@@ -176,6 +194,7 @@ impl Pipeline {
         match tag {
             b"DISCARD ALL" => {
                 self.forget_statements();
+                self.listen_discarded();
                 server.clear();
                 self.discarded = Some(Discard::Server);
             }
@@ -186,6 +205,10 @@ impl Pipeline {
             // A client's DEALLOCATE of a name sluice does not map may have freed one of
             // sluice's statements: this connection's bookkeeping can no longer be trusted.
             b"DEALLOCATE" => self.pins.retire = true,
+            // A ROLLBACK TO savepoint that sluice tracked (`listed`) already took effect.
+            b"COMMIT" | b"ROLLBACK" | b"PREPARE TRANSACTION" if !listed => {
+                self.transaction_tag(tag);
+            }
             _ => {}
         }
     }

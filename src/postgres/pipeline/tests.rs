@@ -534,5 +534,6 @@ fn an_eviction_close_skipped_after_an_error_is_undone() {
     assert_eq!(rig.p.statements_len(), 0, "and the Parse never happened");
 }
 
+mod listen;
 mod stale;
 mod tracking;

@@ -53,8 +53,11 @@ impl Session {
             commit_in_flight,
             server_fatal,
             settings_known,
+            listening,
         } = self;
         debug_assert!(cin.is_empty() && cout.is_empty() && sout.is_empty());
+        // A listening session does not park (its inbox needs its task).
+        debug_assert!(listening.is_none());
         debug_assert!(client_streaming == 0 && server_streaming == 0 && !server_fatal);
         drop(idle_timer);
         Dormant {
@@ -109,6 +112,7 @@ impl Dormant {
             commit_in_flight,
             server_fatal: false,
             settings_known,
+            listening: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use tokio::time::{Duration, Instant};
 
+use super::listening::arrived;
 use super::{MAX_BUFFERED_MESSAGE, NEVER, READ_CHUNK, SHRINK_AFTER, STREAM_CHUNK, Session};
 use crate::postgres::wire;
 use crate::tls::Socket;
@@ -38,6 +39,8 @@ pub(super) enum Idle {
     Message,
     /// The client left or sent Terminate.
     Gone,
+    /// Notifications arrived for the listening session.
+    Notified,
     TimedOut,
     /// sluice is draining and the client had nothing pending.
     Drained,
@@ -83,7 +86,8 @@ impl Session {
                     .idle
                     .park_after
                     .filter(|_| self.route.cluster.parking.is_some())
-                    .filter(|_| matches!(client, Socket::Plain(_)));
+                    .filter(|_| matches!(client, Socket::Plain(_)))
+                    .filter(|_| self.listening.is_none());
                 let wake_at = match park_after {
                     Some(after) => started
                         .checked_add(after)
@@ -102,6 +106,7 @@ impl Session {
                         }
                     },
                     () = self.route.cluster.drain.cancelled() => continue,
+                    () = arrived(self.listening.as_deref()) => return Idle::Notified,
                 }
             } else {
                 // A busy session keeps its timer: one armed by an earlier wait that fires early
@@ -123,6 +128,7 @@ impl Session {
                             return Idle::Gone;
                         }
                     }
+                    () = arrived(self.listening.as_deref()) => return Idle::Notified,
                     () = timer.as_mut() => {
                         let now = Instant::now();
                         if now >= timeout_at {

@@ -53,6 +53,7 @@ impl Rig {
             database: "app".into(),
             scram: Default::default(),
             access: Default::default(),
+            role: Default::default(),
         };
         let schema = Arc::new(SchemaEpoch::default());
         let pool = Arc::new(PgPool {
@@ -63,6 +64,7 @@ impl Rig {
             init_query: "".into(),
             reported: Default::default(),
             startup: Default::default(),
+            listeners: Default::default(),
         });
         let cluster = Arc::new(PgCluster {
             router: Arc::new(Router::fixed_writer(instance.borrowed().clone())),

@@ -36,6 +36,7 @@ impl Session {
     /// A DISCARD ALL returned the session to its startup parameters.
     pub(super) fn on_discard(&mut self, conn: &mut ServerConn, discard: Discard) {
         self.settings = self.startup.clone();
+        self.unlisten_all();
         if discard == Discard::Server {
             conn.settings.clear();
             self.pipeline.server_discarded();

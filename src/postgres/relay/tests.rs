@@ -284,10 +284,35 @@ async fn a_failed_borrow_skips_the_request_to_its_sync_and_the_session_goes_on()
 }
 
 #[tokio::test]
-async fn listen_pins_and_unlisten_unpins_once_the_server_confirms() {
+async fn a_lone_listen_runs_as_a_no_op_and_does_not_pin() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    client.send(|b| wire::query(b, "LISTEN jobs"));
+    let mut server = rig.server().await;
+    assert_eq!(server.query().await, "UNLISTEN jobs");
+    server.send(|b| done(b, "UNLISTEN", status::IDLE));
+    let (tag, body) = client.frame().await;
+    assert_eq!(
+        (tag, &body[..]),
+        (backend::COMMAND_COMPLETE, &b"LISTEN\0"[..])
+    );
+    assert_eq!(client.tags(1).await, [backend::READY_FOR_QUERY]);
+    assert_eq!(rig.pool_after_settling().await, (1, 1), "released at once");
+    assert_eq!(rig.cluster.pin_counts.pins(PinReason::Listen), 0);
+    assert_eq!(rig.cluster.metrics.listening_sessions.get(), 1);
+    assert_eq!(rig.cluster.metrics.listen_channels.get(), 1);
+    client.send(wire::terminate);
+    task.await.unwrap();
+    assert_eq!(rig.cluster.metrics.listening_sessions.get(), 0);
+    assert_eq!(rig.cluster.metrics.listen_channels.get(), 0);
+}
+
+/// A LISTEN among other statements of one query is left to the server, as before: it pins.
+#[tokio::test]
+async fn listen_in_a_longer_query_pins_and_unlisten_unpins_once_the_server_confirms() {
     let mut rig = Rig::new(1);
     let (mut client, _task) = rig.session();
-    client.send(|b| wire::query(b, "LISTEN jobs"));
+    client.send(|b| wire::query(b, "select 1; LISTEN jobs"));
     let mut server = rig.server().await;
     server.query().await;
     server.send(|b| done(b, "LISTEN", status::IDLE));
@@ -417,7 +442,7 @@ async fn an_oversized_message_ends_the_session_with_54000() {
 async fn a_terminate_ends_the_session_and_a_held_connection_is_reset() {
     let mut rig = Rig::new(1);
     let (mut client, task) = rig.session();
-    client.send(|b| wire::query(b, "LISTEN jobs"));
+    client.send(|b| wire::query(b, "select 1; LISTEN jobs"));
     let mut server = rig.server().await;
     server.query().await;
     server.send(|b| done(b, "LISTEN", status::IDLE));
