@@ -494,6 +494,11 @@ fn session_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>
             ));
         }
     }
+    // sluice names its pooled connections (`sluice pool`); a client that names none must
+    // still see Postgres' default, so its session asks for the empty name explicitly.
+    if !settings.iter().any(|(n, _)| n == "application_name") {
+        settings.push(("application_name".into(), String::new()));
+    }
     settings.sort();
     settings.dedup_by(|a, b| a.0 == b.0);
     if let Some((_, value)) = settings.iter().find(|(n, _)| n == "client_encoding")

@@ -1,6 +1,7 @@
 //! Real drivers through sluice: psycopg 3, pgjdbc and node-postgres under concurrent load on a
-//! small pool, cancel requests from psycopg and pgjdbc, and two users that must never share a
-//! server connection.
+//! small pool, cancel requests from psycopg and pgjdbc, two users that must never share a
+//! server connection, and LISTEN/NOTIFY from hundreds of sessions over one listening server
+//! connection without pinning.
 //!
 //! The client programs live in `tests/it/drivers/` next to the test modules; each checks every
 //! result it gets and prints a summary line that the tests compare with what PostgreSQL (asked
@@ -11,6 +12,7 @@ mod cancel;
 mod jdbc;
 pub mod migration;
 mod node;
+mod notify;
 mod psycopg;
 mod users;
 
