@@ -30,6 +30,7 @@ mod my_statements;
 mod partition;
 mod pg_config;
 mod pg_faults;
+mod pg_listen;
 mod pg_protocol;
 mod pg_proxy;
 mod pg_state;
