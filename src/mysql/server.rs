@@ -511,3 +511,24 @@ fn text_row(payload: &[u8]) -> Result<Vec<Option<String>>, wire::WireError> {
     }
     Ok(row)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connect_attrs_name_the_program_as_length_prefixed_pairs() {
+        let attrs = connect_attrs(POOL_PROGRAM);
+        let mut pairs = Vec::new();
+        let mut rest = &attrs[..];
+        while let Some((&len, tail)) = rest.split_first() {
+            let (s, tail) = tail.split_at(usize::from(len));
+            pairs.push(String::from_utf8_lossy(s).into_owned());
+            rest = tail;
+        }
+        assert_eq!(
+            pairs,
+            ["_client_name", "sluice", "program_name", "sluice pool"]
+        );
+    }
+}
