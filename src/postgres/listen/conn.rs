@@ -93,7 +93,7 @@ async fn serve<P>(
     let mut after_loss = after_loss;
     loop {
         let (listen, unlisten) = {
-            let s = hub.state();
+            let mut s = hub.state();
             let listen: Vec<Arc<str>> = s
                 .subscribers
                 .keys()
@@ -106,6 +106,11 @@ async fn serve<P>(
                 .filter(|c| !s.subscribers.contains_key(*c))
                 .cloned()
                 .collect();
+            // Not confirmed from now on: a session that wants one of them again waits for the
+            // LISTEN that follows, not for the UNLISTEN in flight.
+            for c in &unlisten {
+                s.confirmed.remove(c);
+            }
             (listen, unlisten)
         };
         if hub.stop_if_unused() {
@@ -155,6 +160,7 @@ async fn change(
     listen: &[Arc<str>],
     unlisten: &[Arc<str>],
 ) -> Result<(), String> {
+    // (`unlisten` left `confirmed` when it was chosen.)
     let mut sql = String::new();
     for (verb, channels) in [("LISTEN", listen), ("UNLISTEN", unlisten)] {
         for c in channels {
@@ -178,9 +184,6 @@ async fn change(
         }
     }
     let mut s = hub.state();
-    for c in unlisten {
-        s.confirmed.remove(c);
-    }
     for c in listen {
         s.confirmed.insert(c.clone());
     }

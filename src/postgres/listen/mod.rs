@@ -117,10 +117,11 @@ impl Hub {
                 channel.into()
             }
         };
-        let subs = s.subscribers.entry(key.clone()).or_default();
-        if !subs.iter().any(|i| Arc::ptr_eq(i, inbox)) {
-            subs.push(inbox.clone());
-        }
+        // The session subscribes to a channel once (it keeps its own list).
+        s.subscribers
+            .entry(key.clone())
+            .or_default()
+            .push(inbox.clone());
         s.metrics.get_or_insert_with(|| cluster.metrics.clone());
         let wait = if s.confirmed.contains(&key) {
             None
@@ -147,6 +148,8 @@ impl Hub {
         subs.retain(|i| !Arc::ptr_eq(i, inbox));
         if subs.is_empty() {
             s.subscribers.remove(channel);
+            // Nobody waits for a channel nobody wants (LISTEN and UNLISTEN in one commit).
+            s.waiters.retain(|(c, _)| **c != *channel);
             if let Some(m) = &s.metrics {
                 m.listen_channels.dec();
             }
@@ -162,6 +165,7 @@ impl Hub {
         if s.subscribers.is_empty() {
             s.running = false;
             s.waiters.clear();
+            s.confirmed.clear();
             return true;
         }
         false
@@ -187,11 +191,10 @@ impl Hub {
     /// Tells every subscribed session `message` (a NoticeResponse), once each.
     fn tell_all(&self, message: Bytes) {
         let s = self.state();
-        let mut told: Vec<&Arc<Inbox>> = Vec::new();
+        let mut told = HashSet::new();
         for inbox in s.subscribers.values().flatten() {
-            if !told.iter().any(|t| Arc::ptr_eq(t, inbox)) {
+            if told.insert(Arc::as_ptr(inbox)) {
                 inbox.push(None, message.clone());
-                told.push(inbox);
             }
         }
     }

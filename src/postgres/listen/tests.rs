@@ -59,3 +59,20 @@ fn a_notification_reaches_each_subscriber_of_its_channel_once() {
     hub.unsubscribe(&b, "other");
     assert!(hub.stop_if_unused(), "the last one out ends the connection");
 }
+
+#[test]
+fn a_waiter_for_a_channel_nobody_wants_any_more_is_let_go() {
+    let hub = hub();
+    let inbox = Arc::new(Inbox::new(4));
+    subscribe(&hub, &inbox, "a");
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    hub.state().waiters.push(("a".into(), tx));
+    hub.unsubscribe(&inbox, "a");
+    assert!(
+        matches!(
+            rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ),
+        "LISTEN a; UNLISTEN a in one commit must not wait for a LISTEN that never comes"
+    );
+}

@@ -51,12 +51,9 @@ impl Pipeline {
                 listen_at: sub.listen_at,
             };
         }
-        let savepoint = self
-            .listen
-            .as_ref()
-            .is_some_and(|l| !l.pending.is_empty())
-            .then(|| sql::savepoint(sql))
-            .flatten();
+        // Once a session has used LISTEN, its savepoints are followed (a cheap look at the first
+        // word for its other statements): a ROLLBACK TO must undo only what came after it.
+        let savepoint = self.listen.is_some().then(|| sql::savepoint(sql)).flatten();
         Looked {
             op: savepoint,
             listen_at: None,
@@ -182,11 +179,14 @@ impl Pipeline {
         }
     }
 
-    /// DISCARD ALL: prepared statements and portals are gone.
+    /// DISCARD ALL: prepared statements and portals are gone, and every subscription ends, in
+    /// its place among the committed changes (outside a transaction, as DISCARD ALL runs).
     pub(super) fn listen_discarded(&mut self) {
         if let Some(l) = self.listen.as_mut() {
             l.statements.clear();
             l.portals.clear();
+            l.pending.clear();
+            l.committed.push(Op::UnlistenAll);
         }
     }
 

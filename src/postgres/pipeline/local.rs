@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 
 use super::Pipeline;
+use crate::postgres::listen::sql::subscription;
 use crate::postgres::pinning::pin_reason;
 use crate::postgres::statements::StatementRegistry;
 use crate::postgres::wire::{self, Reader, frontend, status};
@@ -19,7 +20,13 @@ impl Pipeline {
         registry: &StatementRegistry,
         cout: &mut BytesMut,
     ) -> usize {
-        if self.status != status::IDLE || !self.expect.is_empty() || self.pins.pinned.is_some() {
+        // A session that has used LISTEN keeps the server in the loop: its statements may
+        // carry subscription changes to their Executes.
+        if self.status != status::IDLE
+            || !self.expect.is_empty()
+            || self.pins.pinned.is_some()
+            || self.listen.is_some()
+        {
             return 0;
         }
         // First pass: check; nothing changes unless the whole batch qualifies.
@@ -34,6 +41,8 @@ impl Pipeline {
                     !name.is_empty()
                         && !self.statements.contains_key(name)
                         && pin_reason(query).is_none()
+                        // Its Executes must carry the subscription change: the server answers.
+                        && subscription(query).is_none()
                         && registry.confirmed(r.rest()).is_some()
                 }),
                 frontend::CLOSE => r.u8() == Ok(frontend::KIND_STATEMENT),

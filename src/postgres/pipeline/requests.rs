@@ -100,8 +100,8 @@ impl Pipeline {
             rest = &unlisten;
         }
         let rewritten = looked.listen_at.is_some();
-        self.parsed(name, looked.op);
         if name.is_empty() {
+            self.parsed(name, looked.op);
             pin = self.track(fx, query);
             server.unnamed_owner = self.session_id;
             if rewritten {
@@ -116,6 +116,7 @@ impl Pipeline {
             wire::parse_renamed(sout, &existing.server_name, rest);
             self.push(Expect::parse_through(), cout);
         } else {
+            self.parsed(name, looked.op);
             pin = self.track(fx, query);
             let stmt = registry.intern(rest, fx.settings);
             self.statements.insert(name.into(), stmt.clone());
@@ -142,6 +143,9 @@ impl Pipeline {
         let mut r = Reader::new(body, "Close");
         let kind = r.u8()?;
         let name = r.cstr()?;
+        if kind == frontend::KIND_STATEMENT {
+            self.parsed(name, None);
+        }
         if kind == frontend::KIND_STATEMENT && self.statements.remove(name).is_some() {
             // The server keeps the statement for other sessions; the client sees it closed.
             self.push(Expect::Synthetic(Reply::CloseComplete, None), cout);

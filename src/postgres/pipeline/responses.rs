@@ -60,13 +60,17 @@ impl Pipeline {
                     && let Some(error) = stmt.stale_error()
                 {
                     cout.extend_from_slice(error);
+                    self.listen_failed();
                     self.forwarded();
                     self.fail_until_sync(server);
                     self.emit_synthetic(cout);
                     return true;
                 }
-                self.listen_failed();
                 let verdict = self.on_error(frame, registry);
+                if verdict == Verdict::Forward {
+                    // (A swallowed error's request runs again and has its own outcome.)
+                    self.listen_failed();
+                }
                 self.fail_until_sync(server);
                 if verdict == Verdict::ResendNow {
                     // Mid-pipeline, no Sync yet (psycopg's pipeline mode flushes and waits): end

@@ -55,6 +55,11 @@ impl Session {
         // A resumed session's idle time counts from before it parked; its next park from now,
         // since its socket's readiness reaches the runtime only after the first poll.
         let since = self.idle_since.take().unwrap_or(started);
+        // Notifications that came while the last flush or transaction took the wake-up.
+        if self.inbox_waiting() {
+            self.idle_since = Some(since);
+            return Idle::Notified;
+        }
         loop {
             // Borrow only for a whole message: a client that sends a header and stalls must not
             // hold a server connection (large CopyData streams; oversized ones fail at once).

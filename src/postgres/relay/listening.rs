@@ -126,6 +126,14 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the inbox holds something (or overflowed): its wake-up may have been taken by a
+    /// wait that could not deliver.
+    pub(super) fn inbox_waiting(&self) -> bool {
+        self.listening
+            .as_ref()
+            .is_some_and(|l| !l.inbox.is_empty() || l.inbox.overflowed())
+    }
+
     /// Whether the inbox overflowed: checked where the session cannot deliver yet.
     pub(super) fn fell_behind(&self) -> bool {
         self.listening
@@ -157,10 +165,5 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// DISCARD ALL ends every subscription, as `UNLISTEN *` does.
-    pub(super) fn unlisten_all(&mut self) {
-        self.listening = None;
     }
 }

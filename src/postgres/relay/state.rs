@@ -5,7 +5,7 @@
 use super::Session;
 use crate::postgres::pinning::PIN_CHECK_SQL;
 use crate::postgres::pipeline::{Discard, Purpose};
-use crate::postgres::server::ServerConn;
+use crate::postgres::server::{Role, ServerConn};
 use crate::postgres::settings::{put, read_back_sql, replay_sql};
 use crate::session::PinReason;
 
@@ -36,7 +36,6 @@ impl Session {
     /// A DISCARD ALL returned the session to its startup parameters.
     pub(super) fn on_discard(&mut self, conn: &mut ServerConn, discard: Discard) {
         self.settings = self.startup.clone();
-        self.unlisten_all();
         if discard == Discard::Server {
             conn.settings.clear();
             self.pipeline.server_discarded();
@@ -59,8 +58,18 @@ impl Session {
         for (name, value) in end.read_back {
             let name = name.to_lowercase();
             let value = value.filter(|v| !(name == "role" && v == "none"));
-            put(&mut self.settings, &name, value.as_deref());
             put(&mut conn.settings, &name, value.as_deref());
+            // A RESET went back to the connection's startup name, sluice's own; the session's
+            // goes back to its own startup one, as directly (replayed at its next borrow).
+            let value = if name == "application_name"
+                && value.as_deref() == Some(Role::Pool.application_name())
+            {
+                let startup = self.startup.iter().find(|(n, _)| n == "application_name");
+                startup.map(|(_, v)| v.clone())
+            } else {
+                value
+            };
+            put(&mut self.settings, &name, value.as_deref());
         }
         // Shared again, so the next borrow compares pointers.
         if conn.settings == self.settings {

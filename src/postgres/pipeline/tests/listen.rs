@@ -181,3 +181,34 @@ fn listen_among_other_statements_still_pins() {
     assert_eq!(rig.p.pinned(), Some(PinReason::Listen));
     assert!(!rig.p.listen_due());
 }
+
+#[test]
+fn discard_all_ends_subscriptions_in_its_place_and_close_forgets_a_statement() {
+    let mut rig = Rig::new(1);
+    simple(&mut rig, "LISTEN a", "UNLISTEN", b'I');
+    // Answered by sluice (unpinned, idle): in order after the LISTEN.
+    round(&mut rig, &[query("DISCARD ALL")], &[]);
+    assert_eq!(
+        rig.p.take_listen(),
+        [Op::Listen("a".into()), Op::UnlistenAll]
+    );
+
+    // A closed statement's name reused for another statement carries no change.
+    round(
+        &mut rig,
+        &[parse("l", "LISTEN b"), close_stmt("l"), sync()],
+        &[frame(b'1', b""), frame(b'3', b""), ready(b'I')],
+    );
+    let (_, tags) = round(
+        &mut rig,
+        &[parse("l", "select 1"), bind("l"), execute(), sync()],
+        &[
+            frame(b'1', b""),
+            frame(b'2', b""),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(tags, ["SELECT 1"]);
+    assert!(!rig.p.listen_due());
+}
