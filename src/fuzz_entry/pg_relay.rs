@@ -64,7 +64,7 @@ fn request(s: usize, script: &mut Script<'_>) -> Option<BytesMut> {
     let m = script::marker(s);
     let mut out = BytesMut::new();
     let simple = |out: &mut BytesMut, sql: &str| wire::query(out, &format!("{sql} /*{m}*/"));
-    match script.byte()? % 16 {
+    match script.byte()? % 20 {
         0 => wire::query(&mut out, &format!("SELECT '{m}'")),
         1 => simple(&mut out, "BEGIN"),
         2 => simple(&mut out, "COMMIT"),
@@ -95,6 +95,12 @@ fn request(s: usize, script: &mut Script<'_>) -> Option<BytesMut> {
             let tag = script.byte()?;
             frame(&mut out, tag, &unmarked(script.bytes()?));
         }
+        // Subscriptions and the savepoints that scope them (the listening connection cannot
+        // be had here: LISTEN is answered without it).
+        16 => simple(&mut out, &format!("LISTEN ch{}", script.byte()? % 2)),
+        17 => simple(&mut out, "UNLISTEN *"),
+        18 => simple(&mut out, "SAVEPOINT s"),
+        19 => simple(&mut out, "ROLLBACK TO s"),
         _ => wire::terminate(&mut out),
     }
     Some(out)
@@ -269,13 +275,15 @@ impl PgServer {
             frontend::QUERY => {
                 let word = text.split_whitespace().next().unwrap_or("").to_uppercase();
                 let mut status = self.status;
+                let savepoint = word == "SAVEPOINT" || text.contains(" TO ");
                 if status == status::FAILED && word != "COMMIT" && word != "ROLLBACK" {
                     wire::error_response(out, "ERROR", "25P02", "transaction is aborted");
-                } else if text.contains("FAIL") {
+                } else if text.contains("FAIL") || (savepoint && status == status::IDLE) {
                     failed(out, &mut status);
                 } else {
                     match word.as_str() {
                         "BEGIN" => status = status::IN_TRANSACTION,
+                        "ROLLBACK" if savepoint => status = status::IN_TRANSACTION,
                         "COMMIT" | "ROLLBACK" => status = status::IDLE,
                         "SELECT" if text.contains('~') => data_row(out, body),
                         _ => {}
