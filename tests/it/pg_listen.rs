@@ -88,6 +88,13 @@ async fn a_listener_that_falls_behind_is_closed_and_the_others_go_on() {
     let port = proxy.port();
 
     let (slow, mut slow_rx) = listener(port).await;
+    // The first login opened a pooled connection to learn the server's parameters: sluice's
+    // name for it shows until a session's own (here the empty one) is replayed on it.
+    assert!(
+        by_application(&pg).contains("sluice pool=1"),
+        "{}",
+        by_application(&pg)
+    );
     let (quick, mut quick_rx) = listener(port).await;
     for c in [&slow, &quick] {
         c.batch_execute("LISTEN jobs").await.unwrap();

@@ -206,7 +206,8 @@ async fn pins_lift_when_the_state_that_caused_them_is_gone() {
             "select pg_advisory_lock(42)",
             "select pg_advisory_unlock(42)",
         ),
-        ("listen chan", "unlisten *"),
+        // A lone LISTEN does not pin (below); one among other statements runs on the server.
+        ("select 1; listen chan", "unlisten *"),
         (
             "begin; declare c cursor with hold for select 1; commit",
             "close c",
@@ -223,6 +224,9 @@ async fn pins_lift_when_the_state_that_caused_them_is_gone() {
         a.simple_query(unpin).await.unwrap();
         assert_eq!(free().await, "free", "{unpin} unpins");
     }
+    a.simple_query("listen lone").await.unwrap();
+    assert_eq!(free().await, "free", "a lone LISTEN does not pin");
+    a.simple_query("unlisten lone").await.unwrap();
     // Half the state gone is not enough.
     a.simple_query("create temp table v (x int); listen other")
         .await
