@@ -59,6 +59,9 @@ enum Expect {
     /// Ahead of the CommandComplete of a statement that changes the session's subscriptions
     /// (or its savepoints while changes are pending): the change, taken in when it completes.
     Statement(Box<Op>),
+    /// Ahead of the ReadyForQuery of a query of several statements: its UNLISTENs, which take
+    /// effect with its transaction if nothing in it failed.
+    AtReady(Box<Vec<Op>>),
 }
 
 impl Expect {

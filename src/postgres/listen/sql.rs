@@ -59,6 +59,33 @@ pub fn subscription(sql: &[u8]) -> Option<Subscription> {
     Some(Subscription { op, listen_at })
 }
 
+/// The `UNLISTEN name` and `UNLISTEN *` statements of a query of several statements, in order.
+/// (They run on the server unchanged; the session's subscriptions must follow them.)
+pub fn unlistens(sql: &[u8]) -> Vec<Op> {
+    let mut out = Vec::new();
+    let mut words = Words::detailed(sql);
+    let mut statement: Vec<Token<'_>> = Vec::new();
+    loop {
+        let token = words.next_token();
+        if matches!(token, None | Some(Token::Semicolon)) {
+            if let [Token::Word(w), operand] = &statement[..]
+                && is(w, "unlisten")
+            {
+                match operand {
+                    Token::Punct(b'*') => out.push(Op::UnlistenAll),
+                    other => out.extend(identifier(other).map(Op::Unlisten)),
+                }
+            }
+            statement.clear();
+            if token.is_none() {
+                return out;
+            }
+        } else if let Some(t) = token {
+            statement.push(t);
+        }
+    }
+}
+
 /// `SAVEPOINT name`, `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name` or
 /// `RELEASE [SAVEPOINT] name`, alone in `sql`.
 pub fn savepoint(sql: &[u8]) -> Option<Op> {
@@ -165,6 +192,19 @@ mod tests {
         ] {
             assert_eq!(op(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn unlistens_among_other_statements_are_found() {
+        assert_eq!(
+            unlistens(b"select 1; UNLISTEN a; begin; unlisten *; unlisten \"B\"; commit"),
+            [
+                Op::Unlisten("a".into()),
+                Op::UnlistenAll,
+                Op::Unlisten("B".into())
+            ]
+        );
+        assert_eq!(unlistens(b"select 'unlisten a'; unlisten a b"), []);
     }
 
     #[test]

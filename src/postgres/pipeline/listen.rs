@@ -34,6 +34,8 @@ pub(super) struct Looked {
     pub op: Option<Op>,
     /// `LISTEN` at this offset: the server gets `UN` inserted before it.
     pub listen_at: Option<usize>,
+    /// Not one statement, and it may UNLISTEN among others (a session that listens looks).
+    pub unlistens: bool,
 }
 
 impl Pipeline {
@@ -49,6 +51,7 @@ impl Pipeline {
             return Looked {
                 op: Some(sub.op),
                 listen_at: sub.listen_at,
+                unlistens: false,
             };
         }
         // Once a session has used LISTEN, its savepoints are followed (a cheap look at the first
@@ -57,6 +60,15 @@ impl Pipeline {
         Looked {
             op: savepoint,
             listen_at: None,
+            unlistens: fx.unpin_hint && self.listen.is_some(),
+        }
+    }
+
+    /// A query's UNLISTENs reached its ReadyForQuery: pending in its transaction, committed
+    /// with it by `listen_ready` unless something failed.
+    pub(super) fn unlistened(&mut self, ops: Vec<Op>) {
+        if let Some(l) = self.listen.as_mut() {
+            l.pending.extend(ops);
         }
     }
 

@@ -69,6 +69,11 @@ impl Pipeline {
                 }
                 if let Some(op) = looked.op {
                     self.expect.push_back(Expect::Statement(Box::new(op)));
+                } else if looked.unlistens {
+                    let ops = crate::postgres::listen::sql::unlistens(sql);
+                    if !ops.is_empty() {
+                        self.expect.push_back(Expect::AtReady(Box::new(ops)));
+                    }
                 }
                 self.push(Expect::Ready(Instant::now()), cout);
                 pin

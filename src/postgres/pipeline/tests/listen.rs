@@ -212,3 +212,21 @@ fn discard_all_ends_subscriptions_in_its_place_and_close_forgets_a_statement() {
     assert_eq!(tags, ["SELECT 1"]);
     assert!(!rig.p.listen_due());
 }
+
+#[test]
+fn an_unlisten_among_other_statements_ends_the_subscription_with_its_transaction() {
+    let mut rig = Rig::new(1);
+    simple(&mut rig, "LISTEN a", "UNLISTEN", b'I');
+    assert_eq!(rig.p.take_listen(), [Op::Listen("a".into())]);
+    let many = |rig: &mut Rig, sql: &str, last: Vec<u8>| {
+        round(
+            rig,
+            &[query(sql)],
+            &[complete("SELECT 1"), last, ready(b'I')],
+        )
+    };
+    many(&mut rig, "select 1; select 1/0; unlisten a", error("22012"));
+    assert!(!rig.p.listen_due(), "the failed query rolled it back");
+    many(&mut rig, "select 1; unlisten a", complete("UNLISTEN"));
+    assert_eq!(rig.p.take_listen(), [Op::Unlisten("a".into())]);
+}
