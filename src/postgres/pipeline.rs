@@ -61,7 +61,7 @@ enum Expect {
     Statement(Box<Op>),
     /// Ahead of the ReadyForQuery of a query of several statements: its UNLISTENs, which take
     /// effect with its transaction if nothing in it failed.
-    AtReady(Box<Vec<Op>>),
+    AtReady(Vec<Op>),
 }
 
 impl Expect {

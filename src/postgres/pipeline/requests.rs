@@ -72,7 +72,7 @@ impl Pipeline {
                 } else if looked.unlistens {
                     let ops = crate::postgres::listen::sql::unlistens(sql);
                     if !ops.is_empty() {
-                        self.expect.push_back(Expect::AtReady(Box::new(ops)));
+                        self.expect.push_back(Expect::AtReady(ops));
                     }
                 }
                 self.push(Expect::Ready(Instant::now()), cout);

@@ -39,7 +39,7 @@ impl Pipeline {
                 while let Some(e) = self.expect.pop_front() {
                     match e {
                         Expect::Ready(_) => break,
-                        Expect::AtReady(ops) => self.unlistened(*ops),
+                        Expect::AtReady(ops) => self.unlistened(ops),
                         // Skipped by the server after an error.
                         other => self.undo(other, server),
                     }
