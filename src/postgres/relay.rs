@@ -288,7 +288,8 @@ impl Session {
             }
             self.pump_server(lease);
             if self.pipeline.listen_due() {
-                self.apply_listen().await;
+                // Boxed: rare, and its timeout inline would grow every session's task.
+                Box::pin(self.apply_listen()).await;
             }
             if self.server_fatal {
                 self.server_fatal = false;
