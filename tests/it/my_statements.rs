@@ -1,11 +1,12 @@
 //! MySQL/MariaDB statements through sluice against a direct connection: binary prepared
 //! statements across a schema migration (MariaDB re-prepares them itself; sluice must not get in
-//! the way), and `LOAD DATA LOCAL INFILE` from PyMySQL and the mariadb CLI.
+//! the way), `LOAD DATA LOCAL INFILE` from PyMySQL and the mariadb CLI, and the
+//! `program_name` sluice's own connections carry.
 
 use crate::drivers::migration::no_worse;
 use crate::drivers::{Run, run_sampling_with};
 use crate::my_proxy::python;
-use crate::support::mariadb::{APP, MY_APPDB, MariaDb, cli_at, client};
+use crate::support::mariadb::{APP, MY_APPDB, MariaDb, MariaOptions, cli_at, client};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
 use crate::support::tools::command_output;
 use std::time::Duration;
@@ -103,4 +104,25 @@ fn load_data_local_infile() {
         "0",
         "the truncate ran, the load did not"
     );
+}
+
+/// sluice's own connections say what they are for: `program_name` in the connection attributes
+/// (MariaDB shows them with the performance schema on), `sluice probe` for the probes and
+/// `sluice pool` for pooled connections.
+#[test]
+fn sluice_connections_name_their_program() {
+    let db = MariaDb::start_with(MariaOptions {
+        extra_conf: vec!["performance_schema=ON".into()],
+        ..MariaOptions::default()
+    });
+    let sluice = Sluice::start_for_mariadb(&db, ProxyOptions::pool(2));
+    let out = cli_at(sluice.port(), APP.0, APP.1, MY_APPDB, "SELECT 1");
+    assert_eq!(out.as_deref().map(str::trim), Ok("1"), "{out:?}");
+    let programs = db.sql(
+        "SELECT GROUP_CONCAT(DISTINCT ATTR_VALUE ORDER BY ATTR_VALUE) \
+         FROM performance_schema.session_connect_attrs WHERE ATTR_NAME = 'program_name'",
+    );
+    assert!(programs.contains("sluice pool"), "{programs}");
+    assert!(programs.contains("sluice probe"), "{programs}");
+    drop(sluice);
 }
