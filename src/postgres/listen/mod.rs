@@ -80,8 +80,9 @@ pub struct Hub {
 
 #[derive(Debug, Default)]
 struct HubState {
-    /// Wanted channels and the inboxes of the sessions subscribed to each.
-    subscribers: HashMap<Arc<str>, Vec<Arc<Inbox>>>,
+    /// Wanted channels and the inboxes of the sessions subscribed to each, by the inbox's
+    /// address: a session leaving a channel of thousands is one removal, not a scan.
+    subscribers: HashMap<Arc<str>, HashMap<usize, Arc<Inbox>>>,
     /// Channels the listening connection LISTENs now.
     confirmed: HashSet<Arc<str>>,
     /// Sessions waiting for a channel to be confirmed before their LISTEN is answered.
@@ -121,7 +122,7 @@ impl Hub {
         s.subscribers
             .entry(key.clone())
             .or_default()
-            .push(inbox.clone());
+            .insert(address(inbox), inbox.clone());
         s.metrics.get_or_insert_with(|| cluster.metrics.clone());
         let wait = if s.confirmed.contains(&key) {
             None
@@ -145,7 +146,7 @@ impl Hub {
         let Some(subs) = s.subscribers.get_mut(channel) else {
             return;
         };
-        subs.retain(|i| !Arc::ptr_eq(i, inbox));
+        subs.remove(&address(inbox));
         if subs.is_empty() {
             s.subscribers.remove(channel);
             // Nobody waits for a channel nobody wants (LISTEN and UNLISTEN in one commit).
@@ -183,7 +184,7 @@ impl Hub {
             return;
         };
         let message = Bytes::copy_from_slice(message);
-        for inbox in subs {
+        for inbox in subs.values() {
             inbox.push(Some(key.clone()), message.clone());
         }
     }
@@ -192,12 +193,17 @@ impl Hub {
     fn tell_all(&self, message: Bytes) {
         let s = self.state();
         let mut told = HashSet::new();
-        for inbox in s.subscribers.values().flatten() {
-            if told.insert(Arc::as_ptr(inbox)) {
+        for (at, inbox) in s.subscribers.values().flatten() {
+            if told.insert(*at) {
                 inbox.push(None, message.clone());
             }
         }
     }
+}
+
+/// An inbox's identity while it is subscribed (its `Arc` keeps the address).
+fn address(inbox: &Arc<Inbox>) -> usize {
+    Arc::as_ptr(inbox) as usize
 }
 
 #[cfg(test)]

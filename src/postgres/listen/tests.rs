@@ -29,7 +29,7 @@ fn subscribe(hub: &Hub, inbox: &Arc<Inbox>, channel: &str) {
     s.subscribers
         .entry(channel.into())
         .or_default()
-        .push(inbox.clone());
+        .insert(super::address(inbox), inbox.clone());
 }
 
 #[test]
