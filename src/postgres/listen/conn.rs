@@ -19,6 +19,8 @@ use crate::routing::{Cluster, Want};
 const WRITER_CHECK: Duration = Duration::from_millis(250);
 /// Pause before connecting again after a failed attempt.
 const RETRY: Duration = Duration::from_millis(500);
+/// Pause before listening again after a lost connection.
+const AFTER_LOSS: Duration = Duration::from_millis(100);
 /// Largest message read from the listening connection (a notification's payload is < 8 kB).
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -77,6 +79,8 @@ pub(super) async fn run<P: Addressed>(hub: Arc<Hub>, cluster: Arc<Cluster<P>>) {
             Stop::Lost(why) => {
                 tracing::warn!(instance = %login.addr, why, "listening connection lost; listening again on the writer");
                 lost = Some(why);
+                // A server that keeps refusing is not asked again at once.
+                tokio::time::sleep(AFTER_LOSS).await;
             }
         }
     }
@@ -198,8 +202,8 @@ async fn change(
     Ok(())
 }
 
-/// Handles the whole messages in `buf`: notifications fan out, errors are logged. Returns
-/// whether a ReadyForQuery was among them.
+/// Handles the whole messages in `buf`: notifications fan out, an error ends the connection.
+/// Returns whether a ReadyForQuery was among them.
 fn take_messages(hub: &Hub, buf: &mut BytesMut) -> Result<bool, String> {
     let mut ready = false;
     loop {
@@ -217,15 +221,11 @@ fn take_messages(hub: &Hub, buf: &mut BytesMut) -> Result<bool, String> {
                 hub.fan_out(channel, &buf[..frame.len]);
             }
             backend::ERROR_RESPONSE => {
+                // The connection runs only sluice's LISTENs and UNLISTENs: refused (a demoted
+                // instance answers "cannot execute LISTEN during recovery"), none of them took
+                // effect, and the channels must not count as listened on. Start over.
                 let f = wire::parse_error_fields(body).unwrap_or_default();
-                if f.severity == "FATAL" || f.severity == "PANIC" {
-                    return Err(format!("{} ({})", f.message, f.code));
-                }
-                tracing::warn!(
-                    code = f.code,
-                    message = f.message,
-                    "the listening connection's query failed"
-                );
+                return Err(format!("{} ({})", f.message, f.code));
             }
             backend::READY_FOR_QUERY => ready = true,
             _ => {}
