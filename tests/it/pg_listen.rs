@@ -35,33 +35,46 @@ async fn listener(port: u16) -> (Client, UnboundedReceiver<AsyncMessage>) {
     (client, rx)
 }
 
-/// The next notification's (channel, payload, pid), skipping notices; None after `limit`.
-async fn next_notification(
+/// The first message `pick` takes, skipping the others; None after `limit`.
+async fn next<T>(
     rx: &mut UnboundedReceiver<AsyncMessage>,
     limit: Duration,
-) -> Option<(String, String, i32)> {
+    pick: impl Fn(AsyncMessage) -> Option<T>,
+) -> Option<T> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(AsyncMessage::Notification(n))) => {
-                return Some((n.channel().into(), n.payload().into(), n.process_id()));
+            Ok(Some(m)) => {
+                if let Some(t) = pick(m) {
+                    return Some(t);
+                }
             }
-            Ok(Some(_)) => continue,
             _ => return None,
         }
     }
 }
 
+/// The next notification's (channel, payload, pid), skipping notices; None after `limit`.
+async fn next_notification(
+    rx: &mut UnboundedReceiver<AsyncMessage>,
+    limit: Duration,
+) -> Option<(String, String, i32)> {
+    next(rx, limit, |m| match m {
+        AsyncMessage::Notification(n) => {
+            Some((n.channel().into(), n.payload().into(), n.process_id()))
+        }
+        _ => None,
+    })
+    .await
+}
+
 /// The next notice's message; None after `limit`.
 async fn next_notice(rx: &mut UnboundedReceiver<AsyncMessage>, limit: Duration) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(AsyncMessage::Notice(n))) => return Some(n.message().into()),
-            Ok(Some(_)) => continue,
-            _ => return None,
-        }
-    }
+    next(rx, limit, |m| match m {
+        AsyncMessage::Notice(n) => Some(n.message().into()),
+        _ => None,
+    })
+    .await
 }
 
 fn by_application(pg: &PgServer) -> String {

@@ -91,10 +91,9 @@ async fn serve<P>(
     cluster: &Cluster<P>,
     member: usize,
     conn: &mut ServerConn,
-    after_loss: Option<String>,
+    mut after_loss: Option<String>,
 ) -> Stop {
     let mut check = tokio::time::interval(WRITER_CHECK);
-    let mut after_loss = after_loss;
     loop {
         let (listen, unlisten) = {
             let mut s = hub.state();
