@@ -16,6 +16,7 @@ use crate::health::{self, Monitor, Thresholds, Timing};
 use crate::mysql::cluster::MyCluster;
 use crate::mysql::pools::MyPools;
 use crate::mysql::probe::MyProbe;
+use crate::pool::fleet::{Budget, FleetSpec, Member};
 use crate::pool::{Instance, Limit, PoolSettings, PooledConnection};
 use crate::postgres::cluster::PgCluster;
 use crate::postgres::listen::Listeners;
@@ -88,6 +89,7 @@ pub(super) fn pg_cluster(
         usize::try_from(backlog).unwrap_or(usize::MAX),
     ));
     let init_query = &group.connection_pool.init_query;
+    let fleet = fleet_spec(&group.connection_pool);
     cluster(name, group, shared, tasks, |addr, instance, settings| {
         let login = crate::postgres::server::ServerLogin {
             addr: addr.to_owned(),
@@ -98,11 +100,14 @@ pub(super) fn pg_cluster(
             access: access.clone(),
             role: crate::postgres::server::Role::Probe,
         };
-        let probe = Box::new(PgProbe::new(login, instance.clone()));
+        let mut probe = PgProbe::new(login, instance.clone());
+        if let Some(spec) = &fleet {
+            probe = probe.with_fleet(Member::new(spec, instance.clone()), listeners.clone());
+        }
         let pools = PgPools::new(instance, settings, init_query.clone(), registries.clone())
             .with_listeners(listeners.clone())
             .with_access(access.clone());
-        (probe, pools)
+        (Box::new(probe) as Box<dyn health::Probe>, pools, None)
     })
 }
 
@@ -116,6 +121,8 @@ pub(super) fn my_cluster(
     tasks: &mut JoinSet<()>,
 ) -> Arc<MyCluster> {
     let init_query = &group.connection_pool.init_query;
+    let fleet = fleet_spec(&group.connection_pool);
+    let (_, timing) = probe_timing(group);
     cluster(name, group, shared, tasks, |addr, instance, settings| {
         let login = crate::mysql::server::ServerLogin {
             addr: addr.to_owned(),
@@ -127,21 +134,38 @@ pub(super) fn my_cluster(
             access: access.clone(),
             program_name: crate::mysql::server::PROBE_PROGRAM,
         };
+        let side: Option<SideTask> = fleet.as_ref().map(|spec| {
+            let member = Member::new(spec, instance.clone());
+            let run = crate::mysql::fleet::advertise(
+                member,
+                login.clone(),
+                timing.interval,
+                timing.timeout,
+            );
+            Box::pin(run) as SideTask
+        });
         let probe = Box::new(MyProbe::new(login, instance.clone()));
         let pools =
             MyPools::new(instance, settings, init_query.clone()).with_access(access.clone());
-        (probe, pools)
+        (probe as Box<dyn health::Probe>, pools, side)
     })
 }
 
-/// A target group's instances (cap, idle trim), the engine's pools and probe on each (`each`),
-/// the router they share and the probe loops feeding it.
+/// A task an engine runs beside an instance's probe for as long as the group is in service.
+type SideTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A target group's instances (cap, idle trim), the engine's pools, probe and side task on
+/// each (`each`), the router they share and the probe loops feeding it.
 fn cluster<C: PooledConnection, P>(
     name: &str,
     group: &TargetGroup,
     shared: &Shared,
     tasks: &mut JoinSet<()>,
-    mut each: impl FnMut(&str, Arc<Instance<C>>, PoolSettings) -> (Box<dyn health::Probe>, P),
+    mut each: impl FnMut(
+        &str,
+        Arc<Instance<C>>,
+        PoolSettings,
+    ) -> (Box<dyn health::Probe>, P, Option<SideTask>),
 ) -> Arc<Cluster<P>> {
     let mut members = Vec::new();
     let mut probes = Vec::new();
@@ -159,7 +183,10 @@ fn cluster<C: PooledConnection, P>(
                 tracing::info!(instance = %instance.addr(), closed, "pools drained");
             })
         };
-        let (probe, pools) = each(addr, instance, s);
+        let (probe, pools, side) = each(addr, instance, s);
+        if let Some(side) = side {
+            tasks.spawn(side);
+        }
         probes.push(health::Member { probe, drain });
         members.push(Arc::new(pools));
     }
@@ -215,6 +242,20 @@ async fn trim_loop<C: PooledConnection>(instance: Arc<Instance<C>>, s: PoolSetti
             );
         }
     }
+}
+
+/// The fleet budget the pool settings name, if any.
+fn fleet_spec(cp: &ConnectionPool) -> Option<FleetSpec> {
+    let f = cp.fleet.as_ref()?;
+    let budget = match (f.max_connections, f.max_connections_percent) {
+        (Some(n), _) => Budget::Absolute(n as usize),
+        (None, Some(p)) => Budget::Percent(p),
+        (None, None) => return None,
+    };
+    Some(FleetSpec {
+        name: f.name.clone(),
+        budget,
+    })
 }
 
 /// The per-instance connection cap the pool settings ask for.

@@ -29,6 +29,7 @@ fn snapshot<C: PooledConnection>(instance: &Instance<C>) -> InstanceSnapshot {
         idle: stats.idle,
         borrowed: instance.borrowed().load(Ordering::Relaxed),
         waiting: stats.waiting,
+        fleet: stats.fleet,
     }
 }
 

@@ -327,6 +327,24 @@ pub struct ConnectionPool {
     /// a client that does not read) before it is closed with an error (54000).
     #[serde(default = "defaults::notification_backlog")]
     pub notification_backlog: u32,
+    /// A connection budget shared, per instance, by every sluice process with the same fleet
+    /// name in front of this target group (docs/fleet.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
+}
+
+/// A fleet's shared budget. Exactly one of `max_connections` and `max_connections_percent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// Every sluice with this name in front of the target group shares the budget.
+    pub name: String,
+    /// The fleet's server connections per instance, probes included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// The budget as a percentage (1-100) of the instance's own `max_connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_percent: Option<u32>,
 }
 
 impl Default for SecretsManager {
@@ -352,6 +370,7 @@ impl Default for ConnectionPool {
             tcp_user_timeout: defaults::tcp_user_timeout(),
             notification_backlog: defaults::notification_backlog(),
             init_query: String::new(),
+            fleet: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use super::model::{
-    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Health, ServerTlsMode, TargetGroup,
+    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Fleet, Health, ServerTlsMode, TargetGroup,
 };
 use super::parse::Parts;
 use super::{Duration, Problem, Seg};
@@ -286,6 +286,34 @@ impl Validator<'_> {
                 &at(path, "notification_backlog"),
                 "must be between 1 and 10000000",
             );
+        }
+        if let Some(fleet) = &pool.fleet {
+            self.fleet(&at(path, "fleet"), fleet);
+        }
+    }
+
+    fn fleet(&mut self, path: &[Seg], fleet: &Fleet) {
+        if fleet.name.trim().is_empty() {
+            self.report(&at(path, "name"), "must not be empty");
+        }
+        match (fleet.max_connections, fleet.max_connections_percent) {
+            (Some(_), Some(_)) => self.report(
+                path,
+                "max_connections and max_connections_percent are mutually exclusive; set one",
+            ),
+            (None, None) => self.report(
+                path,
+                "needs a budget: max_connections or max_connections_percent",
+            ),
+            (Some(n), None) if n < 2 => self.report(
+                &at(path, "max_connections"),
+                "must be at least 2 (a probe and a pool connection)",
+            ),
+            (None, Some(p)) if !(1..=100).contains(&p) => self.report(
+                &at(path, "max_connections_percent"),
+                "must be between 1 and 100",
+            ),
+            _ => {}
         }
     }
 

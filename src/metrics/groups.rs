@@ -23,6 +23,8 @@ pub struct InstanceSnapshot {
     pub borrowed: usize,
     /// Sessions waiting for a connection now.
     pub waiting: usize,
+    /// With a fleet budget: the last read of the fleet, and the borrows its budget made wait.
+    pub fleet: Option<(crate::pool::FleetView, u64)>,
 }
 
 /// A target group as a scrape sees it.
@@ -81,6 +83,7 @@ impl Collector for GroupCollector {
             .map(|g| (g.name(), g.instances(), g.topology()))
             .collect();
         encode_pools(&mut encoder, &snapshots)?;
+        encode_fleets(&mut encoder, &snapshots)?;
         encode_topology(&mut encoder, &snapshots)?;
         let requests: Vec<_> = groups.iter().map(|g| (g.name(), g.requests())).collect();
         encode_requests(&mut encoder, &requests)
@@ -98,6 +101,64 @@ fn encode_pools(encoder: &mut DescriptorEncoder, snapshots: &[Snapshot<'_>]) -> 
                 ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
+    }
+    Ok(())
+}
+
+type FleetPick = fn(&crate::pool::FleetView) -> usize;
+
+const FLEET_GAUGES: [(&str, &str, FleetPick); 4] = [
+    (
+        "fleet_budget_connections",
+        "The fleet's connection budget on the instance",
+        |f| f.budget,
+    ),
+    (
+        "fleet_connections",
+        "The fleet's server connections on the instance, as its members advertise them",
+        |f| f.seen,
+    ),
+    (
+        "fleet_members",
+        "sluice processes of the fleet seen on the instance, this one included",
+        |f| f.members,
+    ),
+    (
+        "fleet_share_connections",
+        "This process's share of the fleet budget: its pool cap on the instance",
+        |f| f.share,
+    ),
+];
+
+/// Per instance of a target group with a fleet: its budget, what the last read saw, this
+/// process's share, and the borrows the budget made wait.
+fn encode_fleets(encoder: &mut DescriptorEncoder, snapshots: &[Snapshot<'_>]) -> std::fmt::Result {
+    let fleets = || {
+        snapshots.iter().flat_map(|(group, instances, _)| {
+            instances.iter().filter_map(move |s| {
+                s.fleet
+                    .map(|f| ([("target_group", *group), ("instance", s.addr.as_str())], f))
+            })
+        })
+    };
+    if fleets().next().is_none() {
+        return Ok(());
+    }
+    for (name, help, pick) in FLEET_GAUGES {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, (view, _)) in fleets() {
+            let value = i64::try_from(pick(&view)).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "fleet_borrow_waits",
+        "Borrows that waited because the fleet share, not the process's own cap, was reached",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, (_, waits)) in fleets() {
+        ConstCounter::new(waits).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

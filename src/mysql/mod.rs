@@ -5,6 +5,7 @@ pub mod client;
 pub mod cluster;
 pub mod endpoint;
 pub mod errors;
+pub mod fleet;
 pub mod kill;
 mod login;
 pub mod pinning;

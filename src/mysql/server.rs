@@ -55,6 +55,8 @@ pub struct ServerLogin {
 pub const POOL_PROGRAM: &str = "sluice pool";
 /// `program_name` of probe connections.
 pub const PROBE_PROGRAM: &str = "sluice probe";
+/// `program_name` of a fleet member's advertising connection.
+pub const FLEET_PROGRAM: &str = "sluice fleet";
 
 /// The CONNECT_ATTRS block: `_client_name` and `program_name`, each a length-prefixed key and
 /// value (all shorter than 251 bytes, so one length byte each).

@@ -77,6 +77,47 @@ struct State<C> {
     open: usize,
     generation: u64,
     pools: Vec<PoolState<C>>,
+    /// This process's share of a fleet budget, when its target group has a fleet: it caps
+    /// `max` below what `limit` allows.
+    fleet: Option<Fleet>,
+}
+
+/// A fleet's view of this instance, as the last read of the database left it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// The fleet's connections allowed on the instance.
+    pub budget: usize,
+    /// The fleet's connections on the instance, as its members advertise them.
+    pub seen: usize,
+    /// Processes of the fleet, this one included.
+    pub members: usize,
+    /// This process's pool cap from the fleet.
+    pub share: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Fleet {
+    view: FleetView,
+    /// Borrows that waited because the share, not the process's own cap, was reached.
+    waits: u64,
+    /// The most sessions waiting at once since the last sample.
+    wait_peak: usize,
+}
+
+/// What a fleet member advertises, read from the instance (and the peaks reset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetSample {
+    pub open: usize,
+    /// The fleet share now in force.
+    pub share: usize,
+    /// The process's own cap (`max_connections` or its percent).
+    pub limit: usize,
+    /// The most leases out at once since the last sample.
+    pub borrowed_peak: usize,
+    /// The most sessions waiting at once since the last sample.
+    pub waiting_peak: usize,
+    /// The server's `max_connections`, once known.
+    pub server_max: Option<usize>,
 }
 
 /// One database instance as the pools see it.
@@ -85,6 +126,8 @@ pub struct Instance<C> {
     state: Mutex<State<C>>,
     /// Leases out now: what reader balancing compares (read without the lock).
     borrowed: Arc<AtomicUsize>,
+    /// The most leases out at once since a fleet member last sampled.
+    borrowed_peak: AtomicUsize,
 }
 
 impl<C> std::fmt::Debug for Instance<C> {
@@ -102,6 +145,8 @@ pub struct InstanceStats {
     pub open: usize,
     pub idle: usize,
     pub waiting: usize,
+    /// With a fleet: its view and the borrows its budget made wait.
+    pub fleet: Option<(FleetView, u64)>,
 }
 
 impl<C: PooledConnection> Instance<C> {
@@ -120,8 +165,10 @@ impl<C: PooledConnection> Instance<C> {
                 open: 0,
                 generation: 0,
                 pools: Vec::new(),
+                fleet: None,
             }),
             borrowed: Arc::new(AtomicUsize::new(0)),
+            borrowed_peak: AtomicUsize::new(0),
         }
     }
 
@@ -135,7 +182,10 @@ impl<C: PooledConnection> Instance<C> {
     }
 
     pub(super) fn lease_taken(&self) {
-        self.borrowed.fetch_add(1, Ordering::Relaxed);
+        let n = self.borrowed.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.borrowed_peak.load(Ordering::Relaxed) {
+            self.borrowed_peak.fetch_max(n, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn lease_returned(&self) {
@@ -187,16 +237,14 @@ impl<C: PooledConnection> Instance<C> {
     /// Whether the cap still waits for the instance's `max_connections`.
     pub fn needs_server_max(&self) -> bool {
         let st = self.lock();
-        matches!(st.limit, Limit::Percent(_)) && st.max == 1 && st.open <= 1
+        matches!(st.limit, Limit::Percent(_)) && st.server_max.is_none() && st.open <= 1
     }
 
     /// Sets the cap from the instance's `max_connections` and grants slots to waiters.
     pub fn learn_server_max(&self, server_max: usize) {
         let mut st = self.lock();
         st.server_max = Some(server_max);
-        if let Limit::Percent(p) = st.limit {
-            st.max = (server_max * p as usize / 100).max(1);
-        }
+        st.max = effective_max(&st);
         while st.open < st.max && grant_slot(&mut st) {}
     }
 
@@ -206,26 +254,57 @@ impl<C: PooledConnection> Instance<C> {
         let mut doomed = Vec::new();
         {
             let mut st = self.lock();
-            let st = &mut *st;
             st.limit = limit;
             st.max_idle_percent = max_idle_percent;
-            st.max = match limit {
-                Limit::Absolute(n) => n.max(1),
-                Limit::Percent(p) => st.server_max.map_or(1, |m| (m * p as usize / 100).max(1)),
-            };
-            for pool in &mut st.pools {
-                while st.open > st.max {
-                    let Some(idle) = pool.idle.pop_front() else {
-                        break;
-                    };
-                    doomed.push(idle.conn);
-                    pool.open -= 1;
-                    st.open -= 1;
-                }
-            }
-            while st.open < st.max && grant_slot(st) {}
+            resize(&mut st, &mut doomed);
         }
         doomed.into_iter().for_each(|p| p.conn.close());
+    }
+
+    /// The server's `max_connections`, once a probe or a first connection learned it.
+    pub fn server_max(&self) -> Option<usize> {
+        self.lock().server_max
+    }
+
+    /// Puts the instance's pools under a fleet budget: no pool connection until the first
+    /// read of the fleet gives this process a share.
+    pub fn join_fleet(&self) {
+        let mut st = self.lock();
+        st.fleet = Some(Fleet::default());
+        st.max = effective_max(&st);
+    }
+
+    /// Applies a fleet read: the share caps the pools as `reconfigure` does.
+    pub fn set_fleet_view(&self, view: FleetView) {
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.lock();
+            if let Some(f) = &mut st.fleet {
+                f.view = view;
+            }
+            resize(&mut st, &mut doomed);
+        }
+        doomed.into_iter().for_each(|p| p.conn.close());
+    }
+
+    /// The numbers a fleet member advertises; the peaks start again from now.
+    pub fn fleet_sample(&self) -> FleetSample {
+        let borrowed = self.borrowed.load(Ordering::Relaxed);
+        let borrowed_peak = self.borrowed_peak.swap(borrowed, Ordering::Relaxed);
+        let mut st = self.lock();
+        let waiting: usize = st.pools.iter().map(|p| p.waiters.len()).sum();
+        let limit = limit_max(&st);
+        let (share, waiting_peak) = st.fleet.as_mut().map_or((limit, 0), |f| {
+            (f.view.share, std::mem::replace(&mut f.wait_peak, waiting))
+        });
+        FleetSample {
+            open: st.open,
+            share,
+            limit,
+            borrowed_peak: borrowed_peak.max(borrowed),
+            waiting_peak: waiting_peak.max(waiting),
+            server_max: st.server_max,
+        }
     }
 
     pub fn stats(&self) -> InstanceStats {
@@ -235,6 +314,7 @@ impl<C: PooledConnection> Instance<C> {
             open: st.open,
             idle: st.pools.iter().map(|p| p.idle.len()).sum(),
             waiting: st.pools.iter().map(|p| p.waiters.len()).sum(),
+            fleet: st.fleet.map(|f| (f.view, f.waits)),
         }
     }
 
@@ -274,6 +354,9 @@ impl<C: PooledConnection> Instance<C> {
                     tx,
                     since: Instant::now(),
                 });
+                if st.fleet.is_some() {
+                    fleet_wait(st);
+                }
                 Take::Wait(rx)
             }
         };
@@ -363,6 +446,49 @@ impl<C: PooledConnection> Instance<C> {
         let n = doomed.len();
         doomed.into_iter().for_each(|p| p.conn.close());
         n
+    }
+}
+
+/// The cap `limit` asks for: at least one connection (a percent waits for the server's
+/// `max_connections` with one).
+fn limit_max<C>(st: &State<C>) -> usize {
+    match st.limit {
+        Limit::Absolute(n) => n.max(1),
+        Limit::Percent(p) => st.server_max.map_or(1, |m| (m * p as usize / 100).max(1)),
+    }
+}
+
+/// The cap in force: the limit, and below it the fleet share (which may be 0).
+fn effective_max<C>(st: &State<C>) -> usize {
+    let limit = limit_max(st);
+    st.fleet.map_or(limit, |f| limit.min(f.view.share))
+}
+
+/// Sets `max` anew; above a lower one, idle connections go to `doomed` now and lent ones close
+/// as they come back (`put`); under a higher one, waiters get slots at once.
+fn resize<C>(st: &mut State<C>, doomed: &mut Vec<Pooled<C>>) {
+    st.max = effective_max(st);
+    for pool in &mut st.pools {
+        while st.open > st.max {
+            let Some(idle) = pool.idle.pop_front() else {
+                break;
+            };
+            doomed.push(idle.conn);
+            pool.open -= 1;
+            st.open -= 1;
+        }
+    }
+    while st.open < st.max && grant_slot(st) {}
+}
+
+/// A borrow waits under a fleet: counted against the budget when the share, not the
+/// process's own cap, stopped it; and the peak of waiters kept for the next advertisement.
+fn fleet_wait<C>(st: &mut State<C>) {
+    let waiting: usize = st.pools.iter().map(|p| p.waiters.len()).sum();
+    let by_budget = st.max < limit_max(st);
+    if let Some(f) = &mut st.fleet {
+        f.waits += u64::from(by_budget);
+        f.wait_peak = f.wait_peak.max(waiting);
     }
 }
 

@@ -5,12 +5,13 @@
 //! cap reached can evict an idle connection of a sibling pool and a release can hand its slot to
 //! the oldest waiter of any pool. The lock is never held across an await.
 
+pub mod fleet;
 mod instance;
 mod lease;
 #[cfg(any(test, fuzzing))]
 pub mod scripted;
 
-pub use instance::{Instance, InstanceStats, Limit};
+pub use instance::{FleetSample, FleetView, Instance, InstanceStats, Limit};
 pub use lease::Lease;
 
 use crate::errors::{BorrowError, ConnectError};

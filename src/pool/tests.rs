@@ -385,7 +385,8 @@ async fn a_reloaded_cap_grants_waiters_and_trims_idle_connections() {
             max: 1,
             open: 1,
             idle: 1,
-            waiting: 0
+            waiting: 0,
+            fleet: None,
         }
     );
     assert_eq!(counter.closed.load(Ordering::SeqCst), 1);

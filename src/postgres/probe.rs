@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use super::listen::Listeners;
 use super::server::{ServerConn, ServerLogin};
+use crate::errors::ConnectError;
 use crate::health::{Probe, ProbeConn, ProbeFuture, ProbeReport};
 use crate::pool::Instance;
+use crate::pool::fleet::{Member, Row};
 
 /// The writer's position is its WAL *write* position: what a replica can reach. (The insert
 /// position can sit past a page header after a WAL switch that no replica ever replays, which
@@ -27,6 +30,18 @@ pub struct PgProbe {
     conn: ProbeConn<ServerConn>,
     instance: Arc<Instance<ServerConn>>,
     max_connections: Option<usize>,
+    fleet: Option<Fleet>,
+}
+
+/// This process's fleet membership on the instance: advertised in the probe connection's
+/// `application_name`, where `pg_stat_activity` shows it to every other member.
+#[derive(Debug)]
+struct Fleet {
+    member: Member<ServerConn>,
+    /// The target group's listening connections: on the writer, outside the pools.
+    listeners: Arc<Listeners>,
+    /// The last exchange's failure, logged once.
+    failing: Option<String>,
 }
 
 impl PgProbe {
@@ -36,7 +51,18 @@ impl PgProbe {
             conn: ProbeConn::default(),
             instance,
             max_connections: None,
+            fleet: None,
         }
+    }
+
+    /// Makes the probe this process's voice in a fleet on its instance.
+    pub fn with_fleet(mut self, member: Member<ServerConn>, listeners: Arc<Listeners>) -> Self {
+        self.fleet = Some(Fleet {
+            member,
+            listeners,
+            failing: None,
+        });
+        self
     }
 
     async fn run(&mut self) -> Result<ProbeReport, String> {
@@ -51,9 +77,54 @@ impl PgProbe {
             self.max_connections = Some(max);
             self.instance.learn_server_max(max);
         }
+        if let Some(fleet) = &mut self.fleet {
+            match exchange(fleet, &mut conn, &self.login, report.writable).await {
+                Ok(()) => fleet.failing = None,
+                Err(e) => {
+                    // A refused query leaves the connection idle; anything else, a new one.
+                    let usable = matches!(e, ConnectError::Refused { .. });
+                    let e = e.to_string();
+                    if fleet.failing.as_ref() != Some(&e) {
+                        tracing::warn!(instance = %self.login.addr, error = %e, "fleet exchange failed; the share stays as it was");
+                    }
+                    fleet.failing = Some(e);
+                    if !usable {
+                        return Ok(report);
+                    }
+                }
+            }
+        }
         self.conn.keep(conn);
         Ok(report)
     }
+}
+
+/// Advertises this process's numbers and reads every member's, in one query: the `SET` comes
+/// first, so a member reading after it sees them (the order the division relies on).
+async fn exchange(
+    fleet: &Fleet,
+    conn: &mut ServerConn,
+    login: &ServerLogin,
+    writer: bool,
+) -> Result<(), ConnectError> {
+    let overhead = 1 + if writer {
+        fleet.listeners.connections()
+    } else {
+        0
+    };
+    let ad = fleet.member.advertise(overhead);
+    let key = fleet.member.key();
+    // The line and the key hold only letters, digits, spaces and `-_.~`: nothing to quote.
+    let sql = format!(
+        "SET application_name = '{ad}'; SELECT application_name FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND left(application_name, {}) = '{key}'",
+        key.len()
+    );
+    let rows = conn.simple_query(login, &sql).await?;
+    fleet
+        .member
+        .observe(rows.into_iter().map(|text| Row { conn: None, text }));
+    Ok(())
 }
 
 impl Probe for PgProbe {

@@ -197,6 +197,39 @@ fn pool_limits_are_mutually_exclusive_and_bounded() {
 }
 
 #[test]
+fn a_fleet_needs_a_name_and_one_budget() {
+    let with = |fleet: &str| {
+        MINIMAL.replace(
+            "    instances:",
+            &format!("    connection_pool: {{fleet: {fleet}}}\n    instances:"),
+        )
+    };
+    assert!(problems(&with("{name: orders-api, max_connections: 60}")).is_empty());
+    assert!(problems(&with("{name: orders-api, max_connections_percent: 80}")).is_empty());
+    assert_eq!(
+        one_problem(&with("{name: orders-api}")),
+        "target_groups.pg.connection_pool.fleet: needs a budget: max_connections or max_connections_percent"
+    );
+    assert_eq!(
+        paths(&with("{name: ' ', max_connections: 1}")),
+        [
+            "target_groups.pg.connection_pool.fleet.name",
+            "target_groups.pg.connection_pool.fleet.max_connections",
+        ]
+    );
+    assert_eq!(
+        paths(&with("{name: a, max_connections_percent: 101}")),
+        ["target_groups.pg.connection_pool.fleet.max_connections_percent"]
+    );
+    assert!(
+        one_problem(&with(
+            "{name: a, max_connections: 9, max_connections_percent: 9}"
+        ))
+        .contains("mutually exclusive")
+    );
+}
+
+#[test]
 fn duplicate_listen_addresses_and_names_are_reported() {
     let second = "  - name: writer\n    listen: 127.0.0.1:6432\n    target_group: nope\n    role: read_only\n";
     let text = MINIMAL.replace("target_groups:", &format!("{second}target_groups:"));

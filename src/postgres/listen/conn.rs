@@ -4,6 +4,7 @@
 //! reconnects). It ends, closing its connection, once no session listens.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -70,7 +71,9 @@ pub(super) async fn run<P: Addressed>(hub: Arc<Hub>, cluster: Arc<Cluster<P>>) {
         };
         tracing::info!(instance = %login.addr, database = %login.database, user = %login.user, pid = conn.key.pid, "listening connection open");
         cluster.metrics.listener_connections.inc();
+        hub.open.fetch_add(1, Ordering::Relaxed);
         let stop = serve(&hub, &cluster, member, &mut conn, lost.take()).await;
+        hub.open.fetch_sub(1, Ordering::Relaxed);
         cluster.metrics.listener_connections.dec();
         hub.state().confirmed.clear();
         conn.close();

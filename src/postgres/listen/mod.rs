@@ -10,6 +10,7 @@ mod inbox;
 pub mod sql;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -34,6 +35,8 @@ pub const DEFAULT_BACKLOG: usize = 10_000;
 pub struct Listeners {
     by_key: Mutex<HashMap<(String, String), Arc<Hub>>>,
     backlog: usize,
+    /// Listening connections open now, across the hubs (a fleet counts them as its own).
+    open: Arc<AtomicUsize>,
 }
 
 impl Default for Listeners {
@@ -48,7 +51,13 @@ impl Listeners {
         Self {
             by_key: Mutex::default(),
             backlog,
+            open: Arc::default(),
         }
+    }
+
+    /// Listening connections open now (all on the writer).
+    pub fn connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     pub fn hub(&self, login: &ServerLogin) -> Arc<Hub> {
@@ -61,6 +70,7 @@ impl Listeners {
                     state: Mutex::default(),
                     wake: Notify::new(),
                     backlog: self.backlog,
+                    open: self.open.clone(),
                 })
             })
             .clone()
@@ -76,6 +86,8 @@ pub struct Hub {
     /// Tells the listening connection's task that the wanted channels changed.
     wake: Notify,
     backlog: usize,
+    /// The target group's count of open listening connections.
+    open: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]

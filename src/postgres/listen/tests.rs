@@ -20,6 +20,7 @@ fn hub() -> Hub {
         },
         state: std::sync::Mutex::new(HubState::default()),
         wake: tokio::sync::Notify::new(),
+        open: Default::default(),
         backlog: 4,
     }
 }
