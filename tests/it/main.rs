@@ -22,6 +22,7 @@ mod compat;
 mod deploy;
 mod drivers;
 mod failover;
+mod fleet;
 mod harness_selftest;
 mod lifecycle;
 mod metrics;

@@ -82,14 +82,6 @@ impl<C: PooledConnection> Member<C> {
         self.instance.addr()
     }
 
-    /// Connections known, from earlier reads, to be other members' (MySQL: a member between
-    /// two statements shows no text, only its row).
-    pub fn known_conns(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.lock().by_conn.keys().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -125,6 +125,13 @@ pub fn config_for_mariadb(db: &MariaDb, opts: &ProxyOptions) -> (String, String)
         kind = opts.client_auth_type,
         monitor = MONITOR.0,
     );
+    if let Some(interval) = &opts.health_interval {
+        y = y.replacen(
+            "auth:\n",
+            &format!("    health: {{ interval: {interval} }}\nauth:\n"),
+            1,
+        );
+    }
     if let Some(t) = &opts.idle_client_park_after {
         let _ = writeln!(y, "idle_client_park_after: {t}");
     }

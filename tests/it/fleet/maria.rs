@@ -1,0 +1,123 @@
+//! The fleet on MariaDB: sysbench through three processes, the processlist counting.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{BUDGET, Member, Sampler, assert_within_budget, wait_growth, wait_members, wait_share};
+use crate::support::mariadb::{APP, MONITOR, MariaDb, client, sysbench};
+use crate::support::sluice::{ProxyOptions, config_for_mariadb};
+use crate::support::tools::command_output;
+
+/// The fleet's connections (pools as `app`; probes and advertising connections as `monitor`)
+/// from one `SHOW PROCESSLIST` as root over the socket, its own row left out.
+fn fleet_threads(socket: &Path) -> usize {
+    let (status, out, err) = command_output(
+        client()
+            .args(["-u", "root"])
+            .arg(format!("--socket={}", socket.display()))
+            .args(["-e", "SHOW PROCESSLIST"]),
+    );
+    assert!(status.success(), "SHOW PROCESSLIST: {err}");
+    out.lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| matches!(f.get(1), Some(&u) if u == APP.0 || u == MONITOR.0))
+        .filter(|f| f.get(4) != Some(&"Daemon"))
+        .count()
+}
+
+fn load(member: &Member, secs: u32) -> Child {
+    sysbench(member.proxy.port(), 1000)
+        .args([
+            "--threads=40",
+            &format!("--time={secs}"),
+            "--report-interval=0",
+        ])
+        .args(["--db-ps-mode=disable", "oltp_point_select", "run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// sysbench's transaction count, after checking it ended well with no error.
+fn transactions(child: Child, who: &str) -> u64 {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{who}: sysbench failed:\n{text}");
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    assert_eq!(field("ignored errors:"), Some(0), "{who}:\n{text}");
+    field("transactions:").unwrap_or_else(|| panic!("{who}: no transaction count:\n{text}"))
+}
+
+#[test]
+fn three_processes_share_twelve_connections_and_the_last_one_grows() {
+    let db = MariaDb::start();
+    let (status, out, err) =
+        command_output(sysbench(db.port(), 1000).args(["oltp_point_select", "prepare"]));
+    assert!(status.success(), "sysbench prepare: {out}\n{err}");
+    let opts = ProxyOptions {
+        pool_size: 20,
+        borrow_timeout: "60s".into(),
+        client_auth_type: "mysql_native_password".into(),
+        health_interval: Some("100ms".into()),
+        ..ProxyOptions::default()
+    };
+    let members: Vec<Member> = (0..3)
+        .map(|_| {
+            let (yaml, secrets) = config_for_mariadb(&db, &opts);
+            Member::start(&yaml, &secrets)
+        })
+        .collect();
+    wait_members(&members.iter().collect::<Vec<_>>(), 3.0);
+    let socket = db.socket();
+    let count = move || fleet_threads(&socket);
+    let started = Instant::now();
+    let sampler = Sampler::start(count.clone());
+    let loads: Vec<_> = members.iter().map(|m| load(m, 8)).collect();
+    for (i, l) in loads.into_iter().enumerate() {
+        let n = transactions(l, &format!("process {i}"));
+        assert!(n > 0, "process {i} made no progress");
+        eprintln!("process {i}: {n} transactions");
+    }
+    assert_within_budget(&sampler.since(started), "three busy processes");
+    for m in &members {
+        let waits = m.fleet("fleet_borrow_waits_total").unwrap_or(0.0);
+        assert!(
+            waits > 0.0,
+            "40 clients on a share of 2 never waited for the budget"
+        );
+    }
+
+    // All three busy again; one dies (SIGKILL), one stops (SIGTERM: it drains); the third
+    // grows past its share of three. Each process holds a probe and an advertising
+    // connection: a share of 2 pool connections of three; alone, 10.
+    let mut loads: Vec<_> = members.iter().map(|m| load(m, 10)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = Instant::now();
+    members[0].kill9();
+    members[1].terminate();
+    let mut rest = members.into_iter();
+    let killed = rest.next();
+    let draining = rest.next().unwrap();
+    let survivor = rest.next().unwrap();
+    wait_growth(&survivor, stopped, (2.0, BUDGET / 3), count);
+    let busy = loads.pop().unwrap();
+    // The stopped ones' load lost its sessions: only its exit is awaited.
+    loads.into_iter().for_each(|l| drop(l.wait_with_output()));
+    // Once the drained one is gone too, the survivor has the whole budget but its own
+    // overhead.
+    draining.wait_exit();
+    wait_share(&survivor, 10.0);
+    assert!(transactions(busy, "the survivor") > 0);
+    drop(killed);
+    assert_within_budget(&sampler.since(started), "after two stopped");
+}

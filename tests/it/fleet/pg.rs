@@ -1,0 +1,128 @@
+//! The fleet on PostgreSQL: pgbench through three processes, `pg_stat_activity` counting.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{BUDGET, Member, Sampler, assert_within_budget, wait_growth, wait_members, wait_share};
+use crate::pg_proxy::client;
+use crate::support::postgres::{APP, APPDB, MONITOR, PgServer};
+use crate::support::sluice::{ProxyOptions, config_for};
+use crate::support::tools::command_output;
+
+/// The fleet's backends (the pools log in as `app`, the probes as `monitor`), counted by a
+/// psql over TCP as `monitor`; psql's own backends left out (two counts may run at once).
+fn fleet_backends(psql: &Path, port: u16) -> usize {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('{}', '{}') \
+         AND backend_type = 'client backend' AND application_name <> 'psql'",
+        APP.0, MONITOR.0
+    );
+    let (status, out, err) = command_output(
+        Command::new(psql)
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-U", MONITOR.0, "-d", "postgres", "-c", &sql])
+            .env("PGPASSWORD", MONITOR.1)
+            .env("PGCONNECT_TIMEOUT", "10"),
+    );
+    assert!(status.success(), "counting the fleet's backends: {err}");
+    out.trim().parse().unwrap_or(usize::MAX)
+}
+
+fn pgbench(pg: &PgServer, member: &Member, secs: u32) -> std::process::Child {
+    client(pg, &member.proxy, "pgbench", APP)
+        .args(["-n", "-c", "40", "-j", "2", "-T", &secs.to_string()])
+        .args(["-b", "select-only@9", "-b", "simple-update@1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// pgbench's count of processed transactions, after checking it failed none.
+fn processed(child: std::process::Child, who: &str) -> u64 {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{who}: pgbench failed:\n{text}");
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    if let Some(failed) = field("number of failed transactions: ") {
+        assert_eq!(failed, 0, "{who}:\n{text}");
+    }
+    field("number of transactions actually processed: ")
+        .unwrap_or_else(|| panic!("{who}: no transaction count:\n{text}"))
+}
+
+#[test]
+fn three_processes_share_twelve_connections_and_the_last_one_grows() {
+    let pg = PgServer::start();
+    let (status, _, err) = command_output(
+        pg.cmd("pgbench")
+            .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1"])
+            .args(["-p", &pg.port().to_string(), "-U", APP.0, APPDB])
+            .env("PGPASSWORD", APP.1),
+    );
+    assert!(status.success(), "pgbench -i: {err}");
+    let opts = ProxyOptions {
+        pool_size: 20,
+        borrow_timeout: "60s".into(),
+        health_interval: Some("100ms".into()),
+        ..ProxyOptions::default()
+    };
+    let members: Vec<Member> = (0..3)
+        .map(|_| {
+            let (yaml, secrets) = config_for(&pg, &opts);
+            Member::start(&yaml, &secrets)
+        })
+        .collect();
+    wait_members(&members.iter().collect::<Vec<_>>(), 3.0);
+    super::assert_fleet_families_documented(&members[0]);
+    let (psql, port) = (pg.bin("psql"), pg.port());
+    let count = move || fleet_backends(&psql, port);
+    let started = Instant::now();
+    let sampler = Sampler::start(count.clone());
+    let loads: Vec<_> = members.iter().map(|m| pgbench(&pg, m, 8)).collect();
+    for (i, load) in loads.into_iter().enumerate() {
+        let n = processed(load, &format!("process {i}"));
+        assert!(n > 0, "process {i} made no progress");
+        eprintln!("process {i}: {n} transactions");
+    }
+    assert_within_budget(&sampler.since(started), "three busy processes");
+    for m in &members {
+        let waits = m.fleet("fleet_borrow_waits_total").unwrap_or(0.0);
+        assert!(
+            waits > 0.0,
+            "40 clients on a share of 3 never waited for the budget"
+        );
+    }
+
+    // All three busy again; one dies (SIGKILL: its backends vanish with its sockets), one
+    // stops (SIGTERM: it drains); the third grows past its share of three.
+    let mut loads: Vec<_> = members.iter().map(|m| pgbench(&pg, m, 10)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = Instant::now();
+    members[0].kill9();
+    members[1].terminate();
+    let mut rest = members.into_iter();
+    let killed = rest.next();
+    let draining = rest.next().unwrap();
+    let survivor = rest.next().unwrap();
+    wait_growth(&survivor, stopped, (3.0, BUDGET / 3), count);
+    let busy = loads.pop().unwrap();
+    // The stopped ones' load lost its sessions: only its exit is awaited.
+    loads.into_iter().for_each(|l| drop(l.wait_with_output()));
+    // Once the drained one is gone too, the survivor has the whole budget but its own
+    // overhead.
+    draining.wait_exit();
+    wait_share(&survivor, 11.0);
+    assert!(processed(busy, "the survivor") > 0);
+    drop(killed);
+    assert_within_budget(&sampler.since(started), "after two stopped");
+}
