@@ -2,7 +2,8 @@
 //! string in its processlist (connect attributes need the performance schema, off by default
 //! on MariaDB, and are fixed at connect), but both show a running statement's text: so one
 //! connection per process and instance keeps a statement running whose comment holds the
-//! advertisement, `SELECT SLEEP(interval)`, and between two sleeps reads the processlist with
+//! advertisement, `DO SLEEP(interval)` (`DO`, so MySQL's `max_execution_time`, which bounds
+//! only SELECTs, cannot cut it), and between two sleeps reads the processlist with
 //! the advertisement in that statement's comment too. The read is `SHOW FULL PROCESSLIST`, not
 //! a query on `information_schema.PROCESSLIST`: sampled often under load, the latter crashed
 //! MariaDB 10.11 in this repository's tests (see `tests/it/support/mariadb.rs`).
@@ -10,6 +11,7 @@
 use std::time::Duration;
 
 use super::server::{FLEET_PROGRAM, ServerConn, ServerLogin};
+use crate::errors::ConnectError;
 use crate::pool::PooledConnection;
 use crate::pool::fleet::{Member, Row};
 
@@ -64,9 +66,15 @@ async fn rounds(
             conn: r.first().cloned().flatten().and_then(|id| id.parse().ok()),
             text: r.get_mut(7).and_then(Option::take),
         }));
-        let wait = format!("SELECT SLEEP({sleep}) /* {ad} */");
+        let wait = format!("DO SLEEP({sleep}) /* {ad} */");
         match tokio::time::timeout(interval + timeout, conn.query(addr, &wait)).await {
             Ok(Ok(_)) => {}
+            // Refused (MariaDB's max_statement_time, say): the connection is still good, but
+            // the round waits here, showing no text (members read that as "unchanged").
+            Ok(Err(ConnectError::Refused { message, .. })) => {
+                tracing::debug!(instance = %addr, message, "fleet advertisement cut short");
+                tokio::time::sleep(interval).await;
+            }
             Ok(Err(e)) => break e.to_string(),
             Err(_) => break format!("no answer within {:?}", interval + timeout),
         }

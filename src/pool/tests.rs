@@ -391,3 +391,47 @@ async fn a_reloaded_cap_grants_waiters_and_trims_idle_connections() {
     );
     assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_share_caps_the_pool_and_counts_the_waits_it_causes() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(2), 100));
+    let counter = Arc::new(Counter::default());
+    let p = pool(&instance, &counter, settings());
+    instance.join_fleet();
+    let share = |share| FleetView {
+        budget: 10,
+        seen: 0,
+        members: 2,
+        share,
+    };
+    instance.set_fleet_view(share(1));
+    let a = p.borrow().await.unwrap();
+    let waiter = p.clone();
+    let w = tokio::spawn(async move { waiter.borrow().await });
+    tokio::task::yield_now().await;
+    let waits = |i: &Instance<Conn>| i.stats().fleet.map(|(_, w)| w);
+    assert_eq!(
+        waits(&instance),
+        Some(1),
+        "the share, not the own cap, stopped it"
+    );
+    // A larger share serves the waiter at once.
+    instance.set_fleet_view(share(5));
+    let b = w.await.unwrap().unwrap();
+    assert_eq!(instance.stats().max, 2, "never above the process's own cap");
+    // At the own cap, a wait is not the budget's.
+    let waiter = p.clone();
+    let w = tokio::spawn(async move { waiter.borrow().await });
+    tokio::task::yield_now().await;
+    assert_eq!(waits(&instance), Some(1));
+    let sample = instance.fleet_sample();
+    assert_eq!((sample.borrowed_peak, sample.waiting_peak), (2, 1));
+    // A smaller share closes what comes back above it.
+    instance.set_fleet_view(share(1));
+    a.release(true);
+    b.release(true);
+    let c = w.await;
+    assert!(c.is_ok());
+    drop(c);
+    assert!(instance.stats().open <= 1, "{:?}", instance.stats());
+}

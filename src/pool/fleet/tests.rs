@@ -278,3 +278,28 @@ fn a_member_caps_its_instance_from_what_it_reads() {
         "it wants only one: it has borrowed nothing"
     );
 }
+
+#[test]
+fn a_percent_budget_waits_for_the_server_size() {
+    let instance = Arc::new(Instance::<Nothing>::new(
+        "x:1".into(),
+        Limit::Absolute(50),
+        100,
+    ));
+    let spec = FleetSpec {
+        name: "f".into(),
+        budget: Budget::Percent(80),
+    };
+    let member = Member::new(&spec, instance.clone());
+    member.advertise(1);
+    assert_eq!(
+        member.observe(vec![]),
+        None,
+        "the server's size is not known yet"
+    );
+    instance.learn_server_max(100);
+    member.advertise(1);
+    assert_eq!(member.observe(vec![]), Some(0));
+    let (view, waits) = instance.stats().fleet.unwrap();
+    assert_eq!((view.budget, view.members, waits), (80, 1, 0));
+}
