@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use super::model::{
-    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Fleet, Health, ServerTlsMode, TargetGroup,
+    AuthEntry, ClientAuth, ConnectionPool, Endpoint, Engine, Fleet, Health, ServerTlsMode,
+    TargetGroup,
 };
 use super::parse::Parts;
 use super::{Duration, Problem, Seg};
@@ -232,11 +233,15 @@ impl Validator<'_> {
             let msg = format!("monitor_user `{user}` is not the username of any auth entry");
             self.report(&at(path, "monitor_user"), &msg);
         }
-        self.pool(&at(path, "connection_pool"), &group.connection_pool);
+        self.pool(
+            &at(path, "connection_pool"),
+            &group.connection_pool,
+            group.engine,
+        );
         self.health(&at(path, "health"), &group.health);
     }
 
-    fn pool(&mut self, path: &[Seg], pool: &ConnectionPool) {
+    fn pool(&mut self, path: &[Seg], pool: &ConnectionPool, engine: Engine) {
         if pool.max_connections.is_some() && pool.max_connections_percent.is_some() {
             self.report(
                 path,
@@ -288,11 +293,17 @@ impl Validator<'_> {
             );
         }
         if let Some(fleet) = &pool.fleet {
-            self.fleet(&at(path, "fleet"), fleet);
+            self.fleet(&at(path, "fleet"), fleet, engine);
         }
     }
 
-    fn fleet(&mut self, path: &[Seg], fleet: &Fleet) {
+    fn fleet(&mut self, path: &[Seg], fleet: &Fleet, engine: Engine) {
+        // A member's own connections come first: its probe, and on MySQL its advertising
+        // connection (docs/fleet.md); then at least one pool connection.
+        let least = match engine {
+            Engine::Postgres => 2,
+            Engine::Mysql => 3,
+        };
         if fleet.name.trim().is_empty() {
             self.report(&at(path, "name"), "must not be empty");
         }
@@ -305,9 +316,13 @@ impl Validator<'_> {
                 path,
                 "needs a budget: max_connections or max_connections_percent",
             ),
-            (Some(n), None) if n < 2 => self.report(
+            (Some(n), None) if n < least => self.report(
                 &at(path, "max_connections"),
-                "must be at least 2 (a probe and a pool connection)",
+                if least == 2 {
+                    "must be at least 2 (a probe and a pool connection)"
+                } else {
+                    "must be at least 3 on MySQL (a probe, an advertising and a pool connection)"
+                },
             ),
             (None, Some(p)) if !(1..=100).contains(&p) => self.report(
                 &at(path, "max_connections_percent"),

@@ -62,6 +62,18 @@ struct PoolJson {
     idle: usize,
     borrowed: usize,
     waiting: usize,
+    /// With `connection_pool.fleet`: the last read of the fleet on the instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetJson>,
+}
+
+#[derive(Serialize)]
+struct FleetJson {
+    budget: usize,
+    connections: usize,
+    members: usize,
+    share: usize,
+    borrow_waits: u64,
 }
 
 /// What the admin routes answer from.
@@ -187,6 +199,13 @@ fn pools(state: &AdminState) -> Vec<PoolJson> {
                 idle: s.idle,
                 borrowed: s.borrowed,
                 waiting: s.waiting,
+                fleet: s.fleet.map(|(v, waits)| FleetJson {
+                    budget: v.budget,
+                    connections: v.seen,
+                    members: v.members,
+                    share: v.share,
+                    borrow_waits: waits,
+                }),
             })
         })
         .collect()

@@ -30,12 +30,31 @@ pub async fn advertise(
     let mut failing: Option<String> = None;
     loop {
         let e = rounds(&member, &login, interval, timeout).await;
+        member.missed();
         if failing.as_ref() != Some(&e) {
-            tracing::warn!(instance = %login.addr, error = %e, "fleet exchange failed; the share stays as it was");
+            tracing::warn!(instance = %login.addr, error = %e, "fleet exchange failed");
         }
         failing = Some(e);
         tokio::time::sleep(interval).await;
     }
+}
+
+/// A processlist row (Id, User, Host, db, Command, Time, State, Info, ...) as the member
+/// reads it: only the monitor user's, where every member advertises, and only the text of
+/// the two statements members run, so that no other statement (a client's, quoting a line)
+/// can speak for the fleet.
+fn member_row(mut r: Vec<Option<String>>, user: &str) -> Option<Row> {
+    if r.get(1)?.as_deref() != Some(user) {
+        return None;
+    }
+    let text = r
+        .get_mut(7)
+        .and_then(Option::take)
+        .filter(|t| t.starts_with("DO SLEEP(") || t.starts_with("SHOW FULL PROCESSLIST /*"));
+    Some(Row {
+        conn: r.first()?.as_deref()?.parse().ok(),
+        text,
+    })
 }
 
 /// Rounds on one connection until it fails: read (advertising), then sleep (advertising).
@@ -51,6 +70,9 @@ async fn rounds(
         Ok(Err(e)) => return e.to_string(),
         Err(_) => return format!("no connection within {timeout:?}"),
     };
+    // MariaDB's max_statement_time would cut the sleep short (MySQL has no such variable: the
+    // error is ignored).
+    let _ = conn.query(addr, "SET SESSION max_statement_time = 0").await;
     let sleep = format!("{:.3}", interval.as_secs_f64());
     let result = loop {
         let ad = member.advertise(OVERHEAD);
@@ -60,12 +82,7 @@ async fn rounds(
             Ok(Err(e)) => break e.to_string(),
             Err(_) => break format!("no answer within {timeout:?}"),
         };
-        // Id, User, Host, db, Command, Time, State, Info, ...: this process's own row holds
-        // its own id, which the member skips.
-        member.observe(rows.into_iter().map(|mut r| Row {
-            conn: r.first().cloned().flatten().and_then(|id| id.parse().ok()),
-            text: r.get_mut(7).and_then(Option::take),
-        }));
+        member.observe(rows.into_iter().filter_map(|r| member_row(r, &login.user)));
         let wait = format!("DO SLEEP({sleep}) /* {ad} */");
         match tokio::time::timeout(interval + timeout, conn.query(addr, &wait)).await {
             Ok(Ok(_)) => {}
@@ -81,4 +98,43 @@ async fn rounds(
     };
     conn.close();
     result
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(user: &str, info: Option<&str>) -> Vec<Option<String>> {
+        let f = |s: &str| Some(s.to_owned());
+        vec![
+            f("7"),
+            f(user),
+            f("h"),
+            None,
+            f("Query"),
+            f("0"),
+            f(""),
+            info.map(str::to_owned),
+        ]
+    }
+
+    #[test]
+    fn only_the_monitor_users_advertising_statements_speak_for_the_fleet() {
+        let line = "sluice fleet f 0000000a 2 0 0 1";
+        let sleep = format!("DO SLEEP(1.000) /* {line} */");
+        let read = member_row(row("monitor", Some(&sleep)), "monitor").unwrap();
+        assert_eq!(
+            (read.conn, read.text.as_deref()),
+            (Some(7), Some(sleep.as_str()))
+        );
+        assert!(member_row(row("app", Some(&sleep)), "monitor").is_none());
+        let quoted = format!("SELECT '/* {line} */'");
+        let other = member_row(row("monitor", Some(&quoted)), "monitor").unwrap();
+        assert_eq!(
+            (other.conn, other.text),
+            (Some(7), None),
+            "a row, but no line"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::mysql::MysqlKeys;
 use crate::errors::{ConnectError, Rejected};
 use crate::pool::PooledConnection;
-use crate::tls::{Socket, unix_path};
+use crate::tls::{Socket, unix_path, until_closed};
 
 /// Largest packet sluice reads whole from a server on the control plane.
 const MAX_CONTROL_PACKET: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
@@ -107,6 +107,21 @@ impl PooledConnection for ServerConn {
     fn close(mut self) {
         // COM_QUIT lets the server end the thread without logging an aborted connection.
         let _ = self.stream.try_write(&[1, 0, 0, 0, command::QUIT]);
+    }
+
+    fn close_confirmed(
+        mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            if self
+                .stream
+                .write_all(&[1, 0, 0, 0, command::QUIT])
+                .await
+                .is_ok()
+            {
+                until_closed(&mut self.stream).await;
+            }
+        })
     }
 
     fn is_usable(&mut self) -> bool {

@@ -9,6 +9,11 @@ use tokio::time::{Duration, Instant};
 
 use super::PooledConnection;
 
+mod fleet;
+
+use fleet::{Fleet, fleet_wait, hold_closing};
+pub use fleet::{FleetSample, FleetView};
+
 /// How many server connections an instance may have open across all its pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -80,44 +85,9 @@ struct State<C> {
     /// This process's share of a fleet budget, when its target group has a fleet: it caps
     /// `max` below what `limit` allows.
     fleet: Option<Fleet>,
-}
-
-/// A fleet's view of this instance, as the last read of the database left it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FleetView {
-    /// The fleet's connections allowed on the instance.
-    pub budget: usize,
-    /// The fleet's connections on the instance, as its members advertise them.
-    pub seen: usize,
-    /// Processes of the fleet, this one included.
-    pub members: usize,
-    /// This process's pool cap from the fleet.
-    pub share: usize,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Fleet {
-    view: FleetView,
-    /// Borrows that waited because the share, not the process's own cap, was reached.
-    waits: u64,
-    /// The most sessions waiting at once since the last sample.
-    wait_peak: usize,
-}
-
-/// What a fleet member advertises, read from the instance (and the peaks reset).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FleetSample {
-    pub open: usize,
-    /// The fleet share now in force.
-    pub share: usize,
-    /// The process's own cap (`max_connections` or its percent).
-    pub limit: usize,
-    /// The most leases out at once since the last sample.
-    pub borrowed_peak: usize,
-    /// The most sessions waiting at once since the last sample.
-    pub waiting_peak: usize,
-    /// The server's `max_connections`, once known.
-    pub server_max: Option<usize>,
+    /// Connections closed but not yet let go by the server (fleet instances only): they
+    /// still count against the cap, as the server still counts them.
+    closing: usize,
 }
 
 /// One database instance as the pools see it.
@@ -128,6 +98,8 @@ pub struct Instance<C> {
     borrowed: Arc<AtomicUsize>,
     /// The most leases out at once since a fleet member last sampled.
     borrowed_peak: AtomicUsize,
+    /// Set when the instance joins a fleet: what a close confirmed later gives its slot to.
+    fleet_self: std::sync::OnceLock<std::sync::Weak<Instance<C>>>,
 }
 
 impl<C> std::fmt::Debug for Instance<C> {
@@ -166,9 +138,11 @@ impl<C: PooledConnection> Instance<C> {
                 generation: 0,
                 pools: Vec::new(),
                 fleet: None,
+                closing: 0,
             }),
             borrowed: Arc::new(AtomicUsize::new(0)),
             borrowed_peak: AtomicUsize::new(0),
+            fleet_self: std::sync::OnceLock::new(),
         }
     }
 
@@ -211,11 +185,12 @@ impl<C: PooledConnection> Instance<C> {
                 waiters.extend(pool.waiters.drain(..));
             }
             st.open -= doomed.len();
+            hold_closing(st, doomed.len());
             waiters
         };
         drop(waiters);
         let n = doomed.len();
-        doomed.into_iter().for_each(|p| p.conn.close());
+        self.dispose(doomed);
         n
     }
 
@@ -245,7 +220,7 @@ impl<C: PooledConnection> Instance<C> {
         let mut st = self.lock();
         st.server_max = Some(server_max);
         st.max = effective_max(&st);
-        while st.open < st.max && grant_slot(&mut st) {}
+        while used(&st) < st.max && grant_slot(&mut st) {}
     }
 
     /// Applies a reloaded cap. A higher one serves waiting borrowers at once; above a lower
@@ -258,53 +233,12 @@ impl<C: PooledConnection> Instance<C> {
             st.max_idle_percent = max_idle_percent;
             resize(&mut st, &mut doomed);
         }
-        doomed.into_iter().for_each(|p| p.conn.close());
+        self.dispose(doomed);
     }
 
     /// The server's `max_connections`, once a probe or a first connection learned it.
     pub fn server_max(&self) -> Option<usize> {
         self.lock().server_max
-    }
-
-    /// Puts the instance's pools under a fleet budget: no pool connection until the first
-    /// read of the fleet gives this process a share.
-    pub fn join_fleet(&self) {
-        let mut st = self.lock();
-        st.fleet = Some(Fleet::default());
-        st.max = effective_max(&st);
-    }
-
-    /// Applies a fleet read: the share caps the pools as `reconfigure` does.
-    pub fn set_fleet_view(&self, view: FleetView) {
-        let mut doomed = Vec::new();
-        {
-            let mut st = self.lock();
-            if let Some(f) = &mut st.fleet {
-                f.view = view;
-            }
-            resize(&mut st, &mut doomed);
-        }
-        doomed.into_iter().for_each(|p| p.conn.close());
-    }
-
-    /// The numbers a fleet member advertises; the peaks start again from now.
-    pub fn fleet_sample(&self) -> FleetSample {
-        let borrowed = self.borrowed.load(Ordering::Relaxed);
-        let borrowed_peak = self.borrowed_peak.swap(borrowed, Ordering::Relaxed);
-        let mut st = self.lock();
-        let waiting: usize = st.pools.iter().map(|p| p.waiters.len()).sum();
-        let limit = limit_max(&st);
-        let (share, waiting_peak) = st.fleet.as_mut().map_or((limit, 0), |f| {
-            (f.view.share, std::mem::replace(&mut f.wait_peak, waiting))
-        });
-        FleetSample {
-            open: st.open,
-            share,
-            limit,
-            borrowed_peak: borrowed_peak.max(borrowed),
-            waiting_peak: waiting_peak.max(waiting),
-            server_max: st.server_max,
-        }
     }
 
     pub fn stats(&self) -> InstanceStats {
@@ -323,9 +257,11 @@ impl<C: PooledConnection> Instance<C> {
         let found = {
             let mut st = self.lock();
             let st = &mut *st;
-            pop_live_idle(st, index, max_lifetime, &mut doomed)
+            let found = pop_live_idle(st, index, max_lifetime, &mut doomed);
+            hold_closing(st, doomed.len());
+            found
         };
-        doomed.into_iter().for_each(|p| p.conn.close());
+        self.dispose(doomed);
         found
     }
 
@@ -334,9 +270,9 @@ impl<C: PooledConnection> Instance<C> {
         let take = {
             let mut st = self.lock();
             let st = &mut *st;
-            if let Some(conn) = pop_live_idle(st, index, max_lifetime, &mut doomed) {
+            let take = if let Some(conn) = pop_live_idle(st, index, max_lifetime, &mut doomed) {
                 Take::Idle(conn)
-            } else if st.open < st.max {
+            } else if used(st) < st.max {
                 st.open += 1;
                 st.pools[index].open += 1;
                 Take::Connect
@@ -358,9 +294,11 @@ impl<C: PooledConnection> Instance<C> {
                     fleet_wait(st);
                 }
                 Take::Wait(rx)
-            }
+            };
+            hold_closing(st, doomed.len());
+            take
         };
-        doomed.into_iter().for_each(|p| p.conn.close());
+        self.dispose(doomed);
         take
     }
 
@@ -369,7 +307,10 @@ impl<C: PooledConnection> Instance<C> {
         let mut st = self.lock();
         st.pools[index].open -= 1;
         st.open -= 1;
-        grant_slot(&mut st);
+        // Not above a cap lowered meanwhile (a fleet share shrinks every round).
+        if used(&st) < st.max {
+            grant_slot(&mut st);
+        }
     }
 
     pub(super) fn put(
@@ -388,7 +329,7 @@ impl<C: PooledConnection> Instance<C> {
             let keep = reusable
                 && conn.generation == st.generation
                 && now.saturating_duration_since(conn.created) < max_lifetime
-                && st.open <= st.max
+                && used(st) <= st.max
                 && !waited_longer_elsewhere(st, index);
             if keep {
                 let mut conn = conn;
@@ -408,11 +349,12 @@ impl<C: PooledConnection> Instance<C> {
                 st.pools[index].open -= 1;
                 st.open -= 1;
                 doomed = Some(conn);
-                while st.open < st.max && grant_slot(st) {}
+                hold_closing(st, 1);
+                while used(st) < st.max && grant_slot(st) {}
             }
         }
         if let Some(p) = doomed {
-            p.conn.close();
+            self.dispose(vec![p]);
         }
     }
 
@@ -441,10 +383,11 @@ impl<C: PooledConnection> Instance<C> {
                 }
             }
             st.open -= doomed.len();
-            while st.open < st.max && grant_slot(st) {}
+            hold_closing(st, doomed.len());
+            while used(st) < st.max && grant_slot(st) {}
         }
         let n = doomed.len();
-        doomed.into_iter().for_each(|p| p.conn.close());
+        self.dispose(doomed);
         n
     }
 }
@@ -468,8 +411,9 @@ fn effective_max<C>(st: &State<C>) -> usize {
 /// as they come back (`put`); under a higher one, waiters get slots at once.
 fn resize<C>(st: &mut State<C>, doomed: &mut Vec<Pooled<C>>) {
     st.max = effective_max(st);
+    let before = doomed.len();
     for pool in &mut st.pools {
-        while st.open > st.max {
+        while st.open + st.closing > st.max {
             let Some(idle) = pool.idle.pop_front() else {
                 break;
             };
@@ -478,18 +422,13 @@ fn resize<C>(st: &mut State<C>, doomed: &mut Vec<Pooled<C>>) {
             st.open -= 1;
         }
     }
-    while st.open < st.max && grant_slot(st) {}
+    hold_closing(st, doomed.len() - before);
+    while used(st) < st.max && grant_slot(st) {}
 }
 
-/// A borrow waits under a fleet: counted against the budget when the share, not the
-/// process's own cap, stopped it; and the peak of waiters kept for the next advertisement.
-fn fleet_wait<C>(st: &mut State<C>) {
-    let waiting: usize = st.pools.iter().map(|p| p.waiters.len()).sum();
-    let by_budget = st.max < limit_max(st);
-    if let Some(f) = &mut st.fleet {
-        f.waits += u64::from(by_budget);
-        f.wait_peak = f.wait_peak.max(waiting);
-    }
+/// Connections that count against the cap: open, and closed but not yet let go.
+fn used<C>(st: &State<C>) -> usize {
+    st.open + st.closing
 }
 
 /// The most recently used idle connection of pool `index` still within its lifetime; expired

@@ -29,6 +29,16 @@ pub trait PooledConnection: Send + 'static {
     /// False when the server ended the connection while it sat idle (restart, terminated
     /// backend): the pool closes it instead of handing it out.
     fn is_usable(&mut self) -> bool;
+    /// Closes, and resolves once the server has let the connection go (it closed its end),
+    /// so that a budget the server counts can count the connection free. The caller bounds
+    /// the wait.
+    fn close_confirmed(self) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    where
+        Self: Sized,
+    {
+        self.close();
+        Box::pin(std::future::ready(()))
+    }
 }
 
 pub type ConnectFuture<'a, C> = Pin<Box<dyn Future<Output = Result<C, ConnectError>> + Send + 'a>>;

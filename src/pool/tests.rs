@@ -435,3 +435,52 @@ async fn a_fleet_share_caps_the_pool_and_counts_the_waits_it_causes() {
     drop(c);
     assert!(instance.stats().open <= 1, "{:?}", instance.stats());
 }
+
+/// A connection whose server lets it go only when the test says so.
+struct Lingering(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl PooledConnection for Lingering {
+    fn close(self) {}
+    fn is_usable(&mut self) -> bool {
+        true
+    }
+    fn close_confirmed(
+        mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            if let Some(gone) = self.0.take() {
+                let _ = gone.await;
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_a_fleet_a_closed_connection_holds_its_slot_until_the_server_let_it_go() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(2), 100));
+    let index = instance.add_pool();
+    instance.join_fleet();
+    instance.set_fleet_view(FleetView {
+        share: 2,
+        ..FleetView::default()
+    });
+    assert!(matches!(
+        instance.take(index, Duration::from_secs(60)),
+        instance::Take::Connect
+    ));
+    let (gone, lingering) = tokio::sync::oneshot::channel();
+    let conn = instance::Pooled::new(Lingering(Some(lingering)), 0);
+    instance.put(index, conn, false, Duration::from_secs(60));
+    tokio::task::yield_now().await;
+    assert_eq!(instance.stats().open, 0);
+    // One slot is free, the other still closing on the server.
+    assert!(matches!(
+        instance.take(index, Duration::from_secs(60)),
+        instance::Take::Connect
+    ));
+    let instance::Take::Wait(rx) = instance.take(index, Duration::from_secs(60)) else {
+        panic!("the closing connection's slot was handed out");
+    };
+    gone.send(()).unwrap();
+    assert!(matches!(rx.await, Ok(instance::Grant::Slot)));
+}

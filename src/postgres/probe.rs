@@ -66,6 +66,14 @@ impl PgProbe {
     }
 
     async fn run(&mut self) -> Result<ProbeReport, String> {
+        let result = self.round().await;
+        if let (Err(_), Some(fleet)) = (&result, &self.fleet) {
+            fleet.member.missed();
+        }
+        result
+    }
+
+    async fn round(&mut self) -> Result<ProbeReport, String> {
         let mut conn = self.conn.take(ServerConn::connect(&self.login)).await?;
         let row = conn
             .simple_query(&self.login, SQL)
@@ -81,11 +89,12 @@ impl PgProbe {
             match exchange(fleet, &mut conn, &self.login, report.writable).await {
                 Ok(()) => fleet.failing = None,
                 Err(e) => {
+                    fleet.member.missed();
                     // A refused query leaves the connection idle; anything else, a new one.
                     let usable = matches!(e, ConnectError::Refused { .. });
                     let e = e.to_string();
                     if fleet.failing.as_ref() != Some(&e) {
-                        tracing::warn!(instance = %self.login.addr, error = %e, "fleet exchange failed; the share stays as it was");
+                        tracing::warn!(instance = %self.login.addr, error = %e, "fleet exchange failed");
                     }
                     fleet.failing = Some(e);
                     if !usable {
@@ -100,7 +109,8 @@ impl PgProbe {
 }
 
 /// Advertises this process's numbers and reads every member's, in one query: the `SET` comes
-/// first, so a member reading after it sees them (the order the division relies on).
+/// first, so a member reading after it sees them (the order the division relies on). Only
+/// the probe user's client backends are read: another role cannot speak for the fleet.
 async fn exchange(
     fleet: &Fleet,
     conn: &mut ServerConn,
@@ -117,7 +127,8 @@ async fn exchange(
     // The line and the key hold only letters, digits, spaces and `-_.~`: nothing to quote.
     let sql = format!(
         "SET application_name = '{ad}'; SELECT application_name FROM pg_stat_activity \
-         WHERE pid <> pg_backend_pid() AND left(application_name, {}) = '{key}'",
+         WHERE pid <> pg_backend_pid() AND usename = current_user \
+         AND backend_type = 'client backend' AND left(application_name, {}) = '{key}'",
         key.len()
     );
     let rows = conn.simple_query(login, &sql).await?;

@@ -16,8 +16,8 @@ use crate::auth::credentials::{Credential, Credentials};
 use crate::auth::scram::{SaltedCache, ScramClient};
 use crate::errors::{ConnectError, Rejected};
 use crate::pool::PooledConnection;
-use crate::tls::Socket;
 use crate::tls::unix_path;
+use crate::tls::{Socket, until_closed};
 
 /// Largest message sluice reads whole from a server on the control plane.
 const MAX_CONTROL_MESSAGE: usize = 16 << 20;
@@ -114,6 +114,20 @@ impl PooledConnection for ServerConn {
         let mut buf = BytesMut::with_capacity(5);
         wire::terminate(&mut buf);
         let _ = self.stream.try_write(&buf);
+    }
+
+    fn close_confirmed(
+        mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut buf = BytesMut::with_capacity(5);
+            wire::terminate(&mut buf);
+            if self.stream.write_all(&buf).await.is_ok() {
+                // The backend leaves pg_stat_activity before its socket closes (its shared
+                // memory exit callbacks run before the ones that close the socket).
+                until_closed(&mut self.stream).await;
+            }
+        })
     }
 
     fn is_usable(&mut self) -> bool {

@@ -510,3 +510,15 @@ impl AsyncWrite for Socket {
         }
     }
 }
+
+/// Reads and drops whatever the peer still sends until it closes its end (or the read fails):
+/// how a closing side learns the server has let the connection go.
+pub async fn until_closed(stream: &mut Socket) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}

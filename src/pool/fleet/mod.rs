@@ -57,8 +57,23 @@ struct State {
     /// Each member's last advertisement by connection id: what a row read between a member's
     /// statements stands for.
     by_conn: HashMap<u64, Ad>,
+    /// The other members of the last read, and those missing since, with the reads they
+    /// still count for.
+    last: Vec<Ad>,
+    ghosts: HashMap<u32, (Ad, u32)>,
+    /// Rounds in a row this process could not advertise.
+    misses: u32,
     members: usize,
+    /// Whether the last read left this process no pool connection while it wanted some.
+    starved: bool,
 }
+
+/// Reads for which a member missing from the database still counts: it may be reconnecting.
+const GHOST_READS: u32 = 2;
+
+/// Rounds a member may fail to advertise before it fences itself (share 0): fewer than the
+/// others keep its place for, so it has stopped before they grow into its part.
+const FENCE_AFTER: u32 = 2;
 
 impl<C: PooledConnection> Member<C> {
     /// Joins the fleet on `instance`: its pools wait for a share from the first read.
@@ -69,7 +84,12 @@ impl<C: PooledConnection> Member<C> {
             id: rand::random(),
             budget: spec.budget,
             instance,
-            state: Mutex::default(),
+            // The first advertisement claims the one connection every member is given, so
+            // the first read can grant it (the claim is written before the read).
+            state: Mutex::new(State {
+                intent: 1,
+                ..State::default()
+            }),
         }
     }
 
@@ -106,14 +126,14 @@ impl<C: PooledConnection> Member<C> {
     /// member's advertisement. Returns this process's new share, None when it cannot tell
     /// (nothing advertised yet, or a percent budget before the server's size is known).
     pub fn observe(&self, rows: impl IntoIterator<Item = Row>) -> Option<usize> {
-        let sample = self.instance.stats();
-        let server_max = self.instance.server_max();
+        let cap = self.instance.stats().fleet.map_or(0, |(v, _)| v.share);
         let budget = match self.budget {
             Budget::Absolute(n) => n,
-            Budget::Percent(p) => server_max? * p as usize / 100,
+            Budget::Percent(p) => self.instance.server_max()? * p as usize / 100,
         };
         let mut st = self.lock();
         let me = st.published?;
+        st.misses = 0;
         let mut members = vec![me];
         let mut by_conn = HashMap::new();
         let mut grow = true;
@@ -130,7 +150,7 @@ impl<C: PooledConnection> Member<C> {
                 }
                 (None, None) => continue,
             };
-            if ad.id == self.id {
+            if ad.id == self.id || members.iter().any(|m| m.id == ad.id) {
                 continue;
             }
             if let Some(c) = row.conn {
@@ -138,14 +158,34 @@ impl<C: PooledConnection> Member<C> {
             }
             members.push(ad);
         }
-        let cap = sample.fleet.map_or(0, |(v, _)| v.share);
+        // A member missing from this read may only be between connections (it fences itself
+        // after FENCE_AFTER rounds it could not advertise): it keeps its place for a while.
+        let seen: Vec<u32> = members.iter().map(|m| m.id).collect();
+        st.ghosts.retain(|id, _| !seen.contains(id));
+        for m in std::mem::take(&mut st.last) {
+            if !seen.contains(&m.id) {
+                st.ghosts.entry(m.id).or_insert((m, GHOST_READS));
+            }
+        }
+        st.last = members[1..].to_vec();
+        st.ghosts.retain(|_, (_, left)| *left > 0);
+        for (ghost, left) in st.ghosts.values_mut() {
+            *left -= 1;
+            members.push(*ghost);
+        }
         let share = share::next_cap(budget, &members, 0, cap, grow);
-        st.intent = share::targets(budget, &members)[0];
+        let target = share::targets(budget, &members)[0];
+        st.intent = target;
         st.by_conn = by_conn;
         if st.members != members.len() {
             tracing::info!(instance = %self.instance.addr(), fleet = %self.tag, members = members.len(), budget, "fleet members changed");
             st.members = members.len();
         }
+        let starved = target == 0 && me.want > 1;
+        if starved && !st.starved {
+            tracing::warn!(instance = %self.instance.addr(), fleet = %self.tag, members = members.len(), budget, "the fleet budget leaves this process no pool connection: it waits until a member leaves or the budget grows");
+        }
+        st.starved = starved;
         drop(st);
         self.instance.set_fleet_view(FleetView {
             budget,
@@ -154,6 +194,26 @@ impl<C: PooledConnection> Member<C> {
             share,
         });
         Some(share)
+    }
+
+    /// A round in which this process could not advertise (its exchange or its connection
+    /// failed). The others keep its place for [`GHOST_READS`] reads; past [`FENCE_AFTER`]
+    /// such rounds it stops opening connections, so none of them grows into space it holds.
+    pub fn missed(&self) {
+        let mut st = self.lock();
+        st.misses += 1;
+        if st.misses != FENCE_AFTER {
+            return;
+        }
+        drop(st);
+        tracing::warn!(instance = %self.instance.addr(), fleet = %self.tag, "this process could not advertise in the fleet for {FENCE_AFTER} rounds: its share is 0 until it can");
+        let view = self
+            .instance
+            .stats()
+            .fleet
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        self.instance.set_fleet_view(FleetView { share: 0, ..view });
     }
 }
 

@@ -115,7 +115,7 @@ impl Proc {
             id,
             cap: 0,
             held: 0,
-            intent: 0,
+            intent: 1,
             want: 1,
             shown: None,
             reading: false,
@@ -259,10 +259,10 @@ fn a_member_caps_its_instance_from_what_it_reads() {
     };
     let mine = member.advertise(1);
     assert!(mine.starts_with(&member.key()), "{mine}");
-    // Two busy others claim 3 each: this process's first read gives it its reserve only,
-    // since its own advertisement claimed nothing yet.
+    // Two busy others claim 3 each: this process's first read gives it its reserve, which
+    // its first advertisement claimed.
     let others = || vec![line(7, 3, 41), line(8, 3, 41), Row::default()];
-    assert_eq!(member.observe(others()), Some(0));
+    assert_eq!(member.observe(others()), Some(1));
     member.advertise(1);
     assert_eq!(member.observe(others()), Some(1));
     let (view, _) = instance.stats().fleet.unwrap();
@@ -299,7 +299,56 @@ fn a_percent_budget_waits_for_the_server_size() {
     );
     instance.learn_server_max(100);
     member.advertise(1);
-    assert_eq!(member.observe(vec![]), Some(0));
+    assert_eq!(member.observe(vec![]), Some(1));
     let (view, waits) = instance.stats().fleet.unwrap();
     assert_eq!((view.budget, view.members, waits), (80, 1, 0));
+}
+
+#[test]
+fn a_member_missing_from_a_read_keeps_its_place_and_one_that_cannot_speak_fences_itself() {
+    let instance = Arc::new(Instance::<Nothing>::new(
+        "x:1".into(),
+        Limit::Absolute(20),
+        100,
+    ));
+    let spec = FleetSpec {
+        name: "f".into(),
+        budget: Budget::Absolute(12),
+    };
+    let member = Member::new(&spec, instance.clone());
+    let other = || {
+        vec![Row {
+            conn: None,
+            text: Some(ad::encode("f", &ad(9, 1, 9, 9, 41))),
+        }]
+    };
+    // The other holds 9: this one has its reserve and no room.
+    for _ in 0..3 {
+        member.advertise(1);
+        assert_eq!(member.observe(other()), Some(1));
+    }
+    // Gone from two reads (reconnecting, or dead): its place holds, then it is gone.
+    let members = || instance.stats().fleet.unwrap().0.members;
+    for expected in [2, 2, 1] {
+        member.advertise(1);
+        member.observe(vec![]);
+        assert_eq!(members(), expected);
+    }
+    let (view, _) = instance.stats().fleet.unwrap();
+    assert_eq!(
+        (view.seen, view.share),
+        (1, 1),
+        "idle: one connection wanted"
+    );
+    // Two rounds without advertising: no more pool connections.
+    member.missed();
+    assert_eq!(instance.stats().max, 1);
+    member.missed();
+    assert_eq!(instance.stats().max, 0);
+    member.advertise(1);
+    assert_eq!(
+        member.observe(vec![]),
+        Some(1),
+        "speaking again, it has its part again"
+    );
 }

@@ -177,6 +177,15 @@ fn shares_follow_the_load_and_make_room_for_a_process_that_joins() {
     until_share(&a, Duration::from_secs(5), |s| s == 3.0);
     until_share(&b, Duration::from_secs(5), |s| s == 3.0);
     eprintln!("C joined: 3 each {took:?} after it started");
+    let (_, pools) = crate::metrics::get(c.admin, "/v1/pools");
+    let pools: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    let fleet = &pools[0]["fleet"];
+    assert_eq!(
+        (fleet["budget"].as_u64(), fleet["members"].as_u64()),
+        (Some(12), Some(3)),
+        "{pools}"
+    );
+    assert_eq!(fleet["share"], 3, "{pools}");
     for (load, who) in [(load_a, "A"), (load_b, "B"), (load_c, "C")] {
         assert!(processed(load, who) > 0);
     }

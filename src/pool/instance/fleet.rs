@@ -1,0 +1,149 @@
+//! The fleet side of an instance: the share that caps its pools, the numbers a member
+//! advertises, and closes that count until the server has let the connection go (a budget is
+//! counted on the server, where a closed backend lingers until it has exited).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::time::Duration;
+
+use super::{Instance, Pooled, State, effective_max, grant_slot, limit_max, resize, used};
+use crate::pool::PooledConnection;
+
+/// How long a close waits for the server to let the connection go before its slot is free
+/// anyway (a server that does not answer holds nothing sluice could wait for).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// A fleet's view of this instance, as the last read of the database left it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// The fleet's connections allowed on the instance.
+    pub budget: usize,
+    /// The fleet's connections on the instance, as its members advertise them.
+    pub seen: usize,
+    /// Processes of the fleet, this one included.
+    pub members: usize,
+    /// This process's pool cap from the fleet.
+    pub share: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Fleet {
+    pub(super) view: FleetView,
+    /// Borrows that waited because the share, not the process's own cap, was reached.
+    pub(super) waits: u64,
+    /// The most sessions waiting at once since the last sample.
+    wait_peak: usize,
+}
+
+/// What a fleet member advertises, read from the instance (and the peaks reset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetSample {
+    pub open: usize,
+    /// The fleet share now in force.
+    pub share: usize,
+    /// The process's own cap (`max_connections` or its percent).
+    pub limit: usize,
+    /// The most leases out at once since the last sample.
+    pub borrowed_peak: usize,
+    /// The most sessions waiting at once since the last sample.
+    pub waiting_peak: usize,
+}
+
+impl<C: PooledConnection> Instance<C> {
+    /// Puts the instance's pools under a fleet budget: no pool connection until a read of the
+    /// fleet gives this process a share (the first read grants at most one).
+    pub fn join_fleet(self: &Arc<Self>) {
+        let _ = self.fleet_self.set(Arc::downgrade(self));
+        let mut st = self.lock();
+        st.fleet = Some(Fleet::default());
+        st.max = effective_max(&st);
+    }
+
+    /// Applies a fleet read: the share caps the pools as `reconfigure` does.
+    pub fn set_fleet_view(&self, view: FleetView) {
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.lock();
+            if let Some(f) = &mut st.fleet {
+                f.view = view;
+            }
+            resize(&mut st, &mut doomed);
+        }
+        self.dispose(doomed);
+    }
+
+    /// The numbers a fleet member advertises; the peaks start again from now.
+    pub fn fleet_sample(&self) -> FleetSample {
+        let borrowed = self.borrowed.load(Ordering::Relaxed);
+        let borrowed_peak = self.borrowed_peak.swap(borrowed, Ordering::Relaxed);
+        let mut st = self.lock();
+        // Borrowers that gave up stay queued until a release skips them: not wanted.
+        let waiting: usize = st
+            .pools
+            .iter()
+            .map(|p| p.waiters.iter().filter(|w| !w.tx.is_closed()).count())
+            .sum();
+        let limit = limit_max(&st);
+        let (share, waiting_peak) = st.fleet.as_mut().map_or((limit, 0), |f| {
+            (f.view.share, std::mem::replace(&mut f.wait_peak, waiting))
+        });
+        FleetSample {
+            open: st.open,
+            share,
+            limit,
+            borrowed_peak: borrowed_peak.max(borrowed),
+            waiting_peak: waiting_peak.max(waiting),
+        }
+    }
+
+    /// Closes connections taken out of the pools. Under a fleet, each keeps counting
+    /// against the cap (`hold_closing`) until the server has let it go; then its slot is free.
+    pub(super) fn dispose(&self, doomed: Vec<Pooled<C>>) {
+        if doomed.is_empty() {
+            return;
+        }
+        let me = self.fleet_self.get().and_then(std::sync::Weak::upgrade);
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let (Some(me), Some(runtime)) = (me, runtime) else {
+            let n = doomed.len();
+            doomed.into_iter().for_each(|p| p.conn.close());
+            if self.fleet_self.get().is_some() {
+                self.closed(n);
+            }
+            return;
+        };
+        for p in doomed {
+            let me = me.clone();
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_WAIT, (*p.conn).close_confirmed()).await;
+                me.closed(1);
+            });
+        }
+    }
+
+    /// `n` closes the server confirmed: their slots go to waiters.
+    fn closed(&self, n: usize) {
+        let mut st = self.lock();
+        st.closing = st.closing.saturating_sub(n);
+        while used(&st) < st.max && grant_slot(&mut st) {}
+    }
+}
+
+/// Counts `n` connections just taken out of the pools as closing, under a fleet.
+pub(super) fn hold_closing<C>(st: &mut State<C>, n: usize) {
+    if st.fleet.is_some() {
+        st.closing += n;
+    }
+}
+
+/// A borrow waits under a fleet: counted against the budget when the share, not the
+/// process's own cap, stopped it; and the peak of waiters kept for the next advertisement.
+pub(super) fn fleet_wait<C>(st: &mut State<C>) {
+    let waiting: usize = st.pools.iter().map(|p| p.waiters.len()).sum();
+    let by_budget = st.max < limit_max(st);
+    if let Some(f) = &mut st.fleet {
+        f.waits += u64::from(by_budget);
+        f.wait_peak = f.wait_peak.max(waiting);
+    }
+}
