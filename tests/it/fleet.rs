@@ -231,3 +231,67 @@ fn wait_growth(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// How an engine's test drives the shared scenario: a load of 40 clients through a member for
+/// some seconds, its transaction count once it ended well, and the server's count of the
+/// fleet's connections.
+struct Drive<L, F, N> {
+    load: L,
+    finish: F,
+    count: N,
+    /// A member's pool part when three are busy, and when it is alone.
+    share_of_three: f64,
+    alone: f64,
+}
+
+/// The scenario: three members busy, never over the budget, each making progress and
+/// waiting for the budget; then, busy again, one killed and one stopped, and the third grows
+/// past its part within 5 s and to the whole budget once the stopped one is gone.
+fn three_busy_then_two_stop<L, F, N>(members: Vec<Member>, drive: Drive<L, F, N>)
+where
+    L: Fn(&Member, u32) -> std::process::Child,
+    F: Fn(std::process::Child, &str) -> u64,
+    N: Fn() -> usize + Clone + Send + 'static,
+{
+    wait_members(&members.iter().collect::<Vec<_>>(), 3.0);
+    let started = Instant::now();
+    let sampler = Sampler::start(drive.count.clone());
+    let loads: Vec<_> = members.iter().map(|m| (drive.load)(m, 8)).collect();
+    for (i, load) in loads.into_iter().enumerate() {
+        let n = (drive.finish)(load, &format!("process {i}"));
+        assert!(n > 0, "process {i} made no progress");
+        eprintln!("process {i}: {n} transactions");
+    }
+    assert_within_budget(&sampler.since(started), "three busy processes");
+    for m in &members {
+        let waits = m.fleet("fleet_borrow_waits_total").unwrap_or(0.0);
+        assert!(
+            waits > 0.0,
+            "40 clients on a small share never waited for the budget"
+        );
+    }
+
+    // All three busy again; one dies (SIGKILL: its connections vanish with its sockets), one
+    // stops (SIGTERM: it drains).
+    let mut loads: Vec<_> = members.iter().map(|m| (drive.load)(m, 10)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = Instant::now();
+    members[0].kill9();
+    members[1].terminate();
+    let mut rest = members.into_iter();
+    let killed = rest.next();
+    let draining = rest.next().unwrap();
+    let survivor = rest.next().unwrap();
+    let fair = (drive.share_of_three, BUDGET / 3);
+    wait_growth(&survivor, stopped, fair, drive.count);
+    let busy = loads.pop().unwrap();
+    // The stopped ones' load lost its sessions: only its exit is awaited.
+    loads.into_iter().for_each(|l| drop(l.wait_with_output()));
+    // Once the drained one is gone too, the survivor has the whole budget but its own
+    // overhead.
+    draining.wait_exit();
+    wait_share(&survivor, drive.alone);
+    assert!((drive.finish)(busy, "the survivor") > 0);
+    drop(killed);
+    assert_within_budget(&sampler.since(started), "after two stopped");
+}

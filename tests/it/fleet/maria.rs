@@ -2,9 +2,8 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use super::{BUDGET, Member, Sampler, assert_within_budget, wait_growth, wait_members, wait_share};
+use super::{Drive, Member, three_busy_then_two_stop};
 use crate::support::mariadb::{APP, MONITOR, MariaDb, client, sysbench};
 use crate::support::sluice::{ProxyOptions, config_for_mariadb};
 use crate::support::tools::command_output;
@@ -77,47 +76,14 @@ fn three_processes_share_twelve_connections_and_the_last_one_grows() {
             Member::start(&yaml, &secrets)
         })
         .collect();
-    wait_members(&members.iter().collect::<Vec<_>>(), 3.0);
     let socket = db.socket();
-    let count = move || fleet_threads(&socket);
-    let started = Instant::now();
-    let sampler = Sampler::start(count.clone());
-    let loads: Vec<_> = members.iter().map(|m| load(m, 8)).collect();
-    for (i, l) in loads.into_iter().enumerate() {
-        let n = transactions(l, &format!("process {i}"));
-        assert!(n > 0, "process {i} made no progress");
-        eprintln!("process {i}: {n} transactions");
-    }
-    assert_within_budget(&sampler.since(started), "three busy processes");
-    for m in &members {
-        let waits = m.fleet("fleet_borrow_waits_total").unwrap_or(0.0);
-        assert!(
-            waits > 0.0,
-            "40 clients on a share of 2 never waited for the budget"
-        );
-    }
-
-    // All three busy again; one dies (SIGKILL), one stops (SIGTERM: it drains); the third
-    // grows past its share of three. Each process holds a probe and an advertising
-    // connection: a share of 2 pool connections of three; alone, 10.
-    let mut loads: Vec<_> = members.iter().map(|m| load(m, 10)).collect();
-    std::thread::sleep(Duration::from_secs(3));
-    let stopped = Instant::now();
-    members[0].kill9();
-    members[1].terminate();
-    let mut rest = members.into_iter();
-    let killed = rest.next();
-    let draining = rest.next().unwrap();
-    let survivor = rest.next().unwrap();
-    wait_growth(&survivor, stopped, (2.0, BUDGET / 3), count);
-    let busy = loads.pop().unwrap();
-    // The stopped ones' load lost its sessions: only its exit is awaited.
-    loads.into_iter().for_each(|l| drop(l.wait_with_output()));
-    // Once the drained one is gone too, the survivor has the whole budget but its own
-    // overhead.
-    draining.wait_exit();
-    wait_share(&survivor, 10.0);
-    assert!(transactions(busy, "the survivor") > 0);
-    drop(killed);
-    assert_within_budget(&sampler.since(started), "after two stopped");
+    let drive = Drive {
+        load,
+        finish: transactions,
+        count: move || fleet_threads(&socket),
+        // Each member holds a probe and an advertising connection.
+        share_of_three: 2.0,
+        alone: 10.0,
+    };
+    three_busy_then_two_stop(members, drive);
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{BUDGET, Member, Sampler, assert_within_budget, wait_growth, wait_members, wait_share};
+use super::{BUDGET, Drive, Member, Sampler, three_busy_then_two_stop, wait_members};
 use crate::pg_proxy::client;
 use crate::support::postgres::{APP, APPDB, MONITOR, PgServer};
 use crate::support::sluice::{ProxyOptions, config_for};
@@ -102,49 +102,16 @@ fn until_share(member: &Member, limit: Duration, ok: impl Fn(f64) -> bool) -> Du
 fn three_processes_share_twelve_connections_and_the_last_one_grows() {
     let pg = server();
     let members: Vec<Member> = (0..3).map(|_| member(&pg)).collect();
-    wait_members(&members.iter().collect::<Vec<_>>(), 3.0);
     super::assert_fleet_families_documented(&members[0]);
     let (psql, port) = (pg.bin("psql"), pg.port());
-    let count = move || fleet_backends(&psql, port);
-    let started = Instant::now();
-    let sampler = Sampler::start(count.clone());
-    let loads: Vec<_> = members.iter().map(|m| pgbench(&pg, m, 8)).collect();
-    for (i, load) in loads.into_iter().enumerate() {
-        let n = processed(load, &format!("process {i}"));
-        assert!(n > 0, "process {i} made no progress");
-        eprintln!("process {i}: {n} transactions");
-    }
-    assert_within_budget(&sampler.since(started), "three busy processes");
-    for m in &members {
-        let waits = m.fleet("fleet_borrow_waits_total").unwrap_or(0.0);
-        assert!(
-            waits > 0.0,
-            "40 clients on a share of 3 never waited for the budget"
-        );
-    }
-
-    // All three busy again; one dies (SIGKILL: its backends vanish with its sockets), one
-    // stops (SIGTERM: it drains); the third grows past its share of three.
-    let mut loads: Vec<_> = members.iter().map(|m| pgbench(&pg, m, 10)).collect();
-    std::thread::sleep(Duration::from_secs(3));
-    let stopped = Instant::now();
-    members[0].kill9();
-    members[1].terminate();
-    let mut rest = members.into_iter();
-    let killed = rest.next();
-    let draining = rest.next().unwrap();
-    let survivor = rest.next().unwrap();
-    wait_growth(&survivor, stopped, (3.0, BUDGET / 3), count);
-    let busy = loads.pop().unwrap();
-    // The stopped ones' load lost its sessions: only its exit is awaited.
-    loads.into_iter().for_each(|l| drop(l.wait_with_output()));
-    // Once the drained one is gone too, the survivor has the whole budget but its own
-    // overhead.
-    draining.wait_exit();
-    wait_share(&survivor, 11.0);
-    assert!(processed(busy, "the survivor") > 0);
-    drop(killed);
-    assert_within_budget(&sampler.since(started), "after two stopped");
+    let drive = Drive {
+        load: |m: &Member, secs| pgbench(&pg, m, secs),
+        finish: processed,
+        count: move || fleet_backends(&psql, port),
+        share_of_three: 3.0,
+        alone: 11.0,
+    };
+    three_busy_then_two_stop(members, drive);
 }
 
 #[test]
