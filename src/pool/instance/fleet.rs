@@ -89,7 +89,8 @@ impl<C: PooledConnection> Instance<C> {
             (f.view.share, std::mem::replace(&mut f.wait_peak, waiting))
         });
         FleetSample {
-            open: st.open,
+            // What is still closing on the server is still held there.
+            open: used(&st),
             share,
             limit,
             borrowed_peak: borrowed_peak.max(borrowed),
