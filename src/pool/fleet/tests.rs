@@ -226,6 +226,17 @@ fn a_simulated_fleet_never_exceeds_its_budget_and_settles_on_the_fair_shares() {
     }
 }
 
+/// A member of fleet `name` on an instance whose own cap is `own`.
+fn member_of(name: &str, budget: Budget, own: usize) -> (Arc<Instance<Nothing>>, Member<Nothing>) {
+    let instance = Arc::new(Instance::new("x:1".into(), Limit::Absolute(own), 100));
+    let spec = FleetSpec {
+        name: name.into(),
+        budget,
+    };
+    let member = Member::new(&spec, instance.clone());
+    (instance, member)
+}
+
 #[derive(Debug)]
 struct Nothing;
 
@@ -238,16 +249,7 @@ impl PooledConnection for Nothing {
 
 #[test]
 fn a_member_caps_its_instance_from_what_it_reads() {
-    let instance = Arc::new(Instance::<Nothing>::new(
-        "x:1".into(),
-        Limit::Absolute(20),
-        100,
-    ));
-    let spec = FleetSpec {
-        name: "orders-api".into(),
-        budget: Budget::Absolute(12),
-    };
-    let member = Member::new(&spec, instance.clone());
+    let (instance, member) = member_of("orders-api", Budget::Absolute(12), 20);
     assert_eq!(
         instance.stats().max,
         0,
@@ -281,16 +283,7 @@ fn a_member_caps_its_instance_from_what_it_reads() {
 
 #[test]
 fn a_percent_budget_waits_for_the_server_size() {
-    let instance = Arc::new(Instance::<Nothing>::new(
-        "x:1".into(),
-        Limit::Absolute(50),
-        100,
-    ));
-    let spec = FleetSpec {
-        name: "f".into(),
-        budget: Budget::Percent(80),
-    };
-    let member = Member::new(&spec, instance.clone());
+    let (instance, member) = member_of("f", Budget::Percent(80), 50);
     member.advertise(1);
     assert_eq!(
         member.observe(vec![]),
@@ -306,16 +299,7 @@ fn a_percent_budget_waits_for_the_server_size() {
 
 #[test]
 fn a_member_missing_from_a_read_keeps_its_place_and_one_that_cannot_speak_fences_itself() {
-    let instance = Arc::new(Instance::<Nothing>::new(
-        "x:1".into(),
-        Limit::Absolute(20),
-        100,
-    ));
-    let spec = FleetSpec {
-        name: "f".into(),
-        budget: Budget::Absolute(12),
-    };
-    let member = Member::new(&spec, instance.clone());
+    let (instance, member) = member_of("f", Budget::Absolute(12), 20);
     let other = || {
         vec![Row {
             conn: None,
