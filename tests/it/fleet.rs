@@ -54,11 +54,7 @@ impl Member {
 
     /// SIGTERM: the process drains (`shutdown_grace`, then its sessions end) and exits.
     fn terminate(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.proxy.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-TERM");
     }
 
     /// Waits for the exit a [`Member::terminate`] asked for.
@@ -71,11 +67,15 @@ impl Member {
     }
 
     fn kill9(&self) {
+        self.signal("-KILL");
+    }
+
+    fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
-            .args(["-KILL", &self.proxy.pid().to_string()])
+            .args([signal, &self.proxy.pid().to_string()])
             .status()
             .unwrap();
-        assert!(status.success());
+        assert!(status.success(), "kill {signal}");
     }
 }
 
@@ -95,6 +95,25 @@ fn assert_fleet_families_documented(member: &Member) {
     let exposed = fleet(crate::metrics::families(&open));
     assert_eq!(exposed.len(), 5, "{open}");
     assert_eq!(exposed, fleet(crate::metrics::documented()));
+}
+
+/// A load tool's output once it ended, after checking it exited well.
+fn finished(child: std::process::Child, who: &str) -> String {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{who}: the load failed:\n{text}");
+    text
+}
+
+/// The number after `key` on the first line of `text` that starts with it (indent ignored).
+fn number(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Waits until every member sees all `n` of them.

@@ -98,10 +98,6 @@ impl<C: PooledConnection> Member<C> {
         format!("{}{} ", ad::PREFIX, self.tag)
     }
 
-    pub fn addr(&self) -> &str {
-        self.instance.addr()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use super::{Drive, Member, three_busy_then_two_stop};
+use super::{Drive, Member, finished, number, three_busy_then_two_stop};
 use crate::support::mariadb::{APP, MONITOR, MariaDb, client, sysbench};
 use crate::support::sluice::{ProxyOptions, config_for_mariadb};
 use crate::support::tools::command_output;
@@ -41,20 +41,9 @@ fn load(member: &Member, secs: u32) -> Child {
 
 /// sysbench's transaction count, after checking it ended well with no error.
 fn transactions(child: Child, who: &str) -> u64 {
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{who}: sysbench failed:\n{text}");
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.trim_start().strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-    };
-    assert_eq!(field("ignored errors:"), Some(0), "{who}:\n{text}");
-    field("transactions:").unwrap_or_else(|| panic!("{who}: no transaction count:\n{text}"))
+    let text = finished(child, who);
+    assert_eq!(number(&text, "ignored errors:"), Some(0), "{who}:\n{text}");
+    number(&text, "transactions:").unwrap_or_else(|| panic!("{who}: no transaction count:\n{text}"))
 }
 
 #[test]

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{BUDGET, Drive, Member, Sampler, three_busy_then_two_stop, wait_members};
+use super::{
+    BUDGET, Drive, Member, Sampler, finished, number, three_busy_then_two_stop, wait_members,
+};
 use crate::pg_proxy::client;
 use crate::support::postgres::{APP, APPDB, MONITOR, PgServer};
 use crate::support::sluice::{ProxyOptions, config_for};
@@ -41,22 +43,11 @@ fn pgbench(pg: &PgServer, member: &Member, secs: u32) -> std::process::Child {
 
 /// pgbench's count of processed transactions, after checking it failed none.
 fn processed(child: std::process::Child, who: &str) -> u64 {
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{who}: pgbench failed:\n{text}");
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-    };
-    if let Some(failed) = field("number of failed transactions: ") {
+    let text = finished(child, who);
+    if let Some(failed) = number(&text, "number of failed transactions: ") {
         assert_eq!(failed, 0, "{who}:\n{text}");
     }
-    field("number of transactions actually processed: ")
+    number(&text, "number of transactions actually processed: ")
         .unwrap_or_else(|| panic!("{who}: no transaction count:\n{text}"))
 }
 
