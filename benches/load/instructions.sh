@@ -11,6 +11,8 @@
 #
 #   benches/load/instructions.sh /tmp/sluice-bench.XXXX/sluice.yaml target/release/sluice [pgbench flags]
 #   (flags default to -S; e.g. "-S -M extended", or "-S -C" with INSTR_TX=300)
+#   BIN may be PgBouncer's binary ($(command -v pgbouncer)): it is counted the same way, from the
+#   pgbouncer.ini beside the config, so the two user-space figures stand side by side.
 #
 # MySQL: with the config `BENCH_HOLD=1 benches/load/mysql.sh` prints, the same with sysbench
 # (16 threads, its tables as mysql.sh prepared them); the arguments after the binary are the
@@ -41,13 +43,26 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 sed -E "s/listen: 127\.0\.0\.1:[0-9]+/listen: 127.0.0.1:$PORT/" "$CONFIG" >"$OUT/sluice.yaml"
 cp "$(dirname "$CONFIG")/secrets.yaml" "$OUT/"
 VG=""
+AS=()   # who talks to valgrind: vgdb's pipes must be the counted process's own user's
 cleanup() {
     [[ -n $VG ]] && kill "$VG" 2>/dev/null && wait "$VG" 2>/dev/null
     [[ ${INSTR_KEEP:-0} == 1 ]] && echo "kept $OUT" >&2 || rm -rf "$OUT"
 }
 trap cleanup EXIT
-RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} valgrind --tool=callgrind \
-    --callgrind-out-file="$OUT/callgrind.out" "$BIN" run --config "$OUT/sluice.yaml" >"$OUT/sluice.log" 2>&1 &
+if [[ $(basename "$BIN") == pgbouncer ]]; then
+    # The anchor counted the same way: the hold dir's PgBouncer config on a free port, as postgres
+    # (setpriv execs in place, so $! is valgrind itself, which callgrind_control needs).
+    ini=$(dirname "$CONFIG")/pgbouncer.ini
+    [[ -f $ini ]] || { echo "instructions.sh: no $ini (PgBouncer counts need compare.sh's hold dir)" >&2; exit 1; }
+    sed -E -e "s/^listen_port = .*/listen_port = $PORT/" -e "s#^(logfile|pidfile) = .*/#\1 = $OUT/#" "$ini" >"$OUT/pgbouncer.ini"
+    chown -R postgres: "$OUT"
+    AS=(setpriv --reuid=postgres --regid=postgres --init-groups)
+    "${AS[@]}" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+        "$BIN" "$OUT/pgbouncer.ini" >"$OUT/sluice.log" 2>&1 &
+else
+    RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} valgrind --tool=callgrind \
+        --callgrind-out-file="$OUT/callgrind.out" "$BIN" run --config "$OUT/sluice.yaml" >"$OUT/sluice.log" 2>&1 &
+fi
 VG=$!
 if (( MYSQL )); then
     pg() {
@@ -67,9 +82,9 @@ for _ in $(seq 300); do
     sleep 0.2
 done
 pg "$WARM" >/dev/null 2>&1
-callgrind_control -z "$VG" >/dev/null 2>&1
+"${AS[@]}" callgrind_control -z "$VG" >/dev/null 2>&1
 pg "$TX" >"$OUT/pgbench.log" 2>&1
-callgrind_control -d "$VG" >/dev/null 2>&1
+"${AS[@]}" callgrind_control -d "$VG" >/dev/null 2>&1
 sleep 1
 if (( MYSQL )); then
     tx=$(awk '/total number of events:/ { print $NF }' "$OUT/pgbench.log")

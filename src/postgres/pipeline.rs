@@ -157,6 +157,16 @@ pub struct Pipeline {
     retry: Option<Box<Retry>>,
     /// Subscription changes on their way to commit; boxed once a session sends LISTEN/UNLISTEN.
     listen: Option<Box<ListenTrack>>,
+    /// The last Parse's text and what its scan found: drivers parse the same unnamed statement
+    /// for every execution. Dropped when the session parks.
+    last_parse: Option<Box<LastParse>>,
+}
+
+/// A Parse's query text and its scan's result.
+#[derive(Debug)]
+struct LastParse {
+    text: Vec<u8>,
+    effects: Effects,
 }
 
 /// What ties a session to its server connection, and the connection to no one else. One byte
@@ -233,6 +243,7 @@ impl Pipeline {
             borrow_wait_us: 0,
             retry: None,
             listen: None,
+            last_parse: None,
         }
     }
 
@@ -255,6 +266,7 @@ impl Pipeline {
             borrow_wait_us: _,
             retry,
             listen,
+            last_parse: _,
         } = self;
         expect.is_empty()
             && statements.is_empty()
@@ -268,6 +280,11 @@ impl Pipeline {
             && *pins == PinState::default()
             && retry.is_none()
             && listen.is_none()
+    }
+
+    /// Before the session parks: what only saves work while it is busy goes.
+    pub fn forget_scan(&mut self) {
+        self.last_parse = None;
     }
 
     /// The server connection may go back to the pool: nothing in flight, idle, not pinned.
@@ -369,7 +386,12 @@ impl Pipeline {
         self.client_goes_on(cout);
         match tag {
             frontend::QUERY => {
-                let sql = Reader::new(body, "Query").cstr()?;
+                // The text runs to the message's last byte, its NUL, so it needs no search. A
+                // NUL inside makes the server refuse the whole message: nothing after it runs.
+                let sql = match body.split_last() {
+                    Some((0, text)) => text,
+                    _ => Reader::new(body, "Query").cstr()?,
+                };
                 // Most queries cannot be DISCARD or DEALLOCATE: skip both scans for them.
                 let maybe_reset = starts_with_d_or_comment(sql);
                 if maybe_reset && self.discard_all_locally(sql, cout) {

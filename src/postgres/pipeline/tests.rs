@@ -537,3 +537,40 @@ fn an_eviction_close_skipped_after_an_error_is_undone() {
 mod listen;
 mod stale;
 mod tracking;
+
+#[test]
+fn a_remembered_parse_scan_answers_only_for_the_same_text() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    let mut parse_pin = |rig: &mut Rig, sql: &str| {
+        let pin = rig
+            .p
+            .client_message(
+                &parse("", sql),
+                &mut a,
+                &rig.registry,
+                PREFIX,
+                &mut rig.sout,
+                &mut rig.cout,
+            )
+            .unwrap();
+        rig.sent();
+        pin
+    };
+    assert_eq!(parse_pin(&mut rig, "select 1"), None);
+    assert_eq!(parse_pin(&mut rig, "select 1"), None);
+    assert_eq!(
+        parse_pin(&mut rig, "select pg_advisory_lock(1)"),
+        Some(PinReason::AdvisoryLock),
+        "a new text is scanned, not answered from the last one"
+    );
+    let mut other = Rig::new(2);
+    assert_eq!(parse_pin(&mut other, "select 1"), None);
+    assert_eq!(
+        parse_pin(&mut other, "select pg_advisory_lock(1)"),
+        Some(PinReason::AdvisoryLock)
+    );
+    other.client(&mut ServerStatements::default(), &[sync()]);
+    other.p.forget_scan();
+    assert!(other.p.last_parse.is_none());
+}

@@ -40,7 +40,7 @@ impl Session {
             cancel,
             startup,
             settings,
-            pipeline,
+            mut pipeline,
             cin,
             cout,
             sout,
@@ -60,6 +60,7 @@ impl Session {
         debug_assert!(listening.is_none());
         debug_assert!(client_streaming == 0 && server_streaming == 0 && !server_fatal);
         drop(idle_timer);
+        pipeline.forget_scan();
         Dormant {
             id,
             route,
