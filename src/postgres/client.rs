@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
@@ -374,13 +374,13 @@ async fn login(
         &user.credentials,
     );
     let reported = reported_parameters(pools, &pg, &database).await?;
-    let settings = pg.share(settings);
+    let (settings, parameters) = pg.share(settings, |s| parameter_statuses(reported, s));
 
     let id = ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     let mut info = SessionInfo::new(id, (&ep.name, &ep.group), &user_name, peer, stream.is_tls());
     info.database = Some(database.clone());
     let cancel = super::cancel::register(&ep.engine.cancel, info);
-    write(stream, &greeting(reported, &settings, &cancel)).await?;
+    write(stream, &greeting(&parameters, &cancel)).await?;
     tracing::debug!(endpoint = %ep.name, session = id, user = %user_name, %database, "client logged in");
     Ok(Step::Session(
         Session::new(
@@ -402,15 +402,21 @@ async fn login(
     ))
 }
 
-/// AuthenticationOk, the server's parameters (the client's own values where it set them), the
-/// cancel key and ReadyForQuery: what a client waits for before its first query.
-fn greeting(
-    reported: &[(String, String)],
-    settings: &[(String, String)],
-    cancel: &CancelHandle,
-) -> BytesMut {
-    let mut out = BytesMut::with_capacity(512);
+/// AuthenticationOk, the server's parameters, the cancel key and ReadyForQuery: what a client
+/// waits for before its first query.
+fn greeting(parameters: &[u8], cancel: &CancelHandle) -> BytesMut {
+    let mut out = BytesMut::with_capacity(parameters.len() + 64);
     wire::auth_ok(&mut out);
+    out.extend_from_slice(parameters);
+    wire::backend_key_data(&mut out, cancel.key.pid, cancel.key.key);
+    wire::ready_for_query(&mut out, wire::status::IDLE);
+    out
+}
+
+/// The server's parameters as ParameterStatus messages, with the client's own values where it
+/// set them.
+fn parameter_statuses(reported: &[(String, String)], settings: &[(String, String)]) -> Bytes {
+    let mut out = BytesMut::with_capacity(512);
     for (name, value) in reported {
         let value = settings
             .iter()
@@ -418,9 +424,7 @@ fn greeting(
             .map_or(value.as_str(), |(_, v)| v.as_str());
         wire::parameter_status(&mut out, name, &normalize(name, value));
     }
-    wire::backend_key_data(&mut out, cancel.key.pid, cancel.key.key);
-    wire::ready_for_query(&mut out, wire::status::IDLE);
-    out
+    out.freeze()
 }
 
 async fn read_startup(stream: &mut Socket, buf: &mut BytesMut) -> Result<Startup, Refusal> {

@@ -144,7 +144,7 @@ impl Rig {
 }
 
 /// Sessions that log in with the same parameters share one copy: what a thousand idle JDBC
-/// clients would otherwise hold ten strings each of, twice.
+/// clients would otherwise hold ten strings each of, twice. Their greeting is encoded once.
 #[tokio::test]
 async fn sessions_with_the_same_startup_parameters_share_one_copy() {
     use crate::postgres::settings::Settings;
@@ -155,15 +155,26 @@ async fn sessions_with_the_same_startup_parameters_share_one_copy() {
             ("timezone".to_owned(), "UTC".to_owned()),
         ]
     };
-    let a = rig.pool.share(jdbc());
-    let b = rig.pool.share(jdbc());
+    let mut encoded = 0;
+    let mut share = |pairs: Vec<(String, String)>| {
+        rig.pool.share(pairs, |s| {
+            encoded += 1;
+            bytes::Bytes::from(format!("{:?}", &s[..]))
+        })
+    };
+    let (a, greeting) = share(jdbc());
+    let (b, again) = share(jdbc());
     assert!(a.same(&b), "the second login got the first one's copy");
-    let other = rig
-        .pool
-        .share(vec![("application_name".into(), "cron".into())]);
+    assert_eq!(greeting, again);
+    let (other, other_greeting) = share(vec![("application_name".into(), "cron".into())]);
     assert!(!other.same(&a) && other != a);
+    assert_ne!(greeting, other_greeting, "other parameters, other greeting");
     assert_eq!(a[1], ("timezone".to_owned(), "UTC".to_owned()));
-    assert!(rig.pool.share(Vec::new()).same(&Settings::default()));
+    let (none, plain) = share(Vec::new());
+    assert!(none.same(&Settings::default()));
+    assert_eq!(share(Vec::new()).1, plain);
+    drop(share);
+    assert_eq!(encoded, 3, "one encoding per distinct set of parameters");
 }
 
 #[tokio::test]
