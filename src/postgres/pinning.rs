@@ -336,6 +336,51 @@ mod tests {
         assert!(effects(b"load 'x'").permanent);
     }
 
+    /// Each keyword of the length dispatch, in both cases: a wrong length or first letter there
+    /// would drop a pin silently.
+    #[test]
+    fn every_keyword_is_found_in_any_case() {
+        let pins = [
+            ("select pg_advisory_lock(1)", AdvisoryLock),
+            ("select pg_try_advisory_lock(1)", AdvisoryLock),
+            ("select pg_advisory_lock_shared(1)", AdvisoryLock),
+            ("select pg_try_advisory_lock_shared(1)", AdvisoryLock),
+            ("create table pg_temp.t (a int)", TempObject),
+            ("select * into temp t from x", TempObject),
+            ("select * into temporary t from x", TempObject),
+            ("declare c cursor with hold for select 1", CursorWithHold),
+        ];
+        for (sql, want) in pins {
+            for sql in [sql.to_owned(), sql.to_uppercase()] {
+                assert_eq!(pin_reason(sql.as_bytes()), Some(want), "{sql}");
+            }
+        }
+        let releases = [
+            "drop table t",
+            "close c",
+            "discard temp",
+            "unlisten x",
+            "deallocate x",
+            "select pg_advisory_unlock(1)",
+            "select pg_advisory_unlock_all()",
+            "select pg_advisory_unlock_shared(1)",
+        ];
+        for sql in releases {
+            for sql in [sql.to_owned(), sql.to_uppercase()] {
+                assert!(effects(sql.as_bytes()).unpin_hint, "{sql}");
+            }
+        }
+        for sql in [
+            "select set_config('a.b', '1', false)",
+            "SELECT SET_CONFIG('a.b', '1', false)",
+        ] {
+            assert!(effects(sql.as_bytes()).settings, "{sql}");
+        }
+        for sql in ["select temp from with_hold", "select hold, into_x from t"] {
+            assert_eq!(effects(sql.as_bytes()), Effects::default(), "{sql}");
+        }
+    }
+
     #[test]
     fn deallocate_statements() {
         assert_eq!(
