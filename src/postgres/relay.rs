@@ -358,9 +358,14 @@ impl Session {
                 read_server,
                 !self.sout.is_empty() || lease.stream.pending_output(),
             );
+            // The server first, in a fixed order: while a session holds a connection the answer
+            // is what it waits for, so a ready server needs no look at the client (and no
+            // random pick of which to poll first). The client is not starved: a server that
+            // stays readable fills `cout` to the high-water mark, which turns its branch off.
             let (from_client, ready) = tokio::select! {
-                r = client.ready(client_wants.unwrap_or(Interest::READABLE)), if client_wants.is_some() => (true, r),
+                biased;
                 r = lease.stream.ready(server_wants.unwrap_or(Interest::READABLE)), if server_wants.is_some() => (false, r),
+                r = client.ready(client_wants.unwrap_or(Interest::READABLE)), if client_wants.is_some() => (true, r),
                 // Notifications wait for the transaction's end (the loop's top delivers them),
                 // but a session that falls too far behind is closed now.
                 () = listening::arrived(self.listening.as_deref()) => {
