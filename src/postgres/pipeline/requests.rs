@@ -8,12 +8,12 @@ use super::listen;
 use super::naming::{Named, unmapped};
 use super::{Discard, Expect, LastParse, MISSING_UNNAMED, Pipeline, Reply, SERVER_NAME_PREFIX};
 use crate::postgres::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
-
-/// Longer texts are scanned every time rather than held by every busy session.
-const MAX_REMEMBERED_PARSE: usize = 4096;
 use crate::postgres::statements::{ServerStatements, StatementRegistry};
 use crate::postgres::wire::{self, Reader, WireError, frontend, status};
 use crate::session::PinReason;
+
+/// Longer texts are scanned every time rather than held by every busy session.
+const MAX_REMEMBERED_PARSE: usize = 4096;
 
 impl Pipeline {
     /// `DISCARD ALL` of an unpinned session outside a transaction: nothing of the session lives
@@ -149,15 +149,17 @@ impl Pipeline {
         }
         let effects = effects(query);
         if query.len() <= MAX_REMEMBERED_PARSE {
-            let last = self.last_parse.get_or_insert_with(|| {
-                Box::new(LastParse {
-                    text: Vec::new(),
-                    effects,
-                })
-            });
-            last.text.clear();
-            last.text.extend_from_slice(query);
-            last.effects = effects;
+            match &mut self.last_parse {
+                Some(last) => {
+                    last.text.clear();
+                    last.text.extend_from_slice(query);
+                    last.effects = effects;
+                }
+                None => {
+                    let text = query.to_vec();
+                    self.last_parse = Some(Box::new(LastParse { text, effects }));
+                }
+            }
         }
         effects
     }
