@@ -34,7 +34,7 @@ pub struct PgPool {
     /// ParameterStatus messages those clients are greeted with, encoded once.
     pub(super) startup: Mutex<(Settings, Option<Bytes>)>,
     /// The ParameterStatus messages of a client that set no parameters (`reported` as is).
-    pub(super) plain_greeting: OnceLock<Bytes>,
+    pub(super) plain_parameters: OnceLock<Bytes>,
     /// The target group's listening hubs (shared by every instance's pools).
     pub listeners: Arc<Listeners>,
 }
@@ -51,7 +51,7 @@ impl PgPool {
     ) -> (Settings, Bytes) {
         if settings.is_empty() {
             let settings = Settings::default();
-            let block = self.plain_greeting.get_or_init(|| encode(&settings));
+            let block = self.plain_parameters.get_or_init(|| encode(&settings));
             return (settings, block.clone());
         }
         let mut last = self.startup.lock().unwrap_or_else(|e| e.into_inner());
@@ -223,7 +223,7 @@ impl PgPools {
             init_query: self.init_query.clone(),
             reported: OnceLock::new(),
             startup: Mutex::default(),
-            plain_greeting: OnceLock::new(),
+            plain_parameters: OnceLock::new(),
             listeners: self.listeners.clone(),
         });
         pools

@@ -360,8 +360,10 @@ impl Session {
             );
             // The server first, in a fixed order: while a session holds a connection the answer
             // is what it waits for, so a ready server needs no look at the client (and no
-            // random pick of which to poll first). The client is not starved: a server that
-            // stays readable fills `cout` to the high-water mark, which turns its branch off.
+            // random pick of which to poll first). The client is not starved: its output is
+            // flushed at every turn of the loop, its buffered input pumped there too, and a
+            // server that outruns the client fills `cout` to the high-water mark, which turns
+            // the server's branch off; only reading more client input waits for a quiet server.
             let (from_client, ready) = tokio::select! {
                 biased;
                 r = lease.stream.ready(server_wants.unwrap_or(Interest::READABLE)), if server_wants.is_some() => (false, r),

@@ -64,7 +64,7 @@ impl Rig {
             init_query: "".into(),
             reported: Default::default(),
             startup: Default::default(),
-            plain_greeting: Default::default(),
+            plain_parameters: Default::default(),
             listeners: Default::default(),
         });
         let cluster = Arc::new(PgCluster {
