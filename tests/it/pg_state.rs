@@ -317,3 +317,56 @@ async fn a_session_parked_while_idle_comes_back_with_its_state() {
         .unwrap();
     assert_eq!(answer, "error 57014");
 }
+
+/// A driver's unnamed statements (tokio-postgres `query_typed`: Parse of the unnamed statement,
+/// Bind, Execute, Sync, as psycopg and node-postgres send their parameterized queries): the
+/// same text executed again and again, then an advisory lock through the same path, pins, and
+/// the unlock, repeated, lifts the pin. sluice remembers the last Parse's scan; a remembered
+/// answer for another text would let the lock's connection go to the next session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_repeating_unnamed_statements_still_pins_on_an_advisory_lock() {
+    use tokio_postgres::types::Type;
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            pool_size: 1,
+            borrow_timeout: "1s".into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let a = connect(&proxy, APP, APPDB).await.unwrap();
+    let typed = async |sql: &str| {
+        let rows = a.query_typed(sql, &[(&42i64, Type::INT8)]).await.unwrap();
+        rows.len()
+    };
+    let blocked = async || {
+        let b = connect(&proxy, APP, APPDB).await.unwrap();
+        code(&b.simple_query("select 1").await.unwrap_err())
+    };
+    let free = async || {
+        let b = connect(&proxy, APP, APPDB).await.unwrap();
+        scalar(&b, "select 'free'").await
+    };
+    for _ in 0..3 {
+        assert_eq!(typed("select $1::int8 + 1").await, 1);
+    }
+    assert_eq!(free().await, "free", "plain selects do not pin");
+    assert_eq!(typed("select pg_advisory_lock($1)").await, 1);
+    assert_eq!(blocked().await, "53300", "the lock pins its session");
+    for _ in 0..2 {
+        assert_eq!(typed("select pg_advisory_unlock($1)").await, 1);
+    }
+    assert_eq!(free().await, "free", "the unlock lifts the pin");
+    assert_eq!(typed("select $1::int8 + 1").await, 1);
+    // The lock is gone from the server, not left on a connection another session borrows.
+    let b = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(
+        scalar(
+            &b,
+            "select count(*) from pg_locks where locktype = 'advisory'"
+        )
+        .await,
+        "0"
+    );
+}
