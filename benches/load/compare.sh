@@ -48,6 +48,9 @@
 #                           its Unix-domain socket (the sidecar case), clients still on TCP
 #   SLUICE_BIN_B=           a second sluice binary (another commit): run as a fourth target,
 #                           interleaved with the others, and compared with SLUICE_BIN (A/B)
+#   BENCH_HOPS=0            1 adds two bare hops to the -S runs (benches/load/hop: tokio's epoll
+#                           relay and an io_uring one, no pooling, as HAProxy); needs
+#                           `cargo build --release --manifest-path benches/load/hop/Cargo.toml --target-dir target/hop`
 set -euo pipefail
 
 REPEAT=${BENCH_REPEAT:-3}
@@ -73,6 +76,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
 SLUICE_BIN_B=${SLUICE_BIN_B:-}
 USE_UNIX=${BENCH_UNIX:-1}
+USE_HOPS=${BENCH_HOPS:-0}
+HOP_BIN=${HOP_BIN:-$ROOT/target/hop/release/hop}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x $ROOT/target/test-venv/bin/python ]]; then PYTHON=$ROOT/target/test-venv/bin/python; else PYTHON=python3; fi
@@ -87,6 +92,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 [[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer are started as the postgres user)"
 id postgres >/dev/null 2>&1 || die "no postgres OS user"
 [[ -x $SLUICE_BIN ]] || die "no sluice binary at $SLUICE_BIN (cargo build --release)"
+[[ $USE_HOPS == 0 || -x $HOP_BIN ]] || die "no hop binary at $HOP_BIN (cargo build --release --manifest-path benches/load/hop/Cargo.toml --target-dir target/hop)"
 [[ -x $PG_BIN/initdb ]] || die "no PostgreSQL binaries in $PG_BIN"
 for tool in pgbench psql pgbouncer; do command -v $tool >/dev/null || die "$tool not installed"; done
 
@@ -100,13 +106,14 @@ chmod 755 "$TMP"
 chown postgres: "$TMP"
 mkdir -p "$TMP/logs"
 SLUICE_PID="" SLUICE_B_PID="" SLUICE_U_PID="" SLUICE_U_PORT="" PGB_PID="" HAP_PID="" PG_STARTED=0
+HOPT_PID="" HOPU_PID="" HOPT_PORT="" HOPU_PORT=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
     [[ -n ${HOLD_SLEEP:-} ]] && kill "$HOLD_SLEEP" 2>/dev/null
-    for pid in $SLUICE_PID $SLUICE_B_PID $SLUICE_U_PID $HAP_PID; do
+    for pid in $SLUICE_PID $SLUICE_B_PID $SLUICE_U_PID $HAP_PID $HOPT_PID $HOPU_PID; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null; fi
     done
     if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
@@ -248,6 +255,19 @@ EOF
     wait_ready "$HAP_PORT" HAProxy
 fi
 
+# ---------------------------------------------------------------- bare hops (benches/load/hop)
+if [[ $USE_HOPS == 1 ]]; then
+    HOPT_PORT=$(free_port)
+    "$HOP_BIN" tokio "127.0.0.1:$HOPT_PORT" "127.0.0.1:$PG_PORT" >"$TMP/logs/hop-tokio.log" 2>&1 &
+    HOPT_PID=$!
+    wait_ready "$HOPT_PORT" "tokio hop"
+    HOPU_PORT=$(free_port)
+    "$HOP_BIN" uring "127.0.0.1:$HOPU_PORT" "127.0.0.1:$PG_PORT" >"$TMP/logs/hop-uring.log" 2>&1 &
+    HOPU_PID=$!
+    wait_ready "$HOPU_PORT" "io_uring hop"
+    log "bare hops: tokio on port $HOPT_PORT, io_uring on port $HOPU_PORT"
+fi
+
 # ---------------------------------------------------------------- sluice
 SLUICE_PORT=$(free_port)
 cat >"$TMP/secrets.yaml" <<EOF
@@ -330,8 +350,8 @@ pg_ticks() {
 machine_ticks() { awk '/^cpu / { t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t }' /proc/stat; }
 
 # ---------------------------------------------------------------- idle clients
-port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; esac; }
-pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; hop_tokio) echo "$HOPT_PORT" ;; hop_uring) echo "$HOPU_PORT" ;; esac; }
+pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; hop_tokio) echo "$HOPT_PID" ;; hop_uring) echo "$HOPU_PID" ;; *) echo "" ;; esac; }
 MEM_ROWS=""
 if (( IDLE_CLIENTS > 0 )); then
     for target in pgbouncer sluice ${SLUICE_BIN_B:+sluice_b}; do
@@ -370,11 +390,14 @@ PGB_VERSION=$(pgbouncer --version | head -n1 | awk '{print $2}')
 PGB_PREPARED=0
 if printf '1.21\n%s\n' "$PGB_VERSION" | sort -V -C; then PGB_PREPARED=1; fi
 targets_of() {
-    local b="" h=""
+    local b="" h="" o=""
     [[ -n $SLUICE_BIN_B ]] && b=" sluice_b"
     [[ -n $SLUICE_U_PORT ]] && b+=" sluice_unix"
     [[ -n $HAP_PORT ]] && h=" haproxy"
+    [[ -n $HOPT_PORT ]] && o=" hop_tokio hop_uring"
     case ${1%%:*} in
+        # The hops connect to the server blocking: for the steady state only.
+        S) echo "direct$h$o pgbouncer sluice$b" ;;
         # PostgreSQL allows 200 connections: only poolers serve thousands of clients.
         R) echo "pgbouncer sluice$b" ;;
         P) if [[ $PGB_PREPARED == 0 ]]; then echo "direct$h sluice$b"; else echo "direct$h pgbouncer sluice$b"; fi ;;
@@ -538,6 +561,21 @@ if [[ -n $SLUICE_U_PORT ]]; then
         a=$(median "$workload" sluice 4); u=$(median "$workload" sluice_unix 4)
         au=$(median "$workload" sluice 6); uu=$(median "$workload" sluice_unix 6)
         echo "| $(label "$workload") | $(fmt "$a") | $(fmt "$u") | $(ratio "$u" "$a") | $au | $uu | $(median "$workload" sluice 8) / $(median "$workload" sluice_unix 8) | $(ratio "$u" "$(median "$workload" pgbouncer 4)") |"
+    done
+fi
+if [[ -n $HOPT_PORT ]]; then
+    echo
+    echo "## Bare hops (benches/load/hop: one server connection per client, bytes relayed unread) beside HAProxy and the poolers"
+    echo
+    echo "| workload | HAProxy TPS, µs/tx | tokio hop TPS, µs/tx | io_uring hop TPS, µs/tx | PgBouncer TPS, µs/tx | sluice TPS, µs/tx | io_uring/tokio µs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for workload in "${WORKLOADS[@]}"; do
+        [[ ${workload%%:*} == S ]] || continue
+        row="| $(label "$workload")"
+        for t in haproxy hop_tokio hop_uring pgbouncer sluice; do
+            row+=" | $(fmt "$(median "$workload" $t 4)"), $(median "$workload" $t 6)"
+        done
+        echo "$row | $(ratio "$(median "$workload" hop_uring 6)" "$(median "$workload" hop_tokio 6)") |"
     done
 fi
 if [[ -n $SLUICE_BIN_B ]]; then

@@ -18,6 +18,11 @@
 # (16 threads, its tables as mysql.sh prepared them); the arguments after the binary are the
 # sysbench test and flags (default oltp_point_select), INSTR_TX counts events in all, and the
 # figure is per event (one statement for oltp_point_select).
+# Many slow clients (the -R 2000 rows of compare.sh: each client transacts every few seconds):
+# INSTR_CLIENTS=1000 INSTR_RATE=200 runs pgbench -c 1000 -R 200 for INSTR_SECONDS (30); the
+# counters are zeroed once every client is logged in and transacting, and only the transactions
+# that completed between the zero and the dump (from pgbench --log) are counted, so the logins
+# stay out of the figure.
 # Environment: INSTR_TX=1000, INSTR_KEEP=0 (1 keeps the callgrind output for callgrind_annotate),
 # SLUICE_LOG=sluice=info,sluice::audit=warn (as compare.sh runs sluice).
 set -euo pipefail
@@ -81,6 +86,34 @@ for _ in $(seq 300); do
     ready >/dev/null 2>&1 && break
     sleep 0.2
 done
+if [[ -n ${INSTR_CLIENTS:-} ]] && (( ! MYSQL )); then
+    clients=$INSTR_CLIENTS seconds=${INSTR_SECONDS:-30}
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    (( $(ulimit -n) > clients * 2 + 100 )) || { echo "instructions.sh: ulimit -n too low for $clients clients" >&2; exit 1; }
+    pgbench -n "${FLAGS[@]}" -c "$clients" -j 2 -R "${INSTR_RATE:-200}" -T "$seconds" \
+        --log --log-prefix="$OUT/lat" -h 127.0.0.1 -p "$PORT" -U bench bench >"$OUT/pgbench.log" 2>&1 &
+    PGB=$!
+    # Every client logged in (a connection each on the counted port), then a few seconds so that
+    # each has transacted and waited idle at least once.
+    for _ in $(seq 600); do
+        (( $(ss -Htn state established "( sport = :$PORT )" | wc -l) >= clients )) && break
+        sleep 0.2
+    done
+    sleep "${INSTR_SETTLE:-8}"
+    "${AS[@]}" callgrind_control -z "$VG" >/dev/null 2>&1
+    from=$(date +%s.%N)
+    sleep $(( seconds / 2 ))
+    "${AS[@]}" callgrind_control -d "$VG" >/dev/null 2>&1
+    to=$(date +%s.%N)
+    wait "$PGB" || { tail -n 5 "$OUT/pgbench.log" >&2; exit 1; }
+    sleep 1
+    # --log lines: client, tx, time (µs), script, epoch seconds, µs: the completion instant.
+    tx=$(cat "$OUT"/lat.* | awk -v a="$from" -v b="$to" '{ t = $5 + $6 / 1e6 } t >= a && t < b { n++ } END { print n + 0 }')
+    dump=$(ls -t "$OUT"/callgrind.out.* | head -n1)
+    ir=$(awk '/^summary:|^totals:/ { print $2; exit }' "$dump")
+    echo "$(basename "$BIN") ${FLAGS[*]} -c $clients -R ${INSTR_RATE:-200}: $tx transactions counted, $((ir / tx)) instructions per transaction (user space)"
+    exit 0
+fi
 pg "$WARM" >/dev/null 2>&1
 "${AS[@]}" callgrind_control -z "$VG" >/dev/null 2>&1
 pg "$TX" >"$OUT/pgbench.log" 2>&1
