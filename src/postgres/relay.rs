@@ -23,6 +23,7 @@ use super::settings::Settings;
 use super::wire::{self, status};
 use crate::pool::Lease;
 use crate::routing::Want;
+use crate::session::spare;
 pub use dormant::Dormant;
 pub use idle::{IdleLimits, Outcome};
 
@@ -33,6 +34,9 @@ const HIGH_WATER: usize = 256 << 10;
 /// A partial DataRow/CopyData at least this large is forwarded before it is complete.
 const STREAM_CHUNK: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
+/// The least room a read goes into without growing its buffer: a buffer grown to `READ_CHUNK`
+/// for every read stays out of the spare buffers' size (`session::spare`).
+const MIN_ROOM: usize = 1 << 10;
 /// An idle session keeps its buffers this long, then drops them.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -247,6 +251,13 @@ impl Session {
             };
             self.commit_in_flight = false;
             self.phase = Phase::Active;
+            // Spare buffers for a session back from a shrink: grown message by message from
+            // nothing, they were reallocated several times in its transaction.
+            for buf in [&mut self.cout, &mut self.sout] {
+                if buf.capacity() == 0 {
+                    *buf = spare::take();
+                }
+            }
             self.on_borrow(&mut lease);
             let outcome = self.active(client, &mut lease).await;
             self.phase = Phase::Idle;
@@ -397,13 +408,24 @@ impl Session {
                 let conn: &mut ServerConn = lease;
                 (&mut conn.stream, &mut conn.buf)
             };
-            match stream.read_some(buf, READ_CHUNK) {
+            let chunk = read_chunk(buf);
+            match stream.read_some(buf, chunk) {
                 Ok(0) => return gone,
                 Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return gone,
                 _ => {}
             }
         }
     }
+}
+
+/// How much room to ask of `buf` for the next read: a spare buffer for one dropped by a
+/// shrink, what it has when that is enough (no growth), else a full chunk.
+fn read_chunk(buf: &mut BytesMut) -> usize {
+    if buf.capacity() == 0 {
+        *buf = spare::take();
+    }
+    let room = buf.capacity() - buf.len();
+    if room >= MIN_ROOM { room } else { READ_CHUNK }
 }
 
 /// Whether `buf` holds something a pump can process now: streamed bytes or a whole message.

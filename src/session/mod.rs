@@ -3,6 +3,7 @@
 
 pub mod park;
 pub mod registry;
+pub mod spare;
 
 use std::fmt;
 use std::net::SocketAddr;

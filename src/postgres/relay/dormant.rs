@@ -31,7 +31,7 @@ pub struct Dormant {
 
 impl Session {
     /// The session as it waits parked. Only an idle wait parks, and it parks only once the
-    /// buffers and the timer are gone, so nothing but empty state is dropped here.
+    /// buffers are gone, so nothing but empty state and the idle timer is dropped here.
     pub fn into_dormant(self) -> Dormant {
         let Self {
             id,

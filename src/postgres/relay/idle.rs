@@ -4,10 +4,10 @@
 use tokio::time::{Duration, Instant};
 
 use super::listening::arrived;
-use super::{MAX_BUFFERED_MESSAGE, NEVER, READ_CHUNK, SHRINK_AFTER, STREAM_CHUNK, Session};
+use super::{MAX_BUFFERED_MESSAGE, NEVER, SHRINK_AFTER, STREAM_CHUNK, Session, read_chunk};
 use crate::postgres::wire;
+use crate::session::spare;
 use crate::tls::Socket;
-use bytes::BytesMut;
 
 /// How long a session may sit idle: until it is closed, and until it parks (`None`: never).
 #[derive(Debug, Clone, Copy)]
@@ -85,8 +85,7 @@ impl Session {
                 .checked_add(self.idle.timeout)
                 .unwrap_or_else(|| since + NEVER);
             if !holds_buffers {
-                // Long idle: a timer for this wait alone, inside the task, so an idle client
-                // costs no separate allocation; a plain client idle past `park_after` parks.
+                // Long idle: a plain client idle past `park_after` parks.
                 let park_after = self
                     .idle
                     .park_after
@@ -99,17 +98,29 @@ impl Session {
                         .map_or(timeout_at, |at| timeout_at.min(at)),
                     None => timeout_at,
                 };
+                // The session's one timer, moved to this wait's end: a timer of its own for each
+                // long wait cost a slow client (idle between its transactions, its buffers
+                // dropped) a registration and a removal every transaction. Parking drops it.
+                let timer = self
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
+                if timer.deadline() != wake_at {
+                    timer.as_mut().reset(wake_at);
+                }
                 tokio::select! {
                     biased;
-                    r = tokio::time::timeout_at(wake_at, client.readable()) => match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Idle::Gone,
-                        Err(_) if wake_at >= timeout_at => return Idle::TimedOut,
-                        Err(_) => {
-                            self.idle_since = Some(since);
-                            return Idle::Park;
+                    r = client.readable() => {
+                        if r.is_err() {
+                            return Idle::Gone;
                         }
-                    },
+                    }
+                    () = timer.as_mut() => {
+                        if wake_at >= timeout_at {
+                            return Idle::TimedOut;
+                        }
+                        self.idle_since = Some(since);
+                        return Idle::Park;
+                    }
                     () = self.route.cluster.drain.cancelled() => continue,
                     () = arrived(self.listening.as_deref()) => return Idle::Notified,
                 }
@@ -148,7 +159,8 @@ impl Session {
                     }
                 }
             }
-            match client.read_some(&mut self.cin, READ_CHUNK) {
+            let chunk = read_chunk(&mut self.cin);
+            match client.read_some(&mut self.cin, chunk) {
                 Ok(0) => return Idle::Gone,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -157,14 +169,13 @@ impl Session {
         }
     }
 
-    /// An idle session holds no buffers (nor a timer beyond its wait): what makes thousands of
-    /// idle clients cheap.
+    /// An idle session holds no buffers (its timer stays for the long wait; parking drops it):
+    /// what makes thousands of idle clients cheap.
     fn shrink(&mut self) {
-        self.idle_timer = None;
         if self.cin.is_empty() {
-            self.cin = BytesMut::new();
+            spare::give(std::mem::take(&mut self.cin));
         }
-        self.cout = BytesMut::new();
-        self.sout = BytesMut::new();
+        spare::give(std::mem::take(&mut self.cout));
+        spare::give(std::mem::take(&mut self.sout));
     }
 }
