@@ -34,9 +34,6 @@ const HIGH_WATER: usize = 256 << 10;
 /// A partial DataRow/CopyData at least this large is forwarded before it is complete.
 const STREAM_CHUNK: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
-/// The least room a read goes into without growing its buffer: a buffer grown to `READ_CHUNK`
-/// for every read stays out of the spare buffers' size (`session::spare`).
-const MIN_ROOM: usize = 1 << 10;
 /// An idle session keeps its buffers this long, then drops them.
 const SHRINK_AFTER: Duration = Duration::from_secs(1);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -408,7 +405,7 @@ impl Session {
                 let conn: &mut ServerConn = lease;
                 (&mut conn.stream, &mut conn.buf)
             };
-            let chunk = read_chunk(buf);
+            let chunk = spare::read_room(buf, READ_CHUNK);
             match stream.read_some(buf, chunk) {
                 Ok(0) => return gone,
                 Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return gone,
@@ -416,16 +413,6 @@ impl Session {
             }
         }
     }
-}
-
-/// How much room to ask of `buf` for the next read: a spare buffer for one dropped by a
-/// shrink, what it has when that is enough (no growth), else a full chunk.
-fn read_chunk(buf: &mut BytesMut) -> usize {
-    if buf.capacity() == 0 {
-        *buf = spare::take();
-    }
-    let room = buf.capacity() - buf.len();
-    if room >= MIN_ROOM { room } else { READ_CHUNK }
 }
 
 /// Whether `buf` holds something a pump can process now: streamed bytes or a whole message.

@@ -12,9 +12,21 @@ pub const FIRST: usize = 4 << 10;
 /// At most this many per thread (128 KiB): what a burst of sessions shrinking at once leaves
 /// here, which 5,000 idle clients would share as 0.03 KiB each.
 const KEEP: usize = 32;
+const MIN_ROOM: usize = 1 << 10;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How much room to ask of `buf` for its next read: a spare buffer for one given back, the
+/// room it has when that is at least 1 KiB (no growth: a spare buffer is not grown to `chunk`
+/// for every read), else `chunk`.
+pub fn read_room(buf: &mut BytesMut, chunk: usize) -> usize {
+    if buf.capacity() == 0 {
+        *buf = take();
+    }
+    let room = buf.capacity() - buf.len();
+    if room >= MIN_ROOM { room } else { chunk }
 }
 
 /// An empty buffer of at least `FIRST` bytes.

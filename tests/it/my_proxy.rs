@@ -298,6 +298,17 @@ fn garbage_and_out_of_order_packets_end_only_their_session() {
 
 #[test]
 fn borrow_and_idle_timeouts_fail_clearly() {
+    borrow_and_idle_timeouts_with_parking("1s");
+}
+
+/// Parking off (as for TLS clients): the idle timeout comes from the session's own timer, kept
+/// across the wait that gives its buffers back and moved to the long wait's end.
+#[test]
+fn borrow_and_idle_timeouts_fail_clearly_without_parking() {
+    borrow_and_idle_timeouts_with_parking("0s");
+}
+
+fn borrow_and_idle_timeouts_with_parking(park_after: &str) {
     let db = MariaDb::start();
     let sluice = Sluice::start_for_mariadb(
         &db,
@@ -306,7 +317,7 @@ fn borrow_and_idle_timeouts_fail_clearly() {
             borrow_timeout: "1s".into(),
             client_auth_type: "mysql_native_password".into(),
             idle_client_timeout: Some("2s".into()),
-            idle_client_park_after: Some("1s".into()),
+            idle_client_park_after: Some(park_after.into()),
             ..ProxyOptions::default()
         },
     );

@@ -303,6 +303,50 @@ async fn idle_client_timeout_closes_only_idle_sessions() {
     assert!(proxy.log_contents().contains("57P05"));
 }
 
+/// Sessions that never park (parking off, as for TLS clients): a slow client whose buffers are
+/// dropped between transactions keeps working with spare ones, large answers included, and an
+/// idle one is closed by the same timer when its timeout comes, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_sessions_that_never_park_keep_their_limits() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            idle_client_timeout: Some("3s".into()),
+            idle_client_park_after: Some("0s".into()),
+            ..Default::default()
+        },
+    );
+    let idle = connect(&proxy, APP, APPDB).await.unwrap();
+    let slow = connect(&proxy, APP, APPDB).await.unwrap();
+    assert_eq!(scalar(&idle, "select 'once'").await, "once");
+    let started = std::time::Instant::now();
+    // Every 1.4 s: past the one second after which a session drops its buffers.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        let sql = format!("select length(repeat('x', 20000) || '{round}')");
+        assert_eq!(scalar(&slow, &sql).await, "20001");
+        assert_eq!(
+            scalar(&slow, &format!("select 'round {round}'")).await,
+            format!("round {round}")
+        );
+        if round == 0 {
+            assert!(
+                !idle.is_closed(),
+                "the idle session is not closed before its timeout ({:?})",
+                started.elapsed()
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        idle.is_closed() || idle.simple_query("select 1").await.is_err(),
+        "the idle session was closed at its timeout"
+    );
+    assert!(proxy.log_contents().contains("57P05"));
+    assert_eq!(scalar(&slow, "select 'still here'").await, "still here");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_killed_by_the_server_are_replaced_unseen() {
     let pg = PgServer::start();

@@ -1,12 +1,12 @@
 //! The wait for a client's next command: buffers given back after a second without a server
 //! connection, soft holds given up, the idle timeout, parking, and the drain's wake-up.
 
-use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::time::{Duration, Instant};
 
 use super::{End, Hold, MAX_COMMAND, READ_CHUNK, SHRINK_AFTER, SOFT_HOLD, Session};
 use crate::mysql::{errors, wire};
+use crate::session::spare;
 use crate::tls::Socket;
 
 /// A configured timeout beyond what the clock can add means "never".
@@ -123,34 +123,45 @@ impl Session {
                         if now < due {
                             timer.as_mut().reset(due);
                         } else if shrink {
-                            self.cin = BytesMut::new();
+                            // The timer stays for the long wait (parking drops it).
+                            spare::give(std::mem::take(&mut self.cin));
                             self.out = Vec::new();
                             self.scratch = Vec::new();
-                            self.idle_timer = None;
                         }
                         continue;
                     }
                     () = self.ep.engine.cluster.drain.cancelled(), if drain => continue,
                 }
             } else {
-                // Long idle: a timer for this wait alone, none kept while the client sleeps.
-                let readable = tokio::select! {
+                // Long idle: the session's kept timer moved to this wait's end. A timer of its
+                // own for each long wait cost a slow client (its buffers given back between
+                // commands) a registration and a removal every command. Parking drops it.
+                let drain = self.at_boundary();
+                let timer = self
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if timer.deadline() != due || timer.is_elapsed() {
+                    timer.as_mut().reset(due);
+                }
+                tokio::select! {
                     biased;
-                    r = tokio::time::timeout_at(due, client.readable()) => r,
-                    () = self.ep.engine.cluster.drain.cancelled(), if self.at_boundary() => continue,
-                };
-                match readable {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Ok(None),
-                    Err(_) if self.park_at.is_some_and(|at| Instant::now() >= at) => {
-                        self.idle_since = Some(started);
-                        return Err(End::Park);
+                    r = client.readable() => {
+                        if r.is_err() {
+                            return Ok(None);
+                        }
                     }
-                    Err(_) => continue,
+                    () = timer.as_mut() => {
+                        if self.park_at.is_some_and(|at| Instant::now() >= at) {
+                            self.idle_since = Some(started);
+                            return Err(End::Park);
+                        }
+                        continue;
+                    }
+                    () = self.ep.engine.cluster.drain.cancelled(), if drain => continue,
                 }
             }
-            self.cin.reserve(READ_CHUNK);
-            match client.read_some(&mut self.cin, READ_CHUNK) {
+            let chunk = spare::read_room(&mut self.cin, READ_CHUNK);
+            match client.read_some(&mut self.cin, chunk) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

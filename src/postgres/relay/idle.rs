@@ -4,7 +4,7 @@
 use tokio::time::{Duration, Instant};
 
 use super::listening::arrived;
-use super::{MAX_BUFFERED_MESSAGE, NEVER, SHRINK_AFTER, STREAM_CHUNK, Session, read_chunk};
+use super::{MAX_BUFFERED_MESSAGE, NEVER, READ_CHUNK, SHRINK_AFTER, STREAM_CHUNK, Session};
 use crate::postgres::wire;
 use crate::session::spare;
 use crate::tls::Socket;
@@ -159,7 +159,7 @@ impl Session {
                     }
                 }
             }
-            let chunk = read_chunk(&mut self.cin);
+            let chunk = spare::read_room(&mut self.cin, READ_CHUNK);
             match client.read_some(&mut self.cin, chunk) {
                 Ok(0) => return Idle::Gone,
                 Ok(_) => {}
