@@ -127,7 +127,7 @@ mod uring {
                         let client = unsafe { TcpStream::from_raw_fd(result) };
                         if let Ok(i) = open(&mut pairs, &mut free, client, upstream) {
                             for side in 0..2 {
-                                recv(&mut ring, &mut pairs, i, side)?;
+                                arm(&mut ring, &mut pairs, i, side, RECV)?;
                             }
                         }
                     }
@@ -151,9 +151,9 @@ mod uring {
                     s.sent += result as usize;
                 }
                 if s.sent < s.len {
-                    send(&mut ring, &mut pairs, i, side)?;
+                    arm(&mut ring, &mut pairs, i, side, SEND)?;
                 } else {
-                    recv(&mut ring, &mut pairs, i, side)?;
+                    arm(&mut ring, &mut pairs, i, side, RECV)?;
                 }
             }
         }
@@ -210,45 +210,31 @@ mod uring {
         }
     }
 
-    fn recv(
+    /// Arms side `side` of pair `i`: a receive into its buffer (`RECV`), or a send of what of it
+    /// is still unsent to the other side (`SEND`).
+    fn arm(
         ring: &mut IoUring,
         pairs: &mut [Option<Pair>],
         i: usize,
         side: usize,
-    ) -> io::Result<()> {
-        let Some(pair) = pairs[i].as_mut() else {
-            return Ok(());
-        };
-        let s = &mut pair.sides[side];
-        let entry = opcode::Recv::new(
-            types::Fd(s.stream.as_raw_fd()),
-            s.buf.as_mut_ptr(),
-            BUF as u32,
-        )
-        .build()
-        .user_data(data(i, side, RECV));
-        pair.in_flight += 1;
-        push(ring, &entry)
-    }
-
-    fn send(
-        ring: &mut IoUring,
-        pairs: &mut [Option<Pair>],
-        i: usize,
-        side: usize,
+        op: u64,
     ) -> io::Result<()> {
         let Some(pair) = pairs[i].as_mut() else {
             return Ok(());
         };
         let peer = pair.sides[1 - side].stream.as_raw_fd();
-        let s = &pair.sides[side];
-        let rest = &s.buf[s.sent..s.len];
-        let entry = opcode::Send::new(types::Fd(peer), rest.as_ptr(), rest.len() as u32)
-            .flags(NO_SIGNAL)
-            .build()
-            .user_data(data(i, side, SEND));
+        let s = &mut pair.sides[side];
+        let entry = if op == RECV {
+            let fd = types::Fd(s.stream.as_raw_fd());
+            opcode::Recv::new(fd, s.buf.as_mut_ptr(), BUF as u32).build()
+        } else {
+            let rest = &s.buf[s.sent..s.len];
+            opcode::Send::new(types::Fd(peer), rest.as_ptr(), rest.len() as u32)
+                .flags(NO_SIGNAL)
+                .build()
+        };
         pair.in_flight += 1;
-        push(ring, &entry)
+        push(ring, &entry.user_data(data(i, side, op)))
     }
 
     fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
