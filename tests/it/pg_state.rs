@@ -27,6 +27,20 @@ async fn outcome(c: &Client, sql: &str) -> String {
     }
 }
 
+/// With a pool of one held by a pinned session, a new session's query fails with the borrow
+/// timeout's SQLSTATE. A borrow timeout ends the waiting session (as PgBouncer's
+/// query_wait_timeout does), so each probe is a fresh session.
+async fn blocked(proxy: &Sluice) -> String {
+    let b = connect(proxy, APP, APPDB).await.unwrap();
+    code(&b.simple_query("select 1").await.unwrap_err())
+}
+
+/// A new session's query runs: the pool's one connection is free.
+async fn free(proxy: &Sluice) -> String {
+    let b = connect(proxy, APP, APPDB).await.unwrap();
+    scalar(&b, "select 'free'").await
+}
+
 async fn direct(pg: &PgServer) -> Client {
     let dsn = format!(
         "host=127.0.0.1 port={} user={} password={} dbname={APPDB}",
@@ -190,16 +204,6 @@ async fn pins_lift_when_the_state_that_caused_them_is_gone() {
         },
     );
     let a = connect(&proxy, APP, APPDB).await.unwrap();
-    // A borrow timeout ends the waiting session (as PgBouncer's query_wait_timeout does), so
-    // each probe is a fresh session.
-    let blocked = async || {
-        let b = connect(&proxy, APP, APPDB).await.unwrap();
-        code(&b.simple_query("select 1").await.unwrap_err())
-    };
-    let free = async || {
-        let b = connect(&proxy, APP, APPDB).await.unwrap();
-        scalar(&b, "select 'free'").await
-    };
     let cases = [
         ("create temp table t (x int)", "drop table t"),
         (
@@ -220,26 +224,26 @@ async fn pins_lift_when_the_state_that_caused_them_is_gone() {
     ];
     for (pin, unpin) in cases {
         a.simple_query(pin).await.unwrap();
-        assert_eq!(blocked().await, "53300", "{pin} pins");
+        assert_eq!(blocked(&proxy).await, "53300", "{pin} pins");
         a.simple_query(unpin).await.unwrap();
-        assert_eq!(free().await, "free", "{unpin} unpins");
+        assert_eq!(free(&proxy).await, "free", "{unpin} unpins");
     }
     a.simple_query("listen lone").await.unwrap();
-    assert_eq!(free().await, "free", "a lone LISTEN does not pin");
+    assert_eq!(free(&proxy).await, "free", "a lone LISTEN does not pin");
     a.simple_query("unlisten lone").await.unwrap();
     // Half the state gone is not enough.
     a.simple_query("create temp table v (x int); listen other")
         .await
         .unwrap();
     a.simple_query("drop table v").await.unwrap();
-    assert_eq!(blocked().await, "53300");
+    assert_eq!(blocked(&proxy).await, "53300");
     a.simple_query("unlisten other").await.unwrap();
-    assert_eq!(free().await, "free");
+    assert_eq!(free(&proxy).await, "free");
     // Gone by the end of its own transaction: never held past it.
     a.simple_query("begin; create temp table w (x int) on commit drop; commit")
         .await
         .unwrap();
-    assert_eq!(free().await, "free");
+    assert_eq!(free(&proxy).await, "free");
     // a's temp tables are really gone.
     let b = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(
@@ -340,24 +344,16 @@ async fn a_driver_repeating_unnamed_statements_still_pins_on_an_advisory_lock() 
         let rows = a.query_typed(sql, &[(&42i64, Type::INT8)]).await.unwrap();
         rows.len()
     };
-    let blocked = async || {
-        let b = connect(&proxy, APP, APPDB).await.unwrap();
-        code(&b.simple_query("select 1").await.unwrap_err())
-    };
-    let free = async || {
-        let b = connect(&proxy, APP, APPDB).await.unwrap();
-        scalar(&b, "select 'free'").await
-    };
     for _ in 0..3 {
         assert_eq!(typed("select $1::int8 + 1").await, 1);
     }
-    assert_eq!(free().await, "free", "plain selects do not pin");
+    assert_eq!(free(&proxy).await, "free", "plain selects do not pin");
     assert_eq!(typed("select pg_advisory_lock($1)").await, 1);
-    assert_eq!(blocked().await, "53300", "the lock pins its session");
+    assert_eq!(blocked(&proxy).await, "53300", "the lock pins its session");
     for _ in 0..2 {
         assert_eq!(typed("select pg_advisory_unlock($1)").await, 1);
     }
-    assert_eq!(free().await, "free", "the unlock lifts the pin");
+    assert_eq!(free(&proxy).await, "free", "the unlock lifts the pin");
     assert_eq!(typed("select $1::int8 + 1").await, 1);
     // The lock is gone from the server, not left on a connection another session borrows.
     let b = connect(&proxy, APP, APPDB).await.unwrap();
