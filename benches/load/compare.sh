@@ -48,8 +48,9 @@
 #                           its Unix-domain socket (the sidecar case), clients still on TCP
 #   SLUICE_BIN_B=           a second sluice binary (another commit): run as a fourth target,
 #                           interleaved with the others, and compared with SLUICE_BIN (A/B)
-#   BENCH_HOPS=0            1 adds two bare hops to the -S runs (benches/load/hop: tokio's epoll
-#                           relay and an io_uring one, no pooling, as HAProxy); needs
+#   BENCH_HOPS=0            1 adds three bare hops to the -S runs (benches/load/hop: tokio's epoll
+#                           relay, an io_uring one, and io_uring under tokio; no pooling, as
+#                           HAProxy); needs
 #                           `cargo build --release --manifest-path benches/load/hop/Cargo.toml --target-dir target/hop`
 set -euo pipefail
 
@@ -106,14 +107,14 @@ chmod 755 "$TMP"
 chown postgres: "$TMP"
 mkdir -p "$TMP/logs"
 SLUICE_PID="" SLUICE_B_PID="" SLUICE_U_PID="" SLUICE_U_PORT="" PGB_PID="" HAP_PID="" PG_STARTED=0
-HOPT_PID="" HOPU_PID="" HOPT_PORT="" HOPU_PORT=""
+HOPT_PID="" HOPU_PID="" HOPH_PID="" HOPT_PORT="" HOPU_PORT="" HOPH_PORT=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
     [[ -n ${HOLD_SLEEP:-} ]] && kill "$HOLD_SLEEP" 2>/dev/null
-    for pid in $SLUICE_PID $SLUICE_B_PID $SLUICE_U_PID $HAP_PID $HOPT_PID $HOPU_PID; do
+    for pid in $SLUICE_PID $SLUICE_B_PID $SLUICE_U_PID $HAP_PID $HOPT_PID $HOPU_PID $HOPH_PID; do
         if kill -0 "$pid" 2>/dev/null; then kill "$pid"; wait "$pid" 2>/dev/null; fi
     done
     if [[ -n $PGB_PID ]] && kill -0 "$PGB_PID" 2>/dev/null; then
@@ -265,7 +266,11 @@ if [[ $USE_HOPS == 1 ]]; then
     "$HOP_BIN" uring "127.0.0.1:$HOPU_PORT" "127.0.0.1:$PG_PORT" >"$TMP/logs/hop-uring.log" 2>&1 &
     HOPU_PID=$!
     wait_ready "$HOPU_PORT" "io_uring hop"
-    log "bare hops: tokio on port $HOPT_PORT, io_uring on port $HOPU_PORT"
+    HOPH_PORT=$(free_port)
+    "$HOP_BIN" tokio-uring "127.0.0.1:$HOPH_PORT" "127.0.0.1:$PG_PORT" >"$TMP/logs/hop-hybrid.log" 2>&1 &
+    HOPH_PID=$!
+    wait_ready "$HOPH_PORT" "io_uring-under-tokio hop"
+    log "bare hops: tokio on port $HOPT_PORT, io_uring on port $HOPU_PORT, io_uring under tokio on port $HOPH_PORT"
 fi
 
 # ---------------------------------------------------------------- sluice
@@ -350,8 +355,8 @@ pg_ticks() {
 machine_ticks() { awk '/^cpu / { t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t }' /proc/stat; }
 
 # ---------------------------------------------------------------- idle clients
-port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; hop_tokio) echo "$HOPT_PORT" ;; hop_uring) echo "$HOPU_PORT" ;; esac; }
-pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; hop_tokio) echo "$HOPT_PID" ;; hop_uring) echo "$HOPU_PID" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$PG_PORT" ;; haproxy) echo "$HAP_PORT" ;; pgbouncer) echo "$PGB_PORT" ;; sluice) echo "$SLUICE_PORT" ;; sluice_b) echo "$SLUICE_B_PORT" ;; sluice_unix) echo "$SLUICE_U_PORT" ;; hop_tokio) echo "$HOPT_PORT" ;; hop_uring) echo "$HOPU_PORT" ;; hop_hybrid) echo "$HOPH_PORT" ;; esac; }
+pid_of() { case $1 in haproxy) echo "$HAP_PID" ;; pgbouncer) echo "$PGB_PID" ;; sluice) echo "$SLUICE_PID" ;; sluice_b) echo "$SLUICE_B_PID" ;; sluice_unix) echo "$SLUICE_U_PID" ;; hop_tokio) echo "$HOPT_PID" ;; hop_uring) echo "$HOPU_PID" ;; hop_hybrid) echo "$HOPH_PID" ;; *) echo "" ;; esac; }
 MEM_ROWS=""
 if (( IDLE_CLIENTS > 0 )); then
     for target in pgbouncer sluice ${SLUICE_BIN_B:+sluice_b}; do
@@ -394,7 +399,7 @@ targets_of() {
     [[ -n $SLUICE_BIN_B ]] && b=" sluice_b"
     [[ -n $SLUICE_U_PORT ]] && b+=" sluice_unix"
     [[ -n $HAP_PORT ]] && h=" haproxy"
-    [[ -n $HOPT_PORT ]] && o=" hop_tokio hop_uring"
+    [[ -n $HOPT_PORT ]] && o=" hop_tokio hop_uring hop_hybrid"
     case ${1%%:*} in
         # The hops connect to the server blocking: for the steady state only.
         S) echo "direct$h$o pgbouncer sluice$b" ;;
@@ -567,15 +572,16 @@ if [[ -n $HOPT_PORT ]]; then
     echo
     echo "## Bare hops (benches/load/hop: one server connection per client, bytes relayed unread) beside HAProxy and the poolers"
     echo
-    echo "| workload | HAProxy TPS, µs/tx | tokio hop TPS, µs/tx | io_uring hop TPS, µs/tx | PgBouncer TPS, µs/tx | sluice TPS, µs/tx | io_uring/tokio µs |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | HAProxy TPS, µs/tx | tokio hop TPS, µs/tx | io_uring hop TPS, µs/tx | io_uring under tokio TPS, µs/tx | PgBouncer TPS, µs/tx | sluice TPS, µs/tx | io_uring/tokio µs | under tokio/tokio µs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for workload in "${WORKLOADS[@]}"; do
         [[ ${workload%%:*} == S ]] || continue
         row="| $(label "$workload")"
-        for t in haproxy hop_tokio hop_uring pgbouncer sluice; do
+        for t in haproxy hop_tokio hop_uring hop_hybrid pgbouncer sluice; do
             row+=" | $(fmt "$(median "$workload" $t 4)"), $(median "$workload" $t 6)"
         done
-        echo "$row | $(ratio "$(median "$workload" hop_uring 6)" "$(median "$workload" hop_tokio 6)") |"
+        tokio_us=$(median "$workload" hop_tokio 6)
+        echo "$row | $(ratio "$(median "$workload" hop_uring 6)" "$tokio_us") | $(ratio "$(median "$workload" hop_hybrid 6)" "$tokio_us") |"
     done
 fi
 if [[ -n $SLUICE_BIN_B ]]; then

@@ -1,10 +1,13 @@
 //! A bare TCP hop for the load benches: each client gets its own server connection and bytes are
-//! relayed unread, by tokio (epoll readiness, as sluice's relay) or by io_uring (completions, one
-//! `io_uring_enter` per batch). What the I/O path alone costs per transaction, beside HAProxy's
-//! hop and sluice's pooling relay (`BENCH_HOPS=1 benches/load/compare.sh`). Built on its own:
+//! relayed unread, by tokio (epoll readiness, as sluice's relay), by io_uring alone (completions,
+//! one `io_uring_enter` per batch), or by io_uring under tokio (`tokio-uring`: the ring's
+//! descriptor in tokio's epoll, submissions flushed when the runtime parks, a task per direction:
+//! what an io_uring path inside sluice's runtime would keep of the ring's gain). What the I/O path
+//! alone costs per transaction, beside HAProxy's hop and sluice's pooling relay (`BENCH_HOPS=1
+//! benches/load/compare.sh`). Built on its own:
 //! `cargo build --release --manifest-path benches/load/hop/Cargo.toml --target-dir target/hop`.
 //!
-//! `hop tokio|uring LISTEN_ADDR UPSTREAM_ADDR`
+//! `hop tokio|uring|tokio-uring LISTEN_ADDR UPSTREAM_ADDR`
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ fn main() -> ExitCode {
     let addrs = match args.as_slice() {
         [_, listen, upstream] => listen.parse().and_then(|l| Ok((l, upstream.parse()?))),
         _ => {
-            eprintln!("usage: hop tokio|uring LISTEN_ADDR UPSTREAM_ADDR");
+            eprintln!("usage: hop tokio|uring|tokio-uring LISTEN_ADDR UPSTREAM_ADDR");
             return ExitCode::FAILURE;
         }
     };
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     let result = match args[0].as_str() {
         "tokio" => tokio_hop(listen, upstream),
         "uring" => uring::run(listen, upstream),
+        "tokio-uring" => hybrid(listen, upstream),
         other => Err(io::Error::other(format!("unknown mode {other}"))),
     };
     match result {
@@ -56,6 +60,59 @@ fn tokio_hop(listen: SocketAddr, upstream: SocketAddr) -> io::Result<()> {
             });
         }
     })
+}
+
+/// io_uring inside a tokio current-thread runtime (`tokio-uring`): each direction a task that
+/// receives into an owned buffer and sends it on, the ring's completions reaching tokio through
+/// its epoll.
+fn hybrid(listen: SocketAddr, upstream: SocketAddr) -> io::Result<()> {
+    use std::rc::Rc;
+    use tokio_uring::net::{TcpListener, TcpStream};
+
+    async fn pump(from: Rc<TcpStream>, to: Rc<TcpStream>) {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let (got, back) = from.read(buf).await;
+            buf = back;
+            let n = match got {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            };
+            // The same allocation comes back, whole, after the send.
+            let (sent, back) = to
+                .write_all(tokio_uring::buf::BoundedBuf::slice(buf, ..n))
+                .await;
+            buf = back.into_inner();
+            if sent.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+
+    // Completions' task work runs when the thread enters the kernel anyway, not by interrupting
+    // it, and the ring has one submitter: the setup the uring mode uses, short of deferring task
+    // work to a wait on the ring, which tokio's epoll never makes.
+    let mut ring = tokio_uring::uring_builder();
+    ring.setup_coop_taskrun().setup_single_issuer();
+    tokio_uring::builder()
+        .uring_builder(&ring)
+        .start(async move {
+            let listener = TcpListener::bind(listen)?;
+            loop {
+                let (client, _) = listener.accept().await?;
+                tokio_uring::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (client, server) = (Rc::new(client), Rc::new(server));
+                    tokio_uring::spawn(pump(client.clone(), server.clone()));
+                    pump(server, client).await;
+                });
+            }
+        })
 }
 
 /// One ring on one thread: a receive stays armed on each side of each pair; a completed
