@@ -26,6 +26,7 @@ use super::state::Vars;
 use super::wire::{self, Reply, ReplyKind};
 use crate::pool::Lease;
 use crate::routing::Want;
+use crate::session::spare;
 
 mod change_user;
 mod commands;
@@ -252,6 +253,8 @@ impl Session {
         let mut reply = Reply::new(kind, conn.deprecate_eof());
         reply.starts_after(wire::last_seq(command));
         let mut forwarded = false;
+        // Grown from nothing after a shrink, it was reallocated several times per reply.
+        spare::ensure_vec(&mut self.out);
         let sent = tokio::time::Instant::now();
         let lost = if conn.write_command(command).await.is_err() {
             true

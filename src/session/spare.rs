@@ -1,7 +1,8 @@
 //! Spare I/O buffers of a runtime thread. A slow client's session drops its buffers a second
 //! after each transaction and needs them again at its next; taken from the allocator each time,
 //! that churn (jemalloc refilling and purging its thread cache) cost such a transaction more
-//! instructions than relaying it. A few buffers kept here serve most of those sessions.
+//! instructions than relaying it. A few buffers kept here serve most of those sessions: the
+//! relays' `BytesMut`s, and the MySQL relay's `Vec`s (its reply and rewrite buffers).
 
 use std::cell::RefCell;
 
@@ -16,6 +17,7 @@ const MIN_ROOM: usize = 1 << 10;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static SPARE_VEC: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How much room to ask of `buf` for its next read: a spare buffer for one given back, the
@@ -50,6 +52,33 @@ pub fn give(mut buf: BytesMut) {
     });
 }
 
+/// `take` for a `Vec` (the MySQL relay's reply and rewrite buffers).
+pub fn take_vec() -> Vec<u8> {
+    SPARE_VEC
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(FIRST))
+}
+
+/// `give` for a `Vec`: kept only at the first size, so none is kept large.
+pub fn give_vec(mut buf: Vec<u8>) {
+    if !(FIRST..=2 * FIRST).contains(&buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    SPARE_VEC.with_borrow_mut(|spare| {
+        if spare.len() < KEEP {
+            spare.push(buf);
+        }
+    });
+}
+
+/// `buf`, given a spare `Vec` first if it has none (dropped by a shrink).
+pub fn ensure_vec(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        *buf = take_vec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,9 +95,37 @@ mod tests {
         assert!(again.is_empty());
         let mut large = BytesMut::with_capacity(16 << 10);
         large.extend_from_slice(&[0; 100]);
-        let large_at = large.as_ptr();
         give(large);
-        assert_ne!(take().as_ptr(), large_at, "a large buffer is not kept");
+        // (Not a pointer compare: the allocator may hand the freed memory out again.)
+        assert_eq!(SPARE.with_borrow(Vec::len), 0, "a large buffer is not kept");
+        assert!(take().capacity() <= 2 * FIRST);
+    }
+
+    #[test]
+    fn a_given_vec_is_taken_again_and_a_large_one_is_not_kept() {
+        let mut buf = Vec::new();
+        ensure_vec(&mut buf);
+        assert!(buf.capacity() >= FIRST);
+        buf.extend_from_slice(b"select 1");
+        let at = buf.as_ptr();
+        give_vec(buf);
+        let mut again = Vec::new();
+        ensure_vec(&mut again);
+        assert_eq!(again.as_ptr(), at, "the given vec is reused");
+        assert!(again.is_empty());
+        let large = Vec::<u8>::with_capacity(16 << 10);
+        give_vec(large);
+        assert_eq!(
+            SPARE_VEC.with_borrow(Vec::len),
+            0,
+            "a large vec is not kept"
+        );
+        assert!(take_vec().capacity() <= 2 * FIRST);
+        for _ in 0..KEEP + 8 {
+            give_vec(Vec::with_capacity(FIRST));
+        }
+        assert_eq!(SPARE_VEC.with_borrow(Vec::len), KEEP);
+        SPARE_VEC.with_borrow_mut(Vec::clear);
     }
 
     #[test]

@@ -349,6 +349,30 @@ fn borrow_and_idle_timeouts_with_parking(park_after: &str) {
     assert!(r.max_backends <= 1, "{r}");
 }
 
+/// Sessions that idle past the buffer shrink between commands, parking off (as for TLS
+/// clients): replies and rewritten executes go through spare buffers handed from session to
+/// session, each answer whole and the session's own.
+#[test]
+fn slow_sessions_get_whole_answers_on_spare_buffers() {
+    let db = MariaDb::start();
+    let sluice = Sluice::start_for_mariadb(
+        &db,
+        ProxyOptions {
+            pool_size: 1,
+            client_auth_type: "mysql_native_password".into(),
+            idle_client_park_after: Some("0s".into()),
+            ..ProxyOptions::default()
+        },
+    );
+    let r = run(
+        &db,
+        python("myconnector_slow.py", sluice.port(), &[MY_APPDB]),
+        60,
+    );
+    assert_eq!(r.result().int("checks"), 24, "{r}");
+    assert_eq!(r.result().int("failures"), 0, "{r}");
+}
+
 #[test]
 fn change_user_starts_the_session_over() {
     let db = MariaDb::start();

@@ -125,8 +125,8 @@ impl Session {
                         } else if shrink {
                             // The timer stays for the long wait (parking drops it).
                             spare::give(std::mem::take(&mut self.cin));
-                            self.out = Vec::new();
-                            self.scratch = Vec::new();
+                            spare::give_vec(std::mem::take(&mut self.out));
+                            spare::give_vec(std::mem::take(&mut self.scratch));
                         }
                         continue;
                     }

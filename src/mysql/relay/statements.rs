@@ -13,7 +13,7 @@ use crate::mysql::pinning::{self, Effects};
 use crate::mysql::server::ServerConn;
 use crate::mysql::state::StatementKey;
 use crate::mysql::wire::{self, PacketWriter, ReplyKind, command};
-use crate::session::PinReason;
+use crate::session::{PinReason, spare};
 
 /// Server-side statements kept per connection before they are all closed.
 const MAX_STATEMENTS_PER_CONN: usize = 256;
@@ -155,6 +155,8 @@ impl Session {
         if !self.before_statement(&fx).await {
             return Ok(());
         }
+        // Every execute is rewritten (the server's statement id): a spare buffer after a shrink.
+        spare::ensure_vec(&mut self.scratch);
         let mut bytes = std::mem::take(&mut self.scratch);
         let result = self
             .statement_packet(client, packet, id, server_id, &mut bytes, &fx)
