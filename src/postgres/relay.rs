@@ -194,6 +194,7 @@ impl Session {
             let _ = tokio::time::timeout(FINAL_WRITE, client.write_all(&self.cout)).await;
         }
         tracing::debug!(session = self.id, "session closed");
+        self.give_back();
         Outcome::Closed {
             tls: client.is_tls(),
         }
