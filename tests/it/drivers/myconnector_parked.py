@@ -8,29 +8,18 @@ usage: myconnector_parked.py HOST PORT USER PASSWORD DB ADMIN_PORT
 Prints `RESULT {json}` with the sluice_client_sessions_parked gauge before, during and after
 the idle time; exit 1 on any mismatch.
 """
-import json
 import sys
 import time
 import urllib.request
 
-import mysql.connector
+from mysql_checks import Checks, connector
 
 host, port, user, password, db, admin = sys.argv[1:7]
-failures = []
-checks = 0
+checks = Checks()
 
 
 def connect():
-    return mysql.connector.connect(host=host, port=int(port), user=user, password=password,
-                                   database=db, use_pure=True, ssl_disabled=True,
-                                   autocommit=True)
-
-
-def expect(what, got, want):
-    global checks
-    checks += 1
-    if got != want:
-        failures.append(f"{what}: got {got!r}, want {want!r}")
+    return connector(host, port, user, password, db)
 
 
 def one(conn, sql):
@@ -59,18 +48,17 @@ a, b = connect(), connect()
 execute(a, "SET SESSION time_zone = '+09:00'")
 statement = a.cursor(prepared=True)
 statement.execute("SELECT ? + 1", (41,))
-expect("prepared before", statement.fetchall()[0][0], 42)
+checks.expect("prepared before", statement.fetchall()[0][0], 42)
 before = parked()
 time.sleep(2.5)
 during = parked()
 statement.execute("SELECT ? + 1", (99,))
-expect("prepared after parking", statement.fetchall()[0][0], 100)
-expect("time_zone after parking", one(a, "SELECT @@session.time_zone"), "+09:00")
-expect("other session's time_zone", one(b, "SELECT @@session.time_zone") == "+09:00", False)
+checks.expect("prepared after parking", statement.fetchall()[0][0], 100)
+checks.expect("time_zone after parking", one(a, "SELECT @@session.time_zone"), "+09:00")
+checks.expect("other session's time_zone",
+              one(b, "SELECT @@session.time_zone") == "+09:00", False)
 after = parked()
 statement.close()
 a.close()
 b.close()
-print("RESULT " + json.dumps({"checks": checks, "failures": failures, "before": before,
-                              "during": during, "after": after}))
-sys.exit(1 if failures else 0)
+checks.finish(before=before, during=during, after=after)

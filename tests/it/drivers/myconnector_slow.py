@@ -7,31 +7,14 @@ usage: myconnector_slow.py HOST PORT USER PASSWORD DB
 
 Prints `RESULT {json}`; exit 1 on any mismatch.
 """
-import json
 import sys
 import time
 
-import mysql.connector
+from mysql_checks import Checks, connector
 
 host, port, user, password, db = sys.argv[1:6]
-failures = []
-checks = 0
-
-
-def connect():
-    return mysql.connector.connect(host=host, port=int(port), user=user, password=password,
-                                   database=db, use_pure=True, ssl_disabled=True,
-                                   autocommit=True)
-
-
-def expect(what, got, want):
-    global checks
-    checks += 1
-    if got != want:
-        failures.append(f"{what}: got {str(got)[:80]!r}, want {str(want)[:80]!r}")
-
-
-clients = {"a": connect(), "b": connect()}
+checks = Checks()
+clients = {name: connector(host, port, user, password, db) for name in ("a", "b")}
 for name, cnx in clients.items():
     cur = cnx.cursor()
     cur.execute(f"SET @@session.sql_select_limit = {1000 if name == 'a' else 2000}")
@@ -45,16 +28,15 @@ for rnd in range(3):
         prep = cnx.cursor(prepared=True)
         for size in (10, 20000):
             prep.execute("SELECT CONCAT(REPEAT('x', ?), ?)", (size, tag))
-            expect(f"{tag} execute {size}", prep.fetchone()[0], "x" * size + tag)
+            got = prep.fetchone()[0]
+            checks.expect(f"{tag} execute {size}", got, "x" * size + tag)
         prep.close()
         cur = cnx.cursor()
         cur.execute(f"SELECT REPEAT('{name}', 5000), @@session.sql_select_limit, '{tag}'")
         got = cur.fetchone()
-        expect(f"{tag} text", tuple(got), (name * 5000, 1000 if name == "a" else 2000, tag))
+        limit = 1000 if name == "a" else 2000
+        checks.expect(f"{tag} text", tuple(got), (name * 5000, limit, tag))
         cur.execute("SELECT seq FROM seq_1_to_300")
-        expect(f"{tag} rows", [r[0] for r in cur.fetchall()], list(range(1, 301)))
+        checks.expect(f"{tag} rows", [r[0] for r in cur.fetchall()], list(range(1, 301)))
         cur.close()
-print("RESULT " + json.dumps({"checks": checks, "failures": len(failures)}))
-for f in failures:
-    print("FAIL " + f)
-sys.exit(1 if failures else 0)
+checks.finish()

@@ -1,5 +1,6 @@
-"""Shared by the PyMySQL check scripts: their connections, one-value queries, the checks they
-count and the `RESULT {json}` line (plus a `FAIL` line per mismatch) they end with."""
+"""Shared by the MySQL check scripts (PyMySQL's and mysql-connector-python's): their
+connections, one-value queries, the checks they count and the `RESULT {json}` line (plus a
+`FAIL` line per mismatch) they end with."""
 import json
 import sys
 
@@ -37,6 +38,15 @@ class Checks:
 def connect(host, port, user, password, database, **options):
     return pymysql.connect(host=host, port=int(port), user=user, password=password,
                            database=database, autocommit=True, **options)
+
+
+def connector(host, port, user, password, database):
+    """A mysql-connector-python connection (pure Python, binary protocol for prepared cursors)."""
+    import mysql.connector
+
+    return mysql.connector.connect(host=host, port=int(port), user=user, password=password,
+                                   database=database, use_pure=True, ssl_disabled=True,
+                                   autocommit=True)
 
 
 def errno(f):
