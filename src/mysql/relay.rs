@@ -201,10 +201,7 @@ impl Session {
             let _ = client.write_all(&self.out).await;
         }
         tracing::debug!(session = self.id, "session closed");
-        // Its buffers go to the next session, as the Postgres relay's do.
-        spare::give(std::mem::take(&mut self.cin));
-        spare::give_vec(std::mem::take(&mut self.out));
-        spare::give_vec(std::mem::take(&mut self.scratch));
+        self.give_back();
         Outcome::Closed {
             tls: client.is_tls(),
         }

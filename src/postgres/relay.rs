@@ -251,11 +251,8 @@ impl Session {
             self.phase = Phase::Active;
             // Spare buffers for a session back from a shrink: grown message by message from
             // nothing, they were reallocated several times in its transaction.
-            for buf in [&mut self.cout, &mut self.sout] {
-                if buf.capacity() == 0 {
-                    *buf = spare::take();
-                }
-            }
+            spare::ensure(&mut self.cout);
+            spare::ensure(&mut self.sout);
             self.on_borrow(&mut lease);
             let outcome = self.active(client, &mut lease).await;
             self.phase = Phase::Idle;

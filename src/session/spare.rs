@@ -5,6 +5,7 @@
 //! relays' `BytesMut`s, and the MySQL relay's `Vec`s (its reply and rewrite buffers).
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use bytes::BytesMut;
 
@@ -24,9 +25,7 @@ thread_local! {
 /// room it has when that is at least 1 KiB (no growth: a spare buffer is not grown to `chunk`
 /// for every read), else `chunk`.
 pub fn read_room(buf: &mut BytesMut, chunk: usize) -> usize {
-    if buf.capacity() == 0 {
-        *buf = take();
-    }
+    ensure(buf);
     let room = buf.capacity() - buf.len();
     if room >= MIN_ROOM { room } else { chunk }
 }
@@ -38,6 +37,13 @@ pub fn take() -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(FIRST))
 }
 
+/// `buf`, given a spare buffer first if it has none (dropped by a shrink).
+pub fn ensure(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = take();
+    }
+}
+
 /// Gives `buf` back for another session, if it is of the first size and its own (a buffer
 /// grown for a large message goes back to the allocator, so none is kept large).
 pub fn give(mut buf: BytesMut) {
@@ -45,7 +51,12 @@ pub fn give(mut buf: BytesMut) {
     if buf.capacity() < FIRST || buf.capacity() > 2 * FIRST || !buf.try_reclaim(FIRST) {
         return;
     }
-    SPARE.with_borrow_mut(|spare| {
+    keep(&SPARE, buf);
+}
+
+/// Keeps `buf` in the thread's list `spare` unless it holds `KEEP` already.
+fn keep<T: 'static>(spare: &'static LocalKey<RefCell<Vec<T>>>, buf: T) {
+    spare.with_borrow_mut(|spare| {
         if spare.len() < KEEP {
             spare.push(buf);
         }
@@ -65,11 +76,7 @@ pub fn give_vec(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    SPARE_VEC.with_borrow_mut(|spare| {
-        if spare.len() < KEEP {
-            spare.push(buf);
-        }
-    });
+    keep(&SPARE_VEC, buf);
 }
 
 /// `buf`, given a spare `Vec` first if it has none (dropped by a shrink).

@@ -124,9 +124,7 @@ impl Session {
                             timer.as_mut().reset(due);
                         } else if shrink {
                             // The timer stays for the long wait (parking drops it).
-                            spare::give(std::mem::take(&mut self.cin));
-                            spare::give_vec(std::mem::take(&mut self.out));
-                            spare::give_vec(std::mem::take(&mut self.scratch));
+                            self.give_back();
                         }
                         continue;
                     }
@@ -168,5 +166,13 @@ impl Session {
                 Err(_) => return Ok(None),
             }
         }
+    }
+
+    /// Gives the session's buffers to the worker's spare list: after a second idle, and when it
+    /// closes (the next session, or the next login of a connection storm, takes them).
+    pub(super) fn give_back(&mut self) {
+        spare::give(std::mem::take(&mut self.cin));
+        spare::give_vec(std::mem::take(&mut self.out));
+        spare::give_vec(std::mem::take(&mut self.scratch));
     }
 }
