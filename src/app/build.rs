@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::session::drain::Drain;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::ServerAccess;
 use crate::auth::users::{User, Users};
@@ -69,7 +69,7 @@ fn probe_timing(group: &TargetGroup) -> (Thresholds, Timing) {
 #[derive(Debug)]
 pub(super) struct Shared {
     /// Cancelled when sluice drains.
-    pub drain: CancellationToken,
+    pub drain: Drain,
     pub pin_counts: Arc<PinCounts>,
     pub parking: Option<crate::session::park::Parking>,
 }

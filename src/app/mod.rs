@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::session::drain::Drain;
 use thiserror::Error;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod apply;
@@ -109,7 +109,7 @@ impl App {
         let cancel = Arc::new(CancelRegistry::default());
         let kill = Arc::new(KillRegistry::default());
         let sessions = TaskTracker::new();
-        let drain = CancellationToken::new();
+        let drain = Drain::default();
         let lot = match Lot::start(sessions.clone()) {
             Ok(lot) => Some(lot),
             Err(e) => {

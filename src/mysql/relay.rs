@@ -51,8 +51,6 @@ const MAX_COMMAND: usize = wire::MAX_PAYLOAD + wire::HEADER_LEN;
 /// Reply bytes gathered before a write to the client.
 const FLUSH_AT: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
-/// An idle session keeps its buffers this long, then drops them.
-const SHRINK_AFTER: Duration = Duration::from_secs(1);
 /// How long a soft hold keeps a connection for a client that sends nothing.
 const SOFT_HOLD: Duration = Duration::from_millis(500);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,10 +123,13 @@ pub struct Session {
     idle_since: Option<Instant>,
     /// When the current idle wait parks the session, if it may.
     park_at: Option<Instant>,
-    /// The wait between a busy session's commands: kept from one wait to the next and re-armed
-    /// only when it fires, as the Postgres relay's (a timer armed per command showed in
-    /// profiles); dropped with the buffers once the session idles.
+    /// The wait between a session's commands: kept from one wait to the next and re-armed only
+    /// when it fires, as the Postgres relay's (a timer armed per command showed in profiles);
+    /// parking drops it.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// The session's slot in the drain's wake-up list, taken at its first wait; parking drops
+    /// it.
+    drain_watch: Option<crate::session::drain::Watch>,
 }
 
 impl Session {
@@ -169,6 +170,7 @@ impl Session {
             idle_since: None,
             park_at: None,
             idle_timer: None,
+            drain_watch: None,
         }
     }
 

@@ -34,8 +34,6 @@ const HIGH_WATER: usize = 256 << 10;
 /// A partial DataRow/CopyData at least this large is forwarded before it is complete.
 const STREAM_CHUNK: usize = 64 << 10;
 const READ_CHUNK: usize = 16 << 10;
-/// An idle session keeps its buffers this long, then drops them.
-const SHRINK_AFTER: Duration = Duration::from_secs(1);
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a session closed by a drain is told (57P01, as Postgres says at shutdown).
 const DRAINED: &str =
@@ -116,6 +114,9 @@ pub struct Session {
     /// The idle wait's timer, kept between waits of a busy session and re-armed only when it
     /// fires: arming a timer for every transaction showed up in profiles.
     idle_timer: Option<Pin<Box<Sleep>>>,
+    /// The session's slot in the drain's wake-up list, taken at its first idle wait; parking
+    /// drops it.
+    drain_watch: Option<crate::session::drain::Watch>,
     /// When the idle wait that parked the session began: its idle timeout counts from there
     /// when it resumes.
     idle_since: Option<Instant>,
@@ -163,6 +164,7 @@ impl Session {
             client_streaming: 0,
             server_streaming: 0,
             idle_timer: None,
+            drain_watch: None,
             idle_since: None,
             phase: Phase::Idle,
             commit_in_flight: false,
@@ -251,8 +253,7 @@ impl Session {
             self.phase = Phase::Active;
             // Spare buffers for a session back from a shrink: grown message by message from
             // nothing, they were reallocated several times in its transaction.
-            spare::ensure(&mut self.cout);
-            spare::ensure(&mut self.sout);
+            spare::ensure_all([&mut self.cout, &mut self.sout]);
             self.on_borrow(&mut lease);
             let outcome = self.active(client, &mut lease).await;
             self.phase = Phase::Idle;

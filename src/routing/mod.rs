@@ -25,7 +25,7 @@ pub struct Cluster<P> {
     pub settings: PoolSettings,
     /// Cancelled when sluice drains (SIGTERM, after the grace): sessions between transactions
     /// end at the boundary. Process-wide; every cluster holds a clone.
-    pub drain: tokio_util::sync::CancellationToken,
+    pub drain: crate::session::drain::Drain,
     /// The group's request-side series.
     pub metrics: Arc<crate::metrics::GroupMetrics>,
     /// Pins and unpins by reason: process-wide, every cluster holds a clone.

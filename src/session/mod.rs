@@ -1,6 +1,7 @@
 //! Engine-neutral session state: who a session is, why it is pinned to its server connection,
 //! and the registry both engines find live sessions in.
 
+pub mod drain;
 pub mod park;
 pub mod registry;
 pub mod spare;

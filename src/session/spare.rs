@@ -46,12 +46,63 @@ pub fn ensure(buf: &mut BytesMut) {
 
 /// Gives `buf` back for another session, if it is of the first size and its own (a buffer
 /// grown for a large message goes back to the allocator, so none is kept large).
-pub fn give(mut buf: BytesMut) {
-    buf.clear();
-    if buf.capacity() < FIRST || buf.capacity() > 2 * FIRST || !buf.try_reclaim(FIRST) {
+pub fn give(buf: BytesMut) {
+    if let Some(buf) = reusable(buf) {
+        keep(&SPARE, buf);
+    }
+}
+
+/// `give` for a session's buffers at once: one visit to the thread's list, since a session
+/// between messages gives them all back every transaction. Empty ones (capacity 0) are skipped.
+pub fn give_all<const N: usize>(bufs: [&mut BytesMut; N]) {
+    SPARE.with_borrow_mut(|spare| {
+        for buf in bufs {
+            if buf.capacity() == 0 {
+                continue;
+            }
+            if let Some(buf) = reusable(std::mem::take(buf))
+                && spare.len() < KEEP
+            {
+                spare.push(buf);
+            }
+        }
+    });
+}
+
+/// `ensure` for a session's buffers at once (one visit to the thread's list).
+pub fn ensure_all<const N: usize>(bufs: [&mut BytesMut; N]) {
+    if bufs.iter().all(|buf| buf.capacity() > 0) {
         return;
     }
-    keep(&SPARE, buf);
+    SPARE.with_borrow_mut(|spare| {
+        for buf in bufs {
+            if buf.capacity() == 0 {
+                *buf = spare
+                    .pop()
+                    .unwrap_or_else(|| BytesMut::with_capacity(FIRST));
+            }
+        }
+    });
+}
+
+/// How many spare buffers this thread holds (for tests of who gives them back, and when).
+#[cfg(test)]
+pub fn kept() -> usize {
+    SPARE.with_borrow(Vec::len)
+}
+
+/// `kept` for the `Vec` list.
+#[cfg(test)]
+pub fn kept_vecs() -> usize {
+    SPARE_VEC.with_borrow(Vec::len)
+}
+
+/// `buf` emptied, if it is of the first size and its own.
+/// Reclaimed first: a buffer a message was split off (the MySQL relay's read buffer) has lost
+/// that part's room until then, and would go to the allocator at every command.
+fn reusable(mut buf: BytesMut) -> Option<BytesMut> {
+    buf.clear();
+    (buf.try_reclaim(FIRST) && buf.capacity() <= 2 * FIRST).then_some(buf)
 }
 
 /// Keeps `buf` in the thread's list `spare` unless it holds `KEEP` already.
@@ -133,6 +184,26 @@ mod tests {
         }
         assert_eq!(SPARE_VEC.with_borrow(Vec::len), KEEP);
         SPARE_VEC.with_borrow_mut(Vec::clear);
+    }
+
+    #[test]
+    fn a_buffer_a_message_was_split_off_is_kept_whole_and_a_shared_one_is_not() {
+        SPARE.with_borrow_mut(Vec::clear);
+        let mut cin = take();
+        cin.extend_from_slice(&[7; 100]);
+        let packet = cin.split_to(60);
+        give_all([&mut cin]);
+        assert_eq!(SPARE.with_borrow(Vec::len), 0, "its start is still in use");
+        drop(packet);
+        let mut cin = take();
+        cin.extend_from_slice(&[7; 100]);
+        drop(cin.split_to(60));
+        assert!(cin.capacity() < FIRST);
+        give_all([&mut cin]);
+        assert_eq!(cin.capacity(), 0, "given away");
+        assert_eq!(SPARE.with_borrow(Vec::len), 1, "kept");
+        let again = take();
+        assert!(again.capacity() >= FIRST && again.is_empty());
     }
 
     #[test]

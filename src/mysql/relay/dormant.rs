@@ -78,9 +78,10 @@ impl Session {
             idle_since,
             park_at: _,
             idle_timer,
+            drain_watch,
         } = self;
         debug_assert!(cin.is_empty() && out.is_empty() && scratch.is_empty() && lease.is_none());
-        drop(idle_timer);
+        drop((idle_timer, drain_watch));
         Dormant {
             id,
             ep,
@@ -161,6 +162,7 @@ impl Dormant {
             idle_since,
             park_at: None,
             idle_timer: None,
+            drain_watch: None,
         }
     }
 

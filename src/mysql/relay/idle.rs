@@ -1,10 +1,10 @@
-//! The wait for a client's next command: buffers given back after a second without a server
+//! The wait for a client's next command: buffers given back at once without a server
 //! connection, soft holds given up, the idle timeout, parking, and the drain's wake-up.
 
 use tokio::io::AsyncReadExt;
 use tokio::time::{Duration, Instant};
 
-use super::{End, Hold, MAX_COMMAND, READ_CHUNK, SHRINK_AFTER, SOFT_HOLD, Session};
+use super::{End, Hold, MAX_COMMAND, READ_CHUNK, SOFT_HOLD, Session};
 use crate::mysql::{errors, wire};
 use crate::session::spare;
 use crate::tls::Socket;
@@ -60,13 +60,13 @@ impl Session {
                 self.hold = Hold::None;
                 self.maybe_release();
             }
-            // Holding no server connection and idle for a while: give back the buffers.
-            let shrink = self.lease.is_none() && self.cin.is_empty() && idle < SHRINK_AFTER;
-            let mut wait = if shrink {
-                SHRINK_AFTER - idle
-            } else {
-                idle_timeout - idle
-            };
+            // Holding no server connection and nothing of a command here: the buffers go to the
+            // worker's spare list now and the next command takes them back. Kept for a second
+            // instead, each slow client's command paid a timer wake-up to give them back.
+            if self.lease.is_none() && self.cin.is_empty() && self.out.is_empty() {
+                self.give_back();
+            }
+            let mut wait = idle_timeout - idle;
             if self.hold == Hold::Soft && self.lease.is_some() {
                 wait = wait.min(SOFT_HOLD.saturating_sub(idle));
             }
@@ -90,73 +90,42 @@ impl Session {
                 return Err(End::Drained);
             }
             // Nothing pending: wait for bytes before growing the buffer, or an idle client would
-            // hold a fresh read buffer for as long as it sleeps.
-            if shrink || self.lease.is_some() {
-                // A busy session: the kept timer, due within its first idle second so that one
-                // armed by an earlier command fires early and is re-armed then, not now.
-                let busy_until = started + SHRINK_AFTER;
-                let due = if now < busy_until {
-                    due.min(busy_until)
-                } else {
-                    due
-                };
-                // While `shrink` is due the timer fires within SHRINK_AFTER and the check above
-                // sees a drain then: no waiter-list locks on the drain token per command.
-                let drain = !shrink && self.at_boundary();
-                let timer = self
-                    .idle_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                // (Elapsed: it fired for a limit the loop's top has dealt with since.)
-                if timer.deadline() > due || timer.is_elapsed() {
-                    timer.as_mut().reset(due);
-                }
-                tokio::select! {
-                    biased;
-                    r = client.readable() => {
-                        if r.is_err() {
-                            return Ok(None);
-                        }
+            // hold a fresh read buffer for as long as it sleeps. The session's one timer, armed
+            // no later than `due`: one armed by an earlier command that fires early is re-armed
+            // then, so a client that keeps up costs no timer work per command (a reset was ~500
+            // instructions). Parking drops it.
+            let drain = self.at_boundary();
+            let timer = self
+                .idle_timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            // (Elapsed: it fired for a limit the loop's top has dealt with since.)
+            if timer.deadline() > due || timer.is_elapsed() {
+                timer.as_mut().reset(due);
+            }
+            let watch = self
+                .drain_watch
+                .get_or_insert_with(|| self.ep.engine.cluster.drain.watch());
+            tokio::select! {
+                biased;
+                r = client.readable() => {
+                    if r.is_err() {
+                        return Ok(None);
                     }
-                    () = timer.as_mut() => {
-                        now = Instant::now();
-                        fresh = true;
-                        if now < due {
-                            timer.as_mut().reset(due);
-                        } else if shrink {
-                            // The timer stays for the long wait (parking drops it).
-                            self.give_back();
-                        }
+                }
+                () = timer.as_mut() => {
+                    now = Instant::now();
+                    fresh = true;
+                    if now < due {
+                        timer.as_mut().reset(due);
                         continue;
                     }
-                    () = self.ep.engine.cluster.drain.cancelled(), if drain => continue,
-                }
-            } else {
-                // Long idle: the session's kept timer moved to this wait's end. A timer of its
-                // own for each long wait cost a slow client (its buffers given back between
-                // commands) a registration and a removal every command. Parking drops it.
-                let drain = self.at_boundary();
-                let timer = self
-                    .idle_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                if timer.deadline() != due || timer.is_elapsed() {
-                    timer.as_mut().reset(due);
-                }
-                tokio::select! {
-                    biased;
-                    r = client.readable() => {
-                        if r.is_err() {
-                            return Ok(None);
-                        }
+                    if self.park_at.is_some_and(|at| now >= at) && self.lease.is_none() {
+                        self.idle_since = Some(started);
+                        return Err(End::Park);
                     }
-                    () = timer.as_mut() => {
-                        if self.park_at.is_some_and(|at| Instant::now() >= at) {
-                            self.idle_since = Some(started);
-                            return Err(End::Park);
-                        }
-                        continue;
-                    }
-                    () = self.ep.engine.cluster.drain.cancelled(), if drain => continue,
+                    continue;
                 }
+                () = watch.drained(), if drain => continue,
             }
             let chunk = spare::read_room(&mut self.cin, READ_CHUNK);
             match client.read_some(&mut self.cin, chunk) {
@@ -168,8 +137,8 @@ impl Session {
         }
     }
 
-    /// Gives the session's buffers to the worker's spare list: after a second idle, and when it
-    /// closes (the next session, or the next login of a connection storm, takes them).
+    /// Gives the session's buffers to the worker's spare list: between commands without a server
+    /// connection, and when it closes (the next session, or the next login of a connection storm, takes them).
     pub(super) fn give_back(&mut self) {
         spare::give(std::mem::take(&mut self.cin));
         spare::give_vec(std::mem::take(&mut self.out));

@@ -213,6 +213,34 @@ async fn a_drain_closes_an_idle_session_without_a_word() {
     task.await.unwrap();
 }
 
+/// Between commands without a server connection a session holds no buffers and watches the
+/// drain at once (both waited for a second of idleness before).
+#[tokio::test]
+async fn a_session_between_commands_gives_its_buffers_back_and_sees_a_drain_at_once() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    let mut server = rig.begin(&mut client).await;
+    client.send_query("COMMIT");
+    assert_eq!(server.query().await, "COMMIT");
+    server.ok(AUTOCOMMIT);
+    assert!(client.is_ok().await);
+    assert_eq!(rig.pool_after_settling().await, (1, 1), "released");
+    assert_eq!(
+        (
+            crate::session::spare::kept(),
+            crate::session::spare::kept_vecs()
+        ),
+        (1, 1),
+        "its read and reply buffers"
+    );
+    rig.cluster().drain.cancel();
+    let closed = tokio::time::timeout(std::time::Duration::from_millis(300), client.try_packet())
+        .await
+        .expect("the drain reached the session at once");
+    assert_eq!(closed, None);
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_drain_waits_for_the_transaction_boundary() {
     let mut rig = Rig::new(1);

@@ -31,7 +31,7 @@ pub struct Dormant {
 
 impl Session {
     /// The session as it waits parked. Only an idle wait parks, and it parks only once the
-    /// buffers are gone, so nothing but empty state and the idle timer is dropped here.
+    /// buffers are gone, so nothing but empty state, the idle timer and the drain's slot is dropped here.
     pub fn into_dormant(self) -> Dormant {
         let Self {
             id,
@@ -48,6 +48,7 @@ impl Session {
             client_streaming,
             server_streaming,
             idle_timer,
+            drain_watch,
             idle_since,
             phase,
             commit_in_flight,
@@ -59,7 +60,7 @@ impl Session {
         // A listening session does not park (its inbox needs its task).
         debug_assert!(listening.is_none());
         debug_assert!(client_streaming == 0 && server_streaming == 0 && !server_fatal);
-        drop(idle_timer);
+        drop((idle_timer, drain_watch));
         pipeline.forget_scan();
         Dormant {
             id,
@@ -108,6 +109,7 @@ impl Dormant {
             client_streaming: 0,
             server_streaming: 0,
             idle_timer: None,
+            drain_watch: None,
             idle_since,
             phase,
             commit_in_flight,

@@ -368,6 +368,36 @@ async fn a_drain_ends_an_idle_session_with_admin_shutdown() {
     task.await.unwrap();
 }
 
+/// Between transactions a session holds no buffers and watches the drain at once: kept for a
+/// second, its buffers cost each slow client a timer wake-up per transaction, and a drain
+/// reached it only when that second was over.
+#[tokio::test]
+async fn a_session_between_transactions_gives_its_buffers_back_and_sees_a_drain_at_once() {
+    let mut rig = Rig::new(1);
+    let (mut client, task) = rig.session();
+    let mut server = rig.begin(&mut client).await;
+    client.send(|b| wire::query(b, "COMMIT"));
+    assert_eq!(server.query().await, "COMMIT");
+    server.send(|b| done(b, "COMMIT", status::IDLE));
+    client.tags(2).await;
+    rig.pool_after_settling().await;
+    assert_eq!(
+        crate::session::spare::kept(),
+        3,
+        "its read, client and server buffers"
+    );
+    rig.cluster.drain.cancel();
+    let (tag, body) = tokio::time::timeout(std::time::Duration::from_millis(300), client.frame())
+        .await
+        .expect("the drain reached the session at once");
+    assert_eq!(
+        (tag, code(&body).as_str()),
+        (backend::ERROR_RESPONSE, "57P01")
+    );
+    assert!(client.until_closed().await.is_empty());
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_drain_waits_for_the_transaction_boundary() {
     let mut rig = Rig::new(1);
