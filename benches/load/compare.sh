@@ -25,7 +25,7 @@
 #   BENCH_POOL_SIZE=10      PgBouncer default_pool_size = sluice max_connections
 #   BENCH_SCALE=10          pgbench -i scale
 #   BENCH_CLIENTS="1 16 64" client counts for the -S runs
-#   BENCH_CONNECT_CLIENTS=16  clients for the -S -C run
+#   BENCH_CONNECT_CLIENTS=16  clients for the -S -C run (" " skips it)
 #   BENCH_MODE_CLIENTS="16 64" client counts for the -S -M extended / -M prepared runs
 #   BENCH_MANY_CLIENTS="1000 10000" client counts for the fixed-rate -S runs (poolers only; "" skips)
 #   BENCH_MANY_RATE=2000    their total rate, transactions per second (pgbench -R)
@@ -377,7 +377,7 @@ TARGETS=(direct pgbouncer sluice)
 
 WORKLOADS=()
 for c in $CLIENTS; do WORKLOADS+=("S:$c"); done
-WORKLOADS+=("SC:$CONNECT_CLIENTS")
+for c in $CONNECT_CLIENTS; do WORKLOADS+=("SC:$c"); done
 for c in $MODE_CLIENTS; do WORKLOADS+=("E:$c" "P:$c"); done
 for c in $MANY_CLIENTS; do WORKLOADS+=("R:$c"); done
 label() {

@@ -12,6 +12,7 @@ use super::{Session, errors};
 use crate::metrics::GroupMetrics;
 use crate::postgres::listen::sql::Op;
 use crate::postgres::listen::{Hub, Inbox};
+use crate::session::spare;
 use crate::tls::Socket;
 
 /// What a session with subscriptions holds; dropping it unsubscribes them all.
@@ -121,6 +122,8 @@ impl Session {
                 ),
             ));
         }
+        // The idle wait gave the buffers back: a spare one, not one grown from nothing.
+        spare::ensure(&mut self.cout);
         let n = l.inbox.drain_into(&mut self.cout);
         l.metrics.notifications_delivered.inc_by(n as u64);
         Ok(())
