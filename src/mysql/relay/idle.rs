@@ -138,7 +138,8 @@ impl Session {
     }
 
     /// Gives the session's buffers to the worker's spare list: between commands without a server
-    /// connection, and when it closes (the next session, or the next login of a connection storm, takes them).
+    /// connection, and when it closes (the next session, or the next login of a connection
+    /// storm, takes them).
     pub(super) fn give_back(&mut self) {
         spare::give(std::mem::take(&mut self.cin));
         spare::give_vec(std::mem::take(&mut self.out));

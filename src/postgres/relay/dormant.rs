@@ -31,7 +31,8 @@ pub struct Dormant {
 
 impl Session {
     /// The session as it waits parked. Only an idle wait parks, and it parks only once the
-    /// buffers are gone, so nothing but empty state, the idle timer and the drain's slot is dropped here.
+    /// buffers are gone, so nothing but empty state, the idle timer and the drain's slot is
+    /// dropped here.
     pub fn into_dormant(self) -> Dormant {
         let Self {
             id,

@@ -139,8 +139,11 @@ impl Session {
                 () = drain.drained(), if between => continue,
                 () = arrived(self.listening.as_deref()) => return Idle::Notified,
             }
-            // The transaction's buffers with the read's: one visit to the spare list.
-            spare::ensure_all([&mut self.cin, &mut self.cout, &mut self.sout]);
+            // The transaction's buffers with the read's: one visit to the spare list (part of a
+            // message kept `cin`; the borrow takes the others then).
+            if self.cin.capacity() == 0 {
+                spare::ensure_all([&mut self.cin, &mut self.cout, &mut self.sout]);
+            }
             let chunk = spare::read_room(&mut self.cin, READ_CHUNK);
             match client.read_some(&mut self.cin, chunk) {
                 Ok(0) => return Idle::Gone,
