@@ -39,17 +39,13 @@ pub fn take() -> BytesMut {
 
 /// `buf`, given a spare buffer first if it has none (dropped by a shrink).
 pub fn ensure(buf: &mut BytesMut) {
-    if buf.capacity() == 0 {
-        *buf = take();
-    }
+    ensure_all([buf]);
 }
 
 /// Gives `buf` back for another session, if it is of the first size and its own (a buffer
 /// grown for a large message goes back to the allocator, so none is kept large).
-pub fn give(buf: BytesMut) {
-    if let Some(buf) = reusable(buf) {
-        keep(&SPARE, buf);
-    }
+pub fn give(mut buf: BytesMut) {
+    give_all([&mut buf]);
 }
 
 /// `give` for a session's buffers at once: one visit to the thread's list, since a session
