@@ -157,16 +157,9 @@ pub struct Pipeline {
     retry: Option<Box<Retry>>,
     /// Subscription changes on their way to commit; boxed once a session sends LISTEN/UNLISTEN.
     listen: Option<Box<ListenTrack>>,
-    /// The last Parse's text and what its scan found: drivers parse the same unnamed statement
-    /// for every execution. Dropped when the session parks.
-    last_parse: Option<Box<LastParse>>,
-}
-
-/// A Parse's query text and its scan's result.
-#[derive(Debug)]
-struct LastParse {
-    text: Vec<u8>,
-    effects: Effects,
+    /// The last Query's and Parse's texts and what their scans found: drivers send the same
+    /// statements again and again. Dropped when the session parks.
+    scans: Option<Box<memo::Scans>>,
 }
 
 /// What ties a session to its server connection, and the connection to no one else. One byte
@@ -243,7 +236,7 @@ impl Pipeline {
             borrow_wait_us: 0,
             retry: None,
             listen: None,
-            last_parse: None,
+            scans: None,
         }
     }
 
@@ -266,7 +259,7 @@ impl Pipeline {
             borrow_wait_us: _,
             retry,
             listen,
-            last_parse: _,
+            scans: _,
         } = self;
         expect.is_empty()
             && statements.is_empty()
@@ -284,7 +277,7 @@ impl Pipeline {
 
     /// Before the session parks: what only saves work while it is busy goes.
     pub fn forget_scan(&mut self) {
-        self.last_parse = None;
+        self.scans = None;
     }
 
     /// The server connection may go back to the pool: nothing in flight, idle, not pinned.
@@ -568,6 +561,7 @@ impl Pipeline {
 mod cut;
 mod listen;
 mod local;
+mod memo;
 mod naming;
 mod requests;
 mod responses;

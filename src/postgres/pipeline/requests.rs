@@ -6,14 +6,11 @@ use tokio::time::Instant;
 
 use super::listen;
 use super::naming::{Named, unmapped};
-use super::{Discard, Expect, LastParse, MISSING_UNNAMED, Pipeline, Reply, SERVER_NAME_PREFIX};
-use crate::postgres::pinning::{Deallocate, Effects, deallocate, discard_all, effects};
+use super::{Discard, Expect, MISSING_UNNAMED, Pipeline, Reply, SERVER_NAME_PREFIX, memo};
+use crate::postgres::pinning::{Deallocate, deallocate, discard_all};
 use crate::postgres::statements::{ServerStatements, StatementRegistry};
 use crate::postgres::wire::{self, Reader, WireError, frontend, status};
 use crate::session::PinReason;
-
-/// Longer texts are scanned every time rather than held by every busy session.
-const MAX_REMEMBERED_PARSE: usize = 4096;
 
 impl Pipeline {
     /// `DISCARD ALL` of an unpinned session outside a transaction: nothing of the session lives
@@ -63,7 +60,8 @@ impl Pipeline {
             _ => {
                 // Pinned, DEALLOCATE ALL frees SQL-level statements and sluice's with them: its
                 // CommandComplete says so.
-                let mut fx = effects(sql);
+                let scans = self.scans.get_or_insert_with(Box::default);
+                let mut fx = memo::effects_of(&mut scans.query, sql);
                 let looked = self.look(&mut fx, sql);
                 let pin = self.track(fx, sql);
                 match looked.listen_at {
@@ -100,7 +98,8 @@ impl Pipeline {
         let name = r.cstr()?;
         let mut rest = r.rest();
         let query = Reader::new(rest, "Parse").cstr()?;
-        let mut fx = self.parse_effects(query);
+        let scans = self.scans.get_or_insert_with(Box::default);
+        let mut fx = memo::effects_of(&mut scans.parse, query);
         let looked = self.look(&mut fx, query);
         let unlisten;
         if let Some(at) = looked.listen_at {
@@ -136,32 +135,6 @@ impl Pipeline {
             }
         }
         Ok(pin)
-    }
-
-    /// What `query`'s scan finds, remembered for the last Parse: a text compare instead of a
-    /// scan when a driver parses the same statement again (callgrind, pgbench `-M extended`:
-    /// the scan was a tenth of the relay's instructions).
-    fn parse_effects(&mut self, query: &[u8]) -> Effects {
-        if let Some(last) = &self.last_parse
-            && last.text == query
-        {
-            return last.effects;
-        }
-        let effects = effects(query);
-        if query.len() <= MAX_REMEMBERED_PARSE {
-            match &mut self.last_parse {
-                Some(last) => {
-                    last.text.clear();
-                    last.text.extend_from_slice(query);
-                    last.effects = effects;
-                }
-                None => {
-                    let text = query.to_vec();
-                    self.last_parse = Some(Box::new(LastParse { text, effects }));
-                }
-            }
-        }
-        effects
     }
 
     /// A Close: of a remapped statement, answered in the server's place (it keeps the statement
