@@ -26,6 +26,7 @@ use super::state::Vars;
 use super::wire::{self, Reply, ReplyKind};
 use crate::pool::Lease;
 use crate::routing::Want;
+use crate::session::memo::Memo;
 use crate::session::spare;
 
 mod change_user;
@@ -130,6 +131,9 @@ pub struct Session {
     /// The session's slot in the drain's wake-up list, taken at its first wait; parking drops
     /// it.
     drain_watch: Option<crate::session::drain::Watch>,
+    /// The last COM_QUERY text that does nothing to session state, with the backslash mode it
+    /// was scanned in: the next one alike but for its numbers needs no scan. Parking drops it.
+    plain_query: Option<Memo<bool>>,
 }
 
 impl Session {
@@ -171,6 +175,7 @@ impl Session {
             park_at: None,
             idle_timer: None,
             drain_watch: None,
+            plain_query: None,
         }
     }
 

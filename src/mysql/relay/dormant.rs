@@ -79,9 +79,10 @@ impl Session {
             park_at: _,
             idle_timer,
             drain_watch,
+            plain_query,
         } = self;
         debug_assert!(cin.is_empty() && out.is_empty() && scratch.is_empty() && lease.is_none());
-        drop((idle_timer, drain_watch));
+        drop((idle_timer, drain_watch, plain_query));
         Dormant {
             id,
             ep,
@@ -163,6 +164,7 @@ impl Dormant {
             park_at: None,
             idle_timer: None,
             drain_watch: None,
+            plain_query: None,
         }
     }
 
