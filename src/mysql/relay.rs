@@ -26,7 +26,7 @@ use super::state::Vars;
 use super::wire::{self, Reply, ReplyKind};
 use crate::pool::Lease;
 use crate::routing::Want;
-use crate::session::memo::Memo;
+use crate::session::memo::Memos;
 use crate::session::spare;
 
 mod change_user;
@@ -131,9 +131,9 @@ pub struct Session {
     /// The session's slot in the drain's wake-up list, taken at its first wait; parking drops
     /// it.
     drain_watch: Option<crate::session::drain::Watch>,
-    /// The last COM_QUERY text that does nothing to session state, with the backslash mode it
-    /// was scanned in: the next one alike but for its numbers needs no scan. Parking drops it.
-    plain_query: Option<Memo<bool>>,
+    /// The last COM_QUERY texts that do nothing to session state, with the backslash mode each
+    /// was scanned in: one alike but for its numbers needs no scan. Parking drops them.
+    plain_query: Memos<bool>,
 }
 
 impl Session {
@@ -175,7 +175,7 @@ impl Session {
             park_at: None,
             idle_timer: None,
             drain_watch: None,
-            plain_query: None,
+            plain_query: Memos::default(),
         }
     }
 

@@ -1,57 +1,124 @@
-//! A busy session's last statement text and what scanning it found, for both engines: drivers
-//! send the same statements again and again, and simple-protocol ones (pgbench, sysbench
-//! without server-side prepares, clients that interpolate parameters) change only the numbers.
+//! A busy session's last statement texts and what scanning them found, for both engines:
+//! drivers send the same few statements again and again, and simple-protocol ones (pgbench,
+//! sysbench without server-side prepares, clients that interpolate parameters) change only the
+//! numbers in them.
 //!
 //! Both engines' scanners look at a digit only through its byte class (a word character), and
 //! none of the keywords they compare words with holds one: a text that differs from another
-//! only where both have a digit splits into the same tokens of the same kinds, and each
-//! keyword test answers the same. Where a digit's value does matter, the engine says so: a
+//! only in its runs of digits (their values and lengths) splits into the same tokens of the
+//! same kinds, and each keyword test answers the same. Where a digit's value does matter, the engine says so: a
 //! Postgres dollar quote's tag (`$a1$`) is compared byte for byte, and a MySQL `KILL 12` names
 //! its target (its effects are never remembered).
 
-/// Longer texts are scanned every time rather than held by every busy session.
-const MAX_REMEMBERED: usize = 4096;
+/// At most this many texts are remembered per kind of message: an ORM's transaction cycles
+/// through a handful of statements (pgbench's TPC-B-like script: seven, eleven shapes with
+/// their numbers' signs).
+const WAYS: usize = 16;
+/// And at most this many bytes of them: a longer text is scanned every time rather than held
+/// by every busy session.
+const MAX_BYTES: usize = 4096;
+
+/// Texts and what their scans found, the oldest replaced round robin.
+#[derive(Debug)]
+pub struct Memos<T> {
+    entries: Vec<Memo<T>>,
+    /// The entry that goes next when a new text needs room.
+    next: usize,
+    bytes: usize,
+}
 
 #[derive(Debug)]
-pub struct Memo<T> {
+struct Memo<T> {
+    /// `head(text)`: most remembered texts are told apart by it alone.
+    head: [u64; 2],
     text: Vec<u8>,
     /// Shared only with the very same text.
     exact_only: bool,
     found: T,
 }
 
-impl<T: Copy> Memo<T> {
-    /// What the scan of `text` found, if `memo` remembers a text that scans alike.
-    #[inline]
-    pub fn recall(memo: &Option<Self>, text: &[u8]) -> Option<T> {
-        let m = memo.as_ref()?;
-        match compare(&m.text, text) {
-            Same::Exactly => Some(m.found),
-            Same::ButDigits if !m.exact_only => Some(m.found),
-            _ => None,
+impl<T> Default for Memos<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            next: 0,
+            bytes: 0,
         }
     }
+}
 
-    /// Remembers what the scan of `text` found, in place of what `memo` held.
-    pub fn keep(memo: &mut Option<Self>, text: &[u8], found: T, exact_only: bool) {
-        if text.len() > MAX_REMEMBERED {
+impl<T: Copy> Memos<T> {
+    /// What the scan of a remembered text that scans like `text` found, of those `fits` takes.
+    #[inline]
+    pub fn recall(&self, text: &[u8], fits: impl Fn(&T) -> bool) -> Option<T> {
+        let head = head(text);
+        self.entries.iter().find_map(|m| {
+            if m.head != head {
+                return None;
+            }
+            let alike = match compare(&m.text, text) {
+                Same::Exactly => true,
+                Same::ButDigits => !m.exact_only,
+                Same::No => false,
+            };
+            (alike && fits(&m.found)).then_some(m.found)
+        })
+    }
+
+    /// Remembers what the scan of `text` found, making room by forgetting older texts.
+    pub fn keep(&mut self, text: &[u8], found: T, exact_only: bool) {
+        if text.len() > MAX_BYTES {
             return;
         }
-        let m = memo.get_or_insert_with(|| Memo {
-            text: Vec::new(),
+        while !self.entries.is_empty()
+            && (self.entries.len() >= WAYS || self.bytes + text.len() > MAX_BYTES)
+        {
+            self.next %= self.entries.len();
+            let gone = self.entries.swap_remove(self.next);
+            self.bytes -= gone.text.len();
+            self.next += 1;
+        }
+        self.bytes += text.len();
+        self.entries.push(Memo {
+            head: head(text),
+            text: text.to_vec(),
             exact_only,
             found,
         });
-        m.text.clear();
-        m.text.extend_from_slice(text);
-        m.exact_only = exact_only;
-        m.found = found;
     }
 
     #[cfg(test)]
-    pub fn text(&self) -> &[u8] {
-        &self.text
+    pub fn remembered(&self) -> usize {
+        self.entries.len()
     }
+}
+
+/// A text's first sixteen bytes up to its first digit (zero from there): what a change of its
+/// numbers leaves alone, and what tells most statements apart (`UPDATE pgbench_a` from
+/// `UPDATE pgbench_t`) before a byte-by-byte compare.
+fn head(text: &[u8]) -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    let n = text.len().min(16);
+    bytes[..n].copy_from_slice(&text[..n]);
+    let mut words = bytes
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .map(|w| u64::from_le_bytes(*w));
+    let mut head = [words.next().unwrap_or(0), words.next().unwrap_or(0)];
+    for k in 0..2 {
+        let digits = digit_lanes(head[k]);
+        if digits != 0 {
+            // Little-endian: the lowest lanes come first; keep those before the first digit.
+            let keep = digits.trailing_zeros() / 8 * 8;
+            head[k] &= 1u64.checked_shl(keep).map_or(u64::MAX, |b| b - 1);
+            if k == 0 {
+                head[1] = 0;
+            }
+            break;
+        }
+    }
+    head
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,8 +129,64 @@ enum Same {
     No,
 }
 
-/// Eight bytes at a time: only a word that differs is looked at lane by lane.
+/// Texts of one length eight bytes at a time (a word that differs is looked at lane by lane);
+/// otherwise, or where a number grew into another's place, byte by byte.
 fn compare(old: &[u8], new: &[u8]) -> Same {
+    match same_length(old, new) {
+        Same::No if alike_but_numbers(old, new) => Same::ButDigits,
+        same => same,
+    }
+}
+
+/// Where one text has a run of digits the other has one too, of any length, and every other
+/// byte is the same: a run's length changes no token boundary either (inside a word, a quote or
+/// a comment, or between tokens, a digit is only ever skipped over).
+fn alike_but_numbers(old: &[u8], new: &[u8]) -> bool {
+    let digit = |s: &[u8], k: usize| s.get(k).is_some_and(u8::is_ascii_digit);
+    let run_end = |s: &[u8], from: usize| {
+        from + s[from..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(s.len() - from)
+    };
+    let (mut i, mut j) = (0, 0);
+    loop {
+        // The equal stretch, eight bytes at a time (the first differing lane ends it) and then
+        // one at a time.
+        while let (Some(x), Some(y)) = (old.get(i..i + 8), new.get(j..j + 8)) {
+            let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+            let diff = word(x) ^ word(y);
+            let equal = if diff == 0 {
+                8
+            } else {
+                diff.trailing_zeros() as usize / 8
+            };
+            i += equal;
+            j += equal;
+            if equal < 8 {
+                break;
+            }
+        }
+        while i < old.len() && j < new.len() && old[i] == new[j] {
+            i += 1;
+            j += 1;
+        }
+        if i == old.len() && j == new.len() {
+            return true;
+        }
+        match (digit(old, i), digit(new, j)) {
+            (true, true) => {}
+            // One run goes on where the other ended: the byte before, equal in both, must be a
+            // digit of both runs. (A mismatch right after two runs has no digit on either side.)
+            (true, false) | (false, true) if i > 0 && old[i - 1].is_ascii_digit() => {}
+            _ => return false,
+        }
+        i = run_end(old, i);
+        j = run_end(new, j);
+    }
+}
+
+fn same_length(old: &[u8], new: &[u8]) -> Same {
     if old.len() != new.len() {
         return Same::No;
     }
@@ -111,6 +234,30 @@ fn digit_lanes(v: u64) -> u64 {
     !v & at_least_0 & !above_9
 }
 
+/// For the engines' tests: `text` with some of its runs of digits replaced by others of one to
+/// four digits, which the memo takes as alike.
+#[cfg(test)]
+pub(crate) fn renumbered(text: &[u8], next: &mut impl FnMut() -> u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        if !text[i].is_ascii_digit() {
+            out.push(text[i]);
+            i += 1;
+            continue;
+        }
+        let end = i + text[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if next().is_multiple_of(2) {
+            out.extend_from_slice(&text[i..end]);
+        } else {
+            let len = 1 + next() % 4;
+            out.extend((0..len).map(|_| b'0' + (next() % 10) as u8));
+        }
+        i = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +283,20 @@ mod tests {
     }
 
     #[test]
+    fn a_head_stops_at_the_first_digit() {
+        assert_eq!(head(b"select 1"), head(b"select 12345"));
+        assert_eq!(head(b"0"), head(b"9999"));
+        assert_eq!(head(b"UPDATE pgbench_accounts"), head(b"UPDATE pgbench_a"));
+        assert_ne!(
+            head(b"UPDATE pgbench_accounts"),
+            head(b"UPDATE pgbench_tellers")
+        );
+        assert_eq!(head(b"abcdefgh1x"), head(b"abcdefgh22x"));
+        assert_ne!(head(b"abcdefgh1x"), head(b"abcdefgx1x"));
+        assert_ne!(head(b"select"), head(b"selecT"));
+    }
+
+    #[test]
     fn compares_eight_bytes_at_a_time_and_the_tail() {
         assert_eq!(compare(b"select 1", b"select 1"), Same::Exactly);
         assert_eq!(
@@ -144,26 +305,61 @@ mod tests {
         );
         assert_eq!(compare(b"select 1 x", b"select 2 x"), Same::ButDigits);
         assert_eq!(compare(b"select 1 a", b"select 1 b"), Same::No);
-        assert_eq!(compare(b"select 1", b"select 10"), Same::No);
         assert_eq!(compare(b"select a1", b"select b1"), Same::No);
         assert_eq!(compare(b"", b""), Same::Exactly);
+        assert_eq!(compare(b"select 1", b"select 10"), Same::ButDigits);
+        assert_eq!(compare(b"a=12, b=345", b"a=123, b=45"), Same::ButDigits);
+        assert_eq!(compare(b"t1 x", b"t12 x"), Same::ButDigits);
+        assert_eq!(compare(b"x = 1", b"x = -1"), Same::No);
+        assert_eq!(compare(b"x = 1", b"x = 1a"), Same::No);
+        assert_eq!(compare(b"x = 1", b"x = "), Same::No);
+        assert_eq!(compare(b"x = 12", b"x = 123"), Same::ButDigits);
+        assert_eq!(compare(b"x = 123 y", b"x = 1 y"), Same::ButDigits);
+        assert_eq!(compare(b"x = 123 y", b"x = 1y"), Same::No);
+        assert_eq!(
+            compare(b"0123456789abcdef 1 z", b"0123456789abcdef 22 z"),
+            Same::ButDigits
+        );
+        assert_eq!(
+            compare(b"0123456789abcdef 1 z", b"0123456789abcdeF 1 z"),
+            Same::No
+        );
     }
 
     #[test]
-    fn an_exact_only_text_and_a_long_one() {
-        let mut memo = None;
-        Memo::keep(&mut memo, b"select $a1$", 1, true);
-        assert_eq!(Memo::recall(&memo, b"select $a1$"), Some(1));
-        assert_eq!(Memo::recall(&memo, b"select $a2$"), None);
-        Memo::keep(&mut memo, b"select 1", 2, false);
-        assert_eq!(Memo::recall(&memo, b"select 7"), Some(2));
-        let long = format!("select {}", "1".repeat(MAX_REMEMBERED));
-        Memo::keep(&mut memo, long.as_bytes(), 3, false);
-        assert_eq!(Memo::recall(&memo, long.as_bytes()), None);
+    fn an_exact_only_text_a_filter_and_a_long_text() {
+        let mut memos = Memos::default();
+        memos.keep(b"select $a1$", 1, true);
+        assert_eq!(memos.recall(b"select $a1$", |_| true), Some(1));
+        assert_eq!(memos.recall(b"select $a2$", |_| true), None);
+        memos.keep(b"select 1", 2, false);
+        assert_eq!(memos.recall(b"select 7", |_| true), Some(2));
+        assert_eq!(memos.recall(b"select 7", |&f| f != 2), None);
+        let long = format!("select {}", "x".repeat(MAX_BYTES));
+        memos.keep(long.as_bytes(), 3, false);
+        assert_eq!(memos.recall(long.as_bytes(), |_| true), None);
+        assert_eq!(memos.remembered(), 2);
+    }
+
+    #[test]
+    fn older_texts_make_room_for_new_ones() {
+        let text = |i: usize| format!("select {i} from t{}", "x".repeat(i));
+        let mut memos = Memos::default();
+        for i in 0..WAYS {
+            memos.keep(text(i).as_bytes(), i, false);
+        }
+        assert!((0..WAYS).all(|i| memos.recall(text(i).as_bytes(), |_| true) == Some(i)));
+        memos.keep(b"another", 99, false);
+        assert_eq!(memos.remembered(), WAYS);
+        let kept = (0..WAYS).filter(|&i| memos.recall(text(i).as_bytes(), |_| true).is_some());
+        assert_eq!(kept.count(), WAYS - 1, "one old text went");
+        let big = "y".repeat(MAX_BYTES - 10);
+        memos.keep(big.as_bytes(), 100, false);
+        assert!(memos.bytes <= MAX_BYTES && memos.remembered() < WAYS);
+        assert_eq!(memos.recall(big.as_bytes(), |_| true), Some(100));
         assert_eq!(
-            Memo::recall(&memo, b"select 8"),
-            Some(2),
-            "the last kept one stays"
+            memos.bytes,
+            memos.entries.iter().map(|m| m.text.len()).sum::<usize>()
         );
     }
 }

@@ -13,7 +13,6 @@ use crate::mysql::wire::{self, Reply, ReplyKind, command, status};
 use crate::pool::PooledConnection;
 use crate::routing::Want;
 use crate::session::PinReason;
-use crate::session::memo::Memo;
 
 /// A command of several packets is read whole up to this size (the server's own
 /// `max_allowed_packet` is 16 MiB by default and 1 GiB at most).
@@ -185,12 +184,12 @@ impl Session {
     /// `oltp_point_select --db-ps-mode=disable`).
     fn query_effects<'a>(&mut self, sql: &'a [u8]) -> Effects<'a> {
         let escapes = self.backslash_escapes();
-        if Memo::recall(&self.plain_query, sql) == Some(escapes) {
+        if self.plain_query.recall(sql, |&e| e == escapes).is_some() {
             return Effects::default();
         }
         let fx = pinning::effects_in(sql, escapes);
         if fx == Effects::default() {
-            Memo::keep(&mut self.plain_query, sql, escapes, false);
+            self.plain_query.keep(sql, escapes, false);
         }
         fx
     }

@@ -164,7 +164,7 @@ impl Dormant {
             park_at: None,
             idle_timer: None,
             drain_watch: None,
-            plain_query: None,
+            plain_query: Default::default(),
         }
     }
 

@@ -3,23 +3,23 @@
 //! it is shared only with the very same text.
 
 use crate::postgres::pinning::{Effects, effects};
-use crate::session::memo::Memo;
+use crate::session::memo::Memos;
 
 /// What a busy session remembers of its last scans; dropped when it parks.
 #[derive(Debug, Default)]
 pub(super) struct Scans {
-    pub(super) query: Option<Memo<Effects>>,
-    pub(super) parse: Option<Memo<Effects>>,
+    pub(super) query: Memos<Effects>,
+    pub(super) parse: Memos<Effects>,
 }
 
-/// `text`'s effects, from `memo` when the remembered text scans alike (the pinning scan was a
+/// `text`'s effects, from `memos` when a remembered text scans alike (the pinning scan was a
 /// tenth of the relay's instructions for a short query: callgrind, pgbench `-S`).
-pub(super) fn effects_of(memo: &mut Option<Memo<Effects>>, text: &[u8]) -> Effects {
-    if let Some(found) = Memo::recall(memo, text) {
+pub(super) fn effects_of(memos: &mut Memos<Effects>, text: &[u8]) -> Effects {
+    if let Some(found) = memos.recall(text, |_| true) {
         return found;
     }
     let found = effects(text);
-    Memo::keep(memo, text, found, text.contains(&b'$'));
+    memos.keep(text, found, text.contains(&b'$'));
     found
 }
 
@@ -61,24 +61,19 @@ mod tests {
         };
         for text in texts {
             for _ in 0..64 {
-                let mut other = text.as_bytes().to_vec();
-                for b in other.iter_mut().filter(|b| b.is_ascii_digit()) {
-                    if next() % 2 == 0 {
-                        *b = b'0' + (next() % 10) as u8;
-                    }
-                }
-                let mut memo = None;
+                let other = crate::session::memo::renumbered(text.as_bytes(), &mut next);
+                let mut memos = Memos::default();
                 assert_eq!(
-                    effects_of(&mut memo, text.as_bytes()),
+                    effects_of(&mut memos, text.as_bytes()),
                     effects(text.as_bytes())
                 );
-                let got = effects_of(&mut memo, &other);
+                let got = effects_of(&mut memos, &other);
                 let shown = String::from_utf8_lossy(&other);
                 assert_eq!(got, effects(&other), "{text} then {shown}");
-                // Answered from the memo (which keeps its text) unless a `$` forbids it.
-                let kept = memo.as_ref().is_some_and(|m| m.text() == text.as_bytes());
+                // Answered from the memo (no second text kept) unless a `$` forbids it.
+                let hit = memos.remembered() == 1;
                 assert_eq!(
-                    kept,
+                    hit,
                     !text.contains('$') || other == text.as_bytes(),
                     "{shown}"
                 );
@@ -93,9 +88,9 @@ mod tests {
         let open = b"select $a1$ ; listen y $a2$; listen z";
         let closed = b"select $a1$ ; listen y $a1$; listen z";
         assert_ne!(effects(open), effects(closed));
-        let mut memo = None;
-        effects_of(&mut memo, closed);
-        assert_eq!(effects_of(&mut memo, open), effects(open));
-        assert_eq!(effects_of(&mut memo, closed), effects(closed));
+        let mut memos = Memos::default();
+        effects_of(&mut memos, closed);
+        assert_eq!(effects_of(&mut memos, open), effects(open));
+        assert_eq!(effects_of(&mut memos, closed), effects(closed));
     }
 }

@@ -60,8 +60,10 @@ impl Pipeline {
             _ => {
                 // Pinned, DEALLOCATE ALL frees SQL-level statements and sluice's with them: its
                 // CommandComplete says so.
-                let scans = self.scans.get_or_insert_with(Box::default);
-                let mut fx = memo::effects_of(&mut scans.query, sql);
+                let mut fx = match &mut self.scans {
+                    Some(scans) => memo::effects_of(&mut scans.query, sql),
+                    None => self.first_scan(sql),
+                };
                 let looked = self.look(&mut fx, sql);
                 let pin = self.track(fx, sql);
                 match looked.listen_at {
@@ -98,8 +100,10 @@ impl Pipeline {
         let name = r.cstr()?;
         let mut rest = r.rest();
         let query = Reader::new(rest, "Parse").cstr()?;
-        let scans = self.scans.get_or_insert_with(Box::default);
-        let mut fx = memo::effects_of(&mut scans.parse, query);
+        let mut fx = match &mut self.scans {
+            Some(scans) => memo::effects_of(&mut scans.parse, query),
+            None => self.first_scan(query),
+        };
         let looked = self.look(&mut fx, query);
         let unlisten;
         if let Some(at) = looked.listen_at {
@@ -135,6 +139,13 @@ impl Pipeline {
             }
         }
         Ok(pin)
+    }
+
+    /// A session's first statement is scanned without being remembered: a connection that
+    /// runs one (a Lambda's, pgbench `-C`) would pay for the copy and use it never.
+    fn first_scan(&mut self, text: &[u8]) -> crate::postgres::pinning::Effects {
+        self.scans = Some(Box::default());
+        crate::postgres::pinning::effects(text)
     }
 
     /// A Close: of a remapped statement, answered in the server's place (it keeps the statement

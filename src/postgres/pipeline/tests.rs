@@ -570,8 +570,16 @@ fn a_remembered_scan_answers_only_for_a_text_that_scans_alike() {
         pin_of(&mut other, query("select pg_advisory_lock(34)")),
         Some(PinReason::AdvisoryLock)
     );
-    assert!(rig.p.scans.as_ref().is_some_and(|s| s.parse.is_some()));
-    assert!(other.p.scans.as_ref().is_some_and(|s| s.query.is_some()));
+    let remembered = |rig: &Rig, parse: bool| {
+        let scans = rig
+            .p
+            .scans
+            .as_ref()
+            .expect("a second statement was remembered");
+        if parse { &scans.parse } else { &scans.query }.remembered()
+    };
+    assert_eq!(remembered(&rig, true), 2);
+    assert_eq!(remembered(&other, false), 2);
     rig.p.forget_scan();
     assert!(rig.p.scans.is_none(), "a parked session keeps no copy");
 }
