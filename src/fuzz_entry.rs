@@ -163,6 +163,34 @@ pub fn sql_scanners(data: &[u8]) {
         let fx = crate::mysql::pinning::effects_in(data, escapes);
         let _ = fx.pins().count();
     }
+    scan_memo(data);
+}
+
+/// The scan memo's premise (`session::memo`): a text with other numbers scans alike, for
+/// Postgres unless it holds a `$`, for MySQL when it does nothing; and the memo finds it.
+fn scan_memo(data: &[u8]) {
+    use crate::mysql::pinning::{Effects, effects_in};
+    use crate::postgres::pinning::effects;
+    use crate::session::memo::{Memos, renumbered_all};
+    let other = renumbered_all(data);
+    if !data.contains(&b'$') {
+        assert_eq!(
+            effects(data),
+            effects(&other),
+            "the Postgres scan moved with numbers"
+        );
+    }
+    for escapes in [true, false] {
+        if effects_in(data, escapes) == Effects::default() {
+            assert_eq!(effects_in(&other, escapes), Effects::default(), "MySQL");
+        }
+    }
+    let mut memos = Memos::default();
+    memos.keep(data, (), false);
+    assert!(
+        data.len() > 4096 || memos.recall(&other, |_| true).is_some(),
+        "the memo did not find its own text renumbered"
+    );
 }
 
 /// sluice as SCRAM-SHA-256 server: a client-first and a client-final message, split at the
