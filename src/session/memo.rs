@@ -65,21 +65,27 @@ impl<T: Copy> Memos<T> {
         })
     }
 
-    /// Remembers what the scan of `text` found, making room by forgetting older texts.
+    /// Remembers what the scan of `text` found, making room by forgetting older texts. The
+    /// last one forgotten lends its buffer: a session whose texts never repeat allocates only
+    /// while its memo fills (no allocation per query on the steady path).
     pub fn keep(&mut self, text: &[u8], found: T, exact_only: bool) {
         if text.len() > MAX_BYTES {
             return;
         }
+        let mut buf = Vec::new();
         while self.entries.len() >= WAYS || self.bytes + text.len() > MAX_BYTES {
             let Some(gone) = self.entries.pop_front() else {
                 break;
             };
             self.bytes -= gone.text.len();
+            buf = gone.text;
         }
+        buf.clear();
+        buf.extend_from_slice(text);
         self.bytes += text.len();
         self.entries.push_back(Memo {
             head: head(text),
-            text: text.to_vec(),
+            text: buf,
             exact_only,
             found,
         });
@@ -373,7 +379,10 @@ mod tests {
             None,
             "the oldest went"
         );
+        let lent = memos.entries.front().expect("full").text.as_ptr();
         memos.keep(b"and another", 98, false);
+        let newest = memos.entries.back().expect("kept").text.as_ptr();
+        assert_eq!(newest, lent, "the forgotten text lent its buffer");
         assert_eq!(
             memos.recall(text(1).as_bytes(), |_| true),
             None,
