@@ -52,16 +52,8 @@ mod tests {
             "deallocate p1",
             "SELECT 1e5, x1y2 FROM t3",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         for text in texts {
-            for _ in 0..64 {
-                let other = crate::session::memo::renumbered(text.as_bytes(), &mut next);
+            for other in crate::session::memo::renumberings(text.as_bytes()) {
                 let mut memos = Memos::default();
                 assert_eq!(
                     effects_of(&mut memos, text.as_bytes()),
