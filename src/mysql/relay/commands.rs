@@ -179,9 +179,9 @@ impl Session {
         Ok(())
     }
 
-    /// A COM_QUERY's effects; a text like the last plain one but for its numbers has none (the
-    /// scan was a fifth of a text-protocol statement's instructions: callgrind, sysbench
-    /// `oltp_point_select --db-ps-mode=disable`).
+    /// A COM_QUERY's effects; a text like one of the last plain ones but for its numbers has
+    /// none (the scan was a fifth of a text-protocol statement's instructions: callgrind,
+    /// sysbench `oltp_point_select --db-ps-mode=disable`).
     fn query_effects<'a>(&mut self, sql: &'a [u8]) -> Effects<'a> {
         let escapes = self.backslash_escapes();
         if self.plain_query.recall(sql, |&e| e == escapes).is_some() {
