@@ -171,7 +171,7 @@ pub fn sql_scanners(data: &[u8]) {
 fn scan_memo(data: &[u8]) {
     use crate::mysql::pinning::{Effects, effects_in};
     use crate::postgres::pinning::effects;
-    use crate::session::memo::{Memos, renumbered_all};
+    use crate::session::memo::{MAX_BYTES, Memos, renumbered_all};
     let other = renumbered_all(data);
     if !data.contains(&b'$') {
         assert_eq!(
@@ -188,7 +188,7 @@ fn scan_memo(data: &[u8]) {
     let mut memos = Memos::default();
     memos.keep(data, (), false);
     assert!(
-        data.len() > 4096 || memos.recall(&other, |_| true).is_some(),
+        data.len() > MAX_BYTES || memos.recall(&other, |_| true).is_some(),
         "the memo did not find its own text renumbered"
     );
 }

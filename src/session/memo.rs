@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 const WAYS: usize = 16;
 /// And at most this many bytes of them: a longer text is scanned every time rather than held
 /// by every busy session.
-const MAX_BYTES: usize = 4096;
+pub const MAX_BYTES: usize = 4096;
 
 /// Texts and what their scans found, oldest first: the oldest go when a new one needs room.
 #[derive(Debug)]
