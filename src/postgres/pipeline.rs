@@ -175,6 +175,9 @@ struct PinState {
     check_due: bool,
     /// Outcome of the last pin check: `Some(true)` when nothing pins the session any more.
     check: Option<bool>,
+    /// A statement that pins was sent after the last pin check: the check answers for the
+    /// server as it was before, so its "nothing pins" no longer holds.
+    pinned_since_check: bool,
     /// The connection must not serve anyone else (a `DEALLOCATE` sluice cannot attribute, a
     /// `RESET ALL` that undid the init query).
     retire: bool,
@@ -445,6 +448,7 @@ impl Pipeline {
 
     /// `pin`, if it is the session's first.
     fn newly_pinned(&mut self, pin: Option<PinReason>) -> Option<PinReason> {
+        self.pins.pinned_since_check |= pin.is_some();
         let reason = pin.filter(|_| self.pins.pinned.is_none())?;
         self.pins.pinned = Some(reason);
         Some(reason)
@@ -544,11 +548,16 @@ impl Pipeline {
         } else {
             end.read_back = tracked.read_back;
         }
-        if pins.check.take() == Some(true) && !pins.untracked && !pins.loaded {
+        let stale = pins.pinned_since_check;
+        if pins.check.take() == Some(true) && !stale && !pins.untracked && !pins.loaded {
             end.unpinned = pins.pinned.take();
         }
         let due = std::mem::take(&mut pins.check_due);
         end.check_pins = due && pins.pinned.is_some() && !pins.untracked && !pins.loaded;
+        if end.check_pins {
+            // The relay sends the check now: it sees every pin made so far.
+            pins.pinned_since_check = false;
+        }
         end
     }
 

@@ -177,6 +177,9 @@ fn tracked_state_follows_its_session() {
     assert!(r.max_backends <= 2, "{r}");
 }
 
+/// Temporary tables, user variables, named locks and HANDLERs pin and lift; so do the same pins
+/// among look-alike texts (PyMySQL interpolates numbers of every length), which sluice's scan
+/// memo answers without scanning.
 #[test]
 fn pins_keep_their_connection_and_lift() {
     let db = MariaDb::start();
@@ -186,7 +189,7 @@ fn pins_keep_their_connection_and_lift() {
         python("pymysql_pins.py", sluice.port(), &[MY_APPDB]),
         120,
     );
-    assert!(r.result().int("checks") >= 19, "{r}");
+    assert!(r.result().int("checks") >= 120, "{r}");
     let log = sluice.log_contents();
     for reason in [
         "temp_object",

@@ -189,3 +189,31 @@ fn asyncpg_load_on_a_small_pool() {
     let copied = direct(&pg, "select count(*) from apg_copy");
     assert_eq!(copied, (conns * 2 * iters / 5).to_string());
 }
+
+/// psycopg's ClientCursor interpolates parameters into simple Queries, so sluice's scan memo
+/// answers most of them: advisory locks and temporary tables among look-alike texts with
+/// numbers of every length must still pin A (B never lands on its backend nor sees its table)
+/// and lift, round after round. Each pin follows right behind the statement that lifted the
+/// last one: the pin check that statement set off must not unpin the new pin (it did: B was
+/// handed A's connection and read A's temporary table, in every run).
+#[test]
+fn look_alike_texts_still_pin() {
+    let pg = PgServer::start();
+    let sluice = Sluice::start_for(&pg, ProxyOptions::pool(2));
+    let (status, out, err) = tools::command_output(
+        Command::new(tools::python())
+            .arg(script("psycopg_memo.py"))
+            .args(["127.0.0.1", &sluice.port().to_string(), APPDB, APP.0, APP.1]),
+    );
+    let checks = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|r| r["checks"].as_i64());
+    assert!(
+        status.success() && checks >= Some(150),
+        "{status}, {checks:?} checks\n{out}\n{err}"
+    );
+    let log = sluice.log_contents();
+    assert!(log.contains("reason=advisory_lock"), "{log}");
+}

@@ -114,3 +114,48 @@ fn resets_follow_the_servers_command_complete() {
     rig.client(&mut a, &[frame(b'Q', b"DISCARD ALL\0")]);
     assert_eq!(rig.p.take_discard(), Some(Discard::Local));
 }
+
+/// A pin check answers for the moment it ran on the server. A statement that pins, sent behind
+/// it before its answer was taken in (psycopg's next query right after a DROP), makes its
+/// "nothing pins" stale: the session keeps its connection (found with psycopg: another session
+/// was handed the connection and read this one's temporary table).
+#[test]
+fn a_pin_made_behind_a_pin_check_outlives_the_check() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    rig.client(&mut a, &[frame(b'Q', b"create temp table t1 (x int)\0")]);
+    rig.server(&mut a, &[complete("CREATE TABLE"), ready(b'I')]);
+    assert_eq!(rig.p.pinned(), Some(PinReason::TempObject));
+    assert!(!rig.p.end_transaction().check_pins);
+    rig.client(&mut a, &[frame(b'Q', b"drop table t1\0")]);
+    rig.server(&mut a, &[complete("DROP TABLE"), ready(b'I')]);
+    assert!(rig.p.end_transaction().check_pins);
+    rig.p
+        .internal_query(Purpose::PinCheck, "SELECT ...", &mut rig.sout);
+    // The client's next statement arrives before the check's answer.
+    rig.client(&mut a, &[frame(b'Q', b"create temp table t7 (x int)\0")]);
+    rig.server(
+        &mut a,
+        &[row(&[Some("0")]), complete("SELECT 1"), ready(b'I')],
+    );
+    rig.server(&mut a, &[complete("CREATE TABLE"), ready(b'I')]);
+    let end = rig.p.end_transaction();
+    assert_eq!(end.unpinned, None, "unpinned by a stale check");
+    assert_eq!(rig.p.pinned(), Some(PinReason::TempObject));
+
+    // A check sent after the pin answers for it.
+    rig.client(&mut a, &[frame(b'Q', b"drop table t7\0")]);
+    rig.server(&mut a, &[complete("DROP TABLE"), ready(b'I')]);
+    assert!(rig.p.end_transaction().check_pins);
+    rig.p
+        .internal_query(Purpose::PinCheck, "SELECT ...", &mut rig.sout);
+    rig.server(
+        &mut a,
+        &[row(&[Some("0")]), complete("SELECT 1"), ready(b'I')],
+    );
+    assert_eq!(
+        rig.p.end_transaction().unpinned,
+        Some(PinReason::TempObject)
+    );
+    assert_eq!(rig.p.pinned(), None);
+}
