@@ -115,13 +115,12 @@ async fn password_exchange(
     match user.method {
         PasswordAuthType::PostgresMd5 => {
             let salt: [u8; 4] = rand::random();
-            wire::auth_md5(&mut out, salt);
-            write(stream, &out).await?;
+            write(stream, &wire::auth_md5(salt)).await?;
             let body = read_password(stream, buf).await?;
             let answer = wire::Reader::new(&body, "PasswordMessage").cstr()?;
             let matches = versions.each().any(|c| {
                 let expected = crate::auth::md5::expected_response(&c.md5, salt);
-                scram::ct_eq(answer, expected.as_bytes())
+                scram::ct_eq(answer, &expected)
             });
             if !known || !matches {
                 return Err(bad_password());

@@ -57,8 +57,15 @@ pub fn auth_cleartext(buf: &mut BytesMut) {
     auth(buf, 3, &[]);
 }
 
-pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
-    auth(buf, 5, &salt);
+/// AuthenticationMD5Password, on the stack: every md5 login sends it, and a `BytesMut` grown
+/// from empty for its 13 bytes was an allocation and a reserve per login.
+pub fn auth_md5(salt: [u8; 4]) -> [u8; 13] {
+    let mut out = [0u8; 13];
+    out[0] = b'R';
+    out[1..5].copy_from_slice(&12i32.to_be_bytes());
+    out[5..9].copy_from_slice(&5i32.to_be_bytes());
+    out[9..].copy_from_slice(&salt);
+    out
 }
 
 pub fn auth_sasl(buf: &mut BytesMut, mechanism: &str) {
@@ -202,4 +209,17 @@ pub fn renamed(buf: &mut BytesMut, tag: u8, head: &[u8], name: &[u8], rest: &[u8
 
 pub fn close_statement(buf: &mut BytesMut, name: &[u8]) {
     renamed(buf, b'C', b"S", name, &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_md5_challenge_on_the_stack_is_the_framed_message() {
+        let salt = [0xde, 0xad, 0xbe, 0xef];
+        let mut framed = BytesMut::new();
+        auth(&mut framed, 5, &salt);
+        assert_eq!(auth_md5(salt)[..], framed[..]);
+    }
 }
