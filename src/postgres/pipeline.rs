@@ -515,9 +515,14 @@ impl Pipeline {
     }
 
     /// A DISCARD ALL ran on the server: untracked changes are gone, and the pins may be too.
+    /// Values read back so far were read before it (answers come in order): they are gone too.
     pub fn server_discarded(&mut self) {
         self.pins.untracked = false;
         self.pins.check_due = true;
+        if let Some(tracked) = self.tracked.as_mut() {
+            tracked.read_back.clear();
+            tracked.read_back_failed = false;
+        }
     }
 
     /// How long this transaction's borrow waited (µs), told when the borrow succeeds.

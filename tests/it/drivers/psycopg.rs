@@ -217,3 +217,32 @@ fn look_alike_texts_still_pin() {
     let log = sluice.log_contents();
     assert!(log.contains("reason=advisory_lock"), "{log}");
 }
+
+/// Sessions that each keep state on the server (temporary tables, advisory locks, parameters,
+/// SQL-level prepared statements, holdable cursors, open transactions, DISCARD ALL), in seeded
+/// random interleavings, each checking that it sees its own state and no one else's. The same
+/// seed runs direct first: the script's model of PostgreSQL must hold there. The pool is as large
+/// as the session count, since one script drives every session and must never wait on a pin.
+#[test]
+fn session_state_never_crosses_sessions() {
+    let pg = PgServer::start();
+    let sessions = 4;
+    let sluice = Sluice::start_for(&pg, ProxyOptions::pool(sessions));
+    let run = |port: u16, seed: u32| {
+        let (status, out, err) = tools::command_output(
+            Command::new(tools::python())
+                .arg(script("psycopg_isolation.py"))
+                .args(["127.0.0.1", &port.to_string(), APPDB, APP.0, APP.1])
+                .args([sessions.to_string(), "1500".into(), seed.to_string()]),
+        );
+        assert!(
+            status.success() && out.contains("\"failures\": 0"),
+            "port {port} (sluice {}), seed {seed}: {status}\n{out}\n{err}",
+            sluice.port()
+        );
+    };
+    for seed in 1..=3 {
+        run(pg.port(), seed);
+        run(sluice.port(), seed);
+    }
+}

@@ -159,3 +159,54 @@ fn a_pin_made_behind_a_pin_check_outlives_the_check() {
     );
     assert_eq!(rig.p.pinned(), None);
 }
+
+/// A read-back answers for the moment it ran. A DISCARD ALL sent right behind it returned the
+/// session to its startup parameters: the value read before must not come back (found with
+/// psycopg: `SET statement_timeout` then `DISCARD ALL`, and the session, unpinned, was handed a
+/// connection with the old timeout replayed).
+#[test]
+fn a_read_back_from_before_a_discard_all_is_dropped() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    // Pinned: the server runs the DISCARD ALL.
+    rig.client(&mut a, &[frame(b'Q', b"create temp table t (x int)\0")]);
+    rig.server(&mut a, &[complete("CREATE TABLE"), ready(b'I')]);
+    let _ = rig.p.end_transaction();
+    rig.client(&mut a, &[frame(b'Q', b"set statement_timeout = 35000\0")]);
+    rig.server(&mut a, &[complete("SET"), ready(b'I')]);
+    assert_eq!(rig.p.end_transaction().touched, ["statement_timeout"]);
+    rig.p
+        .internal_query(Purpose::ReadBack, "SELECT ...", &mut rig.sout);
+    rig.client(&mut a, &[frame(b'Q', b"DISCARD ALL\0")]);
+    rig.server(
+        &mut a,
+        &[
+            row(&[Some("statement_timeout"), Some("35s")]),
+            complete("SELECT 1"),
+            ready(b'I'),
+            complete("DISCARD ALL"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(rig.p.take_discard(), Some(Discard::Server));
+    rig.p.server_discarded();
+    assert_eq!(rig.p.end_transaction().read_back, []);
+}
+
+/// An unpinned session's DISCARD ALL is answered by sluice only when nothing of the session is
+/// still on its way: behind a read-back, the server runs it, so the value read back cannot
+/// outlive it.
+#[test]
+fn discard_all_behind_a_read_back_goes_to_the_server() {
+    let mut rig = Rig::new(1);
+    let mut a = ServerStatements::default();
+    rig.client(&mut a, &[frame(b'Q', b"set statement_timeout = 35000\0")]);
+    rig.server(&mut a, &[complete("SET"), ready(b'I')]);
+    assert_eq!(rig.p.end_transaction().touched, ["statement_timeout"]);
+    rig.p
+        .internal_query(Purpose::ReadBack, "SELECT ...", &mut rig.sout);
+    rig.sout.clear();
+    rig.client(&mut a, &[frame(b'Q', b"DISCARD ALL\0")]);
+    assert_eq!(rig.p.take_discard(), None);
+    assert!(rig.sout.ends_with(b"DISCARD ALL\0"), "{:?}", rig.sout);
+}

@@ -1,0 +1,208 @@
+"""Sessions that each keep server-side state of their own (temporary tables, advisory locks,
+parameters, SQL-level prepared statements, holdable cursors, open transactions) in a seeded
+random interleaving, each checking after every step that it sees exactly its own state and
+none of the others'. Run direct, it checks its own model of PostgreSQL; through sluice on a
+small pool, every step is a chance for a session to be handed a connection another session's
+state is still on.
+
+usage: psycopg_isolation.py HOST PORT DB USER PASSWORD SESSIONS STEPS SEED
+
+Half the sessions bind client-side (simple Query), half server-side (extended protocol).
+Prints `RESULT {json}`; exit 1 on any mismatch. ISO_TRACE=1 prints every statement sent.
+"""
+import json
+import os
+import random
+import sys
+
+import psycopg
+
+host, port, db, user, password = sys.argv[1:6]
+sessions, steps, seed = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+rng = random.Random(seed)
+failures = []
+counts = {}
+TRACE = bool(os.environ.get("ISO_TRACE"))
+DEFAULT_TIMEOUT = "0"
+DEFAULT_PATH = '"$user", public'
+
+
+def connect(client_side):
+    options = {"cursor_factory": psycopg.ClientCursor} if client_side else {}
+    conn = psycopg.connect(host=host, port=port, dbname=db, user=user, password=password,
+                           autocommit=True, **options)
+    # psycopg prepares a query it ran five times and then sends DEALLOCATE ALL after every
+    # ROLLBACK, which takes SQL-level prepared statements too, direct as through sluice.
+    conn.prepare_threshold = None
+    return conn
+
+
+class Session:
+    def __init__(self, n):
+        self.n = n
+        self.conn = connect(n % 2 == 0)
+        self.tables = {}      # name -> value
+        self.locks = set()    # advisory keys held (session level)
+        self.timeout = DEFAULT_TIMEOUT
+        self.path = DEFAULT_PATH
+        self.prepared = {}    # SQL-level PREPARE name -> value
+        self.cursors = {}     # holdable cursor name -> first value
+        self.in_tx = False
+        self.tx_tables = []   # made in the open transaction: a ROLLBACK takes them back
+        self.serial = 0
+
+    def name(self, kind):
+        self.serial += 1
+        return f"{kind}_{self.n}_{self.serial}"
+
+    def run(self, sql, *args):
+        if TRACE:
+            print(f"TRACE {self.n}: {sql} {args or ''}")
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args or None)
+            return cur.fetchall() if cur.description else None
+
+    def one(self, sql, *args):
+        rows = self.run(sql, *args)
+        return rows[0][0] if rows else None
+
+    def sqlstate(self, sql, *args):
+        try:
+            self.run(sql, *args)
+            return None
+        except psycopg.Error as e:
+            return e.sqlstate or repr(e)
+
+
+def expect(who, what, got, want):
+    if got != want:
+        failures.append(f"session {who.n}: {what}: got {got!r}, want {want!r}")
+        if TRACE:
+            print(f"TRACE FAIL {failures[-1]}")
+
+
+def step(s, others):
+    op = rng.choice(["table", "drop", "lock", "unlock", "set", "reset", "prepare",
+                     "deallocate", "cursor", "close", "begin", "commit", "rollback", "check",
+                     "clean", "clean", "path", "discard"])
+    counts[op] = counts.get(op, 0) + 1
+    if op == "clean" and not s.in_tx:
+        # Drops all that pins the session, the last of it right before the next step's
+        # statement, which (half the time) makes something that pins again.
+        for t in list(s.tables):
+            s.run(f"DROP TABLE {t}")
+        for k in list(s.locks):
+            s.run("SELECT pg_advisory_unlock(%s)", k)
+        for p in list(s.prepared):
+            s.run(f"DEALLOCATE {p}")
+        for c in list(s.cursors):
+            s.run(f"CLOSE {c}")
+        s.tables, s.locks, s.prepared, s.cursors = {}, set(), {}, {}
+        op = rng.choice(["table", "lock", "prepare", "cursor", "check"])
+    if op == "table" and len(s.tables) < 3:
+        t, v = s.name("iso_t"), rng.randrange(1000)
+        s.run(f"CREATE TEMP TABLE {t} (x int)")
+        s.run(f"INSERT INTO {t} VALUES (%s)", v)
+        s.tables[t] = v
+        if s.in_tx:
+            s.tx_tables.append(t)
+    elif op == "drop" and s.tables and not s.in_tx:
+        t = rng.choice(sorted(s.tables))
+        s.run(f"DROP TABLE {t}")
+        del s.tables[t]
+    elif op == "lock" and len(s.locks) < 2 and not s.in_tx:
+        k = s.n * 100000 + rng.randrange(100000)
+        if k not in s.locks:
+            s.run("SELECT pg_advisory_lock(%s)", k)
+            s.locks.add(k)
+    elif op == "unlock" and s.locks and not s.in_tx:
+        k = rng.choice(sorted(s.locks))
+        expect(s, "unlock", s.one("SELECT pg_advisory_unlock(%s)", k), True)
+        s.locks.discard(k)
+    elif op == "set" and not s.in_tx:
+        v = str(rng.randrange(1, 50) * 1000)
+        s.run(f"SET statement_timeout = {v}")
+        s.timeout = v
+    elif op == "reset" and not s.in_tx:
+        s.run("RESET statement_timeout")
+        s.timeout = DEFAULT_TIMEOUT
+    elif op == "prepare" and len(s.prepared) < 2 and not s.in_tx:
+        p, v = s.name("iso_p"), rng.randrange(1000)
+        s.run(f"PREPARE {p} AS SELECT {v}")
+        s.prepared[p] = v
+    elif op == "deallocate" and s.prepared and not s.in_tx:
+        p = rng.choice(sorted(s.prepared))
+        s.run(f"DEALLOCATE {p}")
+        del s.prepared[p]
+    elif op == "cursor" and len(s.cursors) < 2 and not s.in_tx:
+        c, v = s.name("iso_c"), rng.randrange(1000)
+        s.run(f"DECLARE {c} CURSOR WITH HOLD FOR SELECT {v} + g FROM generate_series(0, 9) g")
+        s.cursors[c] = v
+    elif op == "close" and s.cursors and not s.in_tx:
+        c = rng.choice(sorted(s.cursors))
+        s.run(f"CLOSE {c}")
+        del s.cursors[c]
+    elif op == "path" and not s.in_tx:
+        v = rng.choice(["public", f"iso_{s.n}, public", "pg_catalog, public", "\"$user\", public"])
+        s.run(f"SET search_path = {v}")
+        s.path = v
+    elif op == "discard" and not s.in_tx:
+        # Everything a session made goes: tables, locks, statements, cursors, parameters.
+        s.run("DISCARD ALL")
+        s.tables, s.locks, s.prepared, s.cursors = {}, set(), {}, {}
+        s.timeout, s.path = DEFAULT_TIMEOUT, DEFAULT_PATH
+    elif op == "begin" and not s.in_tx:
+        s.run("BEGIN")
+        s.in_tx = True
+    elif op in ("commit", "rollback") and s.in_tx:
+        s.run(op.upper())
+        if op == "rollback":
+            for t in s.tx_tables:
+                del s.tables[t]
+        s.tx_tables = []
+        s.in_tx = False
+    # Not after every step: a session's next statement right behind one that dropped what
+    # pinned it is where sluice's own bookkeeping can fall behind.
+    if op == "check" or rng.random() < 0.3:
+        check(s, others)
+
+
+def check(s, others):
+    for t, v in s.tables.items():
+        expect(s, f"own table {t}", s.one(f"SELECT x FROM {t}"), v)
+    temps = s.one("SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()")
+    expect(s, "temporary tables on its backend", temps, len(s.tables))
+    mine = s.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                 "AND pid = pg_backend_pid() AND granted")
+    expect(s, "own advisory locks", mine, len(s.locks))
+    expect(s, "statement_timeout", s.one("SHOW statement_timeout"),
+           "0" if s.timeout == "0" else f"{int(s.timeout) // 1000}s")
+    expect(s, "search_path", s.one("SHOW search_path"), s.path)
+    names = sorted(r[0] for r in s.run("SELECT name FROM pg_prepared_statements WHERE from_sql"))
+    expect(s, "own prepared statements", names, sorted(s.prepared))
+    for p, v in s.prepared.items():
+        expect(s, f"execute {p}", s.one(f"EXECUTE {p}"), v)
+    cursors = sorted(r[0] for r in s.run("SELECT name FROM pg_cursors WHERE is_holdable"))
+    expect(s, "own cursors", cursors, sorted(s.cursors))
+    expect(s, "transaction status", s.conn.info.transaction_status.name,
+           "INTRANS" if s.in_tx else "IDLE")
+    if not s.in_tx:
+        # An error inside a transaction would abort it: others' tables are probed outside one.
+        for t in rng.choice(others).tables:
+            expect(s, f"another session's table {t}", s.sqlstate(f"SELECT x FROM {t}"), "42P01")
+
+
+pool = [Session(n) for n in range(sessions)]
+s = pool[0]
+for i in range(steps):
+    if rng.random() < 0.4:
+        s = rng.choice(pool)
+    try:
+        step(s, [o for o in pool if o is not s])
+    except psycopg.Error as e:
+        failures.append(f"session {s.n}, step {i}: {type(e).__name__}: {e}")
+        break
+print("RESULT " + json.dumps({"steps": steps, "failures": len(failures), "ops": counts}))
+for f in failures[:40]:
+    print("FAIL " + f)
+sys.exit(1 if failures else 0)
