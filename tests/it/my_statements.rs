@@ -1,12 +1,13 @@
 //! MySQL/MariaDB statements through sluice against a direct connection: binary prepared
 //! statements across a schema migration (MariaDB re-prepares them itself; sluice must not get in
 //! the way), `LOAD DATA LOCAL INFILE` from PyMySQL and the mariadb CLI, and the
-//! `program_name` sluice's own connections carry.
+//! `program_name` sluice's own connections carry; sessions with server-side state in random
+//! interleavings, each seeing only its own.
 
 use crate::drivers::migration::no_worse;
 use crate::drivers::{Run, run_sampling_with};
 use crate::my_proxy::python;
-use crate::support::mariadb::{APP, MY_APPDB, MariaDb, MariaOptions, cli_at, client};
+use crate::support::mariadb::{APP, MY_APPDB, MY_OTHERDB, MariaDb, MariaOptions, cli_at, client};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for_mariadb};
 use crate::support::tools::command_output;
 use std::time::Duration;
@@ -125,4 +126,39 @@ fn sluice_connections_name_their_program() {
     assert!(programs.contains("sluice pool"), "{programs}");
     assert!(programs.contains("sluice probe"), "{programs}");
     drop(sluice);
+}
+
+/// Sessions that each keep state on the server (temporary tables, user variables, named locks,
+/// SQL-level prepared statements, the time zone, the schema, open transactions), in seeded
+/// random interleavings, each checking that it sees its own state and no one else's: direct
+/// first (the script's model of MariaDB must hold there), then through sluice. The pool is as
+/// large as the session count, since one script drives every session and must never wait on a
+/// pin.
+#[test]
+fn session_state_never_crosses_sessions() {
+    let db = MariaDb::start();
+    let sessions = 4;
+    let sluice = Sluice::start_for_mariadb(&db, ProxyOptions::pool(sessions));
+    let run = |port: u16, seed: u32| {
+        let (status, out, err) = command_output(&mut python(
+            "pymysql_isolation.py",
+            port,
+            &[
+                MY_APPDB,
+                MY_OTHERDB,
+                &sessions.to_string(),
+                "1500",
+                &seed.to_string(),
+            ],
+        ));
+        assert!(
+            status.success() && out.contains("\"failures\": 0"),
+            "port {port} (sluice {}), seed {seed}: {status}\n{out}\n{err}",
+            sluice.port()
+        );
+    };
+    for seed in 1..=3 {
+        run(db.port(), seed);
+        run(sluice.port(), seed);
+    }
 }

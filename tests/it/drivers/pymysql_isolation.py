@@ -1,0 +1,180 @@
+"""Sessions that each keep state on the server (temporary tables, user variables, named locks,
+SQL-level prepared statements, session variables, the current schema, open transactions) in a
+seeded random interleaving, each checking that it sees exactly its own state and none of the
+others'. Run direct, it checks its own model of MariaDB; through sluice on a small pool, every
+step is a chance for a session to be handed a connection another session's state is still on.
+
+usage: pymysql_isolation.py HOST PORT USER PASSWORD DB OTHERDB SESSIONS STEPS SEED
+
+Prints `RESULT {json}`; exit 1 on any mismatch.
+"""
+import json
+import random
+import sys
+
+import pymysql
+
+from mysql_checks import connect as connect_to
+
+host, port, user, password, db, otherdb = sys.argv[1:7]
+sessions, steps, seed = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+rng = random.Random(seed)
+failures = []
+counts = {}
+
+
+class Session:
+    def __init__(self, n):
+        self.n = n
+        self.conn = connect_to(host, port, user, password, db)
+        self.tables = {}     # temporary table -> value
+        self.vars = {}       # user variable -> value
+        self.locks = set()   # named locks held
+        self.prepared = {}   # SQL-level prepared statement -> value
+        self.zone = self.one("SELECT @@session.time_zone")
+        self.default_zone = self.zone
+        self.schema = db
+        self.in_tx = False
+        self.tx_tables = []
+        self.serial = 0
+
+    def name(self, kind):
+        self.serial += 1
+        return f"{kind}_{self.n}_{self.serial}"
+
+    def run(self, sql, *args):
+        with self.conn.cursor() as c:
+            c.execute(sql, args or None)
+            return c.fetchall()
+
+    def one(self, sql, *args):
+        rows = self.run(sql, *args)
+        return rows[0][0] if rows else None
+
+    def errno(self, sql, *args):
+        try:
+            self.run(sql, *args)
+            return 0
+        except pymysql.err.MySQLError as e:
+            return e.args[0]
+
+
+def expect(who, what, got, want):
+    if got != want:
+        failures.append(f"session {who.n}: {what}: got {got!r}, want {want!r}")
+
+
+def step(s, others):
+    op = rng.choice(["table", "drop", "var", "unset", "lock", "release", "prepare",
+                     "deallocate", "zone", "schema", "begin", "commit", "rollback", "check",
+                     "clean", "clean"])
+    counts[op] = counts.get(op, 0) + 1
+    if op == "clean" and not s.in_tx:
+        # Drops all that pins the session, the last of it right before the next statement,
+        # which (often) makes something that pins again.
+        for t in list(s.tables):
+            s.run(f"DROP TEMPORARY TABLE {t}")
+        for v in list(s.vars):
+            s.run(f"SET @{v} = NULL")
+        for k in list(s.locks):
+            s.run("SELECT RELEASE_LOCK(%s)", k)
+        for p in list(s.prepared):
+            s.run(f"DEALLOCATE PREPARE {p}")
+        s.tables, s.vars, s.locks, s.prepared = {}, {}, set(), {}
+        op = rng.choice(["table", "var", "lock", "prepare", "check"])
+    if op == "table" and len(s.tables) < 2:
+        # Named with their schema: a session may have moved to the other one since.
+        t, v = f"{db}." + s.name("iso_t"), rng.randrange(1000)
+        s.run(f"CREATE TEMPORARY TABLE {t} (x INT)")
+        s.run(f"INSERT INTO {t} VALUES (%s)", v)
+        s.tables[t] = v
+        if s.in_tx:
+            s.tx_tables.append(t)
+    elif op == "drop" and s.tables and not s.in_tx:
+        t = rng.choice(sorted(s.tables))
+        s.run(f"DROP TEMPORARY TABLE {t}")
+        del s.tables[t]
+    elif op == "var" and len(s.vars) < 2:
+        v, x = s.name("iso_v"), rng.randrange(1000)
+        s.run(f"SET @{v} = %s", x)
+        s.vars[v] = x
+    elif op == "unset" and s.vars:
+        v = rng.choice(sorted(s.vars))
+        s.run(f"SET @{v} = NULL")
+        del s.vars[v]
+    elif op == "lock" and len(s.locks) < 2:
+        k = s.name("iso_l")
+        expect(s, f"get {k}", s.one("SELECT GET_LOCK(%s, 5)", k), 1)
+        s.locks.add(k)
+    elif op == "release" and s.locks:
+        k = rng.choice(sorted(s.locks))
+        expect(s, f"release {k}", s.one("SELECT RELEASE_LOCK(%s)", k), 1)
+        s.locks.discard(k)
+    elif op == "prepare" and len(s.prepared) < 2:
+        p, x = s.name("iso_p"), rng.randrange(1000)
+        s.run(f"PREPARE {p} FROM 'SELECT {x}'")
+        s.prepared[p] = x
+    elif op == "deallocate" and s.prepared:
+        p = rng.choice(sorted(s.prepared))
+        s.run(f"DEALLOCATE PREPARE {p}")
+        del s.prepared[p]
+    elif op == "zone" and not s.in_tx:
+        z = rng.choice([s.default_zone, "+01:00", "+05:30", "-03:00"])
+        s.run("SET time_zone = %s", z)
+        s.zone = z
+    elif op == "schema" and not s.in_tx:
+        d = rng.choice([db, otherdb])
+        s.conn.select_db(d)
+        s.schema = d
+    elif op == "begin" and not s.in_tx:
+        s.run("BEGIN")
+        s.in_tx = True
+    elif op in ("commit", "rollback") and s.in_tx:
+        s.run(op.upper())
+        if op == "rollback":
+            # A temporary table made in a transaction outlives its ROLLBACK, its rows do not.
+            for t in s.tx_tables:
+                s.tables[t] = None
+        s.tx_tables = []
+        s.in_tx = False
+    if op == "check" or rng.random() < 0.3:
+        check(s, others)
+
+
+def check(s, others):
+    for t, v in s.tables.items():
+        expect(s, f"own table {t}", s.one(f"SELECT x FROM {t}"), v)
+    for v, x in s.vars.items():
+        expect(s, f"own variable @{v}", s.one(f"SELECT @{v}"), x)
+    me = s.one("SELECT CONNECTION_ID()")
+    for k in s.locks:
+        expect(s, f"own lock {k}", s.one("SELECT IS_USED_LOCK(%s)", k), me)
+    for p, x in s.prepared.items():
+        expect(s, f"execute {p}", s.one(f"EXECUTE {p}"), x)
+    expect(s, "time_zone", s.one("SELECT @@session.time_zone"), s.zone)
+    expect(s, "schema", s.one("SELECT DATABASE()"), s.schema)
+    o = rng.choice(others)
+    for t in o.tables:
+        expect(s, f"another session's table {t}", s.errno(f"SELECT x FROM {t}"), 1146)
+    for v in o.vars:
+        expect(s, f"another session's variable @{v}", s.one(f"SELECT @{v}"), None)
+    for k in o.locks:
+        expect(s, f"another session's lock {k}", s.one("SELECT IS_USED_LOCK(%s) = %s", k, me), 0)
+    for p in o.prepared:
+        expect(s, f"another session's statement {p}", s.errno(f"EXECUTE {p}"), 1243)
+
+
+pool = [Session(n) for n in range(sessions)]
+s = pool[0]
+for i in range(steps):
+    if rng.random() < 0.4:
+        s = rng.choice(pool)
+    try:
+        step(s, [o for o in pool if o is not s])
+    except pymysql.err.MySQLError as e:
+        failures.append(f"session {s.n}, step {i}: {type(e).__name__}: {e}")
+        break
+print("RESULT " + json.dumps({"steps": steps, "failures": len(failures), "ops": counts}))
+for f in failures[:40]:
+    print("FAIL " + f)
+sys.exit(1 if failures else 0)
