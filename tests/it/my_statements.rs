@@ -131,16 +131,25 @@ fn sluice_connections_name_their_program() {
 /// Sessions that each keep state on the server (temporary tables, user variables, named locks,
 /// SQL-level prepared statements, the time zone, the schema, open transactions), in seeded
 /// random interleavings, each checking that it sees its own state and no one else's: direct
-/// first (the script's model of MariaDB must hold there), then through sluice. The pool is as
-/// large as the session count, since one script drives every session and must never wait on a
-/// pin.
+/// first (the script's model of MariaDB must hold there), then through sluice, and through a
+/// sluice that parks sessions idle for a second, with the script idling now and then. The pool
+/// is as large as the session count, since one script drives every session and must never wait
+/// on a pin.
 #[test]
 fn session_state_never_crosses_sessions() {
     let db = MariaDb::start();
     let sessions = 4;
     let sluice = Sluice::start_for_mariadb(&db, ProxyOptions::pool(sessions));
-    let run = |port: u16, seed: u32| {
-        let (status, out, err) = command_output(&mut python(
+    let parking = Sluice::start_for_mariadb(
+        &db,
+        ProxyOptions {
+            idle_client_park_after: Some("1s".into()),
+            ..ProxyOptions::pool(sessions)
+        },
+    );
+    // `rest`: now and then the script idles past `park_after` before a step.
+    let run = |port: u16, seed: u32, rest: &str| {
+        let mut cmd = python(
             "pymysql_isolation.py",
             port,
             &[
@@ -150,15 +159,21 @@ fn session_state_never_crosses_sessions() {
                 "1500",
                 &seed.to_string(),
             ],
-        ));
+        );
+        let (status, out, err) = command_output(cmd.env("ISO_REST", rest));
         assert!(
             status.success() && out.contains("\"failures\": 0"),
-            "port {port} (sluice {}), seed {seed}: {status}\n{out}\n{err}",
-            sluice.port()
+            "port {port} (sluice {}, parking {}), seed {seed}: {status}\n{out}\n{err}",
+            sluice.port(),
+            parking.port()
         );
     };
     for seed in 1..=3 {
-        run(db.port(), seed);
-        run(sluice.port(), seed);
+        run(db.port(), seed, "0");
+        run(sluice.port(), seed, "0");
+    }
+    // About 15 rests of 1.2 s a run.
+    for seed in 4..=5 {
+        run(parking.port(), seed, "1.2");
     }
 }

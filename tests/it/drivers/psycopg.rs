@@ -221,28 +221,44 @@ fn look_alike_texts_still_pin() {
 /// Sessions that each keep state on the server (temporary tables, advisory locks, parameters,
 /// SQL-level prepared statements, holdable cursors, open transactions, DISCARD ALL), in seeded
 /// random interleavings, each checking that it sees its own state and no one else's. The same
-/// seed runs direct first: the script's model of PostgreSQL must hold there. The pool is as large
-/// as the session count, since one script drives every session and must never wait on a pin.
+/// seed runs direct first: the script's model of PostgreSQL must hold there. Then through sluice,
+/// and through a sluice that parks sessions idle for a second, with the script idling now and
+/// then (a parked session comes back with its state). The pool is as large as the session
+/// count, since one script drives every session and must never wait on a pin.
 #[test]
 fn session_state_never_crosses_sessions() {
     let pg = PgServer::start();
     let sessions = 4;
     let sluice = Sluice::start_for(&pg, ProxyOptions::pool(sessions));
-    let run = |port: u16, seed: u32| {
+    let parking = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            idle_client_park_after: Some("1s".into()),
+            ..ProxyOptions::pool(sessions)
+        },
+    );
+    // `rest`: now and then the script idles past `park_after` before a step.
+    let run = |port: u16, seed: u32, rest: &str| {
         let (status, out, err) = tools::command_output(
             Command::new(tools::python())
                 .arg(script("psycopg_isolation.py"))
                 .args(["127.0.0.1", &port.to_string(), APPDB, APP.0, APP.1])
-                .args([sessions.to_string(), "1500".into(), seed.to_string()]),
+                .args([sessions.to_string(), "1500".into(), seed.to_string()])
+                .env("ISO_REST", rest),
         );
         assert!(
             status.success() && out.contains("\"failures\": 0"),
-            "port {port} (sluice {}), seed {seed}: {status}\n{out}\n{err}",
-            sluice.port()
+            "port {port} (sluice {}, parking {}), seed {seed}: {status}\n{out}\n{err}",
+            sluice.port(),
+            parking.port()
         );
     };
     for seed in 1..=3 {
-        run(pg.port(), seed);
-        run(sluice.port(), seed);
+        run(pg.port(), seed, "0");
+        run(sluice.port(), seed, "0");
+    }
+    // About 15 rests of 1.2 s a run.
+    for seed in 4..=5 {
+        run(parking.port(), seed, "1.2");
     }
 }

@@ -13,6 +13,7 @@ Prints `RESULT {json}`; exit 1 on any mismatch. ISO_TRACE=1 prints every stateme
 import json
 import os
 import random
+import time
 import sys
 
 import psycopg
@@ -21,6 +22,9 @@ host, port, db, user, password = sys.argv[1:6]
 sessions, steps, seed = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 rng = random.Random(seed)
 failures = []
+# ISO_REST=seconds: now and then the running session idles that long before its next step, so
+# a sluice that parks idle sessions parks it and its next statement wakes it with its state.
+REST = float(os.environ.get("ISO_REST", "0"))
 counts = {}
 TRACE = bool(os.environ.get("ISO_TRACE"))
 DEFAULT_TIMEOUT = "0"
@@ -197,6 +201,9 @@ s = pool[0]
 for i in range(steps):
     if rng.random() < 0.4:
         s = rng.choice(pool)
+    if REST and rng.random() < 0.01:
+        counts["rest"] = counts.get("rest", 0) + 1
+        time.sleep(REST)
     try:
         step(s, [o for o in pool if o is not s])
     except psycopg.Error as e:

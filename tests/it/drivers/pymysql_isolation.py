@@ -9,7 +9,9 @@ usage: pymysql_isolation.py HOST PORT USER PASSWORD DB OTHERDB SESSIONS STEPS SE
 Prints `RESULT {json}`; exit 1 on any mismatch.
 """
 import json
+import os
 import random
+import time
 import sys
 
 import pymysql
@@ -20,6 +22,9 @@ host, port, user, password, db, otherdb = sys.argv[1:7]
 sessions, steps, seed = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
 rng = random.Random(seed)
 failures = []
+# ISO_REST=seconds: now and then the running session idles that long before its next step, so
+# a sluice that parks idle sessions parks it and its next statement wakes it with its state.
+REST = float(os.environ.get("ISO_REST", "0"))
 counts = {}
 
 
@@ -169,6 +174,9 @@ s = pool[0]
 for i in range(steps):
     if rng.random() < 0.4:
         s = rng.choice(pool)
+    if REST and rng.random() < 0.01:
+        counts["rest"] = counts.get("rest", 0) + 1
+        time.sleep(REST)
     try:
         step(s, [o for o in pool if o is not s])
     except pymysql.err.MySQLError as e:
