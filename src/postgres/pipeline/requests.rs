@@ -16,14 +16,15 @@ impl Pipeline {
     /// `DISCARD ALL` of an unpinned session outside a transaction: nothing of the session lives
     /// on the server but remapped statements and tracked parameters, so forgetting them is the
     /// whole effect. (Pinned, the server does it, and its CommandComplete says it happened.)
-    /// Not while anything is in flight or a parameter change is still to be read back: what
-    /// came back for it afterwards would undo the reset, so the server runs it then.
+    /// Not while a parameter change is still to be read back, or sluice's own query about one
+    /// is in flight: what came back for it afterwards would undo the reset, so the server runs
+    /// it then.
     pub(super) fn discard_all_locally(&mut self, sql: &[u8], cout: &mut BytesMut) -> bool {
         if !discard_all(sql)
             || self.status != status::IDLE
             || self.pins.pinned.is_some()
-            || !self.expect.is_empty()
             || self.tracked.is_some()
+            || self.expect.iter().any(|e| matches!(e, Expect::Internal(_)))
         {
             return false;
         }

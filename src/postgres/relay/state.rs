@@ -16,8 +16,10 @@ impl Session {
     }
 
     /// Queues the session's parameters where the connection's differ (`rerun_init`: the
-    /// connection lost every session-level value, the init query's too).
-    pub(super) fn replay_settings(&mut self, conn: &mut ServerConn, rerun_init: bool) {
+    /// connection lost every session-level value, the init query's too). Returns whether it
+    /// queued a query.
+    pub(super) fn replay_settings(&mut self, conn: &mut ServerConn, rerun_init: bool) -> bool {
+        let mut queued = false;
         if conn.settings != self.settings || rerun_init {
             let sql = replay_sql(
                 &conn.settings,
@@ -28,9 +30,11 @@ impl Session {
             if !sql.is_empty() {
                 self.pipeline
                     .internal_query(Purpose::Replay, &sql, &mut self.sout);
+                queued = true;
             }
             conn.settings.clone_from(&self.settings);
         }
+        queued
     }
 
     /// A DISCARD ALL returned the session to its startup parameters.
@@ -60,7 +64,7 @@ impl Session {
             let value = value.filter(|v| !(name == "role" && v == "none"));
             put(&mut conn.settings, &name, value.as_deref());
             // A RESET went back to the connection's startup name, sluice's own; the session's
-            // goes back to its own startup one, as directly (replayed at its next borrow).
+            // goes back to its own startup one, as directly (replayed below).
             let value = if name == "application_name"
                 && value.as_deref() == Some(Role::Pool.application_name())
             {
@@ -87,7 +91,17 @@ impl Session {
             if !self.pg.init_query.is_empty() {
                 self.pipeline.retire_connection();
             }
+            // The session is back at its startup parameters, the connection at its own, which
+            // name sluice as the application.
+            self.settings = self.startup.clone();
+            conn.settings.clear();
         }
+        // Where the connection now differs from the session (after RESET ALL, or a read-back
+        // that found sluice's application_name), the session's values go back at once, ahead
+        // of the client's next statement, not at the next borrow: a pinned session keeps this
+        // connection, and a transaction opened right behind would see sluice's values (psycopg
+        // isolation test: `RESET ALL` then `BEGIN` while holding a cursor).
+        let replayed = self.replay_settings(conn, false);
         let mut queued = false;
         if !names.is_empty() {
             names.sort();
@@ -102,6 +116,6 @@ impl Session {
                 .internal_query(Purpose::PinCheck, PIN_CHECK_SQL, &mut self.sout);
             queued = true;
         }
-        queued
+        queued || replayed
     }
 }

@@ -49,6 +49,9 @@ class Session:
         self.locks = set()    # advisory keys held (session level)
         self.timeout = DEFAULT_TIMEOUT
         self.path = DEFAULT_PATH
+        self.startup_app = self.one("SHOW application_name")
+        self.app = self.startup_app
+        self.local = False    # a SET LOCAL in the open transaction
         self.prepared = {}    # SQL-level PREPARE name -> value
         self.cursors = {}     # holdable cursor name -> first value
         self.in_tx = False
@@ -88,7 +91,7 @@ def expect(who, what, got, want):
 def step(s, others):
     op = rng.choice(["table", "drop", "lock", "unlock", "set", "reset", "prepare",
                      "deallocate", "cursor", "close", "begin", "commit", "rollback", "check",
-                     "clean", "clean", "path", "discard"])
+                     "clean", "clean", "path", "discard", "appname", "local", "reset_all"])
     counts[op] = counts.get(op, 0) + 1
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next step's
@@ -150,11 +153,22 @@ def step(s, others):
         v = rng.choice(["public", f"iso_{s.n}, public", "pg_catalog, public", "\"$user\", public"])
         s.run(f"SET search_path = {v}")
         s.path = v
+    elif op == "appname" and not s.in_tx:
+        v = rng.choice([s.startup_app, f"iso-{s.n}-{rng.randrange(100)}"])
+        s.run("SELECT set_config('application_name', %s, false)", v)
+        s.app = v
+    elif op == "local" and s.in_tx:
+        # Ends with the transaction: never seen after it.
+        s.run(f"SET LOCAL statement_timeout = {rng.randrange(1, 50) * 1000}")
+        s.local = True
+    elif op == "reset_all" and not s.in_tx:
+        s.run("RESET ALL")
+        s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
     elif op == "discard" and not s.in_tx:
         # Everything a session made goes: tables, locks, statements, cursors, parameters.
         s.run("DISCARD ALL")
         s.tables, s.locks, s.prepared, s.cursors = {}, set(), {}, {}
-        s.timeout, s.path = DEFAULT_TIMEOUT, DEFAULT_PATH
+        s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
     elif op == "begin" and not s.in_tx:
         s.run("BEGIN")
         s.in_tx = True
@@ -165,6 +179,7 @@ def step(s, others):
                 del s.tables[t]
         s.tx_tables = []
         s.in_tx = False
+        s.local = False
     # Not after every step: a session's next statement right behind one that dropped what
     # pinned it is where sluice's own bookkeeping can fall behind.
     if op == "check" or rng.random() < 0.3:
@@ -179,8 +194,10 @@ def check(s, others):
     mine = s.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                  "AND pid = pg_backend_pid() AND granted")
     expect(s, "own advisory locks", mine, len(s.locks))
-    expect(s, "statement_timeout", s.one("SHOW statement_timeout"),
-           "0" if s.timeout == "0" else f"{int(s.timeout) // 1000}s")
+    if not s.local:
+        expect(s, "statement_timeout", s.one("SHOW statement_timeout"),
+               "0" if s.timeout == "0" else f"{int(s.timeout) // 1000}s")
+    expect(s, "application_name", s.one("SHOW application_name"), s.app)
     expect(s, "search_path", s.one("SHOW search_path"), s.path)
     names = sorted(r[0] for r in s.run("SELECT name FROM pg_prepared_statements WHERE from_sql"))
     expect(s, "own prepared statements", names, sorted(s.prepared))
