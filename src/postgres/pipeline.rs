@@ -192,6 +192,10 @@ struct Tracked {
     read_back: Vec<(String, Option<String>)>,
     /// `RESET ALL` ran: every parameter sluice knows of must be read back.
     reset_all: bool,
+    /// Parameters whose last change is a `RESET` (after any `RESET ALL`).
+    resets: Vec<String>,
+    /// A parameter was set after the `RESET ALL`.
+    set_after_reset_all: bool,
     /// The server refused the last read-back.
     read_back_failed: bool,
 }
@@ -205,6 +209,10 @@ pub struct TransactionEnd {
     pub touched: Vec<String>,
     /// `RESET ALL` ran: every parameter sluice knows of is to be read back too.
     pub reset_all: bool,
+    /// Parameters reset (last) by the transaction: back to the session's startup values.
+    pub resets: Vec<String>,
+    /// A parameter was set after the transaction's `RESET ALL`.
+    pub set_after_reset_all: bool,
     /// The read-back failed, so the session is pinned now, for this reason.
     pub pinned: Option<PinReason>,
     /// The pin check found nothing holding the session: this pin is lifted.
@@ -318,15 +326,30 @@ impl Pipeline {
         let mut pin = fx.pin;
         if fx.settings {
             let c = changes(sql);
-            if !c.names.is_empty() {
-                let touched = &mut self.tracked().touched;
+            if c.reset_all || !c.names.is_empty() {
+                let t = self.tracked();
+                if c.reset_all {
+                    t.reset_all = true;
+                    t.resets.clear();
+                    t.set_after_reset_all = c.set_after_reset_all;
+                } else {
+                    let sets = c.names.iter().any(|n| !c.resets.contains(n));
+                    t.set_after_reset_all |= t.reset_all && sets;
+                }
+                // Set here (not reset): no longer reset.
+                t.resets
+                    .retain(|n| !c.names.contains(n) || c.resets.contains(n));
+                for name in c.resets {
+                    if !t.resets.contains(&name) {
+                        t.resets.push(name);
+                    }
+                }
                 for name in c.names {
-                    if !touched.contains(&name) {
-                        touched.push(name);
+                    if !t.touched.contains(&name) {
+                        t.touched.push(name);
                     }
                 }
             }
-            self.tracked().reset_all |= c.reset_all;
             if c.untracked {
                 self.pins.untracked = true;
                 pin = pin.or(Some(PinReason::SetParameter));
@@ -541,6 +564,8 @@ impl Pipeline {
         let mut end = TransactionEnd {
             touched: tracked.touched,
             reset_all: tracked.reset_all,
+            resets: tracked.resets,
+            set_after_reset_all: tracked.set_after_reset_all,
             ..TransactionEnd::default()
         };
         let pins = &mut self.pins;

@@ -61,6 +61,11 @@ pub struct Changes {
     pub names: Vec<String>,
     /// `RESET ALL`: every session-level value is gone, sluice's replayed ones included.
     pub reset_all: bool,
+    /// Parameters whose last change here is a `RESET`, after any `RESET ALL`: back to the
+    /// session's startup value, which the shared connection's `RESET` does not know.
+    pub resets: Vec<String>,
+    /// Parameters set here after a `RESET ALL` (the reset must not undo them).
+    pub set_after_reset_all: bool,
     /// A change sluice cannot name (`set_config` of a computed name, `SET SESSION
     /// AUTHORIZATION`): the session must keep its connection.
     pub untracked: bool,
@@ -109,6 +114,7 @@ fn statement(t: &[Token<'_>], out: &mut Changes) {
                 "default_transaction_read_only",
                 "default_transaction_deferrable",
             ] {
+                note(out, name, false);
                 out.names.push(name.into());
             }
             return;
@@ -119,6 +125,8 @@ fn statement(t: &[Token<'_>], out: &mut Changes) {
     let name = match t.get(i) {
         Some(Token::Word(w)) if reset && is(w, "all") => {
             out.reset_all = true;
+            out.resets.clear();
+            out.set_after_reset_all = false;
             return;
         }
         Some(Token::Word(w)) if is(w, "time") && word(next, "zone") => "timezone".into(),
@@ -133,7 +141,17 @@ fn statement(t: &[Token<'_>], out: &mut Changes) {
             }
         },
     };
+    note(out, &name, reset);
     out.names.push(name);
+}
+
+/// The last change to `name` so far was a `RESET` (or a `SET`).
+fn note(out: &mut Changes, name: &str, reset: bool) {
+    out.resets.retain(|n| n != name);
+    if reset {
+        out.resets.push(name.to_owned());
+    }
+    out.set_after_reset_all |= out.reset_all && !reset;
 }
 
 /// `name` or `"Name"`, with `.`-separated parts (custom parameters such as `app.tenant`).
@@ -174,7 +192,9 @@ fn set_config_calls(t: &[Token<'_>], out: &mut Changes) {
         };
         let local = matches!(args.get(2), Some([Token::Word(w)]) if is(w, "true"));
         if !local {
-            out.names.push(name.to_lowercase());
+            let name = name.to_lowercase();
+            note(out, &name, false);
+            out.names.push(name);
         }
     }
 }

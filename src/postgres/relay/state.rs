@@ -92,9 +92,20 @@ impl Session {
                 self.pipeline.retire_connection();
             }
             // The session is back at its startup parameters, the connection at its own, which
-            // name sluice as the application.
-            self.settings = self.startup.clone();
-            conn.settings.clear();
+            // name sluice as the application. (Values set after the RESET ALL are known only
+            // from the read-back: then the read-back decides.)
+            if !end.set_after_reset_all {
+                self.settings = self.startup.clone();
+                conn.settings.clear();
+            }
+        }
+        // A RESET goes back to the session's startup value (`options=-c DateStyle=German`, its
+        // application_name), not the shared connection's, which is what the server's RESET
+        // gave it (and what the connection has now).
+        for name in &end.resets {
+            let startup = self.startup.iter().find(|(n, _)| n == name);
+            put(&mut self.settings, name, startup.map(|(_, v)| v.as_str()));
+            put(&mut conn.settings, name, None);
         }
         // Where the connection now differs from the session (after RESET ALL, or a read-back
         // that found sluice's application_name), the session's values go back at once, ahead

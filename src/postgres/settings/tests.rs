@@ -109,3 +109,25 @@ fn put_keeps_settings_sorted() {
     put(&mut s, "b", None);
     assert!(s.same(&Settings::default()), "empty holds no allocation");
 }
+
+#[test]
+fn the_last_change_of_each_name_says_whether_it_was_reset() {
+    let c = changes(b"RESET datestyle; SET search_path = a; RESET search_path; RESET timezone");
+    assert_eq!(c.resets, ["datestyle", "search_path", "timezone"]);
+    let c = changes(b"RESET datestyle; SET datestyle = iso; SELECT set_config('x.y', '1', false)");
+    assert!(c.resets.is_empty() && !c.set_after_reset_all, "{c:?}");
+    let c = changes(b"RESET search_path; RESET ALL; RESET timezone");
+    assert!(c.reset_all && !c.set_after_reset_all, "{c:?}");
+    assert_eq!(
+        c.resets,
+        ["timezone"],
+        "a reset before RESET ALL is part of it"
+    );
+    let c = changes(b"RESET ALL; SET application_name = 'after'");
+    assert!(
+        c.reset_all && c.set_after_reset_all && c.resets.is_empty(),
+        "{c:?}"
+    );
+    let c = changes(b"SET application_name = 'before'; RESET ALL");
+    assert!(c.reset_all && !c.set_after_reset_all, "{c:?}");
+}

@@ -31,8 +31,11 @@ DEFAULT_TIMEOUT = "0"
 DEFAULT_PATH = '"$user", public'
 
 
-def connect(client_side):
+def connect(client_side, datestyle):
     options = {"cursor_factory": psycopg.ClientCursor} if client_side else {}
+    if datestyle:
+        # A startup value the shared connection does not have: a RESET goes back to it.
+        options["options"] = "-c DateStyle=German"
     conn = psycopg.connect(host=host, port=port, dbname=db, user=user, password=password,
                            autocommit=True, **options)
     # psycopg prepares a query it ran five times and then sends DEALLOCATE ALL after every
@@ -44,7 +47,7 @@ def connect(client_side):
 class Session:
     def __init__(self, n):
         self.n = n
-        self.conn = connect(n % 2 == 0)
+        self.conn = connect(n % 2 == 0, n % 4 < 2)
         self.tables = {}      # name -> value
         self.locks = set()    # advisory keys held (session level)
         self.timeout = DEFAULT_TIMEOUT
@@ -52,6 +55,8 @@ class Session:
         self.startup_app = self.one("SHOW application_name")
         self.app = self.startup_app
         self.local = False    # a SET LOCAL in the open transaction
+        self.startup_ds = self.one("SHOW DateStyle")
+        self.ds = self.startup_ds
         self.prepared = {}    # SQL-level PREPARE name -> value
         self.cursors = {}     # holdable cursor name -> first value
         self.in_tx = False
@@ -91,7 +96,8 @@ def expect(who, what, got, want):
 def step(s, others):
     op = rng.choice(["table", "drop", "lock", "unlock", "set", "reset", "prepare",
                      "deallocate", "cursor", "close", "begin", "commit", "rollback", "check",
-                     "clean", "clean", "path", "discard", "appname", "local", "reset_all"])
+                     "clean", "clean", "path", "discard", "appname", "local", "reset_all",
+                     "datestyle", "reset_ds"])
     counts[op] = counts.get(op, 0) + 1
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next step's
@@ -164,11 +170,19 @@ def step(s, others):
     elif op == "reset_all" and not s.in_tx:
         s.run("RESET ALL")
         s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
+        s.ds = s.startup_ds
+    elif op == "datestyle" and not s.in_tx:
+        s.ds = rng.choice(["ISO, MDY", "SQL, DMY", "German, DMY", "Postgres, YMD"])
+        s.run(f"SET DateStyle = '{s.ds}'")
+    elif op == "reset_ds" and not s.in_tx:
+        s.run("RESET DateStyle")
+        s.ds = s.startup_ds
     elif op == "discard" and not s.in_tx:
         # Everything a session made goes: tables, locks, statements, cursors, parameters.
         s.run("DISCARD ALL")
         s.tables, s.locks, s.prepared, s.cursors = {}, set(), {}, {}
         s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
+        s.ds = s.startup_ds
     elif op == "begin" and not s.in_tx:
         s.run("BEGIN")
         s.in_tx = True
@@ -198,6 +212,7 @@ def check(s, others):
         expect(s, "statement_timeout", s.one("SHOW statement_timeout"),
                "0" if s.timeout == "0" else f"{int(s.timeout) // 1000}s")
     expect(s, "application_name", s.one("SHOW application_name"), s.app)
+    expect(s, "DateStyle", s.one("SHOW DateStyle"), s.ds)
     expect(s, "search_path", s.one("SHOW search_path"), s.path)
     names = sorted(r[0] for r in s.run("SELECT name FROM pg_prepared_statements WHERE from_sql"))
     expect(s, "own prepared statements", names, sorted(s.prepared))
