@@ -1,32 +1,25 @@
 """Sessions that each keep server-side state of their own (temporary tables, advisory locks,
 parameters, SQL-level prepared statements, holdable cursors, open transactions) in a seeded
-random interleaving, each checking after every step that it sees exactly its own state and
-none of the others'. Run direct, it checks its own model of PostgreSQL; through sluice on a
+random interleaving, each checking now and then that it sees exactly its own state and none
+of the others'. Run direct, it checks its own model of PostgreSQL; through sluice on a
 small pool, every step is a chance for a session to be handed a connection another session's
 state is still on.
 
 usage: psycopg_isolation.py HOST PORT DB USER PASSWORD SESSIONS STEPS SEED
 
 Half the sessions bind client-side (simple Query), half server-side (extended protocol).
-Prints `RESULT {json}`; exit 1 on any mismatch. ISO_TRACE=1 prints every statement sent.
+Prints `RESULT {json}`; exit 1 on any mismatch (isolation.py: ISO_TRACE, ISO_REST).
 """
-import json
-import os
-import random
-import time
 import sys
 
 import psycopg
 
+from isolation import Run, trace
+
 host, port, db, user, password = sys.argv[1:6]
 sessions, steps, seed = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
-rng = random.Random(seed)
-failures = []
-# ISO_REST=seconds: now and then the running session idles that long before its next step, so
-# a sluice that parks idle sessions parks it and its next statement wakes it with its state.
-REST = float(os.environ.get("ISO_REST", "0"))
-counts = {}
-TRACE = bool(os.environ.get("ISO_TRACE"))
+run = Run(seed)
+rng, expect = run.rng, run.expect
 DEFAULT_TIMEOUT = "0"
 DEFAULT_PATH = '"$user", public'
 
@@ -68,8 +61,7 @@ class Session:
         return f"{kind}_{self.n}_{self.serial}"
 
     def run(self, sql, *args):
-        if TRACE:
-            print(f"TRACE {self.n}: {sql} {args or ''}")
+        trace(self.n, sql, args)
         with self.conn.cursor() as cur:
             cur.execute(sql, args or None)
             return cur.fetchall() if cur.description else None
@@ -86,11 +78,6 @@ class Session:
             return e.sqlstate or repr(e)
 
 
-def expect(who, what, got, want):
-    if got != want:
-        failures.append(f"session {who.n}: {what}: got {got!r}, want {want!r}")
-        if TRACE:
-            print(f"TRACE FAIL {failures[-1]}")
 
 
 def step(s, others):
@@ -98,7 +85,7 @@ def step(s, others):
                      "deallocate", "cursor", "close", "begin", "commit", "rollback", "check",
                      "clean", "clean", "path", "discard", "appname", "local", "reset_all",
                      "datestyle", "reset_ds"])
-    counts[op] = counts.get(op, 0) + 1
+    run.count(op)
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next step's
         # statement, which (half the time) makes something that pins again.
@@ -229,19 +216,4 @@ def check(s, others):
 
 
 pool = [Session(n) for n in range(sessions)]
-s = pool[0]
-for i in range(steps):
-    if rng.random() < 0.4:
-        s = rng.choice(pool)
-    if REST and rng.random() < 0.01:
-        counts["rest"] = counts.get("rest", 0) + 1
-        time.sleep(REST)
-    try:
-        step(s, [o for o in pool if o is not s])
-    except psycopg.Error as e:
-        failures.append(f"session {s.n}, step {i}: {type(e).__name__}: {e}")
-        break
-print("RESULT " + json.dumps({"steps": steps, "failures": len(failures), "ops": counts}))
-for f in failures[:40]:
-    print("FAIL " + f)
-sys.exit(1 if failures else 0)
+run.drive(pool, steps, step, psycopg.Error)

@@ -6,26 +6,19 @@ step is a chance for a session to be handed a connection another session's state
 
 usage: pymysql_isolation.py HOST PORT USER PASSWORD DB OTHERDB SESSIONS STEPS SEED
 
-Prints `RESULT {json}`; exit 1 on any mismatch.
+Prints `RESULT {json}`; exit 1 on any mismatch (isolation.py: ISO_TRACE, ISO_REST).
 """
-import json
-import os
-import random
-import time
 import sys
 
 import pymysql
 
+from isolation import Run, trace
 from mysql_checks import connect as connect_to
 
 host, port, user, password, db, otherdb = sys.argv[1:7]
 sessions, steps, seed = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
-rng = random.Random(seed)
-failures = []
-# ISO_REST=seconds: now and then the running session idles that long before its next step, so
-# a sluice that parks idle sessions parks it and its next statement wakes it with its state.
-REST = float(os.environ.get("ISO_REST", "0"))
-counts = {}
+run = Run(seed)
+rng, expect = run.rng, run.expect
 
 
 class Session:
@@ -48,6 +41,7 @@ class Session:
         return f"{kind}_{self.n}_{self.serial}"
 
     def run(self, sql, *args):
+        trace(self.n, sql, args)
         with self.conn.cursor() as c:
             c.execute(sql, args or None)
             return c.fetchall()
@@ -64,16 +58,13 @@ class Session:
             return e.args[0]
 
 
-def expect(who, what, got, want):
-    if got != want:
-        failures.append(f"session {who.n}: {what}: got {got!r}, want {want!r}")
 
 
 def step(s, others):
     op = rng.choice(["table", "drop", "var", "unset", "lock", "release", "prepare",
                      "deallocate", "zone", "schema", "begin", "commit", "rollback", "check",
                      "clean", "clean"])
-    counts[op] = counts.get(op, 0) + 1
+    run.count(op)
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next statement,
         # which (often) makes something that pins again.
@@ -170,19 +161,4 @@ def check(s, others):
 
 
 pool = [Session(n) for n in range(sessions)]
-s = pool[0]
-for i in range(steps):
-    if rng.random() < 0.4:
-        s = rng.choice(pool)
-    if REST and rng.random() < 0.01:
-        counts["rest"] = counts.get("rest", 0) + 1
-        time.sleep(REST)
-    try:
-        step(s, [o for o in pool if o is not s])
-    except pymysql.err.MySQLError as e:
-        failures.append(f"session {s.n}, step {i}: {type(e).__name__}: {e}")
-        break
-print("RESULT " + json.dumps({"steps": steps, "failures": len(failures), "ops": counts}))
-for f in failures[:40]:
-    print("FAIL " + f)
-sys.exit(1 if failures else 0)
+run.drive(pool, steps, step, pymysql.err.MySQLError)
