@@ -13,8 +13,6 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::listen::sql::Op;
-use super::pinning::Effects;
-use super::settings::changes;
 use super::statements::{ServerStatements, Statement, StatementRegistry};
 use super::wire::{self, Reader, WireError, frontend, status};
 use crate::session::PinReason;
@@ -183,44 +181,6 @@ struct PinState {
     retire: bool,
 }
 
-/// Parameter tracking between a transaction's statements and sluice's read-back of them.
-#[derive(Debug, Default)]
-struct Tracked {
-    /// Parameters the session may have changed since the last read-back.
-    touched: Vec<String>,
-    /// Rows of the last read-back: (name, value).
-    read_back: Vec<(String, Option<String>)>,
-    /// `RESET ALL` ran: every parameter sluice knows of must be read back.
-    reset_all: bool,
-    /// Parameters whose last change is a `RESET` (after any `RESET ALL`).
-    resets: Vec<String>,
-    /// A parameter was set after the `RESET ALL`.
-    set_after_reset_all: bool,
-    /// The server refused the last read-back.
-    read_back_failed: bool,
-}
-
-/// What the relay does once a transaction is over, as the pipeline's bookkeeping decided.
-#[derive(Debug, Default)]
-pub struct TransactionEnd {
-    /// Parameter values the read-back found (none when it failed).
-    pub read_back: Vec<(String, Option<String>)>,
-    /// Parameters to read back now.
-    pub touched: Vec<String>,
-    /// `RESET ALL` ran: every parameter sluice knows of is to be read back too.
-    pub reset_all: bool,
-    /// Parameters reset (last) by the transaction: back to the session's startup values.
-    pub resets: Vec<String>,
-    /// A parameter was set after the transaction's `RESET ALL`.
-    pub set_after_reset_all: bool,
-    /// The read-back failed, so the session is pinned now, for this reason.
-    pub pinned: Option<PinReason>,
-    /// The pin check found nothing holding the session: this pin is lifted.
-    pub unpinned: Option<PinReason>,
-    /// A pin check is due: the relay queues it.
-    pub check_pins: bool,
-}
-
 /// Where a `DISCARD ALL` took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discard {
@@ -315,49 +275,6 @@ impl Pipeline {
     pub fn internal_query(&mut self, purpose: Purpose, sql: &str, sout: &mut BytesMut) {
         wire::query(sout, sql);
         self.expect.push_back(Expect::Internal(purpose));
-    }
-
-    fn tracked(&mut self) -> &mut Tracked {
-        self.tracked.get_or_insert_with(Box::default)
-    }
-
-    /// Notes what a statement may do to session state; returns the pin it brings, if any.
-    fn track(&mut self, fx: Effects, sql: &[u8]) -> Option<PinReason> {
-        let mut pin = fx.pin;
-        if fx.settings {
-            let c = changes(sql);
-            if c.reset_all || !c.names.is_empty() {
-                let t = self.tracked();
-                if c.reset_all {
-                    t.reset_all = true;
-                    t.resets.clear();
-                    t.set_after_reset_all = c.set_after_reset_all;
-                } else {
-                    let sets = c.names.iter().any(|n| !c.resets.contains(n));
-                    t.set_after_reset_all |= t.reset_all && sets;
-                }
-                // Set here (not reset): no longer reset.
-                t.resets
-                    .retain(|n| !c.names.contains(n) || c.resets.contains(n));
-                for name in c.resets {
-                    if !t.resets.contains(&name) {
-                        t.resets.push(name);
-                    }
-                }
-                for name in c.names {
-                    if !t.touched.contains(&name) {
-                        t.touched.push(name);
-                    }
-                }
-            }
-            if c.untracked {
-                self.pins.untracked = true;
-                pin = pin.or(Some(PinReason::SetParameter));
-            }
-        }
-        self.pins.loaded |= fx.permanent;
-        self.pins.check_due |= fx.unpin_hint;
-        pin
     }
 
     fn push(&mut self, e: Expect, cout: &mut BytesMut) {
@@ -537,17 +454,6 @@ impl Pipeline {
         self.pins.pinned.is_some() || self.tracked.is_some()
     }
 
-    /// A DISCARD ALL ran on the server: untracked changes are gone, and the pins may be too.
-    /// Values read back so far were read before it (answers come in order): they are gone too.
-    pub fn server_discarded(&mut self) {
-        self.pins.untracked = false;
-        self.pins.check_due = true;
-        if let Some(tracked) = self.tracked.as_mut() {
-            tracked.read_back.clear();
-            tracked.read_back_failed = false;
-        }
-    }
-
     /// How long this transaction's borrow waited (µs), told when the borrow succeeds.
     pub fn set_borrow_wait(&mut self, us: u32) {
         self.borrow_wait_us = us;
@@ -557,40 +463,6 @@ impl Pipeline {
         std::mem::take(&mut self.borrow_wait_us)
     }
 
-    /// Takes in what sluice's own queries found once a transaction is over, and says what the
-    /// relay does next (read back, check pins, count a pin or unpin).
-    pub fn end_transaction(&mut self) -> TransactionEnd {
-        let tracked = self.tracked.take().map(|t| *t).unwrap_or_default();
-        let mut end = TransactionEnd {
-            touched: tracked.touched,
-            reset_all: tracked.reset_all,
-            resets: tracked.resets,
-            set_after_reset_all: tracked.set_after_reset_all,
-            ..TransactionEnd::default()
-        };
-        let pins = &mut self.pins;
-        if tracked.read_back_failed {
-            pins.untracked = true;
-            if pins.pinned.is_none() {
-                pins.pinned = Some(PinReason::SetParameter);
-                end.pinned = pins.pinned;
-            }
-        } else {
-            end.read_back = tracked.read_back;
-        }
-        let stale = pins.pinned_since_check;
-        if pins.check.take() == Some(true) && !stale && !pins.untracked && !pins.loaded {
-            end.unpinned = pins.pinned.take();
-        }
-        let due = std::mem::take(&mut pins.check_due);
-        end.check_pins = due && pins.pinned.is_some() && !pins.untracked && !pins.loaded;
-        if end.check_pins {
-            // The relay sends the check now: it sees every pin made so far.
-            pins.pinned_since_check = false;
-        }
-        end
-    }
-
     /// Statements the session has prepared (protocol level).
     pub fn statements_len(&self) -> usize {
         self.statements.len()
@@ -598,6 +470,7 @@ impl Pipeline {
 }
 
 mod cut;
+mod ending;
 mod listen;
 mod local;
 mod memo;
@@ -607,7 +480,9 @@ mod responses;
 mod retry;
 
 pub use cut::Cut;
+pub use ending::TransactionEnd;
 
+use ending::Tracked;
 use listen::ListenTrack;
 use naming::Bound;
 use responses::synth;
