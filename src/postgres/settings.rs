@@ -145,6 +145,35 @@ fn statement(t: &[Token<'_>], out: &mut Changes) {
     out.names.push(name);
 }
 
+impl Changes {
+    /// Takes in the changes of a later query of the same transaction: the same rules as
+    /// between the statements of one query (`note`), so the last change of each name wins.
+    pub fn then(&mut self, later: Changes) {
+        if later.reset_all {
+            self.reset_all = true;
+            self.resets.clear();
+            self.set_after_reset_all = later.set_after_reset_all;
+        } else {
+            let sets = later.names.iter().any(|n| !later.resets.contains(n));
+            self.set_after_reset_all |= self.reset_all && sets;
+        }
+        // Set later (not reset): no longer reset.
+        self.resets
+            .retain(|n| !later.names.contains(n) || later.resets.contains(n));
+        for name in later.resets {
+            if !self.resets.contains(&name) {
+                self.resets.push(name);
+            }
+        }
+        for name in later.names {
+            if !self.names.contains(&name) {
+                self.names.push(name);
+            }
+        }
+        self.untracked |= later.untracked;
+    }
+}
+
 /// The last change to `name` so far was a `RESET` (or a `SET`).
 fn note(out: &mut Changes, name: &str, reset: bool) {
     out.resets.retain(|n| n != name);

@@ -3,22 +3,16 @@
 
 use super::Pipeline;
 use crate::postgres::pinning::Effects;
-use crate::postgres::settings::changes;
+use crate::postgres::settings::{Changes, changes};
 use crate::session::PinReason;
 
 /// Parameter tracking between a transaction's statements and sluice's read-back of them.
 #[derive(Debug, Default)]
 pub(super) struct Tracked {
-    /// Parameters the session may have changed since the last read-back.
-    pub(super) touched: Vec<String>,
+    /// What the transaction's queries did to parameters so far (`names`: to read back).
+    pub(super) changes: Changes,
     /// Rows of the last read-back: (name, value).
     pub(super) read_back: Vec<(String, Option<String>)>,
-    /// `RESET ALL` ran: every parameter sluice knows of must be read back.
-    pub(super) reset_all: bool,
-    /// Parameters whose last change is a `RESET` (after any `RESET ALL`).
-    pub(super) resets: Vec<String>,
-    /// A parameter was set after the `RESET ALL`.
-    pub(super) set_after_reset_all: bool,
     /// The server refused the last read-back.
     pub(super) read_back_failed: bool,
 }
@@ -54,31 +48,11 @@ impl Pipeline {
         let mut pin = fx.pin;
         if fx.settings {
             let c = changes(sql);
+            let untracked = c.untracked;
             if c.reset_all || !c.names.is_empty() {
-                let t = self.tracked();
-                if c.reset_all {
-                    t.reset_all = true;
-                    t.resets.clear();
-                    t.set_after_reset_all = c.set_after_reset_all;
-                } else {
-                    let sets = c.names.iter().any(|n| !c.resets.contains(n));
-                    t.set_after_reset_all |= t.reset_all && sets;
-                }
-                // Set here (not reset): no longer reset.
-                t.resets
-                    .retain(|n| !c.names.contains(n) || c.resets.contains(n));
-                for name in c.resets {
-                    if !t.resets.contains(&name) {
-                        t.resets.push(name);
-                    }
-                }
-                for name in c.names {
-                    if !t.touched.contains(&name) {
-                        t.touched.push(name);
-                    }
-                }
+                self.tracked().changes.then(c);
             }
-            if c.untracked {
+            if untracked {
                 self.pins.untracked = true;
                 pin = pin.or(Some(PinReason::SetParameter));
             }
@@ -104,10 +78,10 @@ impl Pipeline {
     pub fn end_transaction(&mut self) -> TransactionEnd {
         let tracked = self.tracked.take().map(|t| *t).unwrap_or_default();
         let mut end = TransactionEnd {
-            touched: tracked.touched,
-            reset_all: tracked.reset_all,
-            resets: tracked.resets,
-            set_after_reset_all: tracked.set_after_reset_all,
+            touched: tracked.changes.names,
+            reset_all: tracked.changes.reset_all,
+            resets: tracked.changes.resets,
+            set_after_reset_all: tracked.changes.set_after_reset_all,
             ..TransactionEnd::default()
         };
         let pins = &mut self.pins;

@@ -131,3 +131,23 @@ fn the_last_change_of_each_name_says_whether_it_was_reset() {
     let c = changes(b"SET application_name = 'before'; RESET ALL");
     assert!(c.reset_all && !c.set_after_reset_all, "{c:?}");
 }
+
+#[test]
+fn a_later_query_of_the_transaction_has_the_last_word() {
+    let mut c = changes(b"RESET datestyle; RESET timezone");
+    c.then(changes(b"SET datestyle = iso"));
+    assert_eq!(c.resets, ["timezone"]);
+    assert_eq!(c.names, ["datestyle", "timezone"]);
+    c.then(changes(b"RESET ALL"));
+    assert!(
+        c.reset_all && c.resets.is_empty() && !c.set_after_reset_all,
+        "{c:?}"
+    );
+    c.then(changes(b"RESET search_path"));
+    assert!(!c.set_after_reset_all, "{c:?}");
+    c.then(changes(b"SET application_name = 'after'"));
+    assert!(
+        c.set_after_reset_all && c.resets == ["search_path"],
+        "{c:?}"
+    );
+}

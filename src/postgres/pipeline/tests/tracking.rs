@@ -28,7 +28,7 @@ fn set_statements_are_tracked_and_executions_of_prepared_ones_too() {
     let q = frame(b'Q', b"SET app.tenant = 1; set local x.y = 2\0");
     rig.client(&mut a, &[q]);
     assert!(rig.p.pins.pinned.is_none());
-    assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
+    assert_eq!(rig.p.tracked().changes.names, ["app.tenant"]);
     rig.p.tracked = None;
     rig.client(
         &mut a,
@@ -39,11 +39,11 @@ fn set_statements_are_tracked_and_executions_of_prepared_ones_too() {
             sync(),
         ],
     );
-    assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
+    assert_eq!(rig.p.tracked().changes.names, ["app.tenant"]);
     rig.p.tracked = None;
     // Executing the statement again, even with no Parse, is read back again.
     rig.client(&mut a, &[bind("s"), execute(), sync()]);
-    assert_eq!(rig.p.tracked().touched, ["app.tenant"]);
+    assert_eq!(rig.p.tracked().changes.names, ["app.tenant"]);
     // A computed name cannot be read back: the session pins.
     rig.client(
         &mut a,
