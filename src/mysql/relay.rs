@@ -6,10 +6,10 @@
 //! MySQL is strictly request/response, so unlike the Postgres relay this one is sequential:
 //! one command, one reply. Rows stream through in chunks; only status packets are parsed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::session::keys::KeyMap;
 use crate::tls::{Socket, consume};
 use bytes::BytesMut;
 use std::pin::Pin;
@@ -102,7 +102,7 @@ pub struct Session {
     /// Tracked variables; `None` while they are the pool's baseline.
     vars: Option<Vars>,
     pins: Option<Box<Pins>>,
-    statements: HashMap<u32, Prepared>,
+    statements: KeyMap<u32, Prepared>,
     next_statement: u32,
     last_prepared: u32,
     last_insert_id: u64,
@@ -159,7 +159,7 @@ impl Session {
             schema,
             vars: None,
             pins: None,
-            statements: HashMap::new(),
+            statements: KeyMap::default(),
             next_statement: 1,
             last_prepared: 0,
             last_insert_id: 0,

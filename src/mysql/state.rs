@@ -2,8 +2,9 @@
 //! session variables (plus the common ones ORMs set), read back from the server after a change
 //! and replayed on whichever connection a session borrows next.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+
+use crate::session::keys::KeyMap;
 
 /// Tracked session variables. Spellings that differ between MySQL and MariaDB share a slot:
 /// `(MySQL 8 name, MariaDB name)`. Order matters for replay: the connection character set is
@@ -176,7 +177,7 @@ pub struct ConnState {
     /// The LAST_INSERT_ID() the connection would report.
     pub last_insert_id: u64,
     /// Server statement ids of the statements prepared here.
-    pub statements: HashMap<std::sync::Arc<StatementKey>, u32>,
+    pub statements: KeyMap<std::sync::Arc<StatementKey>, u32>,
     /// `@@last_gtid` when sluice last read it here (split endpoints): a different value after a
     /// transaction means that transaction wrote.
     pub last_gtid: Option<Box<str>>,
@@ -201,7 +202,7 @@ mod tests {
                 sql.as_bytes().into(),
             ))
         };
-        let mut map = HashMap::new();
+        let mut map = std::collections::HashMap::new();
         map.insert(key(Some("app"), "SELECT 1"), 7u32);
         assert_eq!(map.get(&key(Some("app"), "SELECT 1")), Some(&7));
         assert_eq!(map.get(&key(Some("other"), "SELECT 1")), None);

@@ -2,6 +2,7 @@
 //! and the registry both engines find live sessions in.
 
 pub mod drain;
+pub mod keys;
 pub mod memo;
 pub mod park;
 pub mod registry;

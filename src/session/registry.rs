@@ -2,10 +2,10 @@
 //! id), each with where its work runs right now: what CancelRequest, `KILL QUERY` and
 //! `/v1/sessions` read. One generic for both engines; an entry leaves when its handle drops.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::keys::KeyMap;
 use super::{SessionInfo, SessionList, SessionRow, SessionState};
 
 /// Where a session's work runs: the server it is on, as `/v1/sessions` shows it.
@@ -39,53 +39,19 @@ impl<T: Clone> Entry<T> {
 }
 
 /// Sessions by key. The keys are sluice's own choice (random cancel keys, counted MySQL
-/// connection ids), never a client's: SipHash's defence against chosen collisions buys nothing
-/// here, and its four hashes per connection (register, drop) were 1 % of a connection storm's
-/// instructions. Clients only look keys up.
-type Sessions<K, T> = HashMap<K, Arc<Entry<T>>, BuildHasherDefault<KeyHasher>>;
+/// connection ids), never a client's; SipHash's four hashes per connection (register, drop)
+/// were 1 % of a connection storm's instructions. Clients only look keys up.
+type Sessions<K, T> = KeyMap<K, Arc<Entry<T>>>;
 
 #[derive(Debug)]
 pub struct Registry<K, T> {
     sessions: Mutex<Sessions<K, T>>,
 }
 
-/// Gathers a key's integers (a `BackendKeyData`'s two, a connection id) into one word and mixes
-/// it with MurmurHash3's finaliser, whose every output bit depends on every input bit.
-#[derive(Debug, Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = mix(self.0 ^ u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = self.0.rotate_left(32) ^ u64::from(n);
-    }
-
-    fn write_i32(&mut self, n: i32) {
-        self.write_u32(n.cast_unsigned());
-    }
-
-    fn finish(&self) -> u64 {
-        mix(self.0)
-    }
-}
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
 impl<K, T> Default for Registry<K, T> {
     fn default() -> Self {
         Self {
-            sessions: Mutex::new(HashMap::default()),
+            sessions: Mutex::new(KeyMap::default()),
         }
     }
 }
@@ -233,47 +199,5 @@ mod tests {
         );
         drop(again);
         assert!(registry.sessions().is_empty());
-    }
-
-    /// A Postgres cancel key's shape (`BackendKeyData`), hashed as its derive does.
-    #[derive(Hash)]
-    struct KeyPair {
-        pid: i32,
-        key: i32,
-    }
-
-    #[test]
-    fn key_hashes_spread_counted_ids_and_key_pairs_over_the_table() {
-        use std::hash::BuildHasher;
-        let hasher = BuildHasherDefault::<KeyHasher>::default();
-        let low_bits = |hashes: &[u64]| {
-            let mut seen: Vec<u64> = hashes.iter().map(|h| h & 4095).collect();
-            seen.sort_unstable();
-            seen.dedup();
-            seen.len()
-        };
-        // Counted MySQL ids and cancel keys differing in one field: a table's bucket is picked
-        // by the low bits, so those must not collide in bulk (4,096 random values fill ~2,590).
-        let ids: Vec<u64> = (1..=4096u32).map(|n| hasher.hash_one(n)).collect();
-        let pairs: Vec<u64> = (0..4096)
-            .map(|key| hasher.hash_one(KeyPair { pid: 4242, key }))
-            .collect();
-        // hashbrown also keeps each entry's top 7 bits as its tag: equal tags cost compares.
-        let tags = |hashes: &[u64]| {
-            let mut seen: Vec<u64> = hashes.iter().map(|h| h >> 57).collect();
-            seen.sort_unstable();
-            seen.dedup();
-            seen.len()
-        };
-        for hashes in [&ids, &pairs] {
-            assert!(low_bits(hashes) > 2400, "{} buckets", low_bits(hashes));
-            assert_eq!(tags(hashes), 128, "every tag is used");
-        }
-        let swapped = KeyPair { pid: 0, key: 4242 };
-        assert_ne!(
-            hasher.hash_one(swapped),
-            pairs[0],
-            "pid and key are not interchangeable"
-        );
     }
 }

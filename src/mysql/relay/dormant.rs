@@ -2,7 +2,6 @@
 //! connection slot and the timers a running session carries. A parked client costs this rather
 //! than the whole session, which is most of what an idle client costs sluice.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use crate::mysql::kill::KillHandle;
 use crate::mysql::pools::MyPool;
 use crate::mysql::state::Vars;
 use crate::routing::Want;
+use crate::session::keys::KeyMap;
 
 #[derive(Debug)]
 pub struct Dormant {
@@ -35,7 +35,7 @@ pub struct Dormant {
     /// `None`: no prepared statements (most sessions). Boxed: 8 bytes here rather than an
     /// empty map's 48 in every parked session.
     #[allow(clippy::box_collection)]
-    statements: Option<Box<HashMap<u32, Prepared>>>,
+    statements: Option<Box<KeyMap<u32, Prepared>>>,
     next_statement: u32,
     last_prepared: u32,
     last_insert_id: u64,
@@ -148,7 +148,7 @@ impl Dormant {
             schema,
             vars,
             pins,
-            statements: statements.map_or_else(HashMap::new, |s| *s),
+            statements: statements.map_or_else(KeyMap::default, |s| *s),
             next_statement,
             last_prepared,
             last_insert_id,
