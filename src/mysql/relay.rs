@@ -120,6 +120,11 @@ pub struct Session {
     /// A rewritten command on its way to the server (reused).
     scratch: Vec<u8>,
     lease: Option<Lease<ServerConn>>,
+    /// The current command's last clock read: at its start, after a slow borrow and at the end
+    /// of its reply. Latencies, the pool's idle stamp and the next idle wait use it instead of
+    /// reading the clock again (seven reads per point select were 5 % of its instructions).
+    /// The next idle wait takes it, so it is `None` between commands.
+    clock: Option<Instant>,
     /// When the idle wait that parked the session began: its idle timeout counts from there.
     idle_since: Option<Instant>,
     /// When the current idle wait parks the session, if it may.
@@ -171,6 +176,7 @@ impl Session {
             out: Vec::new(),
             scratch: Vec::new(),
             lease: None,
+            clock: None,
             idle_since: None,
             park_at: None,
             idle_timer: None,
@@ -263,7 +269,7 @@ impl Session {
         let mut forwarded = false;
         // Grown from nothing after a shrink, it was reallocated several times per reply.
         spare::ensure_vec(&mut self.out);
-        let sent = tokio::time::Instant::now();
+        let sent = self.clock.unwrap_or_else(Instant::now);
         let lost = if conn.write_command(command).await.is_err() {
             true
         } else {
@@ -310,8 +316,10 @@ impl Session {
                     self.out.clear();
                 }
                 if complete {
+                    let done = Instant::now();
+                    self.clock = Some(done);
                     let m = &self.ep.engine.cluster.metrics;
-                    m.database_response_latency.observe(sent.elapsed());
+                    m.database_response_latency.observe(done - sent);
                     break false;
                 }
                 if file {
@@ -401,7 +409,7 @@ impl Session {
         if let Some(lease) = self.lease.take() {
             self.kill.target.set(None);
             let reusable = lease.buf.is_empty();
-            lease.release(reusable);
+            lease.release_at(reusable, self.clock.unwrap_or_else(Instant::now));
         }
     }
 

@@ -252,12 +252,17 @@ impl<C: PooledConnection> Instance<C> {
         }
     }
 
-    pub(super) fn take_idle(&self, index: usize, max_lifetime: Duration) -> Option<Pooled<C>> {
+    pub(super) fn take_idle(
+        &self,
+        index: usize,
+        max_lifetime: Duration,
+        now: Instant,
+    ) -> Option<Pooled<C>> {
         let mut doomed = Vec::new();
         let found = {
             let mut st = self.lock();
             let st = &mut *st;
-            let found = pop_live_idle(st, index, max_lifetime, &mut doomed);
+            let found = pop_live_idle(st, index, max_lifetime, now, &mut doomed);
             hold_closing(st, doomed.len());
             found
         };
@@ -270,7 +275,9 @@ impl<C: PooledConnection> Instance<C> {
         let take = {
             let mut st = self.lock();
             let st = &mut *st;
-            let take = if let Some(conn) = pop_live_idle(st, index, max_lifetime, &mut doomed) {
+            let now = Instant::now();
+            let take = if let Some(conn) = pop_live_idle(st, index, max_lifetime, now, &mut doomed)
+            {
                 Take::Idle(conn)
             } else if used(st) < st.max {
                 st.open += 1;
@@ -286,10 +293,7 @@ impl<C: PooledConnection> Instance<C> {
                 Take::Connect
             } else {
                 let (tx, rx) = oneshot::channel();
-                st.pools[index].waiters.push_back(Waiter {
-                    tx,
-                    since: Instant::now(),
-                });
+                st.pools[index].waiters.push_back(Waiter { tx, since: now });
                 if st.fleet.is_some() {
                     fleet_wait(st);
                 }
@@ -319,10 +323,10 @@ impl<C: PooledConnection> Instance<C> {
         conn: Pooled<C>,
         reusable: bool,
         max_lifetime: Duration,
+        now: Instant,
     ) {
         let mut doomed = None;
-        // One clock read for the lifetime check and the idle stamp, outside the lock.
-        let now = Instant::now();
+        // `now` (the caller's clock read) checks the lifetime and stamps the idle time.
         {
             let mut st = self.lock();
             let st = &mut *st;
@@ -437,10 +441,11 @@ fn pop_live_idle<C>(
     st: &mut State<C>,
     index: usize,
     max_lifetime: Duration,
+    now: Instant,
     doomed: &mut Vec<Pooled<C>>,
 ) -> Option<Pooled<C>> {
     while let Some(idle) = st.pools[index].idle.pop_back() {
-        if idle.conn.created.elapsed() < max_lifetime {
+        if now.saturating_duration_since(idle.conn.created) < max_lifetime {
             return Some(idle.conn);
         }
         st.pools[index].open -= 1;

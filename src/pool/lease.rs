@@ -2,6 +2,8 @@
 
 use std::ops::{Deref, DerefMut};
 
+use tokio::time::Instant;
+
 use super::instance::Pooled;
 use super::{Pool, PooledConnection};
 
@@ -32,11 +34,17 @@ impl<C: PooledConnection> Lease<C> {
     }
 
     /// Returns the connection: `reusable` only when it is clean (idle, no session state). One
-    /// past `max_connection_lifetime` is closed by the pool, which reads the clock anyway.
-    pub fn release(mut self, reusable: bool) {
+    /// past `max_connection_lifetime` is closed by the pool.
+    pub fn release(self, reusable: bool) {
+        self.release_at(reusable, Instant::now());
+    }
+
+    /// `release` by a caller that has just read the clock: `now` stamps the connection's idle
+    /// time and checks its lifetime.
+    pub fn release_at(mut self, reusable: bool, now: Instant) {
         if let Some(conn) = self.conn.take() {
             self.pool.instance().lease_returned();
-            self.pool.release(conn, reusable);
+            self.pool.release(conn, reusable, now);
         }
     }
 }
@@ -59,7 +67,7 @@ impl<C: PooledConnection> Drop for Lease<C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.pool.instance().lease_returned();
-            self.pool.release(conn, false);
+            self.pool.release(conn, false, Instant::now());
         }
     }
 }

@@ -126,12 +126,13 @@ impl<C: PooledConnection> Pool<C> {
     }
 
     /// A usable idle connection if one is ready now: no future, no allocation (the steady state).
-    pub fn try_borrow_idle(&self) -> Option<Lease<C>> {
+    /// `now` is the caller's last clock read, for the lifetime check.
+    pub fn try_borrow_idle(&self, now: Instant) -> Option<Lease<C>> {
         let inner = &self.inner;
         loop {
             let conn = inner
                 .instance
-                .take_idle(inner.index, inner.settings.max_lifetime)?;
+                .take_idle(inner.index, inner.settings.max_lifetime, now)?;
             if let Some(lease) = self.usable(Lease::new(self.clone(), conn)) {
                 return Some(lease);
             }
@@ -225,11 +226,15 @@ impl<C: PooledConnection> Pool<C> {
         }
     }
 
-    fn release(&self, conn: instance::Pooled<C>, reusable: bool) {
+    fn release(&self, conn: instance::Pooled<C>, reusable: bool, now: Instant) {
         let inner = &self.inner;
-        inner
-            .instance
-            .put(inner.index, conn, reusable, inner.settings.max_lifetime);
+        inner.instance.put(
+            inner.index,
+            conn,
+            reusable,
+            inner.settings.max_lifetime,
+            now,
+        );
     }
 }
 
@@ -244,7 +249,7 @@ impl<C: PooledConnection> Drop for Waiting<'_, C> {
     fn drop(&mut self) {
         self.rx.close();
         match self.rx.try_recv() {
-            Ok(instance::Grant::Conn(conn)) => self.pool.release(conn, true),
+            Ok(instance::Grant::Conn(conn)) => self.pool.release(conn, true, Instant::now()),
             Ok(instance::Grant::Slot) => {
                 let inner = &self.pool.inner;
                 inner.instance.discard_slot(inner.index);

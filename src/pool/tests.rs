@@ -224,7 +224,7 @@ async fn try_borrow_idle_takes_only_what_is_idle_and_alive() {
     s.max_lifetime = Duration::from_secs(60);
     let p = pool(&instance, &counter, s);
     assert!(
-        p.try_borrow_idle().is_none(),
+        p.try_borrow_idle(Instant::now()).is_none(),
         "nothing idle: no connect, no wait"
     );
     assert_eq!(
@@ -235,12 +235,14 @@ async fn try_borrow_idle_takes_only_what_is_idle_and_alive() {
         }
     );
     p.borrow().await.unwrap().release(true);
-    let lease = p.try_borrow_idle().expect("the idle connection");
+    let lease = p
+        .try_borrow_idle(Instant::now())
+        .expect("the idle connection");
     assert_eq!(lease.id, 0);
     lease.release(true);
     tokio::time::advance(Duration::from_secs(61)).await;
     assert!(
-        p.try_borrow_idle().is_none(),
+        p.try_borrow_idle(Instant::now()).is_none(),
         "expired idle connections are closed, not lent"
     );
     assert_eq!(counter.closed.load(Ordering::SeqCst), 1);
@@ -301,7 +303,7 @@ async fn a_borrow_dropped_mid_connect_or_mid_wait_gives_its_slot_back() {
         (1, 1),
         "the connection went back to the pool"
     );
-    assert!(p.try_borrow_idle().is_some());
+    assert!(p.try_borrow_idle(Instant::now()).is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,7 +323,7 @@ async fn connections_the_server_ended_while_idle_are_closed_not_handed_out() {
     for lease in leases {
         lease.release(true);
     }
-    let got = p.try_borrow_idle().unwrap();
+    let got = p.try_borrow_idle(Instant::now()).unwrap();
     assert_eq!(got.id, alive);
     assert_eq!(counter.closed.load(Ordering::SeqCst), 2);
     got.release(true);
@@ -470,7 +472,7 @@ async fn under_a_fleet_a_closed_connection_holds_its_slot_until_the_server_let_i
     ));
     let (gone, lingering) = tokio::sync::oneshot::channel();
     let conn = instance::Pooled::new(Lingering(Some(lingering)), 0);
-    instance.put(index, conn, false, Duration::from_secs(60));
+    instance.put(index, conn, false, Duration::from_secs(60), Instant::now());
     tokio::task::yield_now().await;
     assert_eq!(instance.stats().open, 0);
     // One slot is free, the other still closing on the server.

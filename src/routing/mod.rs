@@ -49,9 +49,9 @@ impl<P> Cluster<P> {
     }
 
     /// An idle connection of `pool` if it has one: the steady state, with no future and no
-    /// clock read (it counts as a borrow that did not wait).
-    pub fn take_idle<C: PooledConnection>(&self, pool: &Pool<C>) -> Option<Lease<C>> {
-        let lease = pool.try_borrow_idle()?;
+    /// clock read of its own (`now` is the caller's; it counts as a borrow that did not wait).
+    pub fn take_idle<C: PooledConnection>(&self, pool: &Pool<C>, now: Instant) -> Option<Lease<C>> {
+        let lease = pool.try_borrow_idle(now)?;
         self.metrics.connection_requests.inc();
         self.metrics.borrow_latency.observe(Duration::ZERO);
         Some(lease)
@@ -67,7 +67,7 @@ impl<P> Cluster<P> {
         member: usize,
         deadline: &mut Option<Instant>,
     ) -> Result<Option<Lease<C>>, BorrowError> {
-        let result = match self.take_idle(pool) {
+        let result = match self.take_idle(pool, Instant::now()) {
             Some(lease) => Ok(lease),
             None => {
                 self.metrics.connection_requests.inc();

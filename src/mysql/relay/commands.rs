@@ -23,6 +23,7 @@ impl Session {
     /// Handles the command packet at `cin[..len]` (plus any continuation packets).
     pub(super) async fn command(&mut self, client: &mut Socket, len: usize) -> Result<(), End> {
         let received = tokio::time::Instant::now();
+        self.clock = Some(received);
         let packet = self.cin.split_to(len);
         let payload = &packet[wire::HEADER_LEN..];
         let counted = matches!(payload[0], command::QUERY | command::STMT_EXECUTE);
@@ -71,7 +72,8 @@ impl Session {
         self.flush(client).await?;
         if counted {
             let m = &self.ep.engine.cluster.metrics;
-            m.query_response_latency.observe(received.elapsed());
+            let done = self.clock.unwrap_or_else(tokio::time::Instant::now);
+            m.query_response_latency.observe(done - received);
         }
         if self.want == Want::Writer
             && self.ep.want == Want::Split

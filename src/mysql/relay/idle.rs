@@ -16,10 +16,10 @@ impl Session {
     /// Waits for the client's next command packet; `Ok(None)` when the client left.
     pub(super) async fn next_command(&mut self, client: &mut Socket) -> Result<Option<usize>, End> {
         // A resumed session's idle time counts from before it parked; its next park from now,
-        // since its socket's readiness reaches the runtime only after a first wait. One clock
-        // read per command while the client keeps up.
+        // since its socket's readiness reaches the runtime only after a first wait. While the
+        // client keeps up, "now" is the last command's own last clock read: no read of its own.
         let resumed = self.idle_since.take();
-        let mut now = Instant::now();
+        let mut now = self.clock.take().unwrap_or_else(Instant::now);
         let started = resumed.unwrap_or(now);
         // In the session, not a local: every local across an await grows every session's task.
         self.park_at = self

@@ -10,6 +10,7 @@ use crate::mysql::state::{Vars, effective};
 use crate::mysql::wire::{command, status};
 use crate::pool::Lease;
 use crate::routing::Want;
+use tokio::time::Instant;
 
 /// A replay the server refused: the client gets this as its command's ERR.
 pub(in crate::mysql) type Refused = (Code, String);
@@ -38,7 +39,9 @@ impl Session {
             // Boxed: a replay is rare next to the borrows that need none, and inline its state
             // would be part of every session task.
             let synced = if self.needs_sync(&lease) {
-                Box::pin(self.sync(&mut lease)).await
+                let synced = Box::pin(self.sync(&mut lease)).await;
+                self.clock = Some(Instant::now());
+                synced
             } else {
                 Ok(())
             };
@@ -75,8 +78,12 @@ impl Session {
         match self.borrow_idle() {
             Some(lease) => Ok(lease),
             // Waiting, connecting or routing: boxed, so its state is not part of every session
-            // task.
-            None => Box::pin(self.borrow_routed()).await,
+            // task. It may have taken a while: the command's clock moves on.
+            None => {
+                let lease = Box::pin(self.borrow_routed()).await;
+                self.clock = Some(Instant::now());
+                lease
+            }
         }
     }
 
@@ -84,7 +91,8 @@ impl Session {
     fn borrow_idle(&mut self) -> Option<Lease<ServerConn>> {
         let member = self.ep.engine.cluster.router.pick(self.want)?;
         self.use_member(member);
-        self.ep.engine.cluster.take_idle(&self.pool.pool)
+        let now = *self.clock.get_or_insert_with(Instant::now);
+        self.ep.engine.cluster.take_idle(&self.pool.pool, now)
     }
 
     /// Switches the session to its pool on instance `member`.

@@ -49,7 +49,9 @@ impl Session {
         }
         let member = self.route.cluster.router.pick(want)?;
         self.use_member(member);
-        self.route.cluster.take_idle(&self.pg.pool)
+        self.route
+            .cluster
+            .take_idle(&self.pg.pool, tokio::time::Instant::now())
     }
 
     async fn borrow_routed(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
