@@ -119,32 +119,38 @@ impl Session {
             }
             return Ok(());
         }
-        let server_id = match Box::pin(self.server_statement(&key)).await {
-            Ok(sid) => sid,
-            Err((mut code, mut message)) => {
-                if self.lease.is_none() {
-                    // The connection broke under sluice's own command and was closed: the
-                    // session's pins and transaction went with it, as when a server is lost.
-                    if self.pins.is_some() {
-                        return Err(End::Fatal(
+        // Known on this connection (the steady state), the id is there at once: the boxed
+        // prepare's future was allocated for every execute.
+        let server_id = if let Ok(sid) = self.statement_here(&key) {
+            sid
+        } else {
+            match Box::pin(self.server_statement(&key)).await {
+                Ok(sid) => sid,
+                Err((mut code, mut message)) => {
+                    if self.lease.is_none() {
+                        // The connection broke under sluice's own command and was closed: the
+                        // session's pins and transaction went with it, as when a server is lost.
+                        if self.pins.is_some() {
+                            return Err(End::Fatal(
                             errors::CONNECTION_KILLED,
                             "sluice: the server connection broke; the session's state went with it"
                                 .into(),
                         ));
+                        }
+                        if self.status & wire::status::IN_TRANS != 0 {
+                            self.status &= !wire::status::IN_TRANS;
+                            self.hold = super::Hold::None;
+                            code = errors::CUT_ROLLED_BACK;
+                            message = "sluice: the server connection broke: the transaction was rolled back and can be retried".into();
+                        }
                     }
-                    if self.status & wire::status::IN_TRANS != 0 {
-                        self.status &= !wire::status::IN_TRANS;
-                        self.hold = super::Hold::None;
-                        code = errors::CUT_ROLLED_BACK;
-                        message = "sluice: the server connection broke: the transaction was rolled back and can be retried".into();
+                    if long_data {
+                        self.long_data_lost = Some(id);
+                    } else {
+                        self.error(code, &message);
                     }
+                    return Ok(());
                 }
-                if long_data {
-                    self.long_data_lost = Some(id);
-                } else {
-                    self.error(code, &message);
-                }
-                return Ok(());
             }
         };
         let fx = if stateful && cmd == command::STMT_EXECUTE {
@@ -164,6 +170,12 @@ impl Session {
         bytes.clear();
         self.scratch = bytes;
         result
+    }
+
+    /// The server's id for `key` on the held connection, if it was prepared there.
+    fn statement_here(&self, key: &StatementKey) -> Result<u32, ()> {
+        let conn = self.lease.as_ref().ok_or(())?;
+        conn.state.statements.get(key).copied().ok_or(())
     }
 
     /// The server's id for `key` on the held connection, preparing it there (in the schema it
