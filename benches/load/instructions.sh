@@ -55,6 +55,11 @@ cleanup() {
     [[ ${INSTR_KEEP:-0} == 1 ]] && echo "kept $OUT" >&2 || rm -rf "$OUT"
 }
 trap cleanup EXIT
+# glibc copies blocks past ~2 KiB with `rep movsb`, which callgrind counts once per byte: one
+# 12 KiB copy would weigh as 12,000 instructions against a few hundred for the same bytes copied
+# packet by packet. Vector copies for every size keep the count a measure of work (both the
+# proxy's and the anchor's). INSTR_REP_MOVSB=1 leaves glibc's own choice.
+[[ ${INSTR_REP_MOVSB:-0} == 1 ]] || export GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=100000000
 if [[ $(basename "$BIN") == pgbouncer ]]; then
     # The anchor counted the same way: the hold dir's PgBouncer config on a free port, as postgres
     # (setpriv execs in place, so $! is valgrind itself, which callgrind_control needs).

@@ -462,6 +462,13 @@ fn drain(
         if reply.done() || reply.wants_file() {
             return Ok(());
         }
+        let rows = reply.whole_rows(buf);
+        if rows > 0 {
+            *first = false;
+            out.extend_from_slice(&buf[..rows]);
+            consume(buf, rows);
+            continue;
+        }
         let Some(p) = wire::next_packet(buf) else {
             return Ok(());
         };

@@ -217,3 +217,54 @@ fn sequence_ids_count_on_from_the_command() {
     r.check_seq(10).unwrap();
     assert!(r.check_seq(12).is_err());
 }
+
+/// Rows fed in runs by `whole_rows` end the reply where packet-by-packet feeding does, with the
+/// same status, and a run stops at a row that is not all there or out of sequence.
+#[test]
+fn rows_fed_in_runs_end_where_rows_fed_one_by_one_do() {
+    let mut bytes = Vec::new();
+    write_packet(&mut bytes, 1, &[1]);
+    write_packet(
+        &mut bytes,
+        2,
+        b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x0b\x00\x00\x00",
+    );
+    write_eof(&mut bytes, 3, 0);
+    let rows_at = bytes.len();
+    for seq in 4..=8 {
+        write_packet(&mut bytes, seq, b"\x0242");
+    }
+    let end_at = bytes.len();
+    write_eof(&mut bytes, 9, IN_TRANS);
+    let mut r = Reply::new(ReplyKind::Query, false);
+    r.starts_after(0);
+    let mut at = 0;
+    while at < rows_at {
+        let p = crate::mysql::wire::next_packet(&bytes[at..]).unwrap();
+        r.check_seq(p.seq).unwrap();
+        r.on_packet(&bytes[at + 4..at + p.len], p.payload_len())
+            .unwrap();
+        at += p.len;
+    }
+    assert_eq!(
+        r.clone().whole_rows(&bytes[at..end_at - 1]),
+        4 * 7,
+        "the last row is cut short"
+    );
+    let mut fed = r.clone();
+    assert_eq!(
+        fed.whole_rows(&bytes[at..]),
+        end_at - rows_at,
+        "stops at the EOF"
+    );
+    let eof = &bytes[end_at..];
+    fed.check_seq(eof[3]).unwrap();
+    fed.on_packet(&eof[4..], eof.len() - 4).unwrap();
+    assert!(fed.done());
+    assert_eq!(fed.end.unwrap().status, IN_TRANS);
+    // A row out of sequence is left to the packet-by-packet check, which refuses it.
+    let mut skipped = bytes[at..end_at].to_vec();
+    skipped[7 + 3] = 9;
+    assert_eq!(r.whole_rows(&skipped), 7);
+    assert!(r.check_seq(skipped[7 + 3]).is_err());
+}
