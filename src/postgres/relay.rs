@@ -120,6 +120,10 @@ pub struct Session {
     /// When the idle wait that parked the session began: its idle timeout counts from there
     /// when it resumes.
     idle_since: Option<Instant>,
+    /// The clock read at the transaction's last ReadyForQuery: it stamps the connection's idle
+    /// time in the pool and starts the next idle wait, which read the clock themselves before.
+    /// The wait takes it, so it is `None` between transactions.
+    clock: Option<Instant>,
     phase: Phase,
     /// The client sent COMMIT (or the like) in this transaction: if the server is lost now,
     /// the outcome is unknown.
@@ -166,6 +170,7 @@ impl Session {
             idle_timer: None,
             drain_watch: None,
             idle_since: None,
+            clock: None,
             phase: Phase::Idle,
             commit_in_flight: false,
             server_fatal: false,
@@ -267,7 +272,7 @@ impl Session {
                     self.cancel.target.state.set(false, false);
                     let retire = self.pipeline.take_retire();
                     let reusable = fit && lease.buf.is_empty() && !retire;
-                    lease.release(reusable);
+                    lease.release_at(reusable, self.clock.unwrap_or_else(Instant::now));
                 }
                 Active::ClientGone => {
                     // Boxed for the same reason as the login: rare, and large inline.

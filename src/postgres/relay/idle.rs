@@ -51,9 +51,10 @@ pub(super) enum Idle {
 impl Session {
     /// Waits for the client's next message without a server connection.
     pub(super) async fn wait_idle(&mut self, client: &mut Socket) -> Idle {
-        let started = Instant::now();
+        let started = self.clock.take().unwrap_or_else(Instant::now);
         // A resumed session's idle time counts from before it parked; its next park from now,
-        // since its socket's readiness reaches the runtime only after the first poll.
+        // since its socket's readiness reaches the runtime only after the first poll. Right
+        // after a transaction, "now" is its last ReadyForQuery's clock read.
         let since = self.idle_since.take().unwrap_or(started);
         // Notifications that came while the last flush or transaction took the wake-up.
         if self.inbox_waiting() {

@@ -2,7 +2,7 @@
 //! large ones that stream through without being buffered whole.
 
 use bytes::BytesMut;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use super::route::{commits, ends_session};
 use super::{Active, HIGH_WATER, MAX_BUFFERED_MESSAGE, STREAM_CHUNK, Session, errors};
@@ -168,7 +168,9 @@ impl Session {
                     if let Some(sent) = sent {
                         let waited = self.pipeline.take_borrow_wait();
                         let m = &self.route.cluster.metrics;
-                        let database = sent.elapsed();
+                        let done = Instant::now();
+                        self.clock = Some(done);
+                        let database = done.saturating_duration_since(sent);
                         m.database_response_latency.observe(database);
                         m.query_response_latency
                             .observe(database + Duration::from_micros(u64::from(waited)));
