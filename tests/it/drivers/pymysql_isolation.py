@@ -3,28 +3,43 @@ SQL-level prepared statements, session variables, the current schema, open trans
 seeded random interleaving, each checking that it sees exactly its own state and none of the
 others'. Run direct, it checks its own model of MariaDB; through sluice on a small pool, every
 step is a chance for a session to be handed a connection another session's state is still on.
+Odd sessions are mysql-connector ones that send their statements as binary-protocol prepared
+statements (COM_STMT_PREPARE / EXECUTE / CLOSE), whose ids sluice maps to each connection's own.
 
 usage: pymysql_isolation.py HOST PORT USER PASSWORD DB OTHERDB SESSIONS STEPS SEED
 
 Prints `RESULT {json}`; exit 1 on any mismatch (isolation.py: ISO_TRACE, ISO_REST).
 """
+import socket
 import sys
 
+import mysql.connector
 import pymysql
 
 from isolation import Run, trace
-from mysql_checks import connect as connect_to
+from mysql_checks import connect as connect_to, connector
 
 host, port, user, password, db, otherdb = sys.argv[1:7]
 sessions, steps, seed = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
 run = Run(seed)
 rng, expect = run.rng, run.expect
+ERRORS = (pymysql.err.MySQLError, mysql.connector.Error)
+# Statements MariaDB will not take as binary-protocol prepared statements (errno 1295).
+TEXT_ONLY = ("PREPARE ", "EXECUTE ", "DEALLOCATE ")
 
 
 class Session:
     def __init__(self, n):
         self.n = n
-        self.conn = connect_to(host, port, user, password, db)
+        self.binary = n % 2 == 1
+        if self.binary:
+            self.conn = connector(host, port, user, password, db)
+            # The driver sends COM_STMT_CLOSE (no reply) and its next command in two writes: with
+            # Nagle's algorithm the second waits ~40 ms for the first one's delayed ACK, direct as
+            # through sluice.
+            self.conn._socket.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            self.conn = connect_to(host, port, user, password, db)
         self.tables = {}     # temporary table -> value
         self.vars = {}       # user variable -> value
         self.locks = set()   # named locks held
@@ -42,13 +57,22 @@ class Session:
 
     def run(self, sql, *args):
         trace(self.n, sql, args)
-        with self.conn.cursor() as c:
-            c.execute(sql, args or None)
-            return c.fetchall()
+        if not self.binary:
+            with self.conn.cursor() as c:
+                c.execute(sql, args or None)
+                return c.fetchall()
+        prepared = not sql.startswith(TEXT_ONLY)
+        c = self.conn.cursor(prepared=prepared)
+        try:
+            c.execute(sql.replace("%s", "?") if prepared else sql, args or None)
+            return c.fetchall() if c.with_rows else []
+        finally:
+            c.close()
 
     def one(self, sql, *args):
         rows = self.run(sql, *args)
-        return rows[0][0] if rows else None
+        value = rows[0][0] if rows else None
+        return value.decode() if isinstance(value, (bytes, bytearray)) else value
 
     def errno(self, sql, *args):
         try:
@@ -56,8 +80,14 @@ class Session:
             return 0
         except pymysql.err.MySQLError as e:
             return e.args[0]
+        except mysql.connector.Error as e:
+            return e.errno
 
-
+    def use(self, schema):
+        if self.binary:
+            self.conn.cmd_init_db(schema)
+        else:
+            self.conn.select_db(schema)
 
 
 def step(s, others):
@@ -120,7 +150,7 @@ def step(s, others):
         s.zone = z
     elif op == "schema" and not s.in_tx:
         d = rng.choice([db, otherdb])
-        s.conn.select_db(d)
+        s.use(d)
         s.schema = d
     elif op == "begin" and not s.in_tx:
         s.run("BEGIN")
@@ -161,4 +191,4 @@ def check(s, others):
 
 
 pool = [Session(n) for n in range(sessions)]
-run.drive(pool, steps, step, pymysql.err.MySQLError)
+run.drive(pool, steps, step, ERRORS)
