@@ -134,6 +134,30 @@ impl Pipeline {
         forward
     }
 
+    /// The length of the run of whole DataRow messages that starts `buf`, at most `limit`
+    /// bytes, taken as forwarded at once: a row answers no request of its own and changes nothing
+    /// `server_message` keeps, unless it answers sluice's own query. Fed one by one, each row
+    /// paid the whole dispatch and a copy of its own.
+    pub fn data_rows(&mut self, buf: &[u8], limit: usize) -> usize {
+        if self.internal() {
+            return 0;
+        }
+        let mut at = 0;
+        while let Some(&[backend::DATA_ROW, a, b, c, d]) = buf.get(at..at + wire::FRAME_HEADER_LEN)
+        {
+            let declared = u32::from_be_bytes([a, b, c, d]) as usize;
+            let end = at + 1 + declared;
+            if declared < 4 || end > buf.len() || end > limit {
+                break;
+            }
+            at = end;
+        }
+        if at > 0 {
+            self.forwarded();
+        }
+        at
+    }
+
     /// The answer to sluice's own query: kept where its purpose needs it, never forwarded.
     fn internal_message(&mut self, purpose: Purpose, tag: u8, body: &[u8]) {
         match tag {

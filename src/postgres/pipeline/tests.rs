@@ -585,5 +585,6 @@ fn a_remembered_scan_answers_only_for_a_text_that_scans_alike() {
 }
 
 mod listen;
+mod rows;
 mod stale;
 mod tracking;

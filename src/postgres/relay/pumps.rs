@@ -119,6 +119,12 @@ impl Session {
             if self.cout.len() >= HIGH_WATER || sbuf.len() < wire::FRAME_HEADER_LEN {
                 break;
             }
+            let rows = (self.pipeline).data_rows(&sbuf, HIGH_WATER - self.cout.len());
+            if rows > 0 {
+                self.cout.extend_from_slice(&sbuf[..rows]);
+                consume(&mut sbuf, rows);
+                continue;
+            }
             match wire::next_frame(&sbuf, usize::MAX) {
                 Ok(Some(frame))
                     if frame.tag == backend::ERROR_RESPONSE && ends_session(&sbuf[..frame.len]) =>
