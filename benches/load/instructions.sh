@@ -25,6 +25,7 @@
 # stay out of the figure. MySQL: sysbench --threads=1000 --rate=200 the same way, its count
 # estimated as rate × window (sysbench logs no events one by one).
 # Environment: INSTR_TX=1000, INSTR_KEEP=0 (1 keeps the callgrind output for callgrind_annotate),
+# INSTR_REP_MOVSB=0 (1 lets glibc copy large blocks with rep movsb, which callgrind counts per byte),
 # SLUICE_LOG=sluice=info,sluice::audit=warn (as compare.sh runs sluice).
 set -euo pipefail
 CONFIG=${1:?sluice config from BENCH_HOLD=1 compare.sh}
