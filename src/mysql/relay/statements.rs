@@ -121,36 +121,12 @@ impl Session {
         }
         // Known on this connection (the steady state), the id is there at once: the boxed
         // prepare's future was allocated for every execute.
-        let server_id = if let Ok(sid) = self.statement_here(&key) {
+        let server_id = if let Some(sid) = self.statement_here(&key) {
             sid
         } else {
             match Box::pin(self.server_statement(&key)).await {
                 Ok(sid) => sid,
-                Err((mut code, mut message)) => {
-                    if self.lease.is_none() {
-                        // The connection broke under sluice's own command and was closed: the
-                        // session's pins and transaction went with it, as when a server is lost.
-                        if self.pins.is_some() {
-                            return Err(End::Fatal(
-                            errors::CONNECTION_KILLED,
-                            "sluice: the server connection broke; the session's state went with it"
-                                .into(),
-                        ));
-                        }
-                        if self.status & wire::status::IN_TRANS != 0 {
-                            self.status &= !wire::status::IN_TRANS;
-                            self.hold = super::Hold::None;
-                            code = errors::CUT_ROLLED_BACK;
-                            message = "sluice: the server connection broke: the transaction was rolled back and can be retried".into();
-                        }
-                    }
-                    if long_data {
-                        self.long_data_lost = Some(id);
-                    } else {
-                        self.error(code, &message);
-                    }
-                    return Ok(());
-                }
+                Err(refused) => return self.statement_refused(id, long_data, refused),
             }
         };
         let fx = if stateful && cmd == command::STMT_EXECUTE {
@@ -173,13 +149,46 @@ impl Session {
     }
 
     /// The server's id for `key` on the held connection, if it was prepared there.
-    fn statement_here(&self, key: &StatementKey) -> Result<u32, ()> {
-        let conn = self.lease.as_ref().ok_or(())?;
-        conn.state.statements.get(key).copied().ok_or(())
+    fn statement_here(&self, key: &StatementKey) -> Option<u32> {
+        self.lease.as_ref()?.state.statements.get(key).copied()
+    }
+
+    /// Statement `id` could not be prepared on the held connection: the command's error (none
+    /// for SEND_LONG_DATA, whose execute fails instead).
+    fn statement_refused(
+        &mut self,
+        id: u32,
+        long_data: bool,
+        (mut code, mut message): super::sync::Refused,
+    ) -> Result<(), End> {
+        if self.lease.is_none() {
+            // The connection broke under sluice's own command and was closed: the session's pins
+            // and transaction went with it, as when a server is lost.
+            if self.pins.is_some() {
+                return Err(End::Fatal(
+                    errors::CONNECTION_KILLED,
+                    "sluice: the server connection broke; the session's state went with it".into(),
+                ));
+            }
+            if self.status & wire::status::IN_TRANS != 0 {
+                self.status &= !wire::status::IN_TRANS;
+                self.hold = super::Hold::None;
+                code = errors::CUT_ROLLED_BACK;
+                message = "sluice: the server connection broke: the transaction was rolled back \
+                           and can be retried"
+                    .into();
+            }
+        }
+        if long_data {
+            self.long_data_lost = Some(id);
+        } else {
+            self.error(code, &message);
+        }
+        Ok(())
     }
 
     /// The server's id for `key` on the held connection, preparing it there (in the schema it
-    /// was first prepared in) if this connection has not seen it.
+    /// was first prepared in): for a statement `statement_here` did not find.
     async fn server_statement(
         &mut self,
         key: &Arc<StatementKey>,
@@ -189,9 +198,6 @@ impl Session {
         let Some(conn) = self.lease.as_mut() else {
             return Err((errors::UNKNOWN, "sluice: no server connection".into()));
         };
-        if let Some(&sid) = conn.state.statements.get(key) {
-            return Ok(sid);
-        }
         let switch = key.schema.is_some() && key.schema != conn.state.schema;
         let mut prepared = Ok(None);
         if let (true, Some(db)) = (switch, &key.schema) {
