@@ -31,10 +31,11 @@ class Run:
             if TRACE:
                 print(f"TRACE FAIL {self.failures[-1]}")
 
-    def drive(self, pool, steps, step, errors):
+    def drive(self, pool, steps, step, errors, finish=None):
         """`step(session, others)` `steps` times. The same session goes on 60 % of the time:
         its next statement right behind one that dropped what pinned it is where sluice's own
-        bookkeeping can fall behind. A driver error (`errors`) ends the run as a mismatch."""
+        bookkeeping can fall behind. A driver error (`errors`) ends the run as a mismatch.
+        `finish()`, if given, runs its own checks after the last step."""
         s = pool[0]
         for i in range(steps):
             if self.rng.random() < 0.4:
@@ -47,6 +48,8 @@ class Run:
             except errors as e:
                 self.failures.append(f"session {s.n}, step {i}: {type(e).__name__}: {e}")
                 break
+        if finish and not self.failures:
+            finish()
         print("RESULT " + json.dumps({"steps": steps, "failures": len(self.failures),
                                       "ops": self.counts}))
         for f in self.failures[:40]:

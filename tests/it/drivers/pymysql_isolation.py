@@ -32,6 +32,7 @@ class Session:
     def __init__(self, n):
         self.n = n
         self.binary = n % 2 == 1
+        self.executes = 0    # statements sent as COM_STMT_EXECUTE
         if self.binary:
             self.conn = connector(host, port, user, password, db)
             # The driver sends COM_STMT_CLOSE (no reply) and its next command in two writes: with
@@ -62,6 +63,7 @@ class Session:
                 c.execute(sql, args or None)
                 return c.fetchall()
         prepared = not sql.startswith(TEXT_ONLY)
+        self.executes += prepared
         c = self.conn.cursor(prepared=prepared)
         try:
             c.execute(sql.replace("%s", "?") if prepared else sql, args or None)
@@ -190,5 +192,18 @@ def check(s, others):
         expect(s, f"another session's statement {p}", s.errno(f"EXECUTE {p}"), 1243)
 
 
+def server_executes():
+    """The server's own count of COM_STMT_EXECUTE, read over the text protocol."""
+    return int(pool[0].run("SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'")[0][1])
+
+
+def executed():
+    # The binary sessions' statements reached the server as executes (other clients of the
+    # server can only add to its count).
+    sent = sum(s.executes for s in pool)
+    expect(pool[0], f"server executes >= {sent} sent", server_executes() - before >= sent, True)
+
+
 pool = [Session(n) for n in range(sessions)]
-run.drive(pool, steps, step, ERRORS)
+before = server_executes()
+run.drive(pool, steps, step, ERRORS, executed)
