@@ -9,9 +9,11 @@ use tokio::time::{Duration, Instant};
 
 use super::PooledConnection;
 
+mod closing;
 mod fleet;
 
-use fleet::{Fleet, fleet_wait, hold_closing};
+use closing::hold_closing;
+use fleet::{Fleet, fleet_wait};
 pub use fleet::{FleetSample, FleetView};
 
 /// How many server connections an instance may have open across all its pools.
@@ -85,8 +87,8 @@ struct State<C> {
     /// This process's share of a fleet budget, when its target group has a fleet: it caps
     /// `max` below what `limit` allows.
     fleet: Option<Fleet>,
-    /// Connections closed but not yet let go by the server (fleet instances only): they
-    /// still count against the cap, as the server still counts them.
+    /// Connections closed but not yet let go by the server: they still count against the
+    /// cap, as the server still counts them.
     closing: usize,
 }
 
@@ -98,8 +100,9 @@ pub struct Instance<C> {
     borrowed: Arc<AtomicUsize>,
     /// The most leases out at once since a fleet member last sampled.
     borrowed_peak: AtomicUsize,
-    /// Set when the instance joins a fleet: what a close confirmed later gives its slot to.
-    fleet_self: std::sync::OnceLock<std::sync::Weak<Instance<C>>>,
+    /// The instance's own `Arc` (set when a pool is added): what a close confirmed later
+    /// gives its slot to.
+    this: std::sync::OnceLock<std::sync::Weak<Instance<C>>>,
 }
 
 impl<C> std::fmt::Debug for Instance<C> {
@@ -142,7 +145,7 @@ impl<C: PooledConnection> Instance<C> {
             }),
             borrowed: Arc::new(AtomicUsize::new(0)),
             borrowed_peak: AtomicUsize::new(0),
-            fleet_self: std::sync::OnceLock::new(),
+            this: std::sync::OnceLock::new(),
         }
     }
 
@@ -199,7 +202,8 @@ impl<C: PooledConnection> Instance<C> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn add_pool(&self) -> usize {
+    pub(super) fn add_pool(self: &Arc<Self>) -> usize {
+        self.know_self();
         let mut st = self.lock();
         st.pools.push(PoolState {
             idle: VecDeque::new(),
@@ -276,31 +280,35 @@ impl<C: PooledConnection> Instance<C> {
             let mut st = self.lock();
             let st = &mut *st;
             let now = Instant::now();
-            let take = if let Some(conn) = pop_live_idle(st, index, max_lifetime, now, &mut doomed)
-            {
+            let found = pop_live_idle(st, index, max_lifetime, now, &mut doomed);
+            // Expired ones still count until the server let them go.
+            hold_closing(st, doomed.len());
+            if let Some(conn) = found {
                 Take::Idle(conn)
             } else if used(st) < st.max {
                 st.open += 1;
                 st.pools[index].open += 1;
                 Take::Connect
-            } else if let Some(victim) = oldest_idle_elsewhere(st, index) {
-                // Cap reached but a sibling pool idles: its connection makes room for ours.
-                if let Some(idle) = st.pools[victim].idle.pop_front() {
-                    doomed.push(idle.conn);
-                }
-                st.pools[victim].open -= 1;
-                st.pools[index].open += 1;
-                Take::Connect
             } else {
+                let mut by_budget = true;
+                if let Some(victim) = oldest_idle_elsewhere(st, index) {
+                    // Cap reached but a sibling pool idles: its connection makes room for
+                    // ours, once the server has let it go (the close grants the slot).
+                    if let Some(idle) = st.pools[victim].idle.pop_front() {
+                        doomed.push(idle.conn);
+                        st.pools[victim].open -= 1;
+                        st.open -= 1;
+                        hold_closing(st, 1);
+                        by_budget = false;
+                    }
+                }
                 let (tx, rx) = oneshot::channel();
                 st.pools[index].waiters.push_back(Waiter { tx, since: now });
-                if st.fleet.is_some() {
+                if by_budget && st.fleet.is_some() {
                     fleet_wait(st);
                 }
                 Take::Wait(rx)
-            };
-            hold_closing(st, doomed.len());
-            take
+            }
         };
         self.dispose(doomed);
         take

@@ -1,18 +1,11 @@
-//! The fleet side of an instance: the share that caps its pools, the numbers a member
-//! advertises, and closes that count until the server has let the connection go (a budget is
-//! counted on the server, where a closed backend lingers until it has exited).
+//! The fleet side of an instance: the share that caps its pools and the numbers a member
+//! advertises.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::time::Duration;
-
-use super::{Instance, Pooled, State, effective_max, grant_slot, limit_max, resize, used};
+use super::{Instance, State, effective_max, limit_max, resize, used};
 use crate::pool::PooledConnection;
-
-/// How long a close waits for the server to let the connection go before its slot is free
-/// anyway (a server that does not answer holds nothing sluice could wait for).
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// A fleet's view of this instance, as the last read of the database left it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,7 +47,7 @@ impl<C: PooledConnection> Instance<C> {
     /// Puts the instance's pools under a fleet budget: no pool connection until a read of the
     /// fleet gives this process a share (the first read grants at most one).
     pub fn join_fleet(self: &Arc<Self>) {
-        let _ = self.fleet_self.set(Arc::downgrade(self));
+        self.know_self();
         let mut st = self.lock();
         st.fleet = Some(Fleet::default());
         st.max = effective_max(&st);
@@ -96,45 +89,6 @@ impl<C: PooledConnection> Instance<C> {
             borrowed_peak: borrowed_peak.max(borrowed),
             waiting_peak: waiting_peak.max(waiting),
         }
-    }
-
-    /// Closes connections taken out of the pools. Under a fleet, each keeps counting
-    /// against the cap (`hold_closing`) until the server has let it go; then its slot is free.
-    pub(super) fn dispose(&self, doomed: Vec<Pooled<C>>) {
-        if doomed.is_empty() {
-            return;
-        }
-        let me = self.fleet_self.get().and_then(std::sync::Weak::upgrade);
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let (Some(me), Some(runtime)) = (me, runtime) else {
-            let n = doomed.len();
-            doomed.into_iter().for_each(|p| p.conn.close());
-            if self.fleet_self.get().is_some() {
-                self.closed(n);
-            }
-            return;
-        };
-        for p in doomed {
-            let me = me.clone();
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(CLOSE_WAIT, (*p.conn).close_confirmed()).await;
-                me.closed(1);
-            });
-        }
-    }
-
-    /// `n` closes the server confirmed: their slots go to waiters.
-    fn closed(&self, n: usize) {
-        let mut st = self.lock();
-        st.closing = st.closing.saturating_sub(n);
-        while used(&st) < st.max && grant_slot(&mut st) {}
-    }
-}
-
-/// Counts `n` connections just taken out of the pools as closing, under a fleet.
-pub(super) fn hold_closing<C>(st: &mut State<C>, n: usize) {
-    if st.fleet.is_some() {
-        st.closing += n;
     }
 }
 
