@@ -512,13 +512,20 @@ impl AsyncWrite for Socket {
 }
 
 /// Reads and drops whatever the peer still sends until it closes its end (or the read fails):
-/// how a closing side learns the server has let the connection go.
+/// how a closing side learns the server has let the connection go. Past `CLOSE_DISCARD` bytes
+/// it gives up: a server still streaming a reply is not about to let go, and reading the rest
+/// would cost more than the slot it frees (a client gone in the middle of a large result).
 pub async fn until_closed(stream: &mut Socket) {
     use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 4096];
+    let mut discarded = 0;
     while let Ok(n) = stream.read(&mut buf).await {
-        if n == 0 {
+        discarded += n;
+        if n == 0 || discarded > CLOSE_DISCARD {
             break;
         }
     }
 }
+
+/// What `until_closed` reads at most.
+const CLOSE_DISCARD: usize = 64 * 1024;

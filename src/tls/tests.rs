@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Duration;
 
 use super::*;
 
@@ -181,4 +182,33 @@ fn a_broken_reload_keeps_the_old_certificate() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("missing.key"), "{err}");
+}
+
+/// A server still streaming a reply (its client gone mid-result) is not read to its end: the
+/// close gives up and the connection is dropped.
+#[tokio::test]
+async fn a_close_stops_reading_a_server_that_keeps_sending() {
+    let (ours, mut theirs) = memory::pair();
+    let mut stream = Socket::Memory(ours);
+    let chunk = vec![b'D'; 64 * 1024];
+    for _ in 0..16 {
+        theirs.write(&chunk).unwrap();
+    }
+    let waited = tokio::time::timeout(Duration::from_secs(5), until_closed(&mut stream)).await;
+    assert!(
+        waited.is_ok(),
+        "read on past a megabyte, waiting for a close"
+    );
+    drop(theirs);
+    // A server that lets go is still waited for.
+    let (ours, theirs) = memory::pair();
+    let mut stream = Socket::Memory(ours);
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(theirs);
+    });
+    let started = std::time::Instant::now();
+    until_closed(&mut stream).await;
+    assert!(started.elapsed() >= Duration::from_millis(40));
+    closer.await.unwrap();
 }
