@@ -207,7 +207,7 @@ async fn a_close_stops_reading_a_server_that_keeps_sending() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(theirs);
     });
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     until_closed(&mut stream).await;
     assert!(started.elapsed() >= Duration::from_millis(40));
     closer.await.unwrap();
