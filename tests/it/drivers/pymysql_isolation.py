@@ -1,6 +1,6 @@
 """Sessions that each keep state on the server (temporary tables, user variables, named locks,
 SQL-level prepared statements, session variables, the current schema, open transactions) in a
-seeded random interleaving, each checking that it sees exactly its own state and none of the
+seeded random interleaving, now and then wiped by COM_RESET_CONNECTION or COM_CHANGE_USER, each checking that it sees exactly its own state and none of the
 others'. Run direct, it checks its own model of MariaDB; through sluice on a small pool, every
 step is a chance for a session to be handed a connection another session's state is still on.
 Odd sessions are mysql-connector ones that send their statements as binary-protocol prepared
@@ -85,6 +85,26 @@ class Session:
         except mysql.connector.Error as e:
             return e.errno
 
+    def start_over(self, schema):
+        """COM_RESET_CONNECTION (schema kept), or on a binary session now and then
+        COM_CHANGE_USER to the same user with `schema`: either way the server drops the
+        session's tables, variables, locks and statements and ends its transaction."""
+        if self.binary and schema != self.schema:
+            trace(self.n, "COM_CHANGE_USER", (schema,))
+            self.conn.cmd_change_user(username=user, password=password, database=schema)
+        elif self.binary:
+            trace(self.n, "COM_RESET_CONNECTION", ())
+            self.conn.cmd_reset_connection()
+        else:
+            trace(self.n, "COM_RESET_CONNECTION", ())
+            self.conn._execute_command(0x1F, b"")
+            self.conn._read_ok_packet()
+        self.tables, self.vars, self.locks, self.prepared = {}, {}, set(), {}
+        self.zone = self.default_zone
+        self.schema = schema
+        self.in_tx = False
+        self.tx_tables = []
+
     def use(self, schema):
         if self.binary:
             self.conn.cmd_init_db(schema)
@@ -95,7 +115,7 @@ class Session:
 def step(s, others):
     op = rng.choice(["table", "drop", "var", "unset", "lock", "release", "prepare",
                      "deallocate", "zone", "schema", "begin", "commit", "rollback", "check",
-                     "clean", "clean"])
+                     "clean", "clean", "reset"])
     run.count(op)
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next statement,
@@ -110,7 +130,10 @@ def step(s, others):
             s.run(f"DEALLOCATE PREPARE {p}")
         s.tables, s.vars, s.locks, s.prepared = {}, {}, set(), {}
         op = rng.choice(["table", "var", "lock", "prepare", "check"])
-    if op == "table" and len(s.tables) < 2:
+    if op == "reset":
+        # Half of the binary sessions' resets change user into the other schema.
+        s.start_over(rng.choice([db, otherdb]) if s.binary else s.schema)
+    elif op == "table" and len(s.tables) < 2:
         # Named with their schema: a session may have moved to the other one since.
         t, v = f"{db}." + s.name("iso_t"), rng.randrange(1000)
         s.run(f"CREATE TEMPORARY TABLE {t} (x INT)")
