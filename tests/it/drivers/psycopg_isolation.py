@@ -7,9 +7,12 @@ state is still on.
 
 usage: psycopg_isolation.py HOST PORT DB USER PASSWORD SESSIONS STEPS SEED
 
-Half the sessions bind client-side (simple Query), half server-side (extended protocol).
+Half the sessions bind client-side (simple Query), half server-side (extended protocol); of
+those, every fourth session prepares every statement as a named protocol-level one
+(`prepare_threshold = 0`), names sluice maps to each server connection's own.
 Prints `RESULT {json}`; exit 1 on any mismatch (isolation.py: ISO_TRACE, ISO_REST).
 """
+import re
 import sys
 
 import psycopg
@@ -24,7 +27,12 @@ DEFAULT_TIMEOUT = "0"
 DEFAULT_PATH = '"$user", public'
 
 
-def connect(client_side, datestyle):
+# After a statement whose tag matches, psycopg drops its own prepared statements with
+# DEALLOCATE ALL, which takes the SQL-level ones too.
+CLEARS_PREPARED = re.compile(r"^(?:DROP|ALTER|ROLLBACK|DISCARD ALL|DEALLOCATE ALL)\b").match
+
+
+def connect(client_side, datestyle, eager):
     options = {"cursor_factory": psycopg.ClientCursor} if client_side else {}
     if datestyle:
         # A startup value the shared connection does not have: a RESET goes back to it.
@@ -33,14 +41,15 @@ def connect(client_side, datestyle):
                            autocommit=True, **options)
     # psycopg prepares a query it ran five times and then sends DEALLOCATE ALL after every
     # ROLLBACK, which takes SQL-level prepared statements too, direct as through sluice.
-    conn.prepare_threshold = None
+    conn.prepare_threshold = 0 if eager else None
     return conn
 
 
 class Session:
     def __init__(self, n):
         self.n = n
-        self.conn = connect(n % 2 == 0, n % 4 < 2)
+        self.eager = n % 4 == 3
+        self.conn = connect(n % 2 == 0, n % 4 < 2, self.eager)
         self.tables = {}      # name -> value
         self.locks = set()    # advisory keys held (session level)
         self.timeout = DEFAULT_TIMEOUT
@@ -64,6 +73,8 @@ class Session:
         trace(self.n, sql, args)
         with self.conn.cursor() as cur:
             cur.execute(sql, args or None)
+            if self.eager and CLEARS_PREPARED(sql.upper()):
+                self.prepared = {}
             return cur.fetchall() if cur.description else None
 
     def one(self, sql, *args):
