@@ -1,7 +1,8 @@
 """Sessions that each keep server-side state of their own (temporary tables, advisory locks,
-parameters, SQL-level prepared statements, holdable cursors, open transactions) in a seeded
-random interleaving, each checking now and then that it sees exactly its own state and none
-of the others'. Run direct, it checks its own model of PostgreSQL; through sluice on a
+parameters, SQL-level prepared statements, holdable cursors, LISTENed channels, open
+transactions) in a seeded random interleaving, each checking now and then that it sees exactly
+its own state and none of the others', and receives exactly the notifications sent to its
+channels. Run direct, it checks its own model of PostgreSQL; through sluice on a
 small pool, every step is a chance for a session to be handed a connection another session's
 state is still on.
 
@@ -14,6 +15,7 @@ Prints `RESULT {json}`; exit 1 on any mismatch (isolation.py: ISO_TRACE, ISO_RES
 """
 import re
 import sys
+import time
 
 import psycopg
 
@@ -64,6 +66,10 @@ class Session:
         self.in_tx = False
         self.tx_tables = []   # made in the open transaction: a ROLLBACK takes them back
         self.serial = 0
+        self.channels = set()  # LISTENed
+        self.expected = []    # (channel, payload) sent to its channels, not yet received
+        self.received = []
+        self.conn.add_notify_handler(lambda n: self.received.append((n.channel, n.payload)))
 
     def name(self, kind):
         self.serial += 1
@@ -81,6 +87,19 @@ class Session:
         rows = self.run(sql, *args)
         return rows[0][0] if rows else None
 
+    def drain(self):
+        """Waits (round trips, at most 5 s) for the notifications sent to this session's
+        channels: exactly those must arrive. Not in a transaction, where they wait for its end."""
+        if self.in_tx:
+            return
+        deadline = time.monotonic() + 5
+        while len(self.received) < len(self.expected) and time.monotonic() < deadline:
+            self.run("SELECT 1")
+            if len(self.received) < len(self.expected):
+                time.sleep(0.01)
+        expect(self, "notifications", self.received, self.expected)
+        self.received, self.expected = [], []
+
     def sqlstate(self, sql, *args):
         try:
             self.run(sql, *args)
@@ -95,7 +114,7 @@ def step(s, others):
     op = rng.choice(["table", "drop", "lock", "unlock", "set", "reset", "prepare",
                      "deallocate", "cursor", "close", "begin", "commit", "rollback", "check",
                      "clean", "clean", "path", "discard", "appname", "local", "reset_all",
-                     "datestyle", "reset_ds"])
+                     "datestyle", "reset_ds", "listen", "unlisten", "notify", "notify"])
     run.count(op)
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next step's
@@ -175,9 +194,32 @@ def step(s, others):
     elif op == "reset_ds" and not s.in_tx:
         s.run("RESET DateStyle")
         s.ds = s.startup_ds
+    elif op == "listen" and len(s.channels) < 2 and not s.in_tx:
+        c = s.name("iso_ch")
+        s.run(f"LISTEN {c}")
+        s.channels.add(c)
+        channels.append(c)
+    elif op == "unlisten" and s.channels and not s.in_tx:
+        c = rng.choice(sorted(s.channels))
+        s.run(f"UNLISTEN {c}")
+        s.channels.discard(c)
+    elif op == "notify" and not s.in_tx:
+        # To a channel someone (maybe this session) listens or listened on: only its listeners
+        # now get it (after an UNLISTEN or a DISCARD ALL, none).
+        if channels:
+            c, payload = rng.choice(channels), s.name("msg")
+            s.run("SELECT pg_notify(%s, %s)", c, payload)
+            for o in pool:
+                if c in o.channels:
+                    o.expected.append((c, payload))
+            for o in pool:
+                o.drain()
     elif op == "discard" and not s.in_tx:
-        # Everything a session made goes: tables, locks, statements, cursors, parameters.
+        # Everything a session made goes: tables, locks, statements, cursors, parameters,
+        # channels.
+        s.drain()
         s.run("DISCARD ALL")
+        s.channels = set()
         s.tables, s.locks, s.prepared, s.cursors = {}, set(), {}, {}
         s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
         s.ds = s.startup_ds
@@ -192,6 +234,7 @@ def step(s, others):
         s.tx_tables = []
         s.in_tx = False
         s.local = False
+        s.drain()
     # Not after every step: a session's next statement right behind one that dropped what
     # pinned it is where sluice's own bookkeeping can fall behind.
     if op == "check" or rng.random() < 0.3:
@@ -220,11 +263,13 @@ def check(s, others):
     expect(s, "own cursors", cursors, sorted(s.cursors))
     expect(s, "transaction status", s.conn.info.transaction_status.name,
            "INTRANS" if s.in_tx else "IDLE")
+    s.drain()
     if not s.in_tx:
         # An error inside a transaction would abort it: others' tables are probed outside one.
         for t in rng.choice(others).tables:
             expect(s, f"another session's table {t}", s.sqlstate(f"SELECT x FROM {t}"), "42P01")
 
 
+channels = []  # every channel LISTENed on so far
 pool = [Session(n) for n in range(sessions)]
 run.drive(pool, steps, step, psycopg.Error)
