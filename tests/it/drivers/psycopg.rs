@@ -228,6 +228,12 @@ fn look_alike_texts_still_pin() {
 #[test]
 fn session_state_never_crosses_sessions() {
     let pg = PgServer::start();
+    // The roles the script's sessions SET ROLE to (`iso_role_<n>`, one per session).
+    pg.psql(&format!(
+        "DO $$ BEGIN FOR n IN 0..3 LOOP EXECUTE format('CREATE ROLE iso_role_%s NOLOGIN; \
+         GRANT iso_role_%s TO {}', n, n); END LOOP; END $$",
+        APP.0
+    ));
     let sessions = 4;
     let sluice = Sluice::start_for(&pg, ProxyOptions::pool(sessions));
     let parking = Sluice::start_for(

@@ -1,12 +1,14 @@
 """Sessions that each keep server-side state of their own (temporary tables, advisory locks,
-parameters, SQL-level prepared statements, holdable cursors, LISTENed channels, open
-transactions) in a seeded random interleaving, each checking now and then that it sees exactly
+parameters, the role it SET ROLE to, SQL-level prepared statements, holdable cursors,
+LISTENed channels, open transactions) in a seeded random interleaving, each checking now and then that it sees exactly
 its own state and none of the others', and receives exactly the notifications sent to its
 channels. Run direct, it checks its own model of PostgreSQL; through sluice on a
 small pool, every step is a chance for a session to be handed a connection another session's
 state is still on.
 
 usage: psycopg_isolation.py HOST PORT DB USER PASSWORD SESSIONS STEPS SEED
+
+The roles `iso_role_<n>` (NOLOGIN, granted to USER) must exist for n < 4.
 
 Half the sessions bind client-side (simple Query), half server-side (extended protocol); of
 those, every fourth session prepares every statement as a named protocol-level one
@@ -66,6 +68,7 @@ class Session:
         self.in_tx = False
         self.tx_tables = []   # made in the open transaction: a ROLLBACK takes them back
         self.serial = 0
+        self.role = user      # current_user: the login role, or iso_role_<n> after SET ROLE
         self.channels = set()  # LISTENed
         self.expected = []    # (channel, payload) sent to its channels, not yet received
         self.received = []
@@ -114,9 +117,14 @@ def step(s, others):
     op = rng.choice(["table", "drop", "lock", "unlock", "set", "reset", "prepare",
                      "deallocate", "cursor", "close", "begin", "commit", "rollback", "check",
                      "clean", "clean", "path", "discard", "appname", "local", "reset_all",
-                     "datestyle", "reset_ds", "listen", "unlisten", "notify", "notify"])
+                     "datestyle", "reset_ds", "listen", "unlisten", "notify", "notify", "role",
+                     "unrole"])
     run.count(op)
     if op == "clean" and not s.in_tx:
+        if s.role != user:
+            # Only the login role owns (and may drop) every table the session made.
+            s.run("RESET ROLE")
+            s.role = user
         # Drops all that pins the session, the last of it right before the next step's
         # statement, which (half the time) makes something that pins again.
         for t in list(s.tables):
@@ -133,10 +141,12 @@ def step(s, others):
         t, v = s.name("iso_t"), rng.randrange(1000)
         s.run(f"CREATE TEMP TABLE {t} (x int)")
         s.run(f"INSERT INTO {t} VALUES (%s)", v)
+        # Readable whatever role the session takes later.
+        s.run(f"GRANT SELECT ON {t} TO PUBLIC")
         s.tables[t] = v
         if s.in_tx:
             s.tx_tables.append(t)
-    elif op == "drop" and s.tables and not s.in_tx:
+    elif op == "drop" and s.tables and not s.in_tx and s.role == user:
         t = rng.choice(sorted(s.tables))
         s.run(f"DROP TABLE {t}")
         del s.tables[t]
@@ -185,6 +195,7 @@ def step(s, others):
         s.run(f"SET LOCAL statement_timeout = {rng.randrange(1, 50) * 1000}")
         s.local = True
     elif op == "reset_all" and not s.in_tx:
+        # Not the role: RESET ALL leaves it.
         s.run("RESET ALL")
         s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
         s.ds = s.startup_ds
@@ -194,6 +205,13 @@ def step(s, others):
     elif op == "reset_ds" and not s.in_tx:
         s.run("RESET DateStyle")
         s.ds = s.startup_ds
+    elif op == "role" and not s.in_tx:
+        # Its own role: a connection still carrying it would act with another's privileges.
+        s.role = f"iso_role_{s.n % 4}"
+        s.run(f"SET ROLE {s.role}")
+    elif op == "unrole" and not s.in_tx:
+        s.run(rng.choice(["RESET ROLE", "SET ROLE NONE"]))
+        s.role = user
     elif op == "listen" and len(s.channels) < 2 and not s.in_tx:
         c = s.name("iso_ch")
         s.run(f"LISTEN {c}")
@@ -220,6 +238,7 @@ def step(s, others):
         s.drain()
         s.run("DISCARD ALL")
         s.channels = set()
+        s.role = user
         s.tables, s.locks, s.prepared, s.cursors = {}, set(), {}, {}
         s.timeout, s.path, s.app = DEFAULT_TIMEOUT, DEFAULT_PATH, s.startup_app
         s.ds = s.startup_ds
@@ -255,6 +274,7 @@ def check(s, others):
     expect(s, "application_name", s.one("SHOW application_name"), s.app)
     expect(s, "DateStyle", s.one("SHOW DateStyle"), s.ds)
     expect(s, "search_path", s.one("SHOW search_path"), s.path)
+    expect(s, "current_user", s.one("SELECT current_user"), s.role)
     names = sorted(r[0] for r in s.run("SELECT name FROM pg_prepared_statements WHERE from_sql"))
     expect(s, "own prepared statements", names, sorted(s.prepared))
     for p, v in s.prepared.items():
