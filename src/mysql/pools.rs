@@ -32,6 +32,9 @@ pub struct MyPool {
     pub init_query: Arc<str>,
     /// Tracked variables of a fresh connection (after `init_query`), learned at first connect.
     pub baseline: Arc<OnceLock<Vars>>,
+    /// MariaDB: the role a fresh connection has active (the user's default role, or none),
+    /// learned at first connect; a reset must leave a connection in it.
+    pub baseline_role: Arc<OnceLock<Option<Box<str>>>>,
     /// Schemas a `USE` or login already proved to exist, so later logins skip the check.
     pub known_schemas: Mutex<HashSet<String>>,
 }
@@ -41,6 +44,7 @@ struct MyConnector {
     init_query: Arc<str>,
     dialect: Arc<Dialect>,
     baseline: Arc<OnceLock<Vars>>,
+    baseline_role: Arc<OnceLock<Option<Box<str>>>>,
     instance: Weak<Instance<ServerConn>>,
 }
 
@@ -75,6 +79,10 @@ impl Connector<ServerConn> for MyConnector {
                         reason: "unreadable session variables".into(),
                     })?;
                 let _ = self.baseline.set(vars);
+            }
+            if self.dialect.mariadb && self.baseline_role.get().is_none() {
+                let role = conn.current_role(addr).await?;
+                let _ = self.baseline_role.set(role);
             }
             Ok(conn)
         })
@@ -169,11 +177,13 @@ impl MyPools {
             program_name: super::server::POOL_PROGRAM,
         };
         let baseline = Arc::new(OnceLock::new());
+        let baseline_role = Arc::new(OnceLock::new());
         let connector = MyConnector {
             login: login.clone(),
             init_query: self.init_query.clone(),
             dialect: dialect.clone(),
             baseline: baseline.clone(),
+            baseline_role: baseline_role.clone(),
             instance: Arc::downgrade(&self.instance),
         };
         let name = format!(
@@ -196,6 +206,7 @@ impl MyPools {
             dialect: dialect.clone(),
             init_query: self.init_query.clone(),
             baseline,
+            baseline_role,
             known_schemas: Mutex::new(HashSet::new()),
         });
         pools.insert(key.clone(), pool.clone());

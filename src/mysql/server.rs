@@ -386,6 +386,13 @@ impl ServerConn {
         Ok(())
     }
 
+    /// `CURRENT_ROLE()` of a MariaDB connection (`None`: SQL NULL, no role).
+    pub async fn current_role(&mut self, addr: &str) -> Result<Option<Box<str>>, ConnectError> {
+        let mut rows = self.query(addr, "SELECT CURRENT_ROLE()").await?;
+        let value = rows.pop().and_then(|r| r.into_iter().next()).flatten();
+        Ok(value.map(Into::into))
+    }
+
     /// Runs a text query to completion; the rows of its last result set, NULL as `None`.
     pub async fn query(
         &mut self,

@@ -129,7 +129,8 @@ fn sluice_connections_name_their_program() {
 }
 
 /// Sessions that each keep state on the server (temporary tables, user variables, named locks,
-/// SQL-level prepared statements, the time zone, the schema, open transactions), in seeded
+/// SQL-level prepared statements, the time zone, sql_mode, the isolation level, the role, the
+/// schema, open transactions), in seeded
 /// random interleavings, each checking that it sees its own state and no one else's: direct
 /// first (the script's model of MariaDB must hold there), then through sluice, and through a
 /// sluice that parks sessions idle for a second, with the script idling now and then. The pool
@@ -138,6 +139,13 @@ fn sluice_connections_name_their_program() {
 #[test]
 fn session_state_never_crosses_sessions() {
     let db = MariaDb::start();
+    // The roles the script's sessions SET ROLE to (`iso_role_<n>`, one per session).
+    for n in 0..4 {
+        db.sql(&format!(
+            "CREATE ROLE iso_role_{n}; GRANT iso_role_{n} TO {}@'%'",
+            APP.0
+        ));
+    }
     let sessions = 4;
     let sluice = Sluice::start_for_mariadb(&db, ProxyOptions::pool(sessions));
     let parking = Sluice::start_for_mariadb(

@@ -69,6 +69,7 @@ impl Rig {
             dialect: Arc::new(Dialect::for_version("10.11.6-MariaDB")),
             init_query: "".into(),
             baseline: Default::default(),
+            baseline_role: Default::default(),
             known_schemas: Mutex::new(HashSet::new()),
         });
         let cluster = Arc::new(MyCluster {

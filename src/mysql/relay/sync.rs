@@ -249,8 +249,33 @@ pub(super) async fn reset_server(pool: &MyPool, conn: &mut ServerConn) -> Result
             conn.query(addr, statement).await?;
         }
     }
+    restore_role(pool, conn, addr).await?;
     let (vars, schema) = read_state(pool, conn, addr).await?;
     conn.state.vars = vars;
     conn.state.schema = schema;
+    Ok(())
+}
+
+/// MariaDB keeps the active role through COM_RESET_CONNECTION (and COM_CHANGE_USER): without
+/// this, a session's `SET ROLE` outlived it on the pooled connection and the next session of
+/// the user acted with that role (found by `my_statements::session_state_never_crosses_sessions`).
+/// MySQL's `SET ROLE DEFAULT` is what a new connection has.
+async fn restore_role(
+    pool: &MyPool,
+    conn: &mut ServerConn,
+    addr: &str,
+) -> Result<(), ConnectError> {
+    if !pool.dialect.mariadb {
+        conn.query(addr, "SET ROLE DEFAULT").await?;
+        return Ok(());
+    }
+    let want = pool.baseline_role.get().cloned().flatten();
+    if conn.current_role(addr).await? != want {
+        let sql = match &want {
+            Some(role) => format!("SET ROLE `{}`", role.replace('`', "``")),
+            None => "SET ROLE NONE".into(),
+        };
+        conn.query(addr, &sql).await?;
+    }
     Ok(())
 }

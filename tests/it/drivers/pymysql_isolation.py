@@ -1,5 +1,6 @@
 """Sessions that each keep state on the server (temporary tables, user variables, named locks,
-SQL-level prepared statements, session variables, the current schema, open transactions) in a
+SQL-level prepared statements, session variables (time zone, sql_mode, isolation level), the
+role, the current schema, open transactions) in a
 seeded random interleaving, now and then wiped by COM_RESET_CONNECTION or COM_CHANGE_USER, each checking that it sees exactly its own state and none of the
 others'. Run direct, it checks its own model of MariaDB; through sluice on a small pool, every
 step is a chance for a session to be handed a connection another session's state is still on.
@@ -7,6 +8,8 @@ Odd sessions are mysql-connector ones that send their statements as binary-proto
 statements (COM_STMT_PREPARE / EXECUTE / CLOSE), whose ids sluice maps to each connection's own.
 
 usage: pymysql_isolation.py HOST PORT USER PASSWORD DB OTHERDB SESSIONS STEPS SEED
+
+The roles `iso_role_<n>` (granted to USER) must exist for n < 4.
 
 Prints `RESULT {json}`; exit 1 on any mismatch (isolation.py: ISO_TRACE, ISO_REST).
 """
@@ -47,6 +50,9 @@ class Session:
         self.prepared = {}   # SQL-level prepared statement -> value
         self.zone = self.one("SELECT @@session.time_zone")
         self.default_zone = self.zone
+        self.mode = self.default_mode = self.one("SELECT @@session.sql_mode")
+        self.iso = self.default_iso = self.one("SELECT @@session.tx_isolation")
+        self.role = None
         self.schema = db
         self.in_tx = False
         self.tx_tables = []
@@ -101,6 +107,12 @@ class Session:
             self.conn._read_ok_packet()
         self.tables, self.vars, self.locks, self.prepared = {}, {}, set(), {}
         self.zone = self.default_zone
+        self.mode, self.iso = self.default_mode, self.default_iso
+        if self.role:
+            # MariaDB 10.11 keeps the active role through both; through sluice the session has
+            # a new connection's role (docs/compatibility.md). Said again, it is the same.
+            self.run("SET ROLE NONE")
+            self.role = None
         self.schema = schema
         self.in_tx = False
         self.tx_tables = []
@@ -115,7 +127,7 @@ class Session:
 def step(s, others):
     op = rng.choice(["table", "drop", "var", "unset", "lock", "release", "prepare",
                      "deallocate", "zone", "schema", "begin", "commit", "rollback", "check",
-                     "clean", "clean", "reset"])
+                     "clean", "clean", "reset", "mode", "iso", "role"])
     run.count(op)
     if op == "clean" and not s.in_tx:
         # Drops all that pins the session, the last of it right before the next statement,
@@ -173,6 +185,19 @@ def step(s, others):
         z = rng.choice([s.default_zone, "+01:00", "+05:30", "-03:00"])
         s.run("SET time_zone = %s", z)
         s.zone = z
+    elif op == "mode" and not s.in_tx:
+        m = rng.choice([s.default_mode, "", "ANSI_QUOTES", "STRICT_ALL_TABLES,NO_ZERO_DATE"])
+        s.run("SET SESSION sql_mode = %s", m)
+        s.mode = m
+    elif op == "iso" and not s.in_tx:
+        i = rng.choice(["READ-UNCOMMITTED", "READ-COMMITTED", "REPEATABLE-READ", "SERIALIZABLE"])
+        s.run(f"SET SESSION TRANSACTION ISOLATION LEVEL {i.replace('-', ' ')}")
+        s.iso = i
+    elif op == "role" and not s.in_tx:
+        # Its own role: a connection still carrying it would act with another's privileges.
+        r = rng.choice([f"iso_role_{s.n % 4}", None])
+        s.run(f"SET ROLE {r or 'NONE'}")
+        s.role = r
     elif op == "schema" and not s.in_tx:
         d = rng.choice([db, otherdb])
         s.use(d)
@@ -203,6 +228,9 @@ def check(s, others):
     for p, x in s.prepared.items():
         expect(s, f"execute {p}", s.one(f"EXECUTE {p}"), x)
     expect(s, "time_zone", s.one("SELECT @@session.time_zone"), s.zone)
+    expect(s, "sql_mode", s.one("SELECT @@session.sql_mode"), s.mode)
+    expect(s, "isolation", s.one("SELECT @@session.tx_isolation"), s.iso)
+    expect(s, "role", s.one("SELECT CURRENT_ROLE()"), s.role)
     expect(s, "schema", s.one("SELECT DATABASE()"), s.schema)
     o = rng.choice(others)
     for t in o.tables:
