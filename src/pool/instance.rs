@@ -281,7 +281,7 @@ impl<C: PooledConnection> Instance<C> {
             let st = &mut *st;
             let now = Instant::now();
             let found = pop_live_idle(st, index, max_lifetime, now, &mut doomed);
-            // Expired ones still count until the server let them go.
+            // Expired ones still count until the server has let them go.
             hold_closing(st, doomed.len());
             if let Some(conn) = found {
                 Take::Idle(conn)
