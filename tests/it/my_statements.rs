@@ -2,7 +2,7 @@
 //! statements across a schema migration (MariaDB re-prepares them itself; sluice must not get in
 //! the way), `LOAD DATA LOCAL INFILE` from PyMySQL and the mariadb CLI, and the
 //! `program_name` sluice's own connections carry; sessions with server-side state in random
-//! interleavings, each seeing only its own.
+//! interleavings, each seeing only its own; the role a reset connection has.
 
 use crate::drivers::migration::no_worse;
 use crate::drivers::{Run, run_sampling_with};
@@ -183,5 +183,38 @@ fn session_state_never_crosses_sessions() {
     // About 15 rests of 1.2 s a run.
     for seed in 4..=5 {
         run(parking.port(), seed, "1.2");
+    }
+}
+
+/// A session that changed its role and left: its connection is reset for the next session, which
+/// must get the role a new connection has. MariaDB keeps the role through COM_RESET_CONNECTION,
+/// so sluice puts it back, here to the user's default role (not just none).
+#[test]
+fn a_reset_connection_has_the_users_default_role_again() {
+    let db = MariaDb::start();
+    let app = APP.0;
+    db.sql(&format!(
+        "CREATE ROLE def_role; CREATE ROLE other_role; GRANT def_role TO {app}@'%'; \
+         GRANT other_role TO {app}@'%'; SET DEFAULT ROLE def_role FOR {app}@'%'"
+    ));
+    let role = |port: u16, sql: &str| cli_at(port, APP.0, APP.1, MY_APPDB, sql).unwrap();
+    let fresh = "SELECT IFNULL(CURRENT_ROLE(), 'none')";
+    assert_eq!(
+        role(db.port(), fresh),
+        "def_role",
+        "a new connection, direct"
+    );
+    // A pool of one: every session below runs on the same server connection.
+    let sluice = Sluice::start_for_mariadb(&db, ProxyOptions::pool(1));
+    assert_eq!(role(sluice.port(), fresh), "def_role");
+    for set in ["other_role", "NONE"] {
+        let sql = format!("SET ROLE {set}; {fresh}");
+        let want = if set == "NONE" { "none" } else { set };
+        assert_eq!(role(sluice.port(), &sql), want, "the session's own role");
+        assert_eq!(
+            role(sluice.port(), fresh),
+            "def_role",
+            "the next session, after SET ROLE {set}"
+        );
     }
 }
