@@ -130,12 +130,11 @@ fn sluice_connections_name_their_program() {
 
 /// Sessions that each keep state on the server (temporary tables, user variables, named locks,
 /// SQL-level prepared statements, the time zone, sql_mode, the isolation level, the role, the
-/// schema, open transactions), in seeded
-/// random interleavings, each checking that it sees its own state and no one else's: direct
-/// first (the script's model of MariaDB must hold there), then through sluice, and through a
-/// sluice that parks sessions idle for a second, with the script idling now and then. The pool
-/// is as large as the session count, since one script drives every session and must never wait
-/// on a pin.
+/// schema, open transactions), in seeded random interleavings, each checking that it sees its
+/// own state and no one else's: direct first (the script's model of MariaDB must hold there),
+/// then through sluice, and through a sluice that parks sessions idle for a second, with the
+/// script idling now and then. The pool is as large as the session count, since one script
+/// drives every session and must never wait on a pin.
 #[test]
 fn session_state_never_crosses_sessions() {
     let db = MariaDb::start();
