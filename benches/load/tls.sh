@@ -22,7 +22,8 @@ DIR=$(mktemp -d /tmp/sluice-tls-bench.XXXXXX)
 chmod 755 "$DIR"
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Waited for: a sluice built for profiling (scripts/pgo) writes its profile as it exits.
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
     [ -f "$DIR/pgroot/data/postmaster.pid" ] && su postgres -c "$PG_BIN/pg_ctl -D $DIR/pgroot/data -m immediate stop" >/dev/null 2>&1 || true
     rm -rf "$DIR"
 }
