@@ -24,6 +24,9 @@
 # that completed between the zero and the dump (from pgbench --log) are counted, so the logins
 # stay out of the figure. MySQL: sysbench --threads=1000 --rate=200 the same way, its count
 # estimated as rate × window (sysbench logs no events one by one).
+# INSTR_CACHE=1 also simulates the caches (callgrind --cache-sim, this host's geometry) and
+# prints misses per transaction and the hot code (benches/load/hot_code.py): the measure of a
+# hot path's instruction-cache footprint (docs/benchmarks.md, twelfth session).
 # Environment: INSTR_TX=1000, INSTR_KEEP=0 (1 keeps the callgrind output for callgrind_annotate),
 # INSTR_REP_MOVSB=0 (1 lets glibc copy large blocks with rep movsb, which callgrind counts per byte),
 # SLUICE_LOG=sluice=info,sluice::audit=warn (as compare.sh runs sluice).
@@ -50,12 +53,21 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 sed -E "s/listen: 127\.0\.0\.1:[0-9]+/listen: 127.0.0.1:$PORT/" "$CONFIG" >"$OUT/sluice.yaml"
 cp "$(dirname "$CONFIG")/secrets.yaml" "$OUT/"
 VG=""
+VG_ARGS=(--tool=callgrind)
+[[ ${INSTR_CACHE:-0} == 1 ]] && VG_ARGS+=(--cache-sim=yes --dump-instr=yes)
 AS=()   # who talks to valgrind: vgdb's pipes must be the counted process's own user's
 cleanup() {
     [[ -n $VG ]] && kill "$VG" 2>/dev/null && wait "$VG" 2>/dev/null
     [[ ${INSTR_KEEP:-0} == 1 ]] && echo "kept $OUT" >&2 || rm -rf "$OUT"
 }
 trap cleanup EXIT
+cache_report() {   # dump, transactions
+    [[ ${INSTR_CACHE:-0} == 1 ]] || return 0
+    awk -v tx="$2" '/^events:/ { n = split($0, ev, " ") } /^summary:|^totals:/ && !done {
+        line = ""; for (i = 2; i <= n; i++) line = line sprintf("%s %.1f  ", ev[i], $i / tx)
+        print "per transaction: " line; done = 1 }' "$1"
+    python3 "$(dirname "${BASH_SOURCE[0]}")/hot_code.py" "$1" "$2"
+}
 # glibc copies blocks past ~2 KiB with `rep movsb`, which callgrind counts once per byte: one
 # 12 KiB copy would weigh as 12,000 instructions against a few hundred for the same bytes copied
 # packet by packet. Vector copies for every size keep the count a measure of work (both the
@@ -69,10 +81,10 @@ if [[ $(basename "$BIN") == pgbouncer ]]; then
     sed -E -e "s/^listen_port = .*/listen_port = $PORT/" -e "s#^(logfile|pidfile) = .*/#\1 = $OUT/#" "$ini" >"$OUT/pgbouncer.ini"
     chown -R postgres: "$OUT"
     AS=(setpriv --reuid=postgres --regid=postgres --init-groups)
-    "${AS[@]}" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+    "${AS[@]}" valgrind "${VG_ARGS[@]}" --callgrind-out-file="$OUT/callgrind.out" \
         "$BIN" "$OUT/pgbouncer.ini" >"$OUT/sluice.log" 2>&1 &
 else
-    RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} valgrind --tool=callgrind \
+    RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} valgrind "${VG_ARGS[@]}" \
         --callgrind-out-file="$OUT/callgrind.out" "$BIN" run --config "$OUT/sluice.yaml" >"$OUT/sluice.log" 2>&1 &
 fi
 VG=$!
@@ -132,6 +144,7 @@ if [[ -n ${INSTR_CLIENTS:-} ]]; then
     dump=$(ls -t "$OUT"/callgrind.out.* | head -n1)
     ir=$(awk '/^summary:|^totals:/ { print $2; exit }' "$dump")
     echo "$(basename "$BIN") ${FLAGS[*]} $clients clients at $rate/s: $tx transactions counted, $((ir / tx)) instructions per transaction (user space)"
+    cache_report "$dump" "$tx"
     exit 0
 fi
 pg "$WARM" >/dev/null 2>&1
@@ -147,3 +160,4 @@ fi
 dump=$(ls -t "$OUT"/callgrind.out.* | head -n1)
 ir=$(awk '/^summary:|^totals:/ { print $2; exit }' "$dump")
 echo "$(basename "$BIN") ${FLAGS[*]}: $tx transactions, $((ir / tx)) instructions per transaction (user space)"
+cache_report "$dump" "$tx"
