@@ -300,7 +300,8 @@ pub struct ConnectionPool {
     /// Absolute pool size per instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Share (0-100) of the pool that may stay idle; idle connections beyond it are closed.
+    /// Share (0-100) of the pool that may stay idle; idle connections beyond it are closed
+    /// once idle for half the `idle_timeout`.
     #[serde(default = "defaults::max_idle_connections_percent")]
     pub max_idle_connections_percent: u32,
     /// How long a transaction waits for a server connection before failing.

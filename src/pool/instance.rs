@@ -371,7 +371,12 @@ impl<C: PooledConnection> Instance<C> {
     }
 
     /// Closes idle connections past their idle timeout or lifetime, and those beyond the idle cap.
+    /// Beyond the idle cap a connection closes only once idle for half of `idle_timeout`:
+    /// closing the surplus at every trim, as soon as a burst had passed, made the next burst
+    /// open new server connections and wait for their logins (RDS Proxy likewise counts a
+    /// connection as idle after five minutes without activity, half its ten-minute default).
     pub fn trim(&self, idle_timeout: Duration, max_lifetime: Duration) -> usize {
+        let surplus_after = idle_timeout / 2;
         let mut doomed = Vec::new();
         {
             let mut st = self.lock();
@@ -381,9 +386,10 @@ impl<C: PooledConnection> Instance<C> {
             for pool in &mut st.pools {
                 // Oldest idle first: the front of the deque, since reuse takes from the back.
                 while let Some(front) = pool.idle.front() {
-                    let stale = front.since.elapsed() >= idle_timeout
+                    let idle_for = front.since.elapsed();
+                    let stale = idle_for >= idle_timeout
                         || front.conn.created.elapsed() >= max_lifetime
-                        || idle_total > max_idle;
+                        || (idle_total > max_idle && idle_for >= surplus_after);
                     if !stale {
                         break;
                     }

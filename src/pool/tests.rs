@@ -185,11 +185,27 @@ async fn idle_cap_trims_the_surplus() {
     let leases: Vec<_> = futures_join(&p, 4).await;
     leases.into_iter().for_each(|l| l.release(true));
     assert_eq!(instance.stats().idle, 4);
+    let trim = || instance.trim(Duration::from_secs(600), Duration::from_secs(3600));
     assert_eq!(
-        instance.trim(Duration::from_secs(600), Duration::from_secs(3600)),
-        2
+        trim(),
+        0,
+        "the surplus is kept while it was in use recently"
+    );
+    tokio::time::advance(Duration::from_secs(200)).await;
+    // One connection in use again: it returns to the back, the newest idle one.
+    p.borrow().await.unwrap().release(true);
+    tokio::time::advance(Duration::from_secs(100)).await;
+    assert_eq!(
+        trim(),
+        2,
+        "idle for half the idle timeout, the surplus closes"
     );
     assert_eq!(instance.stats().idle, 2);
+    tokio::time::advance(Duration::from_secs(200)).await;
+    assert_eq!(trim(), 0, "the cap holds 2 however long they are idle");
+    tokio::time::advance(Duration::from_secs(100)).await;
+    assert_eq!(trim(), 1, "the idle timeout closes the older one");
+    assert_eq!(trim(), 0, "the one used at 200 s has 200 s to go");
 }
 
 #[tokio::test(start_paused = true)]
