@@ -15,6 +15,23 @@ fn with_pool_setting(pg: &PgServer, from: &str, to: &str) -> Sluice {
     Sluice::start_with_secrets(&yaml.replace(from, to), &secrets)
 }
 
+/// `clients` sessions at once, each in a transaction that sleeps `seconds` on the server.
+async fn hold_transactions(
+    proxy: &Sluice,
+    clients: usize,
+    seconds: &str,
+) -> Vec<tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>> {
+    let mut holders = Vec::new();
+    for _ in 0..clients {
+        let c = connect(proxy, APP, APPDB).await.unwrap();
+        let sql = format!("begin; select pg_sleep({seconds}); commit");
+        holders.push(tokio::spawn(async move {
+            c.simple_query(&sql).await.map(|_| ())
+        }));
+    }
+    holders
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_percent_is_taken_from_the_server() {
     let pg = PgServer::start_with(PgOptions {
@@ -23,15 +40,7 @@ async fn max_connections_percent_is_taken_from_the_server() {
     });
     // 10 percent of the server's 30 connections: a cap of 3.
     let proxy = with_pool_setting(&pg, "max_connections: 5", "max_connections_percent: 10");
-    let mut holders = Vec::new();
-    for _ in 0..5 {
-        let c = connect(&proxy, APP, APPDB).await.unwrap();
-        holders.push(tokio::spawn(async move {
-            c.simple_query("begin; select pg_sleep(1.5); commit")
-                .await
-                .map(|_| ())
-        }));
-    }
+    let holders = hold_transactions(&proxy, 5, "1.5").await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(pg.backend_count(APP.0, APPDB), 3);
     for h in holders {
@@ -92,16 +101,7 @@ async fn connections_in_recent_use_outlive_the_idle_cap_until_its_grace() {
         "max_connections: 5",
         "max_connections: 4\n      max_idle_connections_percent: 25\n      idle_timeout: 30s",
     );
-    let mut burst = Vec::new();
-    for _ in 0..4 {
-        let c = connect(&proxy, APP, APPDB).await.unwrap();
-        burst.push(tokio::spawn(async move {
-            c.simple_query("begin; select pg_sleep(0.5); commit")
-                .await
-                .map(|_| ())
-        }));
-    }
-    for h in burst {
+    for h in hold_transactions(&proxy, 4, "0.5").await {
         h.await.unwrap().unwrap();
     }
     let after_burst = app_backends(&pg);
