@@ -75,18 +75,6 @@ async fn init_query_runs_on_new_connections_and_again_after_a_reset() {
     );
 }
 
-/// The server's backends of the app user, by PID.
-fn app_backends(pg: &PgServer) -> String {
-    pg.psql_db(
-        APPDB,
-        &format!(
-            "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
-             WHERE usename = '{}' AND backend_type = 'client backend'",
-            APP.0
-        ),
-    )
-}
-
 /// A pool that needed 4 connections a moment ago keeps them while a light load goes on: the
 /// idle cap closes only connections idle for half the `idle_timeout`. Closing them at every
 /// trim made each burst open new backends (8 to 10 per 8 s of `pgbench -R 2000` at 1,000
@@ -104,8 +92,8 @@ async fn connections_in_recent_use_outlive_the_idle_cap_until_its_grace() {
     for h in hold_transactions(&proxy, 4, "0.5").await {
         h.await.unwrap().unwrap();
     }
-    let after_burst = app_backends(&pg);
-    assert_eq!(after_burst.split(',').count(), 4, "{after_burst}");
+    let after_burst = pg.backend_pids(APP.0, APPDB);
+    assert_eq!(after_burst.len(), 4, "{after_burst:?}");
     // A light load across at least one trim.
     let light = connect(&proxy, APP, APPDB).await.unwrap();
     for _ in 0..65 {
@@ -113,7 +101,7 @@ async fn connections_in_recent_use_outlive_the_idle_cap_until_its_grace() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        app_backends(&pg),
+        pg.backend_pids(APP.0, APPDB),
         after_burst,
         "connections idle for seconds were closed"
     );
@@ -121,12 +109,12 @@ async fn connections_in_recent_use_outlive_the_idle_cap_until_its_grace() {
     let mut backends = after_burst;
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        backends = app_backends(&pg);
-        if backends.split(',').count() == 1 {
+        backends = pg.backend_pids(APP.0, APPDB);
+        if backends.len() == 1 {
             break;
         }
     }
-    assert_eq!(backends.split(',').count(), 1, "{backends}");
+    assert_eq!(backends.len(), 1, "{backends:?}");
     drop(light);
 }
 

@@ -266,14 +266,23 @@ impl PgServer {
 
     /// Client backends of `user` connected to `db` right now.
     pub fn backend_count(&self, user: &str, db: &str) -> i64 {
+        self.backend_pids(user, db).len() as i64
+    }
+
+    /// The PIDs of those backends, in order: the same PIDs later mean the same connections.
+    pub fn backend_pids(&self, user: &str, db: &str) -> Vec<i64> {
         let out = self.psql(&format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = {} AND datname = {} \
-             AND backend_type = 'client backend'",
+            "SELECT pid FROM pg_stat_activity WHERE usename = {} AND datname = {} \
+             AND backend_type = 'client backend' ORDER BY pid",
             literal(user),
             literal(db)
         ));
-        out.parse()
-            .unwrap_or_else(|_| panic!("backend_count: unexpected psql output {out:?}"))
+        out.lines()
+            .map(|l| {
+                l.parse()
+                    .unwrap_or_else(|_| panic!("backend_pids: unexpected psql output {out:?}"))
+            })
+            .collect()
     }
 
     fn log_path(&self) -> PathBuf {
