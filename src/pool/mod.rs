@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 /// A server connection the pool can hold. `close` must not block: it may run under the
@@ -172,16 +173,12 @@ impl<C: PooledConnection> Pool<C> {
             .take(inner.index, inner.settings.max_lifetime)
         {
             instance::Take::Idle(conn) => return Ok(Lease::new(self.clone(), conn)),
-            instance::Take::Connect => instance::Grant::Slot,
+            instance::Take::Connect => return self.log_in(started, false).await,
             instance::Take::Wait(rx) => {
                 let mut wait = Waiting { pool: self, rx };
                 match tokio::time::timeout_at(deadline, &mut wait.rx).await {
                     Ok(Ok(grant)) => grant,
-                    Ok(Err(_)) => {
-                        return Err(BorrowError::Closed {
-                            pool: inner.name.clone(),
-                        });
-                    }
+                    Ok(Err(_)) => return Err(self.closed()),
                     Err(_) => {
                         // `wait` drops here and hands back anything granted at the last moment.
                         return Err(BorrowError::Timeout {
@@ -194,35 +191,111 @@ impl<C: PooledConnection> Pool<C> {
         };
         match grant {
             instance::Grant::Conn(conn) => Ok(Lease::new(self.clone(), conn)),
-            instance::Grant::Slot => self.connect_in_slot().await,
+            instance::Grant::Slot => self.log_in(started, true).await,
         }
     }
 
-    /// Opens a connection in a slot this pool already holds; the slot is given back on failure.
-    async fn connect_in_slot(&self) -> Result<Lease<C>, BorrowError> {
+    /// Runs a login in a slot this pool holds, and takes whichever comes first: its
+    /// connection, or one released meanwhile (PgBouncer's queue likewise hands its head the
+    /// first server connection ready). The login runs on in a task of its own, bounded by the
+    /// connect timeout; a connection nobody waits for any more goes to the queue. A failed
+    /// login fails this borrower at once, as a direct connection would.
+    async fn log_in(&self, started: Instant, was_head: bool) -> Result<Lease<C>, BorrowError> {
         let inner = &self.inner;
-        // Gives the slot back on failure, and also if this future is dropped mid-connect.
-        let slot = Slot {
+        let mut login = Login {
             pool: self,
-            held: true,
+            rx: self.spawn_login(),
         };
-        let generation = inner.instance.generation();
-        let result =
-            tokio::time::timeout(inner.settings.connect_timeout, inner.connector.connect()).await;
-        match result {
-            Ok(Ok(conn)) => {
-                let mut slot = slot;
-                slot.held = false;
-                Ok(Lease::new(
-                    self.clone(),
-                    instance::Pooled::new(conn, generation),
-                ))
+        let mut wait = Some(Waiting {
+            pool: self,
+            rx: inner.instance.enqueue(inner.index, started, was_head),
+        });
+        loop {
+            let granted = async {
+                match wait.as_mut() {
+                    Some(w) => (&mut w.rx).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                done = &mut login.rx => {
+                    if let Some(w) = wait.take() {
+                        drop(w);
+                        inner.instance.forget_closed(inner.index);
+                    }
+                    return match done {
+                        // Drained while it logged in: closed, and the session routes again.
+                        Ok(Ok(conn)) if conn.generation != inner.instance.generation() => {
+                            self.release(conn, true, Instant::now());
+                            Err(self.closed())
+                        }
+                        Ok(Ok(conn)) => Ok(Lease::new(self.clone(), conn)),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err(self.closed()),
+                    };
+                }
+                grant = granted => match grant {
+                    Ok(instance::Grant::Conn(conn)) => return Ok(Lease::new(self.clone(), conn)),
+                    // A second slot while this one's login runs: the next waiter's to use.
+                    Ok(instance::Grant::Slot) => {
+                        wait = None;
+                        inner.instance.pass_slot(inner.index);
+                    }
+                    // Drained: route again; the login's connection, of the old generation,
+                    // is closed when it comes back.
+                    Err(_) => return Err(self.closed()),
+                },
             }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ConnectError::Timeout {
-                instance: inner.instance.addr().to_owned(),
+        }
+    }
+
+    /// Starts a login in a reserved slot. Its task settles the slot: a connection goes to the
+    /// receiver, or to the pool if the receiver is gone; a failure gives the slot back.
+    fn spawn_login(&self) -> oneshot::Receiver<Result<instance::Pooled<C>, ConnectError>> {
+        let (tx, rx) = oneshot::channel();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let inner = &pool.inner;
+            let generation = inner.instance.generation();
+            let connect =
+                tokio::time::timeout(inner.settings.connect_timeout, inner.connector.connect());
+            tokio::pin!(connect);
+            let done = loop {
+                tokio::select! {
+                    done = &mut connect => break done,
+                    () = tokio::time::sleep(instance::SLOW_LOGIN) => {
+                        inner.instance.login_slow(inner.index);
+                    }
+                }
+            };
+            let result = match done {
+                Ok(Ok(conn)) => Ok(instance::Pooled::new(conn, generation)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ConnectError::Timeout {
+                    instance: inner.instance.addr().to_owned(),
+                }),
+            };
+            let ok = result.is_ok();
+            match tx.send(result) {
+                Ok(()) => {}
+                Err(Ok(conn)) => pool.release(conn, true, Instant::now()),
+                Err(Err(e)) => {
+                    tracing::warn!(pool = %inner.name, error = %e, "server login failed");
+                }
             }
-            .into()),
+            if ok {
+                inner.instance.login_done(inner.index);
+            } else {
+                inner.instance.discard_slot(inner.index);
+            }
+        });
+        rx
+    }
+
+    fn closed(&self) -> BorrowError {
+        BorrowError::Closed {
+            pool: self.inner.name.clone(),
         }
     }
 
@@ -242,7 +315,7 @@ impl<C: PooledConnection> Pool<C> {
 /// future dropped), it returns what it was granted meanwhile instead of leaking it.
 struct Waiting<'a, C: PooledConnection> {
     pool: &'a Pool<C>,
-    rx: tokio::sync::oneshot::Receiver<instance::Grant<C>>,
+    rx: oneshot::Receiver<instance::Grant<C>>,
 }
 
 impl<C: PooledConnection> Drop for Waiting<'_, C> {
@@ -259,17 +332,18 @@ impl<C: PooledConnection> Drop for Waiting<'_, C> {
     }
 }
 
-/// A reserved slot under the instance cap while its connection is being opened.
-struct Slot<'a, C: PooledConnection> {
+/// The far end of a login's task. Dropped before it took the result, it hands a connection
+/// that arrived meanwhile to the pool.
+struct Login<'a, C: PooledConnection> {
     pool: &'a Pool<C>,
-    held: bool,
+    rx: oneshot::Receiver<Result<instance::Pooled<C>, ConnectError>>,
 }
 
-impl<C: PooledConnection> Drop for Slot<'_, C> {
+impl<C: PooledConnection> Drop for Login<'_, C> {
     fn drop(&mut self) {
-        if self.held {
-            let inner = &self.pool.inner;
-            inner.instance.discard_slot(inner.index);
+        self.rx.close();
+        if let Ok(Ok(conn)) = self.rx.try_recv() {
+            self.pool.release(conn, true, Instant::now());
         }
     }
 }

@@ -277,7 +277,7 @@ impl Connector<Conn> for Stuck {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_borrow_dropped_mid_connect_or_mid_wait_gives_its_slot_back() {
+async fn a_borrow_dropped_mid_login_or_mid_wait_gives_its_slot_back() {
     let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
     let stuck = Pool::new(
         "stuck".into(),
@@ -299,8 +299,14 @@ async fn a_borrow_dropped_mid_connect_or_mid_wait_gives_its_slot_back() {
     let _ = connecting.await;
     assert_eq!(
         instance.stats().open,
+        1,
+        "the login runs on without its borrower, for whoever asks next"
+    );
+    tokio::time::sleep(settings().connect_timeout + Duration::from_millis(1)).await;
+    assert_eq!(
+        instance.stats().open,
         0,
-        "aborting the connect gave the slot back"
+        "the login's timeout gave the slot back"
     );
 
     // A waiter granted a connection in the same instant it is dropped hands it back.
@@ -488,6 +494,7 @@ async fn a_closed_connection_holds_its_slot_until_the_server_let_it_go() {
     ));
     let (gone, lingering) = tokio::sync::oneshot::channel();
     let conn = instance::Pooled::new(Lingering(Some(lingering)), 0);
+    instance.login_done(index);
     instance.put(index, conn, false, Duration::from_secs(60), Instant::now());
     tokio::task::yield_now().await;
     assert_eq!(instance.stats().open, 0);
@@ -496,6 +503,7 @@ async fn a_closed_connection_holds_its_slot_until_the_server_let_it_go() {
         instance.take(index, Duration::from_secs(60)),
         instance::Take::Connect
     ));
+    instance.login_done(index);
     let instance::Take::Wait(rx) = instance.take(index, Duration::from_secs(60)) else {
         panic!("the closing connection's slot was handed out");
     };
@@ -514,6 +522,7 @@ async fn an_evicted_sibling_makes_room_only_once_the_server_let_it_go() {
     assert!(matches!(instance.take(a, life), instance::Take::Connect));
     let (gone, lingering) = tokio::sync::oneshot::channel();
     let conn = instance::Pooled::new(Lingering(Some(lingering)), 0);
+    instance.login_done(a);
     instance.put(a, conn, true, life, Instant::now());
     assert_eq!(instance.stats().idle, 1);
     let instance::Take::Wait(mut rx) = instance.take(b, life) else {
@@ -528,3 +537,5 @@ async fn an_evicted_sibling_makes_room_only_once_the_server_let_it_go() {
     gone.send(()).unwrap();
     assert!(matches!(rx.await, Ok(instance::Grant::Slot)));
 }
+
+mod logins;

@@ -1,10 +1,12 @@
 //! Pool settings that need a real server: a cap learned from `max_connections`, `init_query`
-//! surviving resets, the idle cap's grace, and the `sluice` CLI's config commands.
+//! surviving resets, the idle cap's grace, slow logins, and the `sluice` CLI's config commands.
 
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::client::{connect, scalar};
+use tokio_postgres::NoTls;
+
+use crate::support::client::{connect, connect_port, scalar};
 use crate::support::postgres::{APP, APPDB, PgOptions, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for, default_secrets};
 use crate::support::tools::{command_output, repo_root};
@@ -116,6 +118,129 @@ async fn connections_in_recent_use_outlive_the_idle_cap_until_its_grace() {
     }
     assert_eq!(backends.len(), 1, "{backends:?}");
     drop(light);
+}
+
+/// A client whose server login is slow takes a connection released meanwhile, as PgBouncer's
+/// queue hands out the first server connection ready: a cold pool under 1,000 clients filled
+/// slower than PgBouncer's because each borrower waited for its own login
+/// (`benches/load/cold.sh`). Here the login waits in its init query on a lock the test holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_takes_a_connection_released_while_its_login_is_slow() {
+    let pg = PgServer::start();
+    // The login may take a minute: only a released connection serves the client in time.
+    let proxy = with_pool_setting(
+        &pg,
+        "max_connections: 5",
+        "max_connections: 2\n      connect_timeout: 60s\n      \
+         init_query: \"SELECT pg_advisory_lock_shared(7); SELECT pg_advisory_unlock_shared(7)\"",
+    );
+    let first = connect(&proxy, APP, APPDB).await.unwrap();
+    first.simple_query("begin; select 1").await.unwrap();
+    let (blocker, conn) = tokio_postgres::connect(&pg.conn_str(APP.0, APP.1, APPDB), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    blocker
+        .simple_query("select pg_advisory_lock(7)")
+        .await
+        .unwrap();
+
+    let second = tokio::spawn({
+        let port = proxy.port();
+        async move {
+            let c = connect_port(port, APP, APPDB).await.unwrap();
+            (scalar(&c, "select 2").await, c)
+        }
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'";
+    for _ in 0..100 {
+        if pg.psql(waiting) == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pg.psql(waiting), "1", "no login waits in the init query");
+    first.simple_query("commit").await.unwrap();
+    let (got, second) = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the client waited for its own login, not the released connection")
+        .unwrap();
+    assert_eq!(got, "2");
+
+    // The slow login, once let through, joins the pool for the next client.
+    blocker
+        .simple_query("select pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    let mut backends = 0;
+    for _ in 0..100 {
+        backends = pg.backend_count(APP.0, APPDB);
+        if backends == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(backends, 3, "two pooled and the test's own");
+    let both = hold_transactions(&proxy, 2, "0.3").await;
+    for h in both {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(pg.backend_count(APP.0, APPDB), 3, "no third login");
+    drop((first, second));
+}
+
+/// Logins waiting on a slow server do not hold the next ones back: quick logins run one at a
+/// time, but each login still running after 10 ms lets another start, so a burst of clients
+/// against a far server is not served one login after another (as PgBouncer serves it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_held_up_by_the_server_let_the_next_ones_start() {
+    let pg = PgServer::start();
+    let proxy = with_pool_setting(
+        &pg,
+        "max_connections: 5",
+        "max_connections: 5\n      connect_timeout: 60s\n      \
+         init_query: \"SELECT pg_advisory_lock_shared(7); SELECT pg_advisory_unlock_shared(7)\"",
+    );
+    // The first login to sluice needs a server connection (to learn the server's parameters);
+    // this client then keeps it.
+    let first = connect(&proxy, APP, APPDB).await.unwrap();
+    first.simple_query("begin; select 1").await.unwrap();
+    let (blocker, conn) = tokio_postgres::connect(&pg.conn_str(APP.0, APP.1, APPDB), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    blocker
+        .simple_query("select pg_advisory_lock(7)")
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let c = connect(&proxy, APP, APPDB).await.unwrap();
+        clients.push(tokio::spawn(async move { scalar(&c, "select 4").await }));
+    }
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'";
+    let mut logins = String::new();
+    for _ in 0..100 {
+        logins = pg.psql(waiting);
+        if logins == "4" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(logins, "4", "logins waiting on the server at once");
+    blocker
+        .simple_query("select pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    for c in clients {
+        assert_eq!(c.await.unwrap(), "4");
+    }
+    assert_eq!(
+        pg.backend_count(APP.0, APPDB),
+        6,
+        "five pooled and the test's own"
+    );
+    drop(first);
 }
 
 #[test]
