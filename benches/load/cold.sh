@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The first burst on a cold pool: each target is started afresh (one login warms it, as
+# compare.sh's readiness check does), then benches/load/stalls.sh runs many clients at a fixed
+# rate against it, so the run's slowest transactions are those that waited for the pool to
+# fill. Rounds interleave the targets; the medians of the figures print at the end.
+#
+#   benches/load/cold.sh <hold dir> <postgres port> <target>...
+#   a target is `pgbouncer` or the path of a sluice binary (a wrapper script may set its
+#   environment); the hold dir is the temporary directory of a `BENCH_HOLD=1 compare.sh` hold
+#   (its last line names `<dir>/sluice.yaml`), whose PostgreSQL and configs are used.
+# Environment: COLD_ROUNDS [5]; STALL_CLIENTS [1000], STALL_RATE [2000], STALL_SECONDS [4] as
+# stalls.sh. Run as root (perf, and PgBouncer as the postgres user). Each target it starts is
+# stopped by its PID before the next starts.
+set -euo pipefail
+HOLD=${1:?the hold dir}
+PG_PORT=${2:?the private PostgreSQL port}
+shift 2
+(($# > 0)) || { echo "cold.sh: name at least one target" >&2; exit 2; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROUNDS=${COLD_ROUNDS:-5}
+export STALL_SECONDS=${STALL_SECONDS:-4}
+export PGPASSWORD=${BENCH_PASSWORD:-bench-md5-password}
+USER_DB=(-U "${BENCH_USER:-bench}" -d "${BENCH_DB:-bench}")
+TMP=$(mktemp -d /tmp/sluice-cold.XXXXXX)
+# PgBouncer runs as postgres and writes its pidfile and log here.
+chown postgres: "$TMP"
+PID=""
+cleanup() {
+    [[ -n $PID ]] && kill -TERM "$PID" 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_ready() {
+    for _ in $(seq 100); do
+        psql -X -q -h 127.0.0.1 -p "$1" "${USER_DB[@]}" -tAc 'select 1' >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "cold.sh: nothing answers on port $1" >&2
+    return 1
+}
+
+# Starts target $1 on port $2 and sets PID.
+start() {
+    local target=$1 port=$2
+    if [[ $target == pgbouncer ]]; then
+        sed -e "s/^listen_port = .*/listen_port = $port/" \
+            -e "s|^pidfile = .*|pidfile = $TMP/pgbouncer.pid|" \
+            -e "s|^logfile = .*|logfile = $TMP/pgbouncer.log|" "$HOLD/pgbouncer.ini" >"$TMP/pgbouncer.ini"
+        rm -f "$TMP/pgbouncer.pid"
+        chown postgres: "$TMP/pgbouncer.ini"
+        runuser -u postgres -- bash -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec pgbouncer "$2"' \
+            _ "$(ulimit -n)" "$TMP/pgbouncer.ini" >"$TMP/pgbouncer.stdout" 2>&1 &
+        for _ in $(seq 100); do [[ -s $TMP/pgbouncer.pid ]] && break; sleep 0.1; done
+        [[ -s $TMP/pgbouncer.pid ]] || { cat "$TMP/pgbouncer.stdout" >&2; return 1; }
+        PID=$(cat "$TMP/pgbouncer.pid")
+    else
+        sed -E "s/listen: 127.0.0.1:[0-9]+/listen: 127.0.0.1:$port/" "$HOLD/sluice.yaml" >"$HOLD/sluice-cold.yaml"
+        RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} "$target" run --config "$HOLD/sluice-cold.yaml" \
+            >"$TMP/sluice.log" 2>&1 &
+        PID=$!
+    fi
+    wait_ready "$port"
+}
+
+stop() {
+    kill -TERM "$PID"
+    while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
+    PID=""
+    rm -f "$HOLD/sluice-cold.yaml"
+}
+
+: >"$TMP/results"
+for round in $(seq "$ROUNDS"); do
+    for target in "$@"; do
+        port=$(free_port)
+        start "$target" "$port"
+        out=$("$HERE/stalls.sh" "$port" "$PG_PORT")
+        stop
+        # "server connections opened ...: N" and "T transactions: p50 A ms, p99 B ms, max C ms; ..."
+        opened=$(sed -n 's/^server connections opened during the run: //p' <<<"$out")
+        read -r p99 max < <(sed -n 's/.* p99 \([0-9.]*\) ms, max \([0-9.]*\) ms.*/\1 \2/p' <<<"$out")
+        echo "round $round $target: opened $opened, p99 $p99 ms, max $max ms"
+        { grep -E '^ *[0-9.]+ ms ending' <<<"$out" || true; } | head -n 2 | sed 's/^/    /'
+        echo "$target $opened $p99 $max" >>"$TMP/results"
+    done
+done
+echo "medians of $ROUNDS rounds (connections opened, p99 ms, max ms):"
+python3 - "$TMP/results" "$@" <<'EOF'
+import statistics
+import sys
+rows = [line.split() for line in open(sys.argv[1])]
+for target in sys.argv[2:]:
+    mine = [r[1:] for r in rows if r[0] == target]
+    med = [statistics.median(float(r[i]) for r in mine) for i in range(3)]
+    print(f"  {target}: {med[0]:g}, {med[1]:.2f}, {med[2]:.1f}")
+EOF
