@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
+use tokio_postgres::{Client, NoTls};
 
 use crate::support::client::{connect, connect_port, scalar};
 use crate::support::postgres::{APP, APPDB, PgOptions, PgServer};
@@ -120,20 +120,27 @@ async fn connections_in_recent_use_outlive_the_idle_cap_until_its_grace() {
     drop(light);
 }
 
-/// A client whose server login is slow takes a connection released meanwhile, as PgBouncer's
-/// queue hands out the first server connection ready: a cold pool under 1,000 clients filled
-/// slower than PgBouncer's because each borrower waited for its own login
-/// (`benches/load/cold.sh`). Here the login waits in its init query on a lock the test holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_takes_a_connection_released_while_its_login_is_slow() {
+/// Sluice with a pool of `cap` whose new logins wait in their init query while `blocker` holds
+/// advisory lock 7. `first` keeps the connection opened before, in a transaction.
+struct HeldLogins {
+    pg: PgServer,
+    proxy: Sluice,
+    first: Client,
+    blocker: Client,
+}
+
+async fn hold_logins(cap: usize) -> HeldLogins {
     let pg = PgServer::start();
-    // The login may take a minute: only a released connection serves the client in time.
+    // A login may take a minute: what the tests see happens before it ends.
     let proxy = with_pool_setting(
         &pg,
         "max_connections: 5",
-        "max_connections: 2\n      connect_timeout: 60s\n      \
-         init_query: \"SELECT pg_advisory_lock_shared(7); SELECT pg_advisory_unlock_shared(7)\"",
+        &format!(
+            "max_connections: {cap}\n      connect_timeout: 60s\n      init_query: \
+             \"SELECT pg_advisory_lock_shared(7); SELECT pg_advisory_unlock_shared(7)\""
+        ),
     );
+    // The first login to sluice needs a server connection, to learn the server's parameters.
     let first = connect(&proxy, APP, APPDB).await.unwrap();
     first.simple_query("begin; select 1").await.unwrap();
     let (blocker, conn) = tokio_postgres::connect(&pg.conn_str(APP.0, APP.1, APPDB), NoTls)
@@ -144,23 +151,62 @@ async fn a_client_takes_a_connection_released_while_its_login_is_slow() {
         .simple_query("select pg_advisory_lock(7)")
         .await
         .unwrap();
+    HeldLogins {
+        pg,
+        proxy,
+        first,
+        blocker,
+    }
+}
 
+impl HeldLogins {
+    /// Waits up to 5 s for `want` logins waiting in their init query; the last count read.
+    async fn logins_waiting(&self, want: &str) -> String {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'";
+        until(want.to_owned(), || self.pg.psql(sql)).await
+    }
+
+    async fn let_logins_through(&self) {
+        self.blocker
+            .simple_query("select pg_advisory_unlock(7)")
+            .await
+            .unwrap();
+    }
+}
+
+/// Reads every 50 ms until `read` gives `want`, for up to 5 s; the last value read.
+async fn until<T: PartialEq>(want: T, mut read: impl FnMut() -> T) -> T {
+    let mut got = read();
+    for _ in 0..100 {
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = read();
+    }
+    got
+}
+
+/// A client whose server login is slow takes a connection released meanwhile, as PgBouncer's
+/// queue hands out the first server connection ready: a cold pool under 1,000 clients filled
+/// slower than PgBouncer's because each borrower waited for its own login
+/// (`benches/load/cold.sh`). Here the login waits in its init query on a lock the test holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_takes_a_connection_released_while_its_login_is_slow() {
+    let held = hold_logins(2).await;
     let second = tokio::spawn({
-        let port = proxy.port();
+        let port = held.proxy.port();
         async move {
             let c = connect_port(port, APP, APPDB).await.unwrap();
             (scalar(&c, "select 2").await, c)
         }
     });
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'";
-    for _ in 0..100 {
-        if pg.psql(waiting) == "1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(pg.psql(waiting), "1", "no login waits in the init query");
-    first.simple_query("commit").await.unwrap();
+    assert_eq!(
+        held.logins_waiting("1").await,
+        "1",
+        "no login for the client"
+    );
+    held.first.simple_query("commit").await.unwrap();
     let (got, second) = tokio::time::timeout(Duration::from_secs(10), second)
         .await
         .expect("the client waited for its own login, not the released connection")
@@ -168,25 +214,14 @@ async fn a_client_takes_a_connection_released_while_its_login_is_slow() {
     assert_eq!(got, "2");
 
     // The slow login, once let through, joins the pool for the next client.
-    blocker
-        .simple_query("select pg_advisory_unlock(7)")
-        .await
-        .unwrap();
-    let mut backends = 0;
-    for _ in 0..100 {
-        backends = pg.backend_count(APP.0, APPDB);
-        if backends == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    held.let_logins_through().await;
+    let backends = until(3, || held.pg.backend_count(APP.0, APPDB)).await;
     assert_eq!(backends, 3, "two pooled and the test's own");
-    let both = hold_transactions(&proxy, 2, "0.3").await;
-    for h in both {
+    for h in hold_transactions(&held.proxy, 2, "0.3").await {
         h.await.unwrap().unwrap();
     }
-    assert_eq!(pg.backend_count(APP.0, APPDB), 3, "no third login");
-    drop((first, second));
+    assert_eq!(held.pg.backend_count(APP.0, APPDB), 3, "no third login");
+    drop(second);
 }
 
 /// Logins waiting on a slow server do not hold the next ones back: quick logins run one at a
@@ -194,53 +229,26 @@ async fn a_client_takes_a_connection_released_while_its_login_is_slow() {
 /// against a far server is not served one login after another (as PgBouncer serves it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_held_up_by_the_server_let_the_next_ones_start() {
-    let pg = PgServer::start();
-    let proxy = with_pool_setting(
-        &pg,
-        "max_connections: 5",
-        "max_connections: 5\n      connect_timeout: 60s\n      \
-         init_query: \"SELECT pg_advisory_lock_shared(7); SELECT pg_advisory_unlock_shared(7)\"",
-    );
-    // The first login to sluice needs a server connection (to learn the server's parameters);
-    // this client then keeps it.
-    let first = connect(&proxy, APP, APPDB).await.unwrap();
-    first.simple_query("begin; select 1").await.unwrap();
-    let (blocker, conn) = tokio_postgres::connect(&pg.conn_str(APP.0, APP.1, APPDB), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    blocker
-        .simple_query("select pg_advisory_lock(7)")
-        .await
-        .unwrap();
+    let held = hold_logins(5).await;
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let c = connect(&proxy, APP, APPDB).await.unwrap();
+        let c = connect(&held.proxy, APP, APPDB).await.unwrap();
         clients.push(tokio::spawn(async move { scalar(&c, "select 4").await }));
     }
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'";
-    let mut logins = String::new();
-    for _ in 0..100 {
-        logins = pg.psql(waiting);
-        if logins == "4" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(logins, "4", "logins waiting on the server at once");
-    blocker
-        .simple_query("select pg_advisory_unlock(7)")
-        .await
-        .unwrap();
+    assert_eq!(
+        held.logins_waiting("4").await,
+        "4",
+        "logins waiting on the server at once"
+    );
+    held.let_logins_through().await;
     for c in clients {
         assert_eq!(c.await.unwrap(), "4");
     }
     assert_eq!(
-        pg.backend_count(APP.0, APPDB),
+        held.pg.backend_count(APP.0, APPDB),
         6,
         "five pooled and the test's own"
     );
-    drop(first);
 }
 
 #[test]
