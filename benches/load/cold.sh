@@ -11,6 +11,11 @@
 # Environment: COLD_ROUNDS [5]; STALL_CLIENTS [1000], STALL_RATE [2000], STALL_SECONDS [4] as
 # stalls.sh. Run as root (perf, and PgBouncer as the postgres user). Each target it starts is
 # stopped by its PID before the next starts.
+#
+# A far server instead: COLD_LOGIN_DELAY=0.05 makes every server login 50 ms longer (sluice's
+# init_query, PgBouncer's connect_query: SELECT pg_sleep), the pool COLD_POOL [40], and
+# COLD_CLIENTS [32] clients each run one `SELECT pg_sleep(COLD_QUERY_SECONDS [1])` at once:
+# the median and the last client's latency say how long the pool took to open what they need.
 set -euo pipefail
 HOLD=${1:?the hold dir}
 PG_PORT=${2:?the private PostgreSQL port}
@@ -18,6 +23,8 @@ shift 2
 (($# > 0)) || { echo "cold.sh: name at least one target" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${COLD_ROUNDS:-5}
+DELAY=${COLD_LOGIN_DELAY:-}
+POOL=${COLD_POOL:-40}
 export STALL_SECONDS=${STALL_SECONDS:-4}
 export PGPASSWORD=${BENCH_PASSWORD:-bench-md5-password}
 USER_DB=(-U "${BENCH_USER:-bench}" -d "${BENCH_DB:-bench}")
@@ -51,6 +58,11 @@ start() {
         sed -e "s/^listen_port = .*/listen_port = $port/" \
             -e "s|^pidfile = .*|pidfile = $TMP/pgbouncer.pid|" \
             -e "s|^logfile = .*|logfile = $TMP/pgbouncer.log|" "$HOLD/pgbouncer.ini" >"$TMP/pgbouncer.ini"
+        if [[ -n $DELAY ]]; then
+            sed -i -e "s/^default_pool_size = .*/default_pool_size = $POOL/" \
+                -e "s/^\(\S* = host=.*\)$/\1 connect_query='SELECT pg_sleep($DELAY)'/" "$TMP/pgbouncer.ini"
+            grep -q connect_query "$TMP/pgbouncer.ini"
+        fi
         rm -f "$TMP/pgbouncer.pid"
         chown postgres: "$TMP/pgbouncer.ini"
         runuser -u postgres -- bash -c 'ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec pgbouncer "$2"' \
@@ -60,6 +72,11 @@ start() {
         PID=$(cat "$TMP/pgbouncer.pid")
     else
         sed -E "s/listen: 127.0.0.1:[0-9]+/listen: 127.0.0.1:$port/" "$HOLD/sluice.yaml" >"$HOLD/sluice-cold.yaml"
+        if [[ -n $DELAY ]]; then
+            sed -i -E "s/^( +)max_connections: [0-9]+$/\1max_connections: $POOL\n\1init_query: \"SELECT pg_sleep($DELAY)\"/" \
+                "$HOLD/sluice-cold.yaml"
+            grep -q init_query "$HOLD/sluice-cold.yaml"
+        fi
         RUST_LOG=${SLUICE_LOG:-sluice=info,sluice::audit=warn} "$target" run --config "$HOLD/sluice-cold.yaml" \
             >"$TMP/sluice.log" 2>&1 &
         PID=$!
@@ -75,27 +92,52 @@ stop() {
 }
 
 : >"$TMP/results"
+if [[ -n $DELAY ]]; then
+    echo "SELECT pg_sleep(${COLD_QUERY_SECONDS:-1});" >"$TMP/sleep.sql"
+    columns="median ms, last ms"
+else
+    columns="connections opened, p99 ms, max ms"
+fi
+
+# One run against the target on $1: prints its line and appends its figures to the results.
+measure() {
+    local port=$1 out figures
+    if [[ -n $DELAY ]]; then
+        rm -f "$TMP"/tx.*
+        pgbench -n -c "${COLD_CLIENTS:-32}" -j 2 -t 1 -f "$TMP/sleep.sql" --log --log-prefix="$TMP/tx" \
+            -h 127.0.0.1 -p "$port" "${USER_DB[@]}" >"$TMP/pgbench.out" 2>&1 \
+            || { cat "$TMP/pgbench.out" >&2; return 1; }
+        figures=$(cat "$TMP"/tx.* | awk '{ print $3 }' | sort -n \
+            | awk '{ a[NR] = $1 } END { printf "%.0f %.0f", a[int((NR + 1) / 2)] / 1000, a[NR] / 1000 }')
+        read -r median last <<<"$figures"
+        echo "round $round $target: median $median ms, last $last ms"
+    else
+        out=$("$HERE/stalls.sh" "$port" "$PG_PORT")
+        # "server connections opened ...: N" and "T transactions: p50 A ms, p99 B ms, max C ms; ..."
+        figures="$(sed -n 's/^server connections opened during the run: //p' <<<"$out")"
+        figures+=" $(sed -n 's/.* p99 \([0-9.]*\) ms, max \([0-9.]*\) ms.*/\1 \2/p' <<<"$out")"
+        read -r opened p99 max <<<"$figures"
+        echo "round $round $target: opened $opened, p99 $p99 ms, max $max ms"
+        { grep -E '^ *[0-9.]+ ms ending' <<<"$out" || true; } | head -n 2 | sed 's/^/    /'
+    fi
+    echo "$target $figures" >>"$TMP/results"
+}
+
 for round in $(seq "$ROUNDS"); do
     for target in "$@"; do
         port=$(free_port)
         start "$target" "$port"
-        out=$("$HERE/stalls.sh" "$port" "$PG_PORT")
+        measure "$port"
         stop
-        # "server connections opened ...: N" and "T transactions: p50 A ms, p99 B ms, max C ms; ..."
-        opened=$(sed -n 's/^server connections opened during the run: //p' <<<"$out")
-        read -r p99 max < <(sed -n 's/.* p99 \([0-9.]*\) ms, max \([0-9.]*\) ms.*/\1 \2/p' <<<"$out")
-        echo "round $round $target: opened $opened, p99 $p99 ms, max $max ms"
-        { grep -E '^ *[0-9.]+ ms ending' <<<"$out" || true; } | head -n 2 | sed 's/^/    /'
-        echo "$target $opened $p99 $max" >>"$TMP/results"
     done
 done
-echo "medians of $ROUNDS rounds (connections opened, p99 ms, max ms):"
+echo "medians of $ROUNDS rounds ($columns):"
 python3 - "$TMP/results" "$@" <<'EOF'
 import statistics
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 for target in sys.argv[2:]:
     mine = [r[1:] for r in rows if r[0] == target]
-    med = [statistics.median(float(r[i]) for r in mine) for i in range(3)]
-    print(f"  {target}: {med[0]:g}, {med[1]:.2f}, {med[2]:.1f}")
+    med = [statistics.median(float(r[i]) for r in mine) for i in range(len(mine[0]))]
+    print(f"  {target}: " + ", ".join(f"{m:.2f}" for m in med))
 EOF
