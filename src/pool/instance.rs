@@ -11,23 +11,13 @@ use super::PooledConnection;
 
 mod closing;
 mod fleet;
+mod logins;
 
 use closing::hold_closing;
 use fleet::{Fleet, fleet_wait};
 pub use fleet::{FleetSample, FleetView};
-
-/// Logins one pool runs at once while they are quick; borrowers beyond them wait for the first
-/// connection ready. On a cold pool under 1,000 clients (`benches/load/cold.sh`, medians of 7),
-/// nine logins at once made the first burst's slowest transaction 23.7 ms, this rule 6.2 ms
-/// (PgBouncer, one at a time too: 6.7 ms): PostgreSQL starts backends faster one by one.
-pub(super) const LOGINS_AT_ONCE: usize = 1;
-
-/// Every this long a login runs, it lets one more start beside it: a login this slow waits on a
-/// far or slow server rather than a busy one, so in-flight logins double every 10 ms until the
-/// waiters or the cap are met. With 50 ms logins, 32 one-second queries on a cold pool ended
-/// 1.14 s after they began (all logins at once: 1.09; one more per 10 ms: 1.39; PgBouncer's one
-/// at a time: 2.33), while quick local logins still run one at a time.
-pub(super) const SLOW_LOGIN: Duration = Duration::from_millis(10);
+pub(super) use logins::SLOW_LOGIN;
+use logins::{LOGINS_AT_ONCE, grant_slot, reserve_slot};
 
 /// How many server connections an instance may have open across all its pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +69,8 @@ struct Idle<C> {
 struct Waiter<C> {
     tx: oneshot::Sender<Grant<C>>,
     since: Instant,
+    /// A borrower whose own login runs: it takes a released connection, never a slot.
+    own_login: bool,
 }
 
 #[derive(Default)]
@@ -307,7 +299,11 @@ impl<C: PooledConnection> Instance<C> {
             } else if used(st) < st.max {
                 // Logins at their limit: wait for the first connection ready.
                 let (tx, rx) = oneshot::channel();
-                st.pools[index].waiters.push_back(Waiter { tx, since: now });
+                st.pools[index].waiters.push_back(Waiter {
+                    tx,
+                    since: now,
+                    own_login: false,
+                });
                 Take::Wait(rx)
             } else {
                 let mut by_budget = true;
@@ -323,7 +319,11 @@ impl<C: PooledConnection> Instance<C> {
                     }
                 }
                 let (tx, rx) = oneshot::channel();
-                st.pools[index].waiters.push_back(Waiter { tx, since: now });
+                st.pools[index].waiters.push_back(Waiter {
+                    tx,
+                    since: now,
+                    own_login: false,
+                });
                 if by_budget && st.fleet.is_some() {
                     fleet_wait(st);
                 }
@@ -332,78 +332,6 @@ impl<C: PooledConnection> Instance<C> {
         };
         self.dispose(doomed);
         take
-    }
-
-    /// A place in the queue for a borrower whose own login runs: it takes whichever comes
-    /// first. `front`: it was the queue's head when it was granted its slot.
-    pub(super) fn enqueue(
-        &self,
-        index: usize,
-        since: Instant,
-        front: bool,
-    ) -> oneshot::Receiver<Grant<C>> {
-        let (tx, rx) = oneshot::channel();
-        let waiter = Waiter { tx, since };
-        let mut st = self.lock();
-        let waiters = &mut st.pools[index].waiters;
-        if front {
-            waiters.push_front(waiter);
-        } else {
-            waiters.push_back(waiter);
-        }
-        rx
-    }
-
-    /// Drops closed places at either end of the queue: a borrower served by its own login
-    /// leaves one there (at the front or the back), and it should not count as waiting.
-    pub(super) fn forget_closed(&self, index: usize) {
-        let mut st = self.lock();
-        let waiters = &mut st.pools[index].waiters;
-        while waiters.back().is_some_and(|w| w.tx.is_closed()) {
-            waiters.pop_back();
-        }
-        while waiters.front().is_some_and(|w| w.tx.is_closed()) {
-            waiters.pop_front();
-        }
-    }
-
-    /// Gives back a slot whose login failed or was never started.
-    pub(super) fn discard_slot(&self, index: usize) {
-        let mut st = self.lock();
-        st.pools[index].open -= 1;
-        st.open -= 1;
-        st.pools[index].connecting -= 1;
-        // Not above a cap lowered meanwhile (a fleet share shrinks every round).
-        while used(&st) < st.max && grant_slot(&mut st) {}
-    }
-
-    /// Hands a slot granted to a borrower whose own login already runs to the pool's next
-    /// waiter, beyond the logins-at-once rule as the grant was (a slow login asked for it).
-    pub(super) fn pass_slot(&self, index: usize) {
-        let mut st = self.lock();
-        let st = &mut *st;
-        st.pools[index].open -= 1;
-        st.open -= 1;
-        st.pools[index].connecting -= 1;
-        if used(st) < st.max && !grant_slot_in(st, index) {
-            while used(st) < st.max && grant_slot(st) {}
-        }
-    }
-
-    /// A login succeeded (its connection is lent or pooled already): another may start.
-    pub(super) fn login_done(&self, index: usize) {
-        let mut st = self.lock();
-        st.pools[index].connecting -= 1;
-        while used(&st) < st.max && grant_slot(&mut st) {}
-    }
-
-    /// A login has run for another [`SLOW_LOGIN`]: the server is far or slow rather than busy
-    /// with logins, so the pool's longest waiter, if any, starts another beside it.
-    pub(super) fn login_slow(&self, index: usize) {
-        let mut st = self.lock();
-        if used(&st) < st.max {
-            grant_slot_in(&mut st, index);
-        }
     }
 
     pub(super) fn put(
@@ -568,48 +496,14 @@ fn waited_longer_elsewhere<C>(st: &State<C>, index: usize) -> bool {
         .iter()
         .find(|w| !w.tx.is_closed())
         .map(|w| w.since);
+    // Elsewhere only a borrower a freed slot would serve counts: not one whose own login runs,
+    // nor one of a pool at its logins-at-once limit (its logins serve it).
     st.open >= st.max
         && st.pools.iter().enumerate().any(|(i, p)| {
             i != index
-                && p.waiters
-                    .iter()
-                    .any(|w| !w.tx.is_closed() && own.is_none_or(|own| w.since < own))
+                && p.connecting < LOGINS_AT_ONCE
+                && p.waiters.iter().any(|w| {
+                    !w.own_login && !w.tx.is_closed() && own.is_none_or(|own| w.since < own)
+                })
         })
-}
-
-fn reserve_slot<C>(st: &mut State<C>, index: usize) {
-    st.open += 1;
-    st.pools[index].open += 1;
-    st.pools[index].connecting += 1;
-}
-
-/// Reserves a slot for the longest-waiting live waiter of any pool with fewer than
-/// [`LOGINS_AT_ONCE`] logins running; false if none.
-fn grant_slot<C>(st: &mut State<C>) -> bool {
-    loop {
-        let Some(index) = st
-            .pools
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.connecting < LOGINS_AT_ONCE && !p.waiters.is_empty())
-            .min_by_key(|(_, p)| p.waiters.front().map(|w| w.since))
-            .map(|(i, _)| i)
-        else {
-            return false;
-        };
-        if grant_slot_in(st, index) {
-            return true;
-        }
-    }
-}
-
-/// Reserves a slot for pool `index`'s longest-waiting live waiter; false if none.
-fn grant_slot_in<C>(st: &mut State<C>, index: usize) -> bool {
-    while let Some(w) = st.pools[index].waiters.pop_front() {
-        if w.tx.send(Grant::Slot).is_ok() {
-            reserve_slot(st, index);
-            return true;
-        }
-    }
-    false
 }

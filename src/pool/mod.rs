@@ -220,7 +220,20 @@ impl<C: PooledConnection> Pool<C> {
             tokio::select! {
                 biased;
                 done = &mut login.rx => {
-                    if let Some(w) = wait.take() {
+                    if let Some(mut w) = wait.take() {
+                        // A connection released in the same instant beats a failed login.
+                        if matches!(done, Ok(Err(_))) {
+                            w.rx.close();
+                            match w.rx.try_recv() {
+                                Ok(instance::Grant::Conn(conn)) => {
+                                    return Ok(Lease::new(self.clone(), conn));
+                                }
+                                Ok(instance::Grant::Slot) => {
+                                    inner.instance.discard_slot(inner.index);
+                                }
+                                Err(_) => {}
+                            }
+                        }
                         drop(w);
                         inner.instance.forget_closed(inner.index);
                     }
@@ -237,10 +250,10 @@ impl<C: PooledConnection> Pool<C> {
                 }
                 grant = granted => match grant {
                     Ok(instance::Grant::Conn(conn)) => return Ok(Lease::new(self.clone(), conn)),
-                    // A second slot while this one's login runs: the next waiter's to use.
+                    // Slots skip a borrower whose login runs; one that came anyway goes back.
                     Ok(instance::Grant::Slot) => {
                         wait = None;
-                        inner.instance.pass_slot(inner.index);
+                        inner.instance.discard_slot(inner.index);
                     }
                     // Drained: route again; the login's connection, of the old generation,
                     // is closed when it comes back.
@@ -257,6 +270,11 @@ impl<C: PooledConnection> Pool<C> {
         let pool = self.clone();
         tokio::spawn(async move {
             let inner = &pool.inner;
+            // Settles the slot however the task ends, a panicking connector included.
+            let mut settle = Settle {
+                pool: &pool,
+                ok: false,
+            };
             let generation = inner.instance.generation();
             let connect =
                 tokio::time::timeout(inner.settings.connect_timeout, inner.connector.connect());
@@ -276,18 +294,13 @@ impl<C: PooledConnection> Pool<C> {
                     instance: inner.instance.addr().to_owned(),
                 }),
             };
-            let ok = result.is_ok();
+            settle.ok = result.is_ok();
             match tx.send(result) {
                 Ok(()) => {}
                 Err(Ok(conn)) => pool.release(conn, true, Instant::now()),
                 Err(Err(e)) => {
                     tracing::warn!(pool = %inner.name, error = %e, "server login failed");
                 }
-            }
-            if ok {
-                inner.instance.login_done(inner.index);
-            } else {
-                inner.instance.discard_slot(inner.index);
             }
         });
         rx
@@ -328,6 +341,23 @@ impl<C: PooledConnection> Drop for Waiting<'_, C> {
                 inner.instance.discard_slot(inner.index);
             }
             Err(_) => {}
+        }
+    }
+}
+
+/// A login's slot: given back when the login failed, or kept for its connection.
+struct Settle<'a, C: PooledConnection> {
+    pool: &'a Pool<C>,
+    ok: bool,
+}
+
+impl<C: PooledConnection> Drop for Settle<'_, C> {
+    fn drop(&mut self) {
+        let inner = &self.pool.inner;
+        if self.ok {
+            inner.instance.login_done(inner.index);
+        } else {
+            inner.instance.discard_slot(inner.index);
         }
     }
 }

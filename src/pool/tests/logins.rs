@@ -107,15 +107,21 @@ async fn burst(p: &Pool<Conn>, n: usize) -> (Vec<Lease<Conn>>, Vec<Duration>) {
 /// first connection ready, and its login, when done, serves the next borrower.
 #[tokio::test(start_paused = true)]
 async fn a_borrower_takes_a_connection_released_while_its_login_runs() {
-    let r = rig(2, 1, 800, false);
+    // Room under the cap: the login's 10 ms rule must not push its own borrower out of the
+    // queue (review of the first version).
+    let r = rig(3, 1, 800, false);
     let held = r.pool.borrow().await.unwrap();
     let asked = Instant::now();
     let waiter = tokio::spawn({
         let p = r.pool.clone();
         async move { p.borrow().await.map(|l| (l, Instant::now())) }
     });
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(r.instance.stats().open, 2, "a login runs for the borrower");
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    assert_eq!(
+        r.instance.stats().open,
+        2,
+        "one login runs for the borrower"
+    );
     held.release(true);
     let (lease, at) = waiter.await.unwrap().unwrap();
     assert_eq!(
@@ -124,7 +130,7 @@ async fn a_borrower_takes_a_connection_released_while_its_login_runs() {
     );
     assert_eq!(
         at - asked,
-        Duration::from_millis(10),
+        Duration::from_millis(25),
         "served at the release"
     );
 
@@ -233,4 +239,77 @@ async fn a_drain_during_a_login_routes_its_borrower_again_and_closes_what_it_ope
     let stats = r.instance.stats();
     assert_eq!((stats.open, stats.idle), (0, 0), "{stats:?}");
     assert_eq!(r.counter.closed.load(Ordering::SeqCst), 1);
+}
+
+/// At the cap, a connection released by one pool is not closed for another pool's borrower
+/// whose own login runs: that login serves it (review of the first version).
+#[tokio::test(start_paused = true)]
+async fn a_release_is_not_closed_for_a_sibling_whose_login_runs() {
+    let r = rig(2, 1, 800, false);
+    let other = Pool::new(
+        "other".into(),
+        r.instance.clone(),
+        Box::new(Slow {
+            counter: r.counter.clone(),
+            slow_from: 0,
+            delay: Duration::from_millis(800),
+            fail: false,
+            running: r.running.clone(),
+        }),
+        settings(),
+    );
+    let held = r.pool.borrow().await.unwrap();
+    let sibling = tokio::spawn(async move { other.borrow().await.map(|l| l.id) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        r.instance.stats().open,
+        2,
+        "at the cap, the sibling logging in"
+    );
+    held.release(true);
+    let stats = r.instance.stats();
+    assert_eq!((stats.open, stats.idle), (2, 1), "the release stays idle");
+    assert_eq!(r.counter.closed.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        sibling.await.unwrap().unwrap(),
+        1,
+        "served by its own login"
+    );
+}
+
+/// A connector that panics once, then connects.
+struct PanicsOnce(AtomicUsize, Arc<Counter>);
+
+impl Connector<Conn> for PanicsOnce {
+    fn connect(&self) -> ConnectFuture<'_, Conn> {
+        let first = self.0.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            assert!(!first, "the connector's bug");
+            Ok(Conn {
+                id: self.1.opened.fetch_add(1, Ordering::SeqCst),
+                closed: self.1.closed.clone(),
+                dead: false,
+            })
+        })
+    }
+}
+
+/// A login whose connector panics gives its slot back: with one login at a time, a slot kept
+/// would stop the pool's logins for good (review of the first version).
+#[tokio::test(start_paused = true)]
+async fn a_panicking_login_gives_its_slot_back() {
+    let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
+    let counter = Arc::new(Counter::default());
+    let connector = PanicsOnce(AtomicUsize::new(0), counter.clone());
+    let p = Pool::new(
+        "test".into(),
+        instance.clone(),
+        Box::new(connector),
+        settings(),
+    );
+    let err = p.borrow().await.unwrap_err();
+    assert!(matches!(err, BorrowError::Closed { .. }), "{err}");
+    assert_eq!(instance.stats().open, 0);
+    let next = p.borrow().await.expect("the next login runs");
+    assert_eq!(next.id, 0);
 }
