@@ -9,14 +9,14 @@ use crate::pool::PooledConnection;
 
 /// Logins one pool runs at once while they are quick; borrowers beyond them wait for the first
 /// connection ready. On a cold pool under 1,000 clients (`benches/load/cold.sh`, medians of 7),
-/// nine logins at once made the first burst's slowest transaction 23.7 ms, this rule 6.2 ms
-/// (PgBouncer, one at a time too: 6.7 ms): PostgreSQL starts backends faster one by one.
+/// nine logins at once made the first burst's slowest transaction 24.4 ms, this rule 6.1 ms
+/// (PgBouncer, one at a time too: 7.9 ms): PostgreSQL starts backends faster one by one.
 pub(in crate::pool) const LOGINS_AT_ONCE: usize = 1;
 
 /// Every this long a login runs, it lets one more start beside it: a login this slow waits on a
 /// far or slow server rather than a busy one, so in-flight logins double every 10 ms until the
 /// waiters or the cap are met. With 50 ms logins, 32 one-second queries on a cold pool ended
-/// 1.14 s after they began (all logins at once: 1.09; one more per 10 ms: 1.39; PgBouncer's one
+/// 1.13 s after they began (all logins at once: 1.09; one more per 10 ms: 1.39; PgBouncer's one
 /// at a time: 2.33), while quick local logins still run one at a time.
 pub(in crate::pool) const SLOW_LOGIN: Duration = Duration::from_millis(10);
 

@@ -185,7 +185,7 @@ async fn a_login_nobody_waits_for_gives_its_slot_back_when_it_fails() {
 }
 
 /// Quick logins run one at a time, as PgBouncer's do: on a cold pool under 1,000 clients, nine
-/// at once made the slowest transaction 23.7 ms, one at a time 6.2 (`benches/load/cold.sh`).
+/// at once made the slowest transaction 24.4 ms, one at a time 6.1 (`benches/load/cold.sh`).
 #[tokio::test(start_paused = true)]
 async fn quick_logins_run_one_at_a_time() {
     let r = rig(4, 0, 2, false);
