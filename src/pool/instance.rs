@@ -73,6 +73,20 @@ struct Waiter<C> {
     own_login: bool,
 }
 
+impl<C> Waiter<C> {
+    fn new(since: Instant, own_login: bool) -> (Self, oneshot::Receiver<Grant<C>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                tx,
+                since,
+                own_login,
+            },
+            rx,
+        )
+    }
+}
+
 #[derive(Default)]
 struct PoolState<C> {
     idle: VecDeque<Idle<C>>,
@@ -298,12 +312,8 @@ impl<C: PooledConnection> Instance<C> {
                 Take::Connect
             } else if used(st) < st.max {
                 // Logins at their limit: wait for the first connection ready.
-                let (tx, rx) = oneshot::channel();
-                st.pools[index].waiters.push_back(Waiter {
-                    tx,
-                    since: now,
-                    own_login: false,
-                });
+                let (waiter, rx) = Waiter::new(now, false);
+                st.pools[index].waiters.push_back(waiter);
                 Take::Wait(rx)
             } else {
                 let mut by_budget = true;
@@ -318,12 +328,8 @@ impl<C: PooledConnection> Instance<C> {
                         by_budget = false;
                     }
                 }
-                let (tx, rx) = oneshot::channel();
-                st.pools[index].waiters.push_back(Waiter {
-                    tx,
-                    since: now,
-                    own_login: false,
-                });
+                let (waiter, rx) = Waiter::new(now, false);
+                st.pools[index].waiters.push_back(waiter);
                 if by_budget && st.fleet.is_some() {
                     fleet_wait(st);
                 }

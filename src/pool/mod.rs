@@ -222,17 +222,10 @@ impl<C: PooledConnection> Pool<C> {
                 done = &mut login.rx => {
                     if let Some(mut w) = wait.take() {
                         // A connection released in the same instant beats a failed login.
-                        if matches!(done, Ok(Err(_))) {
-                            w.rx.close();
-                            match w.rx.try_recv() {
-                                Ok(instance::Grant::Conn(conn)) => {
-                                    return Ok(Lease::new(self.clone(), conn));
-                                }
-                                Ok(instance::Grant::Slot) => {
-                                    inner.instance.discard_slot(inner.index);
-                                }
-                                Err(_) => {}
-                            }
+                        if matches!(done, Ok(Err(_)))
+                            && let Some(conn) = w.leave()
+                        {
+                            return Ok(Lease::new(self.clone(), conn));
                         }
                         drop(w);
                         inner.instance.forget_closed(inner.index);
@@ -331,16 +324,26 @@ struct Waiting<'a, C: PooledConnection> {
     rx: oneshot::Receiver<instance::Grant<C>>,
 }
 
-impl<C: PooledConnection> Drop for Waiting<'_, C> {
-    fn drop(&mut self) {
+impl<C: PooledConnection> Waiting<'_, C> {
+    /// Leaves the queue: a connection granted meanwhile is returned, a slot given back.
+    fn leave(&mut self) -> Option<instance::Pooled<C>> {
         self.rx.close();
         match self.rx.try_recv() {
-            Ok(instance::Grant::Conn(conn)) => self.pool.release(conn, true, Instant::now()),
+            Ok(instance::Grant::Conn(conn)) => Some(conn),
             Ok(instance::Grant::Slot) => {
                 let inner = &self.pool.inner;
                 inner.instance.discard_slot(inner.index);
+                None
             }
-            Err(_) => {}
+            Err(_) => None,
+        }
+    }
+}
+
+impl<C: PooledConnection> Drop for Waiting<'_, C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.leave() {
+            self.pool.release(conn, true, Instant::now());
         }
     }
 }

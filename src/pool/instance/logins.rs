@@ -29,12 +29,7 @@ impl<C: PooledConnection> Instance<C> {
         since: Instant,
         front: bool,
     ) -> oneshot::Receiver<Grant<C>> {
-        let (tx, rx) = oneshot::channel();
-        let waiter = Waiter {
-            tx,
-            since,
-            own_login: true,
-        };
+        let (waiter, rx) = Waiter::new(since, true);
         let mut st = self.lock();
         let waiters = &mut st.pools[index].waiters;
         if front {
