@@ -62,6 +62,13 @@ impl ConnectError {
             Self::Refused { .. } | Self::Protocol { .. } => Retry::No,
         }
     }
+
+    /// Whether every login of the same pool (one user, secret and database) would be refused
+    /// alike now: the server's verdict, not a passing state such as 57P03 (starting up), after
+    /// which PgBouncer too lets its waiting clients wait on.
+    pub fn refuses_every_login(&self) -> bool {
+        matches!(self, Self::Refused { rejected, .. } if *rejected != Rejected::NotReady)
+    }
 }
 
 #[derive(Debug, Error, Clone)]
@@ -117,5 +124,23 @@ mod tests {
             assert_eq!(refused(r).retry(), Retry::No);
             assert!(matches!(refused(r), ConnectError::Refused { rejected, .. } if rejected == r));
         }
+    }
+
+    #[test]
+    fn only_a_lasting_refusal_answers_every_login_of_its_pool() {
+        for r in [
+            Rejected::Credentials,
+            Rejected::UnknownDatabase,
+            Rejected::TooManyConnections,
+            Rejected::Other,
+        ] {
+            assert!(refused(r).refuses_every_login(), "{r:?}");
+        }
+        assert!(!refused(Rejected::NotReady).refuses_every_login());
+        let lost = ConnectError::Unreachable {
+            instance: "db".into(),
+            reason: "refused".into(),
+        };
+        assert!(!lost.refuses_every_login());
     }
 }

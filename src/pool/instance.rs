@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::PooledConnection;
+use crate::errors::ConnectError;
 
 mod closing;
 mod fleet;
@@ -53,6 +54,8 @@ pub(super) enum Grant<C> {
     Conn(Pooled<C>),
     /// A slot under the cap was reserved for the waiter; it must connect.
     Slot,
+    /// The server refused the pool's login, and the pool holds no connection to wait for.
+    Refused(ConnectError),
 }
 
 pub(super) enum Take<C> {
@@ -369,7 +372,7 @@ impl<C: PooledConnection> Instance<C> {
                         Ok(()) => break,
                         // That waiter timed out; try the next one.
                         Err(Grant::Conn(back)) => conn = back,
-                        Err(Grant::Slot) => unreachable!("sent a connection"),
+                        Err(_) => unreachable!("sent a connection"),
                     }
                 }
             } else {

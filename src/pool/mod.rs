@@ -192,6 +192,7 @@ impl<C: PooledConnection> Pool<C> {
         match grant {
             instance::Grant::Conn(conn) => Ok(Lease::new(self.clone(), conn)),
             instance::Grant::Slot => self.log_in(started, true).await,
+            instance::Grant::Refused(e) => Err(e.into()),
         }
     }
 
@@ -248,6 +249,8 @@ impl<C: PooledConnection> Pool<C> {
                         wait = None;
                         inner.instance.discard_slot(inner.index);
                     }
+                    // Not sent to a borrower whose login runs; its own login answers it.
+                    Ok(instance::Grant::Refused(_)) => wait = None,
                     // Drained: route again; the login's connection, of the old generation,
                     // is closed when it comes back.
                     Err(_) => return Err(self.closed()),
@@ -266,7 +269,7 @@ impl<C: PooledConnection> Pool<C> {
             // Settles the slot however the task ends, a panicking connector included.
             let mut settle = Settle {
                 pool: &pool,
-                ok: false,
+                outcome: Outcome::Failed,
             };
             let generation = inner.instance.generation();
             let connect =
@@ -287,7 +290,11 @@ impl<C: PooledConnection> Pool<C> {
                     instance: inner.instance.addr().to_owned(),
                 }),
             };
-            settle.ok = result.is_ok();
+            settle.outcome = match &result {
+                Ok(_) => Outcome::Opened,
+                Err(e) if e.refuses_every_login() => Outcome::Refused(e.clone()),
+                Err(_) => Outcome::Failed,
+            };
             match tx.send(result) {
                 Ok(()) => {}
                 Err(Ok(conn)) => pool.release(conn, true, Instant::now()),
@@ -335,7 +342,7 @@ impl<C: PooledConnection> Waiting<'_, C> {
                 inner.instance.discard_slot(inner.index);
                 None
             }
-            Err(_) => None,
+            Ok(instance::Grant::Refused(_)) | Err(_) => None,
         }
     }
 }
@@ -351,16 +358,24 @@ impl<C: PooledConnection> Drop for Waiting<'_, C> {
 /// A login's slot: given back when the login failed, or kept for its connection.
 struct Settle<'a, C: PooledConnection> {
     pool: &'a Pool<C>,
-    ok: bool,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Opened,
+    /// The server refused it as it would refuse every login of the pool.
+    Refused(ConnectError),
+    /// Failed otherwise, or the task ended without an answer (a panicking connector).
+    Failed,
 }
 
 impl<C: PooledConnection> Drop for Settle<'_, C> {
     fn drop(&mut self) {
         let inner = &self.pool.inner;
-        if self.ok {
-            inner.instance.login_done(inner.index);
-        } else {
-            inner.instance.discard_slot(inner.index);
+        match &self.outcome {
+            Outcome::Opened => inner.instance.login_done(inner.index),
+            Outcome::Refused(e) => inner.instance.login_refused(inner.index, e),
+            Outcome::Failed => inner.instance.discard_slot(inner.index),
         }
     }
 }

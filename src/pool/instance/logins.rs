@@ -1,10 +1,14 @@
 //! When a pool logs in to its server: one login at a time while logins are quick, more beside
-//! a slow one, and a borrower whose login runs kept in the queue for a released connection.
+//! a slow one, a borrower whose login runs kept in the queue for a released connection, and a
+//! refused login answering the waiters of an empty pool.
+
+use std::collections::VecDeque;
 
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::{Grant, Instance, State, Waiter, used};
+use crate::errors::ConnectError;
 use crate::pool::PooledConnection;
 
 /// Logins one pool runs at once while they are quick; borrowers beyond them wait for the first
@@ -55,12 +59,28 @@ impl<C: PooledConnection> Instance<C> {
 
     /// Gives back a slot whose login failed or was never started.
     pub(in crate::pool) fn discard_slot(&self, index: usize) {
+        discard_slot(&mut self.lock(), index);
+    }
+
+    /// Gives back the slot of a login the server refused. If the pool holds no connection but
+    /// logins, its waiters have none to wait for and each login of theirs would be refused
+    /// alike: they hear the server's verdict now, as PgBouncer answers its waiting clients,
+    /// rather than each from a login of its own, one after another. Waiters whose own login
+    /// runs hear from it.
+    pub(in crate::pool) fn login_refused(&self, index: usize, e: &ConnectError) {
         let mut st = self.lock();
-        st.pools[index].open -= 1;
-        st.open -= 1;
-        st.pools[index].connecting -= 1;
-        // Not above a cap lowered meanwhile (a fleet share shrinks every round).
-        while used(&st) < st.max && grant_slot(&mut st) {}
+        let pool = &mut st.pools[index];
+        if pool.open == pool.connecting {
+            let (own, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut pool.waiters)
+                .into_iter()
+                .partition(|w| w.own_login);
+            pool.waiters = own;
+            for w in others {
+                // A waiter gone meanwhile (timed out, client closed) needs no answer.
+                let _ = w.tx.send(Grant::Refused(e.clone()));
+            }
+        }
+        discard_slot(&mut st, index);
     }
 
     /// A login succeeded (its connection is lent or pooled already): another may start.
@@ -78,6 +98,14 @@ impl<C: PooledConnection> Instance<C> {
             grant_slot_in(&mut st, index);
         }
     }
+}
+
+fn discard_slot<C>(st: &mut State<C>, index: usize) {
+    st.pools[index].open -= 1;
+    st.open -= 1;
+    st.pools[index].connecting -= 1;
+    // Not above a cap lowered meanwhile (a fleet share shrinks every round).
+    while used(st) < st.max && grant_slot(st) {}
 }
 
 pub(super) fn reserve_slot<C>(st: &mut State<C>, index: usize) {

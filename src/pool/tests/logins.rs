@@ -2,14 +2,31 @@
 //! while one is slow.
 
 use super::*;
+use crate::errors::{ConnectError, Rejected};
 
 /// A connector whose logins from the `slow_from`th on take `delay`, or fail after it.
 struct Slow {
     counter: Arc<Counter>,
     slow_from: usize,
     delay: Duration,
-    fail: bool,
+    fail: Option<ConnectError>,
     running: Arc<Running>,
+}
+
+fn unreachable() -> ConnectError {
+    ConnectError::Unreachable {
+        instance: "i".into(),
+        reason: "scripted".into(),
+    }
+}
+
+fn refused(rejected: Rejected) -> ConnectError {
+    ConnectError::Refused {
+        instance: "i".into(),
+        rejected,
+        code: "53300".into(),
+        message: "too many connections for role".into(),
+    }
 }
 
 /// Logins running now, and the most that ran at once.
@@ -36,11 +53,8 @@ impl Connector<Conn> for Slow {
             let _done = Decrement(&self.running.now);
             if id >= self.slow_from {
                 tokio::time::sleep(self.delay).await;
-                if self.fail {
-                    return Err(crate::errors::ConnectError::Unreachable {
-                        instance: "i".into(),
-                        reason: "scripted".into(),
-                    });
+                if let Some(e) = &self.fail {
+                    return Err(e.clone());
                 }
             }
             Ok(Conn {
@@ -59,7 +73,7 @@ struct Rig {
     pool: Pool<Conn>,
 }
 
-fn rig(cap: usize, slow_from: usize, delay_ms: u64, fail: bool) -> Rig {
+fn rig(cap: usize, slow_from: usize, delay_ms: u64, fail: Option<ConnectError>) -> Rig {
     let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(cap), 100));
     let counter = Arc::new(Counter::default());
     let running = Arc::new(Running::default());
@@ -109,7 +123,7 @@ async fn burst(p: &Pool<Conn>, n: usize) -> (Vec<Lease<Conn>>, Vec<Duration>) {
 async fn a_borrower_takes_a_connection_released_while_its_login_runs() {
     // Room under the cap: the login's 10 ms rule must not push its own borrower out of the
     // queue (review of the first version).
-    let r = rig(3, 1, 800, false);
+    let r = rig(3, 1, 800, None);
     let held = r.pool.borrow().await.unwrap();
     let asked = Instant::now();
     let waiter = tokio::spawn({
@@ -153,7 +167,7 @@ async fn a_borrower_takes_a_connection_released_while_its_login_runs() {
 /// timeout, and gives its slot back.
 #[tokio::test(start_paused = true)]
 async fn a_failed_login_fails_its_borrower_at_once() {
-    let r = rig(1, 0, 800, true);
+    let r = rig(1, 0, 800, Some(unreachable()));
     let asked = Instant::now();
     let err = r.pool.borrow().await.unwrap_err();
     assert!(matches!(err, BorrowError::Connect(_)), "{err}");
@@ -165,7 +179,7 @@ async fn a_failed_login_fails_its_borrower_at_once() {
 /// for it and the slot goes back.
 #[tokio::test(start_paused = true)]
 async fn a_login_nobody_waits_for_gives_its_slot_back_when_it_fails() {
-    let r = rig(2, 1, 800, true);
+    let r = rig(2, 1, 800, Some(unreachable()));
     let held = r.pool.borrow().await.unwrap();
     let waiter = tokio::spawn({
         let p = r.pool.clone();
@@ -188,7 +202,7 @@ async fn a_login_nobody_waits_for_gives_its_slot_back_when_it_fails() {
 /// at once made the slowest transaction 24.4 ms, one at a time 6.1 (`benches/load/cold.sh`).
 #[tokio::test(start_paused = true)]
 async fn quick_logins_run_one_at_a_time() {
-    let r = rig(4, 0, 2, false);
+    let r = rig(4, 0, 2, None);
     let (leases, waited) = burst(&r.pool, 4).await;
     assert_eq!(leases.len(), 4);
     assert_eq!(
@@ -208,7 +222,7 @@ async fn quick_logins_run_one_at_a_time() {
 /// against a distant server are not served one login at a time.
 #[tokio::test(start_paused = true)]
 async fn slow_logins_let_another_start_beside_them() {
-    let r = rig(4, 0, 100, false);
+    let r = rig(4, 0, 100, None);
     let (leases, waited) = burst(&r.pool, 4).await;
     assert_eq!(leases.len(), 4);
     assert_eq!(r.running.most.load(Ordering::SeqCst), 4);
@@ -226,7 +240,7 @@ async fn slow_logins_let_another_start_beside_them() {
 /// again, and the login's connection, of the old generation, is closed when it arrives.
 #[tokio::test(start_paused = true)]
 async fn a_drain_during_a_login_routes_its_borrower_again_and_closes_what_it_opened() {
-    let r = rig(2, 0, 100, false);
+    let r = rig(2, 0, 100, None);
     let borrower = tokio::spawn({
         let p = r.pool.clone();
         async move { p.borrow().await.map(|_| ()) }
@@ -245,7 +259,7 @@ async fn a_drain_during_a_login_routes_its_borrower_again_and_closes_what_it_ope
 /// whose own login runs: that login serves it (review of the first version).
 #[tokio::test(start_paused = true)]
 async fn a_release_is_not_closed_for_a_sibling_whose_login_runs() {
-    let r = rig(2, 1, 800, false);
+    let r = rig(2, 1, 800, None);
     let other = Pool::new(
         "other".into(),
         r.instance.clone(),
@@ -253,7 +267,7 @@ async fn a_release_is_not_closed_for_a_sibling_whose_login_runs() {
             counter: r.counter.clone(),
             slow_from: 0,
             delay: Duration::from_millis(800),
-            fail: false,
+            fail: None,
             running: r.running.clone(),
         }),
         settings(),
@@ -312,4 +326,72 @@ async fn a_panicking_login_gives_its_slot_back() {
     assert_eq!(instance.stats().open, 0);
     let next = p.borrow().await.expect("the next login runs");
     assert_eq!(next.id, 0);
+}
+
+/// `n` borrowers at once: what each got, and when.
+async fn outcomes(p: &Pool<Conn>, n: usize) -> Vec<(Result<usize, BorrowError>, Duration)> {
+    let asked = Instant::now();
+    let borrowers: Vec<_> = (0..n)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { (p.borrow().await.map(|l| l.id), asked.elapsed()) })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for b in borrowers {
+        got.push(b.await.unwrap());
+    }
+    got
+}
+
+/// A refused login answers every borrower waiting for the empty pool at once, as PgBouncer
+/// answers its waiting clients with the server's error; each heard it from a login of its own,
+/// one after another, before (the real server's case is in `tests/it/pg_config.rs`).
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_answers_every_borrower_waiting_for_the_empty_pool() {
+    let r = rig(4, 0, 5, Some(refused(Rejected::TooManyConnections)));
+    for (got, at) in outcomes(&r.pool, 6).await {
+        let err = got.unwrap_err();
+        assert!(
+            matches!(&err, BorrowError::Connect(e) if e.refuses_every_login()),
+            "{err}"
+        );
+        assert_eq!(at, Duration::from_millis(5), "answered by the first login");
+    }
+    assert_eq!(r.counter.opened.load(Ordering::SeqCst), 1, "one login");
+    assert_eq!(r.instance.stats().open, 0);
+    assert_eq!(r.instance.stats().waiting, 0);
+}
+
+/// A server starting up (57P03) may take the next login, so its refusal answers only its own
+/// borrower, as PgBouncer lets its clients wait on; so does an unreachable instance, whose
+/// borrowers route again.
+#[tokio::test(start_paused = true)]
+async fn a_passing_refusal_answers_only_its_own_borrower() {
+    for fail in [refused(Rejected::NotReady), unreachable()] {
+        let r = rig(4, 0, 5, Some(fail));
+        let got = outcomes(&r.pool, 3).await;
+        assert!(got.iter().all(|(g, _)| g.is_err()), "{got:?}");
+        assert_eq!(r.counter.opened.load(Ordering::SeqCst), 3, "a login each");
+    }
+}
+
+/// Waiters of a pool that still holds a connection wait for it: one that comes back serves
+/// them, so a refusal answers only the borrower whose login it was.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_leaves_the_waiters_of_a_pool_with_a_connection_waiting() {
+    let r = rig(2, 1, 5, Some(refused(Rejected::TooManyConnections)));
+    let held = r.pool.borrow().await.unwrap();
+    let got = tokio::spawn({
+        let p = r.pool.clone();
+        async move { outcomes(&p, 2).await }
+    });
+    // The first waiter's login is refused at 5 ms; the second's at 10 ms, unless the held
+    // connection comes back first.
+    tokio::time::sleep(Duration::from_millis(7)).await;
+    held.release(true);
+    let got = got.await.unwrap();
+    assert!(got[0].0.is_err(), "{got:?}");
+    assert_eq!(got[1].0.as_ref().ok(), Some(&0), "{got:?}");
+    assert_eq!(r.counter.opened.load(Ordering::SeqCst), 3);
 }
