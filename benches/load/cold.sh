@@ -5,9 +5,10 @@
 # fill. Rounds interleave the targets; the medians of the figures print at the end.
 #
 #   benches/load/cold.sh <hold dir> <postgres port> <target>...
-#   a target is `pgbouncer` or the path of a sluice binary (a wrapper script may set its
-#   environment); the hold dir is the temporary directory of a `BENCH_HOLD=1 compare.sh` hold
-#   (its last line names `<dir>/sluice.yaml`), whose PostgreSQL and configs are used.
+#   a target is `pgbouncer`, `direct` (PostgreSQL itself), or the path of a sluice binary (a
+#   wrapper script may set its environment); the hold dir is the temporary directory of a
+#   `BENCH_HOLD=1 compare.sh` hold (its last line names `<dir>/sluice.yaml`), whose
+#   PostgreSQL and configs are used.
 # Environment: COLD_ROUNDS [5]; STALL_CLIENTS [1000], STALL_RATE [2000], STALL_SECONDS [4] as
 # stalls.sh. Run as root (perf, and PgBouncer as the postgres user). Each target it starts is
 # stopped by its PID before the next starts.
@@ -16,6 +17,12 @@
 # init_query, PgBouncer's connect_query: SELECT pg_sleep), the pool COLD_POOL [40], and
 # COLD_CLIENTS [32] clients each run one `SELECT pg_sleep(COLD_QUERY_SECONDS [1])` at once:
 # the median and the last client's latency say how long the pool took to open what they need.
+#
+# A server refusing the pool's logins instead: COLD_REFUSE=200 sets the bench role's CONNECTION
+# LIMIT to 0 once the target is warm, ends the role's backends (the pool's connection among
+# them), and 200 new clients each send one query at once (benches/load/refused.py): the median
+# and the last client's time until it heard, and how many server logins the server refused
+# (its log). The target `direct` is PostgreSQL itself, every client refused at its own login.
 set -euo pipefail
 HOLD=${1:?the hold dir}
 PG_PORT=${2:?the private PostgreSQL port}
@@ -24,6 +31,7 @@ shift 2
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${COLD_ROUNDS:-5}
 DELAY=${COLD_LOGIN_DELAY:-}
+REFUSE=${COLD_REFUSE:-}
 POOL=${COLD_POOL:-40}
 export STALL_SECONDS=${STALL_SECONDS:-4}
 export PGPASSWORD=${BENCH_PASSWORD:-bench-md5-password}
@@ -91,8 +99,18 @@ stop() {
     rm -f "$HOLD/sluice-cold.yaml"
 }
 
+superuser() {
+    psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$HOLD" -p "$PG_PORT" -U postgres -d postgres -c "$1"
+}
+
+refusals() {
+    grep -c 'too many connections for role' "$HOLD/pg.log" || true
+}
+
 : >"$TMP/results"
-if [[ -n $DELAY ]]; then
+if [[ -n $REFUSE ]]; then
+    columns="median ms, last ms, server logins refused"
+elif [[ -n $DELAY ]]; then
     echo "SELECT pg_sleep(${COLD_QUERY_SECONDS:-1});" >"$TMP/sleep.sql"
     columns="median ms, last ms"
 else
@@ -102,7 +120,18 @@ fi
 # One run against the target on $1: prints its line and appends its figures to the results.
 measure() {
     local port=$1 out figures
-    if [[ -n $DELAY ]]; then
+    if [[ -n $REFUSE ]]; then
+        local role=${BENCH_USER:-bench} before
+        superuser "ALTER ROLE $role CONNECTION LIMIT 0" >/dev/null
+        superuser "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '$role'" >/dev/null
+        # The poolers see their server connections end.
+        sleep 0.5
+        before=$(refusals)
+        out=$(python3 "$HERE/refused.py" 127.0.0.1 "$port" "$role" "$PGPASSWORD" "${BENCH_DB:-bench}" "$REFUSE")
+        superuser "ALTER ROLE $role CONNECTION LIMIT -1" >/dev/null
+        figures="$(sed -n 's/.*median \([0-9.]*\) ms, last \([0-9.]*\) ms/\1 \2/p' <<<"$out") $(($(refusals) - before))"
+        echo "round $round $target: $out; $(($(refusals) - before)) logins refused"
+    elif [[ -n $DELAY ]]; then
         rm -f "$TMP"/tx.*
         pgbench -n -c "${COLD_CLIENTS:-32}" -j 2 -t 1 -f "$TMP/sleep.sql" --log --log-prefix="$TMP/tx" \
             -h 127.0.0.1 -p "$port" "${USER_DB[@]}" >"$TMP/pgbench.out" 2>&1 \
@@ -125,6 +154,10 @@ measure() {
 
 for round in $(seq "$ROUNDS"); do
     for target in "$@"; do
+        if [[ $target == direct ]]; then
+            measure "$PG_PORT"
+            continue
+        fi
         port=$(free_port)
         start "$target" "$port"
         measure "$port"

@@ -36,6 +36,7 @@ mod pg_protocol;
 mod pg_proxy;
 mod pg_state;
 mod prometheus;
+mod refused;
 mod reload;
 mod secrets_manager;
 mod soak;

@@ -1,13 +1,12 @@
 //! Pool settings that need a real server: a cap learned from `max_connections`, `init_query`
-//! surviving resets, the idle cap's grace, slow and refused logins, and the `sluice` CLI's
-//! config commands.
+//! surviving resets, the idle cap's grace, slow logins, and the `sluice` CLI's config commands.
 
 use std::process::Command;
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::client::{code, connect, connect_port, scalar};
+use crate::support::client::{connect, connect_port, scalar};
 use crate::support::postgres::{APP, APPDB, PgOptions, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice, config_for, default_secrets};
 use crate::support::tools::{command_output, repo_root};
@@ -176,7 +175,7 @@ impl HeldLogins {
 }
 
 /// Reads every 50 ms until `read` gives `want`, for up to 5 s; the last value read.
-async fn until<T: PartialEq>(want: T, mut read: impl FnMut() -> T) -> T {
+pub(crate) async fn until<T: PartialEq>(want: T, mut read: impl FnMut() -> T) -> T {
     let mut got = read();
     for _ in 0..100 {
         if got == want {
@@ -250,63 +249,6 @@ async fn logins_held_up_by_the_server_let_the_next_ones_start() {
         6,
         "five pooled and the test's own"
     );
-}
-
-/// A server that refuses the pool's login answers every client waiting for that pool, as a
-/// direct connection would answer each at once, and as PgBouncer answers its waiting clients
-/// with the server's error: with one login at a time, each waiting client otherwise heard the
-/// refusal only from a login of its own, one after another. The refusal is not remembered: a
-/// client after the server relents is served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
-    const CLIENTS: usize = 20;
-    let pg = PgServer::start();
-    let admin = crate::support::tools::free_port();
-    let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
-    let yaml = yaml.replace("max_connections: 5", "max_connections: 1")
-        + &format!("admin: {{ listen: 127.0.0.1:{admin} }}\n");
-    let proxy = Sluice::start_with_secrets(&yaml, &secrets);
-    // The pool's one connection, held in a transaction; every client below waits for it.
-    let first = connect(&proxy, APP, APPDB).await.unwrap();
-    first.simple_query("begin; select 1").await.unwrap();
-    pg.psql("ALTER ROLE app CONNECTION LIMIT 0");
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let c = connect(&proxy, APP, APPDB).await.unwrap();
-        clients.push(tokio::spawn(async move {
-            c.simple_query("select 1").await.map(|_| ())
-        }));
-    }
-    let waiters = || {
-        let (_, scrape) = crate::metrics::get(admin, "/metrics");
-        scrape
-            .lines()
-            .filter(|l| l.starts_with("sluice_database_connection_waiters{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    assert_eq!(until(CLIENTS as f64, waiters).await, CLIENTS as f64);
-    // The held connection ends; the pool, now empty, must log in again and is refused.
-    pg.psql(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE usename = 'app' AND backend_type = 'client backend'",
-    );
-    assert!(first.simple_query("select 1").await.is_err());
-    for c in clients {
-        let err = c.await.unwrap().unwrap_err();
-        assert_eq!(code(&err), "53300", "{err}");
-    }
-    let refusals = pg
-        .log_contents()
-        .matches("too many connections for role \"app\"")
-        .count();
-    assert!(
-        (1..=2).contains(&refusals),
-        "{refusals} logins refused for {CLIENTS} waiting clients"
-    );
-    pg.psql("ALTER ROLE app CONNECTION LIMIT -1");
-    let after = connect(&proxy, APP, APPDB).await.unwrap();
-    assert_eq!(scalar(&after, "select 2").await, "2");
 }
 
 #[test]
