@@ -115,6 +115,10 @@ pub struct Session {
     /// The client changed an option a connection reset keeps (COM_SET_OPTION): the connection
     /// may not go back to a pool.
     set_option: bool,
+    /// The server ended the connection the session held while the session waited for its next
+    /// command: the connection is gone (its slot free for other sessions), and the next command
+    /// hears what that cost (`check_held`). Never set in a parked session.
+    lost_held: bool,
     cin: BytesMut,
     out: Vec<u8>,
     /// A rewritten command on its way to the server (reused).
@@ -172,6 +176,7 @@ impl Session {
             hold: Hold::None,
             long_data_lost: None,
             set_option: false,
+            lost_held: false,
             cin: leftover,
             out: Vec::new(),
             scratch: Vec::new(),

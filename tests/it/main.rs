@@ -24,6 +24,7 @@ mod drivers;
 mod failover;
 mod fleet;
 mod harness_selftest;
+mod held;
 mod lifecycle;
 mod metrics;
 mod my_proxy;

@@ -118,17 +118,10 @@ impl Session {
     /// new connection serves the command), its transaction rolled back, or, with session state
     /// gone, the end of the session. Returns the command's error, if any.
     pub(super) fn check_held(&mut self) -> Result<Option<(Code, &'static str)>, End> {
-        let Some(lease) = self.lease.as_mut() else {
-            return Ok(None);
-        };
-        if lease.is_usable() {
+        // Lost while the session waited (`held_spoke`), or found so now.
+        if !std::mem::take(&mut self.lost_held) && !self.drop_held_if_spoke() {
             return Ok(None);
         }
-        tracing::warn!(
-            session = self.id,
-            "the server spoke unasked or closed while its connection was held between commands"
-        );
-        self.drop_lease();
         if self.pins.is_some() || self.hold == Hold::Hard {
             return Err(End::Fatal(
                 errors::CONNECTION_KILLED,
@@ -144,6 +137,19 @@ impl Session {
             )));
         }
         Ok(None)
+    }
+
+    /// Closes the held connection if the server spoke unasked or closed it; whether it did.
+    pub(super) fn drop_held_if_spoke(&mut self) -> bool {
+        if self.lease.as_mut().is_none_or(|lease| lease.is_usable()) {
+            return false;
+        }
+        tracing::warn!(
+            session = self.id,
+            "the server spoke unasked or closed while its connection was held between commands"
+        );
+        self.drop_lease();
+        true
     }
 
     /// Reads the continuation packets of a command whose first packet was full-size, up to

@@ -71,6 +71,7 @@ impl Session {
             hold,
             long_data_lost,
             set_option,
+            lost_held,
             cin,
             out,
             scratch,
@@ -83,6 +84,7 @@ impl Session {
             plain_query,
         } = self;
         debug_assert!(cin.is_empty() && out.is_empty() && scratch.is_empty() && lease.is_none());
+        debug_assert!(!lost_held);
         drop((idle_timer, drain_watch, plain_query));
         Dormant {
             id,
@@ -157,6 +159,7 @@ impl Dormant {
             hold,
             long_data_lost,
             set_option,
+            lost_held: false,
             cin: BytesMut::new(),
             out: Vec::new(),
             scratch: Vec::new(),

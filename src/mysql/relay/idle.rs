@@ -5,12 +5,22 @@ use tokio::io::AsyncReadExt;
 use tokio::time::{Duration, Instant};
 
 use super::{End, Hold, MAX_COMMAND, READ_CHUNK, SOFT_HOLD, Session};
+use crate::mysql::server::ServerConn;
 use crate::mysql::{errors, wire};
+use crate::pool::Lease;
 use crate::session::spare;
 use crate::tls::Socket;
 
 /// A configured timeout beyond what the clock can add means "never".
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Readiness of the held server connection, which is silent between commands.
+async fn spoke(lease: Option<&mut Lease<ServerConn>>) {
+    if let Some(lease) = lease {
+        // An error is readiness too: `held_spoke` finds the connection unusable.
+        let _ = lease.stream.readable().await;
+    }
+}
 
 impl Session {
     /// Waits for the client's next command packet; `Ok(None)` when the client left.
@@ -70,7 +80,7 @@ impl Session {
             if self.hold == Hold::Soft && self.lease.is_some() {
                 wait = wait.min(SOFT_HOLD.saturating_sub(idle));
             }
-            if let Some(at) = self.park_at.filter(|_| self.lease.is_none()) {
+            if let Some(at) = self.park_at.filter(|_| self.holds_nothing()) {
                 wait = wait.min(at.saturating_duration_since(now));
             }
             let due = now.checked_add(wait).unwrap_or_else(|| now + NEVER);
@@ -119,13 +129,17 @@ impl Session {
                         timer.as_mut().reset(due);
                         continue;
                     }
-                    if self.park_at.is_some_and(|at| now >= at) && self.lease.is_none() {
+                    if self.park_at.is_some_and(|at| now >= at) && self.holds_nothing() {
                         self.idle_since = Some(started);
                         return Err(End::Park);
                     }
                     continue;
                 }
                 () = watch.drained(), if drain => continue,
+                () = spoke(self.lease.as_mut()), if self.lease.is_some() => {
+                    self.held_spoke();
+                    continue;
+                }
             }
             let chunk = spare::read_room(&mut self.cin, READ_CHUNK);
             match client.read_some(&mut self.cin, chunk) {
@@ -134,6 +148,23 @@ impl Session {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return Ok(None),
             }
+        }
+    }
+
+    /// Neither a server connection nor the news of one lost: the session may park.
+    fn holds_nothing(&self) -> bool {
+        self.lease.is_none() && !self.lost_held
+    }
+
+    /// The held connection became readable between commands. A server that ends a connection
+    /// (an idle-in-transaction timeout, a kill) speaks or closes: the connection goes now, so its
+    /// pool slot serves other sessions, as PgBouncer's does; before, it stayed lent until the
+    /// idle client's next command, and other clients waited for the borrow timeout
+    /// (`held::mariadb_ending_an_idle_transaction_frees_its_pool_slot`).
+    fn held_spoke(&mut self) {
+        // Else the readiness was left from the last reply, or spurious: still silent and open.
+        if self.drop_held_if_spoke() {
+            self.lost_held = true;
         }
     }
 
