@@ -148,13 +148,15 @@ async fn a_server_lost_before_its_reply_errs_the_statement_and_the_session_goes_
     assert_eq!(rig.server().await.query().await, "SELECT 1");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_server_lost_inside_a_transaction_fails_the_next_statement_as_rolled_back() {
     let mut rig = Rig::new(1);
     let (mut client, _task) = rig.session();
     let server = rig.begin(&mut client).await;
     drop(server);
-    // The idle session lets the connection go at once: its slot serves other sessions.
+    // A session idle for a second watches its connection: it lets it go at once, and the slot
+    // serves other sessions.
+    tokio::time::sleep(tokio::time::Duration::from_millis(1001)).await;
     assert_eq!(rig.pool_after_settling().await, (0, 0));
     client.send_query("INSERT INTO t VALUES (2)");
     assert_eq!(
