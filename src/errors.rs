@@ -14,7 +14,8 @@ pub enum Rejected {
     UnknownDatabase,
     /// The server is at its connection limit (53300, MySQL 1040).
     TooManyConnections,
-    /// The server is starting or shutting down (57P03).
+    /// The server is starting or shutting down (57P03, MySQL 1053), or in MySQL's offline mode
+    /// (3032).
     NotReady,
     /// Anything else: the server's message says what.
     Other,

@@ -381,6 +381,7 @@ impl Session {
         self.statements.clear();
         self.last_insert_id = 0;
         self.hold = Hold::None;
+        self.lost_held = false;
         self.long_data_lost = None;
         self.status = wire::status::AUTOCOMMIT;
     }

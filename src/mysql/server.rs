@@ -208,6 +208,9 @@ fn refused(addr: &str, payload: &[u8]) -> ConnectError {
                 1045 => Rejected::Credentials,
                 1049 => Rejected::UnknownDatabase,
                 1040 | 1203 => Rejected::TooManyConnections,
+                // Shutting down, offline mode: the next login may find the server back or
+                // replaced, so one refusal does not answer the pool's other waiters.
+                1053 | 3032 => Rejected::NotReady,
                 _ => Rejected::Other,
             },
             code: e.code.to_string(),
@@ -554,5 +557,21 @@ mod tests {
             pairs,
             ["_client_name", "sluice", "program_name", "sluice pool"]
         );
+    }
+
+    #[test]
+    fn a_server_going_away_refuses_only_the_login_it_answered() {
+        let rejected = |code: u16| {
+            let mut packet = Vec::new();
+            wire::write_err(&mut packet, 2, code, "HY000", "no");
+            match refused("db:3306", &packet[4..]) {
+                ConnectError::Refused { rejected, .. } => rejected,
+                e => panic!("{e}"),
+            }
+        };
+        assert_eq!(rejected(1053), Rejected::NotReady, "shutdown in progress");
+        assert_eq!(rejected(3032), Rejected::NotReady, "offline mode");
+        assert_eq!(rejected(1045), Rejected::Credentials);
+        assert_eq!(rejected(1040), Rejected::TooManyConnections);
     }
 }

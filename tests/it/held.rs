@@ -64,5 +64,5 @@ async fn postgres_ending_an_idle_transaction_frees_its_pool_slot() {
         proxy.log_contents()
     );
     let err = a.simple_query("select 3").await.unwrap_err();
-    assert_ne!(code(&err), "", "{err}");
+    assert_eq!(code(&err), "40001", "rolled back, retryable: {err}");
 }

@@ -30,7 +30,14 @@ async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
     const CLIENTS: usize = 20;
     let pg = PgServer::start();
     let admin = free_port();
-    let (yaml, secrets) = config_for(&pg, &ProxyOptions::default());
+    // The first waiter's borrow may wait while the others log in (SCRAM in a debug build).
+    let (yaml, secrets) = config_for(
+        &pg,
+        &ProxyOptions {
+            borrow_timeout: "60s".into(),
+            ..ProxyOptions::default()
+        },
+    );
     let yaml = yaml.replace("max_connections: 5", "max_connections: 1")
         + &format!("admin: {{ listen: 127.0.0.1:{admin} }}\n");
     let proxy = Sluice::start_with_secrets(&yaml, &secrets);
