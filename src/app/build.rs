@@ -171,8 +171,9 @@ fn cluster<C: PooledConnection, P>(
     let mut probes = Vec::new();
     let mut outstanding = Vec::new();
     let mut settings = PoolSettings::uniform(Duration::from_secs(1));
+    let metrics = Arc::new(crate::metrics::GroupMetrics::default());
     for addr in &group.instances {
-        let (instance, s) = instance_for(addr, &group.connection_pool);
+        let (instance, s) = instance_for(addr, &group.connection_pool, &metrics);
         settings = s;
         tasks.spawn(trim_loop(instance.clone(), s));
         outstanding.push(instance.borrowed().clone());
@@ -199,22 +200,24 @@ fn cluster<C: PooledConnection, P>(
         members: members.into(),
         settings,
         drain: shared.drain.clone(),
-        metrics: Default::default(),
+        metrics,
         pin_counts: shared.pin_counts.clone(),
         parking: shared.parking.clone(),
     })
 }
 
 /// The instance (connection cap) and pool timings a target group's pool settings describe.
+/// Its failed logins count in the group's metrics where they fail: one refusal may answer many
+/// waiting sessions.
 pub(super) fn instance_for<C: PooledConnection>(
     addr: &str,
     cp: &ConnectionPool,
+    metrics: &crate::metrics::GroupMetrics,
 ) -> (Arc<Instance<C>>, PoolSettings) {
-    let instance = Arc::new(Instance::new(
-        addr.to_owned(),
-        limit(cp),
-        cp.max_idle_connections_percent,
-    ));
+    let instance = Arc::new(
+        Instance::new(addr.to_owned(), limit(cp), cp.max_idle_connections_percent)
+            .counting_failed_logins(metrics.setup_failed.clone()),
+    );
     let settings = PoolSettings {
         borrow_timeout: cp.connection_borrow_timeout.as_std(),
         connect_timeout: cp.connect_timeout.as_std(),

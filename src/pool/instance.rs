@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::PooledConnection;
 use crate::errors::ConnectError;
 
@@ -127,6 +129,9 @@ pub struct Instance<C> {
     /// The instance's own `Arc` (set when a pool is added): what a close confirmed later
     /// gives its slot to.
     this: std::sync::OnceLock<std::sync::Weak<Instance<C>>>,
+    /// Server logins that failed, once each however many sessions heard of it: the target
+    /// group's `sluice_database_connections_setup_failed`.
+    failed_logins: Counter,
 }
 
 impl<C> std::fmt::Debug for Instance<C> {
@@ -170,7 +175,14 @@ impl<C: PooledConnection> Instance<C> {
             borrowed: Arc::new(AtomicUsize::new(0)),
             borrowed_peak: AtomicUsize::new(0),
             this: std::sync::OnceLock::new(),
+            failed_logins: Counter::default(),
         }
+    }
+
+    /// Counts the instance's failed server logins into `counter` (its target group's).
+    pub fn counting_failed_logins(mut self, counter: Counter) -> Self {
+        self.failed_logins = counter;
+        self
     }
 
     pub fn addr(&self) -> &str {

@@ -374,8 +374,14 @@ impl<C: PooledConnection> Drop for Settle<'_, C> {
         let inner = &self.pool.inner;
         match &self.outcome {
             Outcome::Opened => inner.instance.login_done(inner.index),
-            Outcome::Refused(e) => inner.instance.login_refused(inner.index, e),
-            Outcome::Failed => inner.instance.discard_slot(inner.index),
+            Outcome::Refused(e) => {
+                inner.instance.count_failed_login();
+                inner.instance.login_refused(inner.index, e);
+            }
+            Outcome::Failed => {
+                inner.instance.count_failed_login();
+                inner.instance.discard_slot(inner.index);
+            }
         }
     }
 }

@@ -79,9 +79,6 @@ impl<P> Cluster<P> {
                 result
             }
         };
-        if let Err(BorrowError::Connect(_)) = &result {
-            self.metrics.setup_failed.inc();
-        }
         match result {
             Ok(lease) => Ok(Some(lease)),
             Err(BorrowError::Closed { .. }) => Ok(None),

@@ -74,6 +74,15 @@ async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
         (1..=2).contains(&refusals),
         "{refusals} logins refused for {CLIENTS} waiting clients"
     );
+    // The metric counts server connections that could not be opened, not the sessions told.
+    let (_, scrape) = crate::metrics::get(admin, "/metrics");
+    assert_eq!(
+        crate::metrics::sample(
+            &scrape,
+            r#"sluice_database_connections_setup_failed_total{target_group="pg"}"#
+        ),
+        Some(refusals as f64)
+    );
     pg.psql("ALTER ROLE app CONNECTION LIMIT -1");
     let after = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&after, "select 2").await, "2");

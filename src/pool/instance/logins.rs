@@ -57,6 +57,11 @@ impl<C: PooledConnection> Instance<C> {
         }
     }
 
+    /// A login failed: counted once, however many sessions hear of it.
+    pub(in crate::pool) fn count_failed_login(&self) {
+        self.failed_logins.inc();
+    }
+
     /// Gives back a slot whose login failed or was never started.
     pub(in crate::pool) fn discard_slot(&self, index: usize) {
         discard_slot(&mut self.lock(), index);
