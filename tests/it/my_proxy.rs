@@ -35,7 +35,7 @@ pub fn python(name: &str, port: u16, extra: &[&str]) -> Command {
 }
 
 /// Runs a client program while sampling `app`'s server connections; panics unless it passed.
-fn run(db: &MariaDb, cmd: Command, limit_secs: u64) -> Run {
+pub(crate) fn run(db: &MariaDb, cmd: Command, limit_secs: u64) -> Run {
     let run = run_sampling_with(cmd, Duration::from_secs(limit_secs), || {
         db.connection_count(APP.0)
     });

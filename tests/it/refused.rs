@@ -2,7 +2,7 @@
 //! the pool hears the refusal from the one login refused, as each would at once from a direct
 //! connection, and the refusal is not remembered once the server relents.
 
-use crate::my_proxy::python;
+use crate::my_proxy::{python, run};
 use crate::pg_config::until;
 use crate::support::client::{code, connect, scalar};
 use crate::support::mariadb::{MY_APPDB, MariaDb};
@@ -107,22 +107,10 @@ fn a_refused_login_answers_every_mysql_client_waiting_for_the_pool() {
     let proxy = Sluice::start_with_secrets(&yaml, &secrets);
     let socket = db.socket().display().to_string();
     let admin = admin.to_string();
-    let out = python(
-        "pymysql_refused.py",
-        proxy.port(),
-        &[MY_APPDB, &socket, &admin, "20"],
-    )
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let shown = format!(
-        "{stdout}\n{}\nsluice log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log_contents()
-    );
-    assert!(out.status.success(), "{shown}");
-    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "));
-    let result: serde_json::Value = serde_json::from_str(line.expect(&shown)).unwrap();
+    let args = [MY_APPDB, &socket, &admin, "20"];
+    let r = run(&db, python("pymysql_refused.py", proxy.port(), &args), 120);
+    let result = r.result();
+    let shown = format!("{r}\nsluice log:\n{}", proxy.log_contents());
     assert_eq!(result["waiting"], 20.0, "{shown}");
     // ER_ACCOUNT_HAS_BEEN_LOCKED, the server's own errno, for each.
     assert_eq!(
