@@ -20,6 +20,16 @@ fn waiters(admin: u16) -> f64 {
         .sum()
 }
 
+/// How the test makes the server refuse `app`'s logins, and how it stops.
+struct Refusal {
+    refuse: String,
+    relent: String,
+    /// What the server logs for each login it refuses.
+    logged: &'static str,
+    /// What each waiting client gets.
+    code: &'static str,
+}
+
 /// A server that refuses the pool's login answers every client waiting for that pool, as a
 /// direct connection would answer each at once, and as PgBouncer answers its waiting clients
 /// with the server's error: with one login at a time, each waiting client otherwise heard the
@@ -27,6 +37,30 @@ fn waiters(admin: u16) -> f64 {
 /// client after the server relents is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
+    refused_burst(Refusal {
+        refuse: "ALTER ROLE app CONNECTION LIMIT 0".into(),
+        relent: "ALTER ROLE app CONNECTION LIMIT -1".into(),
+        logged: "too many connections for role \"app\"",
+        code: "53300",
+    })
+    .await;
+}
+
+/// The same when the database's password was changed but not sluice's secret: each waiting
+/// client hears that sluice's secret was refused (08006), from one pool login (the secret is
+/// read again, and no other version of it is there to try), until the password is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_server_no_longer_takes_answers_every_waiting_client() {
+    refused_burst(Refusal {
+        refuse: "ALTER ROLE app PASSWORD 'changed-behind-sluice'".into(),
+        relent: format!("ALTER ROLE app PASSWORD '{}'", APP.1),
+        logged: "password authentication failed for user \"app\"",
+        code: "08006",
+    })
+    .await;
+}
+
+async fn refused_burst(r: Refusal) {
     const CLIENTS: usize = 20;
     let pg = PgServer::start();
     let admin = free_port();
@@ -44,7 +78,7 @@ async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
     // The pool's one connection, held in a transaction; every client below waits for it.
     let first = connect(&proxy, APP, APPDB).await.unwrap();
     first.simple_query("begin; select 1").await.unwrap();
-    pg.psql("ALTER ROLE app CONNECTION LIMIT 0");
+    pg.psql(&r.refuse);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let c = connect(&proxy, APP, APPDB).await.unwrap();
@@ -64,15 +98,12 @@ async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
     assert!(first.simple_query("select 1").await.is_err());
     for c in clients {
         let err = c.await.unwrap().unwrap_err();
-        assert_eq!(code(&err), "53300", "{err}");
+        assert_eq!(code(&err), r.code, "{err}");
     }
-    let refusals = pg
-        .log_contents()
-        .matches("too many connections for role \"app\"")
-        .count();
+    let logins = pg.log_contents().matches(r.logged).count();
     assert!(
-        (1..=2).contains(&refusals),
-        "{refusals} logins refused for {CLIENTS} waiting clients"
+        (1..=2).contains(&logins),
+        "{logins} pool logins refused for {CLIENTS} waiting clients"
     );
     // The metric counts server connections that could not be opened, not the sessions told.
     let (_, scrape) = crate::metrics::get(admin, "/metrics");
@@ -81,9 +112,9 @@ async fn a_refused_login_answers_every_client_waiting_for_the_pool() {
             &scrape,
             r#"sluice_database_connections_setup_failed_total{target_group="pg"}"#
         ),
-        Some(refusals as f64)
+        Some(logins as f64)
     );
-    pg.psql("ALTER ROLE app CONNECTION LIMIT -1");
+    pg.psql(&r.relent);
     let after = connect(&proxy, APP, APPDB).await.unwrap();
     assert_eq!(scalar(&after, "select 2").await, "2");
 }
