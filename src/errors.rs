@@ -24,8 +24,9 @@ pub enum Rejected {
 /// Whether trying again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// The instance could not be reached: route again, another instance (or this one after its
-    /// probe) may answer.
+    /// The instance could not be reached, or is starting or shutting down: route again, another
+    /// instance (or this one after its probe) may answer. A restart in place is waited out, as
+    /// PgBouncer and RDS Proxy hold their clients while a server starts.
     Elsewhere,
     /// The secret was refused: read it again and log in once more.
     WithNewSecret,
@@ -53,9 +54,27 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// An I/O error while logging in to `instance`. A connection reset or closed under the
+    /// login (the server is stopping) is an instance out of reach for now, worth routing again;
+    /// bytes that are not the protocol's (a certificate TLS refused) are a verdict that stands.
+    pub fn from_io(instance: &str, context: &str, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::{InvalidData, InvalidInput, Unsupported};
+        let reason = format!("{context}{e}");
+        let instance = instance.to_owned();
+        match e.kind() {
+            InvalidData | InvalidInput | Unsupported => Self::Protocol { instance, reason },
+            _ => Self::Unreachable { instance, reason },
+        }
+    }
+
     pub fn retry(&self) -> Retry {
         match self {
-            Self::Unreachable { .. } | Self::Timeout { .. } => Retry::Elsewhere,
+            Self::Unreachable { .. }
+            | Self::Timeout { .. }
+            | Self::Refused {
+                rejected: Rejected::NotReady,
+                ..
+            } => Retry::Elsewhere,
             Self::Refused {
                 rejected: Rejected::Credentials,
                 ..
@@ -103,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn only_unreachable_instances_are_routed_again_and_only_credentials_reread() {
+    fn unreachable_and_restarting_instances_are_routed_again_and_only_credentials_reread() {
         let lost = ConnectError::Unreachable {
             instance: "db".into(),
             reason: "refused".into(),
@@ -116,6 +135,7 @@ mod tests {
             .retry(),
             Retry::Elsewhere
         );
+        assert_eq!(refused(Rejected::NotReady).retry(), Retry::Elsewhere);
         assert_eq!(refused(Rejected::Credentials).retry(), Retry::WithNewSecret);
         for r in [
             Rejected::UnknownDatabase,

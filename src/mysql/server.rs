@@ -239,7 +239,7 @@ async fn open(addr: &str) -> std::io::Result<Socket> {
     }
 }
 
-fn unreachable(addr: &str, e: std::io::Error) -> ConnectError {
+fn unreachable(addr: &str, e: impl ToString) -> ConnectError {
     ConnectError::Unreachable {
         instance: addr.to_owned(),
         reason: e.to_string(),
@@ -264,9 +264,10 @@ async fn read_packet(
         }
         buf.reserve(4096);
         match stream.read_buf(buf).await {
-            Ok(0) => return Err(protocol(addr, "server closed the connection")),
+            // Without a word: the server is going away (a shutdown), not refusing.
+            Ok(0) => return Err(unreachable(addr, "the server closed the connection")),
             Ok(_) => {}
-            Err(e) => return Err(unreachable(addr, e)),
+            Err(e) => return Err(ConnectError::from_io(addr, "", &e)),
         }
     }
 }
@@ -504,7 +505,7 @@ async fn start_tls(
         .tls
         .connect(addr, tcp)
         .await
-        .map_err(|e| protocol(addr, format!("TLS: {e}")))?;
+        .map_err(|e| ConnectError::from_io(addr, "TLS: ", &e))?;
     Ok((socket, 2))
 }
 

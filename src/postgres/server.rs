@@ -275,7 +275,7 @@ impl ServerConn {
         self.stream
             .write_all(out)
             .await
-            .map_err(|e| protocol(login, e))?;
+            .map_err(|e| ConnectError::from_io(&login.addr, "", &e))?;
         out.clear();
         Ok(())
     }
@@ -292,9 +292,13 @@ impl ServerConn {
             }
             let n = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.buf)
                 .await
-                .map_err(|e| protocol(login, e))?;
+                .map_err(|e| ConnectError::from_io(&login.addr, "", &e))?;
             if n == 0 {
-                return Err(protocol(login, "server closed the connection"));
+                // Without a word: the server is going away (a shutdown), not refusing.
+                return Err(ConnectError::Unreachable {
+                    instance: login.addr.clone(),
+                    reason: "the server closed the connection during the login".into(),
+                });
             }
         }
     }
@@ -365,7 +369,7 @@ async fn start_tls(mut tcp: TcpStream, login: &ServerLogin) -> Result<Socket, Co
     if !login.access.tls.wanted() {
         return Ok(Socket::Plain(tcp));
     }
-    let io = |e: std::io::Error| protocol(login, format!("TLS: {e}"));
+    let io = |e: std::io::Error| ConnectError::from_io(&login.addr, "TLS: ", &e);
     let mut request = BytesMut::with_capacity(8);
     wire::ssl_request(&mut request);
     tcp.write_all(&request).await.map_err(io)?;

@@ -3,7 +3,7 @@
 //! spreads over replicas and skips lagging ones.
 
 mod drill;
-mod mysql;
+pub(crate) mod mysql;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

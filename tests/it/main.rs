@@ -39,6 +39,7 @@ mod pg_state;
 mod prometheus;
 mod refused;
 mod reload;
+mod restart;
 mod secrets_manager;
 mod soak;
 mod tls;

@@ -94,7 +94,7 @@ fn mariadb_reader_and_split_endpoints_spread_skip_laggards_and_read_their_writes
 /// Runs a check script that the test drives step by step: each line it prints goes to `step`,
 /// whose answer (if any) is written back to its stdin. Panics unless the script passed;
 /// returns everything it printed.
-fn drive(
+pub(crate) fn drive(
     mut cmd: Command,
     proxy: &Sluice,
     mut step: impl FnMut(&str) -> Option<&'static str>,

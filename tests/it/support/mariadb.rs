@@ -357,6 +357,14 @@ impl MariaDb {
         let _ = child.wait();
     }
 
+    /// A restart in place: a normal shutdown (SIGTERM) and the same data on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err((_, e)) = self.spawn_and_wait() {
+            panic!("mariadbd did not start again:\n{e}");
+        }
+    }
+
     /// Kills the server with SIGKILL (a crash: no shutdown, connections just drop).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

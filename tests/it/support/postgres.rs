@@ -317,6 +317,20 @@ impl PgServer {
         }
     }
 
+    /// A restart in place on the same port and data (`pg_ctl -m fast restart`): backends are
+    /// ended with 57P01, new logins get 57P03 and then a refused connection until it is back.
+    pub fn restart(&self) {
+        let (status, out, err) = command_output(
+            self.cmd("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.log_path())
+                .args(["-m", "fast", "-w", "-t", "60", "restart"]),
+        );
+        assert!(status.success(), "pg_ctl restart: {out}\n{err}");
+    }
+
     /// True until [`PgServer::stop`] or [`PgServer::kill9`].
     pub fn is_running(&self) -> bool {
         !self.stopped

@@ -1,0 +1,143 @@
+//! A database server restarted in place (a minor-version upgrade, a setting that needs a
+//! restart) while clients sit idle and others run statements. A direct connection is ended by
+//! it; through sluice, a session that was not inside a transaction keeps its client connection,
+//! and its statements wait for the server to come back instead of failing, as RDS Proxy and
+//! PgBouncer hold their clients' statements while a server starts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::timeout;
+
+use crate::failover::mysql::drive;
+use crate::my_proxy::python;
+use crate::support::client::{code, connect, connect_port};
+use crate::support::mariadb::{MY_APPDB, MariaDb};
+use crate::support::postgres::{APP, APPDB, PgServer};
+use crate::support::sluice::{ProxyOptions, Sluice};
+
+fn options() -> ProxyOptions {
+    ProxyOptions {
+        pool_size: 4,
+        borrow_timeout: "60s".into(),
+        health_interval: Some("200ms".into()),
+        ..ProxyOptions::default()
+    }
+}
+
+/// What one client that kept running statements saw: statements answered, and each error by
+/// SQLSTATE ("closed": the connection ended; "hung": no answer within a minute).
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    errors: BTreeMap<String, usize>,
+}
+
+/// Runs `select 1` every 5 ms on its own session through `port` until `stop`.
+async fn busy(port: u16, stop: Arc<AtomicBool>) -> Tally {
+    let c = connect_port(port, APP, APPDB).await.unwrap();
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::SeqCst) {
+        let what = match timeout(Duration::from_secs(60), c.simple_query("select 1")).await {
+            Ok(Ok(_)) => {
+                tally.ok += 1;
+                None
+            }
+            Ok(Err(e)) if c.is_closed() => Some(format!("closed: {e}")),
+            Ok(Err(e)) => Some(code(&e)),
+            Err(_) => Some("hung".to_owned()),
+        };
+        if let Some(what) = what {
+            let end = what.starts_with("closed") || what == "hung";
+            *tally.errors.entry(what).or_default() += 1;
+            if end {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tally
+}
+
+/// `pg_ctl -m fast restart`: the backends are ended with 57P01, then logins get 57P03 ("shutting
+/// down"), a refused connection, and 57P03 again ("starting up") until the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_in_place_keeps_every_session_outside_a_transaction() {
+    let pg = PgServer::start();
+    let proxy = Sluice::start_for(&pg, options());
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let c = connect(&proxy, APP, APPDB).await.unwrap();
+        c.simple_query("select 1").await.unwrap();
+        idle.push(c);
+    }
+    let direct = connect_port(pg.port(), APP, APPDB).await.unwrap();
+    direct.simple_query("select 1").await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(busy(proxy.port(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| pg.restart());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut tallies = Vec::new();
+    for t in tasks {
+        tallies.push(t.await.unwrap());
+    }
+    let mut failed = Vec::new();
+    for (i, c) in idle.iter().enumerate() {
+        if let Err(e) = c.simple_query("select 1").await {
+            failed.push(format!("idle session {i}: {}", code(&e)));
+        }
+    }
+    assert!(
+        direct.simple_query("select 1").await.is_err(),
+        "the restart did not end a direct connection: nothing was tested"
+    );
+    println!("busy sessions through the restart: {tallies:?}");
+    let report = format!("{tallies:?}\n{failed:?}\n{}", proxy.log_contents());
+    assert!(failed.is_empty(), "idle sessions failed: {report}");
+    for t in &tallies {
+        assert!(t.ok > 20, "a busy session made no progress: {report}");
+        // A statement on the server at the moment its backend was ended cannot be answered;
+        // every other one must wait for the server to be back.
+        let errors: usize = t.errors.values().sum();
+        assert!(errors <= 1, "statements failed by the restart: {report}");
+        assert!(
+            !t.errors
+                .keys()
+                .any(|k| k.starts_with("closed") || k == "hung"),
+            "{report}"
+        );
+    }
+}
+
+/// MariaDB shut down (SIGTERM) and started again on its data and port, with PyMySQL clients:
+/// idle sessions keep their settings, statements sent while it is down wait for it, and a
+/// transaction it cut gets 1213 once.
+#[test]
+fn mariadb_restarted_in_place_keeps_every_session_outside_a_transaction() {
+    let mut db = MariaDb::start();
+    let proxy = Sluice::start_for_mariadb(
+        &db,
+        ProxyOptions {
+            client_auth_type: "mysql_native_password".into(),
+            ..options()
+        },
+    );
+    let direct = db.port().to_string();
+    let all = drive(
+        python("pymysql_restart.py", proxy.port(), &[MY_APPDB, &direct]),
+        &proxy,
+        |line| {
+            (line == "READY").then(|| {
+                db.restart();
+                "RESTARTED"
+            })
+        },
+    );
+    println!("{all}");
+}
