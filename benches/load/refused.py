@@ -37,32 +37,49 @@ def sqlstate(body):
     return "?"
 
 
+async def login(r, w, user, password, db):
+    """Logs in (md5 or cleartext): None once ReadyForQuery came, else the SQLSTATE or `authN`."""
+    params = b"user\0" + user + b"\0database\0" + db + b"\0\0"
+    w.write(struct.pack("!ii", len(params) + 8, 196608) + params)
+    while True:
+        kind, body = await read_message(r)
+        if kind == b"R":
+            code = struct.unpack("!i", body[:4])[0]
+            if code == 5:
+                inner = hashlib.md5(password + user).hexdigest().encode()
+                outer = hashlib.md5(inner + body[4:8]).hexdigest().encode()
+                w.write(message(b"p", b"md5" + outer + b"\0"))
+            elif code == 3:
+                w.write(message(b"p", password + b"\0"))
+            elif code != 0:
+                return f"auth{code}"
+        elif kind == b"E":
+            return sqlstate(body)
+        elif kind == b"Z":
+            return None
+
+
+async def query(r, w, sql=b"SELECT 1"):
+    """Runs one simple query: `ok`, or the SQLSTATE of its error."""
+    w.write(message(b"Q", sql + b"\0"))
+    answer = "ok"
+    while True:
+        kind, body = await read_message(r)
+        if kind == b"E":
+            answer = sqlstate(body)
+            if b"\0SFATAL\0" in b"\0" + body:
+                return answer  # the connection ends: no ReadyForQuery follows
+        elif kind == b"Z":
+            return answer
+
+
 async def one(host, port, user, password, db, start):
     """(answer, seconds since start): a SQLSTATE, `ok`, or why the conversation broke."""
     try:
         r, w = await asyncio.open_connection(host, port)
-        params = b"user\0" + user + b"\0database\0" + db + b"\0\0"
-        w.write(struct.pack("!ii", len(params) + 8, 196608) + params)
-        asked = False
-        while True:
-            kind, body = await read_message(r)
-            if kind == b"R":
-                code = struct.unpack("!i", body[:4])[0]
-                if code == 5:
-                    inner = hashlib.md5(password + user).hexdigest().encode()
-                    outer = hashlib.md5(inner + body[4:8]).hexdigest().encode()
-                    w.write(message(b"p", b"md5" + outer + b"\0"))
-                elif code == 3:
-                    w.write(message(b"p", password + b"\0"))
-                elif code != 0:
-                    return f"auth{code}", time.monotonic() - start
-            elif kind == b"E":
-                return sqlstate(body), time.monotonic() - start
-            elif kind == b"Z":
-                if asked:
-                    return "ok", time.monotonic() - start
-                w.write(message(b"Q", b"SELECT 1\0"))
-                asked = True
+        refused = await login(r, w, user, password, db)
+        answer = refused or await query(r, w)
+        return answer, time.monotonic() - start
     except (OSError, asyncio.IncompleteReadError) as e:
         return type(e).__name__, time.monotonic() - start
     finally:

@@ -101,6 +101,11 @@ impl Machine {
         self.writer
     }
 
+    /// Whether member `i` is marked down (not merely failing a probe or two).
+    pub fn is_down(&self, i: usize) -> bool {
+        self.members[i].health == Health::Down
+    }
+
     /// Takes one probe result of member `i`.
     pub fn observe(&mut self, i: usize, result: Option<ProbeReport>, now: Instant) -> Changes {
         let mut changes = Changes::default();
