@@ -1,7 +1,8 @@
 """What clients see while PostgreSQL restarts in place, through each target side by side: every
 target gets N sessions running `SELECT 1` every 5 ms; after 2 s the restart command runs (it
 returns once the server accepts connections again), and the run goes on for 5 s more. A session
-whose connection ends logs in again at once, as an application's pool would.
+whose connection ends logs in again at once, as an application's pool would. RESTART_FRESH=1
+opens a new connection for every statement instead (a Lambda function's pattern).
 
     python3 benches/load/restart.py <user> <password> <db> <sessions> "<restart command>" \\
         name=port [name=port ...]
@@ -12,6 +13,7 @@ how long after the restart command returned the last session was answered again.
 speaks the wire protocol itself (refused.py's, the stdlib only).
 """
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ import time
 from refused import login, query
 
 BEFORE, AFTER, PAUSE = 2.0, 5.0, 0.005
+# RESTART_FRESH=1: a new connection for every statement (a Lambda function's pattern).
+FRESH = os.environ.get("RESTART_FRESH") == "1"
 
 
 class Refused(Exception):
@@ -38,6 +42,9 @@ async def session(port, creds, tally, stop, back):
                 if refused:
                     raise Refused(f"login:{refused}")
             answer = await query(*conn)
+            if FRESH:
+                conn[1].close()
+                conn = None
         except (OSError, asyncio.IncompleteReadError, Refused) as e:
             answer = e.args[0] if isinstance(e, Refused) else f"closed:{type(e).__name__}"
             if conn:
