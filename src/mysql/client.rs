@@ -147,9 +147,24 @@ async fn login_or_turn_away(
     ep: &Arc<MyEndpoint>,
     peer: SocketAddr,
 ) -> Option<(Socket, Box<Session>, Option<SessionSlot>)> {
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
     let mut stream = Socket::Plain(tcp);
     let (mut buf, mut seq, mut hello) = (BytesMut::new(), 0, None);
+    // sluice speaks first, and its greeting waits for an instance to greet from (up to
+    // `connection_borrow_timeout`, then an ERR): the database's time, so the client's login
+    // time starts after it.
+    {
+        let mut login = Login {
+            stream: &mut stream,
+            buf,
+            seq,
+        };
+        if let Err(r) = greet(&mut login, ep, &mut hello).await {
+            refused(&mut login, ep, peer, r).await;
+            return None;
+        }
+        (buf, seq) = (login.buf, login.seq);
+    }
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
     loop {
         let mut login = Login {
             stream: &mut stream,
@@ -174,13 +189,7 @@ async fn login_or_turn_away(
                     .await?;
             }
             Ok(Err(r)) => {
-                if r.hung_up {
-                    tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
-                } else {
-                    tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
-                }
-                // In sequence: after an AuthSwitch or a fast-auth packet the ERR is not packet 2.
-                login.refuse(r).await;
+                refused(&mut login, ep, peer, r).await;
                 return None;
             }
             Err(_) => {
@@ -189,6 +198,17 @@ async fn login_or_turn_away(
             }
         }
     }
+}
+
+/// Logs a refusal without secrets and sends it to the client as an ERR packet.
+async fn refused(login: &mut Login<'_>, ep: &MyEndpoint, peer: SocketAddr, r: Refusal) {
+    if r.hung_up {
+        tracing::debug!(endpoint = %ep.name, %peer, "client hung up during login");
+    } else {
+        tracing::info!(endpoint = %ep.name, %peer, code = r.code.0, reason = %r.message, "client refused");
+    }
+    // In sequence: after an AuthSwitch or a fast-auth packet the ERR is not packet 2.
+    login.refuse(r).await;
 }
 
 /// Routes the login and sends sluice's greeting, once (after a switch to TLS the client's

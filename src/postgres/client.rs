@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -201,8 +201,10 @@ async fn login_or_turn_away(
     let deadline = Instant::now() + LOGIN_TIMEOUT;
     let mut stream = Socket::Plain(tcp);
     let mut buf = BytesMut::with_capacity(512);
+    let admitted = AtomicBool::new(false);
     loop {
-        match tokio::time::timeout_at(deadline, login(&mut stream, &mut buf, ep, peer)).await {
+        let step = login(&mut stream, &mut buf, ep, peer, &admitted);
+        match client_paced(deadline, &admitted, step).await {
             Ok(Ok(Step::Session(session, slot))) => {
                 ep.metrics.session_opened(stream.is_tls());
                 return Some((stream, session, slot));
@@ -226,6 +228,21 @@ async fn login_or_turn_away(
                 return None;
             }
         }
+    }
+}
+
+/// `step` under the login timeout while the client is the one awaited. Once `admitted` is set
+/// (the client authenticated), the rest waits for the database, up to
+/// `connection_borrow_timeout`, and ends with the greeting or an error the client is sent.
+async fn client_paced<T>(
+    deadline: Instant,
+    admitted: &AtomicBool,
+    step: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let mut step = std::pin::pin!(step);
+    match tokio::time::timeout_at(deadline, &mut step).await {
+        Err(_) if admitted.load(Ordering::Relaxed) => Ok(step.await),
+        result => result,
     }
 }
 
@@ -333,6 +350,7 @@ async fn login(
     buf: &mut BytesMut,
     ep: &Arc<PgEndpoint>,
     peer: SocketAddr,
+    admitted: &AtomicBool,
 ) -> Result<Step, Refusal> {
     let params = match startup(stream, buf, ep).await? {
         Ok(params) => params,
@@ -360,6 +378,7 @@ async fn login(
             format!("too many connections for role \"{user_name}\" (max_client_connections {max})"),
         )
     })?;
+    admitted.store(true, Ordering::Relaxed);
     let member = Box::pin(ep.engine.cluster.route(ep.want))
         .await
         .map_err(|e| {

@@ -2,7 +2,8 @@
 //! restart) while clients sit idle and others run statements. A direct connection is ended by
 //! it; through sluice, a session that was not inside a transaction keeps its client connection,
 //! and its statements wait for the server to come back instead of failing, as RDS Proxy and
-//! PgBouncer hold their clients' statements while a server starts.
+//! PgBouncer hold their clients' statements while a server starts. Logins wait the same way for
+//! a server not up yet (sluice started first, as a sidecar may be).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::time::timeout;
 use crate::failover::mysql::drive;
 use crate::my_proxy::python;
 use crate::support::client::{code, connect, connect_port};
-use crate::support::mariadb::{MY_APPDB, MariaDb};
+use crate::support::mariadb::{MY_APPDB, MariaDb, cli_at, client};
 use crate::support::postgres::{APP, APPDB, PgServer};
 use crate::support::sluice::{ProxyOptions, Sluice};
 
@@ -140,4 +141,73 @@ fn mariadb_restarted_in_place_keeps_every_session_outside_a_transaction() {
         },
     );
     println!("{all}");
+}
+
+/// Longer than sluice's 15 s login timeout for the client's own part of a login: the server
+/// starts after a login began waiting for it.
+const LATE_START: Duration = Duration::from_secs(17);
+
+/// sluice started before its database (a sidecar beside a database still starting): a client
+/// logging in waits for the server up to `connection_borrow_timeout`, as a statement does, and
+/// is served when it comes; when it does not, the client is told so (FATAL 57P03).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_logins_wait_for_a_server_not_up_yet() {
+    let mut pg = PgServer::start();
+    pg.stop();
+    let brief = Sluice::start_for(
+        &pg,
+        ProxyOptions {
+            borrow_timeout: "2s".into(),
+            ..options()
+        },
+    );
+    let err = connect(&brief, APP, APPDB).await.unwrap_err();
+    assert_eq!(code(&err), "57P03", "told why: {err}");
+    let proxy = Sluice::start_for(&pg, options());
+    let port = proxy.port();
+    let login = tokio::spawn(async move {
+        let c = connect_port(port, APP, APPDB).await?;
+        c.simple_query("select 1").await.map(|_| ())
+    });
+    tokio::time::sleep(LATE_START).await;
+    tokio::task::block_in_place(|| pg.start_again());
+    let got = timeout(Duration::from_secs(30), login)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.is_ok(), "{got:?}\n{}", proxy.log_contents());
+}
+
+/// The same for MySQL, where sluice greets first: the greeting waits for the server.
+#[test]
+fn mariadb_logins_wait_for_a_server_not_up_yet() {
+    let mut db = MariaDb::start();
+    db.stop();
+    let opts = |borrow: &str| ProxyOptions {
+        borrow_timeout: borrow.into(),
+        client_auth_type: "mysql_native_password".into(),
+        ..options()
+    };
+    let brief = Sluice::start_for_mariadb(&db, opts("2s"));
+    let err = cli_at(brief.port(), APP.0, APP.1, MY_APPDB, "SELECT 1").unwrap_err();
+    assert!(err.contains("9501"), "told why: {err}");
+    let proxy = Sluice::start_for_mariadb(&db, opts("60s"));
+    let port = proxy.port();
+    // The CLI's own connect timeout would end the wait first: the harness sets 10 s.
+    let mut cli = client();
+    cli.arg("--connect-timeout=60")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", APP.0])
+        .arg(format!("-p{}", APP.1))
+        .args([MY_APPDB, "-e", "SELECT 1"]);
+    let login = std::thread::spawn(move || cli.output().unwrap());
+    std::thread::sleep(LATE_START);
+    db.start_again();
+    let got = login.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "1",
+        "{}\n{}",
+        String::from_utf8_lossy(&got.stderr),
+        proxy.log_contents()
+    );
 }

@@ -360,6 +360,11 @@ impl MariaDb {
     /// A restart in place: a normal shutdown (SIGTERM) and the same data on the same port.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts a stopped server again on its data and port.
+    pub fn start_again(&mut self) {
         if let Err((_, e)) = self.spawn_and_wait() {
             panic!("mariadbd did not start again:\n{e}");
         }

@@ -331,6 +331,20 @@ impl PgServer {
         assert!(status.success(), "pg_ctl restart: {out}\n{err}");
     }
 
+    /// Starts a stopped server again on its data and port.
+    pub fn start_again(&mut self) {
+        let (status, out, err) = command_output(
+            self.cmd("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.log_path())
+                .args(["-w", "-t", "60", "start"]),
+        );
+        assert!(status.success(), "pg_ctl start: {out}\n{err}");
+        self.stopped = false;
+    }
+
     /// True until [`PgServer::stop`] or [`PgServer::kill9`].
     pub fn is_running(&self) -> bool {
         !self.stopped
