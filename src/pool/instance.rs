@@ -13,6 +13,7 @@ use super::PooledConnection;
 use crate::errors::ConnectError;
 
 mod closing;
+mod expiry;
 mod fleet;
 mod logins;
 
@@ -58,6 +59,8 @@ pub(super) enum Grant<C> {
     Slot,
     /// The server refused the pool's login, and the pool holds no connection to wait for.
     Refused(ConnectError),
+    /// The borrow timeout passed first.
+    Expired,
 }
 
 pub(super) enum Take<C> {
@@ -74,17 +77,24 @@ struct Idle<C> {
 struct Waiter<C> {
     tx: oneshot::Sender<Grant<C>>,
     since: Instant,
+    /// When it is told [`Grant::Expired`]; none for a borrower whose own login bounds its wait.
+    deadline: Option<Instant>,
     /// A borrower whose own login runs: it takes a released connection, never a slot.
     own_login: bool,
 }
 
 impl<C> Waiter<C> {
-    fn new(since: Instant, own_login: bool) -> (Self, oneshot::Receiver<Grant<C>>) {
+    fn new(
+        since: Instant,
+        deadline: Option<Instant>,
+        own_login: bool,
+    ) -> (Self, oneshot::Receiver<Grant<C>>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
                 tx,
                 since,
+                deadline,
                 own_login,
             },
             rx,
@@ -116,6 +126,8 @@ struct State<C> {
     /// Connections closed but not yet let go by the server: they still count against the
     /// cap, as the server still counts them.
     closing: usize,
+    /// When the expiry task wakes next; none while no task runs.
+    expiry_at: Option<Instant>,
 }
 
 /// One database instance as the pools see it.
@@ -132,6 +144,8 @@ pub struct Instance<C> {
     /// Server logins that failed, once each however many sessions heard of it: the target
     /// group's `sluice_database_connections_setup_failed`.
     failed_logins: Counter,
+    /// Wakes the expiry task early: a waiter's deadline comes before the one it sleeps for.
+    expiry_wake: Arc<tokio::sync::Notify>,
 }
 
 impl<C> std::fmt::Debug for Instance<C> {
@@ -171,11 +185,13 @@ impl<C: PooledConnection> Instance<C> {
                 pools: Vec::new(),
                 fleet: None,
                 closing: 0,
+                expiry_at: None,
             }),
             borrowed: Arc::new(AtomicUsize::new(0)),
             borrowed_peak: AtomicUsize::new(0),
             this: std::sync::OnceLock::new(),
             failed_logins: Counter::default(),
+            expiry_wake: Arc::default(),
         }
     }
 
@@ -311,8 +327,11 @@ impl<C: PooledConnection> Instance<C> {
         found
     }
 
-    pub(super) fn take(&self, index: usize, max_lifetime: Duration) -> Take<C> {
+    /// An idle connection, a slot to connect in, or a place in the queue that is told
+    /// [`Grant::Expired`] at `deadline`.
+    pub(super) fn take(&self, index: usize, max_lifetime: Duration, deadline: Instant) -> Take<C> {
         let mut doomed = Vec::new();
+        let mut watch = expiry::Watch::Running;
         let take = {
             let mut st = self.lock();
             let st = &mut *st;
@@ -327,8 +346,9 @@ impl<C: PooledConnection> Instance<C> {
                 Take::Connect
             } else if used(st) < st.max {
                 // Logins at their limit: wait for the first connection ready.
-                let (waiter, rx) = Waiter::new(now, false);
+                let (waiter, rx) = Waiter::new(now, Some(deadline), false);
                 st.pools[index].waiters.push_back(waiter);
+                watch = expiry::note(st, deadline);
                 Take::Wait(rx)
             } else {
                 let mut by_budget = true;
@@ -343,14 +363,16 @@ impl<C: PooledConnection> Instance<C> {
                         by_budget = false;
                     }
                 }
-                let (waiter, rx) = Waiter::new(now, false);
+                let (waiter, rx) = Waiter::new(now, Some(deadline), false);
                 st.pools[index].waiters.push_back(waiter);
+                watch = expiry::note(st, deadline);
                 if by_budget && st.fleet.is_some() {
                     fleet_wait(st);
                 }
                 Take::Wait(rx)
             }
         };
+        self.watch(watch);
         self.dispose(doomed);
         take
     }

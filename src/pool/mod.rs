@@ -170,22 +170,17 @@ impl<C: PooledConnection> Pool<C> {
         let inner = &self.inner;
         let grant = match inner
             .instance
-            .take(inner.index, inner.settings.max_lifetime)
+            .take(inner.index, inner.settings.max_lifetime, deadline)
         {
             instance::Take::Idle(conn) => return Ok(Lease::new(self.clone(), conn)),
             instance::Take::Connect => return self.log_in(started, false).await,
+            // No timer of its own: the instance's expiry task answers at the deadline.
             instance::Take::Wait(rx) => {
+                // Dropped before its grant (the borrowing future dropped), it hands it back.
                 let mut wait = Waiting { pool: self, rx };
-                match tokio::time::timeout_at(deadline, &mut wait.rx).await {
-                    Ok(Ok(grant)) => grant,
-                    Ok(Err(_)) => return Err(self.closed()),
-                    Err(_) => {
-                        // `wait` drops here and hands back anything granted at the last moment.
-                        return Err(BorrowError::Timeout {
-                            pool: inner.name.clone(),
-                            waited: started.elapsed(),
-                        });
-                    }
+                match (&mut wait.rx).await {
+                    Ok(grant) => grant,
+                    Err(_) => return Err(self.closed()),
                 }
             }
         };
@@ -193,6 +188,10 @@ impl<C: PooledConnection> Pool<C> {
             instance::Grant::Conn(conn) => Ok(Lease::new(self.clone(), conn)),
             instance::Grant::Slot => self.log_in(started, true).await,
             instance::Grant::Refused(e) => Err(e.into()),
+            instance::Grant::Expired => Err(BorrowError::Timeout {
+                pool: inner.name.clone(),
+                waited: started.elapsed(),
+            }),
         }
     }
 
@@ -249,8 +248,9 @@ impl<C: PooledConnection> Pool<C> {
                         wait = None;
                         inner.instance.discard_slot(inner.index);
                     }
-                    // Not sent to a borrower whose login runs; its own login answers it.
-                    Ok(instance::Grant::Refused(_)) => wait = None,
+                    // Not sent to a borrower whose login runs; its own login answers it (nor is
+                    // a deadline set for it).
+                    Ok(instance::Grant::Refused(_) | instance::Grant::Expired) => wait = None,
                     // Drained: route again; the login's connection, of the old generation,
                     // is closed when it comes back.
                     Err(_) => return Err(self.closed()),
@@ -342,7 +342,7 @@ impl<C: PooledConnection> Waiting<'_, C> {
                 inner.instance.discard_slot(inner.index);
                 None
             }
-            Ok(instance::Grant::Refused(_)) | Err(_) => None,
+            Ok(instance::Grant::Refused(_) | instance::Grant::Expired) | Err(_) => None,
         }
     }
 }

@@ -103,8 +103,8 @@ async fn borrow_times_out_with_the_pool_name() {
     assert!(err.to_string().contains("test"));
     assert_eq!(
         instance.stats().waiting,
-        1,
-        "the timed-out waiter is only skipped lazily"
+        0,
+        "the timed-out waiter left the queue"
     );
     drop(_held);
     assert_eq!(
@@ -489,7 +489,11 @@ async fn a_closed_connection_holds_its_slot_until_the_server_let_it_go() {
     let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(2), 100));
     let index = instance.add_pool();
     assert!(matches!(
-        instance.take(index, Duration::from_secs(60)),
+        instance.take(
+            index,
+            Duration::from_secs(60),
+            Instant::now() + Duration::from_secs(60)
+        ),
         instance::Take::Connect
     ));
     let (gone, lingering) = tokio::sync::oneshot::channel();
@@ -500,11 +504,19 @@ async fn a_closed_connection_holds_its_slot_until_the_server_let_it_go() {
     assert_eq!(instance.stats().open, 0);
     // One slot is free, the other still closing on the server.
     assert!(matches!(
-        instance.take(index, Duration::from_secs(60)),
+        instance.take(
+            index,
+            Duration::from_secs(60),
+            Instant::now() + Duration::from_secs(60)
+        ),
         instance::Take::Connect
     ));
     instance.login_done(index);
-    let instance::Take::Wait(rx) = instance.take(index, Duration::from_secs(60)) else {
+    let instance::Take::Wait(rx) = instance.take(
+        index,
+        Duration::from_secs(60),
+        Instant::now() + Duration::from_secs(60),
+    ) else {
         panic!("the closing connection's slot was handed out");
     };
     gone.send(()).unwrap();
@@ -519,13 +531,16 @@ async fn an_evicted_sibling_makes_room_only_once_the_server_let_it_go() {
     let instance = Arc::new(Instance::new("i".into(), Limit::Absolute(1), 100));
     let (a, b) = (instance.add_pool(), instance.add_pool());
     let life = Duration::from_secs(60);
-    assert!(matches!(instance.take(a, life), instance::Take::Connect));
+    assert!(matches!(
+        instance.take(a, life, Instant::now() + life),
+        instance::Take::Connect
+    ));
     let (gone, lingering) = tokio::sync::oneshot::channel();
     let conn = instance::Pooled::new(Lingering(Some(lingering)), 0);
     instance.login_done(a);
     instance.put(a, conn, true, life, Instant::now());
     assert_eq!(instance.stats().idle, 1);
-    let instance::Take::Wait(mut rx) = instance.take(b, life) else {
+    let instance::Take::Wait(mut rx) = instance.take(b, life, Instant::now() + life) else {
         panic!("a connection was opened while the evicted one still lingered on the server");
     };
     tokio::task::yield_now().await;
@@ -539,3 +554,5 @@ async fn an_evicted_sibling_makes_room_only_once_the_server_let_it_go() {
 }
 
 mod logins;
+
+mod expiry;

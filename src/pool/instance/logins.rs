@@ -33,7 +33,7 @@ impl<C: PooledConnection> Instance<C> {
         since: Instant,
         front: bool,
     ) -> oneshot::Receiver<Grant<C>> {
-        let (waiter, rx) = Waiter::new(since, true);
+        let (waiter, rx) = Waiter::new(since, None, true);
         let mut st = self.lock();
         let waiters = &mut st.pools[index].waiters;
         if front {
