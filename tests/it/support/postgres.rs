@@ -186,14 +186,7 @@ impl PgServer {
             self.port = free_port();
             let port_line = format!("port = {}\n", self.port);
             append_file(&self.data.join("postgresql.conf"), &port_line);
-            let (status, out, err) = command_output(
-                self.cmd("pg_ctl")
-                    .arg("-D")
-                    .arg(&self.data)
-                    .arg("-l")
-                    .arg(self.log_path())
-                    .args(["-w", "-t", "60", "start"]),
-            );
+            let (status, out, err) = self.pg_ctl(&["-w", "-t", "60", "start"]);
             if status.success() {
                 self.stopped = false;
                 return;
@@ -320,29 +313,27 @@ impl PgServer {
     /// A restart in place on the same port and data (`pg_ctl -m fast restart`): backends are
     /// ended with 57P01, new logins get 57P03 and then a refused connection until it is back.
     pub fn restart(&self) {
-        let (status, out, err) = command_output(
-            self.cmd("pg_ctl")
-                .arg("-D")
-                .arg(&self.data)
-                .arg("-l")
-                .arg(self.log_path())
-                .args(["-m", "fast", "-w", "-t", "60", "restart"]),
-        );
+        let (status, out, err) = self.pg_ctl(&["-m", "fast", "-w", "-t", "60", "restart"]);
         assert!(status.success(), "pg_ctl restart: {out}\n{err}");
     }
 
     /// Starts a stopped server again on its data and port.
     pub fn start_again(&mut self) {
-        let (status, out, err) = command_output(
+        let (status, out, err) = self.pg_ctl(&["-w", "-t", "60", "start"]);
+        assert!(status.success(), "pg_ctl start: {out}\n{err}");
+        self.stopped = false;
+    }
+
+    /// `pg_ctl` on this server's data, logging to its log; status, stdout and stderr.
+    fn pg_ctl(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+        command_output(
             self.cmd("pg_ctl")
                 .arg("-D")
                 .arg(&self.data)
                 .arg("-l")
                 .arg(self.log_path())
-                .args(["-w", "-t", "60", "start"]),
-        );
-        assert!(status.success(), "pg_ctl start: {out}\n{err}");
-        self.stopped = false;
+                .args(args),
+        )
     }
 
     /// True until [`PgServer::stop`] or [`PgServer::kill9`].
