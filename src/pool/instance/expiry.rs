@@ -1,8 +1,9 @@
 //! The borrow timeout of queued borrowers, kept by one task per instance while any waits,
 //! instead of a timer per borrow. Waiters join in FIFO order with the same timeout, so the task
 //! sleeps until the earliest deadline and wakes about once per borrow timeout, however many
-//! borrows queued meanwhile. A timer per waiting borrow cost ~400 user-space instructions per
-//! transaction at 16 clients on a pool of 10 (callgrind: its registration, poll and removal).
+//! borrows queued meanwhile. Without a timer per queued borrow (its registration, polls and
+//! removal), `-S` at 16 clients on a pool of 10 ran 160-240 fewer user-space instructions per
+//! transaction (docs/benchmarks.md, sixteenth session of issue 20).
 
 use std::sync::{Arc, Weak};
 
@@ -57,13 +58,14 @@ impl<C: PooledConnection> Instance<C> {
 /// Sleeps until the `next` deadline, answers each waiter whose deadline passed with
 /// [`Grant::Expired`], and sleeps again; ends when none waits (or the instance is gone). It
 /// sleeps first: a task that looked at once would mostly find the queue served already and
-/// end, and the next waiter would start another (a task per burst of waits, which measured
-/// slower than a timer per borrow). Holds no `Arc` while it sleeps.
+/// end, and the next waiter would start another (a version that did timed slower than a timer
+/// per borrow). Holds no `Arc` while it sleeps.
 async fn expire_waiters<C: PooledConnection>(
     instance: Weak<Instance<C>>,
     wake: Arc<Notify>,
     mut next: Instant,
 ) {
+    let mut ended = Ended(Some(instance.clone()));
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -78,9 +80,24 @@ async fn expire_waiters<C: PooledConnection>(
             st.expiry_at = next;
             match next {
                 Some(next) => next,
-                None => return,
+                None => {
+                    // Cleared under this lock: a waiter after it starts a task of its own.
+                    ended.0 = None;
+                    return;
+                }
             }
         };
+    }
+}
+
+/// However the task ends early (dropped with its runtime, say), the next waiter starts another.
+struct Ended<C: PooledConnection>(Option<Weak<Instance<C>>>);
+
+impl<C: PooledConnection> Drop for Ended<C> {
+    fn drop(&mut self) {
+        if let Some(instance) = self.0.take().and_then(|i| i.upgrade()) {
+            instance.lock().expiry_at = None;
+        }
     }
 }
 

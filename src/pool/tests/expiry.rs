@@ -64,3 +64,46 @@ async fn an_earlier_deadline_behind_a_later_one_is_kept() {
     assert!(late.try_recv().is_err(), "the later waiter still waits");
     assert_eq!(instance.stats().waiting, 1);
 }
+
+/// The task goes when its runtime does (a test's, a fuzz input's): a later waiter must start
+/// another rather than wait on a task that no longer runs.
+#[test]
+fn a_waiter_after_the_expiry_task_was_dropped_starts_another() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let instance = Arc::new(Instance::<Conn>::new("i".into(), Limit::Absolute(1), 100));
+    let index = instance.add_pool();
+    let life = Duration::from_secs(60);
+    let first = runtime();
+    let _abandoned = first.block_on(async {
+        let now = Instant::now();
+        assert!(matches!(
+            instance.take(index, life, now),
+            instance::Take::Connect
+        ));
+        let instance::Take::Wait(rx) = instance.take(index, life, now + Duration::from_secs(10))
+        else {
+            panic!("no room was left");
+        };
+        tokio::task::yield_now().await;
+        rx
+    });
+    drop(first);
+    runtime().block_on(async {
+        let instance::Take::Wait(rx) =
+            instance.take(index, life, Instant::now() + Duration::from_secs(1))
+        else {
+            panic!("no room was left");
+        };
+        let got = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        assert!(
+            matches!(got, Ok(Ok(instance::Grant::Expired))),
+            "never answered"
+        );
+    });
+}
