@@ -80,7 +80,9 @@ fn a_waiter_after_the_expiry_task_was_dropped_starts_another() {
     let index = instance.add_pool();
     let life = Duration::from_secs(60);
     let first = runtime();
-    let _abandoned = first.block_on(async {
+    // Its waiter stays queued (the receiver kept) after its runtime is gone.
+    let mut abandoned = None;
+    first.block_on(async {
         let now = Instant::now();
         assert!(matches!(
             instance.take(index, life, now),
@@ -91,7 +93,7 @@ fn a_waiter_after_the_expiry_task_was_dropped_starts_another() {
             panic!("no room was left");
         };
         tokio::task::yield_now().await;
-        rx
+        abandoned = Some(rx);
     });
     drop(first);
     runtime().block_on(async {
