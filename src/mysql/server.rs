@@ -167,7 +167,7 @@ async fn auth_exchange(
                 stream
                     .write_all(&out)
                     .await
-                    .map_err(|e| unreachable(addr, e))?;
+                    .map_err(|e| ConnectError::from_io(addr, "", &e))?;
             }
             // caching_sha2_password: 3 = the fast path worked, OK follows.
             Some(0x01) if plugin == SHA2 && payload.get(1) == Some(&3) => {}
@@ -179,7 +179,7 @@ async fn auth_exchange(
                 stream
                     .write_all(&out)
                     .await
-                    .map_err(|e| unreachable(addr, e))?;
+                    .map_err(|e| ConnectError::from_io(addr, "", &e))?;
             }
             Some(0x01) => {
                 return Err(protocol(
@@ -328,7 +328,7 @@ impl ServerConn {
         stream
             .write_all(&out)
             .await
-            .map_err(|e| unreachable(addr, e))?;
+            .map_err(|e| ConnectError::from_io(addr, "", &e))?;
         auth_exchange(&mut stream, &mut buf, addr, keys, plugin).await?;
         Ok(Self {
             stream,
@@ -347,7 +347,7 @@ impl ServerConn {
     async fn send(&mut self, addr: &str, out: &[u8]) -> Result<(), ConnectError> {
         self.write_command(out)
             .await
-            .map_err(|e| unreachable(addr, e))
+            .map_err(|e| ConnectError::from_io(addr, "", &e))
     }
 
     /// Writes a command, after any queued reply-less ones.
@@ -499,7 +499,7 @@ async fn start_tls(
     wire::write_packet(&mut out, 1, &payload);
     tcp.write_all(&out)
         .await
-        .map_err(|e| unreachable(addr, e))?;
+        .map_err(|e| ConnectError::from_io(addr, "", &e))?;
     let socket = login
         .access
         .tls
