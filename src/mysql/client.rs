@@ -19,7 +19,7 @@ use super::wire::{self, Greeting, HandshakeResponse, OkPacket, caps};
 use crate::auth::users::{SessionSlot, User};
 use crate::session::SessionInfo;
 use crate::session::park::{self, Parkable};
-use crate::tls::{Flavor, Socket};
+use crate::tls::{Flavor, Socket, unless_hung_up};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// What sluice offers clients (then narrowed to what the server has; TLS is added when the
@@ -153,12 +153,20 @@ async fn login_or_turn_away(
     // `connection_borrow_timeout`, then an ERR): the database's time, so the client's login
     // time starts after it.
     {
+        let Some(member) = unless_hung_up(&mut stream, &mut buf, instance(ep)).await else {
+            tracing::debug!(endpoint = %ep.name, %peer, "client hung up before its greeting");
+            return None;
+        };
         let mut login = Login {
             stream: &mut stream,
             buf,
             seq,
         };
-        if let Err(r) = greet(&mut login, ep, &mut hello).await {
+        let greeted = match member {
+            Ok(member) => greet(&mut login, ep, &mut hello, member).await,
+            Err(r) => Err(r),
+        };
+        if let Err(r) = greeted {
             refused(&mut login, ep, peer, r).await;
             return None;
         }
@@ -211,62 +219,68 @@ async fn refused(login: &mut Login<'_>, ep: &MyEndpoint, peer: SocketAddr, r: Re
     login.refuse(r).await;
 }
 
-/// Routes the login and sends sluice's greeting, once (after a switch to TLS the client's
-/// handshake response comes without a new greeting). Returns the instance's pools and facts.
-async fn greet<'e>(
+/// The instance a login greets from, once its server's greeting is known: the database's part
+/// of the login, immediate while an instance is up and has been met.
+async fn instance(ep: &MyEndpoint) -> Result<usize, Refusal> {
+    let member = Box::pin(ep.engine.cluster.route(ep.want))
+        .await
+        .map_err(|e| {
+            tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
+            let (code, message) = errors::borrow_failure(&e);
+            refuse(code, message)
+        })?;
+    server_info(ep, member).await?;
+    Ok(member)
+}
+
+async fn server_info(ep: &MyEndpoint, member: usize) -> Result<&ServerInfo, Refusal> {
+    ep.engine.cluster.members[member]
+        .server_info()
+        .await
+        .map_err(|e| {
+            tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the server's greeting");
+            refuse(errors::UNKNOWN, format!("sluice: {e}"))
+        })
+}
+
+/// Sends sluice's greeting from `member` and keeps what it told the client in `hello` (after a
+/// switch to TLS the client's handshake response comes without a new greeting).
+async fn greet(
     login: &mut Login<'_>,
-    ep: &'e MyEndpoint,
+    ep: &MyEndpoint,
     hello: &mut Option<Hello>,
-) -> Result<(&'e MyPools, &'e ServerInfo), Refusal> {
-    let member = match hello {
-        Some(h) => h.member,
-        None => Box::pin(ep.engine.cluster.route(ep.want))
-            .await
-            .map_err(|e| {
-                tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
-                let (code, message) = errors::borrow_failure(&e);
-                refuse(code, message)
-            })?,
+    member: usize,
+) -> Result<(), Refusal> {
+    let server = server_info(ep, member).await?;
+    let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
+    let files = if ep.engine.local_infile {
+        caps::LOCAL_FILES
+    } else {
+        0
     };
-    let pools = &ep.engine.cluster.members[member];
-    let server = pools.server_info().await.map_err(|e| {
-        tracing::warn!(endpoint = %ep.name, error = %e, "cannot read the server's greeting");
-        refuse(errors::UNKNOWN, format!("sluice: {e}"))
-    })?;
-    if hello.is_none() {
-        let mut out = Vec::with_capacity(128);
-        {
-            let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
-            let files = if ep.engine.local_infile {
-                caps::LOCAL_FILES
-            } else {
-                0
-            };
-            let h = hello.insert(Hello {
-                member,
-                salt: nonce(),
-                offered: (OFFERED | files) & server.caps | caps::LONG_PASSWORD | tls,
-                id: kill::connection_id(
-                    &ep.engine.kill,
-                    ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1,
-                ),
-            });
-            let greeting = Greeting {
-                version: server.version.clone(),
-                connection_id: h.id,
-                nonce: h.salt.clone(),
-                caps: h.offered,
-                charset: server.collation,
-                status: wire::status::AUTOCOMMIT,
-                plugin: NATIVE.into(),
-            };
-            greeting.write(&mut out);
-            login.buf.reserve(512);
-            login.seq = 1;
-            login.send(&out).await?;
-        }
-    }
-    Ok((pools, server))
+    let h = hello.insert(Hello {
+        member,
+        salt: nonce(),
+        offered: (OFFERED | files) & server.caps | caps::LONG_PASSWORD | tls,
+        id: kill::connection_id(
+            &ep.engine.kill,
+            ep.session_ids.fetch_add(1, Ordering::Relaxed) + 1,
+        ),
+    });
+    let greeting = Greeting {
+        version: server.version.clone(),
+        connection_id: h.id,
+        nonce: h.salt.clone(),
+        caps: h.offered,
+        charset: server.collation,
+        status: wire::status::AUTOCOMMIT,
+        plugin: NATIVE.into(),
+    };
+    let mut out = Vec::with_capacity(128);
+    greeting.write(&mut out);
+    login.buf.reserve(512);
+    login.seq = 1;
+    login.send(&out).await
 }
 
 async fn login_exchange(
@@ -275,11 +289,12 @@ async fn login_exchange(
     peer: SocketAddr,
     hello: &mut Option<Hello>,
 ) -> Result<Step, Refusal> {
-    let (pools, server) = greet(login, ep, hello).await?;
     let Some(h) = hello.as_ref() else {
         return Err(refuse(errors::HANDSHAKE, "no greeting was sent"));
     };
     let (salt, offered, id, member) = (&h.salt[..], h.offered, h.id, h.member);
+    let pools = &ep.engine.cluster.members[member];
+    let server = server_info(ep, member).await?;
     let payload = login.read().await?;
     let hr = HandshakeResponse::parse(&payload)
         .map_err(|e| refuse(errors::HANDSHAKE, format!("Bad handshake: {e}")))?;

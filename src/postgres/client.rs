@@ -20,7 +20,7 @@ use super::wire::{self, Startup, StartupParams, WireError};
 use crate::auth::users::SessionSlot;
 use crate::session::SessionInfo;
 use crate::session::park::{self, Parkable};
-use crate::tls::{Flavor, Socket};
+use crate::tls::{Flavor, Socket, unless_hung_up};
 
 mod auth;
 mod encoding;
@@ -379,19 +379,30 @@ async fn login(
         )
     })?;
     admitted.store(true, Ordering::Relaxed);
-    let member = Box::pin(ep.engine.cluster.route(ep.want))
+    // The database's part of the login: immediate while an instance is up and the pool has
+    // met its server, up to `connection_borrow_timeout` while none is.
+    let served = async {
+        let member = Box::pin(ep.engine.cluster.route(ep.want))
+            .await
+            .map_err(|e| {
+                let (code, message) = errors::borrow_failure(&e);
+                tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
+                refuse(code, message)
+            })?;
+        let pools = &ep.engine.cluster.members[member];
+        let pg = pools.get(
+            &database,
+            &user.credential().secret.username,
+            &user.credentials,
+        );
+        reported_parameters(pools, &pg, &database).await?;
+        Ok::<_, Refusal>((member, pg))
+    };
+    let (member, pg) = unless_hung_up(stream, buf, served)
         .await
-        .map_err(|e| {
-            let (code, message) = errors::borrow_failure(&e);
-            tracing::warn!(endpoint = %ep.name, error = %e, "no instance for a login");
-            refuse(code, message)
-        })?;
+        .ok_or_else(hung_up)??;
     let pools = &ep.engine.cluster.members[member];
-    let pg = pools.get(
-        &database,
-        &user.credential().secret.username,
-        &user.credentials,
-    );
+    // Known now: served from the pool's cache.
     let reported = reported_parameters(pools, &pg, &database).await?;
     let (settings, parameters) = pg.share(settings, |s| parameter_statuses(reported, s));
 

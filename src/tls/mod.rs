@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
 pub use crate::config::unix_path;
-pub use socket::{Socket, TlsSocket, consume, until_closed};
+pub use socket::{Socket, TlsSocket, consume, unless_hung_up, until_closed};
 
 use crate::config::{ServerTls, ServerTlsMode, Tls};
 

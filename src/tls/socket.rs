@@ -529,3 +529,35 @@ pub async fn until_closed(stream: &mut Socket) {
 
 /// What `until_closed` reads at most.
 const CLOSE_DISCARD: usize = 64 * 1024;
+
+/// Runs `wait`, something only the database is awaited for (a login's wait for an instance),
+/// while watching the client: one that hangs up meanwhile ends the wait at once instead of
+/// holding its task, socket and `max_client_connections` place until the wait's own timeout (a
+/// Lambda fleet retrying against a database still starting would pile them up). Bytes the
+/// client sends meanwhile are kept in `buf`, up to `WATCH_KEEP`; past that it is no longer read.
+/// `None`: the client hung up.
+pub async fn unless_hung_up<T>(
+    client: &mut Socket,
+    buf: &mut BytesMut,
+    wait: impl Future<Output = T>,
+) -> Option<T> {
+    use tokio::io::AsyncReadExt;
+    let mut wait = std::pin::pin!(wait);
+    while buf.len() < WATCH_KEEP {
+        tokio::select! {
+            // The wait first: when the database is there it is done at its first poll, and the
+            // client is never read.
+            biased;
+            done = &mut wait => return Some(done),
+            read = client.read_buf(buf) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(wait.await)
+}
+
+/// What `unless_hung_up` keeps of a client's early bytes.
+const WATCH_KEEP: usize = 16 * 1024;

@@ -212,3 +212,24 @@ async fn a_close_stops_reading_a_server_that_keeps_sending() {
     assert!(started.elapsed() >= Duration::from_millis(40));
     closer.await.unwrap();
 }
+
+/// A wait the client only sits through (a login's wait for the database) ends as soon as the
+/// client hangs up, and what the client sent meanwhile is kept; a wait already done never reads.
+#[tokio::test]
+async fn a_wait_ends_when_the_client_hangs_up_and_keeps_what_it_sent() {
+    let (ours, mut theirs) = memory::pair();
+    let mut stream = Socket::Memory(ours);
+    let mut buf = BytesMut::new();
+    theirs.write(b"early").unwrap();
+    let done = unless_hung_up(&mut stream, &mut buf, std::future::ready(7)).await;
+    assert_eq!(done, Some(7));
+    assert!(buf.is_empty(), "read although the wait was done");
+    let closer = async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(theirs);
+    };
+    let forever = tokio::time::sleep(Duration::from_secs(3600));
+    let (got, ()) = tokio::join!(unless_hung_up(&mut stream, &mut buf, forever), closer);
+    assert_eq!(got, None, "still waiting after the client left");
+    assert_eq!(&buf[..], b"early");
+}

@@ -17,7 +17,8 @@ use crate::my_proxy::python;
 use crate::support::client::{code, connect, connect_port};
 use crate::support::mariadb::{MY_APPDB, MariaDb, cli_at, client};
 use crate::support::postgres::{APP, APPDB, PgServer};
-use crate::support::sluice::{ProxyOptions, Sluice};
+use crate::support::sluice::{ProxyOptions, Sluice, config_for};
+use crate::support::tools::open_sockets;
 
 fn options() -> ProxyOptions {
     ProxyOptions {
@@ -210,4 +211,84 @@ fn mariadb_logins_wait_for_a_server_not_up_yet() {
         String::from_utf8_lossy(&got.stderr),
         proxy.log_contents()
     );
+}
+
+/// Clients that give up on a login while it waits for the database (a Lambda function's own
+/// connect timeout, then its retry) are let go at once: their places under
+/// `max_client_connections` are free for the logins after them, which wait and are served when
+/// the server comes, rather than being refused with 53300 for up to `connection_borrow_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_logins_given_up_while_the_server_is_down_leave_at_once() {
+    let mut pg = PgServer::start();
+    pg.stop();
+    let (yaml, secrets) = config_for(&pg, &options());
+    let yaml = yaml.replace(
+        "  - username: app\n    client_auth: password\n",
+        "  - username: app\n    client_auth: password\n    max_client_connections: 2\n",
+    );
+    let proxy = Sluice::start_with_secrets(&yaml, &secrets);
+    let port = proxy.port();
+    for attempt in 0..4 {
+        // The client's connect timeout: the dropped future closes its socket.
+        match timeout(Duration::from_millis(700), connect_port(port, APP, APPDB)).await {
+            Err(_) => {}
+            Ok(Err(e)) => panic!(
+                "attempt {attempt} refused: {}\n{}",
+                code(&e),
+                proxy.log_contents()
+            ),
+            Ok(Ok(_)) => panic!("attempt {attempt} served with the server down"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let login = tokio::spawn(async move {
+        let c = connect_port(port, APP, APPDB).await?;
+        c.simple_query("select 1").await.map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!login.is_finished(), "answered with the server down");
+    tokio::task::block_in_place(|| pg.start_again());
+    let got = timeout(Duration::from_secs(30), login)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.is_ok(), "{got:?}\n{}", proxy.log_contents());
+}
+
+/// MySQL clients wait for sluice's greeting, which waits for the server: one that gives up
+/// meanwhile has its socket closed at once, not held in CLOSE_WAIT until the borrow timeout (a
+/// fleet retrying through an outage would run sluice out of descriptors).
+#[test]
+fn mariadb_clients_that_give_up_on_the_greeting_leave_at_once() {
+    let mut db = MariaDb::start();
+    db.stop();
+    let proxy = Sluice::start_for_mariadb(&db, options());
+    let before = open_sockets(proxy.pid());
+    let waiting: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port())).unwrap())
+        .collect();
+    let held = sockets_until(proxy.pid(), |n| n >= before + 20);
+    assert!(held >= before + 20, "{before} sockets, then {held}");
+    drop(waiting);
+    let now = sockets_until(proxy.pid(), |n| n <= before + 2);
+    assert!(
+        now <= before + 2,
+        "{before} sockets, {held} while waiting, {now} after the clients left"
+    );
+    db.start_again();
+    let got = cli_at(proxy.port(), APP.0, APP.1, MY_APPDB, "SELECT 1").unwrap();
+    assert_eq!(got.trim(), "1");
+}
+
+/// The count of sockets `pid` holds once `settled` holds of it, or after 10 s.
+fn sockets_until(pid: u32, settled: impl Fn(usize) -> bool) -> usize {
+    let mut n = open_sockets(pid);
+    for _ in 0..100 {
+        if settled(n) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        n = open_sockets(pid);
+    }
+    n
 }
