@@ -106,6 +106,10 @@ pub enum BorrowError {
         role: &'static str,
         waited: Duration,
     },
+    /// The client cancelled the request (CancelRequest, `KILL QUERY`) while it waited for a
+    /// server connection: it never ran.
+    #[error("cancelled by the client while waiting for a server connection")]
+    Cancelled,
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub const NOT_SUPPORTED: Code = (1235, "42000");
 pub const CUT_ROLLED_BACK: Code = (1213, "40001");
 /// A statement or COMMIT in flight when the server was lost: it may or may not have committed.
 pub const CUT_UNKNOWN: Code = (1317, "70100");
+/// ER_QUERY_INTERRUPTED: a statement stopped by `KILL QUERY`.
+pub const QUERY_INTERRUPTED: Code = (1317, "70100");
 /// The session is closed: its state went with the server connection.
 pub const CONNECTION_KILLED: Code = (1927, "70100");
 /// MySQL 8's "closed for inactivity" notice.
@@ -47,6 +49,8 @@ pub fn borrow_failure(e: &BorrowError) -> (Code, String) {
             BORROW_TIMEOUT,
             format!("Timed-out waiting for a {role} instance ({waited:?})"),
         ),
+        // What the server answers a statement `KILL QUERY` stopped.
+        BorrowError::Cancelled => (QUERY_INTERRUPTED, "Query execution was interrupted".into()),
     }
 }
 

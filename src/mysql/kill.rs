@@ -26,7 +26,8 @@ pub type KillTarget = Entry<Thread>;
 pub enum KillLookup {
     /// No such session, or another user's (MySQL says "Unknown thread id" for both).
     Unknown,
-    /// The session holds no server connection: nothing runs.
+    /// The session holds no server connection: nothing runs (or what waited for one was
+    /// stopped).
     Idle,
     Running(Arc<str>, u32),
 }
@@ -54,10 +55,11 @@ pub fn register(
     registry.replace(id, info, user)
 }
 
-/// The statement a `KILL QUERY <id>` from `user` would stop.
+/// The statement a `KILL QUERY <id>` from `user` would stop; one waiting for a server
+/// connection is stopped on the spot (answered 1317, and never run).
 pub fn lookup(registry: &KillRegistry, id: u32, user: &str) -> KillLookup {
     match registry.get(&id) {
-        Some(t) if &*t.owner == user => match t.get() {
+        Some(t) if &*t.owner == user => match t.cancel() {
             Some((addr, thread)) => KillLookup::Running(addr, thread),
             None => KillLookup::Idle,
         },

@@ -31,9 +31,10 @@ pub fn register(registry: &Arc<CancelRegistry>, info: SessionInfo) -> CancelHand
     })
 }
 
-/// The server backend to cancel for a key sluice issued, if its session is running a query.
+/// The server backend to cancel for a key sluice issued, if its session is running a query;
+/// a query waiting for a server connection is cancelled on the spot.
 pub fn lookup(registry: &CancelRegistry, pid: i32, key: i32) -> Option<Backend> {
-    registry.get(&BackendKeyData { pid, key })?.get()
+    registry.get(&BackendKeyData { pid, key })?.cancel()
 }
 
 /// Linux's largest `pid_max` (2^22): no process id on any server can exceed it.

@@ -16,6 +16,7 @@ pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
+pub const QUERY_CANCELED: &str = "57014";
 /// A transaction cut by a failover before its commit: retrying it is safe.
 pub const SERIALIZATION_FAILURE: &str = "40001";
 /// A statement or commit in flight when its server went away: it may or may not have committed.
@@ -34,6 +35,11 @@ pub fn borrow_failure(e: &BorrowError) -> (&'static str, String) {
         }
         BorrowError::Connect(c) => connect_failure(c),
         BorrowError::NoInstance { .. } => (CANNOT_CONNECT_NOW, e.to_string()),
+        // Postgres' own words for a cancelled statement.
+        BorrowError::Cancelled => (
+            QUERY_CANCELED,
+            "canceling statement due to user request".into(),
+        ),
     }
 }
 

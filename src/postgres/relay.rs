@@ -21,6 +21,7 @@ use super::pools::PgPool;
 use super::server::ServerConn;
 use super::settings::Settings;
 use super::wire::{self, status};
+use crate::errors::BorrowError;
 use crate::pool::Lease;
 use crate::routing::Want;
 use crate::session::spare;
@@ -244,14 +245,28 @@ impl Session {
             }
             let want = self.transaction_want();
             self.phase = Phase::Borrowing;
-            let mut lease = match self.borrow(want).await {
-                Ok(lease) => lease,
-                Err(e) => {
+            let mut lease = match self.borrow(want, client).await {
+                Some(Ok(lease)) => lease,
+                Some(Err(e)) => {
                     self.phase = Phase::Idle;
                     let (code, message) = errors::borrow_failure(&e);
-                    tracing::warn!(session = self.id, pool = %self.pg.pool.name(), error = %e, "borrow failed");
+                    if matches!(e, BorrowError::Cancelled) {
+                        tracing::info!(
+                            session = self.id,
+                            "request cancelled while it waited for a server connection"
+                        );
+                    } else {
+                        tracing::warn!(session = self.id, pool = %self.pg.pool.name(), error = %e, "borrow failed");
+                    }
                     self.fail_request(code, &message);
                     continue;
+                }
+                None => {
+                    tracing::debug!(
+                        session = self.id,
+                        "client hung up while its request waited for a server connection"
+                    );
+                    return Stop::End(None);
                 }
             };
             self.commit_in_flight = false;

@@ -3,7 +3,9 @@
 //! `/v1/sessions` read. One generic for both engines; an entry leaves when its handle drops.
 
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use super::keys::KeyMap;
 use super::{SessionInfo, SessionList, SessionRow, SessionState};
@@ -21,20 +23,97 @@ pub struct Entry<T> {
     /// Who may act on the session by its key besides the session itself (MySQL: the database
     /// user; a `KILL QUERY` from another user finds nothing).
     pub owner: Box<str>,
-    current: Mutex<Option<T>>,
+    current: Mutex<Current<T>>,
+}
+
+/// What a session's request is doing, as a cancel finds it.
+#[derive(Debug)]
+enum Current<T> {
+    /// No request, or none recorded: a cancel has nothing to stop.
+    Idle,
+    /// The request waits for a server connection (`Entry::cancelled` is polled).
+    Waiting(Option<Waker>),
+    /// A cancel came while it waited: the wait ends with the client's error.
+    Cancelled,
+    /// The request runs on this server connection: a cancel is sent there.
+    Running(T),
 }
 
 impl<T: Clone> Entry<T> {
+    fn lock(&self) -> MutexGuard<'_, Current<T>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn set(&self, current: Option<T>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = current;
+        *self.lock() = current.map_or(Current::Idle, Current::Running);
     }
 
     /// Where the session's work runs now; `None` while it holds no server connection.
     pub fn get(&self) -> Option<T> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        match &*self.lock() {
+            Current::Running(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// What a cancel reaches: the server connection running the request, to be cancelled
+    /// there; a request waiting for one is cancelled here (its wait ends, nothing of it ran).
+    /// `None` when nothing is left to do.
+    pub fn cancel(&self) -> Option<T> {
+        let mut current = self.lock();
+        match &mut *current {
+            Current::Running(t) => Some(t.clone()),
+            Current::Waiting(waker) => {
+                if let Some(w) = waker.take() {
+                    w.wake();
+                }
+                *current = Current::Cancelled;
+                None
+            }
+            Current::Idle | Current::Cancelled => None,
+        }
+    }
+
+    /// Marks the session's request as waiting for a server connection until dropped, and
+    /// completes if a cancel comes meanwhile. Held only on the slow path of a borrow.
+    pub fn cancelled(&self) -> Cancelled<'_, T> {
+        *self.lock() = Current::Waiting(None);
+        Cancelled { entry: self }
+    }
+}
+
+/// See [`Entry::cancelled`]. Dropped (the wait over either way), the session is idle again
+/// until it records where its request runs.
+#[derive(Debug)]
+pub struct Cancelled<'a, T: Clone> {
+    entry: &'a Entry<T>,
+}
+
+impl<T: Clone> Future for Cancelled<'_, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut current = self.entry.lock();
+        match &mut *current {
+            Current::Cancelled => Poll::Ready(()),
+            Current::Waiting(waker) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            // Set by the session itself, which no longer waits.
+            Current::Idle | Current::Running(_) => Poll::Pending,
+        }
+    }
+}
+
+impl<T: Clone> Drop for Cancelled<'_, T> {
+    fn drop(&mut self) {
+        let mut current = self.entry.lock();
+        if matches!(*current, Current::Waiting(_) | Current::Cancelled) {
+            *current = Current::Idle;
+        }
     }
 }
 
@@ -115,7 +194,7 @@ impl<K: Hash + Eq + Clone, T> Registry<K, T> {
             info,
             state: SessionState::default(),
             owner: owner.into(),
-            current: Mutex::new(None),
+            current: Mutex::new(Current::Idle),
         });
         sessions.insert(key.clone(), target.clone());
         Handle {
@@ -160,6 +239,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use std::time::Duration;
 
     impl Running for &'static str {
         fn server(&self) -> String {
@@ -199,5 +279,36 @@ mod tests {
         );
         drop(again);
         assert!(registry.sessions().is_empty());
+    }
+
+    /// A cancel ends a request's wait for a connection (and only that wait), and is forwarded
+    /// once the request runs on one.
+    #[tokio::test]
+    async fn a_cancel_ends_a_waiting_request_and_reaches_a_running_one() {
+        let registry = Arc::new(Registry::<u32, &'static str>::default());
+        let handle = registry.register(info(1), "app", || 1);
+        let entry = registry.get(&1).unwrap();
+        assert_eq!(entry.cancel(), None, "idle: nothing to cancel");
+        let wait = handle.target.cancelled();
+        let cancel = async {
+            tokio::task::yield_now().await;
+            assert_eq!(entry.cancel(), None, "a waiting request is cancelled here");
+        };
+        let ended =
+            tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(wait, cancel) });
+        assert!(ended.await.is_ok(), "the wait went on after its cancel");
+        // The cancel was spent on that wait: the next one waits.
+        let next = tokio::time::timeout(Duration::from_millis(20), handle.target.cancelled());
+        assert!(
+            next.await.is_err(),
+            "a later wait was cancelled by an earlier cancel"
+        );
+        handle.target.set(Some("db:5432"));
+        assert_eq!(entry.cancel(), Some("db:5432"));
+        assert_eq!(
+            entry.cancel(),
+            Some("db:5432"),
+            "forwarding leaves the request running"
+        );
     }
 }

@@ -37,6 +37,7 @@ mod pg_protocol;
 mod pg_proxy;
 mod pg_state;
 mod prometheus;
+mod queued;
 mod refused;
 mod reload;
 mod restart;

@@ -92,12 +92,12 @@ impl Session {
     }
 
     /// Borrows (and syncs) a connection for a command; a refused replay becomes the command's ERR.
-    pub(super) async fn lease_for_command(&mut self) -> Result<bool, End> {
+    pub(super) async fn lease_for_command(&mut self, client: &mut Socket) -> Result<bool, End> {
         if let Some((code, message)) = self.check_held()? {
             self.error(code, message);
             return Ok(false);
         }
-        match self.ensure_lease().await {
+        match self.ensure_lease(client).await? {
             Ok(()) => {
                 // This command is the one a hold kept the connection for.
                 self.hold = Hold::None;
@@ -208,7 +208,7 @@ impl Session {
         if let Some(kill) = fx.kill {
             return Box::pin(self.kill_query(kill)).await;
         }
-        if !self.lease_for_command().await? {
+        if !self.lease_for_command(client).await? {
             return Ok(());
         }
         if !self.before_statement(&fx).await {
@@ -238,7 +238,7 @@ impl Session {
     /// (COM_SET_OPTION toggles multi-statements: pinned).
     async fn simple(&mut self, client: &mut Socket, packet: &[u8]) -> Result<(), End> {
         let cmd = packet[wire::HEADER_LEN];
-        if !self.lease_for_command().await? {
+        if !self.lease_for_command(client).await? {
             return Ok(());
         }
         if cmd == command::SET_OPTION {

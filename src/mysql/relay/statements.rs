@@ -33,7 +33,7 @@ impl Session {
             );
             return Ok(());
         }
-        if !self.lease_for_command().await? {
+        if !self.lease_for_command(client).await? {
             return Ok(());
         }
         let sql = &packet[wire::HEADER_LEN + 1..];
@@ -109,9 +109,9 @@ impl Session {
         }
         let leased = if long_data {
             // No reply to send: a held connection that broke loses the data, said at EXECUTE.
-            self.check_held()?.is_none() && self.ensure_lease().await.is_ok()
+            self.check_held()?.is_none() && self.ensure_lease(client).await?.is_ok()
         } else {
-            self.lease_for_command().await?
+            self.lease_for_command(client).await?
         };
         if !leased {
             if long_data {

@@ -1,7 +1,7 @@
 //! Making a borrowed connection carry the session: its schema, tracked variables and
 //! LAST_INSERT_ID() replayed when they differ, and the read-back after a statement changed them.
 
-use super::Session;
+use super::{End, Session};
 use crate::errors::{BorrowError, ConnectError};
 use crate::mysql::errors::{self, Code};
 use crate::mysql::pools::MyPool;
@@ -10,6 +10,7 @@ use crate::mysql::state::{Vars, effective};
 use crate::mysql::wire::{command, status};
 use crate::pool::Lease;
 use crate::routing::Want;
+use crate::tls::{Socket, unless_hung_up};
 use tokio::time::Instant;
 
 /// A replay the server refused: the client gets this as its command's ERR.
@@ -22,12 +23,19 @@ fn refused(e: ConnectError) -> Refused {
 impl Session {
     /// Borrows a connection if the session holds none, and brings it to the session's state; an
     /// error is the current command's ERR.
-    pub(super) async fn ensure_lease(&mut self) -> Result<(), Refused> {
+    /// `Err`: the client hung up while the command waited for a connection.
+    pub(super) async fn ensure_lease(
+        &mut self,
+        client: &mut Socket,
+    ) -> Result<Result<(), Refused>, End> {
         if self.lease.is_some() {
-            return Ok(());
+            return Ok(Ok(()));
         }
         for _ in 0..3 {
-            let mut lease = self.borrow().await?;
+            let mut lease = match self.borrow(client).await? {
+                Ok(lease) => lease,
+                Err(r) => return Ok(Err(r)),
+            };
             // A schema cannot be unselected: a session without one needs a connection without one.
             if self.schema.is_none() && lease.state.schema.is_some() {
                 lease.release(false);
@@ -45,7 +53,7 @@ impl Session {
             } else {
                 Ok(())
             };
-            return match synced {
+            return Ok(match synced {
                 Ok(()) => {
                     self.lease = Some(lease);
                     Ok(())
@@ -56,35 +64,64 @@ impl Session {
                     lease.release(false);
                     Err(r)
                 }
-            };
+            });
         }
-        Err((
+        Ok(Err((
             errors::UNKNOWN,
             "sluice: no server connection without a schema".into(),
-        ))
+        )))
     }
 
     /// A connection, on the instance routing picks, that the server has not closed while it sat
     /// idle. With no instance to route to (a failover), or one that cannot be reached, it waits
     /// up to the borrow timeout for the probes to find another. A failed borrow fails the
     /// command, not the session: the client may retry.
-    async fn borrow(&mut self) -> Result<Lease<ServerConn>, Refused> {
+    async fn borrow(
+        &mut self,
+        client: &mut Socket,
+    ) -> Result<Result<Lease<ServerConn>, Refused>, End> {
         if self.needs_replayed_reader() {
             if let Some(lease) = Box::pin(self.replayed_reader()).await {
-                return Ok(lease);
+                return Ok(Ok(lease));
             }
             self.want = Want::Writer;
         }
         match self.borrow_idle() {
-            Some(lease) => Ok(lease),
+            Some(lease) => Ok(Ok(lease)),
             // Waiting, connecting or routing: boxed, so its state is not part of every session
             // task. It may have taken a while: the command's clock moves on.
             None => {
-                let lease = Box::pin(self.borrow_routed()).await;
+                let lease = Box::pin(self.borrow_watched(client)).await;
                 self.clock = Some(Instant::now());
                 lease
             }
         }
+    }
+
+    /// The wait for a connection, watching the client: a `KILL QUERY` for the session or a
+    /// client that hangs up meanwhile ends the wait, and the command never runs. Before, it ran
+    /// when a connection came free, for a client that had given up on it (and may have retried
+    /// it).
+    async fn borrow_watched(
+        &mut self,
+        client: &mut Socket,
+    ) -> Result<Result<Lease<ServerConn>, Refused>, End> {
+        let target = std::sync::Arc::clone(&self.kill.target);
+        let mut early = bytes::BytesMut::new();
+        let waited = unless_hung_up(client, &mut early, async {
+            tokio::select! {
+                biased;
+                () = target.cancelled() => {
+                    tracing::info!(session = self.id, "command killed while it waited for a server connection");
+                    Err(errors::borrow_failure(&BorrowError::Cancelled))
+                }
+                got = self.borrow_routed() => got,
+            }
+        })
+        .await;
+        // What the client sent meanwhile comes after the command being served.
+        self.cin.extend_from_slice(&early);
+        waited.ok_or(End::ClientGone)
     }
 
     /// The steady state: an idle connection on the instance routing picks, no future.

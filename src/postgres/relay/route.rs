@@ -2,7 +2,9 @@
 //! borrow (writer, reader, read-your-writes on split endpoints) and the one error a client gets
 //! for a lost server connection, after which its session goes on.
 
-use bytes::Buf;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
 use tokio::time::{Duration, Instant};
 
 use super::{Phase, RESET_TIMEOUT, Session};
@@ -13,6 +15,7 @@ use crate::postgres::scan::{Token, Words, is};
 use crate::postgres::server::ServerConn;
 use crate::postgres::wire::{self, frontend, status};
 use crate::routing::Want;
+use crate::tls::{Socket, unless_hung_up};
 
 /// A lost server's error when the transaction certainly did not commit.
 const CUT_ROLLED_BACK: &str = "the server connection was lost (server shut down, failed over or ended the session): the transaction was rolled back and can be retried";
@@ -24,13 +27,43 @@ impl Session {
     /// Borrows a connection, on the instance routing picks, that the server has not ended while
     /// it sat idle in the pool. With no instance to route to (a failover), or one that cannot be
     /// reached, it waits up to the borrow timeout for the probes to find another.
-    pub(super) async fn borrow(&mut self, want: Want) -> Result<Lease<ServerConn>, BorrowError> {
+    /// `None`: the client hung up while the request waited.
+    pub(super) async fn borrow(
+        &mut self,
+        want: Want,
+        client: &mut Socket,
+    ) -> Option<Result<Lease<ServerConn>, BorrowError>> {
         match self.borrow_idle(want) {
-            Some(lease) => Ok(lease),
+            Some(lease) => Some(Ok(lease)),
             // Waiting, connecting or routing: boxed, so its state is not part of every session
             // task.
-            None => Box::pin(self.borrow_routed(want)).await,
+            None => Box::pin(self.borrow_watched(want, client)).await,
         }
+    }
+
+    /// The wait for a connection, watching the client: one that cancels its request
+    /// (CancelRequest: a driver's query timeout, psql's ^C) or hangs up meanwhile ends the
+    /// wait, and the request never runs; on a direct connection the cancel would have stopped
+    /// it. Before, the request ran when a connection came free, for a client that had given up
+    /// on it (and may have retried it).
+    async fn borrow_watched(
+        &mut self,
+        want: Want,
+        client: &mut Socket,
+    ) -> Option<Result<Lease<ServerConn>, BorrowError>> {
+        let target = Arc::clone(&self.cancel.target);
+        let mut early = BytesMut::new();
+        let waited = unless_hung_up(client, &mut early, async {
+            tokio::select! {
+                biased;
+                () = target.cancelled() => Err(BorrowError::Cancelled),
+                got = self.borrow_routed(want) => got,
+            }
+        })
+        .await;
+        // What the client sent meanwhile comes after the request at the front.
+        self.cin.extend_from_slice(&early);
+        waited
     }
 
     /// Switches the session to its pool on instance `member`.

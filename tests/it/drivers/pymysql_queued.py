@@ -1,0 +1,88 @@
+"""Statements queued for a server connection (PyMySQL, a pool of one held by a transaction):
+one is stopped by KILL QUERY while it waits and gets 1317 at once, another's client hangs up
+while it waits; neither runs when the connection comes free, as neither would have run on a
+direct connection its client had given up on.
+
+usage: pymysql_queued.py HOST PORT USER PASSWORD DB
+
+Prints `RESULT {json}`; exit 1 on any mismatch.
+"""
+import json
+import socket
+import sys
+import threading
+import time
+
+import pymysql
+
+host, port, user, password, db = sys.argv[1:6]
+failures = []
+
+
+def connect():
+    return pymysql.connect(host=host, port=int(port), user=user, password=password,
+                           database=db, autocommit=True, read_timeout=60)
+
+
+holder, victim, leaver, killer = connect(), connect(), connect(), connect()
+outcome = {}
+
+
+def run(name, conn, sql):
+    started = time.monotonic()
+    try:
+        with conn.cursor() as c:
+            c.execute(sql)
+            outcome[name] = ("ok", None, round(time.monotonic() - started, 3))
+    except (pymysql.err.MySQLError, OSError) as e:
+        code = e.args[0] if e.args else str(e)
+        outcome[name] = ("error", code, round(time.monotonic() - started, 3))
+
+
+with holder.cursor() as c:
+    c.execute("DROP TABLE IF EXISTS queued_t")
+    c.execute("CREATE TABLE queued_t (id INT)")
+    # The pool's only connection stays with this transaction.
+    c.execute("BEGIN")
+    c.execute("SELECT 1")
+
+killed = threading.Thread(target=run, args=("killed", victim, "INSERT INTO queued_t VALUES (1)"))
+killed.start()
+time.sleep(0.5)
+with killer.cursor() as c:
+    c.execute(f"KILL QUERY {victim.thread_id()}")
+killed.join(5)
+if killed.is_alive():
+    failures.append("the killed statement still waits 5 s after KILL QUERY")
+
+left = threading.Thread(target=run, args=("left", leaver, "INSERT INTO queued_t VALUES (2)"))
+left.start()
+time.sleep(0.5)
+# The client gives up (its own timeout, a crash): its end of the socket closes.
+leaver._sock.shutdown(socket.SHUT_RDWR)
+left.join(5)
+time.sleep(0.5)
+
+with holder.cursor() as c:
+    c.execute("COMMIT")
+# Had either statement stayed queued, the freed connection would run it now.
+time.sleep(1.5)
+killed.join(30)
+with holder.cursor() as c:
+    c.execute("SELECT id FROM queued_t ORDER BY id")
+    rows = [r[0] for r in c.fetchall()]
+if rows:
+    failures.append(f"statements whose clients gave up ran: ids {rows}")
+state, code, took = outcome.get("killed", ("missing", None, 0))
+if state != "error" or code != 1317:
+    failures.append(f"killed: {outcome.get('killed')}")
+# The killed session goes on.
+with victim.cursor() as c:
+    c.execute("SELECT 5")
+    if c.fetchone()[0] != 5:
+        failures.append("the killed session is unusable after the kill")
+print("RESULT " + json.dumps({"killed": outcome.get("killed"), "left": outcome.get("left"),
+                              "rows": rows, "failures": len(failures)}))
+for f in failures:
+    print("FAIL " + f)
+sys.exit(1 if failures else 0)
