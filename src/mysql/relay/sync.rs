@@ -121,7 +121,13 @@ impl Session {
         .await;
         // What the client sent meanwhile comes after the command being served.
         self.cin.extend_from_slice(&early);
-        waited.ok_or(End::ClientGone)
+        waited.ok_or_else(|| {
+            tracing::debug!(
+                session = self.id,
+                "client hung up while its request waited for a server connection"
+            );
+            End::ClientGone
+        })
     }
 
     /// The steady state: an idle connection on the instance routing picks, no future.
