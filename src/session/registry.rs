@@ -74,11 +74,15 @@ impl<T: Clone> Entry<T> {
         }
     }
 
-    /// Marks the session's request as waiting for a server connection until dropped, and
-    /// completes if a cancel comes meanwhile. Held only on the slow path of a borrow.
+    /// Completes if a cancel comes while the session's request waits for a server connection:
+    /// from its first poll until it is dropped, the request counts as waiting. Polled only on the
+    /// slow path of a borrow, after the borrow itself, so a borrow served at its first wake-up
+    /// takes the lock twice (here and on drop).
     pub fn cancelled(&self) -> Cancelled<'_, T> {
-        *self.lock() = Current::Waiting(None);
-        Cancelled { entry: self }
+        Cancelled {
+            entry: self,
+            polled: false,
+        }
     }
 }
 
@@ -87,29 +91,33 @@ impl<T: Clone> Entry<T> {
 #[derive(Debug)]
 pub struct Cancelled<'a, T: Clone> {
     entry: &'a Entry<T>,
+    polled: bool,
 }
 
 impl<T: Clone> Future for Cancelled<'_, T> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polled = true;
         let mut current = self.entry.lock();
         match &mut *current {
             Current::Cancelled => Poll::Ready(()),
-            Current::Waiting(waker) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
+            Current::Waiting(Some(waker)) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Current::Idle | Current::Waiting(_) => {
+                *current = Current::Waiting(Some(cx.waker().clone()));
                 Poll::Pending
             }
             // Set by the session itself, which no longer waits.
-            Current::Idle | Current::Running(_) => Poll::Pending,
+            Current::Running(_) => Poll::Pending,
         }
     }
 }
 
 impl<T: Clone> Drop for Cancelled<'_, T> {
     fn drop(&mut self) {
+        if !self.polled {
+            return;
+        }
         let mut current = self.entry.lock();
         if matches!(*current, Current::Waiting(_) | Current::Cancelled) {
             *current = Current::Idle;

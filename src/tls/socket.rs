@@ -541,17 +541,23 @@ pub async fn unless_hung_up<T>(
     buf: &mut BytesMut,
     wait: impl Future<Output = T>,
 ) -> Option<T> {
-    use tokio::io::AsyncReadExt;
     let mut wait = std::pin::pin!(wait);
     while buf.len() < WATCH_KEEP {
         tokio::select! {
             // The wait first: when the database is there it is done at its first poll, and the
-            // client is never read.
+            // client is never looked at. Readiness before a read: a read future would reserve
+            // room in `buf` (an allocation) at every wait.
             biased;
             done = &mut wait => return Some(done),
-            read = client.read_buf(buf) => {
-                if matches!(read, Ok(0) | Err(_)) {
+            ready = client.readable() => {
+                if ready.is_err() {
                     return None;
+                }
+                match client.read_some(buf, WATCH_CHUNK) {
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return None,
                 }
             }
         }
@@ -559,5 +565,6 @@ pub async fn unless_hung_up<T>(
     Some(wait.await)
 }
 
-/// What `unless_hung_up` keeps of a client's early bytes.
+/// What `unless_hung_up` keeps of a client's early bytes, and reads at a time.
 const WATCH_KEEP: usize = 16 * 1024;
+const WATCH_CHUNK: usize = 1024;

@@ -111,11 +111,11 @@ impl Session {
         let waited = unless_hung_up(client, &mut early, async {
             tokio::select! {
                 biased;
+                got = self.borrow_routed() => got,
                 () = target.cancelled() => {
                     tracing::info!(session = self.id, "command killed while it waited for a server connection");
                     Err(errors::borrow_failure(&BorrowError::Cancelled))
                 }
-                got = self.borrow_routed() => got,
             }
         })
         .await;

@@ -56,8 +56,8 @@ impl Session {
         let waited = unless_hung_up(client, &mut early, async {
             tokio::select! {
                 biased;
-                () = target.cancelled() => Err(BorrowError::Cancelled),
                 got = self.borrow_routed(want) => got,
+                () = target.cancelled() => Err(BorrowError::Cancelled),
             }
         })
         .await;
