@@ -86,6 +86,21 @@ impl<T: Clone> Entry<T> {
     }
 }
 
+impl<T: Clone> Entry<T> {
+    /// `wait` unless a cancel for the session ends it first (`None`): see [`Entry::cancelled`].
+    pub async fn unless_cancelled<F: Future>(&self, wait: F) -> Option<F::Output> {
+        let mut wait = std::pin::pin!(wait);
+        let mut cancelled = self.cancelled();
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = wait.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            Pin::new(&mut cancelled).poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
 /// See [`Entry::cancelled`]. Dropped (the wait over either way), the session is idle again
 /// until it records where its request runs.
 #[derive(Debug)]

@@ -542,27 +542,49 @@ pub async fn unless_hung_up<T>(
     wait: impl Future<Output = T>,
 ) -> Option<T> {
     let mut wait = std::pin::pin!(wait);
-    while buf.len() < WATCH_KEEP {
-        tokio::select! {
-            // The wait first: when the database is there it is done at its first poll, and the
-            // client is never looked at. Readiness before a read: a read future would reserve
-            // room in `buf` (an allocation) at every wait.
-            biased;
-            done = &mut wait => return Some(done),
-            ready = client.readable() => {
-                if ready.is_err() {
-                    return None;
-                }
-                match client.read_some(buf, WATCH_CHUNK) {
-                    Ok(0) => return None,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return None,
-                }
+    // One poll function rather than a select over nested futures: on a queued borrow (a wait
+    // that is over at its first wake-up) the select's machinery cost more than the watch.
+    std::future::poll_fn(|cx| {
+        // The wait first: when the database is there it is done at its first poll, and the
+        // client is never looked at.
+        if let Poll::Ready(done) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        match client.poll_hung_up(cx, buf) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+impl Socket {
+    /// Ready once the peer has closed (or the socket failed); what it sends meanwhile is read
+    /// into `buf`, up to `WATCH_KEEP` bytes, past which it is no longer read (and never ready).
+    /// Readiness before a read: a read future would reserve room in `buf` at every wait.
+    fn poll_hung_up(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<()> {
+        while buf.len() < WATCH_KEEP {
+            let ready = match self {
+                Self::Plain(tcp) => tcp.poll_read_ready(cx),
+                Self::Unix(unix) => unix.poll_read_ready(cx),
+                Self::Tls(t) if t.plain > 0 => Poll::Ready(Ok(())),
+                Self::Tls(t) => t.tcp.poll_read_ready(cx),
+                Self::Memory(m) => m.poll_readable(cx).map(Ok),
+            };
+            match ready {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.read_some(buf, WATCH_CHUNK) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
             }
         }
+        Poll::Pending
     }
-    Some(wait.await)
 }
 
 /// What `unless_hung_up` keeps of a client's early bytes, and reads at a time.
