@@ -165,12 +165,19 @@ async fn postgres_logins_wait_for_a_server_not_up_yet() {
     let err = connect(&brief, APP, APPDB).await.unwrap_err();
     assert_eq!(code(&err), "57P03", "told why: {err}");
     let proxy = Sluice::start_for(&pg, options());
+    served_once_started(&proxy, &mut pg, LATE_START).await;
+}
+
+/// Logs in through `proxy` and runs a statement while `pg` is down; `pg` starts `late` later,
+/// and the login, unanswered until then, is served.
+async fn served_once_started(proxy: &Sluice, pg: &mut PgServer, late: Duration) {
     let port = proxy.port();
     let login = tokio::spawn(async move {
         let c = connect_port(port, APP, APPDB).await?;
         c.simple_query("select 1").await.map(|_| ())
     });
-    tokio::time::sleep(LATE_START).await;
+    tokio::time::sleep(late).await;
+    assert!(!login.is_finished(), "answered with the server down");
     tokio::task::block_in_place(|| pg.start_again());
     let got = timeout(Duration::from_secs(30), login)
         .await
@@ -241,18 +248,7 @@ async fn postgres_logins_given_up_while_the_server_is_down_leave_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let login = tokio::spawn(async move {
-        let c = connect_port(port, APP, APPDB).await?;
-        c.simple_query("select 1").await.map(|_| ())
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!login.is_finished(), "answered with the server down");
-    tokio::task::block_in_place(|| pg.start_again());
-    let got = timeout(Duration::from_secs(30), login)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(got.is_ok(), "{got:?}\n{}", proxy.log_contents());
+    served_once_started(&proxy, &mut pg, Duration::from_secs(1)).await;
 }
 
 /// MySQL clients wait for sluice's greeting, which waits for the server: one that gives up

@@ -7,7 +7,6 @@ usage: pymysql_queued.py HOST PORT USER PASSWORD DB
 
 Prints `RESULT {json}`; exit 1 on any mismatch.
 """
-import json
 import socket
 import sys
 import threading
@@ -15,16 +14,11 @@ import time
 
 import pymysql
 
-host, port, user, password, db = sys.argv[1:6]
-failures = []
+from mysql_checks import Checks, connect, one
 
-
-def connect():
-    return pymysql.connect(host=host, port=int(port), user=user, password=password,
-                           database=db, autocommit=True, read_timeout=60)
-
-
-holder, victim, leaver, killer = connect(), connect(), connect(), connect()
+target = sys.argv[1:6]
+checks = Checks()
+holder, victim, leaver, killer = (connect(*target, read_timeout=60) for _ in range(4))
 outcome = {}
 
 
@@ -33,7 +27,7 @@ def run(name, conn, sql):
     try:
         with conn.cursor() as c:
             c.execute(sql)
-            outcome[name] = ("ok", None, round(time.monotonic() - started, 3))
+        outcome[name] = ("ok", None, round(time.monotonic() - started, 3))
     except (pymysql.err.MySQLError, OSError) as e:
         code = e.args[0] if e.args else str(e)
         outcome[name] = ("error", code, round(time.monotonic() - started, 3))
@@ -53,7 +47,7 @@ with killer.cursor() as c:
     c.execute(f"KILL QUERY {victim.thread_id()}")
 killed.join(5)
 if killed.is_alive():
-    failures.append("the killed statement still waits 5 s after KILL QUERY")
+    checks.fail("the killed statement still waits 5 s after KILL QUERY")
 
 left = threading.Thread(target=run, args=("left", leaver, "INSERT INTO queued_t VALUES (2)"))
 left.start()
@@ -71,18 +65,8 @@ killed.join(30)
 with holder.cursor() as c:
     c.execute("SELECT id FROM queued_t ORDER BY id")
     rows = [r[0] for r in c.fetchall()]
-if rows:
-    failures.append(f"statements whose clients gave up ran: ids {rows}")
-state, code, took = outcome.get("killed", ("missing", None, 0))
-if state != "error" or code != 1317:
-    failures.append(f"killed: {outcome.get('killed')}")
-# The killed session goes on.
-with victim.cursor() as c:
-    c.execute("SELECT 5")
-    if c.fetchone()[0] != 5:
-        failures.append("the killed session is unusable after the kill")
-print("RESULT " + json.dumps({"killed": outcome.get("killed"), "left": outcome.get("left"),
-                              "rows": rows, "failures": len(failures)}))
-for f in failures:
-    print("FAIL " + f)
-sys.exit(1 if failures else 0)
+checks.expect("statements whose clients gave up that ran", rows, [])
+state, code, _ = outcome.get("killed", ("missing", None, 0))
+checks.expect(f"the killed statement's answer {outcome.get('killed')}", (state, code), ("error", 1317))
+checks.expect("the killed session afterwards", one(victim, "SELECT 5"), 5)
+checks.finish(killed=outcome.get("killed"), left=outcome.get("left"), rows=rows)
