@@ -58,6 +58,22 @@ def errno(f):
         return e.args[0]
 
 
+def timed(outcome, name, conn, sql):
+    """Runs `sql` on `conn`, for a thread: `outcome[name]` is ("ok", its first value or None,
+    seconds) or ("error", the errno or the error's text, seconds)."""
+    import time
+
+    started = time.monotonic()
+    try:
+        with conn.cursor() as c:
+            c.execute(sql)
+            row = c.fetchone()
+        outcome[name] = ("ok", row[0] if row else None, round(time.monotonic() - started, 3))
+    except (pymysql.err.MySQLError, OSError) as e:
+        code = e.args[0] if e.args else str(e)
+        outcome[name] = ("error", code, round(time.monotonic() - started, 3))
+
+
 def one(conn, sql):
     with conn.cursor() as c:
         c.execute(sql)

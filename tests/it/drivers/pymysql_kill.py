@@ -12,6 +12,8 @@ import time
 
 import pymysql
 
+from mysql_checks import timed
+
 host, port, user, password, db = sys.argv[1:6]
 failures = []
 
@@ -24,20 +26,9 @@ def connect():
 victim, bystander, killer = connect(), connect(), connect()
 outcome = {}
 
-
-def run(name, conn, sql):
-    started = time.monotonic()
-    try:
-        with conn.cursor() as c:
-            c.execute(sql)
-            outcome[name] = ("ok", c.fetchone()[0], time.monotonic() - started)
-    except pymysql.err.MySQLError as e:
-        outcome[name] = ("error", e.args[0], time.monotonic() - started)
-
-
 threads = [
-    threading.Thread(target=run, args=("victim", victim, "SELECT BENCHMARK(2000000000, MD5('x'))")),
-    threading.Thread(target=run, args=("bystander", bystander, "SELECT SLEEP(2)")),
+    threading.Thread(target=timed, args=(outcome, "victim", victim, "SELECT BENCHMARK(2000000000, MD5('x'))")),
+    threading.Thread(target=timed, args=(outcome, "bystander", bystander, "SELECT SLEEP(2)")),
 ]
 for t in threads:
     t.start()

@@ -12,26 +12,12 @@ import sys
 import threading
 import time
 
-import pymysql
-
-from mysql_checks import Checks, connect, one
+from mysql_checks import Checks, connect, one, timed
 
 target = sys.argv[1:6]
 checks = Checks()
 holder, victim, leaver, killer = (connect(*target, read_timeout=60) for _ in range(4))
 outcome = {}
-
-
-def run(name, conn, sql):
-    started = time.monotonic()
-    try:
-        with conn.cursor() as c:
-            c.execute(sql)
-        outcome[name] = ("ok", None, round(time.monotonic() - started, 3))
-    except (pymysql.err.MySQLError, OSError) as e:
-        code = e.args[0] if e.args else str(e)
-        outcome[name] = ("error", code, round(time.monotonic() - started, 3))
-
 
 with holder.cursor() as c:
     c.execute("DROP TABLE IF EXISTS queued_t")
@@ -40,7 +26,7 @@ with holder.cursor() as c:
     c.execute("BEGIN")
     c.execute("SELECT 1")
 
-killed = threading.Thread(target=run, args=("killed", victim, "INSERT INTO queued_t VALUES (1)"))
+killed = threading.Thread(target=timed, args=(outcome, "killed", victim, "INSERT INTO queued_t VALUES (1)"))
 killed.start()
 time.sleep(0.5)
 with killer.cursor() as c:
@@ -49,7 +35,7 @@ killed.join(5)
 if killed.is_alive():
     checks.fail("the killed statement still waits 5 s after KILL QUERY")
 
-left = threading.Thread(target=run, args=("left", leaver, "INSERT INTO queued_t VALUES (2)"))
+left = threading.Thread(target=timed, args=(outcome, "left", leaver, "INSERT INTO queued_t VALUES (2)"))
 left.start()
 time.sleep(0.5)
 # The client gives up (its own timeout, a crash): its end of the socket closes.
