@@ -163,7 +163,7 @@ async fn login_or_turn_away(
             seq,
         };
         let greeted = match member {
-            Ok(member) => greet(&mut login, ep, &mut hello, member).await,
+            Ok(met) => greet(&mut login, ep, &mut hello, met).await,
             Err(r) => Err(r),
         };
         if let Err(r) = greeted {
@@ -219,9 +219,9 @@ async fn refused(login: &mut Login<'_>, ep: &MyEndpoint, peer: SocketAddr, r: Re
     login.refuse(r).await;
 }
 
-/// The instance a login greets from, once its server's greeting is known: the database's part
-/// of the login, immediate while an instance is up and has been met.
-async fn instance(ep: &MyEndpoint) -> Result<usize, Refusal> {
+/// The instance a login greets from, and its server's facts: the database's part of the login,
+/// immediate while an instance is up and has been met.
+async fn instance(ep: &MyEndpoint) -> Result<(usize, &ServerInfo), Refusal> {
     let member = Box::pin(ep.engine.cluster.route(ep.want))
         .await
         .map_err(|e| {
@@ -229,8 +229,7 @@ async fn instance(ep: &MyEndpoint) -> Result<usize, Refusal> {
             let (code, message) = errors::borrow_failure(&e);
             refuse(code, message)
         })?;
-    server_info(ep, member).await?;
-    Ok(member)
+    Ok((member, server_info(ep, member).await?))
 }
 
 async fn server_info(ep: &MyEndpoint, member: usize) -> Result<&ServerInfo, Refusal> {
@@ -249,9 +248,8 @@ async fn greet(
     login: &mut Login<'_>,
     ep: &MyEndpoint,
     hello: &mut Option<Hello>,
-    member: usize,
+    (member, server): (usize, &ServerInfo),
 ) -> Result<(), Refusal> {
-    let server = server_info(ep, member).await?;
     let tls = if ep.tls.is_some() { caps::SSL } else { 0 };
     let files = if ep.engine.local_infile {
         caps::LOCAL_FILES
